@@ -1,0 +1,164 @@
+/**
+ * The backend contract.
+ *
+ * A backend owns memory and runs a small set of primitive kernels. It knows nothing about
+ * autograd, broadcasting rules, shape checks or op semantics: core validates every input,
+ * computes every output shape, expresses broadcasting as zero strides and only then calls a
+ * kernel. A kernel may therefore assume its arguments are consistent.
+ *
+ * Conventions shared by all kernels:
+ * - Sizes and strides count elements, never bytes.
+ * - Outputs are always fresh contiguous buffers allocated by core through `alloc`,
+ *   except `copy`, whose destination is a strided view into an existing buffer.
+ * - Inputs described by a `View` may be non-contiguous (transposed, sliced, broadcast with
+ *   stride 0); inputs passed as a bare buffer are contiguous and start at element 0.
+ * - Kernels are enqueued in program order; only `read` waits for them.
+ */
+
+export type DType = 'float32' | 'int32';
+export type TypedArray = Float32Array | Int32Array;
+
+/** A backend-owned allocation; opaque to core. */
+export interface BackendBuffer {
+  /** Capacity in elements. */
+  readonly size: number;
+  readonly dtype: DType;
+}
+
+/** A strided window onto a buffer. `strides[i]` may be 0 (broadcast). */
+export interface View {
+  readonly buffer: BackendBuffer;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/** A batched matrix operand: element (b, i, j) is at offset + b*batchStride + i*rowStride + j*colStride. */
+export interface MatrixView {
+  readonly buffer: BackendBuffer;
+  readonly offset: number;
+  readonly batchStride: number;
+  readonly rowStride: number;
+  readonly colStride: number;
+}
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'abs' | 'sign' | 'tanh' | 'sigmoid' | 'relu'
+  | 'geluTanh' | 'geluErf'
+  /** Derivatives of the GELU variants with respect to their input. */
+  | 'geluTanhGrad' | 'geluErfGrad';
+
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
+  /** Comparisons write 1 or 0 in the output dtype. */
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+
+export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax' | 'argmin';
+
+/**
+ * Where the nonzero blocks of a block-sparse matrix W [rows, cols] sit. Blocks are stored in
+ * block-row-major order (CSR order): block b covers W[rowIdx[b]*bs .. +bs, colIdx[b]*bs .. +bs]
+ * and its data is blocks[b] = a bs x bs row-major tile. Immutable once built; backends may cache
+ * device copies of these arrays keyed by the layout object.
+ */
+export interface BlockLayout {
+  readonly rows: number;
+  readonly cols: number;
+  readonly blockSize: number;
+  readonly nnzBlocks: number;
+  /** CSR: blocks of block-row r are rowPtr[r] .. rowPtr[r+1]-1 (for Y = X W^T). */
+  readonly rowPtr: Int32Array;
+  readonly colIdx: Int32Array;
+  /** Coordinate list: block-row of each block (for the SDDMM dW = dY^T X). */
+  readonly rowIdx: Int32Array;
+  /** CSC: the blocks of block-column c are cscBlock[colPtr[c] .. colPtr[c+1]-1] (for dX = dY W). */
+  readonly colPtr: Int32Array;
+  readonly cscBlock: Int32Array;
+}
+
+export interface RandomSpec {
+  readonly kind: 'uniform' | 'normal';
+  /** 32-bit key drawn from core's seeded generator; element i depends only on (key, i). */
+  readonly key: number;
+  /** uniform: [a, b); normal: mean a, standard deviation b. */
+  readonly a: number;
+  readonly b: number;
+}
+
+export interface DeviceInfo {
+  readonly name: string;
+  readonly description: string;
+}
+
+export interface BackendMemory {
+  readonly buffers: number;
+  readonly bytes: number;
+}
+
+/** The primitive kernels. Every method is required; core checks coverage at registration. */
+export interface Backend {
+  readonly name: string;
+  readonly device: DeviceInfo;
+
+  // ---- memory ----
+  alloc(size: number, dtype: DType): BackendBuffer;
+  /** Uploads host data into a new buffer. */
+  upload(data: TypedArray): BackendBuffer;
+  /** Resolves with the first `size` elements once all kernels queued before it finished. */
+  read(buffer: BackendBuffer, size: number): Promise<TypedArray>;
+  free(buffer: BackendBuffer): void;
+  memory(): BackendMemory;
+
+  // ---- fills and copies ----
+  fill(out: BackendBuffer, size: number, value: number): void;
+  random(out: BackendBuffer, size: number, spec: RandomSpec): void;
+  /** dst[idx] = cast(src[idx]) for every index of src.shape (dst.shape equals src.shape). */
+  copy(src: View, dst: View): void;
+
+  // ---- elementwise; inputs are already broadcast to the output shape ----
+  unary(op: UnaryOp, x: View, out: BackendBuffer): void;
+  /** A number operand is a scalar of the other operand's dtype. */
+  binary(op: BinaryOp, a: View | number, b: View | number, out: BackendBuffer): void;
+  /** out = cond != 0 ? a : b */
+  where(cond: View, a: View, b: View, out: BackendBuffer): void;
+
+  // ---- reductions over the middle axis of a contiguous [outer, n, inner] buffer ----
+  /** out [outer, inner]; argmax/argmin write int32 indices (first occurrence). */
+  reduce(op: ReduceOp, x: BackendBuffer, outer: number, n: number, inner: number, out: BackendBuffer): void;
+
+  // ---- linear algebra ----
+  /** out[b] (contiguous [batch, m, n]) = a[b] (m x k) @ b[b] (k x n). */
+  matmul(a: MatrixView, b: MatrixView, out: BackendBuffer, batch: number, m: number, n: number, k: number): void;
+
+  // ---- block-sparse trio; W = layout + blocks [nnzBlocks, bs, bs] ----
+  /** out [m, rows] = x [m, cols] @ W^T */
+  bsrMatmul(x: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void;
+  /** out [m, cols] = dy [m, rows] @ W */
+  bsrMatmulGradInput(dy: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void;
+  /** out [nnzBlocks, bs, bs] = (dy^T @ x) restricted to W's blocks; dy [m, rows], x [m, cols]. */
+  bsrSddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void;
+
+  // ---- indexing; x/src/out contiguous, idx a view of shape [outer, count, inner] ----
+  /** out[o, j, i] = x[o, idx[o, j, i], i]; x [outer, n, inner], out [outer, count, inner]. */
+  gather(x: BackendBuffer, idx: View, outer: number, n: number, inner: number, count: number, out: BackendBuffer): void;
+  /** out (zeroed by the kernel) [outer, n, inner]; out[o, idx[o, j, i], i] += src[o, j, i]. */
+  scatterAdd(src: BackendBuffer, idx: View, outer: number, n: number, inner: number, count: number, out: BackendBuffer): void;
+
+  // ---- fused row kernels over contiguous [rows, n] ----
+  softmax(x: BackendBuffer, rows: number, n: number, log: boolean, out: BackendBuffer): void;
+  /** y is the forward output (softmax or logSoftmax); out = dL/dx. */
+  softmaxBackward(y: BackendBuffer, dy: BackendBuffer, rows: number, n: number, log: boolean, out: BackendBuffer): void;
+  /** Writes out, and per-row mean and rstd [rows] for the backward pass. gamma/beta may be null. */
+  layerNorm(x: BackendBuffer, gamma: BackendBuffer | null, beta: BackendBuffer | null, rows: number, n: number, eps: number,
+    out: BackendBuffer, mean: BackendBuffer, rstd: BackendBuffer): void;
+  /** dgamma/dbeta are null when gamma/beta were. */
+  layerNormBackward(x: BackendBuffer, gamma: BackendBuffer | null, mean: BackendBuffer, rstd: BackendBuffer, dy: BackendBuffer,
+    rows: number, n: number, dx: BackendBuffer, dgamma: BackendBuffer | null, dbeta: BackendBuffer | null): void;
+}
+
+/** The kernel names a backend must implement; checked when it registers. */
+export const KERNELS = [
+  'alloc', 'upload', 'read', 'free', 'memory', 'fill', 'random', 'copy', 'unary', 'binary', 'where', 'reduce',
+  'matmul', 'bsrMatmul', 'bsrMatmulGradInput', 'bsrSddmm', 'gather', 'scatterAdd', 'softmax', 'softmaxBackward',
+  'layerNorm', 'layerNormBackward',
+] as const satisfies readonly (keyof Backend)[];

@@ -1,0 +1,50 @@
+import type { BlockLayout } from '../backend.ts';
+import { opError } from '../errors.ts';
+
+export const BLOCK_SIZES = [16, 32, 64] as const;
+
+export function checkBlockGeometry(op: string, rows: number, cols: number, blockSize: number): void {
+  if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) {
+    throw opError(op, `blockSize must be one of ${BLOCK_SIZES.join(', ')}, got ${blockSize}`);
+  }
+  for (const [name, v] of [['rows', rows], ['cols', cols]] as const) {
+    if (!Number.isInteger(v) || v <= 0 || v % blockSize !== 0) {
+      throw opError(op, `${name} (${v}) must be a positive multiple of the block size ${blockSize}`);
+    }
+  }
+}
+
+/**
+ * Builds every index the kernels need from block coordinates. Blocks are sorted into
+ * block-row-major (CSR) order; `order[i]` tells which input coordinate became block i.
+ */
+export function buildLayout(rows: number, cols: number, blockSize: number, coords: readonly (readonly [number, number])[]):
+  { layout: BlockLayout; order: number[] } {
+  const R = rows / blockSize;
+  const C = cols / blockSize;
+  const order = coords.map((_, i) => i).sort((a, b) => coords[a][0] - coords[b][0] || coords[a][1] - coords[b][1]);
+  const nnz = coords.length;
+  const rowIdx = new Int32Array(nnz);
+  const colIdx = new Int32Array(nnz);
+  order.forEach((src, i) => {
+    const [r, c] = coords[src];
+    if (!Number.isInteger(r) || !Number.isInteger(c) || r < 0 || r >= R || c < 0 || c >= C) {
+      throw opError('BlockSparseMatrix', `block coordinate (${r}, ${c}) is outside the ${R} x ${C} block grid`);
+    }
+    if (i > 0 && r === rowIdx[i - 1] && c === colIdx[i - 1]) throw opError('BlockSparseMatrix', `block (${r}, ${c}) is listed twice`);
+    rowIdx[i] = r;
+    colIdx[i] = c;
+  });
+  const rowPtr = new Int32Array(R + 1);
+  for (const r of rowIdx) rowPtr[r + 1]++;
+  for (let r = 0; r < R; r++) rowPtr[r + 1] += rowPtr[r];
+  const colPtr = new Int32Array(C + 1);
+  for (const c of colIdx) colPtr[c + 1]++;
+  for (let c = 0; c < C; c++) colPtr[c + 1] += colPtr[c];
+  const fillPos = colPtr.slice(0, C);
+  const cscBlock = new Int32Array(nnz);
+  // CSR order visits rows ascending, so each column's list comes out sorted by row.
+  for (let b = 0; b < nnz; b++) cscBlock[fillPos[colIdx[b]]++] = b;
+  const layout: BlockLayout = Object.freeze({ rows, cols, blockSize, nnzBlocks: nnz, rowPtr, colIdx, rowIdx, colPtr, cscBlock });
+  return { layout, order };
+}

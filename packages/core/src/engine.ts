@@ -1,0 +1,134 @@
+import type { Backend, BackendMemory } from './backend.ts';
+import { opError } from './errors.ts';
+import { cachedBackend, createSync, instantiateBackend, resolveAuto } from './registry.ts';
+import type { Tensor } from './tensor.ts';
+
+/**
+ * All mutable global state of the library lives in this one object: the current backend, the
+ * stack of tidy scopes, whether gradients are recorded, the random generator and live-tensor
+ * counts. Backends stay stateless with respect to it.
+ */
+class Engine {
+  private current: Backend | null = null;
+  /** The reason 'auto' gave for its choice, for the CLI to print. */
+  lastChoice = '';
+  readonly scopes: Set<Tensor>[] = [];
+  gradEnabled = true;
+  /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
+  private rng = new Uint32Array(4);
+  readonly liveTensors = new Map<string, number>();
+
+  constructor() {
+    this.seed(0x5eed);
+  }
+
+  get backend(): Backend {
+    if (!this.current) this.current = cachedBackend('cpu') ?? createSync('cpu');
+    return this.current;
+  }
+
+  async setBackend(name: string): Promise<Backend> {
+    if (typeof name !== 'string') throw opError('setBackend', `expected a backend name string, got ${typeof name}`);
+    if (name === 'auto') {
+      const { backend, tried } = await resolveAuto();
+      this.lastChoice = tried.length
+        ? `auto chose '${backend.name}' (${tried.map((t) => `${t.name} unavailable: ${t.reason}`).join('; ')})`
+        : `auto chose '${backend.name}', the first of cuda, webgpu, cpu`;
+      this.current = backend;
+    } else {
+      this.current = await instantiateBackend(name);
+      this.lastChoice = `'${name}' requested explicitly`;
+    }
+    return this.current;
+  }
+
+  seed(seed: number): void {
+    if (!Number.isFinite(seed)) throw opError('manualSeed', `seed must be a finite number, got ${seed}`);
+    // splitmix32 expands the seed into a non-zero xorshift state.
+    let s = (Math.trunc(seed) >>> 0) ^ 0x9e3779b9;
+    for (let i = 0; i < 4; i++) {
+      s = (s + 0x9e3779b9) >>> 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      this.rng[i] = (z ^ (z >>> 16)) >>> 0 || 1;
+    }
+  }
+
+  /** Next 32-bit key for a counter-based random kernel. */
+  nextKey(): number {
+    const r = this.rng;
+    let t = r[3];
+    const s = r[0];
+    r[3] = r[2];
+    r[2] = r[1];
+    r[1] = s;
+    t ^= t << 11;
+    t ^= t >>> 8;
+    r[0] = (t ^ s ^ (s >>> 19)) >>> 0;
+    return r[0];
+  }
+
+  /** Host-side uniform [0, 1) for decisions made on the host (e.g. block selection). */
+  nextFloat(): number {
+    return this.nextKey() / 4294967296;
+  }
+
+  track(t: Tensor): void {
+    const scope = this.scopes[this.scopes.length - 1];
+    if (scope) scope.add(t);
+    const n = t.backend.name;
+    this.liveTensors.set(n, (this.liveTensors.get(n) ?? 0) + 1);
+  }
+
+  untrack(t: Tensor): void {
+    for (const s of this.scopes) s.delete(t);
+  }
+
+  onDispose(t: Tensor): void {
+    this.untrack(t);
+    const n = t.backend.name;
+    this.liveTensors.set(n, (this.liveTensors.get(n) ?? 1) - 1);
+  }
+}
+
+export const engine = new Engine();
+
+export function getBackend(): Backend {
+  return engine.backend;
+}
+
+/** Selects the backend for new tensors: 'cpu', 'webgpu', 'cuda' or 'auto' (cuda, then webgpu, then cpu). */
+export function setBackend(name: 'cpu' | 'webgpu' | 'cuda' | 'auto' | (string & {})): Promise<Backend> {
+  return engine.setBackend(name);
+}
+
+/** Seeds the generator behind rand, randn, dropout and parameter initialisation. */
+export function manualSeed(seed: number): void {
+  engine.seed(seed);
+}
+
+export interface MemoryInfo extends BackendMemory {
+  readonly backend: string;
+  /** Tensor handles alive (views share buffers, so this can exceed `buffers`). */
+  readonly tensors: number;
+}
+
+export function memory(backend: Backend = engine.backend): MemoryInfo {
+  return { backend: backend.name, tensors: engine.liveTensors.get(backend.name) ?? 0, ...backend.memory() };
+}
+
+/** Runs fn without recording gradients. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = engine.gradEnabled;
+  engine.gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    engine.gradEnabled = prev;
+  }
+}
+
+export function isGradEnabled(): boolean {
+  return engine.gradEnabled;
+}

@@ -1,0 +1,26 @@
+/**
+ * @sparsegrad/core: tensors, reverse-mode autograd, the backend contract, the CPU backend and
+ * block-sparse matrices.
+ */
+import './cpu/backend.ts'; // registers 'cpu'
+
+export type { Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
+export { KERNELS } from './backend.ts';
+export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
+export { engine, getBackend, setBackend, manualSeed, memory, noGrad, isGradEnabled, type MemoryInfo } from './engine.ts';
+export { Tensor, tidy, keep, type NestedArray } from './tensor.ts';
+export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
+export {
+  add, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge,
+  neg, exp, log, sqrt, abs, tanh, sigmoid, relu, gelu, clamp, where, cast, sign,
+} from './ops/elementwise.ts';
+export { sum, mean, max, min, argmax, argmin, sumTo } from './ops/reduce.ts';
+export { matmul } from './ops/matmul.ts';
+export { reshape, view, flatten, permute, transpose, expand, squeeze, unsqueeze, slice, narrow, contiguous, cat, stack, broadcastTo } from './ops/movement.ts';
+export { gather, indexSelect } from './ops/indexing.ts';
+export { softmax, logSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';
+export { bsrMatmul } from './ops/blocksparse.ts';
+export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
+export { BLOCK_SIZES } from './blocksparse/layout.ts';
+export { createCpuBackend } from './cpu/backend.ts';
+export { uniformAt, normalAt, randomBits } from './random.ts';

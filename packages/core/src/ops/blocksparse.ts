@@ -1,0 +1,63 @@
+import type { BlockLayout } from '../backend.ts';
+import { record } from '../autograd/graph.ts';
+import { fmtShape, opError } from '../errors.ts';
+import { empty, Tensor } from '../tensor.ts';
+import { contiguous, reshape } from './movement.ts';
+import { checkFloat, checkTensors } from './util.ts';
+
+const contig = (t: Tensor) => (t.isContiguous && t.offset === 0 ? t : contiguous(t));
+
+/** Runs one of the block-sparse kernels on contiguous operands; no gradient recording. */
+export function bsrKernel(kind: 'forward' | 'gradInput', x2d: Tensor, blocks: Tensor, layout: BlockLayout): Tensor {
+  const op = kind === 'forward' ? 'bsrMatmul' : 'bsrMatmulGradInput';
+  const m = x2d.shape[0];
+  const outCols = kind === 'forward' ? layout.rows : layout.cols;
+  const out = empty([m, outCols], 'float32', x2d.backend);
+  if (out.size === 0) return out;
+  const x = contig(x2d);
+  const b = contig(blocks);
+  if (kind === 'forward') x.backend.bsrMatmul(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op));
+  else x.backend.bsrMatmulGradInput(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op));
+  if (x !== x2d) x.dispose();
+  if (b !== blocks) b.dispose();
+  return out;
+}
+
+/** dW restricted to the layout's blocks: [nnz, bs, bs] = (dy^T x) on W's blocks. */
+export function bsrSddmmKernel(dy2d: Tensor, x2d: Tensor, layout: BlockLayout): Tensor {
+  const bs = layout.blockSize;
+  const out = empty([layout.nnzBlocks, bs, bs], 'float32', x2d.backend);
+  if (out.size === 0) return out;
+  if (dy2d.shape[0] === 0) {
+    out.backend.fill(out.bufferFor('bsrSddmm'), out.size, 0);
+    return out;
+  }
+  const dy = contig(dy2d);
+  const x = contig(x2d);
+  x.backend.bsrSddmm(dy.bufferFor('bsrSddmm'), x.bufferFor('bsrSddmm'), layout, x.shape[0], out.bufferFor('bsrSddmm'));
+  if (dy !== dy2d) dy.dispose();
+  if (x !== x2d) x.dispose();
+  return out;
+}
+
+/**
+ * y = x W^T for a block-sparse W [rows, cols] given as its layout and block data [nnz, bs, bs];
+ * x is [..., cols], y is [..., rows]. Differentiable in x and in the block data.
+ */
+export function bsrMatmul(x: Tensor, blocks: Tensor, layout: BlockLayout): Tensor {
+  const op = 'bsrMatmul';
+  checkTensors(op, x, blocks);
+  checkFloat(op, x);
+  const bs = layout.blockSize;
+  if (blocks.rank !== 3 || blocks.shape[0] !== layout.nnzBlocks || blocks.shape[1] !== bs || blocks.shape[2] !== bs) {
+    throw opError(op, `block data must have shape [${layout.nnzBlocks}, ${bs}, ${bs}], got ${fmtShape(blocks.shape)}`);
+  }
+  if (x.rank < 1 || x.shape[x.rank - 1] !== layout.cols) {
+    throw opError(op, `input of shape ${fmtShape(x.shape)} must end in ${layout.cols} features (the matrix is [${layout.rows}, ${layout.cols}])`);
+  }
+  const lead = x.shape.slice(0, -1);
+  const x2d = reshape(x, [-1, layout.cols]);
+  const y = bsrKernel('forward', x2d, blocks, layout);
+  const out = record(op, [x2d, blocks], y, { layout });
+  return reshape(out, [...lead, layout.rows]);
+}

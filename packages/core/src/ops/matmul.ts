@@ -1,0 +1,78 @@
+import type { MatrixView } from '../backend.ts';
+import { record } from '../autograd/graph.ts';
+import { fmtShape, opError } from '../errors.ts';
+import { broadcastShapes, broadcastStrides, sizeOf } from '../shape.ts';
+import { empty, Tensor } from '../tensor.ts';
+import { contiguous, expand, reshape } from './movement.ts';
+import { checkFloat, checkTensors } from './util.ts';
+
+/** One stride for all batch dims if they collapse, else null. */
+function collapsedStride(shape: readonly number[], strides: readonly number[]): number | null {
+  let stride: number | null = null;
+  let expected: number | null = null;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    if (shape[i] === 1) continue;
+    if (expected !== null && strides[i] !== expected) return null;
+    stride ??= strides[i];
+    expected = strides[i] * shape[i];
+  }
+  return stride ?? 0;
+}
+
+/** A matrix view of x broadcast to [...batch, r, c]; copies only when the batch dims cannot be strided. */
+function matrixView(x: Tensor, batch: readonly number[], temps: Tensor[]): MatrixView {
+  const shape = [...batch, ...x.shape.slice(-2)];
+  let strides = broadcastStrides(x.shape, x.strides, shape);
+  let src = x;
+  let stride = collapsedStride(batch, strides.slice(0, batch.length));
+  if (stride === null) {
+    const e = expand(x, shape);
+    src = contiguous(e);
+    e.dispose();
+    temps.push(src);
+    strides = [...src.strides];
+    stride = collapsedStride(batch, strides.slice(0, batch.length))!;
+  }
+  const r = strides.length;
+  return { buffer: src.bufferFor('matmul'), offset: src.offset, batchStride: stride, rowStride: strides[r - 2], colStride: strides[r - 1] };
+}
+
+/** Batched matmul of rank >= 2 operands; no gradient recording. */
+export function matmulKernel(a: Tensor, b: Tensor): Tensor {
+  const backend = checkTensors('matmul', a, b);
+  const m = a.shape[a.rank - 2];
+  const k = a.shape[a.rank - 1];
+  const n = b.shape[b.rank - 1];
+  if (b.shape[b.rank - 2] !== k) {
+    throw opError('matmul', `inner dimensions differ: ${fmtShape(a.shape)} @ ${fmtShape(b.shape)} (${k} vs ${b.shape[b.rank - 2]})`);
+  }
+  const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const out = empty([...batch, m, n], 'float32', backend);
+  if (out.size === 0) return out;
+  if (k === 0) {
+    backend.fill(out.bufferFor('matmul'), out.size, 0);
+    return out;
+  }
+  const temps: Tensor[] = [];
+  backend.matmul(matrixView(a, batch, temps), matrixView(b, batch, temps), out.bufferFor('matmul'), sizeOf(batch), m, n, k);
+  for (const t of temps) t.dispose();
+  return out;
+}
+
+/** NumPy matmul: 1-D operands are promoted to matrices, batch dimensions broadcast. */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  checkTensors('matmul', a, b);
+  checkFloat('matmul', a);
+  checkFloat('matmul', b);
+  if (a.rank === 0 || b.rank === 0) throw opError('matmul', `operands must have rank >= 1, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
+  if (a.rank === 1 || b.rank === 1) {
+    const a2 = a.rank === 1 ? reshape(a, [1, a.shape[0]]) : a;
+    const b2 = b.rank === 1 ? reshape(b, [b.shape[0], 1]) : b;
+    const y = matmul(a2, b2);
+    const shape = [...y.shape];
+    if (b.rank === 1) shape.splice(shape.length - 1, 1);
+    if (a.rank === 1) shape.splice(shape.length - (b.rank === 1 ? 1 : 2), 1);
+    return reshape(y, shape);
+  }
+  return record('matmul', [a, b], matmulKernel(a, b));
+}

@@ -1,0 +1,151 @@
+import { engine } from '../engine.ts';
+import { record } from '../autograd/graph.ts';
+import { fmtShape, opError } from '../errors.ts';
+import { normalizeAxis, sameShape, sizeOf } from '../shape.ts';
+import { empty, Tensor } from '../tensor.ts';
+import { add, binaryKernel, div, mul, neg, sub, where } from './elementwise.ts';
+import { gather } from './indexing.ts';
+import { contiguous, reshape, transpose } from './movement.ts';
+import { mean, sum } from './reduce.ts';
+import { maximum } from './elementwise.ts';
+import { checkFloat, checkNumber, checkTensors } from './util.ts';
+
+function softmaxLike(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Tensor {
+  checkTensors(op, x);
+  checkFloat(op, x);
+  if (x.rank === 0) throw opError(op, 'expected a tensor of rank >= 1, got a scalar');
+  const a = normalizeAxis(op, axis, x.rank);
+  if (a !== x.rank - 1) {
+    // The kernel works on the last axis; other axes go through (differentiable) transposes.
+    const t = transpose(x, a, -1);
+    const y = softmaxLike(op, t, -1);
+    return transpose(y, a, -1);
+  }
+  const n = x.shape[a];
+  const src = x.isContiguous && x.offset === 0 ? x : contiguous(x);
+  const out = empty(x.shape, 'float32', x.backend);
+  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, op === 'logSoftmax', out.bufferFor(op));
+  if (src !== x) src.dispose();
+  return record(op, [x], out);
+}
+
+export const softmax = (x: Tensor, axis = -1): Tensor => softmaxLike('softmax', x, axis);
+export const logSoftmax = (x: Tensor, axis = -1): Tensor => softmaxLike('logSoftmax', x, axis);
+
+/** Layer normalisation over the trailing `normalizedSize` elements, with optional affine weight and bias of that size. */
+export function layerNorm(x: Tensor, normalizedShape: number | readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  const op = 'layerNorm';
+  const params = [weight, bias].filter((t): t is Tensor => !!t);
+  checkTensors(op, x, ...params);
+  checkFloat(op, x);
+  const ns = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
+  if (!sameShape(x.shape.slice(x.rank - ns.length), ns)) {
+    throw opError(op, `normalizedShape ${fmtShape(ns)} does not match the trailing dimensions of input ${fmtShape(x.shape)}`);
+  }
+  for (const p of params) {
+    if (!sameShape(p.shape, ns)) throw opError(op, `weight and bias must have shape ${fmtShape(ns)}, got ${fmtShape(p.shape)}`);
+  }
+  if (!(eps > 0)) throw opError(op, `eps must be positive, got ${eps}`);
+  const n = sizeOf(ns);
+  const rows = n === 0 ? 0 : x.size / n;
+  const src = x.isContiguous && x.offset === 0 ? x : contiguous(x);
+  const w = weight && !(weight.isContiguous && weight.offset === 0) ? contiguous(weight) : weight ?? null;
+  const b = bias && !(bias.isContiguous && bias.offset === 0) ? contiguous(bias) : bias ?? null;
+  const out = empty(x.shape, 'float32', x.backend);
+  const meanT = empty([rows], 'float32', x.backend);
+  const rstd = empty([rows], 'float32', x.backend);
+  if (out.size > 0) {
+    x.backend.layerNorm(src.bufferFor(op), w?.bufferFor(op) ?? null, b?.bufferFor(op) ?? null, rows, n, eps,
+      out.bufferFor(op), meanT.bufferFor(op), rstd.bufferFor(op));
+  }
+  if (src !== x) src.dispose();
+  if (w && w !== weight) w.dispose();
+  if (b && b !== bias) b.dispose();
+  const inputs = [x, weight ?? null, bias ?? null];
+  const recorded = record(op, inputs.filter((t): t is Tensor => !!t), out, {
+    mean: meanT, rstd, n, rows, hasWeight: !!weight, hasBias: !!bias,
+  });
+  if (!recorded.requiresGrad) {
+    meanT.dispose();
+    rstd.dispose();
+  }
+  return recorded;
+}
+
+/** Zeroes each element with probability p during training and scales the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, training = true): Tensor {
+  const op = 'dropout';
+  checkTensors(op, x);
+  checkNumber(op, 'p', p);
+  if (!(p >= 0 && p < 1)) throw opError(op, `p must be in [0, 1), got ${p}`);
+  if (!training || p === 0) return x;
+  const u = empty(x.shape, 'float32', x.backend);
+  x.backend.random(u.bufferFor(op), u.size, { kind: 'uniform', key: engine.nextKey(), a: 0, b: 1 });
+  const keepMask = binaryKernel('ge', u, p);
+  const scale = binaryKernel('mul', keepMask, 1 / (1 - p));
+  u.dispose();
+  keepMask.dispose();
+  const y = mul(x, scale);
+  if (!y.requiresGrad) scale.dispose();
+  return y;
+}
+
+export type Reduction = 'mean' | 'sum' | 'none';
+
+function reduceLoss(op: string, loss: Tensor, reduction: Reduction): Tensor {
+  if (reduction === 'none') return loss;
+  if (reduction === 'sum') return sum(loss);
+  if (reduction === 'mean') return mean(loss);
+  throw opError(op, `reduction must be 'mean', 'sum' or 'none', got ${String(reduction)}`);
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (default -100, as in PyTorch). */
+  ignoreIndex?: number;
+  /** Mixes the one-hot target with a uniform distribution (0 = off). */
+  labelSmoothing?: number;
+  reduction?: Reduction;
+}
+
+/**
+ * Cross entropy between logits [..., C] (classes on the last axis) and int32 class indices [...].
+ * 'mean' averages over the targets that are not ignored.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const op = 'crossEntropy';
+  checkTensors(op, logits, targets);
+  checkFloat(op, logits);
+  if (targets.dtype !== 'int32') throw opError(op, `targets must be int32 class indices, got ${targets.dtype}`);
+  if (logits.rank < 1 || !sameShape(targets.shape, logits.shape.slice(0, -1))) {
+    throw opError(op, `targets shape ${fmtShape(targets.shape)} must equal logits shape ${fmtShape(logits.shape)} without its last (class) axis`);
+  }
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const ls = opts.labelSmoothing ?? 0;
+  if (!(ls >= 0 && ls <= 1)) throw opError(op, `labelSmoothing must be in [0, 1], got ${ls}`);
+  const reduction = opts.reduction ?? 'mean';
+  const c = logits.shape[logits.rank - 1];
+  const flatLogits = reshape(logits, [-1, c]);
+  const rows = flatLogits.shape[0];
+  const logp = logSoftmax(flatLogits, -1);
+  const t = reshape(targets, [rows, 1]);
+  const valid = binaryKernel('ne', t, ignoreIndex);
+  const safeT = where(valid, t, 0);
+  let loss = neg(gather(logp, 1, safeT));
+  if (ls > 0) loss = add(mul(loss, 1 - ls), mul(neg(mean(logp, 1, true)), ls));
+  loss = mul(loss, valid);
+  if (reduction === 'mean') {
+    const count = maximum(sum(valid), 1);
+    return div(sum(loss), count);
+  }
+  if (reduction === 'none') return reshape(loss, targets.shape);
+  return reduceLoss(op, loss, reduction);
+}
+
+export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor {
+  checkTensors('mseLoss', pred, target);
+  if (!sameShape(pred.shape, target.shape)) {
+    throw opError('mseLoss', `prediction shape ${fmtShape(pred.shape)} and target shape ${fmtShape(target.shape)} differ`);
+  }
+  const d = sub(pred, target);
+  return reduceLoss('mseLoss', mul(d, d), reduction);
+}

@@ -1,0 +1,122 @@
+import { KERNELS, type Backend } from './backend.ts';
+import { opError } from './errors.ts';
+
+/** How a backend is created. `create` throws (with a reason) when the backend cannot run here. */
+export interface BackendEntry {
+  readonly name: string;
+  /** Higher wins for 'auto'. */
+  readonly priority: number;
+  create(): Backend | Promise<Backend>;
+}
+
+export interface BackendStatus {
+  readonly name: string;
+  readonly available: boolean;
+  readonly reason?: string;
+  readonly device?: string;
+}
+
+/**
+ * GPU backends live in their own packages; core imports them lazily by name so that
+ * `setBackend('webgpu')` works without the user importing the package, and a missing package is
+ * reported as an unavailable backend instead of a crash.
+ */
+const OPTIONAL_PACKAGES: Record<string, string> = {
+  cuda: '@sparsegrad/cuda',
+  webgpu: '@sparsegrad/webgpu',
+};
+const AUTO_ORDER = ['cuda', 'webgpu', 'cpu'];
+
+const entries = new Map<string, BackendEntry>();
+const instances = new Map<string, Backend>();
+const failures = new Map<string, string>();
+
+export function registerBackend(entry: BackendEntry): void {
+  if (entries.has(entry.name)) throw opError('registerBackend', `a backend named '${entry.name}' is already registered`);
+  entries.set(entry.name, entry);
+}
+
+export function knownBackendNames(): string[] {
+  return [...new Set([...AUTO_ORDER, ...entries.keys()])];
+}
+
+async function loadOptionalPackage(name: string): Promise<void> {
+  const spec = OPTIONAL_PACKAGES[name];
+  if (!spec || entries.has(name)) return;
+  try {
+    await import(spec);
+  } catch (e) {
+    failures.set(name, `package ${spec} could not be loaded (${(e as Error).message.split('\n')[0]})`);
+  }
+}
+
+function checkCoverage(backend: Backend): void {
+  const missing = KERNELS.filter((k) => typeof (backend as unknown as Record<string, unknown>)[k] !== 'function');
+  if (missing.length) throw new Error(`backend '${backend.name}' does not implement: ${missing.join(', ')}`);
+}
+
+/** Creates (once) and returns the backend, or throws an Error saying why it is unavailable. */
+export async function instantiateBackend(name: string): Promise<Backend> {
+  const existing = instances.get(name);
+  if (existing) return existing;
+  if (!knownBackendNames().includes(name)) {
+    throw opError('setBackend', `unknown backend '${name}'; expected one of ${[...knownBackendNames(), 'auto'].join(', ')}`);
+  }
+  await loadOptionalPackage(name);
+  const entry = entries.get(name);
+  if (!entry) throw opError('setBackend', `backend '${name}' is not available: ${failures.get(name) ?? 'not registered'}`);
+  let backend: Backend;
+  try {
+    backend = await entry.create();
+    checkCoverage(backend);
+  } catch (e) {
+    const reason = (e as Error).message;
+    failures.set(name, reason);
+    throw opError('setBackend', `backend '${name}' is not available: ${reason}`);
+  }
+  instances.set(name, backend);
+  return backend;
+}
+
+/** Synchronous access for backends that are already created (the CPU backend always is). */
+export function cachedBackend(name: string): Backend | undefined {
+  return instances.get(name);
+}
+
+export function createSync(name: string): Backend {
+  const entry = entries.get(name);
+  if (!entry) throw opError('getBackend', `backend '${name}' is not registered`);
+  const b = entry.create();
+  if (b instanceof Promise) throw opError('getBackend', `backend '${name}' must be created with await setBackend('${name}')`);
+  checkCoverage(b);
+  instances.set(name, b);
+  return b;
+}
+
+/** Resolves 'auto' to the first available backend of cuda, webgpu, cpu. */
+export async function resolveAuto(): Promise<{ backend: Backend; tried: BackendStatus[] }> {
+  const tried: BackendStatus[] = [];
+  for (const name of AUTO_ORDER) {
+    try {
+      const backend = await instantiateBackend(name);
+      return { backend, tried };
+    } catch (e) {
+      tried.push({ name, available: false, reason: failures.get(name) ?? (e as Error).message });
+    }
+  }
+  throw opError('setBackend', `no backend is available: ${tried.map((t) => `${t.name}: ${t.reason}`).join('; ')}`);
+}
+
+/** Lists every known backend with its availability (creating each to find out). */
+export async function backends(): Promise<BackendStatus[]> {
+  const out: BackendStatus[] = [];
+  for (const name of knownBackendNames()) {
+    try {
+      const b = await instantiateBackend(name);
+      out.push({ name, available: true, device: b.device.description });
+    } catch {
+      out.push({ name, available: false, reason: failures.get(name) ?? 'unknown' });
+    }
+  }
+  return out;
+}
