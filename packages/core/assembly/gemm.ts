@@ -2,33 +2,35 @@
 // scripts/build-wasm.ts into src/cpu/wasm/kernels.generated.ts; run `npm run build:wasm`).
 //
 // One 4x8 register-tile micro-kernel serves dense matmul and all three block-sparse products.
-// Operands are packed by the caller (JS) so the kernel only streams contiguous memory:
-//   A panels: [mBlocks][K][4]  (4 rows interleaved, so one splat load per row and k)
-//   B panels: [panels][K][8]   (8 columns side by side, two v128 loads per k)
-// All pointers are byte offsets into linear memory; sizes count floats.
+//   A: row-major rows (row stride lda bytes); one splat load per row and k.
+//   B: column panels [panels][K][8], 8 columns side by side: two v128 loads per k.
+// The packing helpers below produce B panels (and transposes) inside linear memory, so the
+// host only ever memcpys data in and out. All pointers are byte offsets; sizes count floats.
 
 /** C[0..4, 0..8] (row stride ldc floats) = (accumulate ? C : 0) + A(4 x len) * B(len x 8). */
-function tile(a: usize, b: usize, len: i32, c: usize, ldc: i32, accumulate: bool): void {
+function tile(a: usize, lda: usize, b: usize, len: i32, c: usize, ldc: i32, accumulate: bool): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
   let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-  for (let k = 0; k < len; k++) {
+  const a1p = a + lda;
+  const a2p = a + 2 * lda;
+  const a3p = a + 3 * lda;
+  for (let k: usize = 0; k < <usize>len << 2; k += 4) {
     const b0 = v128.load(b);
     const b1 = v128.load(b, 16);
-    const a0 = v128.load32_splat(a);
+    const a0 = v128.load32_splat(a + k);
     c00 = f32x4.add(c00, f32x4.mul(a0, b0));
     c01 = f32x4.add(c01, f32x4.mul(a0, b1));
-    const a1 = v128.load32_splat(a, 4);
+    const a1 = v128.load32_splat(a1p + k);
     c10 = f32x4.add(c10, f32x4.mul(a1, b0));
     c11 = f32x4.add(c11, f32x4.mul(a1, b1));
-    const a2 = v128.load32_splat(a, 8);
+    const a2 = v128.load32_splat(a2p + k);
     c20 = f32x4.add(c20, f32x4.mul(a2, b0));
     c21 = f32x4.add(c21, f32x4.mul(a2, b1));
-    const a3 = v128.load32_splat(a, 12);
+    const a3 = v128.load32_splat(a3p + k);
     c30 = f32x4.add(c30, f32x4.mul(a3, b0));
     c31 = f32x4.add(c31, f32x4.mul(a3, b1));
-    a += 16;
     b += 32;
   }
   const row = <usize>ldc << 2;
@@ -52,13 +54,14 @@ const K_CHUNK: i32 = 256;
 /**
  * Block-row sparse product (dense matmul is the case of one block row with one entry):
  *   C[m, r*bsN + n] = sum over entries e of block row r of  A[m, kIdx[e]*bsK + k] * W_e[k, n]
- * A: packed [mBlocks][K][4]; W: packed per entry e as [bsN/8 panels][bsK][8], entries in list order;
- * ptr [outBlocks + 1] and kIdx (i32) delimit each block row's entries; C: [mBlocks*4, ldc].
+ * A: [mBlocks*4][K] row-major (rows past m zero); W: packed per entry e as [bsN/8][bsK][8] in
+ * list order; ptr [outBlocks + 1] and kIdx (i32) delimit each block row's entries; C: [mBlocks*4, ldc].
  */
-export function bsmm(ap: usize, K: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
+export function bsmm(a: usize, K: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
   bsN: i32, bsK: i32, wp: usize, c: usize, ldc: i32): void {
   const panels = bsN >> 3;
   const panelBytes = <usize>bsK * 32;
+  const lda = <usize>K << 2;
   for (let mb0 = 0; mb0 < mBlocks; mb0 += M_CHUNK) {
     const mbEnd = min(mb0 + M_CHUNK, mBlocks);
     for (let r = 0; r < outBlocks; r++) {
@@ -68,13 +71,16 @@ export function bsmm(ap: usize, K: i32, mBlocks: i32, ptr: usize, kIdx: usize, o
         for (let mb = mb0; mb < mbEnd; mb++) {
           const out = c + ((<usize>mb * 4 * ldc + <usize>r * bsN + <usize>q * 8) << 2);
           if (e0 == e1) {
-            tile(ap, wp, 0, out, ldc, false); // an empty block row writes zeros
+            tile(a, lda, wp, 0, out, ldc, false); // an empty block row writes zeros
             continue;
           }
-          const aRow = ap + ((<usize>mb * K) << 4);
+          const aRow = a + <usize>mb * 4 * lda;
           for (let e = e0; e < e1; e++) {
             const k0 = <usize>load<i32>(kIdx + (<usize>e << 2)) * bsK;
-            tile(aRow + (k0 << 4), wp + (<usize>e * panels + q) * panelBytes, bsK, out, ldc, e != e0);
+            const wBase = wp + (<usize>e * panels + q) * panelBytes;
+            for (let kc = 0; kc < bsK; kc += K_CHUNK) {
+              tile(aRow + ((k0 + kc) << 2), lda, wBase + (<usize>kc << 5), min(K_CHUNK, bsK - kc), out, ldc, e != e0 || kc > 0);
+            }
           }
         }
       }
@@ -85,12 +91,12 @@ export function bsmm(ap: usize, K: i32, mBlocks: i32, ptr: usize, kIdx: usize, o
 /**
  * SDDMM: for each block b at (rowIdx[b], colIdx[b]):
  *   out[b][i, j] = sum_m AT[rowIdx[b]*bs + i, m] * X[m, colIdx[b]*bs + j]
- * AT: packed [rows/4][M][4] (the transposed gradient), X: packed [cols/8][M][8]; out [nnz][bs][bs].
+ * AT: [rows][M] row-major (the transposed gradient), X: panels [cols/8][M][8]; out [nnz][bs][bs].
  */
-export function sddmm(atp: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize, nnz: i32, bs: i32, out: usize): void {
+export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize, nnz: i32, bs: i32, out: usize): void {
   const rb = bs >> 2;
   const cb = bs >> 3;
-  const aBytes = <usize>M << 4;
+  const lda = <usize>M << 2;
   const bBytes = <usize>M << 5;
   for (let b = 0; b < nnz; b++) {
     const r = <usize>load<i32>(rowIdx + (<usize>b << 2));
@@ -102,8 +108,62 @@ export function sddmm(atp: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usiz
       for (let q = 0; q < cb; q++) {
         const bp = xp + (col * cb + q) * bBytes + (<usize>m0 << 5);
         for (let i = 0; i < rb; i++) {
-          tile(atp + (r * rb + i) * aBytes + (<usize>m0 << 4), bp, len,
+          tile(at + (r * rb + i) * 4 * lda + (<usize>m0 << 2), lda, bp, len,
             blockOut + ((<usize>i * 4 * bs + <usize>q * 8) << 2), bs, m0 > 0);
+        }
+      }
+    }
+  }
+}
+
+/** dst [panels][K][8] from row-major src [K][ld] (ld >= panels*8). */
+export function packPanels(src: usize, K: i32, ld: i32, panels: i32, dst: usize): void {
+  const rowBytes = <usize>ld << 2;
+  const panelBytes = <usize>K << 5;
+  for (let k = 0; k < K; k++) {
+    const s = src + <usize>k * rowBytes;
+    const d = dst + (<usize>k << 5);
+    for (let p = 0; p < panels; p++) {
+      v128.store(d + <usize>p * panelBytes, v128.load(s + (<usize>p << 5)));
+      v128.store(d + <usize>p * panelBytes, v128.load(s + (<usize>p << 5), 16), 16);
+    }
+  }
+}
+
+/**
+ * Packs blocks order[0..nnz) of src [*, bs, bs] into dst [nnz][bs/8][bs][8]. Without transpose a
+ * panel holds block columns q*8..+8 for every block row (k = row); with transpose, block rows
+ * q*8..+8 for every block column (k = column), i.e. panels of the transposed block.
+ */
+export function packBlocks(src: usize, order: usize, nnz: i32, bs: i32, transpose: bool, dst: usize): void {
+  const bb = <usize>(bs * bs) << 2;
+  for (let e = 0; e < nnz; e++) {
+    const s = src + <usize>load<i32>(order + (<usize>e << 2)) * bb;
+    const d = dst + <usize>e * bb;
+    for (let q = 0; q < (bs >> 3); q++) {
+      const dq = d + <usize>q * bs * 32;
+      for (let k = 0; k < bs; k++) {
+        if (transpose) {
+          for (let i = 0; i < 8; i++) store<f32>(dq + (<usize>k << 5) + (<usize>i << 2), load<f32>(s + ((<usize>(q * 8 + i) * bs + k) << 2)));
+        } else {
+          const from = s + ((<usize>k * bs + q * 8) << 2);
+          v128.store(dq + (<usize>k << 5), v128.load(from));
+          v128.store(dq + (<usize>k << 5), v128.load(from, 16), 16);
+        }
+      }
+    }
+  }
+}
+
+/** dst [cols][rows] = src [rows][cols]^T, in 8x8 tiles for cache locality. */
+export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
+  for (let r0 = 0; r0 < rows; r0 += 8) {
+    const r1 = min(r0 + 8, rows);
+    for (let c0 = 0; c0 < cols; c0 += 8) {
+      const c1 = min(c0 + 8, cols);
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) {
+          store<f32>(dst + ((<usize>c * rows + r) << 2), load<f32>(src + ((<usize>r * cols + c) << 2)));
         }
       }
     }

@@ -68,7 +68,7 @@ export class Tensor {
 
   /** The storage, or an error naming `op` if this tensor was disposed. */
   storageFor(op: string): Storage {
-    if (!this._storage) throw opError(op, `tensor #${this.id} of shape ${fmtShape(this.shape)} was disposed and can no longer be used`);
+    if (!this._storage) throw opError(op, `tensor #${this.id} of shape ${fmtShape(this.shape)} was disposed and can no longer be used (tensors made inside tidy() are freed when it returns: call backward() inside the same scope)`);
     return this._storage;
   }
   bufferFor(op: string): BackendBuffer {

@@ -2,8 +2,11 @@ import type { BlockLayout } from '../../backend.ts';
 import { KERNELS_WASM_BASE64 } from './kernels.generated.ts';
 
 interface Exports {
-  bsmm(ap: number, K: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
-  sddmm(atp: number, xp: number, M: number, rowIdx: number, colIdx: number, nnz: number, bs: number, out: number): void;
+  bsmm(a: number, K: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
+  sddmm(at: number, xp: number, M: number, rowIdx: number, colIdx: number, nnz: number, bs: number, out: number): void;
+  packPanels(src: number, K: number, ld: number, panels: number, dst: number): void;
+  packBlocks(src: number, order: number, nnz: number, bs: number, transpose: number, dst: number): void;
+  transpose(src: number, rows: number, cols: number, dst: number): void;
 }
 
 /** A strided float32 matrix operand on the host. */
@@ -59,49 +62,33 @@ export class WasmGemm {
     return at;
   }
 
-  /** A [mBlocks][K][4] row-interleaved copy of the m x K matrix a. */
-  private packRows(a: HostMatrix, m: number, K: number, at: number): void {
+  /** Copies an m x cols strided matrix into rows of length ld (>= cols) at `at`, zero-filling to rowsPad x ld. */
+  private putRows(a: HostMatrix, m: number, cols: number, ld: number, rowsPad: number, at: number): void {
     const f = this.f32;
     const { data, offset, rowStride, colStride } = a;
-    const mPad = ceil(m, 4);
-    for (let row = 0; row < mPad; row++) {
-      const base = at + Math.floor(row / 4) * K * 4 + (row % 4);
-      if (row >= m) {
-        for (let k = 0; k < K; k++) f[base + k * 4] = 0;
-        continue;
-      }
+    for (let row = 0; row < m; row++) {
       const src = offset + row * rowStride;
-      for (let k = 0; k < K; k++) f[base + k * 4] = data[src + k * colStride];
+      const dst = at + row * ld;
+      if (colStride === 1) f.set(data.subarray(src, src + cols), dst);
+      else for (let k = 0; k < cols; k++) f[dst + k] = data[src + k * colStride];
+      if (ld > cols) f.fill(0, dst + cols, dst + ld);
     }
-  }
-
-  /** A [panels][K][8] column-panel copy of the K x n matrix b (columns past n are zero). */
-  private packCols(b: HostMatrix, K: number, n: number, at: number): void {
-    const f = this.f32;
-    const { data, offset, rowStride, colStride } = b;
-    const nPad = ceil(n, 8);
-    for (let col = 0; col < nPad; col++) {
-      const base = at + Math.floor(col / 8) * K * 8 + (col % 8);
-      if (col >= n) {
-        for (let k = 0; k < K; k++) f[base + k * 8] = 0;
-        continue;
-      }
-      const src = offset + col * colStride;
-      for (let k = 0; k < K; k++) f[base + k * 8] = data[src + k * rowStride];
-    }
+    f.fill(0, at + m * ld, at + rowsPad * ld);
   }
 
   /** out[outOffset + i*n + j] = (a @ b)[i, j] for an m x k by k x n product. */
   matmul(a: HostMatrix, b: HostMatrix, out: Float32Array, outOffset: number, m: number, n: number, k: number): void {
     const mPad = ceil(m, 4);
     const nPad = ceil(n, 8);
-    this.reserve(mPad * k + nPad * k + mPad * nPad + 64);
+    this.reserve(mPad * k + 2 * nPad * k + mPad * nPad + 64);
     const ap = this.take(mPad * k);
+    const braw = this.take(nPad * k);
     const bp = this.take(nPad * k);
     const cp = this.take(mPad * nPad);
     const idx = this.take(4);
-    this.packRows(a, m, k, ap);
-    this.packCols(b, k, n, bp);
+    this.putRows(a, m, k, k, mPad, ap);
+    this.putRows(b, k, n, nPad, k, braw);
+    this.k.packPanels(braw * 4, k, nPad, nPad / 8, bp * 4);
     this.i32.set([0, 1, 0], idx); // one block row holding one entry at k-block 0
     this.k.bsmm(ap * 4, k, mPad / 4, idx * 4, (idx + 2) * 4, 1, nPad, k, bp * 4, cp * 4, nPad);
     const f = this.f32;
@@ -110,66 +97,75 @@ export class WasmGemm {
   }
 
   /**
-   * Shared driver of the two block-row products: `entries` lists, per output block, the blocks to
-   * combine, each packed from `blocks` by `packBlock`.
+   * Shared driver of the two block-row products: per output block (ptr), the entries to combine,
+   * each entry e being block order[e] of `blocks` at k-block kIdx[e].
    */
   private blockProduct(x: Float32Array, m: number, K: number, outBlocks: number, bs: number, ptr: Int32Array, kIdx: Int32Array,
-    blockOf: (e: number) => number, transposeBlocks: boolean, blocks: Float32Array, out: Float32Array): void {
+    order: Int32Array, transposeBlocks: boolean, blocks: Float32Array, out: Float32Array): void {
     const mPad = ceil(m, 4);
     const nnz = kIdx.length;
     const N = outBlocks * bs;
-    this.reserve(mPad * K + nnz * bs * bs + mPad * N + ptr.length + nnz + 64);
+    this.reserve(mPad * K + 2 * nnz * bs * bs + mPad * N + ptr.length + 2 * nnz + 64);
     const ap = this.take(mPad * K);
+    const raw = this.take(nnz * bs * bs);
     const wp = this.take(nnz * bs * bs);
     const cp = this.take(mPad * N);
     const pp = this.take(ptr.length);
     const kp = this.take(nnz);
-    this.packRows({ data: x, offset: 0, rowStride: K, colStride: 1 }, m, K, ap);
+    const op = this.take(nnz);
     const f = this.f32;
-    const bb = bs * bs;
-    for (let e = 0; e < nnz; e++) {
-      const src = blockOf(e) * bb;
-      const dst = wp + e * bb;
-      // Panel q of entry e holds the block's columns (n) q*8..q*8+7 for every k.
-      for (let kk = 0; kk < bs; kk++) {
-        for (let nn = 0; nn < bs; nn++) {
-          f[dst + (nn >> 3) * bs * 8 + kk * 8 + (nn & 7)] = transposeBlocks ? blocks[src + nn * bs + kk] : blocks[src + kk * bs + nn];
-        }
-      }
-    }
+    f.set(x.subarray(0, m * K), ap);
+    f.fill(0, ap + m * K, ap + mPad * K);
+    f.set(blocks.subarray(0, nnz * bs * bs), raw);
     this.i32.set(ptr, pp);
     this.i32.set(kIdx, kp);
+    this.i32.set(order, op);
+    this.k.packBlocks(raw * 4, op * 4, nnz, bs, transposeBlocks ? 1 : 0, wp * 4);
     this.k.bsmm(ap * 4, K, mPad / 4, pp * 4, kp * 4, outBlocks, bs, bs, wp * 4, cp * 4, N);
     out.set(f.subarray(cp, cp + m * N));
   }
 
   /** out [m, rows] = x [m, cols] @ W^T */
   bsrMatmul(x: Float32Array, blocks: Float32Array, l: BlockLayout, m: number, out: Float32Array): void {
-    this.blockProduct(x, m, l.cols, l.rows / l.blockSize, l.blockSize, l.rowPtr, l.colIdx, (e) => e, true, blocks, out);
+    this.blockProduct(x, m, l.cols, l.rows / l.blockSize, l.blockSize, l.rowPtr, l.colIdx, identity(l.nnzBlocks), true, blocks, out);
   }
 
   /** out [m, cols] = dy [m, rows] @ W */
   bsrMatmulGradInput(dy: Float32Array, blocks: Float32Array, l: BlockLayout, m: number, out: Float32Array): void {
     const kIdx = new Int32Array(l.nnzBlocks);
     for (let e = 0; e < l.nnzBlocks; e++) kIdx[e] = l.rowIdx[l.cscBlock[e]];
-    this.blockProduct(dy, m, l.rows, l.cols / l.blockSize, l.blockSize, l.colPtr, kIdx, (e) => l.cscBlock[e], false, blocks, out);
+    this.blockProduct(dy, m, l.rows, l.cols / l.blockSize, l.blockSize, l.colPtr, kIdx, l.cscBlock, false, blocks, out);
   }
 
   /** out [nnz, bs, bs] = (dy^T x) on W's blocks; dy [m, rows], x [m, cols]. */
   bsrSddmm(dy: Float32Array, x: Float32Array, l: BlockLayout, m: number, out: Float32Array): void {
     const { rows, cols, blockSize: bs, nnzBlocks: nnz } = l;
-    this.reserve(rows * m + cols * m + nnz * bs * bs + 2 * nnz + 64);
-    const atp = this.take(rows * m);
+    this.reserve(2 * rows * m + 2 * cols * m + nnz * bs * bs + 2 * nnz + 64);
+    const dyRaw = this.take(rows * m);
+    const at = this.take(rows * m);
+    const xRaw = this.take(cols * m);
     const xp = this.take(cols * m);
     const op = this.take(nnz * bs * bs);
     const rp = this.take(nnz);
     const cp = this.take(nnz);
-    // dy^T as a rows x m matrix, and x as an m x cols matrix.
-    this.packRows({ data: dy, offset: 0, rowStride: 1, colStride: rows }, rows, m, atp);
-    this.packCols({ data: x, offset: 0, rowStride: cols, colStride: 1 }, m, cols, xp);
+    const f = this.f32;
+    f.set(dy.subarray(0, m * rows), dyRaw);
+    f.set(x.subarray(0, m * cols), xRaw);
+    this.k.transpose(dyRaw * 4, m, rows, at * 4);
+    this.k.packPanels(xRaw * 4, m, cols, cols / 8, xp * 4);
     this.i32.set(l.rowIdx, rp);
     this.i32.set(l.colIdx, cp);
-    this.k.sddmm(atp * 4, xp * 4, m, rp * 4, cp * 4, nnz, bs, op * 4);
-    out.set(this.f32.subarray(op, op + nnz * bs * bs));
+    this.k.sddmm(at * 4, xp * 4, m, rp * 4, cp * 4, nnz, bs, op * 4);
+    out.set(f.subarray(op, op + nnz * bs * bs));
   }
+}
+
+const identities = new Map<number, Int32Array>();
+function identity(n: number): Int32Array {
+  let id = identities.get(n);
+  if (!id) {
+    id = Int32Array.from({ length: n }, (_, i) => i);
+    identities.set(n, id);
+  }
+  return id;
 }

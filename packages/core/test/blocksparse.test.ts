@@ -1,0 +1,146 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { BlockSparseMatrix, bsrMatmul, manualSeed, tensor, type Backend } from '@sparsegrad/core';
+import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
+
+/** Dense float64 W [rows, cols] with the matrix's blocks in place and zeros elsewhere. */
+function denseRef(coords: [number, number][], blocks: ArrayLike<number>, rows: number, cols: number, bs: number): Float64Array {
+  const w = new Float64Array(rows * cols);
+  coords.forEach(([r, c], b) => {
+    for (let i = 0; i < bs; i++) for (let j = 0; j < bs; j++) w[(r * bs + i) * cols + c * bs + j] = blocks[b * bs * bs + i * bs + j];
+  });
+  return w;
+}
+
+/** out [m, n] = a [m, k] @ b^T (b is [n, k]) in float64. */
+function matmulABt(a: ArrayLike<number>, b: ArrayLike<number>, m: number, n: number, k: number): Float64Array {
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let p = 0; p < k; p++) s += a[i * k + p] * b[j * k + p];
+    out[i * n + j] = s;
+  }
+  return out;
+}
+const transpose = (a: ArrayLike<number>, r: number, c: number) => {
+  const t = new Float64Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) t[j * r + i] = a[i * c + j];
+  return t;
+};
+
+for (const backend of await backendsUnderTest()) {
+  const test = suite(`blocksparse [${backend.name}]`);
+  const opts = { backend };
+
+  test('layout indexes agree with the block coordinates', () => {
+    const coords: [number, number][] = [[2, 1], [0, 3], [0, 0], [1, 1], [2, 3]];
+    const W = BlockSparseMatrix.fromCoords([48, 64], 16, coords, undefined, opts);
+    const l = W.layout;
+    assert.equal([...l.rowPtr], [0, 2, 3, 5]);
+    assert.equal([...l.colIdx], [0, 3, 1, 1, 3]);
+    assert.equal([...l.rowIdx], [0, 0, 1, 2, 2]);
+    assert.equal([...l.colPtr], [0, 1, 3, 3, 5]);
+    assert.equal([...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]), [[0, 0], [1, 1], [2, 1], [0, 3], [2, 3]]);
+    assert.equal(W.blockMask(), [[1, 0, 0, 1], [0, 1, 0, 0], [0, 1, 0, 1]]);
+    W.data.dispose();
+  });
+
+  for (const bs of [16, 32, 64]) {
+    for (const density of [1, 0.5, 0.25, 0.1]) {
+      test(`three products match a dense masked float64 reference (bs ${bs}, density ${density})`, async () => {
+        manualSeed(bs * 100 + density * 10);
+        const rows = bs * 3;
+        const cols = bs * 4;
+        const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs, backend });
+        const coords = W.blockCoords;
+        const blocks = f32(await W.data.toArray());
+        const dense = denseRef(coords, blocks, rows, cols, bs);
+        for (const m of [1, 7, 33]) {
+          const xd = f32(randomArray(m * cols, m + bs));
+          const dyd = f32(randomArray(m * rows, m * 3 + bs));
+          const x = tensor(Float32Array.from(xd), [m, cols], opts);
+          const dy = tensor(Float32Array.from(dyd), [m, rows], opts);
+          // forward: Y = X W^T
+          const y = bsrMatmul(x, W.data, W.layout);
+          assertClose(await y.toArray(), matmulABt(xd, dense, m, rows, cols), 1e-5, 'forward');
+          // backward through autograd: dX = dY W, dW = (dY^T X) on the blocks
+          const xg = x.detach().requiresGrad_();
+          const wg = W.data.detach().requiresGrad_();
+          const y2 = bsrMatmul(xg, wg, W.layout);
+          y2.backward(dy);
+          assertClose(await xg.grad!.toArray(), matmulABt(dyd, transpose(dense, rows, cols), m, cols, rows), 1e-5, 'dX');
+          const dwDense = matmulABt(transpose(dyd, m, rows), transpose(xd, m, cols), rows, cols, m);
+          const dwBlocks = new Float64Array(W.nnzBlocks * bs * bs);
+          coords.forEach(([r, c], b) => {
+            for (let i = 0; i < bs; i++) for (let j = 0; j < bs; j++) dwBlocks[b * bs * bs + i * bs + j] = dwDense[(r * bs + i) * cols + c * bs + j];
+          });
+          assertClose(await wg.grad!.toArray(), dwBlocks, 1e-5, 'dW');
+          for (const t of [x, dy, y, xg, wg, y2]) t.dispose();
+        }
+        W.data.dispose();
+      });
+    }
+  }
+
+  test('an empty block row writes zeros and a large m streams correctly', async () => {
+    const bs = 16;
+    const W = BlockSparseMatrix.fromMask([[1, 0], [0, 0], [0, 1]], bs, { backend, data: tensor(Float32Array.from(randomArray(2 * 256, 5)), [2, 16, 16], opts) });
+    const m = 300;
+    const xd = f32(randomArray(m * 32, 8));
+    const y = bsrMatmul(tensor(Float32Array.from(xd), [m, 32], opts), W.data, W.layout);
+    const dense = denseRef(W.blockCoords, f32(await W.data.toArray()), 48, 32, bs);
+    assertClose(await y.toArray(), matmulABt(xd, dense, m, 48, 32), 1e-5);
+  });
+
+  test('gradient check of the block-sparse product over block sizes and densities', async () => {
+    for (const [bs, density] of [[16, 0.5], [32, 0.25], [16, 1]] as const) {
+      manualSeed(bs);
+      const W = BlockSparseMatrix.random([bs * 2, bs * 2], { density, blockSize: bs, backend });
+      const layout = W.layout;
+      const xs = { data: randomArray(3 * bs * 2, 1), shape: [3, bs * 2] };
+      const ws = { data: randomArray(W.data.size, 2), shape: [...W.data.shape] };
+      // Sample a subset of weight entries via a smaller matrix to keep the numeric pass short.
+      await gradCheck((x, w) => bsrMatmul(x, w, layout), [xs, ws], { backend, check: [true, bs === 16] });
+      W.data.dispose();
+    }
+  });
+
+  test('fromDense keeps the blocks of largest norm; toDense restores them', async () => {
+    const bs = 16;
+    const rows = 32;
+    const cols = 48;
+    const d = new Float32Array(rows * cols);
+    const scale = [[1, 5, 2], [4, 3, 6]];
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) d[i * cols + j] = scale[Math.floor(i / bs)][Math.floor(j / bs)] * (((i * 7 + j) % 5) - 2 || 1);
+    const dense = tensor(d, [rows, cols], opts);
+    const W = await BlockSparseMatrix.fromDense(dense, { density: 0.5, blockSize: bs });
+    assert.equal(W.blockMask(), [[0, 1, 0], [1, 0, 1]]);
+    const back = await W.toDense().toArray();
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+      const kept = W.blockMask()[Math.floor(i / bs)][Math.floor(j / bs)];
+      assert.is(back[i * cols + j], kept ? d[i * cols + j] : 0);
+    }
+  });
+
+  test('random honours density and blockCount; fromMask places blocks', () => {
+    const W = BlockSparseMatrix.random([256, 512], { density: 0.25, blockSize: 32, backend });
+    assert.is(W.nnzBlocks, 32);
+    assert.is(W.density, 0.25);
+    const V = BlockSparseMatrix.random([64, 64], { blockCount: 3, blockSize: 16, backend });
+    assert.is(V.nnzBlocks, 3);
+    assert.is(new Set(V.blockCoords.map(String)).size, 3);
+  });
+
+  test('bad input names the problem', () => {
+    assertThrows(() => BlockSparseMatrix.random([100, 64], { density: 0.5, blockSize: 32 }), /rows \(100\) must be a positive multiple of the block size 32/);
+    assertThrows(() => BlockSparseMatrix.random([64, 64], { density: 0, blockSize: 32 }), /density must be in \(0, 1\], got 0/);
+    assertThrows(() => BlockSparseMatrix.random([64, 64], { density: 1.5, blockSize: 32 }), /density must be in \(0, 1\], got 1.5/);
+    assertThrows(() => BlockSparseMatrix.random([64, 64], { density: 0.5, blockSize: 24 }), /blockSize must be one of 16, 32, 64, got 24/);
+    const W = BlockSparseMatrix.random([64, 32], { density: 1, blockSize: 32, backend });
+    assertThrows(() => bsrMatmul(tensor(new Float32Array(2 * 64), [2, 64], opts), W.data, W.layout), /bsrMatmul: input of shape \[2, 64\] must end in 32 features/);
+    assertThrows(() => BlockSparseMatrix.fromCoords([64, 64], 32, [[0, 0], [0, 0]]), /block \(0, 0\) is listed twice/);
+    assertThrows(() => BlockSparseMatrix.fromCoords([64, 64], 32, [[2, 0]]), /outside the 2 x 2 block grid/);
+  });
+
+  test.run();
+}

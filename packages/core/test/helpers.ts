@@ -1,0 +1,140 @@
+/**
+ * Shared test helpers. Suites are written once as functions of a backend name and registered for
+ * every backend in SPARSEGRAD_TEST_BACKENDS (comma-separated, default "cpu"); a backend that cannot
+ * run here is skipped with its reason printed.
+ */
+import * as assert from 'uvu/assert';
+import { backends, setBackend, Tensor, tensor, tidy, noGrad, type Backend } from '@sparsegrad/core';
+
+export async function backendsUnderTest(): Promise<Backend[]> {
+  const names = (process.env.SPARSEGRAD_TEST_BACKENDS ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
+  const out: Backend[] = [];
+  for (const name of names) {
+    try {
+      out.push(await setBackend(name));
+    } catch (e) {
+      const status = (await backends()).find((b) => b.name === name);
+      console.log(`  skipping ${name} tests: ${status?.reason ?? (e as Error).message}`);
+    }
+  }
+  return out;
+}
+
+/** A deterministic pseudo-random float64 array (independent of the library's generator). */
+export function randomArray(n: number, seed: number, scale = 1): Float64Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5; s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** Rounds float64 data through float32 so that references see exactly the tensor's inputs. */
+export function f32(data: ArrayLike<number>): Float64Array {
+  return Float64Array.from(Float32Array.from(data as ArrayLike<number>));
+}
+
+export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-5, what = ''): void {
+  assert.is(actual.length, expected.length, `${what} length`);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    if (Number.isNaN(e) && Number.isNaN(a)) continue;
+    if (a === e) continue;
+    const err = Math.abs(a - e) / (1 + Math.abs(e));
+    if (Number.isNaN(err) || err > worst) {
+      worst = Number.isNaN(err) ? Infinity : err;
+      at = i;
+    }
+  }
+  if (!(worst <= tol)) {
+    assert.unreachable(`${what} mismatch at ${at}: got ${actual[at]}, expected ${expected[at]} (relative error ${worst}, tolerance ${tol})`);
+  }
+}
+
+export async function assertTensorClose(t: Tensor, expected: ArrayLike<number>, tol = 1e-5, what = ''): Promise<void> {
+  assertClose(await t.toArray(), expected, tol, what);
+}
+
+/** Row-major strides/indices helpers for references. */
+export function strides(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+export const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * Finite-difference gradient check: compares the autograd gradient of L = sum(f(inputs) * r)
+ * (r random, fixed) with central differences of L in float32 on the backend under test.
+ */
+export async function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: { data: ArrayLike<number>; shape: number[] }[],
+  opts: { eps?: number; tol?: number; backend?: Backend; check?: boolean[] } = {}): Promise<void> {
+  const eps = opts.eps ?? 1e-2;
+  const tol = opts.tol ?? 2e-2;
+  const mk = (d: ArrayLike<number>, shape: number[], grad: boolean) =>
+    tensor(Float32Array.from(d as ArrayLike<number>), shape, { backend: opts.backend, requiresGrad: grad });
+  const ts = inputs.map((x, i) => mk(x.data, x.shape, opts.check?.[i] ?? true));
+  const out0 = noGrad(() => f(...ts));
+  const r = tensor(Float32Array.from(randomArray(out0.size, 99)), [...out0.shape], { backend: opts.backend });
+  out0.dispose();
+  tidy(() => f(...ts).mul(r).sum().backward());
+  const lossAt = async (xs: Tensor[]) => {
+    const l = noGrad(() => tidy(() => f(...xs).mul(r).sum()));
+    const v = await l.item();
+    l.dispose();
+    return v;
+  };
+  for (let k = 0; k < inputs.length; k++) {
+    if (!(opts.check?.[k] ?? true)) continue;
+    const analytic = await ts[k].grad!.toArray();
+    const base = Float32Array.from(inputs[k].data as ArrayLike<number>);
+    const numeric = new Float64Array(base.length);
+    for (let i = 0; i < base.length; i++) {
+      const shifted = (delta: number) => {
+        const d = base.slice();
+        d[i] += delta;
+        return ts.map((t, j) => (j === k ? mk(d, inputs[k].shape, false) : t));
+      };
+      const plus = shifted(eps);
+      const minus = shifted(-eps);
+      numeric[i] = ((await lossAt(plus)) - (await lossAt(minus))) / (2 * eps);
+      plus[k].dispose();
+      minus[k].dispose();
+    }
+    assertClose(analytic, numeric, tol, `gradient of input ${k}`);
+  }
+  for (const t of [...ts, r]) t.dispose();
+}
+
+export function assertThrows(fn: () => unknown, pattern: RegExp): void {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof Error, 'throws an Error');
+    assert.match((e as Error).message, pattern);
+    return;
+  }
+  assert.unreachable(`expected an error matching ${pattern}`);
+}
+
+export async function assertRejects(fn: () => Promise<unknown>, pattern: RegExp): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    assert.ok(e instanceof Error, 'rejects with an Error');
+    assert.match((e as Error).message, pattern);
+    return;
+  }
+  assert.unreachable(`expected a rejection matching ${pattern}`);
+}
