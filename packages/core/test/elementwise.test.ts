@@ -1,0 +1,152 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as sg from '@sparsegrad/core';
+import { tensor, type Tensor } from '@sparsegrad/core';
+import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
+
+/** Float64 broadcasting reference: out[idx] = fn(a[idx'], b[idx'']). */
+function refBinary(a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs: number[], fn: (x: number, y: number) => number) {
+  const rank = Math.max(as.length, bs.length);
+  const pad = (s: number[]) => [...Array(rank - s.length).fill(1), ...s];
+  const [pa, pb] = [pad(as), pad(bs)];
+  const shape = pa.map((d, i) => (d === 1 ? pb[i] : d));
+  const [sa, sb, so] = [strides(pa), strides(pb), strides(shape)];
+  const out = new Float64Array(size(shape));
+  for (let i = 0; i < out.length; i++) {
+    let ia = 0;
+    let ib = 0;
+    for (let d = 0; d < rank; d++) {
+      const k = Math.floor(i / so[d]) % shape[d];
+      ia += (pa[d] === 1 ? 0 : k) * sa[d];
+      ib += (pb[d] === 1 ? 0 : k) * sb[d];
+    }
+    out[i] = fn(a[ia], b[ib]);
+  }
+  return { out, shape };
+}
+
+/** erf by its Maclaurin series (independent of the library's rational approximation). */
+function erfSeries(x: number): number {
+  let sum = 0;
+  let term = x;
+  for (let n = 0; n < 60; n++) {
+    sum += term / (2 * n + 1);
+    term *= (-x * x) / (n + 1);
+  }
+  return (2 / Math.sqrt(Math.PI)) * sum;
+}
+const c = Math.sqrt(2 / Math.PI);
+
+const UNARY: [string, (t: Tensor) => Tensor, (x: number) => number, number][] = [
+  ['neg', sg.neg, (x) => -x, 2],
+  ['exp', sg.exp, Math.exp, 2],
+  ['log', sg.log, Math.log, 0], // positive inputs
+  ['sqrt', sg.sqrt, Math.sqrt, 0],
+  ['abs', sg.abs, Math.abs, 2],
+  ['tanh', sg.tanh, Math.tanh, 3],
+  ['sigmoid', sg.sigmoid, (x) => 1 / (1 + Math.exp(-x)), 3],
+  ['relu', sg.relu, (x) => Math.max(x, 0), 2],
+  ['gelu', (t) => sg.gelu(t), (x) => 0.5 * x * (1 + erfSeries(x / Math.SQRT2)), 3],
+  ['gelu tanh', (t) => sg.gelu(t, 'tanh'), (x) => 0.5 * x * (1 + Math.tanh(c * (x + 0.044715 * x ** 3))), 3],
+];
+
+const BINARY: [string, (a: Tensor | number, b: Tensor | number) => Tensor, (x: number, y: number) => number][] = [
+  ['add', sg.add, (x, y) => x + y],
+  ['sub', sg.sub, (x, y) => x - y],
+  ['mul', sg.mul, (x, y) => x * y],
+  ['div', sg.div, (x, y) => x / y],
+  ['maximum', sg.maximum, Math.max],
+  ['minimum', sg.minimum, Math.min],
+];
+
+for (const backend of await backendsUnderTest()) {
+  const test = suite(`elementwise [${backend.name}]`);
+  const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
+
+  for (const [name, op, ref, scale] of UNARY) {
+    test(`${name}: values and gradient`, async () => {
+      const positive = scale === 0;
+      const data = f32(Array.from(randomArray(1023, 7), (v) => (positive ? Math.abs(v) * 3 + 0.1 : v * scale)));
+      const y = op(T(data, [1023]));
+      assertClose(await y.toArray(), data.map(ref), 2e-6, name);
+      const small = Array.from(randomArray(12, 3), (v) => (positive ? Math.abs(v) + 0.5 : v * scale + 0.05));
+      await gradCheck(op, [{ data: small, shape: [3, 4] }], { backend });
+    });
+  }
+
+  for (const [name, op, ref] of BINARY) {
+    test(`${name}: broadcasting values and gradients`, async () => {
+      const cases: [number[], number[]][] = [[[2, 3, 4], [3, 1]], [[7], [7]], [[1, 5], [4, 1]], [[2, 1, 3], [1]], [[0, 3], [3]]];
+      for (const [as, bs] of cases) {
+        const a = f32(randomArray(size(as), 11));
+        const b = f32(Array.from(randomArray(size(bs), 12), (v) => (name === 'div' ? v + Math.sign(v) * 0.5 || 1 : v)));
+        const y = op(T(a, as), T(b, bs));
+        const expect = refBinary(a, as, b, bs, ref);
+        assert.equal([...y.shape], expect.shape);
+        assertClose(await y.toArray(), expect.out, 1e-6, `${name} ${as} ${bs}`);
+      }
+      const divisor = Array.from(randomArray(3, 5), (v) => v + Math.sign(v));
+      await gradCheck(op, [{ data: randomArray(6, 1), shape: [2, 3] }, { data: divisor, shape: [3] }], { backend });
+      // scalar operands on either side
+      const a = f32(randomArray(5, 2));
+      assertClose(await op(T(a, [5]), 1.5).toArray(), a.map((v) => ref(v, 1.5)), 1e-6);
+      assertClose(await op(1.5, T(a, [5])).toArray(), a.map((v) => ref(1.5, v)), 1e-6);
+    });
+  }
+
+  test('pow with tensor and scalar exponents', async () => {
+    const a = f32(Array.from(randomArray(6, 4), (v) => Math.abs(v) + 0.5));
+    const b = f32(randomArray(6, 5));
+    assertClose(await sg.pow(T(a, [6]), T(b, [6])).toArray(), a.map((v, i) => v ** b[i]), 1e-6);
+    assertClose(await sg.pow(T(a, [6]), 3).toArray(), a.map((v) => v ** 3), 1e-6);
+    await gradCheck(sg.pow, [{ data: a, shape: [6] }, { data: b, shape: [6] }], { backend });
+    await gradCheck((x) => sg.pow(x, 2.5), [{ data: a, shape: [6] }], { backend });
+  });
+
+  test('non-contiguous operands (transposed and sliced views)', async () => {
+    const a = f32(randomArray(12, 9));
+    const b = f32(randomArray(12, 10));
+    const at = T(a, [3, 4]).transpose(0, 1); // [4, 3]
+    const bt = T(b, [4, 3]);
+    const expect = new Float64Array(12);
+    for (let i = 0; i < 4; i++) for (let j = 0; j < 3; j++) expect[i * 3 + j] = a[j * 4 + i] * b[i * 3 + j];
+    assertClose(await at.mul(bt).toArray(), expect, 1e-6);
+    const s = T(a, [3, 4]).slice(1, 1, 3); // [3, 2]
+    assertClose(await s.exp().toArray(), [1, 2, 5, 6, 9, 10].map((i) => Math.exp(a[i])), 1e-6);
+  });
+
+  test('comparisons, where, clamp and cast', async () => {
+    const a = T([1, 2, 3, 4], [4]);
+    const b = T([4, 2, 1, 4], [4]);
+    assert.equal([...(await a.lt(b).toArray())], [1, 0, 0, 0]);
+    assert.equal([...(await a.le(b).toArray())], [1, 1, 0, 1]);
+    assert.equal([...(await a.gt(b).toArray())], [0, 0, 1, 0]);
+    assert.equal([...(await a.ge(b).toArray())], [0, 1, 1, 1]);
+    assert.equal([...(await a.eq(b).toArray())], [0, 1, 0, 1]);
+    assert.equal([...(await a.ne(b).toArray())], [1, 0, 1, 0]);
+    assert.equal([...(await sg.where(a.gt(2), a, b).toArray())], [4, 2, 3, 4]);
+    assert.equal([...(await sg.where(a.gt(2), 0, b).toArray())], [4, 2, 0, 0]);
+    assert.equal([...(await a.clamp(1.5, 3.5).toArray())], [1.5, 2, 3, 3.5]);
+    assert.equal([...(await T([-1.7, 2.9, 0.2], [3]).cast('int32').toArray())], [-1, 2, 0]);
+    assert.is((await T([1], [1]).cast('int32')).dtype, 'int32');
+    await gradCheck((x) => x.clamp(-0.3, 0.4), [{ data: [-0.9, -0.1, 0.15, 0.35, 0.8], shape: [5] }], { backend });
+    await gradCheck((x, y) => sg.where(x.gt(0), x.mul(y), y), [{ data: [-0.5, 0.7, 0.2], shape: [3] }, { data: [0.3, -0.4, 0.9], shape: [3] }], { backend });
+    const ints = tensor([5, 7, 9], undefined, { dtype: 'int32', backend });
+    assert.equal([...(await ints.add(1).toArray())], [6, 8, 10]);
+    assert.is(ints.add(1).dtype, 'int32');
+  });
+
+  test('bad input', () => {
+    assertThrows(() => T([1, 2, 3], [3]).add(T([1, 2], [2])), /add: shapes \[3\] and \[2\] cannot be broadcast together/);
+    assertThrows(() => sg.add(1 as never, 2 as never), /add: expected at least one Tensor operand/);
+    assertThrows(() => T([1], [1]).add(tensor([1], undefined, { dtype: 'int32', backend })), /add: operands have different dtypes \(float32 and int32\)/);
+    assertThrows(() => T([1], [1]).clamp(2, 1), /clamp: min \(2\) must not exceed max \(1\)/);
+    assertThrows(() => sg.gelu(T([1], [1]), 'fast' as never), /gelu: approximate must be 'none' or 'tanh'/);
+    const d = T([1], [1]);
+    d.dispose();
+    assertThrows(() => d.exp(), /exp: tensor #\d+ of shape \[1\] was disposed/);
+    assertThrows(() => T([1], [1]).mul(Number.NaN), /mul: scalar operand must be a number, got NaN/);
+  });
+
+  test.run();
+}

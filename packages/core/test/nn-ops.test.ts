@@ -1,0 +1,100 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as sg from '@sparsegrad/core';
+import { tensor } from '@sparsegrad/core';
+import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
+
+function refSoftmaxRows(x: ArrayLike<number>, rows: number, n: number, log: boolean): Float64Array {
+  const out = new Float64Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    const row = Array.from({ length: n }, (_, j) => x[r * n + j]);
+    const m = Math.max(...row);
+    const z = row.reduce((s, v) => s + Math.exp(v - m), 0);
+    row.forEach((v, j) => (out[r * n + j] = log ? v - m - Math.log(z) : Math.exp(v - m) / z));
+  }
+  return out;
+}
+
+for (const backend of await backendsUnderTest()) {
+  const test = suite(`nn ops [${backend.name}]`);
+  const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
+  const I = (d: number[], shape?: number[]) => tensor(Int32Array.from(d), shape, { backend });
+
+  test('softmax and logSoftmax on the last and other axes', async () => {
+    for (const n of [1, 7, 33, 1023]) {
+      const x = f32(randomArray(3 * n, n, 5));
+      assertClose(await T(x, [3, n]).softmax().toArray(), refSoftmaxRows(x, 3, n, false), 1e-6, `softmax n=${n}`);
+      assertClose(await T(x, [3, n]).logSoftmax().toArray(), refSoftmaxRows(x, 3, n, true), 1e-5, `logSoftmax n=${n}`);
+    }
+    const x = f32(randomArray(12, 3));
+    const along0 = await T(x, [3, 4]).softmax(0).toArray();
+    const ref = refSoftmaxRows(Array.from({ length: 12 }, (_, i) => x[(i % 3) * 4 + Math.floor(i / 3)]), 4, 3, false);
+    assertClose(along0, Array.from({ length: 12 }, (_, i) => ref[(i % 4) * 3 + Math.floor(i / 4)]), 1e-6, 'axis 0');
+    // large logits stay finite
+    assertClose(await T([1000, 0, -1000], [3]).softmax().toArray(), [1, 0, 0], 1e-6);
+    await gradCheck((t) => t.softmax(), [{ data: randomArray(12, 1), shape: [3, 4] }], { backend });
+    await gradCheck((t) => t.logSoftmax(0), [{ data: randomArray(12, 2), shape: [3, 4] }], { backend });
+  });
+
+  test('layerNorm with and without affine parameters', async () => {
+    const n = 33;
+    const rows = 4;
+    const x = f32(randomArray(rows * n, 4, 3));
+    const g = f32(randomArray(n, 5));
+    const b = f32(randomArray(n, 6));
+    const ref = new Float64Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      const row = Array.from({ length: n }, (_, j) => x[r * n + j]);
+      const mu = row.reduce((s, v) => s + v, 0) / n;
+      const v = row.reduce((s, u) => s + (u - mu) ** 2, 0) / n;
+      row.forEach((u, j) => (ref[r * n + j] = ((u - mu) / Math.sqrt(v + 1e-5)) * g[j] + b[j]));
+    }
+    assertClose(await sg.layerNorm(T(x, [2, 2, n]), n, T(g, [n]), T(b, [n])).toArray(), ref, 1e-5);
+    await gradCheck((t, w, c) => sg.layerNorm(t, 5, w, c), [
+      { data: randomArray(15, 1, 2), shape: [3, 5] }, { data: randomArray(5, 2), shape: [5] }, { data: randomArray(5, 3), shape: [5] },
+    ], { backend });
+    await gradCheck((t) => sg.layerNorm(t, [2, 3]), [{ data: randomArray(12, 7), shape: [2, 2, 3] }], { backend });
+    assertThrows(() => sg.layerNorm(T(x, [4, n]), 8), /layerNorm: normalizedShape \[8\] does not match the trailing dimensions of input \[4, 33\]/);
+  });
+
+  test('dropout: keeps about 1-p of the entries, scaled; identity in eval', async () => {
+    sg.manualSeed(3);
+    const x = sg.ones([100000], { backend });
+    const y = await sg.dropout(x, 0.3).toArray();
+    const kept = y.filter((v) => v !== 0);
+    assert.ok(Math.abs(kept.length / y.length - 0.7) < 0.01, `kept fraction ${kept.length / y.length}`);
+    assertClose(kept.slice(0, 10), new Array(10).fill(1 / 0.7), 1e-6);
+    assert.is(sg.dropout(x, 0.3, false), x);
+    assertThrows(() => sg.dropout(x, 1), /dropout: p must be in \[0, 1\), got 1/);
+    // gradient flows through the kept entries only
+    const z = T([1, 2, 3, 4, 5, 6, 7, 8], [8]).requiresGrad_();
+    const out = sg.dropout(z, 0.5);
+    out.sum().backward();
+    assert.equal([...(await z.grad!.toArray())], [...(await out.toArray())].map((v) => (v === 0 ? 0 : 2)));
+  });
+
+  test('crossEntropy with ignoreIndex and label smoothing; mseLoss', async () => {
+    const C = 5;
+    const logits = f32(randomArray(4 * C, 8, 3));
+    const targets = [1, 4, -100, 0];
+    const logp = refSoftmaxRows(logits, 4, C, true);
+    const valid = targets.map((t, i) => [t, i] as const).filter(([t]) => t !== -100);
+    const nll = valid.reduce((s, [t, i]) => s - logp[i * C + t], 0) / valid.length;
+    assertClose([await sg.crossEntropy(T(logits, [4, C]), I(targets)).item()], [nll], 1e-6, 'mean nll');
+    const ls = 0.1;
+    const smooth = valid.reduce((s, [t, i]) => {
+      const uniform = -Array.from({ length: C }, (_, j) => logp[i * C + j]).reduce((a, b) => a + b, 0) / C;
+      return s + (1 - ls) * -logp[i * C + t] + ls * uniform;
+    }, 0) / valid.length;
+    assertClose([await sg.crossEntropy(T(logits, [2, 2, C]), I(targets, [2, 2]), { labelSmoothing: ls }).item()], [smooth], 1e-6, 'smoothed');
+    const none = await sg.crossEntropy(T(logits, [4, C]), I(targets), { reduction: 'none' }).toArray();
+    assertClose(none, targets.map((t, i) => (t === -100 ? 0 : -logp[i * C + t])), 1e-5, 'none');
+    await gradCheck((t) => sg.crossEntropy(t, I(targets), { labelSmoothing: 0.2 }), [{ data: logits, shape: [4, C] }], { backend });
+    await gradCheck((p, q) => sg.mseLoss(p, q), [{ data: randomArray(6, 1), shape: [2, 3] }, { data: randomArray(6, 2), shape: [2, 3] }], { backend });
+    assertThrows(() => sg.crossEntropy(T(logits, [4, C]), I([1, 2, 3])), /crossEntropy: targets shape \[3\] must equal logits shape \[4, 5\] without its last \(class\) axis/);
+    assertThrows(() => sg.crossEntropy(T(logits, [4, C]), T([1, 2, 3, 4], [4])), /crossEntropy: targets must be int32 class indices, got float32/);
+    assertThrows(() => sg.mseLoss(T([1], [1]), T([1, 2], [2])), /mseLoss: prediction shape \[1\] and target shape \[2\] differ/);
+  });
+
+  test.run();
+}

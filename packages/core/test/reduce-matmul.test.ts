@@ -1,0 +1,147 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as sg from '@sparsegrad/core';
+import { tensor } from '@sparsegrad/core';
+import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
+
+/** Float64 reduction reference over arbitrary axes. */
+function refReduce(x: ArrayLike<number>, shape: number[], axes: number[], fn: 'sum' | 'max' | 'min' | 'argmax'): { out: number[]; shape: number[] } {
+  const outShape = shape.filter((_, i) => !axes.includes(i));
+  const groups = new Map<number, number[]>();
+  const st = strides(shape);
+  const ost = strides(outShape);
+  for (let i = 0; i < x.length; i++) {
+    let o = 0;
+    let k = 0;
+    shape.forEach((d, dim) => {
+      const idx = Math.floor(i / st[dim]) % d;
+      if (!axes.includes(dim)) o += idx * ost[k++];
+    });
+    (groups.get(o) ?? groups.set(o, []).get(o)!).push(x[i]);
+  }
+  const out = [...Array(size(outShape)).keys()].map((o) => {
+    const g = groups.get(o)!;
+    if (fn === 'sum') return g.reduce((a, b) => a + b, 0);
+    if (fn === 'max') return Math.max(...g);
+    if (fn === 'min') return Math.min(...g);
+    return g.indexOf(Math.max(...g));
+  });
+  return { out, shape: outShape };
+}
+
+/** Batched matmul reference with batch broadcasting. */
+function refMatmul(a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs: number[]) {
+  const [m, k] = as.slice(-2);
+  const n = bs[bs.length - 1];
+  const ab = as.slice(0, -2);
+  const bb = bs.slice(0, -2);
+  const rank = Math.max(ab.length, bb.length);
+  const pa = [...Array(rank - ab.length).fill(1), ...ab];
+  const pb = [...Array(rank - bb.length).fill(1), ...bb];
+  const batch = pa.map((d, i) => (d === 1 ? pb[i] : d));
+  const out = new Float64Array(size(batch) * m * n);
+  const bst = strides(batch);
+  for (let t = 0; t < size(batch); t++) {
+    let ia = 0;
+    let ib = 0;
+    const sa = strides(pa);
+    const sb = strides(pb);
+    batch.forEach((d, dim) => {
+      const idx = Math.floor(t / bst[dim]) % d;
+      ia += (pa[dim] === 1 ? 0 : idx) * sa[dim];
+      ib += (pb[dim] === 1 ? 0 : idx) * sb[dim];
+    });
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a[ia * m * k + i * k + p] * b[ib * k * n + p * n + j];
+      out[t * m * n + i * n + j] = s;
+    }
+  }
+  return { out, shape: [...batch, m, n] };
+}
+
+for (const backend of await backendsUnderTest()) {
+  const test = suite(`reduce and matmul [${backend.name}]`);
+  const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
+
+  test('sum, mean, max, min, argmax over axes with keepdim', async () => {
+    const shape = [3, 4, 5];
+    const x = f32(randomArray(60, 21));
+    for (const axes of [[0], [1], [2], [0, 2], [1, 2], [0, 1, 2]]) {
+      for (const fn of ['sum', 'max', 'min'] as const) {
+        const ref = refReduce(x, shape, axes, fn);
+        const y = sg[fn](T(x, shape), axes);
+        assert.equal([...y.shape], ref.shape, `${fn} ${axes} shape`);
+        assertClose(await y.toArray(), ref.out, 1e-6, `${fn} ${axes}`);
+        const yk = sg[fn](T(x, shape), axes, true);
+        assert.equal([...yk.shape], shape.map((d, i) => (axes.includes(i) ? 1 : d)));
+      }
+      const mean = refReduce(x, shape, axes, 'sum').out.map((v) => v / axes.reduce((p, a) => p * shape[a], 1));
+      assertClose(await sg.mean(T(x, shape), axes).toArray(), mean, 1e-6, `mean ${axes}`);
+    }
+    for (const axis of [0, 1, 2]) {
+      const y = sg.argmax(T(x, shape), axis);
+      assert.is(y.dtype, 'int32');
+      assert.equal([...(await y.toArray())], refReduce(x, shape, [axis], 'argmax').out);
+    }
+    assert.is(await sg.argmax(T([3, 9, 2, 9], [4])).item(), 1); // first of ties
+    assert.is(await sg.argmin(T([3, 1, 2, 1], [2, 2]).reshape(4)).item(), 1);
+    assertClose([await T(x, shape).sum().item()], refReduce(x, shape, [0, 1, 2], 'sum').out, 1e-6);
+    assert.is(await sg.sum(T([], [0, 3])).item(), 0);
+    assert.equal([...sg.sum(T([], [0, 3]), 0).shape], [3]);
+  });
+
+  test('reduction gradients (ties share the gradient of max)', async () => {
+    const d = randomArray(24, 5);
+    await gradCheck((x) => x.sum([0, 2]), [{ data: d, shape: [2, 3, 4] }], { backend });
+    await gradCheck((x) => x.mean(1, true), [{ data: d, shape: [2, 3, 4] }], { backend });
+    await gradCheck((x) => x.max(2), [{ data: d, shape: [2, 3, 4] }], { backend });
+    await gradCheck((x) => x.min([0, 1]), [{ data: d, shape: [2, 3, 4] }], { backend });
+    const x = T([1, 3, 3], [3]).requiresGrad_();
+    x.max().backward();
+    assert.equal([...(await x.grad!.toArray())], [0, 0.5, 0.5]);
+  });
+
+  test('matmul: awkward shapes, batches with broadcasting, 1-D operands, views', async () => {
+    const cases: [number[], number[]][] = [
+      [[1, 1], [1, 1]], [[7, 33], [33, 5]], [[33, 17], [17, 9]], [[2, 5, 7], [7, 3]], [[4, 1, 3, 6], [5, 6, 2]],
+      [[5, 1023], [1023, 1]], [[64, 64], [64, 64]], [[3, 0], [0, 4]],
+    ];
+    for (const [as, bs] of cases) {
+      const a = f32(randomArray(size(as), 31));
+      const b = f32(randomArray(size(bs), 32));
+      const ref = refMatmul(a, as, b, bs);
+      const y = sg.matmul(T(a, as), T(b, bs));
+      assert.equal([...y.shape], ref.shape);
+      assertClose(await y.toArray(), ref.out, 1e-5, `${as} @ ${bs}`);
+    }
+    // Transposed views go through the strided packing path.
+    const a = f32(randomArray(6 * 4, 1));
+    const b = f32(randomArray(6 * 3, 2));
+    const at = T(a, [6, 4]).T; // [4, 6]
+    const ref = refMatmul(Array.from({ length: 24 }, (_, i) => a[(i % 6) * 4 + Math.floor(i / 6)]), [4, 6], b, [6, 3]);
+    assertClose(await at.matmul(T(b, [6, 3])).toArray(), ref.out, 1e-5, 'transposed');
+    // 1-D operands
+    const v = f32(randomArray(6, 3));
+    assertClose(await T(a, [4, 6]).matmul(T(v, [6])).toArray(), refMatmul(a, [4, 6], v, [6, 1]).out, 1e-5, 'matrix @ vector');
+    assert.equal([...T(v, [6]).matmul(T(b, [6, 3])).shape], [3]);
+    assert.equal([...T(v, [6]).matmul(T(v, [6])).shape], []);
+  });
+
+  test('matmul gradients, including broadcast batches', async () => {
+    await gradCheck(sg.matmul, [{ data: randomArray(12, 1), shape: [3, 4] }, { data: randomArray(8, 2), shape: [4, 2] }], { backend });
+    await gradCheck(sg.matmul, [{ data: randomArray(24, 3), shape: [2, 3, 4] }, { data: randomArray(8, 4), shape: [4, 2] }], { backend });
+    await gradCheck(sg.matmul, [{ data: randomArray(12, 5), shape: [3, 4] }, { data: randomArray(16, 6), shape: [2, 4, 2] }], { backend });
+    await gradCheck(sg.matmul, [{ data: randomArray(4, 7), shape: [4] }, { data: randomArray(8, 8), shape: [4, 2] }], { backend });
+  });
+
+  test('bad input', () => {
+    assertThrows(() => T(randomArray(6, 1), [2, 3]).matmul(T(randomArray(8, 1), [4, 2])), /matmul: inner dimensions differ: \[2, 3\] @ \[4, 2\] \(3 vs 4\)/);
+    assertThrows(() => sg.matmul(T(randomArray(12, 1), [2, 2, 3]), T(randomArray(18, 1), [3, 3, 2])), /matmul: shapes \[2\] and \[3\] cannot be broadcast together/);
+    assertThrows(() => T([1, 2], [2]).sum(2), /sum: axis 2 is out of range for a tensor of rank 1/);
+    assertThrows(() => T([1, 2], [2]).sum([0, 0]), /sum: axes \[0,0\] contain a repeated axis/);
+    assertThrows(() => T([], [0]).max(), /max: cannot reduce over an empty dimension/);
+  });
+
+  test.run();
+}

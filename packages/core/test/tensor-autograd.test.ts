@@ -1,0 +1,153 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import ndarray from 'ndarray';
+import * as sg from '@sparsegrad/core';
+import { tensor } from '@sparsegrad/core';
+import { assertClose, assertRejects, assertThrows, backendsUnderTest } from './helpers.ts';
+
+for (const backend of await backendsUnderTest()) {
+  const test = suite(`tensors and autograd [${backend.name}]`);
+  const opts = { backend };
+
+  test('creation from nested arrays, typed arrays, ndarray; readback', async () => {
+    const t = tensor([[1, 2, 3], [4, 5, 6]], undefined, opts);
+    assert.equal([...t.shape], [2, 3]);
+    assert.is(t.dtype, 'float32');
+    assert.equal(await t.toNested(), [[1, 2, 3], [4, 5, 6]]);
+    assert.is(await tensor(7, undefined, opts).item(), 7);
+    assert.is(tensor(new Int32Array([1, 2]), undefined, opts).dtype, 'int32');
+    assert.equal(await sg.full([2], 2.5, opts).toNested(), [2.5, 2.5]);
+    assert.equal(await sg.arange(5, undefined, 1, opts).toNested(), [0, 1, 2, 3, 4]);
+    assert.equal(await sg.arange(0, 1, 0.25, opts).toNested(), [0, 0.25, 0.5, 0.75]);
+    assert.equal(await sg.eye(2, opts).toNested(), [[1, 0], [0, 1]]);
+    const nd = ndarray(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]).transpose(1, 0);
+    assert.equal(await sg.fromNdarray(nd, opts).toNested(), [[1, 4], [2, 5], [3, 6]]);
+    const back = await sg.toNdarray(t);
+    assert.equal(back.shape, [2, 3]);
+    assert.is(back.get(1, 2), 6);
+    assertThrows(() => tensor([[1, 2], [3]], undefined, opts), /tensor: ragged nested array/);
+    assertThrows(() => tensor([1, 2, 3], [2, 2], opts), /tensor: data has 3 elements but shape \[2, 2\] needs 4/);
+    assertThrows(() => sg.zeros([2, -1], opts), /full: shape \[2, -1\] must contain non-negative integers/);
+    await assertRejects(() => t.item(), /item: expected a tensor with one element, got shape \[2, 3\]/);
+  });
+
+  test('seeded generators: reproducible, with the right moments', async () => {
+    sg.manualSeed(42);
+    const a = await sg.randn([200000], opts).toArray();
+    sg.manualSeed(42);
+    const b = await sg.randn([200000], opts).toArray();
+    assert.equal(a.slice(0, 100), b.slice(0, 100));
+    const mean = a.reduce((s, v) => s + v, 0) / a.length;
+    const variance = a.reduce((s, v) => s + (v - mean) ** 2, 0) / a.length;
+    assert.ok(Math.abs(mean) < 0.01 && Math.abs(variance - 1) < 0.01, `randn moments ${mean} ${variance}`);
+    const u = await sg.rand([200000], { ...opts, low: -2, high: 2 }).toArray();
+    assert.ok(u.every((v) => v >= -2 && v < 2));
+    const um = u.reduce((s, v) => s + v, 0) / u.length;
+    assert.ok(Math.abs(um) < 0.02, `rand mean ${um}`);
+    assert.not.equal(a.slice(0, 10), (await sg.randn([10], opts).toArray()));
+  });
+
+  test('gradients accumulate across backward calls; noGrad and detach stop them', async () => {
+    const x = tensor([1, 2, 3], undefined, { ...opts, requiresGrad: true });
+    x.mul(x).sum().backward();
+    x.mul(3).sum().backward();
+    assert.equal([...(await x.grad!.toArray())], [5, 7, 9]);
+    const y = sg.noGrad(() => x.mul(2));
+    assert.is(y.requiresGrad, false);
+    assert.is(x.detach().mul(2).requiresGrad, false);
+    // a tensor used twice gets both contributions
+    const z = tensor([2], undefined, { ...opts, requiresGrad: true });
+    z.mul(z).add(z).sum().backward();
+    assert.equal([...(await z.grad!.toArray())], [5]);
+    // explicit gradient for a non-scalar output
+    const w = tensor([1, 2], undefined, { ...opts, requiresGrad: true });
+    w.mul(w).backward(tensor([1, 10], undefined, opts));
+    assert.equal([...(await w.grad!.toArray())], [2, 40]);
+    assertThrows(() => w.mul(w).backward(), /backward: a non-scalar output of shape \[2\] needs an explicit gradient tensor/);
+    assertThrows(() => tensor([1], undefined, opts).backward(), /backward: the tensor does not require gradients/);
+    const l = w.mul(w).sum();
+    l.backward();
+    assertThrows(() => l.backward(), /backward: the graph was already freed/);
+    const k = w.mul(w).sum();
+    k.backward(undefined, { retainGraph: true });
+    k.backward();
+  });
+
+  test('tidy frees intermediates, keeps results; a training loop keeps memory flat', async () => {
+    const before = sg.memory(backend);
+    const kept = sg.tidy(() => {
+      const a = sg.ones([10], opts);
+      const b = a.add(1).mul(3);
+      return { b, n: 3 };
+    });
+    const after = sg.memory(backend);
+    assert.is(after.tensors, before.tensors + 1);
+    assert.is(after.bytes, before.bytes + 40);
+    assert.equal([...(await kept.b.toArray())].slice(0, 2), [6, 6]);
+    kept.b.dispose();
+    assert.is(sg.memory(backend).bytes, before.bytes);
+
+    sg.manualSeed(1);
+    const w = sg.randn([16, 8], { ...opts, requiresGrad: true, std: 0.1 });
+    const x = sg.randn([32, 16], opts);
+    const target = sg.randn([32, 8], opts);
+    const losses: number[] = [];
+    let memAfterFirst = 0;
+    for (let step = 0; step < 30; step++) {
+      const loss = sg.tidy(() => {
+        const l = sg.mseLoss(x.matmul(w), target);
+        l.backward();
+        sg.noGrad(() => w.assign(w.sub(w.grad!.mul(0.1))));
+        return l;
+      });
+      w.grad = null;
+      losses.push(await loss.item());
+      loss.dispose();
+      if (step === 0) memAfterFirst = sg.memory(backend).bytes;
+      else assert.is(sg.memory(backend).bytes, memAfterFirst, `memory at step ${step}`);
+    }
+    assert.ok(losses[29] < losses[0] * 0.9, `loss went down: ${losses[0]} -> ${losses[29]}`);
+    assertThrows(() => sg.tidy(() => Promise.resolve(1) as never), /tidy: the function returned a Promise/);
+  });
+
+  test('assign, dispose and readback of views', async () => {
+    const a = tensor([[1, 2], [3, 4]], undefined, opts);
+    const v = a.T;
+    a.dispose();
+    assert.equal(await v.toNested(), [[1, 3], [2, 4]]); // the view keeps the storage alive
+    assertThrows(() => a.add(1), /add: tensor #\d+ of shape \[2, 2\] was disposed/);
+    const b = sg.zeros([2, 2], opts);
+    b.assign(v);
+    assert.equal(await b.toNested(), [[1, 3], [2, 4]]);
+    assertThrows(() => b.assign(sg.zeros([3], opts)), /assign: expected a float32 tensor of shape \[2, 2\], got float32 \[3\]/);
+    assertClose(await b.sum(1).toArray(), [4, 6]);
+  });
+
+  test.run();
+}
+
+const registry = suite('backend registry');
+registry('backends() lists cpu, webgpu and cuda with availability and reasons', async () => {
+  const list = await sg.backends();
+  const names = list.map((b) => b.name);
+  for (const n of ['cpu', 'webgpu', 'cuda']) assert.ok(names.includes(n), `${n} listed`);
+  const cpu = list.find((b) => b.name === 'cpu')!;
+  assert.is(cpu.available, true);
+  for (const b of list) if (!b.available) assert.type(b.reason, 'string');
+});
+registry('setBackend rejects unknown names; auto picks an available backend', async () => {
+  await assertRejects(() => sg.setBackend('tpu'), /setBackend: unknown backend 'tpu'; expected one of cuda, webgpu, cpu, auto/);
+  const chosen = await sg.setBackend('auto');
+  const list = await sg.backends();
+  const firstAvailable = ['cuda', 'webgpu', 'cpu'].find((n) => list.find((b) => b.name === n)?.available);
+  assert.is(chosen.name, firstAvailable);
+  await sg.setBackend('cpu');
+  assert.is(sg.getBackend().name, 'cpu');
+});
+registry('tensors from different backends are rejected', () => {
+  const other = sg.createCpuBackend();
+  const a = tensor([1, 2], undefined, { backend: other });
+  const b = tensor([1, 2]);
+  assertThrows(() => a.add(b), /add: tensors live on different backends/);
+});
+registry.run();
