@@ -24,3 +24,4 @@ export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.
 export { BLOCK_SIZES } from './blocksparse/layout.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';
+export { opError, fmtShape } from './errors.ts';

@@ -1,0 +1,129 @@
+import { keep, opError, tensor, type Tensor } from '@sparsegrad/core';
+import { Module } from '../module.ts';
+import { Dropout, GELU, LayerNorm, type Callable } from './basic.ts';
+import { Linear } from './linear.ts';
+
+/** A Linear or anything that replaced it (BlockSparseLinear, PseudoBlockSparseLinear). */
+export type LinearLike = Module & Callable;
+
+/** Large negative additive mask value: exp() of it underflows to 0, and it stays finite on every backend. */
+const MASKED = -1e9;
+
+/** Scaled dot-product attention over `heads` heads with query/key/value/output projections. */
+export class MultiHeadAttention extends Module {
+  query: LinearLike;
+  key: LinearLike;
+  value: LinearLike;
+  output: LinearLike;
+  attnDropout: Dropout;
+  readonly headDim: number;
+  readonly causal: boolean;
+  private readonly causalMasks = new Map<string, Tensor>();
+
+  constructor(readonly dModel: number, readonly heads: number, opts: { causal?: boolean; dropout?: number; bias?: boolean } = {}) {
+    super();
+    if (!Number.isInteger(heads) || heads <= 0 || dModel % heads !== 0) {
+      throw opError('MultiHeadAttention', `dModel (${dModel}) must be divisible by the number of heads (${heads})`);
+    }
+    this.headDim = dModel / heads;
+    this.causal = opts.causal ?? false;
+    const bias = opts.bias ?? true;
+    this.query = this.registerModule('query', new Linear(dModel, dModel, { bias }));
+    this.key = this.registerModule('key', new Linear(dModel, dModel, { bias }));
+    this.value = this.registerModule('value', new Linear(dModel, dModel, { bias }));
+    this.output = this.registerModule('output', new Linear(dModel, dModel, { bias }));
+    this.attnDropout = this.registerModule('attnDropout', new Dropout(opts.dropout ?? 0));
+  }
+
+  /** [T, T] additive mask, MASKED above the diagonal; cached per length and backend. */
+  private causalMask(t: number, like: Tensor): Tensor {
+    const cacheKey = `${like.backend.name}:${t}`;
+    let mask = this.causalMasks.get(cacheKey);
+    if (!mask || mask.isDisposed || mask.backend !== like.backend) {
+      const host = new Float32Array(t * t);
+      for (let i = 0; i < t; i++) for (let j = i + 1; j < t; j++) host[i * t + j] = MASKED;
+      mask = keep(tensor(host, [t, t], { backend: like.backend }));
+      this.causalMasks.set(cacheKey, mask);
+    }
+    return mask;
+  }
+
+  /** x [B, T, D]; attentionMask [B, T] with 1 for tokens to attend to and 0 for padding. */
+  forward(x: Tensor, attentionMask?: Tensor): Tensor {
+    if (x.rank !== 3 || x.shape[2] !== this.dModel) {
+      throw opError('MultiHeadAttention', `expected input [batch, seq, ${this.dModel}], got [${x.shape.join(', ')}]`);
+    }
+    const [b, t] = x.shape;
+    const split = (y: Tensor) => y.reshape(b, t, this.heads, this.headDim).permute(0, 2, 1, 3); // [B, H, T, hd]
+    const q = split(this.query.forward(x));
+    const k = split(this.key.forward(x));
+    const v = split(this.value.forward(x));
+    let scores = q.matmul(k.transpose(-2, -1)).mul(1 / Math.sqrt(this.headDim)); // [B, H, T, T]
+    if (this.causal) scores = scores.add(this.causalMask(t, x));
+    if (attentionMask) {
+      if (attentionMask.shape.join() !== `${b},${t}`) {
+        throw opError('MultiHeadAttention', `attentionMask must have shape [${b}, ${t}], got [${attentionMask.shape.join(', ')}]`);
+      }
+      scores = scores.add(attentionMask.sub(1).mul(-MASKED).reshape(b, 1, 1, t));
+    }
+    const probs = this.attnDropout.forward(scores.softmax(-1));
+    const context = probs.matmul(v).permute(0, 2, 1, 3).reshape(b, t, this.dModel);
+    return this.output.forward(context);
+  }
+
+  override dispose(): void {
+    super.dispose();
+    for (const m of this.causalMasks.values()) m.dispose();
+    this.causalMasks.clear();
+  }
+
+  override describe(): string {
+    return `MultiHeadAttention(${this.dModel}, heads=${this.heads}${this.causal ? ', causal' : ''})`;
+  }
+}
+
+/** The position-wise feed-forward network: fc1 -> GELU -> fc2. */
+export class MLP extends Module {
+  fc1: LinearLike;
+  act: GELU;
+  fc2: LinearLike;
+  constructor(dModel: number, hidden: number, approximate: 'none' | 'tanh' = 'tanh') {
+    super();
+    this.fc1 = this.registerModule('fc1', new Linear(dModel, hidden));
+    this.act = this.registerModule('act', new GELU(approximate));
+    this.fc2 = this.registerModule('fc2', new Linear(hidden, dModel));
+  }
+  forward(x: Tensor): Tensor {
+    return this.fc2.forward(this.act.forward(this.fc1.forward(x)));
+  }
+}
+
+export interface TransformerBlockOptions {
+  causal?: boolean;
+  dropout?: number;
+  /** Hidden size of the MLP as a multiple of dModel (default 4). */
+  mlpRatio?: number;
+}
+
+/** A pre-LN Transformer block: x + attn(ln1(x)), then + mlp(ln2(x)). */
+export class TransformerBlock extends Module {
+  ln1: LayerNorm;
+  attention: MultiHeadAttention;
+  ln2: LayerNorm;
+  mlp: MLP;
+  dropout: Dropout;
+  constructor(readonly dModel: number, heads: number, opts: TransformerBlockOptions = {}) {
+    super();
+    this.ln1 = this.registerModule('ln1', new LayerNorm(dModel));
+    this.attention = this.registerModule('attention', new MultiHeadAttention(dModel, heads, { causal: opts.causal, dropout: opts.dropout }));
+    this.ln2 = this.registerModule('ln2', new LayerNorm(dModel));
+    this.mlp = this.registerModule('mlp', new MLP(dModel, Math.round(dModel * (opts.mlpRatio ?? 4))));
+    this.dropout = this.registerModule('dropout', new Dropout(opts.dropout ?? 0));
+  }
+  forward(x: Tensor, attentionMask?: Tensor): Tensor {
+    const h = x.add(this.dropout.forward(this.attention.forward(this.ln1.forward(x), attentionMask)));
+    return h.add(this.dropout.forward(this.mlp.forward(this.ln2.forward(h))));
+  }
+}
+
+

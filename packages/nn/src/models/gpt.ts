@@ -1,0 +1,62 @@
+import { arange, crossEntropy, opError, type Tensor } from '@sparsegrad/core';
+import { Module } from '../module.ts';
+import { Dropout, Embedding, LayerNorm, ModuleList } from '../layers/basic.ts';
+import { TransformerBlock } from '../layers/attention.ts';
+import { Linear } from '../layers/linear.ts';
+
+export interface GPTConfig {
+  vocabSize: number;
+  /** Longest sequence (number of learned positions). */
+  seqLen: number;
+  dModel: number;
+  heads: number;
+  layers: number;
+  dropout?: number;
+  mlpRatio?: number;
+}
+
+/**
+ * A decoder-only Transformer (GPT-2 layout, pre-LN). Module paths:
+ * tokenEmbedding, positionEmbedding, layers.N.{ln1, attention.{query,key,value,output}, ln2, mlp.{fc1,fc2}}, norm, head.
+ */
+export class GPT extends Module {
+  tokenEmbedding: Embedding;
+  positionEmbedding: Embedding;
+  drop: Dropout;
+  layers: ModuleList<TransformerBlock>;
+  norm: LayerNorm;
+  head: Linear;
+
+  constructor(readonly config: GPTConfig) {
+    super();
+    const { vocabSize, seqLen, dModel, heads, layers } = config;
+    for (const [k, v] of Object.entries({ vocabSize, seqLen, dModel, heads, layers })) {
+      if (!Number.isInteger(v) || v <= 0) throw opError('GPT', `${k} must be a positive integer, got ${v}`);
+    }
+    if (dModel % heads !== 0) throw opError('GPT', `dModel (${dModel}) must be divisible by heads (${heads})`);
+    this.tokenEmbedding = this.registerModule('tokenEmbedding', new Embedding(vocabSize, dModel, { std: 0.02 }));
+    this.positionEmbedding = this.registerModule('positionEmbedding', new Embedding(seqLen, dModel, { std: 0.02 }));
+    this.drop = this.registerModule('drop', new Dropout(config.dropout ?? 0));
+    this.layers = this.registerModule('layers', new ModuleList(
+      Array.from({ length: layers }, () => new TransformerBlock(dModel, heads, { causal: true, dropout: config.dropout, mlpRatio: config.mlpRatio })),
+    ));
+    this.norm = this.registerModule('norm', new LayerNorm(dModel));
+    this.head = this.registerModule('head', new Linear(dModel, vocabSize, { bias: false }));
+  }
+
+  /** ids [B, T] int32 -> logits [B, T, vocabSize] */
+  forward(ids: Tensor): Tensor {
+    if (ids.rank !== 2 || ids.dtype !== 'int32') throw opError('GPT', `expected int32 token ids [batch, seq], got ${ids.dtype} [${ids.shape.join(', ')}]`);
+    const t = ids.shape[1];
+    if (t > this.config.seqLen) throw opError('GPT', `sequence length ${t} exceeds the model's seqLen ${this.config.seqLen}`);
+    const positions = arange(0, t, 1, { backend: ids.backend });
+    let h = this.drop.forward(this.tokenEmbedding.forward(ids).add(this.positionEmbedding.forward(positions)));
+    for (const layer of this.layers) h = layer.forward(h);
+    return this.head.forward(this.norm.forward(h));
+  }
+
+  /** Mean next-token cross entropy of ids [B, T] predicting targets [B, T]. */
+  loss(ids: Tensor, targets: Tensor): Tensor {
+    return crossEntropy(this.forward(ids), targets);
+  }
+}

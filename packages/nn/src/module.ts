@@ -1,0 +1,208 @@
+import { opError, tensor, type Tensor } from '@sparsegrad/core';
+
+export type StateDict = Record<string, Tensor>;
+
+export interface LoadResult {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+const NAME = /^[A-Za-z0-9_]+$/;
+
+/**
+ * Base class of every layer and model. Children and tensors are registered explicitly under a
+ * name (the same name as the field that holds them, so that setModule can swap both); dotted
+ * paths like `encoder.layers.0.mlp.fc1` address any descendant.
+ */
+export abstract class Module {
+  private readonly _modules = new Map<string, Module>();
+  private readonly _parameters = new Map<string, Tensor>();
+  private readonly _buffers = new Map<string, { tensor: Tensor; persistent: boolean }>();
+  training = true;
+
+  protected registerModule<M extends Module>(name: string, module: M): M {
+    this.checkName('registerModule', name);
+    if (!(module instanceof Module)) throw opError('registerModule', `'${name}' must be a Module, got ${describe(module)}`);
+    this._modules.set(name, module);
+    return module;
+  }
+
+  protected registerParameter(name: string, t: Tensor): Tensor {
+    this.checkName('registerParameter', name);
+    t.requiresGrad = true;
+    this._parameters.set(name, t);
+    return t;
+  }
+
+  /** State that is not trained; persistent buffers are part of stateDict. */
+  protected registerBuffer(name: string, t: Tensor, opts: { persistent?: boolean } = {}): Tensor {
+    this.checkName('registerBuffer', name);
+    this._buffers.set(name, { tensor: t, persistent: opts.persistent ?? true });
+    return t;
+  }
+
+  private checkName(op: string, name: string): void {
+    if (!NAME.test(name)) throw opError(op, `invalid name '${name}' (expected letters, digits or underscores, no dots)`);
+  }
+
+  /** Direct children in registration order. */
+  children(): [string, Module][] {
+    return [...this._modules.entries()];
+  }
+
+  /** This module ('') and every descendant with its dotted path, depth first. */
+  *namedModules(prefix = ''): Generator<[string, Module]> {
+    yield [prefix, this];
+    for (const [name, m] of this._modules) yield* m.namedModules(prefix ? `${prefix}.${name}` : name);
+  }
+
+  *namedParameters(prefix = ''): Generator<[string, Tensor]> {
+    for (const [path, m] of this.namedModules(prefix)) {
+      for (const [name, p] of m._parameters) yield [path ? `${path}.${name}` : name, p];
+    }
+  }
+
+  *namedBuffers(prefix = ''): Generator<[string, Tensor, boolean]> {
+    for (const [path, m] of this.namedModules(prefix)) {
+      for (const [name, b] of m._buffers) yield [path ? `${path}.${name}` : name, b.tensor, b.persistent];
+    }
+  }
+
+  parameters(): Tensor[] {
+    return [...this.namedParameters()].map(([, p]) => p);
+  }
+
+  /** Number of trainable scalars (a block-sparse weight counts only its stored blocks). */
+  parameterCount(): number {
+    return this.parameters().reduce((n, p) => n + p.size, 0);
+  }
+
+  /** Parameters and persistent buffers under their dotted names. */
+  stateDict(): StateDict {
+    const out: StateDict = {};
+    for (const [k, p] of this.namedParameters()) out[k] = p;
+    for (const [k, b, persistent] of this.namedBuffers()) if (persistent) out[k] = b;
+    return out;
+  }
+
+  /**
+   * Copies tensors from `state` into this module's parameters and buffers (shapes must match).
+   * strict (default) throws on missing or unexpected keys; otherwise they are reported.
+   */
+  async loadStateDict(state: StateDict, opts: { strict?: boolean } = {}): Promise<LoadResult> {
+    const strict = opts.strict ?? true;
+    const used = new Set<string>();
+    const missing: string[] = [];
+    for (const [path, m] of this.namedModules()) await m.loadOwnState(path ? `${path}.` : '', state, used, missing);
+    const unexpected = Object.keys(state).filter((k) => !used.has(k));
+    if (strict && (missing.length || unexpected.length)) {
+      throw opError('loadStateDict', `state does not match the model: missing keys [${missing.join(', ')}], unexpected keys [${unexpected.join(', ')}]`);
+    }
+    return { missingKeys: missing, unexpectedKeys: unexpected };
+  }
+
+  /** Loads this module's own tensors (not its children's). Layers with structural state override it. */
+  protected async loadOwnState(prefix: string, state: StateDict, used: Set<string>, missing: string[]): Promise<void> {
+    const own: [string, Tensor][] = [...this._parameters.entries(), ...[...this._buffers.entries()].filter(([, b]) => b.persistent).map(([n, b]) => [n, b.tensor] as [string, Tensor])];
+    for (const [name, t] of own) {
+      const key = prefix + name;
+      const src = state[key];
+      if (!src) {
+        missing.push(key);
+        continue;
+      }
+      used.add(key);
+      if (src.shape.join() !== t.shape.join() || src.dtype !== t.dtype) {
+        throw opError('loadStateDict', `'${key}' has shape [${src.shape.join(', ')}] (${src.dtype}) in the state but [${t.shape.join(', ')}] (${t.dtype}) in the model`);
+      }
+      t.assign(src.backend === t.backend ? src : await moveTo(src, t));
+    }
+  }
+
+  /** Replaces this module's own parameter (used by layers whose parameter shape depends on loaded state). */
+  protected replaceParameter(name: string, t: Tensor): void {
+    const old = this._parameters.get(name);
+    if (!old) throw opError('replaceParameter', `no parameter '${name}'`);
+    this.registerParameter(name, t);
+    (this as unknown as Record<string, unknown>)[name] = t;
+    if (old !== t) old.dispose();
+  }
+
+  protected replaceBuffer(name: string, t: Tensor): void {
+    const old = this._buffers.get(name);
+    if (!old) throw opError('replaceBuffer', `no buffer '${name}'`);
+    this._buffers.set(name, { tensor: t, persistent: old.persistent });
+    (this as unknown as Record<string, unknown>)[name] = t;
+    if (old.tensor !== t) old.tensor.dispose();
+  }
+
+  train(mode = true): this {
+    for (const [, m] of this.namedModules()) m.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** The descendant at a dotted path ('' is this module). */
+  getModule(path: string): Module {
+    if (path === '') return this;
+    let m: Module = this;
+    for (const part of path.split('.')) {
+      const next = m._modules.get(part);
+      if (!next) throw opError('getModule', `no module at '${path}' ('${part}' is not a child of a ${m.constructor.name})`);
+      m = next;
+    }
+    return m;
+  }
+
+  /** Replaces the descendant at a dotted path, updating the field of the same name on its parent. */
+  setModule(path: string, module: Module): void {
+    if (!(module instanceof Module)) throw opError('setModule', `expected a Module for '${path}', got ${describe(module)}`);
+    const cut = path.lastIndexOf('.');
+    const parent = this.getModule(cut < 0 ? '' : path.slice(0, cut));
+    const name = path.slice(cut + 1);
+    if (!parent._modules.has(name)) throw opError('setModule', `no module at '${path}' to replace`);
+    parent._modules.set(name, module);
+    const fields = parent as unknown as Record<string, unknown>;
+    if (fields[name] instanceof Module) fields[name] = module;
+    parent.onChildReplaced(name, module);
+  }
+
+  /** Hook for containers that keep children in other structures too (ModuleList, Sequential). */
+  protected onChildReplaced(_name: string, _module: Module): void {}
+
+  /** Frees every parameter and buffer. */
+  dispose(): void {
+    for (const p of this.parameters()) p.dispose();
+    for (const [, b] of this.namedBuffers()) b.dispose();
+  }
+
+  /** A one-line description for module trees (layers override to show their sizes). */
+  describe(): string {
+    return this.constructor.name;
+  }
+
+  /** The module tree with parameter counts, one line per module. */
+  summary(): string {
+    const lines: string[] = [];
+    for (const [path, m] of this.namedModules()) {
+      const depth = path === '' ? 0 : path.split('.').length;
+      const own = [...m._parameters.values()].reduce((n, p) => n + p.size, 0);
+      const total = m.parameterCount();
+      lines.push(`${'  '.repeat(depth)}${path.split('.').pop() || '(root)'}: ${m.describe()}  params=${total.toLocaleString('en-US')}${own && own !== total ? ` (own ${own.toLocaleString('en-US')})` : ''}`);
+    }
+    return lines.join('\n');
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
+  return typeof v;
+}
+
+async function moveTo(src: Tensor, like: Tensor): Promise<Tensor> {
+  return tensor(await src.toArray(), [...src.shape], { dtype: src.dtype, backend: like.backend });
+}

@@ -1,0 +1,120 @@
+import { keep, noGrad, opError, tidy, zerosLike, type Tensor } from '@sparsegrad/core';
+
+/**
+ * Base optimiser: holds parameters and per-parameter state tensors (kept outside tidy scopes).
+ * Updates run without gradient recording and write into the parameters in place (assign), so
+ * modules keep their parameter objects.
+ */
+export abstract class Optimizer {
+  readonly params: Tensor[];
+  lr: number;
+  protected stepCount = 0;
+  private readonly state = new Map<Tensor, Record<string, Tensor>>();
+
+  constructor(params: Iterable<Tensor>, lr: number) {
+    this.params = [...params];
+    if (this.params.length === 0) throw opError(this.constructor.name, 'received no parameters to optimise');
+    if (!(lr > 0)) throw opError(this.constructor.name, `lr must be positive, got ${lr}`);
+    this.lr = lr;
+  }
+
+  /** A state tensor for p (zeros like p on first use). */
+  protected slot(p: Tensor, name: string): Tensor {
+    let s = this.state.get(p);
+    if (!s) this.state.set(p, (s = {}));
+    return (s[name] ??= keep(noGrad(() => zerosLike(p))));
+  }
+
+  /** Applies one update from the current .grad of every parameter (those without a gradient are skipped). */
+  step(): void {
+    if (!(this.lr >= 0) || !Number.isFinite(this.lr)) throw opError(`${this.constructor.name}.step`, `lr must be a finite non-negative number, got ${this.lr}`);
+    this.stepCount++;
+    for (const p of this.params) {
+      const g = p.grad;
+      if (!g) continue;
+      noGrad(() => tidy(() => this.update(p, g)));
+    }
+  }
+
+  protected abstract update(p: Tensor, g: Tensor): void;
+
+  /** Clears every parameter's gradient. */
+  zeroGrad(): void {
+    for (const p of this.params) p.grad = null;
+  }
+
+  dispose(): void {
+    for (const s of this.state.values()) for (const t of Object.values(s)) t.dispose();
+    this.state.clear();
+  }
+}
+
+export class SGD extends Optimizer {
+  readonly momentum: number;
+  readonly weightDecay: number;
+  readonly nesterov: boolean;
+  constructor(params: Iterable<Tensor>, opts: { lr: number; momentum?: number; weightDecay?: number; nesterov?: boolean }) {
+    super(params, opts.lr);
+    this.momentum = opts.momentum ?? 0;
+    this.weightDecay = opts.weightDecay ?? 0;
+    this.nesterov = opts.nesterov ?? false;
+    if (!(this.momentum >= 0 && this.momentum < 1)) throw opError('SGD', `momentum must be in [0, 1), got ${this.momentum}`);
+    if (!(this.weightDecay >= 0)) throw opError('SGD', `weightDecay must be >= 0, got ${this.weightDecay}`);
+  }
+  protected update(p: Tensor, g: Tensor): void {
+    let d = this.weightDecay ? g.add(p.mul(this.weightDecay)) : g;
+    if (this.momentum) {
+      const buf = this.slot(p, 'momentum');
+      buf.assign(this.stepCount === 1 ? d : buf.mul(this.momentum).add(d));
+      d = this.nesterov ? d.add(buf.mul(this.momentum)) : buf;
+    }
+    p.assign(p.sub(d.mul(this.lr)));
+  }
+}
+
+export interface AdamOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+}
+
+/** Adam; weightDecay is the classic L2 term added to the gradient. */
+export class Adam extends Optimizer {
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  protected readonly decoupled: boolean = false;
+  constructor(params: Iterable<Tensor>, opts: AdamOptions) {
+    super(params, opts.lr);
+    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0;
+    for (const [k, v] of [['beta1', this.beta1], ['beta2', this.beta2]] as const) {
+      if (!(v >= 0 && v < 1)) throw opError(this.constructor.name, `${k} must be in [0, 1), got ${v}`);
+    }
+    if (!(this.eps > 0)) throw opError(this.constructor.name, `eps must be positive, got ${this.eps}`);
+    if (!(this.weightDecay >= 0)) throw opError(this.constructor.name, `weightDecay must be >= 0, got ${this.weightDecay}`);
+  }
+  protected update(p: Tensor, g: Tensor): void {
+    if (this.weightDecay && !this.decoupled) g = g.add(p.mul(this.weightDecay));
+    if (this.weightDecay && this.decoupled) p.assign(p.mul(1 - this.lr * this.weightDecay));
+    const m = this.slot(p, 'expAvg');
+    const v = this.slot(p, 'expAvgSq');
+    m.assign(m.mul(this.beta1).add(g.mul(1 - this.beta1)));
+    v.assign(v.mul(this.beta2).add(g.mul(g).mul(1 - this.beta2)));
+    const bc1 = 1 - this.beta1 ** this.stepCount;
+    const bc2 = 1 - this.beta2 ** this.stepCount;
+    const denom = v.div(bc2).sqrt().add(this.eps);
+    p.assign(p.sub(m.div(denom).mul(this.lr / bc1)));
+  }
+}
+
+/** Adam with decoupled weight decay (Loshchilov & Hutter): p -= lr * wd * p before the Adam step. */
+export class AdamW extends Adam {
+  protected override readonly decoupled = true;
+  constructor(params: Iterable<Tensor>, opts: AdamOptions) {
+    super(params, { weightDecay: 0.01, ...opts });
+  }
+}

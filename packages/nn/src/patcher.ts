@@ -1,0 +1,130 @@
+import { opError } from '@sparsegrad/core';
+import { Module } from './module.ts';
+import { BlockSparseLinear, Linear, PseudoBlockSparseLinear } from './layers/linear.ts';
+
+export type ModuleFactory = (module: Module, path: string) => Module | Promise<Module>;
+
+interface Pattern<P> {
+  source: string;
+  regex: RegExp;
+  params: P;
+  matches: number;
+}
+
+function compile(op: string, pattern: RegExp | string): { regex: RegExp; source: string } {
+  const source = pattern instanceof RegExp ? pattern.source : pattern;
+  if (typeof source !== 'string') throw opError(op, `pattern must be a RegExp or a string, got ${typeof pattern}`);
+  try {
+    // Full-path match, as in pytorch_block_sparse: 'layers.1.mlp' does not match 'layers.1.mlp.fc1'.
+    return { regex: new RegExp(`^(?:${source})$`, pattern instanceof RegExp ? pattern.flags.replace(/[gy]/g, '') : ''), source };
+  } catch (e) {
+    throw opError(op, `invalid regular expression /${source}/: ${(e as Error).message}`);
+  }
+}
+
+export interface PatchRecord<P> {
+  path: string;
+  pattern: string;
+  from: string;
+  to: string;
+  params: P;
+  parametersBefore: number;
+  parametersAfter: number;
+}
+
+export interface PatchReport<P> {
+  patched: PatchRecord<P>[];
+  /** Patterns that matched no module. */
+  unmatched: string[];
+  parametersBefore: number;
+  parametersAfter: number;
+}
+
+/**
+ * Replaces modules whose dotted path fully matches a pattern; the first matching pattern wins.
+ * Subclasses decide what a match becomes through `replace`.
+ */
+export class ModelPatcher<P = ModuleFactory> {
+  protected readonly patterns: Pattern<P>[] = [];
+
+  addPattern(pattern: RegExp | string, params: P): this {
+    const { regex, source } = compile('addPattern', pattern);
+    this.patterns.push({ source, regex, params, matches: 0 });
+    return this;
+  }
+
+  protected replace(module: Module, path: string, params: P): Module | Promise<Module> {
+    if (typeof params !== 'function') throw opError('patchModel', `pattern for '${path}' has no factory function`);
+    return (params as unknown as ModuleFactory)(module, path);
+  }
+
+  /** Patches `model` in place and reports every replacement. Warns when a pattern matched nothing. */
+  async patchModel(model: Module, opts: { warn?: (message: string) => void } = {}): Promise<PatchReport<P>> {
+    if (!(model instanceof Module)) throw opError('patchModel', `expected a Module, got ${typeof model}`);
+    const warn = opts.warn ?? ((m: string) => console.warn(m));
+    const before = model.parameterCount();
+    const patched: PatchRecord<P>[] = [];
+    for (const p of this.patterns) p.matches = 0;
+    // Snapshot first: replacing modules while walking the tree would visit the new ones.
+    const candidates = [...model.namedModules()].filter(([path]) => path !== '');
+    for (const [path, module] of candidates) {
+      const pattern = this.patterns.find((p) => p.regex.test(path));
+      if (!pattern) continue;
+      pattern.matches++;
+      const replacement = await this.replace(module, path, pattern.params);
+      model.setModule(path, replacement);
+      patched.push({
+        path, pattern: pattern.source, from: module.describe(), to: replacement.describe(), params: pattern.params,
+        parametersBefore: module.parameterCount(), parametersAfter: replacement.parameterCount(),
+      });
+      if (replacement !== module) module.dispose();
+    }
+    const unmatched = this.patterns.filter((p) => p.matches === 0).map((p) => p.source);
+    for (const u of unmatched) warn(`patchModel: pattern /${u}/ matched no module`);
+    return { patched, unmatched, parametersBefore: before, parametersAfter: model.parameterCount() };
+  }
+}
+
+export interface BlockSparsePatternParams {
+  density: number;
+  blockSize?: number;
+  /** Use the masked-dense PseudoBlockSparseLinear instead (for debugging). */
+  pseudo?: boolean;
+}
+
+/**
+ * pytorch_block_sparse's BlockSparseModelPatcher: every matching Linear becomes a
+ * BlockSparseLinear that keeps the largest blocks of its weight.
+ */
+export class BlockSparseModelPatcher extends ModelPatcher<BlockSparsePatternParams> {
+  override addPattern(pattern: RegExp | string, params: BlockSparsePatternParams): this {
+    const d = params?.density;
+    if (typeof d !== 'number' || !(d > 0 && d <= 1)) throw opError('addPattern', `density must be in (0, 1], got ${String(d)}`);
+    const bs = params.blockSize ?? 32;
+    if (![16, 32, 64].includes(bs)) throw opError('addPattern', `blockSize must be one of 16, 32, 64, got ${bs}`);
+    return super.addPattern(pattern, params);
+  }
+
+  protected override replace(module: Module, path: string, params: BlockSparsePatternParams): Promise<Module> {
+    if (!(module instanceof Linear)) {
+      throw opError('patchModel', `'${path}' matches a pattern but is a ${module.constructor.name}, not a Linear`);
+    }
+    const bs = params.blockSize ?? 32;
+    if (module.inFeatures % bs || module.outFeatures % bs) {
+      throw opError('patchModel', `'${path}' is Linear(${module.inFeatures} -> ${module.outFeatures}); both sizes must be multiples of the block size ${bs}`);
+    }
+    const opts = { density: params.density, blockSize: bs };
+    return params.pseudo ? PseudoBlockSparseLinear.fromLinear(module, opts) : BlockSparseLinear.fromLinear(module, opts);
+  }
+
+  /** Paths of every Linear that a pattern could target, with its sizes. */
+  static patchableLayers(model: Module): { path: string; inFeatures: number; outFeatures: number }[] {
+    return [...model.namedModules()]
+      .filter((e): e is [string, Linear] => e[1] instanceof Linear)
+      .map(([path, m]) => ({ path, inFeatures: m.inFeatures, outFeatures: m.outFeatures }));
+  }
+
+  patchableLayers(model: Module) {
+    return BlockSparseModelPatcher.patchableLayers(model);
+  }
+}

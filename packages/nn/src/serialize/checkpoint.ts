@@ -1,0 +1,52 @@
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { opError } from '@sparsegrad/core';
+import type { LoadResult, Module } from '../module.ts';
+import { decodeSafetensors, encodeSafetensors } from './safetensors.ts';
+
+/**
+ * Writes bytes to a temporary file beside `path`, flushes it to disk, then renames it over
+ * `path`: a crash at any point leaves either the old file or the complete new one.
+ */
+export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    const fd = openSync(tmp, 'w');
+    try {
+      const buf = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
+      let off = 0;
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Saves the model's stateDict as safetensors (atomically). Metadata strings are stored in the header. */
+export async function save(model: Module, path: string, metadata: Record<string, string> = {}): Promise<void> {
+  if (typeof path !== 'string' || !path) throw opError('save', `expected a file path, got ${String(path)}`);
+  const bytes = await encodeSafetensors(model.stateDict(), { format: 'pt', ...metadata });
+  writeFileAtomic(path, bytes);
+}
+
+/** Loads a safetensors file into the model (strict by default); returns the file's metadata too. */
+export async function load(model: Module, path: string, opts: { strict?: boolean } = {}): Promise<LoadResult & { metadata: Record<string, string> }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw opError('load', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const backend = model.parameters()[0]?.backend;
+  const { tensors, metadata } = decodeSafetensors(bytes, path, { backend });
+  try {
+    const result = await model.loadStateDict(tensors, opts);
+    return { ...result, metadata };
+  } finally {
+    for (const t of Object.values(tensors)) t.dispose();
+  }
+}

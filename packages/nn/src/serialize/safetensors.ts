@@ -1,0 +1,95 @@
+/**
+ * The safetensors format (https://github.com/huggingface/safetensors): an 8-byte little-endian
+ * header length, a JSON header mapping names to {dtype, shape, data_offsets}, then raw
+ * little-endian tensor bytes. Readable by Python's safetensors and PyTorch.
+ */
+import { opError, tensor, type Backend, type Tensor } from '@sparsegrad/core';
+
+const DTYPES = { float32: 'F32', int32: 'I32' } as const;
+const FROM_CODE: Record<string, 'float32' | 'int32'> = { F32: 'float32', I32: 'int32' };
+/** Refuse absurd headers before allocating (the reference implementation caps it at 100 MB too). */
+const MAX_HEADER = 100_000_000;
+
+interface HeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+/** Serialises named tensors (read back from their backend) with optional string metadata. */
+export async function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Promise<Uint8Array> {
+  const names = Object.keys(tensors).sort();
+  const header: Record<string, HeaderEntry | Record<string, string>> = {};
+  if (Object.keys(metadata).length) header.__metadata__ = metadata;
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors[name];
+    const data = await t.toArray();
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    header[name] = { dtype: DTYPES[t.dtype], shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
+    chunks.push(bytes);
+    offset += bytes.length;
+  }
+  let json = JSON.stringify(header);
+  // Pad the header with spaces so the data starts 8-byte aligned (as the Python writer does).
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const headerBytes = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let at = 8 + headerBytes.length;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+export interface DecodedSafetensors {
+  tensors: Record<string, Tensor>;
+  metadata: Record<string, string>;
+}
+
+/** Parses and validates a safetensors file; `source` names it in error messages. */
+export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { backend?: Backend } = {}): DecodedSafetensors {
+  const op = 'load';
+  if (bytes.length < 8) throw opError(op, `${source} is not a safetensors file (only ${bytes.length} bytes)`);
+  const headerLen = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (headerLen > MAX_HEADER || headerLen < 2) throw opError(op, `${source} is not a safetensors file (header length ${headerLen} is implausible)`);
+  if (8 + headerLen > bytes.length) throw opError(op, `${source} is truncated: the header needs ${headerLen} bytes but only ${bytes.length - 8} follow`);
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+  } catch {
+    throw opError(op, `${source} is not a safetensors file (its header is not valid JSON)`);
+  }
+  if (!header || typeof header !== 'object' || Array.isArray(header)) throw opError(op, `${source} is not a safetensors file (header is not a JSON object)`);
+  const dataStart = 8 + headerLen;
+  const dataLen = bytes.length - dataStart;
+  const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+  const tensors: Record<string, Tensor> = {};
+  let expectedEnd = 0;
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const e = raw as HeaderEntry;
+    const dtype = FROM_CODE[e?.dtype];
+    if (!dtype) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32 and I32`);
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0) || !Array.isArray(e.data_offsets)) {
+      throw opError(op, `${source}: tensor '${name}' has a malformed header entry`);
+    }
+    const [begin, end] = e.data_offsets;
+    const count = e.shape.reduce((a, b) => a * b, 1);
+    if (end - begin !== count * 4 || begin < 0) throw opError(op, `${source}: tensor '${name}' of shape [${e.shape.join(', ')}] has ${end - begin} bytes of data, expected ${count * 4}`);
+    if (end > dataLen) throw opError(op, `${source} is truncated: tensor '${name}' ends at byte ${end} of the data but the file has ${dataLen}`);
+    expectedEnd = Math.max(expectedEnd, end);
+    const copy = bytes.slice(dataStart + begin, dataStart + end); // aligned copy for the typed array
+    const data = dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer);
+    tensors[name] = tensor(data, e.shape, { dtype, backend: opts.backend });
+  }
+  if (expectedEnd !== dataLen) {
+    for (const t of Object.values(tensors)) t.dispose();
+    throw opError(op, `${source} is damaged: the header describes ${expectedEnd} bytes of tensor data but the file holds ${dataLen}`);
+  }
+  return { tensors, metadata };
+}
