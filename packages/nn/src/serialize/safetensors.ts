@@ -60,15 +60,30 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
   if (8 + headerLen > bytes.length) throw opError(op, `${source} is truncated: the header needs ${headerLen} bytes but only ${bytes.length - 8} follow`);
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
-  } catch {
-    throw opError(op, `${source} is not a safetensors file (its header is not valid JSON)`);
+      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+    } catch {
+      throw opError(op, `${source} is not a safetensors file (its header is not valid JSON)`);
+    }
+    if (!header || typeof header !== 'object' || Array.isArray(header)) throw opError(op, `${source} is not a safetensors file (header is not a JSON object)`);
+    const dataStart = 8 + headerLen;
+    const dataLen = bytes.length - dataStart;
+    const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+    const tensors: Record<string, Tensor> = {};
+  try {
+    const end = readTensors(header, bytes.subarray(8 + headerLen), source, tensors, opts.backend);
+    if (end !== bytes.length - 8 - headerLen) {
+      throw opError(op, `${source} is damaged: the header describes ${end} bytes of tensor data but the file holds ${bytes.length - 8 - headerLen}`);
+    }
+  } catch (e) {
+    for (const t of Object.values(tensors)) t.dispose();
+    throw e;
   }
-  if (!header || typeof header !== 'object' || Array.isArray(header)) throw opError(op, `${source} is not a safetensors file (header is not a JSON object)`);
-  const dataStart = 8 + headerLen;
-  const dataLen = bytes.length - dataStart;
-  const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
-  const tensors: Record<string, Tensor> = {};
+  return { tensors, metadata };
+}
+
+/** Creates one tensor per header entry into `into`; returns the end offset of the described data. */
+function readTensors(header: Record<string, unknown>, data: Uint8Array, source: string, into: Record<string, Tensor>, backend?: Backend): number {
+  const op = 'load';
   let expectedEnd = 0;
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') continue;
@@ -80,16 +95,15 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
     }
     const [begin, end] = e.data_offsets;
     const count = e.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== count * 4 || begin < 0) throw opError(op, `${source}: tensor '${name}' of shape [${e.shape.join(', ')}] has ${end - begin} bytes of data, expected ${count * 4}`);
-    if (end > dataLen) throw opError(op, `${source} is truncated: tensor '${name}' ends at byte ${end} of the data but the file has ${dataLen}`);
+    if (end - begin !== count * 4 || begin < 0) {
+      throw opError(op, `${source}: tensor '${name}' of shape [${e.shape.join(', ')}] has ${end - begin} bytes of data, expected ${count * 4}`);
+    }
+    if (end > data.length) throw opError(op, `${source} is truncated: tensor '${name}' ends at byte ${end} of the data but the file has ${data.length}`);
     expectedEnd = Math.max(expectedEnd, end);
-    const copy = bytes.slice(dataStart + begin, dataStart + end); // aligned copy for the typed array
-    const data = dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer);
-    tensors[name] = tensor(data, e.shape, { dtype, backend: opts.backend });
+    // A fresh, aligned copy (Buffer.slice would return a view into Node's shared pool).
+    const copy = new Uint8Array(end - begin);
+    copy.set(data.subarray(begin, end));
+    into[name] = tensor(dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer), e.shape, { dtype, backend });
   }
-  if (expectedEnd !== dataLen) {
-    for (const t of Object.values(tensors)) t.dispose();
-    throw opError(op, `${source} is damaged: the header describes ${expectedEnd} bytes of tensor data but the file holds ${dataLen}`);
-  }
-  return { tensors, metadata };
+  return expectedEnd;
 }

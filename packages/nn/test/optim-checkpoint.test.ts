@@ -1,0 +1,149 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as sg from '@sparsegrad/core';
+import { tensor } from '@sparsegrad/core';
+import {
+  Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, clipGradNorm, decodeSafetensors, encodeSafetensors,
+  load, save, warmupCosine,
+} from '@sparsegrad/nn';
+import { assertClose, assertRejects, assertThrows, backendsUnderTest } from '../../core/test/helpers.ts';
+
+for (const backend of await backendsUnderTest()) {
+  const test = suite(`optimizers and checkpoints [${backend.name}]`);
+  const T = (d: number[]) => tensor(d, undefined, { backend, requiresGrad: true });
+  const setGrad = (p: sg.Tensor, g: number[]) => (p.grad = tensor(g, undefined, { backend }));
+
+  test('SGD with momentum and weight decay matches the update rule', async () => {
+    const p = T([1, -2]);
+    const opt = new SGD([p], { lr: 0.1, momentum: 0.9, weightDecay: 0.01 });
+    const ref = [1, -2];
+    const buf = [0, 0];
+    for (let step = 0; step < 3; step++) {
+      const g = [0.5 * (step + 1), -0.25];
+      setGrad(p, g);
+      opt.step();
+      for (let i = 0; i < 2; i++) {
+        const d = g[i] + 0.01 * ref[i];
+        buf[i] = step === 0 ? d : 0.9 * buf[i] + d;
+        ref[i] -= 0.1 * buf[i];
+      }
+    }
+    assertClose(await p.toArray(), ref, 1e-6);
+  });
+
+  test('Adam and AdamW match the reference update (bias-corrected, L2 vs decoupled decay)', async () => {
+    for (const [Opt, decoupled] of [[Adam, false], [AdamW, true]] as const) {
+      const p = T([0.5, -1.5, 2]);
+      const opt = new Opt([p], { lr: 0.01, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.1 });
+      const ref = [0.5, -1.5, 2];
+      const m = [0, 0, 0];
+      const v = [0, 0, 0];
+      for (let t = 1; t <= 4; t++) {
+        const g = [0.3 * t, -0.2, 0.05 * t * t];
+        setGrad(p, g);
+        opt.step();
+        for (let i = 0; i < 3; i++) {
+          let gi = g[i];
+          if (!decoupled) gi += 0.1 * ref[i];
+          else ref[i] *= 1 - 0.01 * 0.1;
+          m[i] = 0.9 * m[i] + 0.1 * gi;
+          v[i] = 0.99 * v[i] + 0.01 * gi * gi;
+          ref[i] -= (0.01 * (m[i] / (1 - 0.9 ** t))) / (Math.sqrt(v[i] / (1 - 0.99 ** t)) + 1e-8);
+        }
+      }
+      assertClose(await p.toArray(), ref, 1e-6, Opt.name);
+    }
+    assertThrows(() => new Adam([T([1])], { lr: -1 }), /Adam: lr must be positive, got -1/);
+    assertThrows(() => new AdamW([T([1])], { lr: 1, betas: [1, 0.9] }), /AdamW: beta1 must be in \[0, 1\), got 1/);
+    assertThrows(() => new SGD([], { lr: 1 }), /SGD: received no parameters to optimise/);
+  });
+
+  test('clipGradNorm scales to the max norm and returns the original norm', async () => {
+    const a = T([0, 0]);
+    const b = T([0]);
+    setGrad(a, [3, 0]);
+    setGrad(b, [4]);
+    const norm = clipGradNorm([a, b], 1);
+    assertClose([await norm.item()], [5], 1e-6);
+    assertClose([...(await a.grad!.toArray()), ...(await b.grad!.toArray())], [0.6, 0, 0.8], 1e-5);
+    setGrad(a, [0.3, 0]);
+    setGrad(b, [0.4]);
+    clipGradNorm([a, b], 1);
+    assertClose(await a.grad!.toArray(), [0.3, 0], 1e-5); // below the limit: unchanged
+    assertThrows(() => clipGradNorm([T([1])], 1), /clipGradNorm: no parameter has a gradient/);
+  });
+
+  test('warmup + cosine schedule', () => {
+    const lr = warmupCosine({ lr: 1, warmupSteps: 10, totalSteps: 110, minLr: 0.1 });
+    assertClose([lr(0), lr(4), lr(9), lr(10), lr(60), lr(110), lr(500)], [0.1, 0.5, 1, 1, 0.55, 0.1, 0.1], 1e-9);
+    assertThrows(() => warmupCosine({ lr: 1, warmupSteps: 10, totalSteps: 5 }), /warmupCosine: expected lr > 0, 0 <= warmupSteps < totalSteps/);
+  });
+
+  test('save/load round trip of a patched GPT, including block coordinates', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sparsegrad-'));
+    const path = join(dir, 'model.safetensors');
+    sg.manualSeed(11);
+    const config = { vocabSize: 20, seqLen: 8, dModel: 32, heads: 2, layers: 2 };
+    const a = new GPT(config);
+    await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc1`, { density: 0.25, blockSize: 16 }).patchModel(a);
+    await save(a, path, { note: 'test' });
+    // A model with another random pattern loads the saved pattern.
+    sg.manualSeed(12);
+    const b = new GPT(config);
+    await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc1`, { density: 0.5, blockSize: 16 }).patchModel(b);
+    const { metadata } = await load(b, path);
+    assert.is(metadata.note, 'test');
+    const fa = a.getModule('layers.1.mlp.fc1') as BlockSparseLinear;
+    const fb = b.getModule('layers.1.mlp.fc1') as BlockSparseLinear;
+    assert.equal([...fb.layout.rowIdx], [...fa.layout.rowIdx]);
+    assert.equal([...fb.layout.colIdx], [...fa.layout.colIdx]);
+    const ids = tensor(Int32Array.from({ length: 16 }, (_, i) => i % 20), [2, 8], { dtype: 'int32', backend });
+    assertClose(await b.forward(ids).toArray(), await a.forward(ids).toArray(), 1e-6);
+    // A file with the header layout the Python reader expects.
+    const bytes = readFileSync(path);
+    const headerLen = Number(bytes.readBigUInt64LE(0));
+    assert.is((8 + headerLen) % 8, 0);
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString());
+    assert.equal(header['layers.0.mlp.fc1.blockCoords'].dtype, 'I32');
+    assert.equal(header['layers.0.mlp.fc1.weight'].shape, [4, 16, 16]);
+    assert.is(header.__metadata__.format, 'pt');
+  });
+
+  test('broken, foreign and mismatched files get clear errors; a failed save leaves the old file intact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sparsegrad-'));
+    const path = join(dir, 'm.safetensors');
+    const model = new Linear(4, 2);
+    await save(model, path);
+    const good = readFileSync(path);
+    writeFileSync(join(dir, 'trunc.safetensors'), good.subarray(0, good.length - 5));
+    await assertRejects(() => load(model, join(dir, 'trunc.safetensors')), /load: .*trunc.safetensors is truncated: tensor '.*' ends at byte \d+ of the data but the file has \d+/);
+    writeFileSync(join(dir, 'text.safetensors'), 'hello, this is not a checkpoint');
+    await assertRejects(() => load(model, join(dir, 'text.safetensors')), /load: .*text.safetensors is not a safetensors file/);
+    writeFileSync(join(dir, 'tiny.safetensors'), 'abc');
+    await assertRejects(() => load(model, join(dir, 'tiny.safetensors')), /is not a safetensors file \(only 3 bytes\)/);
+    await assertRejects(() => load(model, join(dir, 'missing.safetensors')), /load: cannot read .*missing.safetensors: ENOENT/);
+    await assertRejects(() => load(new Linear(4, 3), path), /loadStateDict: 'weight' has shape \[2, 4\] \(float32\) in the state but \[3, 4\] \(float32\) in the model/);
+    await assertRejects(() => load(new Linear(4, 2, { bias: false }), path), /loadStateDict: state does not match the model: missing keys \[\], unexpected keys \[bias\]/);
+    // A save that fails half-way (a disposed parameter) must not touch the existing checkpoint.
+    const broken = new Linear(4, 2);
+    broken.bias!.dispose();
+    await assertRejects(() => save(broken, path), /was disposed/);
+    assert.equal(readFileSync(path), good);
+    assert.equal(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+    assert.ok(existsSync(path));
+  });
+
+  test('safetensors encode/decode round trip of float32 and int32', async () => {
+    const bytes = await encodeSafetensors({ a: tensor([[1.5, -2]], undefined, { backend }), b: tensor(new Int32Array([7, -8, 9]), undefined, { backend }) }, { k: 'v' });
+    const { tensors, metadata } = decodeSafetensors(bytes, 'memory', { backend });
+    assert.equal(await tensors.a.toNested(), [[1.5, -2]]);
+    assert.is(tensors.b.dtype, 'int32');
+    assert.equal([...(await tensors.b.toArray())], [7, -8, 9]);
+    assert.is(metadata.k, 'v');
+  });
+
+  test.run();
+}
