@@ -169,3 +169,16 @@ export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
     }
   }
 }
+
+/** dst [panels][K][8] from src holding the transposed matrix as rows: dst[p][k][c] = src[(p*8 + c)*ld + k]. */
+export function packPanelsT(src: usize, K: i32, ld: i32, panels: i32, dst: usize): void {
+  const rowBytes = <usize>ld << 2;
+  for (let p = 0; p < panels; p++) {
+    const d = dst + <usize>p * K * 32;
+    const s = src + <usize>p * 8 * rowBytes;
+    for (let k = 0; k < K; k++) {
+      const sk = s + (<usize>k << 2);
+      for (let c = 0; c < 8; c++) store<f32>(d + (<usize>k << 5) + (<usize>c << 2), load<f32>(sk + <usize>c * rowBytes));
+    }
+  }
+}

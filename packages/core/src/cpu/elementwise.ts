@@ -41,15 +41,20 @@ const BINARY: Record<BinaryOp, string> = {
   ge: 'a >= b ? 1 : 0',
 };
 
-type Loop = (out: TypedArray, o: number, n: number, x: ArrayLike<number>[], starts: number[], inner: number[]) => void;
+type Loop = (out: TypedArray, o: number, n: number, x: (TypedArray | number)[], starts: number[], inner: number[]) => void;
 const loops = new Map<string, Loop>();
 
-function loopFor(key: string, arity: number, expr: string): Loop {
+/**
+ * `kinds` has one letter per operand: 'v' (strided view) or 's' (scalar, passed as a number so
+ * that the array reads in the loop stay monomorphic typed-array accesses).
+ */
+function loopFor(name: string, kinds: string, expr: string): Loop {
+  const key = `${name}_${kinds}`;
   let f = loops.get(key);
   if (!f) {
-    const names = ['a', 'b', 'c'].slice(0, arity);
-    const loads = names.map((v, k) => `const ${v} = X${k}[s${k} + i * d${k}];`).join(' ');
-    const decl = names.map((_, k) => `const X${k} = x[${k}], s${k} = starts[${k + 1}], d${k} = inner[${k + 1}];`).join(' ');
+    const names = ['a', 'b', 'c'].slice(0, kinds.length);
+    const decl = names.map((v, k) => (kinds[k] === 's' ? `const ${v} = x[${k}];` : `const X${k} = x[${k}], s${k} = starts[${k + 1}], d${k} = inner[${k + 1}];`)).join(' ');
+    const loads = names.map((v, k) => (kinds[k] === 's' ? '' : `const ${v} = X${k}[s${k} + i * d${k}];`)).join(' ');
     const body = `${decl} for (let i = 0; i < n; i++) { ${loads} out[o + i] = ${expr}; }`;
     f = new Function('M', `return function ${key}(out, o, n, x, starts, inner) { ${body} }`)(M) as Loop;
     loops.set(key, f);
@@ -57,32 +62,34 @@ function loopFor(key: string, arity: number, expr: string): Loop {
   return f;
 }
 
+type Operand = { data: TypedArray | number; offset: number; strides: readonly number[] };
+
 /** Runs `loop` over the output shape, feeding each operand through its strided view. */
-function run(loop: Loop, out: TypedArray, views: { data: ArrayLike<number>; offset: number; strides: readonly number[] }[], shape: readonly number[]): void {
+function run(loop: Loop, out: TypedArray, views: Operand[], shape: readonly number[]): void {
   const { shape: cs, ops } = collapse(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
   const data = views.map((v) => v.data);
   forEachRun(cs, ops, (starts, n, inner) => loop(out, starts[0], n, data, starts, inner));
 }
 
+const kindsOf = (views: Operand[]) => views.map((v) => (typeof v.data === 'number' ? 's' : 'v')).join('');
+
 type Data = (v: View) => TypedArray;
 
 export function unary(op: UnaryOp, x: View, out: TypedArray, data: Data): void {
-  run(loopFor(`u_${op}`, 1, UNARY[op]), out, [{ data: data(x), offset: x.offset, strides: x.strides }], x.shape);
-}
-
-function scalarView(v: number, shape: readonly number[]) {
-  return { data: [v], offset: 0, strides: shape.map(() => 0) };
+  run(loopFor(`u_${op}`, 'v', UNARY[op]), out, [{ data: data(x), offset: x.offset, strides: x.strides }], x.shape);
 }
 
 export function binary(op: BinaryOp, a: View | number, b: View | number, out: TypedArray, data: Data): void {
   const shape = typeof a === 'number' ? (b as View).shape : a.shape;
-  const operand = (v: View | number) => (typeof v === 'number' ? scalarView(v, shape) : { data: data(v), offset: v.offset, strides: v.strides });
-  run(loopFor(`b_${op}`, 2, BINARY[op]), out, [operand(a), operand(b)], shape);
+  const operand = (v: View | number): Operand =>
+    typeof v === 'number' ? { data: out instanceof Int32Array ? Math.trunc(v) : Math.fround(v), offset: 0, strides: shape.map(() => 0) } : { data: data(v), offset: v.offset, strides: v.strides };
+  const views = [operand(a), operand(b)];
+  run(loopFor(`b_${op}`, kindsOf(views), BINARY[op]), out, views, shape);
 }
 
 export function where(cond: View, a: View, b: View, out: TypedArray, data: Data): void {
   const views = [cond, a, b].map((v) => ({ data: data(v), offset: v.offset, strides: v.strides }));
-  run(loopFor('where', 3, 'a !== 0 ? b : c'), out, views, cond.shape);
+  run(loopFor('where', 'vvv', 'a !== 0 ? b : c'), out, views, cond.shape);
 }
 
 /** Strided copy between any two views (with dtype conversion through the typed arrays). */

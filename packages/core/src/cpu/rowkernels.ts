@@ -72,13 +72,19 @@ export function softmax(x: Float32Array, rows: number, n: number, log: boolean, 
     let m = -Infinity;
     for (let j = 0; j < n; j++) m = Math.max(m, x[base + j]);
     let s = 0;
-    for (let j = 0; j < n; j++) s += Math.exp(x[base + j] - m);
     if (log) {
+      for (let j = 0; j < n; j++) s += Math.exp(x[base + j] - m);
       const lse = m + Math.log(s);
       for (let j = 0; j < n; j++) out[base + j] = x[base + j] - lse;
     } else {
+      // One exp per element: store it, then scale.
+      for (let j = 0; j < n; j++) {
+        const e = Math.exp(x[base + j] - m);
+        out[base + j] = e;
+        s += e;
+      }
       const inv = 1 / s;
-      for (let j = 0; j < n; j++) out[base + j] = Math.exp(x[base + j] - m) * inv;
+      for (let j = 0; j < n; j++) out[base + j] *= inv;
     }
   }
 }

@@ -7,6 +7,7 @@ interface Exports {
   packPanels(src: number, K: number, ld: number, panels: number, dst: number): void;
   packBlocks(src: number, order: number, nnz: number, bs: number, transpose: number, dst: number): void;
   transpose(src: number, rows: number, cols: number, dst: number): void;
+  packPanelsT(src: number, K: number, ld: number, panels: number, dst: number): void;
 }
 
 /** A strided float32 matrix operand on the host. */
@@ -69,7 +70,8 @@ export class WasmGemm {
     for (let row = 0; row < m; row++) {
       const src = offset + row * rowStride;
       const dst = at + row * ld;
-      if (colStride === 1) f.set(data.subarray(src, src + cols), dst);
+      // subarray+set has a fixed cost that only pays off for long rows.
+      if (colStride === 1 && cols >= 64) f.set(data.subarray(src, src + cols), dst);
       else for (let k = 0; k < cols; k++) f[dst + k] = data[src + k * colStride];
       if (ld > cols) f.fill(0, dst + cols, dst + ld);
     }
@@ -80,15 +82,29 @@ export class WasmGemm {
   matmul(a: HostMatrix, b: HostMatrix, out: Float32Array, outOffset: number, m: number, n: number, k: number): void {
     const mPad = ceil(m, 4);
     const nPad = ceil(n, 8);
-    this.reserve(mPad * k + 2 * nPad * k + mPad * nPad + 64);
+    this.reserve(mPad * k + 2 * Math.max(nPad, mPad) * k + mPad * nPad + 64);
     const ap = this.take(mPad * k);
-    const braw = this.take(nPad * k);
+    const braw = this.take(Math.max(nPad, mPad) * k); // staging for whichever operand needs re-layout
     const bp = this.take(nPad * k);
     const cp = this.take(mPad * nPad);
     const idx = this.take(4);
-    this.putRows(a, m, k, k, mPad, ap);
-    this.putRows(b, k, n, nPad, k, braw);
-    this.k.packPanels(braw * 4, k, nPad, nPad / 8, bp * 4);
+    // Operands that are transposed views of contiguous matrices are copied row by row in their
+    // stored orientation and re-laid out inside linear memory, which is far faster than a strided
+    // element-by-element gather in JS.
+    if (a.colStride !== 1 && a.rowStride === 1) {
+      this.putRows({ data: a.data, offset: a.offset, rowStride: a.colStride, colStride: 1 }, k, m, m, k, braw);
+      this.k.transpose(braw * 4, k, m, ap * 4);
+      this.f32.fill(0, ap + m * k, ap + mPad * k);
+    } else {
+      this.putRows(a, m, k, k, mPad, ap);
+    }
+    if (b.colStride !== 1 && b.rowStride === 1) {
+      this.putRows({ data: b.data, offset: b.offset, rowStride: b.colStride, colStride: 1 }, n, k, k, nPad, braw);
+      this.k.packPanelsT(braw * 4, k, k, nPad / 8, bp * 4);
+    } else {
+      this.putRows(b, k, n, nPad, k, braw);
+      this.k.packPanels(braw * 4, k, nPad, nPad / 8, bp * 4);
+    }
     this.i32.set([0, 1, 0], idx); // one block row holding one entry at k-block 0
     this.k.bsmm(ap * 4, k, mPad / 4, idx * 4, (idx + 2) * 4, 1, nPad, k, bp * 4, cp * 4, nPad);
     const f = this.f32;
