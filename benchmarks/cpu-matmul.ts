@@ -36,13 +36,14 @@ console.log(`dense matmul ${M}x${K}x${N}: ${denseMs.toFixed(1)} ms, ${gflops.toF
 
 const dy = randn([M, N]);
 console.log(`\nblock-sparse W [${N}, ${K}], ${bs}x${bs} blocks, X [${M}, ${K}]; speedup = dense ms / sparse ms`);
-console.log('density | forward ms (x) | dX ms (x) | dW ms (x)');
+console.log('| density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) |');
+console.log('| --- | --- | --- | --- |');
 for (const density of [1, 0.5, 0.25, 0.1]) {
   const W = BlockSparseMatrix.random([N, K], { density, blockSize: bs });
   const f = time(() => bsrKernel('forward', x, W.data, W.layout));
   const gi = time(() => bsrKernel('gradInput', dy, W.data, W.layout));
   const gw = time(() => bsrSddmmKernel(dy, x, W.layout));
   const r = (ms: number) => `${ms.toFixed(1)} (${(denseMs / ms).toFixed(2)}x)`;
-  console.log(`${density.toFixed(2)} | ${r(f)} | ${r(gi)} | ${r(gw)}`);
+  console.log(`| ${density.toFixed(2)} | ${r(f)} | ${r(gi)} | ${r(gw)} |`);
   W.data.dispose();
 }

@@ -7,31 +7,42 @@
 // The packing helpers below produce B panels (and transposes) inside linear memory, so the
 // host only ever memcpys data in and out. All pointers are byte offsets; sizes count floats.
 
-/** C[0..4, 0..8] (row stride ldc floats) = (accumulate ? C : 0) + A(4 x len) * B(len x 8). */
-function tile(a: usize, lda: usize, b: usize, len: i32, c: usize, ldc: i32, accumulate: bool): void {
+/**
+ * C[0..4, 0..8] (row stride ldc floats) = (accumulate ? C : 0) + sum over entries e in [e0, e1) of
+ *   A[0..4, kIdx[e]*kLen .. +kLen] * B_e, with B_e = kLen x 8 floats at w + e*wStride.
+ * Accumulators stay in registers across entries, so a block row of small blocks costs no more
+ * C traffic than one long dense row.
+ */
+function tile(a: usize, lda: usize, kIdx: usize, e0: i32, e1: i32, kLen: i32, w: usize, wStride: usize,
+  c: usize, ldc: i32, accumulate: bool): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
   let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-  const a1p = a + lda;
-  const a2p = a + 2 * lda;
-  const a3p = a + 3 * lda;
-  for (let k: usize = 0; k < <usize>len << 2; k += 4) {
-    const b0 = v128.load(b);
-    const b1 = v128.load(b, 16);
-    const a0 = v128.load32_splat(a + k);
-    c00 = f32x4.add(c00, f32x4.mul(a0, b0));
-    c01 = f32x4.add(c01, f32x4.mul(a0, b1));
-    const a1 = v128.load32_splat(a1p + k);
-    c10 = f32x4.add(c10, f32x4.mul(a1, b0));
-    c11 = f32x4.add(c11, f32x4.mul(a1, b1));
-    const a2 = v128.load32_splat(a2p + k);
-    c20 = f32x4.add(c20, f32x4.mul(a2, b0));
-    c21 = f32x4.add(c21, f32x4.mul(a2, b1));
-    const a3 = v128.load32_splat(a3p + k);
-    c30 = f32x4.add(c30, f32x4.mul(a3, b0));
-    c31 = f32x4.add(c31, f32x4.mul(a3, b1));
-    b += 32;
+  const kBytes = <usize>kLen << 2;
+  for (let e = e0; e < e1; e++) {
+    const a0p = a + <usize>load<i32>(kIdx + (<usize>e << 2)) * kBytes;
+    const a1p = a0p + lda;
+    const a2p = a0p + 2 * lda;
+    const a3p = a0p + 3 * lda;
+    let b = w + <usize>e * wStride;
+    for (let k: usize = 0; k < kBytes; k += 4) {
+      const b0 = v128.load(b);
+      const b1 = v128.load(b, 16);
+      const x0 = v128.load32_splat(a0p + k);
+      c00 = f32x4.add(c00, f32x4.mul(x0, b0));
+      c01 = f32x4.add(c01, f32x4.mul(x0, b1));
+      const x1 = v128.load32_splat(a1p + k);
+      c10 = f32x4.add(c10, f32x4.mul(x1, b0));
+      c11 = f32x4.add(c11, f32x4.mul(x1, b1));
+      const x2 = v128.load32_splat(a2p + k);
+      c20 = f32x4.add(c20, f32x4.mul(x2, b0));
+      c21 = f32x4.add(c21, f32x4.mul(x2, b1));
+      const x3 = v128.load32_splat(a3p + k);
+      c30 = f32x4.add(c30, f32x4.mul(x3, b0));
+      c31 = f32x4.add(c31, f32x4.mul(x3, b1));
+      b += 32;
+    }
   }
   const row = <usize>ldc << 2;
   if (accumulate) {
@@ -48,8 +59,10 @@ function tile(a: usize, lda: usize, b: usize, len: i32, c: usize, ldc: i32, accu
 
 /** Rows of A kept hot in L2 while every output panel passes over them. */
 const M_CHUNK: i32 = 16;
-/** Length of the reduction axis processed per pass, so operand strips fit in L1. */
+/** Length of the SDDMM reduction axis processed per pass, so both operand strips stay in L1. */
 const K_CHUNK: i32 = 256;
+/** A k-block index of 0 for single-entry products: the host keeps the first 64 bytes of memory zero. */
+const ZERO_INDEX: usize = 0;
 
 /**
  * Block-row sparse product (dense matmul is the case of one block row with one entry):
@@ -70,18 +83,7 @@ export function bsmm(a: usize, K: i32, mBlocks: i32, ptr: usize, kIdx: usize, ou
       for (let q = 0; q < panels; q++) {
         for (let mb = mb0; mb < mbEnd; mb++) {
           const out = c + ((<usize>mb * 4 * ldc + <usize>r * bsN + <usize>q * 8) << 2);
-          if (e0 == e1) {
-            tile(a, lda, wp, 0, out, ldc, false); // an empty block row writes zeros
-            continue;
-          }
-          const aRow = a + <usize>mb * 4 * lda;
-          for (let e = e0; e < e1; e++) {
-            const k0 = <usize>load<i32>(kIdx + (<usize>e << 2)) * bsK;
-            const wBase = wp + (<usize>e * panels + q) * panelBytes;
-            for (let kc = 0; kc < bsK; kc += K_CHUNK) {
-              tile(aRow + ((k0 + kc) << 2), lda, wBase + (<usize>kc << 5), min(K_CHUNK, bsK - kc), out, ldc, e != e0 || kc > 0);
-            }
-          }
+          tile(a + <usize>mb * 4 * lda, lda, kIdx, e0, e1, bsK, wp + <usize>q * panelBytes, <usize>panels * panelBytes, out, ldc, false);
         }
       }
     }
@@ -108,7 +110,7 @@ export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize
       for (let q = 0; q < cb; q++) {
         const bp = xp + (col * cb + q) * bBytes + (<usize>m0 << 5);
         for (let i = 0; i < rb; i++) {
-          tile(at + (r * rb + i) * 4 * lda + (<usize>m0 << 2), lda, bp, len,
+          tile(at + (r * rb + i) * 4 * lda + (<usize>m0 << 2), lda, ZERO_INDEX, 0, 1, len, bp, 0,
             blockOut + ((<usize>i * 4 * bs + <usize>q * 8) << 2), bs, m0 > 0);
         }
       }

@@ -27,6 +27,8 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
 }
 
 const ceil = (x: number, m: number) => Math.ceil(x / m) * m;
+/** Floats at the start of memory that stay zero: the kernels read index 0 there as a constant k-block. */
+const RESERVED = 16;
 
 /**
  * Host side of the WebAssembly SIMD kernels: lays operands out in linear memory in the packed
@@ -38,7 +40,7 @@ export class WasmGemm {
   private readonly k: Exports;
   private f32 = new Float32Array(this.memory.buffer);
   private i32 = new Int32Array(this.memory.buffer);
-  private top = 0;
+  private top = RESERVED;
 
   constructor() {
     const module = new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64));
@@ -53,7 +55,7 @@ export class WasmGemm {
       this.f32 = new Float32Array(this.memory.buffer);
       this.i32 = new Int32Array(this.memory.buffer);
     }
-    this.top = 0;
+    this.top = RESERVED;
   }
 
   /** A 64-byte aligned region of n floats; returns its index in f32 elements. */
