@@ -1,0 +1,29 @@
+/**
+ * Writes a checkpoint and an expected-output file for the PyTorch interop check
+ * (check_safetensors.py): a GPT whose MLPs are block-sparse, plus one BlockSparseLinear with an
+ * input and the output sparsegrad computed for it.
+ *
+ *   npx tsx scripts/interop/write-checkpoint.ts OUT_DIR
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { manualSeed, randn } from '@sparsegrad/core';
+import { BlockSparseLinear, BlockSparseModelPatcher, GPT, save } from '@sparsegrad/nn';
+
+const out = process.argv[2] ?? '.interop';
+mkdirSync(out, { recursive: true });
+manualSeed(7);
+const gpt = new GPT({ vocabSize: 50, seqLen: 16, dModel: 64, heads: 4, layers: 2 });
+await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density: 0.5, blockSize: 16 }).patchModel(gpt);
+await save(gpt, join(out, 'gpt.safetensors'), { config: JSON.stringify(gpt.config) });
+
+const layer = new BlockSparseLinear(64, 96, { density: 0.5, blockSize: 16 });
+await save(layer, join(out, 'layer.safetensors'));
+const x = randn([5, 64]);
+const y = layer.forward(x);
+const sums: Record<string, number> = {};
+for (const [k, t] of Object.entries(gpt.stateDict())) sums[k] = (await t.toArray()).reduce((a, b) => a + b, 0);
+writeFileSync(join(out, 'expected.json'), JSON.stringify({
+  x: Array.from(await x.toArray()), y: Array.from(await y.toArray()), shapes: Object.fromEntries(Object.entries(gpt.stateDict()).map(([k, t]) => [k, t.shape])), sums,
+}));
+console.log(`wrote ${out}/gpt.safetensors, layer.safetensors, expected.json`);
