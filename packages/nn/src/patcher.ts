@@ -25,9 +25,13 @@ function compile(op: string, pattern: RegExp | string): { regex: RegExp; source:
 export interface PatchRecord<P> {
   path: string;
   pattern: string;
+  /** describe() of the module before and after. */
   from: string;
   to: string;
   params: P;
+  /** Feature sizes when the replaced module has them (Linear and its sparse replacements). */
+  inFeatures?: number;
+  outFeatures?: number;
   parametersBefore: number;
   parametersAfter: number;
 }
@@ -73,8 +77,10 @@ export class ModelPatcher<P = ModuleFactory> {
       pattern.matches++;
       const replacement = await this.replace(module, path, pattern.params);
       model.setModule(path, replacement);
+      const sizes = module as Partial<Record<'inFeatures' | 'outFeatures', number>>;
       patched.push({
         path, pattern: pattern.source, from: module.describe(), to: replacement.describe(), params: pattern.params,
+        inFeatures: sizes.inFeatures, outFeatures: sizes.outFeatures,
         parametersBefore: module.parameterCount(), parametersAfter: replacement.parameterCount(),
       });
       if (replacement !== module) module.dispose();

@@ -131,6 +131,10 @@ for (const backend of await backendsUnderTest()) {
       'encoder.layers.1.attention.output', 'encoder.layers.1.intermediate', 'encoder.layers.1.output',
       'encoder.layers.2.attention.output', 'encoder.layers.2.intermediate', 'encoder.layers.2.output']);
     assert.is(report.patched[1].params.density, 0.25);
+    assert.is(report.patched[1].inFeatures, 64);
+    assert.is(report.patched[1].outFeatures, 256);
+    assert.is(report.patched[1].parametersBefore, 64 * 256 + 256);
+    assert.is(report.patched[1].parametersAfter, 64 * 256 * 0.25 + 256);
     assert.is(report.patched[4].params.density, 0.5);
     assert.ok(bert.getModule('encoder.layers.0.intermediate') instanceof BlockSparseLinear);
     assert.ok(bert.getModule('encoder.layers.2.attention.output') instanceof PseudoBlockSparseLinear);
@@ -154,6 +158,8 @@ for (const backend of await backendsUnderTest()) {
     await assertRejects(() => new BlockSparseModelPatcher().addPattern('layers\\.0\\.act', { density: 0.5 }).patchModel(net), /patchModel: 'layers.0.act' matches a pattern but is a ReLU, not a Linear/);
     assertThrows(() => new BlockSparseModelPatcher().addPattern('layers.(', { density: 0.5 }), /addPattern: invalid regular expression \/layers.\(\//);
     assertThrows(() => new BlockSparseModelPatcher().addPattern('x', { density: 1.2 }), /addPattern: density must be in \(0, 1\], got 1.2/);
+    assertThrows(() => new BlockSparseLinear(100, 64, { density: 0.5 }), /BlockSparseLinear: inFeatures \(100\) and outFeatures \(64\) must be multiples of blockSize 32/);
+    assertThrows(() => new BlockSparseLinear(64, 64, { density: 0 }), /density must be in \(0, 1\], got 0/);
     const odd = new Sequential(new Linear(40, 64));
     await assertRejects(() => new BlockSparseModelPatcher().addPattern('0', { density: 0.5, blockSize: 32 }).patchModel(odd), /patchModel: '0' is Linear\(40 -> 64\); both sizes must be multiples of the block size 32/);
     // the generic patcher takes any factory

@@ -7,6 +7,12 @@ function checkFeatures(op: string, inFeatures: number, outFeatures: number): voi
   }
 }
 
+function checkBlockFit(op: string, inFeatures: number, outFeatures: number, blockSize: number): void {
+  if (inFeatures % blockSize || outFeatures % blockSize) {
+    throw opError(op, `inFeatures (${inFeatures}) and outFeatures (${outFeatures}) must be multiples of blockSize ${blockSize}`);
+  }
+}
+
 function checkInput(op: string, x: Tensor, inFeatures: number): void {
   if (x.rank < 1 || x.shape[x.rank - 1] !== inFeatures) {
     throw opError(op, `expected input with last dimension ${inFeatures}, got shape [${x.shape.join(', ')}]`);
@@ -65,6 +71,7 @@ export class BlockSparseLinear extends Module {
     super();
     checkFeatures('BlockSparseLinear', inFeatures, outFeatures);
     const blockSize = opts.blockSize ?? 32;
+    checkBlockFit('BlockSparseLinear', inFeatures, outFeatures, blockSize);
     const matrix = from?.matrix ?? randomSparseWeight(inFeatures, outFeatures, opts.density, blockSize);
     this.matrix = matrix;
     this.weight = this.registerParameter('weight', matrix.data);
@@ -171,6 +178,7 @@ export class PseudoBlockSparseLinear extends Module {
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: BlockSparseOptions, from?: { matrix: BlockSparseMatrix; bias: Tensor | null }) {
     super();
     checkFeatures('PseudoBlockSparseLinear', inFeatures, outFeatures);
+    checkBlockFit('PseudoBlockSparseLinear', inFeatures, outFeatures, opts.blockSize ?? 32);
     const matrix = from?.matrix ?? randomSparseWeight(inFeatures, outFeatures, opts.density, opts.blockSize ?? 32);
     const bs = matrix.blockSize;
     const blockMask = matrix.blockMask();
