@@ -65,6 +65,10 @@ export class Tensor {
   get isContiguous(): boolean {
     return isContiguous(this.shape, this.strides);
   }
+  /** Contiguous and starting at element 0: laid out exactly as the first `size` elements of its buffer, as bare-buffer kernels expect. */
+  get isFlat(): boolean {
+    return this.offset === 0 && this.isContiguous;
+  }
 
   /** The storage, or an error naming `op` if this tensor was disposed. */
   storageFor(op: string): Storage {
@@ -120,7 +124,7 @@ export class Tensor {
       throw opError('assign', `expected a ${this.dtype} tensor of shape ${fmtShape(this.shape)}, got ${other.dtype} ${fmtShape(other.shape)}`);
     }
     if (other.backend !== this.backend) throw opError('assign', `tensors live on different backends (${this.backend.name} vs ${other.backend.name})`);
-    const src = other.isContiguous && other.offset === 0 ? other : mv.contiguous(other);
+    const src = mv.asFlat(other);
     const next = src.storageFor('assign');
     next.retain();
     st.release();
@@ -133,7 +137,7 @@ export class Tensor {
 
   // ---- reading (always asynchronous so GPU backends never block) ----
   async toArray(): Promise<TypedArray> {
-    const t = this.isContiguous && this.offset === 0 ? this : mv.contiguous(this);
+    const t = mv.asFlat(this);
     const out = await this.backend.read(t.bufferFor('toArray'), this.size);
     if (t !== this) t.dispose();
     return out;

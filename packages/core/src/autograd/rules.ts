@@ -12,7 +12,7 @@ import { bsrKernel, bsrSddmmKernel } from '../ops/blocksparse.ts';
 import { scatterAddKernel, splitAround } from '../ops/indexing.ts';
 import type { BlockLayout } from '../backend.ts';
 import { matmul } from '../ops/matmul.ts';
-import { copyInto, expand, narrow, permute, reshape, transpose } from '../ops/movement.ts';
+import { asFlat, copyInto, expand, narrow, permute, reshape, transpose } from '../ops/movement.ts';
 import { sum, sumTo } from '../ops/reduce.ts';
 import { empty, type Tensor } from '../tensor.ts';
 import type { GradNode } from './graph.ts';
@@ -172,9 +172,9 @@ export const gradRules: Record<string, GradRule> = {
       mean: Tensor; rstd: Tensor; n: number; rows: number; hasWeight: boolean; hasBias: boolean;
     };
     const weight = hasWeight ? node.inputs[1] : null;
-    const gc = g.isContiguous && g.offset === 0 ? g : g.contiguous();
-    const xc = x.isContiguous && x.offset === 0 ? x : x.contiguous();
-    const wc = weight && !(weight.isContiguous && weight.offset === 0) ? weight.contiguous() : weight;
+    const gc = asFlat(g);
+    const xc = asFlat(x);
+    const wc = weight && asFlat(weight);
     const dx = empty(x.shape, 'float32', x.backend);
     const dw = hasWeight ? empty([n], 'float32', x.backend) : null;
     const db = hasBias ? empty([n], 'float32', x.backend) : null;
@@ -202,8 +202,8 @@ function extremumReduce(g: Tensor, node: GradNode, out: Tensor): Grads {
 
 function softmaxGrad(g: Tensor, out: Tensor, log: boolean): Tensor {
   const n = out.shape[out.rank - 1];
-  const gc = g.isContiguous && g.offset === 0 ? g : g.contiguous();
-  const oc = out.isContiguous && out.offset === 0 ? out : out.contiguous();
+  const gc = asFlat(g);
+  const oc = asFlat(out);
   const dx = empty(out.shape, 'float32', out.backend);
   if (dx.size > 0) out.backend.softmaxBackward(oc.bufferFor('softmax'), gc.bufferFor('softmax'), dx.size / n, n, log, dx.bufferFor('softmax'));
   return dx;

@@ -2,10 +2,9 @@ import type { BlockLayout } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { empty, Tensor } from '../tensor.ts';
-import { contiguous, reshape } from './movement.ts';
+import { asFlat, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
 
-const contig = (t: Tensor) => (t.isContiguous && t.offset === 0 ? t : contiguous(t));
 
 /** Runs one of the block-sparse kernels on contiguous operands; no gradient recording. */
 export function bsrKernel(kind: 'forward' | 'gradInput', x2d: Tensor, blocks: Tensor, layout: BlockLayout): Tensor {
@@ -14,8 +13,8 @@ export function bsrKernel(kind: 'forward' | 'gradInput', x2d: Tensor, blocks: Te
   const outCols = kind === 'forward' ? layout.rows : layout.cols;
   const out = empty([m, outCols], 'float32', x2d.backend);
   if (out.size === 0) return out;
-  const x = contig(x2d);
-  const b = contig(blocks);
+  const x = asFlat(x2d);
+  const b = asFlat(blocks);
   if (kind === 'forward') x.backend.bsrMatmul(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op));
   else x.backend.bsrMatmulGradInput(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op));
   if (x !== x2d) x.dispose();
@@ -32,8 +31,8 @@ export function bsrSddmmKernel(dy2d: Tensor, x2d: Tensor, layout: BlockLayout): 
     out.backend.fill(out.bufferFor('bsrSddmm'), out.size, 0);
     return out;
   }
-  const dy = contig(dy2d);
-  const x = contig(x2d);
+  const dy = asFlat(dy2d);
+  const x = asFlat(x2d);
   x.backend.bsrSddmm(dy.bufferFor('bsrSddmm'), x.bufferFor('bsrSddmm'), layout, x.shape[0], out.bufferFor('bsrSddmm'));
   if (dy !== dy2d) dy.dispose();
   if (x !== x2d) x.dispose();

@@ -3,7 +3,7 @@ import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxis, sizeOf } from '../shape.ts';
 import { empty, Tensor } from '../tensor.ts';
-import { contiguous } from './movement.ts';
+import { asFlat, contiguous } from './movement.ts';
 import { checkTensors } from './util.ts';
 
 /** [outer, n, inner] split of a shape around `axis`. */
@@ -28,7 +28,7 @@ export function gatherKernel(op: string, x: Tensor, axis: number, idx: View, cou
   const [outer, n, inner] = splitAround(x.shape, axis);
   const shape = [...x.shape];
   shape[axis] = count;
-  const src = x.isContiguous && x.offset === 0 ? x : contiguous(x);
+  const src = asFlat(x);
   const out = empty(shape, x.dtype, x.backend);
   if (out.size > 0) x.backend.gather(src.bufferFor(op), idx, outer, n, inner, count, out.bufferFor(op));
   if (src !== x) src.dispose();
@@ -39,7 +39,7 @@ export function scatterAddKernel(op: string, src: Tensor, axis: number, idx: Vie
   const [outer, count, inner] = splitAround(src.shape, axis);
   const shape = [...src.shape];
   shape[axis] = n;
-  const s = src.isContiguous && src.offset === 0 ? src : contiguous(src);
+  const s = asFlat(src);
   const out = empty(shape, src.dtype, src.backend);
   if (out.size > 0) src.backend.scatterAdd(s.bufferFor(op), idx, outer, n, inner, count, out.bufferFor(op));
   if (s !== src) s.dispose();

@@ -29,6 +29,11 @@ export function contiguous(x: Tensor): Tensor {
   return record('contiguous', [x], out);
 }
 
+/** x itself when it is flat (see Tensor.isFlat), else a contiguous copy; callers dispose the copy. */
+export function asFlat(x: Tensor): Tensor {
+  return x.isFlat ? x : contiguous(x);
+}
+
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   checkTensors('reshape', x);
   const s = inferShape('reshape', x, shape);

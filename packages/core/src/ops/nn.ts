@@ -5,7 +5,7 @@ import { normalizeAxis, sameShape, sizeOf } from '../shape.ts';
 import { empty, Tensor } from '../tensor.ts';
 import { add, binaryKernel, div, mul, neg, sub, where } from './elementwise.ts';
 import { gather } from './indexing.ts';
-import { contiguous, reshape, transpose } from './movement.ts';
+import { asFlat, reshape, transpose } from './movement.ts';
 import { mean, sum } from './reduce.ts';
 import { maximum } from './elementwise.ts';
 import { checkFloat, checkNumber, checkTensors } from './util.ts';
@@ -22,7 +22,7 @@ function softmaxLike(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Ten
     return transpose(y, a, -1);
   }
   const n = x.shape[a];
-  const src = x.isContiguous && x.offset === 0 ? x : contiguous(x);
+  const src = asFlat(x);
   const out = empty(x.shape, 'float32', x.backend);
   if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, op === 'logSoftmax', out.bufferFor(op));
   if (src !== x) src.dispose();
@@ -48,9 +48,9 @@ export function layerNorm(x: Tensor, normalizedShape: number | readonly number[]
   if (!(eps > 0)) throw opError(op, `eps must be positive, got ${eps}`);
   const n = sizeOf(ns);
   const rows = n === 0 ? 0 : x.size / n;
-  const src = x.isContiguous && x.offset === 0 ? x : contiguous(x);
-  const w = weight && !(weight.isContiguous && weight.offset === 0) ? contiguous(weight) : weight ?? null;
-  const b = bias && !(bias.isContiguous && bias.offset === 0) ? contiguous(bias) : bias ?? null;
+  const src = asFlat(x);
+  const w = weight ? asFlat(weight) : null;
+  const b = bias ? asFlat(bias) : null;
   const out = empty(x.shape, 'float32', x.backend);
   const meanT = empty([rows], 'float32', x.backend);
   const rstd = empty([rows], 'float32', x.backend);

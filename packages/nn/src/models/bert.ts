@@ -1,5 +1,6 @@
 import { arange, opError, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
+import { checkTransformerSizes } from './config.ts';
 import { Dropout, Embedding, GELU, LayerNorm, ModuleList } from '../layers/basic.ts';
 import { MultiHeadAttention, type LinearLike } from '../layers/attention.ts';
 import { Linear } from '../layers/linear.ts';
@@ -80,10 +81,7 @@ export class Bert extends Module {
   encoder: BertEncoder;
   constructor(readonly config: BertConfig) {
     super();
-    const { vocabSize, seqLen, dModel, heads, layers } = config;
-    for (const [k, v] of Object.entries({ vocabSize, seqLen, dModel, heads, layers })) {
-      if (!Number.isInteger(v) || v <= 0) throw opError('Bert', `${k} must be a positive integer, got ${v}`);
-    }
+    checkTransformerSizes('Bert', config);
     this.embeddings = this.registerModule('embeddings', new BertEmbeddings(config));
     this.encoder = this.registerModule('encoder', new BertEncoder(config));
   }

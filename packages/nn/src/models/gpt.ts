@@ -1,5 +1,6 @@
 import { arange, crossEntropy, opError, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
+import { checkTransformerSizes } from './config.ts';
 import { Dropout, Embedding, LayerNorm, ModuleList } from '../layers/basic.ts';
 import { TransformerBlock } from '../layers/attention.ts';
 import { Linear } from '../layers/linear.ts';
@@ -29,11 +30,8 @@ export class GPT extends Module {
 
   constructor(readonly config: GPTConfig) {
     super();
+    checkTransformerSizes('GPT', config);
     const { vocabSize, seqLen, dModel, heads, layers } = config;
-    for (const [k, v] of Object.entries({ vocabSize, seqLen, dModel, heads, layers })) {
-      if (!Number.isInteger(v) || v <= 0) throw opError('GPT', `${k} must be a positive integer, got ${v}`);
-    }
-    if (dModel % heads !== 0) throw opError('GPT', `dModel (${dModel}) must be divisible by heads (${heads})`);
     this.tokenEmbedding = this.registerModule('tokenEmbedding', new Embedding(vocabSize, dModel, { std: 0.02 }));
     this.positionEmbedding = this.registerModule('positionEmbedding', new Embedding(seqLen, dModel, { std: 0.02 }));
     this.drop = this.registerModule('drop', new Dropout(config.dropout ?? 0));
