@@ -194,6 +194,9 @@ for (const backend of await backendsUnderTest()) {
     assert.equal([...model.forward(x).shape], [4, 16, 16]);
     assertThrows(() => model.forward(tensor(new Int32Array(40), [2, 20], { dtype: 'int32', backend })), /GPT: sequence length 20 exceeds the model's seqLen 16/);
     assertThrows(() => new GPT({ vocabSize: 16, seqLen: 8, dModel: 30, heads: 4, layers: 1 }), /GPT: dModel \(30\) must be divisible by heads \(4\)/);
+    assertThrows(() => new GPT({ vocabSize: 16, seqLen: 0, dModel: 32, heads: 4, layers: 1 }), /GPT: seqLen must be a positive integer, got 0/);
+    const withDropout = new GPT({ vocabSize: 16, seqLen: 8, dModel: 32, heads: 4, layers: 1, dropout: 0.1 });
+    assert.equal([...withDropout.forward(x.slice(1, 0, 8)).shape], [4, 8, 16]);
   });
 
   test('attention: causal positions ignore the future; padding mask ignores padded keys', async () => {
