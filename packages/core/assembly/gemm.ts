@@ -67,14 +67,14 @@ const ZERO_INDEX: usize = 0;
 /**
  * Block-row sparse product (dense matmul is the case of one block row with one entry):
  *   C[m, r*bsN + n] = sum over entries e of block row r of  A[m, kIdx[e]*bsK + k] * W_e[k, n]
- * A: [mBlocks*4][K] row-major (rows past m zero); W: packed per entry e as [bsN/8][bsK][8] in
- * list order; ptr [outBlocks + 1] and kIdx (i32) delimit each block row's entries; C: [mBlocks*4, ldc].
+ * A: mBlocks*4 rows, lda floats apart; W: packed per entry e as [bsN/8][bsK][8] in list order;
+ * ptr [outBlocks + 1] and kIdx (i32) delimit each block row's entries; C: [mBlocks*4, ldc].
  */
-export function bsmm(a: usize, K: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
+export function bsmm(a: usize, ldaFloats: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
   bsN: i32, bsK: i32, wp: usize, c: usize, ldc: i32): void {
   const panels = bsN >> 3;
   const panelBytes = <usize>bsK * 32;
-  const lda = <usize>K << 2;
+  const lda = <usize>ldaFloats << 2;
   for (let mb0 = 0; mb0 < mBlocks; mb0 += M_CHUNK) {
     const mbEnd = min(mb0 + M_CHUNK, mBlocks);
     for (let r = 0; r < outBlocks; r++) {
@@ -157,15 +157,15 @@ export function packBlocks(src: usize, order: usize, nnz: i32, bs: i32, transpos
   }
 }
 
-/** dst [cols][rows] = src [rows][cols]^T, in 8x8 tiles for cache locality. */
-export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
+/** dst [cols][rows] = src [rows][cols]^T where src rows are ldSrc floats apart; 8x8 tiles for cache locality. */
+export function transpose(src: usize, rows: i32, cols: i32, ldSrc: i32, dst: usize): void {
   for (let r0 = 0; r0 < rows; r0 += 8) {
     const r1 = min(r0 + 8, rows);
     for (let c0 = 0; c0 < cols; c0 += 8) {
       const c1 = min(c0 + 8, cols);
       for (let r = r0; r < r1; r++) {
         for (let c = c0; c < c1; c++) {
-          store<f32>(dst + ((<usize>c * rows + r) << 2), load<f32>(src + ((<usize>r * cols + c) << 2)));
+          store<f32>(dst + ((<usize>c * rows + r) << 2), load<f32>(src + ((<usize>r * ldSrc + c) << 2)));
         }
       }
     }

@@ -3,76 +3,49 @@ import { normalAt, uniformAt } from '../random.ts';
 import { registerBackend } from '../registry.ts';
 import * as ew from './elementwise.ts';
 import * as rk from './rowkernels.ts';
-import { WasmGemm } from './wasm/gemm.ts';
+import { WasmKernels } from './wasm/gemm.ts';
+import { WasmHeap } from './wasm/heap.ts';
 
-/** A CPU buffer is a typed array; `size` is its length. */
+/** A CPU buffer is a region of the backend's WebAssembly heap. */
 class CpuBuffer implements BackendBuffer {
-  constructor(readonly data: TypedArray) {}
-  get size(): number {
-    return this.data.length;
-  }
-  get dtype(): DType {
-    return this.data instanceof Int32Array ? 'int32' : 'float32';
-  }
+  constructor(readonly ptr: number, readonly size: number, readonly dtype: DType) {}
 }
 
 /**
- * Recycles freed typed arrays by exact length: a training step allocates the same shapes every
- * time, and fresh arrays cost a zero-fill plus garbage collection. Bounded so that memory held
- * for reuse never exceeds POOL_LIMIT bytes.
- */
-const POOL_LIMIT = 256 * 1024 * 1024;
-class BufferPool {
-  private readonly free = new Map<string, TypedArray[]>();
-  private held = 0;
-  take(size: number, dtype: DType): TypedArray {
-    const list = this.free.get(`${dtype}:${size}`);
-    const arr = list?.pop();
-    if (arr) {
-      this.held -= arr.byteLength;
-      return arr;
-    }
-    return dtype === 'int32' ? new Int32Array(size) : new Float32Array(size);
-  }
-  give(arr: TypedArray): void {
-    if (this.held + arr.byteLength > POOL_LIMIT || arr.length === 0) return;
-    const key = `${arr instanceof Int32Array ? 'int32' : 'float32'}:${arr.length}`;
-    let list = this.free.get(key);
-    if (!list) this.free.set(key, (list = []));
-    list.push(arr);
-    this.held += arr.byteLength;
-  }
-}
-
-const data = (b: BackendBuffer): TypedArray => (b as CpuBuffer).data;
-const f32 = (b: BackendBuffer): Float32Array => (b as CpuBuffer).data as Float32Array;
-const viewData = (v: View): TypedArray => data(v.buffer);
-
-/**
- * The reference backend and the embedded default: typed arrays on the host, elementwise and row
- * kernels in generated JS loops, matmul and the block-sparse products in WebAssembly SIMD.
+ * The reference backend and the embedded default. Tensors live in one WebAssembly memory; matmul
+ * and the block-sparse products run there in place as SIMD kernels, and the elementwise and row
+ * kernels are generated JS loops over typed-array views of the same memory.
  */
 export function createCpuBackend(): Backend {
-  const gemm = new WasmGemm();
-  const pool = new BufferPool();
+  const heap = new WasmHeap();
+  const wasm = new WasmKernels(heap);
   let buffers = 0;
   let bytes = 0;
-  const make = (arr: TypedArray): CpuBuffer => {
+  // Views are made per call: memory growth detaches older ones.
+  const data = (b: BackendBuffer): TypedArray => heap.view((b as CpuBuffer).ptr, b.size, b.dtype);
+  const f32 = (b: BackendBuffer): Float32Array => data(b) as Float32Array;
+  const viewData = (v: View): TypedArray => data(v.buffer);
+  const ptr = (b: BackendBuffer, offset = 0): number => (b as CpuBuffer).ptr + 4 * offset;
+  const alloc = (size: number, dtype: DType): CpuBuffer => {
     buffers++;
-    bytes += arr.byteLength;
-    return new CpuBuffer(arr);
+    bytes += size * 4;
+    return new CpuBuffer(heap.alloc(size * 4), size, dtype);
   };
   return {
     name: 'cpu',
-    device: { name: 'cpu', description: 'host CPU (WebAssembly SIMD matmul, 1 thread)' },
+    device: { name: 'cpu', description: 'host CPU (WebAssembly SIMD, 1 thread)' },
 
-    alloc: (size, dtype) => make(pool.take(size, dtype)),
-    upload: (arr) => make(arr.slice()),
+    alloc,
+    upload(arr) {
+      const b = alloc(arr.length, arr instanceof Int32Array ? 'int32' : 'float32');
+      data(b).set(arr);
+      return b;
+    },
     read: async (buffer, size) => data(buffer).slice(0, size),
     free(buffer) {
       buffers--;
-      bytes -= data(buffer).byteLength;
-      pool.give(data(buffer));
+      bytes -= buffer.size * 4;
+      heap.release((buffer as CpuBuffer).ptr, buffer.size * 4);
     },
     memory: () => ({ buffers, bytes }),
 
@@ -91,17 +64,16 @@ export function createCpuBackend(): Backend {
     reduce: (op, x, outer, n, inner, out) => rk.reduce(op, data(x), outer, n, inner, data(out)),
 
     matmul(a: MatrixView, b: MatrixView, out, batch, m, n, k) {
-      const o = f32(out);
       for (let i = 0; i < batch; i++) {
-        gemm.matmul(
-          { data: f32(a.buffer), offset: a.offset + i * a.batchStride, rowStride: a.rowStride, colStride: a.colStride },
-          { data: f32(b.buffer), offset: b.offset + i * b.batchStride, rowStride: b.rowStride, colStride: b.colStride },
-          o, i * m * n, m, n, k);
+        wasm.matmul(
+          { ptr: ptr(a.buffer, a.offset + i * a.batchStride), rowStride: a.rowStride, colStride: a.colStride },
+          { ptr: ptr(b.buffer, b.offset + i * b.batchStride), rowStride: b.rowStride, colStride: b.colStride },
+          ptr(out, i * m * n), m, n, k);
       }
     },
-    bsrMatmul: (x, blocks, layout: BlockLayout, m, out) => gemm.bsrMatmul(f32(x), f32(blocks), layout, m, f32(out)),
-    bsrMatmulGradInput: (dy, blocks, layout, m, out) => gemm.bsrMatmulGradInput(f32(dy), f32(blocks), layout, m, f32(out)),
-    bsrSddmm: (dy, x, layout, m, out) => gemm.bsrSddmm(f32(dy), f32(x), layout, m, f32(out)),
+    bsrMatmul: (x, blocks, layout: BlockLayout, m, out) => wasm.bsrMatmul(ptr(x), ptr(blocks), layout, m, ptr(out)),
+    bsrMatmulGradInput: (dy, blocks, layout, m, out) => wasm.bsrMatmulGradInput(ptr(dy), ptr(blocks), layout, m, ptr(out)),
+    bsrSddmm: (dy, x, layout, m, out) => wasm.bsrSddmm(ptr(dy), ptr(x), layout, m, ptr(out)),
 
     gather: (x, idx, outer, n, inner, count, out) =>
       rk.gather(data(x), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),

@@ -1,19 +1,19 @@
 import type { BlockLayout } from '../../backend.ts';
+import type { WasmHeap } from './heap.ts';
 import { KERNELS_WASM_BASE64 } from './kernels.generated.ts';
 
 interface Exports {
-  bsmm(a: number, K: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
+  bsmm(a: number, lda: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
   sddmm(at: number, xp: number, M: number, rowIdx: number, colIdx: number, nnz: number, bs: number, out: number): void;
   packPanels(src: number, K: number, ld: number, panels: number, dst: number): void;
-  packBlocks(src: number, order: number, nnz: number, bs: number, transpose: number, dst: number): void;
-  transpose(src: number, rows: number, cols: number, dst: number): void;
   packPanelsT(src: number, K: number, ld: number, panels: number, dst: number): void;
+  packBlocks(src: number, order: number, nnz: number, bs: number, transpose: number, dst: number): void;
+  transpose(src: number, rows: number, cols: number, ldSrc: number, dst: number): void;
 }
 
-/** A strided float32 matrix operand on the host. */
-export interface HostMatrix {
-  data: Float32Array;
-  offset: number;
+/** A strided float32 matrix in the heap: element (i, j) is at byte ptr + 4 * (i*rowStride + j*colStride). */
+export interface HeapMatrix {
+  ptr: number;
   rowStride: number;
   colStride: number;
 }
@@ -27,154 +27,134 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
 }
 
 const ceil = (x: number, m: number) => Math.ceil(x / m) * m;
-/** Floats at the start of memory that stay zero: the kernels read index 0 there as a constant k-block. */
-const RESERVED = 16;
 
 /**
- * Host side of the WebAssembly SIMD kernels: lays operands out in linear memory in the packed
- * formats the micro-kernel streams (see assembly/gemm.ts), runs it, and copies results out.
- * Packing costs O(size of the operands), small next to the O(m n k) product.
+ * Host side of the WebAssembly SIMD kernels. Operands already live in the heap; the kernels read
+ * them in place where their layout allows (row-contiguous A with a multiple of 4 rows, C with
+ * multiples of 4 rows and 8 columns) and otherwise through scratch copies. B operands and blocks
+ * are always re-laid into 8-column panels, which costs O(size of B), small next to the product.
  */
-export class WasmGemm {
-  private readonly memory = new WebAssembly.Memory({ initial: 16 });
+export class WasmKernels {
   private readonly k: Exports;
-  private f32 = new Float32Array(this.memory.buffer);
-  private i32 = new Int32Array(this.memory.buffer);
-  private top = RESERVED;
 
-  constructor() {
+  constructor(private readonly heap: WasmHeap) {
     const module = new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64));
-    this.k = new WebAssembly.Instance(module, { env: { memory: this.memory, abort: () => { throw new Error('wasm abort'); } } }).exports as unknown as Exports;
+    const env = { memory: heap.memory, abort: () => { throw new Error('cpu backend: WebAssembly kernel aborted'); } };
+    this.k = new WebAssembly.Instance(module, { env }).exports as unknown as Exports;
   }
 
-  /** Starts a new layout of `floats` 4-byte slots; returns nothing, regions come from take(). */
-  private reserve(floats: number): void {
-    const bytes = floats * 4 + 64 * 16;
-    if (bytes > this.memory.buffer.byteLength) {
-      this.memory.grow(Math.ceil((bytes - this.memory.buffer.byteLength) / 65536));
-      this.f32 = new Float32Array(this.memory.buffer);
-      this.i32 = new Int32Array(this.memory.buffer);
+  /** Runs fn with scratch regions of the given float counts, returned as byte offsets, then recycles them. */
+  private scratch<T>(floats: number[], fn: (...ptrs: number[]) => T): T {
+    const ptrs = floats.map((n) => this.heap.alloc(n * 4));
+    try {
+      return fn(...ptrs);
+    } finally {
+      ptrs.forEach((p, i) => this.heap.release(p, floats[i] * 4));
     }
-    this.top = RESERVED;
   }
 
-  /** A 64-byte aligned region of n floats; returns its index in f32 elements. */
-  private take(n: number): number {
-    const at = this.top;
-    this.top = ceil(at + n, 16);
-    return at;
-  }
-
-  /** Copies an m x cols strided matrix into rows of length ld (>= cols) at `at`, zero-filling to rowsPad x ld. */
-  private putRows(a: HostMatrix, m: number, cols: number, ld: number, rowsPad: number, at: number): void {
-    const f = this.f32;
-    const { data, offset, rowStride, colStride } = a;
-    for (let row = 0; row < m; row++) {
-      const src = offset + row * rowStride;
-      const dst = at + row * ld;
-      // subarray+set has a fixed cost that only pays off for long rows.
-      if (colStride === 1 && cols >= 64) f.set(data.subarray(src, src + cols), dst);
-      else for (let k = 0; k < cols; k++) f[dst + k] = data[src + k * colStride];
-      if (ld > cols) f.fill(0, dst + cols, dst + ld);
+  /** Copies an r x c strided matrix into rows of length ld (>= c) at byte `dst`, zero-padding to rowsPad x ld. */
+  private gatherRows(src: HeapMatrix, r: number, c: number, ld: number, rowsPad: number, dst: number): void {
+    const f = this.heap.f32;
+    const s0 = src.ptr >> 2;
+    const d0 = dst >> 2;
+    for (let i = 0; i < r; i++) {
+      const s = s0 + i * src.rowStride;
+      const d = d0 + i * ld;
+      if (src.colStride === 1) f.copyWithin(d, s, s + c);
+      else for (let j = 0; j < c; j++) f[d + j] = f[s + j * src.colStride];
+      if (ld > c) f.fill(0, d + c, d + ld);
     }
-    f.fill(0, at + m * ld, at + rowsPad * ld);
+    f.fill(0, d0 + r * ld, d0 + rowsPad * ld);
   }
 
-  /** out[outOffset + i*n + j] = (a @ b)[i, j] for an m x k by k x n product. */
-  matmul(a: HostMatrix, b: HostMatrix, out: Float32Array, outOffset: number, m: number, n: number, k: number): void {
+  private putInts(values: ArrayLike<number>, dst: number): void {
+    this.heap.i32.set(values, dst >> 2);
+  }
+
+  /** out (byte offset, [m, n] contiguous) = a (m x k) @ b (k x n). */
+  matmul(a: HeapMatrix, b: HeapMatrix, out: number, m: number, n: number, k: number): void {
     const mPad = ceil(m, 4);
     const nPad = ceil(n, 8);
-    this.reserve(mPad * k + 2 * Math.max(nPad, mPad) * k + mPad * nPad + 64);
-    const ap = this.take(mPad * k);
-    const braw = this.take(Math.max(nPad, mPad) * k); // staging for whichever operand needs re-layout
-    const bp = this.take(nPad * k);
-    const cp = this.take(mPad * nPad);
-    const idx = this.take(4);
-    // Operands that are transposed views of contiguous matrices are copied row by row in their
-    // stored orientation and re-laid out inside linear memory, which is far faster than a strided
-    // element-by-element gather in JS.
-    if (a.colStride !== 1 && a.rowStride === 1) {
-      this.putRows({ data: a.data, offset: a.offset, rowStride: a.colStride, colStride: 1 }, k, m, m, k, braw);
-      this.k.transpose(braw * 4, k, m, ap * 4);
-      this.f32.fill(0, ap + m * k, ap + mPad * k);
-    } else {
-      this.putRows(a, m, k, k, mPad, ap);
-    }
-    if (b.colStride !== 1 && b.rowStride === 1) {
-      this.putRows({ data: b.data, offset: b.offset, rowStride: b.colStride, colStride: 1 }, n, k, k, nPad, braw);
-      this.k.packPanelsT(braw * 4, k, k, nPad / 8, bp * 4);
-    } else {
-      this.putRows(b, k, n, nPad, k, braw);
-      this.k.packPanels(braw * 4, k, nPad, nPad / 8, bp * 4);
-    }
-    this.i32.set([0, 1, 0], idx); // one block row holding one entry at k-block 0
-    this.k.bsmm(ap * 4, k, mPad / 4, idx * 4, (idx + 2) * 4, 1, nPad, k, bp * 4, cp * 4, nPad);
-    const f = this.f32;
-    if (n === nPad) out.set(f.subarray(cp, cp + m * n), outOffset);
-    else for (let i = 0; i < m; i++) out.set(f.subarray(cp + i * nPad, cp + i * nPad + n), outOffset + i * n);
+    const aInPlace = a.colStride === 1 && m % 4 === 0;
+    const cInPlace = m % 4 === 0 && n % 8 === 0;
+    this.scratch([aInPlace ? 0 : mPad * k, nPad * k, nPad * k, cInPlace ? 0 : mPad * nPad, 4], (aBuf, bRaw, bp, cBuf, idx) => {
+      let aPtr = a.ptr;
+      let lda = a.rowStride;
+      if (!aInPlace) {
+        if (a.rowStride === 1) {
+          // A is a transposed view: transpose its k x m storage inside linear memory.
+          this.k.transpose(a.ptr, k, m, a.colStride, aBuf);
+          this.heap.f32.fill(0, (aBuf >> 2) + m * k, (aBuf >> 2) + mPad * k);
+        } else {
+          this.gatherRows(a, m, k, k, mPad, aBuf);
+        }
+        aPtr = aBuf;
+        lda = k;
+      }
+      if (b.colStride === 1 && n % 8 === 0) {
+        this.k.packPanels(b.ptr, k, b.rowStride, nPad / 8, bp);
+      } else if (b.rowStride === 1 && n % 8 === 0) {
+        this.k.packPanelsT(b.ptr, k, b.colStride, nPad / 8, bp);
+      } else if (b.rowStride === 1) {
+        this.gatherRows({ ptr: b.ptr, rowStride: b.colStride, colStride: 1 }, n, k, k, nPad, bRaw);
+        this.k.packPanelsT(bRaw, k, k, nPad / 8, bp);
+      } else {
+        this.gatherRows(b, k, n, nPad, k, bRaw);
+        this.k.packPanels(bRaw, k, nPad, nPad / 8, bp);
+      }
+      this.putInts([0, 1, 0], idx); // one block row holding one entry at k-block 0
+      this.k.bsmm(aPtr, lda, mPad / 4, idx, idx + 8, 1, nPad, k, bp, cInPlace ? out : cBuf, nPad);
+      if (!cInPlace) {
+        const f = this.heap.f32;
+        for (let i = 0; i < m; i++) f.copyWithin((out >> 2) + i * n, (cBuf >> 2) + i * nPad, (cBuf >> 2) + i * nPad + n);
+      }
+    });
   }
 
   /**
    * Shared driver of the two block-row products: per output block (ptr), the entries to combine,
    * each entry e being block order[e] of `blocks` at k-block kIdx[e].
    */
-  private blockProduct(x: Float32Array, m: number, K: number, outBlocks: number, bs: number, ptr: Int32Array, kIdx: Int32Array,
-    order: Int32Array, transposeBlocks: boolean, blocks: Float32Array, out: Float32Array): void {
+  private blockProduct(x: number, m: number, K: number, outBlocks: number, bs: number, ptr: Int32Array, kIdx: Int32Array,
+    order: Int32Array, transposeBlocks: boolean, blocks: number, out: number): void {
     const mPad = ceil(m, 4);
     const nnz = kIdx.length;
     const N = outBlocks * bs;
-    this.reserve(mPad * K + 2 * nnz * bs * bs + mPad * N + ptr.length + 2 * nnz + 64);
-    const ap = this.take(mPad * K);
-    const raw = this.take(nnz * bs * bs);
-    const wp = this.take(nnz * bs * bs);
-    const cp = this.take(mPad * N);
-    const pp = this.take(ptr.length);
-    const kp = this.take(nnz);
-    const op = this.take(nnz);
-    const f = this.f32;
-    f.set(x.subarray(0, m * K), ap);
-    f.fill(0, ap + m * K, ap + mPad * K);
-    f.set(blocks.subarray(0, nnz * bs * bs), raw);
-    this.i32.set(ptr, pp);
-    this.i32.set(kIdx, kp);
-    this.i32.set(order, op);
-    this.k.packBlocks(raw * 4, op * 4, nnz, bs, transposeBlocks ? 1 : 0, wp * 4);
-    this.k.bsmm(ap * 4, K, mPad / 4, pp * 4, kp * 4, outBlocks, bs, bs, wp * 4, cp * 4, N);
-    out.set(f.subarray(cp, cp + m * N));
+    const inPlace = m % 4 === 0;
+    this.scratch([inPlace ? 0 : mPad * K, nnz * bs * bs, inPlace ? 0 : mPad * N, ptr.length, nnz, nnz], (xBuf, wp, cBuf, pp, kp, op) => {
+      if (!inPlace) this.gatherRows({ ptr: x, rowStride: K, colStride: 1 }, m, K, K, mPad, xBuf);
+      this.putInts(ptr, pp);
+      this.putInts(kIdx, kp);
+      this.putInts(order, op);
+      this.k.packBlocks(blocks, op, nnz, bs, transposeBlocks ? 1 : 0, wp);
+      this.k.bsmm(inPlace ? x : xBuf, K, mPad / 4, pp, kp, outBlocks, bs, bs, wp, inPlace ? out : cBuf, N);
+      if (!inPlace) this.heap.f32.copyWithin(out >> 2, cBuf >> 2, (cBuf >> 2) + m * N);
+    });
   }
 
   /** out [m, rows] = x [m, cols] @ W^T */
-  bsrMatmul(x: Float32Array, blocks: Float32Array, l: BlockLayout, m: number, out: Float32Array): void {
+  bsrMatmul(x: number, blocks: number, l: BlockLayout, m: number, out: number): void {
     this.blockProduct(x, m, l.cols, l.rows / l.blockSize, l.blockSize, l.rowPtr, l.colIdx, identity(l.nnzBlocks), true, blocks, out);
   }
 
   /** out [m, cols] = dy [m, rows] @ W */
-  bsrMatmulGradInput(dy: Float32Array, blocks: Float32Array, l: BlockLayout, m: number, out: Float32Array): void {
+  bsrMatmulGradInput(dy: number, blocks: number, l: BlockLayout, m: number, out: number): void {
     const kIdx = new Int32Array(l.nnzBlocks);
     for (let e = 0; e < l.nnzBlocks; e++) kIdx[e] = l.rowIdx[l.cscBlock[e]];
     this.blockProduct(dy, m, l.rows, l.cols / l.blockSize, l.blockSize, l.colPtr, kIdx, l.cscBlock, false, blocks, out);
   }
 
   /** out [nnz, bs, bs] = (dy^T x) on W's blocks; dy [m, rows], x [m, cols]. */
-  bsrSddmm(dy: Float32Array, x: Float32Array, l: BlockLayout, m: number, out: Float32Array): void {
+  bsrSddmm(dy: number, x: number, l: BlockLayout, m: number, out: number): void {
     const { rows, cols, blockSize: bs, nnzBlocks: nnz } = l;
-    this.reserve(2 * rows * m + 2 * cols * m + nnz * bs * bs + 2 * nnz + 64);
-    const dyRaw = this.take(rows * m);
-    const at = this.take(rows * m);
-    const xRaw = this.take(cols * m);
-    const xp = this.take(cols * m);
-    const op = this.take(nnz * bs * bs);
-    const rp = this.take(nnz);
-    const cp = this.take(nnz);
-    const f = this.f32;
-    f.set(dy.subarray(0, m * rows), dyRaw);
-    f.set(x.subarray(0, m * cols), xRaw);
-    this.k.transpose(dyRaw * 4, m, rows, at * 4);
-    this.k.packPanels(xRaw * 4, m, cols, cols / 8, xp * 4);
-    this.i32.set(l.rowIdx, rp);
-    this.i32.set(l.colIdx, cp);
-    this.k.sddmm(at * 4, xp * 4, m, rp * 4, cp * 4, nnz, bs, op * 4);
-    out.set(f.subarray(op, op + nnz * bs * bs));
+    this.scratch([rows * m, cols * m, nnz, nnz], (at, xp, rp, cp) => {
+      this.k.transpose(dy, m, rows, rows, at); // dy^T: rows x m
+      this.k.packPanels(x, m, cols, cols / 8, xp);
+      this.putInts(l.rowIdx, rp);
+      this.putInts(l.colIdx, cp);
+      this.k.sddmm(at, xp, m, rp, cp, nnz, bs, out);
+    });
   }
 }
 
