@@ -61,8 +61,8 @@ function tile(a: usize, lda: usize, kIdx: usize, e0: i32, e1: i32, kLen: i32, w:
 const M_CHUNK: i32 = 16;
 /** Length of the SDDMM reduction axis processed per pass, so both operand strips stay in L1. */
 const K_CHUNK: i32 = 256;
-/** A k-block index of 0 for single-entry products: the host keeps the first 64 bytes of memory zero. */
-const ZERO_INDEX: usize = 0;
+/** A k-block index of 0 for single-entry products (static data, below the host's heap). */
+const ZERO_INDEX: usize = memory.data<i32>([0]);
 
 /**
  * Block-row sparse product (dense matmul is the case of one block row with one entry):

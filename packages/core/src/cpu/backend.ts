@@ -3,6 +3,7 @@ import { normalAt, uniformAt } from '../random.ts';
 import { registerBackend } from '../registry.ts';
 import * as ew from './elementwise.ts';
 import * as rk from './rowkernels.ts';
+import { simdBinary, simdUnary } from './simd.ts';
 import { WasmKernels } from './wasm/gemm.ts';
 import { WasmHeap } from './wasm/heap.ts';
 
@@ -58,8 +59,8 @@ export function createCpuBackend(): Backend {
     },
     copy: (src, dst) => ew.copy(src, dst, viewData),
 
-    unary: (op, x, out) => ew.unary(op, x, data(out), viewData),
-    binary: (op, a, b, out) => ew.binary(op, a, b, data(out), viewData),
+    unary: (op, x, out) => void (simdUnary(wasm, ptr, op, x, out) || ew.unary(op, x, data(out), viewData)),
+    binary: (op, a, b, out) => void (simdBinary(wasm, ptr, op, a, b, out) || ew.binary(op, a, b, data(out), viewData)),
     where: (cond, a, b, out) => ew.where(cond, a, b, data(out), viewData),
     reduce: (op, x, outer, n, inner, out) => rk.reduce(op, data(x), outer, n, inner, data(out)),
 
@@ -80,8 +81,8 @@ export function createCpuBackend(): Backend {
     scatterAdd: (src, idx, outer, n, inner, count, out) =>
       rk.scatterAdd(data(src), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),
 
-    softmax: (x, rows, n, log, out) => rk.softmax(f32(x), rows, n, log, f32(out)),
-    softmaxBackward: (y, dy, rows, n, log, out) => rk.softmaxBackward(f32(y), f32(dy), rows, n, log, f32(out)),
+    softmax: (x, rows, n, log, out) => wasm.k.softmax(ptr(x), ptr(out), rows, n, log ? 1 : 0),
+    softmaxBackward: (y, dy, rows, n, log, out) => wasm.k.softmaxBackward(ptr(y), ptr(dy), ptr(out), rows, n, log ? 1 : 0),
     layerNorm: (x, g, b, rows, n, eps, out, mean, rstd) =>
       rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),
     layerNormBackward: (x, g, mean, rstd, dy, rows, n, dx, dg, db) =>

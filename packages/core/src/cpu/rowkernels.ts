@@ -3,6 +3,7 @@ import type { ReduceOp, TypedArray } from '../backend.ts';
 import { opError } from '../errors.ts';
 
 export function reduce(op: ReduceOp, x: TypedArray, outer: number, n: number, inner: number, out: TypedArray): void {
+  if (op === 'sum' && inner > 1) return sumMiddle(x, outer, n, inner, out);
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < inner; i++) {
       const base = o * n * inner + i;
@@ -24,6 +25,19 @@ export function reduce(op: ReduceOp, x: TypedArray, outer: number, n: number, in
       }
       out[o * inner + i] = op === 'argmax' || op === 'argmin' ? arg : acc;
     }
+  }
+}
+
+/** Sum over the middle axis walking memory in order (a row of float64 accumulators), e.g. bias gradients. */
+function sumMiddle(x: TypedArray, outer: number, n: number, inner: number, out: TypedArray): void {
+  const acc = new Float64Array(inner);
+  for (let o = 0; o < outer; o++) {
+    acc.fill(0);
+    for (let j = 0; j < n; j++) {
+      const base = (o * n + j) * inner;
+      for (let i = 0; i < inner; i++) acc[i] += x[base + i];
+    }
+    for (let i = 0; i < inner; i++) out[o * inner + i] = acc[i];
   }
 }
 

@@ -9,6 +9,11 @@ interface Exports {
   packPanelsT(src: number, K: number, ld: number, panels: number, dst: number): void;
   packBlocks(src: number, order: number, nnz: number, bs: number, transpose: number, dst: number): void;
   transpose(src: number, rows: number, cols: number, ldSrc: number, dst: number): void;
+  unary(op: number, x: number, out: number, n: number): void;
+  binary(op: number, a: number, aScalar: number, b: number, bScalar: number, out: number, n: number): void;
+  softmax(x: number, out: number, rows: number, n: number, log: number): void;
+  softmaxBackward(y: number, dy: number, out: number, rows: number, n: number, log: number): void;
+  heapBase(): number;
 }
 
 /** A strided float32 matrix in the heap: element (i, j) is at byte ptr + 4 * (i*rowStride + j*colStride). */
@@ -35,12 +40,14 @@ const ceil = (x: number, m: number) => Math.ceil(x / m) * m;
  * are always re-laid into 8-column panels, which costs O(size of B), small next to the product.
  */
 export class WasmKernels {
-  private readonly k: Exports;
+  /** The raw module exports, for the elementwise SIMD kernels (see cpu/simd.ts). */
+  readonly k: Exports;
 
   constructor(private readonly heap: WasmHeap) {
     const module = new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64));
     const env = { memory: heap.memory, abort: () => { throw new Error('cpu backend: WebAssembly kernel aborted'); } };
     this.k = new WebAssembly.Instance(module, { env }).exports as unknown as Exports;
+    heap.setBase(this.k.heapBase());
   }
 
   /** Runs fn with scratch regions of the given float counts, returned as byte offsets, then recycles them. */

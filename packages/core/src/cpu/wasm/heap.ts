@@ -1,7 +1,5 @@
 import type { DType, TypedArray } from '../../backend.ts';
 
-/** Bytes at the start of memory that stay zero: kernels read a constant k-block index 0 there. */
-export const RESERVED_BYTES = 64;
 const ALIGN = 64; // cache-line alignment for SIMD loads
 const PAGE = 65536;
 /** wasm32 linear memory tops out at 4 GiB. */
@@ -19,13 +17,20 @@ const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
  */
 export class WasmHeap {
   readonly memory = new WebAssembly.Memory({ initial: 256, maximum: MAX_PAGES });
-  private top = RESERVED_BYTES;
+  /** Nothing is handed out until the module's static data is known (see setBase). */
+  private top = -1;
   private readonly free = new Map<number, number[]>();
   private f32cache: Float32Array = new Float32Array(this.memory.buffer);
   private i32cache: Int32Array = new Int32Array(this.memory.buffer);
 
   /** Byte offset of a fresh region of at least `bytes` bytes (contents undefined). */
+  /** Starts the heap above the kernel module's static data, which must never be overwritten. */
+  setBase(base: number): void {
+    this.top = align(base);
+  }
+
   alloc(bytes: number): number {
+    if (this.top < 0) throw new Error('cpu backend: heap used before the kernel module was loaded');
     const size = align(Math.max(bytes, 1));
     const list = this.free.get(size);
     if (list && list.length) return list.pop()!;
