@@ -17,6 +17,9 @@ class Engine {
   /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
   private rng = new Uint32Array(4);
   readonly liveTensors = new Map<string, number>();
+  /** Bytes of tensor storage alive per backend, and the most seen since the last reset. */
+  private readonly liveBytes = new Map<Backend, number>();
+  private readonly peakBytes = new Map<Backend, number>();
 
   constructor() {
     this.seed(0x5eed);
@@ -81,6 +84,20 @@ class Engine {
     this.liveTensors.set(n, (this.liveTensors.get(n) ?? 0) + 1);
   }
 
+  onAlloc(backend: Backend, bytes: number): void {
+    const live = (this.liveBytes.get(backend) ?? 0) + bytes;
+    this.liveBytes.set(backend, live);
+    if (live > (this.peakBytes.get(backend) ?? 0)) this.peakBytes.set(backend, live);
+  }
+
+  peak(backend: Backend): number {
+    return this.peakBytes.get(backend) ?? 0;
+  }
+
+  resetPeak(backend: Backend): void {
+    this.peakBytes.set(backend, this.liveBytes.get(backend) ?? 0);
+  }
+
   untrack(t: Tensor): void {
     for (const s of this.scopes) s.delete(t);
   }
@@ -112,10 +129,17 @@ export interface MemoryInfo extends BackendMemory {
   readonly backend: string;
   /** Tensor handles alive (views share buffers, so this can exceed `buffers`). */
   readonly tensors: number;
+  /** Most bytes of tensor storage alive at once since the last resetPeakMemory(). */
+  readonly peakBytes: number;
 }
 
 export function memory(backend: Backend = engine.backend): MemoryInfo {
-  return { backend: backend.name, tensors: engine.liveTensors.get(backend.name) ?? 0, ...backend.memory() };
+  return { backend: backend.name, tensors: engine.liveTensors.get(backend.name) ?? 0, peakBytes: engine.peak(backend), ...backend.memory() };
+}
+
+/** Starts a new peak-memory measurement (peakBytes restarts from the bytes alive now). */
+export function resetPeakMemory(backend: Backend = engine.backend): void {
+  engine.resetPeak(backend);
 }
 
 /** Runs fn without recording gradients. */

@@ -7,7 +7,7 @@ import './cpu/backend.ts'; // registers 'cpu'
 export type { Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
 export { KERNELS } from './backend.ts';
 export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
-export { engine, getBackend, setBackend, manualSeed, memory, noGrad, isGradEnabled, type MemoryInfo } from './engine.ts';
+export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, type MemoryInfo } from './engine.ts';
 export { Tensor, tidy, keep, type NestedArray } from './tensor.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
 export {

@@ -14,12 +14,17 @@ import { gather, indexSelect } from './ops/indexing.ts';
 /** A backend buffer shared by a tensor and its views; freed when the last one lets go. */
 export class Storage {
   private refs = 1;
-  constructor(readonly backend: Backend, readonly buffer: BackendBuffer) {}
+  constructor(readonly backend: Backend, readonly buffer: BackendBuffer) {
+    engine.onAlloc(backend, buffer.size * 4);
+  }
   retain(): void {
     this.refs++;
   }
   release(): void {
-    if (--this.refs === 0) this.backend.free(this.buffer);
+    if (--this.refs === 0) {
+      this.backend.free(this.buffer);
+      engine.onAlloc(this.backend, -this.buffer.size * 4);
+    }
   }
 }
 

@@ -86,6 +86,9 @@ for (const backend of await backendsUnderTest()) {
     assert.equal([...(await kept.b.toArray())].slice(0, 2), [6, 6]);
     kept.b.dispose();
     assert.is(sg.memory(backend).bytes, before.bytes);
+    sg.resetPeakMemory(backend);
+    sg.tidy(() => sg.ones([1000], opts).add(1));
+    assert.is(sg.memory(backend).peakBytes, before.bytes + 8000); // input and result alive together
 
     sg.manualSeed(1);
     const w = sg.randn([16, 8], { ...opts, requiresGrad: true, std: 0.1 });

@@ -38,6 +38,32 @@ export abstract class Optimizer {
 
   protected abstract update(p: Tensor, g: Tensor): void;
 
+  /**
+   * State tensors keyed "<parameter index>.<slot>" (parameters in constructor order) and the
+   * step count, for checkpoints.
+   */
+  stateDict(): { tensors: Record<string, Tensor>; step: number } {
+    const tensors: Record<string, Tensor> = {};
+    this.params.forEach((p, i) => {
+      for (const [slot, t] of Object.entries(this.state.get(p) ?? {})) tensors[`${i}.${slot}`] = t;
+    });
+    return { tensors, step: this.stepCount };
+  }
+
+  /** Restores what stateDict() returned (shapes must match the parameters). */
+  loadStateDict(state: { tensors: Record<string, Tensor>; step: number }): void {
+    const op = `${this.constructor.name}.loadStateDict`;
+    if (!Number.isInteger(state.step) || state.step < 0) throw opError(op, `step must be a non-negative integer, got ${state.step}`);
+    for (const [key, t] of Object.entries(state.tensors)) {
+      const [index, slot] = key.split('.');
+      const p = this.params[Number(index)];
+      if (!p || !slot) throw opError(op, `state entry '${key}' does not name a parameter slot (there are ${this.params.length} parameters)`);
+      if (t.shape.join() !== p.shape.join()) throw opError(op, `state '${key}' has shape [${t.shape.join(', ')}], parameter ${index} has [${p.shape.join(', ')}]`);
+      this.slot(p, slot).assign(t);
+    }
+    this.stepCount = state.step;
+  }
+
   /** Clears every parameter's gradient. */
   zeroGrad(): void {
     for (const p of this.params) p.grad = null;

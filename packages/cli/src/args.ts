@@ -1,0 +1,117 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CliError } from './errors.ts';
+import type { PatchSpec, TrainingSpec } from './checkpoint.ts';
+import type { GPTConfig } from '@sparsegrad/nn';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Flags shared by train and compare (defaults sized for a laptop CPU). */
+export const TRAINING_FLAGS: Options = {
+  data: { type: 'string' },
+  tokenizer: { type: 'string', default: 'char' },
+  backend: { type: 'string', default: 'auto' },
+  layers: { type: 'string', default: '4' },
+  'd-model': { type: 'string', default: '128' },
+  heads: { type: 'string', default: '4' },
+  seq: { type: 'string', default: '128' },
+  batch: { type: 'string', default: '16' },
+  steps: { type: 'string', default: '300' },
+  lr: { type: 'string', default: '3e-3' },
+  warmup: { type: 'string', default: '30' },
+  'weight-decay': { type: 'string', default: '0.01' },
+  clip: { type: 'string', default: '1' },
+  dropout: { type: 'string', default: '0' },
+  'eval-every': { type: 'string', default: '50' },
+  'eval-batches': { type: 'string', default: '8' },
+  'max-chars': { type: 'string', default: '4000000' },
+  seed: { type: 'string', default: '0' },
+  out: { type: 'string' },
+  'block-size': { type: 'string', multiple: true },
+  'allow-unmatched': { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+};
+
+export function parse(command: string, argv: string[], options: Options) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | string[] | boolean | undefined>;
+  } catch (e) {
+    throw new CliError(`${command}: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+export function int(values: Record<string, unknown>, name: string, min = 1): number {
+  const raw = values[name] as string;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) throw new CliError(`--${name} must be an integer >= ${min}, got '${raw}'`);
+  return v;
+}
+
+export function num(values: Record<string, unknown>, name: string, check: (v: number) => boolean, expected: string): number {
+  const raw = values[name] as string;
+  const v = Number(raw);
+  if (raw === undefined || raw === '' || !Number.isFinite(v) || !check(v)) throw new CliError(`--${name} must be ${expected}, got '${raw}'`);
+  return v;
+}
+
+export function density(raw: string): number {
+  const v = Number(raw);
+  if (!Number.isFinite(v) || !(v > 0 && v <= 1)) throw new CliError(`--density must be in (0, 1], got '${raw}'`);
+  return v;
+}
+
+export function blockSize(raw: string): number {
+  const v = Number(raw);
+  if (![16, 32, 64].includes(v)) throw new CliError(`--block-size must be 16, 32 or 64, got '${raw}'`);
+  return v;
+}
+
+export function checkRegex(pattern: string): string {
+  try {
+    new RegExp(pattern);
+  } catch (e) {
+    throw new CliError(`--sparsify /${pattern}/ is not a valid regular expression: ${(e as Error).message}`);
+  }
+  return pattern;
+}
+
+/**
+ * Pairs each --sparsify with a --density and --block-size given in the same order; a single
+ * --density or --block-size applies to every pattern.
+ */
+export function patchSpecs(values: Record<string, unknown>): PatchSpec[] {
+  const patterns = ((values.sparsify as string[] | undefined) ?? []).map(checkRegex);
+  const densities = ((values.density as string[] | undefined) ?? []).map(density);
+  const sizes = ((values['block-size'] as string[] | undefined) ?? []).map(blockSize);
+  if (patterns.length === 0) {
+    if (densities.length) throw new CliError('--density needs a --sparsify REGEX naming the layers to sparsify');
+    return [];
+  }
+  const pick = <T>(list: T[], i: number, fallback: T, name: string): T => {
+    if (list.length === 0) return fallback;
+    if (list.length === 1) return list[0];
+    if (list.length !== patterns.length) throw new CliError(`got ${patterns.length} --sparsify patterns but ${list.length} ${name} values; give one, or one per pattern`);
+    return list[i];
+  };
+  if (densities.length === 0) throw new CliError('--sparsify needs a --density D in (0, 1]');
+  return patterns.map((pattern, i) => ({ pattern, density: pick(densities, i, 1, '--density'), blockSize: pick(sizes, i, 32, '--block-size') }));
+}
+
+export function modelConfig(values: Record<string, unknown>, vocabSize: number): GPTConfig {
+  const dModel = int(values, 'd-model');
+  const heads = int(values, 'heads');
+  if (dModel % heads !== 0) throw new CliError(`--d-model ${dModel} is not divisible by --heads ${heads}`);
+  return {
+    vocabSize, seqLen: int(values, 'seq', 2), dModel, heads, layers: int(values, 'layers'),
+    dropout: num(values, 'dropout', (v) => v >= 0 && v < 1, 'in [0, 1)'),
+  };
+}
+
+export function trainingSpec(values: Record<string, unknown>): TrainingSpec {
+  const steps = int(values, 'steps');
+  return {
+    steps, batch: int(values, 'batch'), lr: num(values, 'lr', (v) => v > 0, 'a positive number'),
+    warmup: int(values, 'warmup', 0), weightDecay: num(values, 'weight-decay', (v) => v >= 0, 'a non-negative number'),
+    clip: num(values, 'clip', (v) => v > 0, 'a positive number'), seed: int(values, 'seed', 0),
+    evalEvery: int(values, 'eval-every'), evalBatches: int(values, 'eval-batches'),
+  };
+}

@@ -1,0 +1,134 @@
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeSafetensors, encodeSafetensors, writeFileAtomic, type Optimizer } from '@sparsegrad/nn';
+import type { GPTConfig } from '@sparsegrad/nn';
+import { CliError } from './errors.ts';
+import type { TokenizerSpec } from './tokenizer.ts';
+import type { Trainee } from './model.ts';
+
+export interface PatchSpec {
+  pattern: string;
+  density: number;
+  blockSize: number;
+}
+
+export interface TrainingSpec {
+  steps: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  weightDecay: number;
+  clip: number;
+  seed: number;
+  evalEvery: number;
+  evalBatches: number;
+}
+
+/** Everything needed to rebuild a model and continue or sample from it. */
+export interface RunConfig {
+  model: GPTConfig;
+  tokenizer: TokenizerSpec;
+  patches: PatchSpec[];
+  training: TrainingSpec;
+  /** --data path or 'default', and how many characters of it were used. */
+  data: string;
+  maxChars: number;
+}
+
+export interface TrainingState {
+  step: number;
+  samplerPosition: number;
+  history: { step: number; trainLoss: number; evalLoss?: number }[];
+}
+
+const FORMAT = 'sparsegrad-checkpoint';
+const POINTER = 'checkpoint.json';
+
+/**
+ * A checkpoint directory holds step-NNNNNN/ folders (model and optimizer safetensors, state) and
+ * checkpoint.json naming the newest complete one. A new step is written to a temporary folder,
+ * renamed into place, and only then does checkpoint.json (written atomically) point at it: a
+ * crash at any moment leaves the previous checkpoint intact and referenced.
+ */
+export async function saveCheckpoint(dir: string, config: RunConfig, run: Trainee, optimizer: Optimizer, state: TrainingState): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const name = `step-${String(state.step).padStart(6, '0')}`;
+  const tmp = join(dir, `.${name}.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  try {
+    writeFileAtomic(join(tmp, 'model.safetensors'), await encodeSafetensors(run.model.stateDict(), { format: 'pt', step: String(state.step) }));
+    const opt = optimizer.stateDict();
+    writeFileAtomic(join(tmp, 'optimizer.safetensors'), await encodeSafetensors(opt.tensors, { step: String(opt.step) }));
+    writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state));
+    rmSync(join(dir, name), { recursive: true, force: true });
+    renameSync(tmp, join(dir, name));
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  writeFileAtomic(join(dir, POINTER), JSON.stringify({ format: FORMAT, version: 1, latest: name, config }, null, 2));
+  for (const old of readdirSync(dir)) if (/^step-\d+$/.test(old) && old !== name) rmSync(join(dir, old), { recursive: true, force: true });
+  return join(dir, name);
+}
+
+export interface LoadedCheckpoint {
+  config: RunConfig;
+  dir: string;
+  state: TrainingState;
+}
+
+/** Reads and validates checkpoint.json and the state of the step it names. */
+export function readCheckpoint(dir: string): LoadedCheckpoint {
+  const pointer = join(dir, POINTER);
+  if (!existsSync(pointer)) throw new CliError(`${dir} is not a sparsegrad checkpoint (no ${POINTER})`);
+  let meta: { format?: string; latest?: string; config?: RunConfig };
+  try {
+    meta = JSON.parse(readFileSync(pointer, 'utf8'));
+  } catch {
+    throw new CliError(`${pointer} is damaged (not valid JSON)`);
+  }
+  if (meta.format !== FORMAT || typeof meta.latest !== 'string' || !meta.config?.model) throw new CliError(`${pointer} is not a sparsegrad checkpoint`);
+  const step = join(dir, meta.latest);
+  let state: TrainingState;
+  try {
+    state = JSON.parse(readFileSync(join(step, 'state.json'), 'utf8'));
+  } catch {
+    throw new CliError(`checkpoint ${step} is incomplete or damaged (state.json missing or invalid)`);
+  }
+  return { config: meta.config, dir: step, state };
+}
+
+/** Loads model (and optionally optimizer) tensors from a checkpoint step folder into a built model. */
+export async function loadCheckpointWeights(ckpt: LoadedCheckpoint, run: Trainee, optimizer?: Optimizer): Promise<void> {
+  const read = (file: string) => {
+    const path = join(ckpt.dir, file);
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(path);
+    } catch {
+      throw new CliError(`checkpoint file ${path} is missing`);
+    }
+    try {
+      return decodeSafetensors(bytes, path);
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+  };
+  const model = read('model.safetensors');
+  try {
+    await run.model.loadStateDict(model.tensors);
+  } catch (e) {
+    throw new CliError(`checkpoint does not fit the model: ${(e as Error).message}`);
+  } finally {
+    for (const t of Object.values(model.tensors)) t.dispose();
+  }
+  if (optimizer) {
+    const opt = read('optimizer.safetensors');
+    try {
+      optimizer.loadStateDict({ tensors: opt.tensors, step: Number(opt.metadata.step ?? 0) });
+    } finally {
+      for (const t of Object.values(opt.tensors)) t.dispose();
+    }
+  }
+}

@@ -1,0 +1,105 @@
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { TRAINING_FLAGS, int, modelConfig, parse, patchSpecs, trainingSpec } from '../args.ts';
+import { readCheckpoint, type RunConfig } from '../checkpoint.ts';
+import { CliError } from '../errors.ts';
+import { buildModel, type Trainee } from '../model.ts';
+import { Progress } from '../progress.ts';
+import { chooseBackend, prepareData } from '../setup.ts';
+import { train } from '../trainer.ts';
+
+export const TRAIN_HELP = `sparsegrad train [options]
+  Trains the decoder-only GPT of @sparsegrad/nn on --data FILE (default: the nlp-corpus English sentences).
+  --backend auto|cpu|webgpu|cuda   --tokenizer char|byte   --max-chars N (text used, default 4000000)
+  --layers 4 --d-model 128 --heads 4 --seq 128 --batch 16 --steps 300 --lr 3e-3 --warmup 30
+  --weight-decay 0.01 --clip 1 --dropout 0 --eval-every 50 --eval-batches 8 --seed 0
+  --sparsify REGEX --density D [--block-size 32]   (repeatable; REGEX matches module paths such as layers.0.mlp.fc1)
+  --allow-unmatched   keep going when a --sparsify pattern matches nothing
+  --out DIR           checkpoint folder (default runs/train-<time>); --checkpoint-every N steps (default 100)
+  --resume            continue from the checkpoint in --out
+Ctrl-C saves a checkpoint and exits.`;
+
+export function printModel(trainee: Trainee, log: (s: string) => void): void {
+  log(`model (${trainee.model.parameterCount().toLocaleString('en-US')} parameters):`);
+  log(trainee.model.summary());
+  printPatchReport(trainee, log);
+}
+
+export function printPatchReport(trainee: Trainee, log: (s: string) => void): void {
+  const r = trainee.report;
+  if (!r) return;
+  log(`patched ${r.patched.length} layers: parameters ${r.parametersBefore.toLocaleString('en-US')} -> ${r.parametersAfter.toLocaleString('en-US')}`);
+  for (const p of r.patched) {
+    log(`  ${p.path}: ${p.inFeatures} -> ${p.outFeatures}, density ${p.params.density}, ${p.params.blockSize ?? 32}x${p.params.blockSize ?? 32} blocks, parameters ${p.parametersBefore.toLocaleString('en-US')} -> ${p.parametersAfter.toLocaleString('en-US')}`);
+  }
+}
+
+/** Installs a Ctrl-C handler that asks the loop to stop after the current step; a second Ctrl-C aborts. */
+export function interruptFlag(log: (s: string) => void): { stop: () => boolean; dispose: () => void } {
+  let requested = false;
+  const handler = () => {
+    if (requested) process.exit(130);
+    requested = true;
+    log('\ninterrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)');
+  };
+  process.on('SIGINT', handler);
+  return { stop: () => requested, dispose: () => process.off('SIGINT', handler) };
+}
+
+export async function trainCommand(argv: string[], log: (s: string) => void): Promise<number> {
+  const values = parse('train', argv, {
+    ...TRAINING_FLAGS,
+    sparsify: { type: 'string', multiple: true },
+    density: { type: 'string', multiple: true },
+    resume: { type: 'boolean', default: false },
+    'checkpoint-every': { type: 'string', default: '100' },
+  });
+  if (values.help) {
+    log(TRAIN_HELP);
+    return 0;
+  }
+  await chooseBackend(values.backend as string, log);
+  const checkpointEvery = int(values, 'checkpoint-every');
+  let config: RunConfig;
+  let resume;
+  const out = (values.out as string | undefined) ?? join('runs', `train-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  if (values.resume) {
+    if (!values.out) throw new CliError('--resume needs --out DIR naming the checkpoint folder to continue');
+    resume = readCheckpoint(out);
+    config = resume.config;
+    if (argv.includes('--steps')) config.training.steps = int(values, 'steps');
+    if (resume.state.step >= config.training.steps) throw new CliError(`the checkpoint in ${out} already reached step ${resume.state.step} of ${config.training.steps}; pass a larger --steps`);
+    log(`resuming ${out} at step ${resume.state.step} of ${config.training.steps}`);
+  } else {
+    if (values.out && existsSync(join(out, 'checkpoint.json'))) {
+      throw new CliError(`${out} already holds a checkpoint; pass --resume to continue it or choose another --out`);
+    }
+    const training = trainingSpec(values);
+    const patches = patchSpecs(values);
+    config = {
+      model: modelConfig(values, 1), tokenizer: { type: 'char' }, patches, training,
+      data: (values.data as string | undefined) ?? 'default', maxChars: int(values, 'max-chars'),
+    };
+  }
+  const prepared = prepareData({
+    data: config.data === 'default' ? undefined : config.data,
+    tokenizer: resume ? config.tokenizer : (values.tokenizer as string),
+    maxChars: config.maxChars,
+    seq: config.model.seqLen,
+  }, log);
+  config.tokenizer = prepared.tokenizer.spec;
+  config.model.vocabSize = prepared.tokenizer.vocabSize;
+  const trainee = await buildModel(config.model, config.patches, config.training.seed, { allowUnmatched: !!values['allow-unmatched'] });
+  printModel(trainee, log);
+  const interrupt = interruptFlag(log);
+  try {
+    const result = await train({
+      label: 'train', config, trainee, data: prepared.data, progress: new Progress(), out, checkpointEvery, resume, shouldStop: interrupt.stop,
+    });
+    log(`${result.interrupted ? 'interrupted at' : 'finished'} step ${result.step}: eval loss ${result.evalLoss.toFixed(4)} (unigram baseline ${prepared.unigram.toFixed(4)}), ${Math.round(result.tokensPerSec)} tokens/s, ${result.msPerStep.toFixed(1)} ms/step`);
+    log(`checkpoint: ${result.checkpoint} (sample with: sparsegrad sample --checkpoint ${out} --prompt "The ")`);
+    return result.interrupted ? 130 : 0;
+  } finally {
+    interrupt.dispose();
+  }
+}

@@ -1,0 +1,115 @@
+import { readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { tensor, type Tensor } from '@sparsegrad/core';
+import { CliError } from './errors.ts';
+import { buildCharVocab, byteTokenizer, charTokenizer, type Tokenizer } from './tokenizer.ts';
+
+export interface Corpus {
+  /** Where the text came from, for the log. */
+  source: string;
+  text: string;
+}
+
+/**
+ * The default corpus: nlp-corpus (MIT), ~100k English sentences shipped with the npm package, so
+ * training needs no network. Sentences are joined with newlines.
+ */
+export function defaultCorpus(): Corpus {
+  const require = createRequire(import.meta.url);
+  let dir: string;
+  try {
+    // The package exports only its loader (src/server/index.js); the sentences are in builds/.
+    dir = join(dirname(require.resolve('nlp-corpus')), '..', '..', 'builds');
+  } catch {
+    throw new CliError('the default corpus (npm package nlp-corpus) is not installed; run npm install, or pass --data FILE');
+  }
+  const parts: string[] = [];
+  for (let i = 0; i < 100; i++) {
+    const sentences = JSON.parse(readFileSync(join(dir, `doc-${i}.json`), 'utf8')) as string[];
+    parts.push(sentences.join('\n'));
+  }
+  return { source: 'nlp-corpus (100,000 English sentences)', text: parts.join('\n') };
+}
+
+export function fileCorpus(path: string): Corpus {
+  let size: number;
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) throw new CliError(`--data ${path} is not a file`);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    throw new CliError(`--data ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (size === 0) throw new CliError(`--data ${path} is empty`);
+  return { source: path, text: readFileSync(path, 'utf8') };
+}
+
+export function makeTokenizer(kind: string, text: string): Tokenizer {
+  if (kind === 'byte') return byteTokenizer();
+  if (kind === 'char') return charTokenizer(buildCharVocab(text));
+  throw new CliError(`unknown --tokenizer '${kind}'; expected char or byte`);
+}
+
+/** Token ids split into training and held-out parts (the last `heldOut` fraction). */
+export interface Dataset {
+  train: Int32Array;
+  valid: Int32Array;
+}
+
+export function splitDataset(ids: Int32Array, heldOut: number, seq: number): Dataset {
+  const cut = Math.floor(ids.length * (1 - heldOut));
+  const ds = { train: ids.subarray(0, cut), valid: ids.subarray(cut) };
+  for (const [name, part] of Object.entries(ds)) {
+    if (part.length < seq + 2) {
+      throw new CliError(`the ${name === 'train' ? 'training' : 'held-out'} text has ${part.length} tokens, fewer than --seq ${seq} + 2; use a larger --data file or a smaller --seq`);
+    }
+  }
+  return ds;
+}
+
+/** A seeded stream of random windows: inputs [batch, seq] and next-token targets. */
+export class BatchSampler {
+  private state: number;
+  constructor(private readonly ids: Int32Array, private readonly batch: number, private readonly seq: number, seed: number) {
+    this.state = (seed >>> 0) || 1;
+  }
+  /** The generator position, saved in checkpoints so --resume sees the same batches. */
+  get position(): number {
+    return this.state;
+  }
+  set position(s: number) {
+    this.state = s >>> 0 || 1;
+  }
+  private next(): number {
+    // xorshift32
+    let x = this.state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.state = x >>> 0;
+    return this.state / 4294967296;
+  }
+  sample(): [Tensor, Tensor] {
+    const { batch, seq, ids } = this;
+    const x = new Int32Array(batch * seq);
+    const y = new Int32Array(batch * seq);
+    for (let b = 0; b < batch; b++) {
+      const start = Math.floor(this.next() * (ids.length - seq - 1));
+      x.set(ids.subarray(start, start + seq), b * seq);
+      y.set(ids.subarray(start + 1, start + seq + 1), b * seq);
+    }
+    return [tensor(x, [batch, seq], { dtype: 'int32' }), tensor(y, [batch, seq], { dtype: 'int32' })];
+  }
+}
+
+/** Cross entropy (nats/token) of the held-out text under the training text's token frequencies (add-one smoothed). */
+export function unigramLoss(train: Int32Array, valid: Int32Array, vocabSize: number): number {
+  const counts = new Float64Array(vocabSize).fill(1);
+  for (const t of train) counts[t]++;
+  const total = train.length + vocabSize;
+  let nll = 0;
+  for (const t of valid) nll -= Math.log(counts[t] / total);
+  return nll / valid.length;
+}

@@ -1,0 +1,38 @@
+import { setBackend, engine, type Backend } from '@sparsegrad/core';
+import { CliError } from './errors.ts';
+import { defaultCorpus, fileCorpus, makeTokenizer, splitDataset, unigramLoss, type Dataset } from './data.ts';
+import type { Tokenizer } from './tokenizer.ts';
+import { tokenizerFromSpec, type TokenizerSpec } from './tokenizer.ts';
+
+export async function chooseBackend(name: string, log: (s: string) => void): Promise<Backend> {
+  const allowed = ['auto', 'cpu', 'webgpu', 'cuda'];
+  if (!allowed.includes(name)) throw new CliError(`unknown --backend '${name}'; expected one of ${allowed.join(', ')}`);
+  let backend: Backend;
+  try {
+    backend = await setBackend(name);
+  } catch (e) {
+    throw new CliError((e as Error).message.replace(/^setBackend: /, '--backend: '));
+  }
+  log(`backend: ${backend.name} - ${backend.device.description} (${engine.lastChoice})`);
+  return backend;
+}
+
+export interface PreparedData {
+  source: string;
+  tokenizer: Tokenizer;
+  data: Dataset;
+  unigram: number;
+}
+
+/** Loads the text (file or default corpus), builds or reuses a tokenizer, splits 95/5 and computes the unigram baseline. */
+export function prepareData(opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number }, log: (s: string) => void): PreparedData {
+  const corpus = opts.data ? fileCorpus(opts.data) : defaultCorpus();
+  const text = corpus.text.length > opts.maxChars ? corpus.text.slice(0, opts.maxChars) : corpus.text;
+  const tokenizer = typeof opts.tokenizer === 'string' ? makeTokenizer(opts.tokenizer, text) : tokenizerFromSpec(opts.tokenizer);
+  const ids = tokenizer.encode(text);
+  const data = splitDataset(ids, 0.05, opts.seq);
+  const unigram = unigramLoss(data.train, data.valid, tokenizer.vocabSize);
+  log(`data: ${corpus.source}, ${text.length.toLocaleString('en-US')} characters -> ${ids.length.toLocaleString('en-US')} ${tokenizer.spec.type} tokens (vocabulary ${tokenizer.vocabSize}); ${data.valid.length.toLocaleString('en-US')} held out`);
+  log(`unigram baseline: ${unigram.toFixed(4)} nats/token on the held-out text`);
+  return { source: opts.data ?? 'default', tokenizer, data, unigram };
+}

@@ -1,0 +1,132 @@
+import { crossEntropy, memory, noGrad, resetPeakMemory, tidy, type Tensor } from '@sparsegrad/core';
+import { AdamW, clipGradNorm, warmupCosine } from '@sparsegrad/nn';
+import { loadCheckpointWeights, saveCheckpoint, type LoadedCheckpoint, type RunConfig, type TrainingState } from './checkpoint.ts';
+import { BatchSampler, type Dataset } from './data.ts';
+import type { Trainee } from './model.ts';
+import type { Progress } from './progress.ts';
+
+export interface TrainOptions {
+  label: string;
+  config: RunConfig;
+  trainee: Trainee;
+  data: Dataset;
+  progress: Progress;
+  /** Where checkpoints go; none are written without it. */
+  out?: string;
+  checkpointEvery?: number;
+  resume?: LoadedCheckpoint;
+  /** Polled after every step (Ctrl-C). */
+  shouldStop?: () => boolean;
+}
+
+export interface TrainResult {
+  step: number;
+  interrupted: boolean;
+  evalLoss: number;
+  msPerStep: number;
+  tokensPerSec: number;
+  peakBytes: number;
+  history: TrainingState['history'];
+  checkpoint?: string;
+}
+
+/** Mean loss over fixed held-out batches, in eval mode and without gradients (one batch alive at a time). */
+async function evaluate(trainee: Trainee, batches: [Tensor, Tensor][]): Promise<number> {
+  const model = trainee.model;
+  model.eval();
+  let total = 0;
+  try {
+    for (const [x, y] of batches) {
+      const loss = noGrad(() => tidy(() => crossEntropy(model.forward(x), y)));
+      total += await loss.item();
+      loss.dispose();
+    }
+  } finally {
+    model.train();
+  }
+  return total / batches.length;
+}
+
+/** Trains with AdamW, warmup + cosine LR, gradient clipping, periodic evaluation and checkpoints. */
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const { config, trainee, data, progress } = opts;
+  const t = config.training;
+  const seq = config.model.seqLen;
+  const model = trainee.model;
+  const optimizer = new AdamW(model.parameters(), { lr: t.lr, weightDecay: t.weightDecay });
+  const schedule = warmupCosine({ lr: t.lr, warmupSteps: Math.min(t.warmup, t.steps - 1), totalSteps: t.steps });
+  const sampler = new BatchSampler(data.train, t.batch, seq, t.seed + 1);
+  const evalSampler = new BatchSampler(data.valid, t.batch, seq, t.seed + 2);
+  const evalBatches = Array.from({ length: t.evalBatches }, () => evalSampler.sample());
+  let state: TrainingState = { step: 0, samplerPosition: sampler.position, history: [] };
+  if (opts.resume) {
+    await loadCheckpointWeights(opts.resume, trainee, optimizer);
+    state = opts.resume.state;
+    sampler.position = state.samplerPosition;
+  }
+  const startStep = state.step;
+  const save = async () => {
+    if (!opts.out) return undefined;
+    state.samplerPosition = sampler.position;
+    return saveCheckpoint(opts.out, config, trainee, optimizer, state);
+  };
+
+  resetPeakMemory(model.parameters()[0].backend);
+  progress.start(opts.label, t.steps, startStep);
+  const stepTimes: number[] = [];
+  const began = performance.now();
+  let interrupted = false;
+  let evalLoss = NaN;
+  let checkpoint: string | undefined;
+  try {
+    while (state.step < t.steps) {
+      const t0 = performance.now();
+      optimizer.lr = schedule(state.step);
+      const loss = tidy(() => {
+        const [x, y] = sampler.sample();
+        const l = crossEntropy(model.forward(x), y);
+        l.backward();
+        clipGradNorm(model.parameters(), t.clip).dispose();
+        optimizer.step();
+        optimizer.zeroGrad();
+        return l;
+      });
+      const lossValue = await loss.item();
+      loss.dispose();
+      if (!Number.isFinite(lossValue)) throw new Error(`training diverged at step ${state.step + 1} (loss ${lossValue}); try a smaller --lr`);
+      stepTimes.push(performance.now() - t0);
+      state.step++;
+      const entry: TrainingState['history'][number] = { step: state.step, trainLoss: lossValue };
+      state.history.push(entry);
+      const elapsedSec = (performance.now() - began) / 1000;
+      progress.update({ step: state.step, total: t.steps, loss: lossValue, tokensPerSec: (t.batch * seq * (state.step - startStep)) / elapsedSec, elapsedSec }, startStep);
+      const stopping = opts.shouldStop?.() ?? false;
+      if (state.step % t.evalEvery === 0 || state.step === t.steps || stopping) {
+        evalLoss = await evaluate(trainee, evalBatches);
+        entry.evalLoss = evalLoss;
+        progress.log(`${opts.label} step ${state.step}: eval loss ${evalLoss.toFixed(4)}`);
+      }
+      if (stopping) {
+        interrupted = true;
+        break;
+      }
+      if (opts.checkpointEvery && state.step % opts.checkpointEvery === 0 && state.step < t.steps) checkpoint = await save();
+    }
+    if (Number.isNaN(evalLoss)) evalLoss = await evaluate(trainee, evalBatches);
+    checkpoint = (await save()) ?? checkpoint;
+  } finally {
+    progress.stop();
+    optimizer.dispose();
+    for (const [x, y] of evalBatches) {
+      x.dispose();
+      y.dispose();
+    }
+  }
+  // Steady-state speed: the first steps include JIT and allocation warm-up.
+  const steady = stepTimes.length > 4 ? stepTimes.slice(2) : stepTimes;
+  const msPerStep = steady.reduce((a, b) => a + b, 0) / Math.max(1, steady.length);
+  return {
+    step: state.step, interrupted, evalLoss, msPerStep, tokensPerSec: (t.batch * seq * 1000) / msPerStep,
+    peakBytes: memory(model.parameters()[0].backend).peakBytes, history: state.history, checkpoint,
+  };
+}
