@@ -17,6 +17,8 @@ export interface TrainOptions {
   resume?: LoadedCheckpoint;
   /** Polled after every step (Ctrl-C). */
   shouldStop?: () => boolean;
+  /** Stop (with a checkpoint) after this many steps of this invocation, as if interrupted. */
+  stopAfter?: number;
 }
 
 export interface TrainResult {
@@ -100,7 +102,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       state.history.push(entry);
       const elapsedSec = (performance.now() - began) / 1000;
       progress.update({ step: state.step, total: t.steps, loss: lossValue, tokensPerSec: (t.batch * seq * (state.step - startStep)) / elapsedSec, elapsedSec }, startStep);
-      const stopping = opts.shouldStop?.() ?? false;
+      // Let the event loop run: CPU readbacks resolve as microtasks, so without this Ctrl-C and
+      // the progress bar's timers would never get a turn.
+      await new Promise((resolve) => setImmediate(resolve));
+      const stopping = (opts.shouldStop?.() ?? false) || (opts.stopAfter !== undefined && state.step - startStep >= opts.stopAfter && state.step < t.steps);
       if (state.step % t.evalEvery === 0 || state.step === t.steps || stopping) {
         evalLoss = await evaluate(trainee, evalBatches);
         entry.evalLoss = evalLoss;

@@ -17,6 +17,7 @@ export const TRAIN_HELP = `sparsegrad train [options]
   --allow-unmatched   keep going when a --sparsify pattern matches nothing
   --out DIR           checkpoint folder (default runs/train-<time>); --checkpoint-every N steps (default 100)
   --resume            continue from the checkpoint in --out
+  --stop-after N      train at most N steps in this invocation, then checkpoint and exit (resume later)
 Ctrl-C saves a checkpoint and exits.`;
 
 export function printModel(trainee: Trainee, log: (s: string) => void): void {
@@ -53,6 +54,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     density: { type: 'string', multiple: true },
     resume: { type: 'boolean', default: false },
     'checkpoint-every': { type: 'string', default: '100' },
+    'stop-after': { type: 'string' },
   });
   if (values.help) {
     log(TRAIN_HELP);
@@ -60,6 +62,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
   }
   await chooseBackend(values.backend as string, log);
   const checkpointEvery = int(values, 'checkpoint-every');
+  const stopAfter = values['stop-after'] === undefined ? undefined : int(values, 'stop-after');
   let config: RunConfig;
   let resume;
   const out = (values.out as string | undefined) ?? join('runs', `train-${new Date().toISOString().replace(/[:.]/g, '-')}`);
@@ -94,11 +97,12 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
   const interrupt = interruptFlag(log);
   try {
     const result = await train({
-      label: 'train', config, trainee, data: prepared.data, progress: new Progress(), out, checkpointEvery, resume, shouldStop: interrupt.stop,
+      label: 'train', config, trainee, data: prepared.data, progress: new Progress(), out, checkpointEvery, resume, shouldStop: interrupt.stop, stopAfter,
     });
-    log(`${result.interrupted ? 'interrupted at' : 'finished'} step ${result.step}: eval loss ${result.evalLoss.toFixed(4)} (unigram baseline ${prepared.unigram.toFixed(4)}), ${Math.round(result.tokensPerSec)} tokens/s, ${result.msPerStep.toFixed(1)} ms/step`);
+    const stoppedEarly = result.interrupted && !interrupt.stop();
+    log(`${stoppedEarly ? 'stopped (--stop-after) at' : result.interrupted ? 'interrupted at' : 'finished'} step ${result.step}: eval loss ${result.evalLoss.toFixed(4)} (unigram baseline ${prepared.unigram.toFixed(4)}), ${Math.round(result.tokensPerSec)} tokens/s, ${result.msPerStep.toFixed(1)} ms/step`);
     log(`checkpoint: ${result.checkpoint} (sample with: sparsegrad sample --checkpoint ${out} --prompt "The ")`);
-    return result.interrupted ? 130 : 0;
+    return result.interrupted && !stoppedEarly ? 130 : 0;
   } finally {
     interrupt.dispose();
   }

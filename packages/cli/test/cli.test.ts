@@ -1,0 +1,152 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync, cpSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../bin/sparsegrad.mjs', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'sparsegrad-cli-'));
+
+/** A small deterministic English-like text file, so the tests need no corpus and run fast. */
+const words = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'and', 'dog', 'ran', 'to', 'big', 'red', 'house', 'in', 'sun'];
+let s = 7;
+const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+const sentences = Array.from({ length: 1500 }, () => Array.from({ length: 4 + Math.floor(rand() * 6) }, () => words[Math.floor(rand() * words.length)]).join(' ') + '.');
+const DATA = join(dir, 'tiny.txt');
+writeFileSync(DATA, sentences.join('\n'));
+const EMPTY = join(dir, 'empty.txt');
+writeFileSync(EMPTY, '');
+
+const TINY = ['--data', DATA, '--layers', '1', '--d-model', '32', '--heads', '2', '--seq', '16', '--batch', '4', '--eval-every', '3', '--eval-batches', '2', '--backend', 'cpu'];
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** A failing run: non-zero exit and exactly one line on stderr matching `pattern`. */
+function fails(pattern: RegExp, ...args: string[]) {
+  const r = run(...args);
+  assert.is.not(r.code, 0, `exit code for ${args.join(' ')}`);
+  const lines = r.err.trim().split('\n').filter((l) => !l.includes('npm warn'));
+  assert.is(lines.length, 1, `one error line, got: ${r.err}`);
+  assert.match(lines[0], pattern);
+}
+
+const test = suite('sparsegrad command');
+
+test('backends lists every backend with availability', () => {
+  const r = run('backends');
+  assert.is(r.code, 0);
+  assert.match(r.out, /^cpu\s+available/m);
+  assert.match(r.out, /^webgpu\s+(available|unavailable\s+\S+)/m);
+  assert.match(r.out, /^cuda\s+(available|unavailable\s+\S+)/m);
+});
+
+test('train prints backend, tree and patch report, writes a checkpoint; sample and resume use it', () => {
+  const out = join(dir, 'run');
+  const r = run('train', ...TINY, '--steps', '6', '--sparsify', String.raw`layers\.[0-9]+\.mlp\.fc1`, '--density', '0.5', '--block-size', '16', '--out', out);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /backend: cpu/);
+  assert.match(r.out, /model \([\d,]+ parameters\):/);
+  assert.match(r.out, /layers\.0\.mlp\.fc1: 32 -> 128, density 0\.5, 16x16 blocks, parameters 4,224 -> 2,176/);
+  assert.match(r.out, /unigram baseline: \d\.\d{4} nats\/token/);
+  assert.match(r.out, /step 6\/6\s+loss \d/); // plain progress lines when stdout is not a TTY
+  assert.match(r.out, /train step 6: eval loss \d/);
+  assert.ok(existsSync(join(out, 'checkpoint.json')) && existsSync(join(out, 'step-000006', 'model.safetensors')));
+  const sample = run('sample', '--checkpoint', out, '--prompt', 'the cat', '--tokens', '30', '--backend', 'cpu');
+  assert.is(sample.code, 0, sample.err);
+  assert.match(sample.out, /loaded .*step-000006 \(step 6/);
+  assert.ok(sample.out.trim().split('\n').pop()!.startsWith('the cat') && sample.out.trim().split('\n').pop()!.length >= 37);
+  // refusing to overwrite a checkpoint without --resume
+  const before = readFileSync(join(out, 'step-000006', 'model.safetensors'));
+  fails(/already holds a checkpoint; pass --resume/, 'train', ...TINY, '--steps', '6', '--out', out);
+  assert.equal(readFileSync(join(out, 'step-000006', 'model.safetensors')), before);
+});
+
+test('resuming reproduces an uninterrupted run exactly', () => {
+  const straight = join(dir, 'straight');
+  const split = join(dir, 'split');
+  assert.is(run('train', ...TINY, '--steps', '8', '--out', straight).code, 0);
+  const first = run('train', ...TINY, '--steps', '8', '--stop-after', '4', '--out', split);
+  assert.is(first.code, 0, first.err);
+  assert.match(first.out, /stopped \(--stop-after\) at step 4/);
+  const resumed = run('train', '--resume', '--out', split, '--backend', 'cpu');
+  assert.is(resumed.code, 0, resumed.err);
+  assert.match(resumed.out, /resuming .* at step 4 of 8/);
+  assert.equal(readFileSync(join(split, 'step-000008', 'model.safetensors')), readFileSync(join(straight, 'step-000008', 'model.safetensors')));
+});
+
+test('compare writes report.md, metrics.json and loss plots, and prints the table', () => {
+  const out = join(dir, 'compare');
+  const r = run('compare', ...TINY, '--steps', '4', '--densities', '0.5,0.25', '--block-size', '16', '--out', out);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /\| variant \| parameters \| final eval loss \| vs dense \| tokens\/s \| ms\/step \| step speedup \| peak memory \|/);
+  assert.match(r.out, /\| sparse 0\.25 \| [\d,]+ \| \d\.\d{4} \|/);
+  const report = readFileSync(join(out, 'report.md'), 'utf8');
+  assert.match(report, /Unigram baseline/);
+  const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+  assert.equal(metrics.map((m: { name: string }) => m.name), ['dense', 'sparse 0.5', 'sparse 0.25']);
+  assert.ok(metrics[2].parameters < metrics[1].parameters && metrics[1].parameters < metrics[0].parameters);
+  assert.match(readFileSync(join(out, 'loss.svg'), 'utf8'), /^<svg/);
+  assert.equal([...readFileSync(join(out, 'loss.png')).subarray(1, 4)].map((c) => String.fromCharCode(c)).join(''), 'PNG');
+});
+
+test('bad input: one line, non-zero exit', () => {
+  fails(/unknown command 'fly'/, 'fly');
+  fails(/unknown --backend 'tpu'; expected one of auto, cpu, webgpu, cuda/, 'train', '--backend', 'tpu', '--data', DATA);
+  fails(/--backend: backend 'webgpu' is not available/, 'train', ...TINY, '--backend', 'webgpu');
+  fails(/--sparsify \/layers\.\(\/ is not a valid regular expression/, 'train', ...TINY, '--sparsify', 'layers.(', '--density', '0.5');
+  fails(/--sparsify \/nothing\\\.here\/ matches no module .* pass --allow-unmatched/, 'train', ...TINY, '--steps', '1', '--sparsify', String.raw`nothing\.here`, '--density', '0.5', '--out', join(dir, 'x1'));
+  assert.is(run('train', ...TINY, '--steps', '1', '--sparsify', String.raw`nothing\.here`, '--density', '0.5', '--allow-unmatched', '--out', join(dir, 'x2')).code, 0);
+  fails(/--density must be in \(0, 1\], got '1\.5'/, 'train', ...TINY, '--sparsify', 'head', '--density', '1.5');
+  fails(/--d-model 30 is not divisible by --heads 4/, 'train', '--data', DATA, '--d-model', '30', '--heads', '4');
+  fails(/'layers\.0\.mlp\.fc1' is Linear\(48 -> 192\); both sizes must be multiples of the block size 32/, 'train', ...TINY, '--d-model', '48', '--sparsify', String.raw`layers\.0\.mlp\.fc1`, '--density', '0.5', '--out', join(dir, 'x3'));
+  fails(/--data .*missing\.txt: cannot read it \(ENOENT\)/, 'train', '--data', join(dir, 'missing.txt'));
+  fails(/--data .*empty\.txt is empty/, 'train', '--data', EMPTY);
+  fails(/--steps must be an integer >= 1, got 'many'/, 'train', '--data', DATA, '--steps', 'many');
+  fails(/train: Unknown option '--colour'/, 'train', '--colour');
+  fails(/is not a sparsegrad checkpoint \(no checkpoint\.json\)/, 'sample', '--checkpoint', dir);
+});
+
+test('broken checkpoints are reported, never loaded', () => {
+  const good = join(dir, 'run');
+  const truncated = join(dir, 'truncated');
+  cpSync(good, truncated, { recursive: true });
+  const model = join(truncated, 'step-000006', 'model.safetensors');
+  truncateSync(model, statSync(model).size - 100);
+  fails(/model\.safetensors is truncated/, 'sample', '--checkpoint', truncated, '--backend', 'cpu');
+  // Weights of another model shape under this config
+  const other = join(dir, 'other');
+  assert.is(run('train', ...TINY, '--steps', '1', '--d-model', '64', '--out', other).code, 0);
+  const mixed = join(dir, 'mixed');
+  cpSync(good, mixed, { recursive: true });
+  cpSync(join(other, 'step-000001', 'model.safetensors'), join(mixed, 'step-000006', 'model.safetensors'));
+  fails(/checkpoint does not fit the model: loadStateDict: '.*' has shape \[.*\] \(float32\) in the state but \[.*\] \(float32\) in the model/, 'sample', '--checkpoint', mixed, '--backend', 'cpu');
+  writeFileSync(join(mixed, 'checkpoint.json'), '{ not json');
+  fails(/checkpoint\.json is damaged \(not valid JSON\)/, 'sample', '--checkpoint', mixed);
+});
+
+test('Ctrl-C saves a last checkpoint and exits', async () => {
+  const out = join(dir, 'interrupted');
+  const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], { env: { ...process.env, FORCE_COLOR: '0' } });
+  let stdout = '';
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (/step \d+\/100000/.test(stdout) && !child.killed) child.kill('SIGINT');
+    });
+    child.on('exit', (c) => resolve(c));
+  });
+  assert.is(code, 130);
+  assert.match(stdout, /interrupted at step (\d+)/);
+  const step = Number(stdout.match(/interrupted at step (\d+)/)![1]);
+  const pointer = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+  assert.is(pointer.latest, `step-${String(step).padStart(6, '0')}`);
+  assert.ok(existsSync(join(out, pointer.latest, 'model.safetensors')));
+});
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+test.run();
