@@ -6,7 +6,7 @@
  *   npx tsx benchmarks/cpu-matmul.ts [--repeats 7] [--block-size 32] [--write docs/benchmarks-cpu.md]
  */
 import { parseArgs } from 'node:util';
-import { BlockSparseMatrix, manualSeed, matmul, randn, tidy, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, getBackend, manualSeed, matmul, randn, tidy, type Tensor } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../packages/core/src/ops/blocksparse.ts';
 import { median } from './util.ts';
 
@@ -32,7 +32,7 @@ const x = randn([M, K]);
 const w = randn([K, N]);
 const denseMs = time(() => matmul(x, w));
 const gflops = (2 * M * N * K) / denseMs / 1e6;
-console.log(`dense matmul ${M}x${K}x${N}: ${denseMs.toFixed(1)} ms, ${gflops.toFixed(1)} GFLOP/s (1 thread)`);
+console.log(`dense matmul ${M}x${K}x${N}: ${denseMs.toFixed(1)} ms, ${gflops.toFixed(1)} GFLOP/s (${getBackend().device.description})`);
 
 const dy = randn([M, N]);
 console.log(`\nblock-sparse W [${N}, ${K}], ${bs}x${bs} blocks, X [${M}, ${K}]; speedup = dense ms / sparse ms`);

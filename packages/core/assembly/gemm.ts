@@ -67,15 +67,16 @@ const ZERO_INDEX: usize = memory.data<i32>([0]);
 /**
  * Block-row sparse product (dense matmul is the case of one block row with one entry):
  *   C[m, r*bsN + n] = sum over entries e of block row r of  A[m, kIdx[e]*bsK + k] * W_e[k, n]
- * A: mBlocks*4 rows, lda floats apart; W: packed per entry e as [bsN/8][bsK][8] in list order;
+ * A: rows of 4-row blocks mbStart..mBlocks-1, lda floats apart; W: packed per entry e as [bsN/8][bsK][8] in list order;
  * ptr [outBlocks + 1] and kIdx (i32) delimit each block row's entries; C: [mBlocks*4, ldc].
  */
-export function bsmm(a: usize, ldaFloats: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
+export function bsmm(a: usize, ldaFloats: i32, mbStart: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
   bsN: i32, bsK: i32, wp: usize, c: usize, ldc: i32): void {
   const panels = bsN >> 3;
   const panelBytes = <usize>bsK * 32;
   const lda = <usize>ldaFloats << 2;
-  for (let mb0 = 0; mb0 < mBlocks; mb0 += M_CHUNK) {
+  // Row blocks [mbStart, mBlocks): threads split a product by row blocks.
+  for (let mb0 = mbStart; mb0 < mBlocks; mb0 += M_CHUNK) {
     const mbEnd = min(mb0 + M_CHUNK, mBlocks);
     for (let r = 0; r < outBlocks; r++) {
       const e0 = load<i32>(ptr + (<usize>r << 2));
@@ -95,12 +96,13 @@ export function bsmm(a: usize, ldaFloats: i32, mBlocks: i32, ptr: usize, kIdx: u
  *   out[b][i, j] = sum_m AT[rowIdx[b]*bs + i, m] * X[m, colIdx[b]*bs + j]
  * AT: [rows][M] row-major (the transposed gradient), X: panels [cols/8][M][8]; out [nnz][bs][bs].
  */
-export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize, nnz: i32, bs: i32, out: usize): void {
+export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize, bStart: i32, nnz: i32, bs: i32, out: usize): void {
   const rb = bs >> 2;
   const cb = bs >> 3;
   const lda = <usize>M << 2;
   const bBytes = <usize>M << 5;
-  for (let b = 0; b < nnz; b++) {
+  // Blocks [bStart, nnz): threads split the SDDMM by blocks.
+  for (let b = bStart; b < nnz; b++) {
     const r = <usize>load<i32>(rowIdx + (<usize>b << 2));
     const col = <usize>load<i32>(colIdx + (<usize>b << 2));
     const blockOut = out + ((<usize>b * bs * bs) << 2);
@@ -118,16 +120,24 @@ export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize
   }
 }
 
-/** dst [panels][K][8] from row-major src [K][ld] (ld >= panels*8). */
+/**
+ * dst [panels][K][8] from row-major src [K][ld] (ld >= panels*8). Rows are taken 64 at a time so
+ * the source strip stays in cache while every panel receives a contiguous 2 KiB run.
+ */
 export function packPanels(src: usize, K: i32, ld: i32, panels: i32, dst: usize): void {
   const rowBytes = <usize>ld << 2;
   const panelBytes = <usize>K << 5;
-  for (let k = 0; k < K; k++) {
-    const s = src + <usize>k * rowBytes;
-    const d = dst + (<usize>k << 5);
+  for (let k0 = 0; k0 < K; k0 += 64) {
+    const k1 = min(k0 + 64, K);
     for (let p = 0; p < panels; p++) {
-      v128.store(d + <usize>p * panelBytes, v128.load(s + (<usize>p << 5)));
-      v128.store(d + <usize>p * panelBytes, v128.load(s + (<usize>p << 5), 16), 16);
+      const d = dst + <usize>p * panelBytes;
+      const s = src + (<usize>p << 5);
+      for (let k = k0; k < k1; k++) {
+        const from = s + <usize>k * rowBytes;
+        const to = d + (<usize>k << 5);
+        v128.store(to, v128.load(from));
+        v128.store(to, v128.load(from, 16), 16);
+      }
     }
   }
 }

@@ -6,6 +6,7 @@ import * as rk from './rowkernels.ts';
 import { simdBinary, simdUnary } from './simd.ts';
 import { WasmKernels } from './wasm/gemm.ts';
 import { WasmHeap } from './wasm/heap.ts';
+import { threadCount } from './wasm/threads.ts';
 
 /** A CPU buffer is a region of the backend's WebAssembly heap. */
 class CpuBuffer implements BackendBuffer {
@@ -18,8 +19,9 @@ class CpuBuffer implements BackendBuffer {
  * kernels are generated JS loops over typed-array views of the same memory.
  */
 export function createCpuBackend(): Backend {
-  const heap = new WasmHeap();
-  const wasm = new WasmKernels(heap);
+  const threads = threadCount();
+  const heap = new WasmHeap(threads > 1);
+  const wasm = new WasmKernels(heap, threads);
   let buffers = 0;
   let bytes = 0;
   // Views are made per call: memory growth detaches older ones.
@@ -34,7 +36,7 @@ export function createCpuBackend(): Backend {
   };
   return {
     name: 'cpu',
-    device: { name: 'cpu', description: 'host CPU (WebAssembly SIMD, 1 thread)' },
+    device: { name: 'cpu', description: `host CPU (WebAssembly SIMD, ${wasm.threads} thread${wasm.threads > 1 ? 's' : ''})` },
 
     alloc,
     upload(arr) {

@@ -1,10 +1,11 @@
 import type { BlockLayout } from '../../backend.ts';
 import type { WasmHeap } from './heap.ts';
-import { KERNELS_WASM_BASE64 } from './kernels.generated.ts';
+import { KERNELS_WASM_BASE64, KERNELS_WASM_SHARED_BASE64 } from './kernels.generated.ts';
+import { ThreadPool } from './threads.ts';
 
 interface Exports {
-  bsmm(a: number, lda: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
-  sddmm(at: number, xp: number, M: number, rowIdx: number, colIdx: number, nnz: number, bs: number, out: number): void;
+  bsmm(a: number, lda: number, mbStart: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
+  sddmm(at: number, xp: number, M: number, rowIdx: number, colIdx: number, bStart: number, nnz: number, bs: number, out: number): void;
   packPanels(src: number, K: number, ld: number, panels: number, dst: number): void;
   packPanelsT(src: number, K: number, ld: number, panels: number, dst: number): void;
   packBlocks(src: number, order: number, nnz: number, bs: number, transpose: number, dst: number): void;
@@ -43,11 +44,36 @@ export class WasmKernels {
   /** The raw module exports, for the elementwise SIMD kernels (see cpu/simd.ts). */
   readonly k: Exports;
 
-  constructor(private readonly heap: WasmHeap) {
-    const module = new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64));
+  private readonly pool: ThreadPool | null;
+
+  /** With threads > 1 the heap must be shared; products then split across worker threads. */
+  constructor(private readonly heap: WasmHeap, threads = 1) {
+    const module = new WebAssembly.Module(decodeBase64(heap.shared ? KERNELS_WASM_SHARED_BASE64 : KERNELS_WASM_BASE64));
     const env = { memory: heap.memory, abort: () => { throw new Error('cpu backend: WebAssembly kernel aborted'); } };
     this.k = new WebAssembly.Instance(module, { env }).exports as unknown as Exports;
     heap.setBase(this.k.heapBase());
+    this.pool = threads > 1 && heap.shared ? ThreadPool.create(module, heap.memory, threads - 1) : null;
+  }
+
+  get threads(): number {
+    return this.pool?.size ?? 1;
+  }
+
+  /**
+   * Splits [0, count) into one contiguous range per thread when the work is worth a hand-off
+   * (thread wake-up costs tens of microseconds), and runs `fn` with args(start, end) on each.
+   */
+  private split(fn: 'bsmm' | 'sddmm', count: number, flops: number, args: (start: number, end: number) => number[]): void {
+    const threads = this.pool && flops >= 4e6 ? Math.min(this.pool.size, count) : 1;
+    const call = (a: number[]) => (this.k[fn] as (...x: number[]) => void)(...a);
+    if (threads <= 1) return call(args(0, count));
+    const ranges = Array.from({ length: threads }, (_, i) => args(Math.floor((count * i) / threads), Math.floor((count * (i + 1)) / threads)));
+    this.pool!.run(fn, ranges, call);
+  }
+
+  private bsmm(a: number, lda: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number,
+    wp: number, c: number, ldc: number, flops: number): void {
+    this.split('bsmm', mBlocks, flops, (s, e) => [a, lda, s, e, ptr, kIdx, outBlocks, bsN, bsK, wp, c, ldc]);
   }
 
   /** Runs fn with scratch regions of the given float counts, returned as byte offsets, then recycles them. */
@@ -111,7 +137,7 @@ export class WasmKernels {
         this.k.packPanels(bRaw, k, nPad, nPad / 8, bp);
       }
       this.putInts([0, 1, 0], idx); // one block row holding one entry at k-block 0
-      this.k.bsmm(aPtr, lda, mPad / 4, idx, idx + 8, 1, nPad, k, bp, cInPlace ? out : cBuf, nPad);
+      this.bsmm(aPtr, lda, mPad / 4, idx, idx + 8, 1, nPad, k, bp, cInPlace ? out : cBuf, nPad, 2 * m * n * k);
       if (!cInPlace) {
         const f = this.heap.f32;
         for (let i = 0; i < m; i++) f.copyWithin((out >> 2) + i * n, (cBuf >> 2) + i * nPad, (cBuf >> 2) + i * nPad + n);
@@ -135,7 +161,7 @@ export class WasmKernels {
       this.putInts(kIdx, kp);
       this.putInts(order, op);
       this.k.packBlocks(blocks, op, nnz, bs, transposeBlocks ? 1 : 0, wp);
-      this.k.bsmm(inPlace ? x : xBuf, K, mPad / 4, pp, kp, outBlocks, bs, bs, wp, inPlace ? out : cBuf, N);
+      this.bsmm(inPlace ? x : xBuf, K, mPad / 4, pp, kp, outBlocks, bs, bs, wp, inPlace ? out : cBuf, N, 2 * m * nnz * bs * bs);
       if (!inPlace) this.heap.f32.copyWithin(out >> 2, cBuf >> 2, (cBuf >> 2) + m * N);
     });
   }
@@ -160,7 +186,7 @@ export class WasmKernels {
       this.k.packPanels(x, m, cols, cols / 8, xp);
       this.putInts(l.rowIdx, rp);
       this.putInts(l.colIdx, cp);
-      this.k.sddmm(at, xp, m, rp, cp, nnz, bs, out);
+      this.split('sddmm', nnz, 2 * m * nnz * bs * bs, (s, e) => [at, xp, m, rp, cp, s, e, bs, out]);
     });
   }
 }

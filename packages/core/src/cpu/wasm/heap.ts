@@ -16,12 +16,19 @@ const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
  * allocates the same sizes every step, so after the first step everything is recycled.
  */
 export class WasmHeap {
-  readonly memory = new WebAssembly.Memory({ initial: 256, maximum: MAX_PAGES });
+  readonly memory: WebAssembly.Memory;
   /** Nothing is handed out until the module's static data is known (see setBase). */
   private top = -1;
   private readonly free = new Map<number, number[]>();
-  private f32cache: Float32Array = new Float32Array(this.memory.buffer);
-  private i32cache: Int32Array = new Int32Array(this.memory.buffer);
+  private f32cache: Float32Array;
+  private i32cache: Int32Array;
+
+  /** `shared` memory can be used by worker threads (and then must match a shared-memory module). */
+  constructor(readonly shared: boolean) {
+    this.memory = new WebAssembly.Memory({ initial: 256, maximum: MAX_PAGES, shared });
+    this.f32cache = new Float32Array(this.memory.buffer);
+    this.i32cache = new Int32Array(this.memory.buffer);
+  }
 
   /** Byte offset of a fresh region of at least `bytes` bytes (contents undefined). */
   /** Starts the heap above the kernel module's static data, which must never be overwritten. */
