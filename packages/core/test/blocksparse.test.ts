@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, manualSeed, tensor, type Backend } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, createCpuBackend, manualSeed, tensor } from '@sparsegrad/core';
+import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
 /** Dense float64 W [rows, cols] with the matrix's blocks in place and zeros elsewhere. */
@@ -129,6 +130,29 @@ for (const backend of await backendsUnderTest()) {
     const V = BlockSparseMatrix.random([64, 64], { blockCount: 3, blockSize: 16, backend });
     assert.is(V.nnzBlocks, 3);
     assert.is(new Set(V.blockCoords.map(String)).size, 3);
+  });
+
+  test('single-threaded (non-shared memory) kernels give the same results as the threaded ones', async () => {
+    const single = createCpuBackend({ threads: 1 });
+    const threaded = createCpuBackend({ threads: 2 });
+    manualSeed(3);
+    const W = BlockSparseMatrix.random([128, 256], { density: 0.5, blockSize: 32, backend });
+    const blocks = await W.data.toArray();
+    const xd = Float32Array.from(randomArray(300 * 256, 4));
+    const dyd = Float32Array.from(randomArray(300 * 128, 5));
+    const results: (Float32Array | Int32Array)[][] = [];
+    for (const b of [single, threaded]) {
+      const x = tensor(xd, [300, 256], { backend: b });
+      const dy = tensor(dyd, [300, 128], { backend: b });
+      const w = tensor(blocks, [...W.data.shape], { backend: b });
+      results.push(await Promise.all([
+        bsrMatmul(x, w, W.layout).toArray(),
+        x.matmul(tensor(xd.subarray(0, 256 * 64), [256, 64], { backend: b })).toArray(),
+        bsrKernel('gradInput', dy, w, W.layout).toArray(),
+        bsrSddmmKernel(dy, x, W.layout).toArray(),
+      ]));
+    }
+    results[0].forEach((r, i) => assertClose(results[1][i], r, 1e-6, `product ${i}`));
   });
 
   test('bad input names the problem', () => {

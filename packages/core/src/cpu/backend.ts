@@ -18,8 +18,8 @@ class CpuBuffer implements BackendBuffer {
  * and the block-sparse products run there in place as SIMD kernels, and the elementwise and row
  * kernels are generated JS loops over typed-array views of the same memory.
  */
-export function createCpuBackend(): Backend {
-  const threads = threadCount();
+export function createCpuBackend(opts: { threads?: number } = {}): Backend {
+  const threads = opts.threads ?? threadCount();
   const heap = new WasmHeap(threads > 1);
   const wasm = new WasmKernels(heap, threads);
   let buffers = 0;
