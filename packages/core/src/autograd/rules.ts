@@ -116,10 +116,16 @@ export const gradRules: Record<string, GradRule> = {
 
   matmul: (g, node) => {
     const [a, b] = node.inputs;
-    return [
-      a.requiresGrad ? sumTo(matmul(g, transpose(b, -2, -1)), a.shape) : null,
-      b.requiresGrad ? sumTo(matmul(transpose(a, -2, -1), g), b.shape) : null,
-    ];
+    let db: Tensor | null = null;
+    if (b.requiresGrad) {
+      // A 2-D right operand shared by every batch (a Linear weight): fold the batch into the
+      // reduction axis, one product [k, batch*m] @ [batch*m, n] instead of a product per batch
+      // followed by a sum.
+      db = b.rank === 2 && a.rank > 2
+        ? matmul(transpose(reshape(a, [-1, a.shape[a.rank - 1]]), 0, 1), reshape(g, [-1, g.shape[g.rank - 1]]))
+        : sumTo(matmul(transpose(a, -2, -1), g), b.shape);
+    }
+    return [a.requiresGrad ? sumTo(matmul(g, transpose(b, -2, -1)), a.shape) : null, db];
   },
 
   reshape: (g, node) => [reshape(g, node.attrs.inShape as number[])],

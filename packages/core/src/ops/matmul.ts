@@ -54,7 +54,16 @@ export function matmulKernel(a: Tensor, b: Tensor): Tensor {
     return out;
   }
   const temps: Tensor[] = [];
-  backend.matmul(matrixView(a, batch, temps), matrixView(b, batch, temps), out.bufferFor('matmul'), sizeOf(batch), m, n, k);
+  const av = matrixView(a, batch, temps);
+  const bv = matrixView(b, batch, temps);
+  const count = sizeOf(batch);
+  if (count > 1 && bv.batchStride === 0 && av.batchStride === m * av.rowStride) {
+    // A shared right operand (a Linear weight applied to [batch, seq, features]): one tall
+    // product instead of `count` small ones, each of which would re-pack the weight.
+    backend.matmul({ ...av, batchStride: 0 }, bv, out.bufferFor('matmul'), 1, count * m, n, k);
+  } else {
+    backend.matmul(av, bv, out.bufferFor('matmul'), count, m, n, k);
+  }
   for (const t of temps) t.dispose();
   return out;
 }
