@@ -1,4 +1,4 @@
-/** Reductions, indexing and the fused row kernels of the CPU backend (plain loops, float64 accumulation). */
+/** Reductions, indexing and layer norm of the CPU backend (plain loops, float64 accumulation); softmax is SIMD (assembly/elementwise.ts). */
 import type { ReduceOp, TypedArray } from '../backend.ts';
 import { opError } from '../errors.ts';
 
@@ -76,45 +76,6 @@ export function scatterAdd(src: TypedArray, idx: TypedArray, idxOffset: number, 
     for (let j = 0; j < count; j++) {
       const s = (o * count + j) * inner;
       for (let i = 0; i < inner; i++) out[(o * n + at(o, j, i)) * inner + i] += src[s + i];
-    }
-  }
-}
-
-export function softmax(x: Float32Array, rows: number, n: number, log: boolean, out: Float32Array): void {
-  for (let r = 0; r < rows; r++) {
-    const base = r * n;
-    let m = -Infinity;
-    for (let j = 0; j < n; j++) m = Math.max(m, x[base + j]);
-    let s = 0;
-    if (log) {
-      for (let j = 0; j < n; j++) s += Math.exp(x[base + j] - m);
-      const lse = m + Math.log(s);
-      for (let j = 0; j < n; j++) out[base + j] = x[base + j] - lse;
-    } else {
-      // One exp per element: store it, then scale.
-      for (let j = 0; j < n; j++) {
-        const e = Math.exp(x[base + j] - m);
-        out[base + j] = e;
-        s += e;
-      }
-      const inv = 1 / s;
-      for (let j = 0; j < n; j++) out[base + j] *= inv;
-    }
-  }
-}
-
-export function softmaxBackward(y: Float32Array, dy: Float32Array, rows: number, n: number, log: boolean, out: Float32Array): void {
-  for (let r = 0; r < rows; r++) {
-    const base = r * n;
-    let s = 0;
-    if (log) {
-      // d/dx logsoftmax: dx = dy - softmax * sum(dy)
-      for (let j = 0; j < n; j++) s += dy[base + j];
-      for (let j = 0; j < n; j++) out[base + j] = dy[base + j] - Math.exp(y[base + j]) * s;
-    } else {
-      // dx = y * (dy - sum(dy * y))
-      for (let j = 0; j < n; j++) s += dy[base + j] * y[base + j];
-      for (let j = 0; j < n; j++) out[base + j] = y[base + j] * (dy[base + j] - s);
     }
   }
 }
