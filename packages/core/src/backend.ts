@@ -88,6 +88,8 @@ export interface RandomSpec {
 export interface DeviceInfo {
   readonly name: string;
   readonly description: string;
+  /** True for an emulated device (e.g. a software Vulkan driver): 'auto' passes over it. */
+  readonly software?: boolean;
 }
 
 export interface BackendMemory {

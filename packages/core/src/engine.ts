@@ -35,7 +35,7 @@ class Engine {
     if (name === 'auto') {
       const { backend, tried } = await resolveAuto();
       this.lastChoice = tried.length
-        ? `auto chose '${backend.name}' (${tried.map((t) => `${t.name} unavailable: ${t.reason}`).join('; ')})`
+        ? `auto chose '${backend.name}' (${tried.map((t) => `${t.name} ${t.available ? 'skipped' : 'unavailable'}: ${t.reason}`).join('; ')})`
         : `auto chose '${backend.name}', the first of cuda, webgpu, cpu`;
       this.current = backend;
     } else {

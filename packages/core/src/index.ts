@@ -25,3 +25,5 @@ export { BLOCK_SIZES } from './blocksparse/layout.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';
 export { opError, fmtShape } from './errors.ts';
+export { collapse as collapseDims } from './cpu/strided.ts';
+export { contiguousStrides, sizeOf } from './shape.ts';

@@ -14,6 +14,8 @@ export interface BackendStatus {
   readonly available: boolean;
   readonly reason?: string;
   readonly device?: string;
+  /** The device is emulated in software ('auto' skips it). */
+  readonly software?: boolean;
 }
 
 /**
@@ -93,12 +95,19 @@ export function createSync(name: string): Backend {
   return b;
 }
 
-/** Resolves 'auto' to the first available backend of cuda, webgpu, cpu. */
+/**
+ * Resolves 'auto' to the first available backend of cuda, webgpu, cpu. A backend on an emulated
+ * device (a software Vulkan driver) is passed over: the CPU backend is faster than emulation.
+ */
 export async function resolveAuto(): Promise<{ backend: Backend; tried: BackendStatus[] }> {
   const tried: BackendStatus[] = [];
   for (const name of AUTO_ORDER) {
     try {
       const backend = await instantiateBackend(name);
+      if (backend.device.software && name !== 'cpu') {
+        tried.push({ name, available: true, reason: `only a software device (${backend.device.description}); pick it explicitly to use it` });
+        continue;
+      }
       return { backend, tried };
     } catch (e) {
       tried.push({ name, available: false, reason: failures.get(name) ?? (e as Error).message });
@@ -113,7 +122,7 @@ export async function backends(): Promise<BackendStatus[]> {
   for (const name of knownBackendNames()) {
     try {
       const b = await instantiateBackend(name);
-      out.push({ name, available: true, device: b.device.description });
+      out.push({ name, available: true, device: b.device.description, software: !!b.device.software });
     } catch {
       out.push({ name, available: false, reason: failures.get(name) ?? 'unknown' });
     }

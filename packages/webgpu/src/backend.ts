@@ -1,0 +1,427 @@
+/**
+ * The WebGPU backend: every primitive of @sparsegrad/core's Backend as a WGSL compute kernel.
+ * Kernels are generated per op and dtype and cached by key; strided operands are described in the
+ * uniform block (shape and per-operand offset/strides, rank <= 6 after merging contiguous dims).
+ * This first version favours clear, correct kernels (one invocation per output element, one
+ * workgroup per row for row kernels); tiling and subgroup variants come with the benchmarks.
+ */
+import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { GpuBuffer, GpuContext, INDEX_WGSL, type Param } from './context.ts';
+import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
+
+const G = (b: BackendBuffer) => b as GpuBuffer;
+const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
+const MAIN = '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
+const u = (v: number): Param => ({ u32: v >>> 0 });
+
+/** Merged shape and operand layouts as uniform words: [n, rank, shape[6], (offset, strides[6]) per operand]. */
+function layoutParams(op: string, shape: readonly number[], views: { offset: number; strides: readonly number[] }[]): Param[] {
+  const { shape: cs, ops } = collapseDims(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
+  if (cs.length > MAX_RANK) throw new Error(`webgpu: ${op}: views of rank ${cs.length} after merging dims are not supported (max ${MAX_RANK})`);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const words: Param[] = [u(n), u(cs.length)];
+  for (let d = 0; d < MAX_RANK; d++) words.push(u(cs[d] ?? 1));
+  ops.slice(1).forEach((o) => {
+    words.push(u(o.offset));
+    for (let d = 0; d < MAX_RANK; d++) words.push(u(o.strides[d] ?? 0));
+  });
+  return words;
+}
+
+export function createWebGPUBackend(ctx: GpuContext, software = false): Backend {
+  const pipe = ctx.pipeline.bind(ctx);
+
+  function elementwise(op: string, key: string, inputs: (View | number)[], inTypes: DType[], out: BackendBuffer, expr: string, extra = ''): void {
+    const views = inputs.filter((v): v is View => typeof v !== 'number');
+    const shape = views[0].shape;
+    const names = ['a', 'b', 'c'];
+    let vi = 0;
+    const bindings: string[] = [];
+    const loads: string[] = [];
+    const scalars: Param[] = [];
+    inputs.forEach((v, k) => {
+      const t = wgslType(inTypes[k]);
+      if (typeof v === 'number') {
+        // Scalars travel in words 40.. of the uniform block.
+        scalars.push(inTypes[k] === 'int32' ? { i32: v } : { f32: v });
+        loads.push(`let ${names[k]} = ${t === 'i32' ? `pi(${40 + scalars.length - 1}u)` : `pf(${40 + scalars.length - 1}u)`};`);
+      } else {
+        bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${k}: array<${t}>;`);
+        loads.push(`let ${names[k]} = X${k}[viewOffset(i, ${vi}u)];`);
+        vi++;
+      }
+    });
+    const outT = wgslType(out.dtype);
+    bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${outT}>;`);
+    const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}`;
+    const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${STRIDED}\n${extra}\n${MAIN}\n  if (i >= p(0u)) { return; }\n  ${loads.join('\n  ')}\n  Y[i] = ${outT}(${expr});\n}`);
+    const params = layoutParams(op, shape, views);
+    while (params.length < 40) params.push(u(0));
+    params.push(...scalars);
+    ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, out.size === 0 ? 0 : shape.reduce((a, b) => a * b, 1));
+  }
+
+  return {
+    name: 'webgpu',
+    device: { name: 'webgpu', description: ctx.description, software },
+
+    alloc: (size, dtype) => ctx.alloc(size, dtype),
+    upload(data) {
+      const b = ctx.alloc(data.length, data instanceof Int32Array ? 'int32' : 'float32');
+      ctx.upload(b, data);
+      return b;
+    },
+    read: (b, size) => ctx.read(G(b), size),
+    free: (b) => ctx.free(G(b)),
+    memory: () => ({ buffers: ctx.liveBuffers, bytes: ctx.liveBytes }),
+
+    fill(out, size, value) {
+      const t = wgslType(out.dtype);
+      const pipeline = pipe(`fill|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${MAIN}\n  if (i >= p(0u)) { return; }\n  Y[i] = ${t === 'i32' ? 'pi(1u)' : 'pf(1u)'};\n}`);
+      ctx.dispatch('fill', pipeline, [G(out)], [u(size), out.dtype === 'int32' ? { i32: value } : { f32: value }], size);
+    },
+    random(out, size, spec) {
+      const normal = spec.kind === 'normal';
+      const pipeline = pipe(`random|${spec.kind}`, () => `${HEAD('@group(0) @binding(1) var<storage, read_write> Y: array<f32>;')}\n${RANDOM}\n${MAIN}
+  if (i >= p(0u)) { return; }
+  let key = p(1u); let a = pf(2u); let b = pf(3u);
+  ${normal
+    ? `let u1 = (f32(bits(key, 2u * i) >> 8u) + 1.0) * (1.0 / 16777216.0);
+  let u2 = uni(key, 2u * i + 1u);
+  Y[i] = a + b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`
+    : 'Y[i] = a + (b - a) * uni(key, i);'}
+}`);
+      ctx.dispatch('random', pipeline, [G(out)], [u(size), u(spec.key), { f32: spec.a }, { f32: spec.b }], size);
+    },
+    copy(src, dst) {
+      const st = wgslType(src.buffer.dtype);
+      const dt = wgslType(dst.buffer.dtype);
+      const pipeline = pipe(`copy|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${STRIDED}\n${MAIN}
+  if (i >= p(0u)) { return; }
+  Y[viewOffset(i, 1u)] = ${dt}(X[viewOffset(i, 0u)]);
+}`);
+      ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutParams('copy', src.shape, [src, dst]), src.shape.reduce((a, b) => a * b, 1));
+    },
+
+    unary(op: UnaryOp, x, out) {
+      const isInt = x.buffer.dtype === 'int32';
+      const expr = isInt ? ({ neg: '-a', abs: 'abs(a)', sign: 'sign(a)' } as Record<string, string>)[op] ?? 'a' : UNARY_WGSL[op];
+      elementwise(op, `u|${op}`, [x], [x.buffer.dtype], out, expr, isInt ? '' : `${ERF}\n${GELU_TANH_GRAD}`);
+    },
+    binary(op: BinaryOp, a, b, out) {
+      const t = typeof a === 'number' ? (b as View).buffer.dtype : a.buffer.dtype;
+      const ft = wgslType(out.dtype);
+      let expr = BINARY_WGSL[op].replace(/CMP\((.*)\)/, `select(${ft}(0), ${ft}(1), $1)`);
+      if (op === 'pow') expr = t === 'int32' ? 'i32(pow(f32(a), f32(b)))' : 'pow(a, b)';
+      if (op === 'pow' && t === 'float32') {
+        // WGSL pow is undefined for negative bases; match IEEE pow for integral exponents.
+        expr = 'select(pow(abs(a), b) * select(1.0, -1.0, (abs(b) % 2.0) == 1.0), pow(a, b), a >= 0.0 || fract(b) != 0.0)';
+      }
+      elementwise(op, `b|${op}`, [a, b], [t, t], out, expr);
+    },
+    where(cond, a, b, out) {
+      elementwise('where', 'where', [cond, a, b], [cond.buffer.dtype, a.buffer.dtype, b.buffer.dtype], out, `select(c, b, a != ${wgslType(cond.buffer.dtype)}(0))`);
+    },
+
+    reduce(op: ReduceOp, x, outer, n, inner, out) {
+      const t = wgslType(x.dtype);
+      const arg = op === 'argmax' || op === 'argmin';
+      const better = op === 'max' || op === 'argmax' ? '>' : '<';
+      const pipeline = pipe(`reduce|${op}|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${arg ? 'i32' : t}>;`)}\n${MAIN}
+  let outer = p(0u); let n = p(1u); let inner = p(2u);
+  if (i >= outer * inner) { return; }
+  let o = i / inner; let j = i % inner;
+  let base = o * n * inner + j;
+  ${op === 'sum'
+    ? `var acc = ${t}(0); for (var k = 0u; k < n; k++) { acc += X[base + k * inner]; } Y[i] = acc;`
+    : `var best = X[base]; var at = 0u;
+  for (var k = 1u; k < n; k++) { let v = X[base + k * inner]; if (v ${better} best || (v != v && best == best)) { best = v; at = k; } }
+  Y[i] = ${arg ? 'i32(at)' : 'best'};`}
+}`);
+      ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner)], outer * inner);
+    },
+
+    matmul(a: MatrixView, b: MatrixView, out, batch, m, n, k) {
+      // 16x16 output tiles, the shared dimension staged through workgroup memory.
+      const pipeline = pipe('matmul', () => `${PARAMS}
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+var<workgroup> ta: array<array<f32, 16>, 16>;
+var<workgroup> tb: array<array<f32, 16>, 16>;
+@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+  let m = p(0u); let n = p(1u); let k = p(2u);
+  let tilesN = (n + 15u) / 16u;
+  let batch = wg.y;
+  let row = (wg.x / tilesN) * 16u + l.y;
+  let col = (wg.x % tilesN) * 16u + l.x;
+  let aBase = p(3u) + batch * p(4u); let aRow = p(5u); let aCol = p(6u);
+  let bBase = p(7u) + batch * p(8u); let bRow = p(9u); let bCol = p(10u);
+  var acc = 0.0;
+  for (var t = 0u; t < k; t += 16u) {
+    let ka = t + l.x; let kb = t + l.y;
+    ta[l.y][l.x] = select(0.0, A[aBase + row * aRow + ka * aCol], row < m && ka < k);
+    tb[l.y][l.x] = select(0.0, B[bBase + kb * bRow + col * bCol], kb < k && col < n);
+    workgroupBarrier();
+    for (var q = 0u; q < 16u; q++) { acc += ta[l.y][q] * tb[q][l.x]; }
+    workgroupBarrier();
+  }
+  if (row < m && col < n) { C[batch * m * n + row * n + col] = acc; }
+}`);
+      const tiles = Math.ceil(m / 16) * Math.ceil(n / 16);
+      const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
+      ctx.dispatchGrid('matmul', pipeline, [G(a.buffer), G(b.buffer), G(out)], params, [tiles, batch, 1]);
+    },
+
+    bsrMatmul(x, blocks, layout, m, out) {
+      const idx = indexBuffers(layout);
+      const pipeline = pipe('bsrMatmul', () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> W: array<f32>;
+@group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
+@group(0) @binding(4) var<storage, read> colIdx: array<i32>;
+@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`)}\n${MAIN}
+  let m = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u);
+  if (i >= m * rows) { return; }
+  let r = i / rows; let c = i % rows;
+  let br = c / bs; let ci = c % bs;
+  var acc = 0.0;
+  for (var e = u32(rowPtr[br]); e < u32(rowPtr[br + 1u]); e++) {
+    let xb = r * cols + u32(colIdx[e]) * bs;
+    let wb = (e * bs + ci) * bs;
+    for (var j = 0u; j < bs; j++) { acc += X[xb + j] * W[wb + j]; }
+  }
+  Y[i] = acc;
+}`);
+      ctx.dispatch('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, layout.blockSize].map(u), m * layout.rows);
+    },
+    bsrMatmulGradInput(dy, blocks, layout, m, out) {
+      const idx = indexBuffers(layout);
+      const pipeline = pipe('bsrMatmulGradInput', () => `${HEAD(`@group(0) @binding(1) var<storage, read> D: array<f32>;
+@group(0) @binding(2) var<storage, read> W: array<f32>;
+@group(0) @binding(3) var<storage, read> colPtr: array<i32>;
+@group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
+@group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`)}\n${MAIN}
+  let m = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u);
+  if (i >= m * cols) { return; }
+  let r = i / cols; let c = i % cols;
+  let bc = c / bs; let cj = c % bs;
+  var acc = 0.0;
+  for (var e = u32(colPtr[bc]); e < u32(colPtr[bc + 1u]); e++) {
+    let b = u32(cscBlock[e]);
+    let db = r * rows + u32(rowIdx[b]) * bs;
+    let wb = b * bs * bs + cj;
+    for (var k = 0u; k < bs; k++) { acc += D[db + k] * W[wb + k * bs]; }
+  }
+  Y[i] = acc;
+}`);
+      ctx.dispatch('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, layout.blockSize].map(u), m * layout.cols);
+    },
+    bsrSddmm(dy, x, layout, m, out) {
+      const idx = indexBuffers(layout);
+      const pipeline = pipe('bsrSddmm', () => `${HEAD(`@group(0) @binding(1) var<storage, read> D: array<f32>;
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
+@group(0) @binding(4) var<storage, read> colIdx: array<i32>;
+@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`)}\n${MAIN}
+  let m = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let nnz = p(4u);
+  if (i >= nnz * bs * bs) { return; }
+  let b = i / (bs * bs); let ij = i % (bs * bs);
+  let di = u32(rowIdx[b]) * bs + ij / bs;
+  let xj = u32(colIdx[b]) * bs + ij % bs;
+  var acc = 0.0;
+  for (var r = 0u; r < m; r++) { acc += D[r * rows + di] * X[r * cols + xj]; }
+  Y[i] = acc;
+}`);
+      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
+      ctx.dispatch('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, G(out)], [m, rows, cols, bs, nnz].map(u), nnz * bs * bs);
+    },
+
+    gather(x, idx, outer, n, inner, count, out) {
+      const t = wgslType(x.dtype);
+      const pipeline = pipe(`gather|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;
+@group(0) @binding(2) var<storage, read> I: array<i32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<${t}>;`)}\n${MAIN}
+  let outer = p(0u); let n = p(1u); let inner = p(2u); let count = p(3u);
+  if (i >= outer * count * inner) { return; }
+  let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
+  let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
+  // Out-of-range indices read as 0 (checking would need a readback).
+  Y[i] = select(${t}(0), X[(o * n + u32(k)) * inner + q], k >= 0 && u32(k) < n);
+}`);
+      ctx.dispatch('gather', pipeline, [G(x), G(idx.buffer), G(out)], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
+    },
+    scatterAdd(src, idx, outer, n, inner, count, out) {
+      const isInt = src.dtype === 'int32';
+      this.fill(out, outer * n * inner, 0);
+      // Float atomics do not exist in WGSL: add through a compare-exchange loop on the bits.
+      const pipeline = pipe(`scatterAdd|${src.dtype}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> S: array<${isInt ? 'i32' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> I: array<i32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<atomic<${isInt ? 'i32' : 'u32'}>>;`)}\n${MAIN}
+  let outer = p(0u); let n = p(1u); let inner = p(2u); let count = p(3u);
+  if (i >= outer * count * inner) { return; }
+  let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
+  let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
+  if (k < 0 || u32(k) >= n) { return; }
+  let at = (o * n + u32(k)) * inner + q;
+  let v = S[i];
+  ${isInt ? 'atomicAdd(&Y[at], v);' : `var old = atomicLoad(&Y[at]);
+  loop {
+    let r = atomicCompareExchangeWeak(&Y[at], old, bitcast<u32>(bitcast<f32>(old) + v));
+    if (r.exchanged) { break; }
+    old = r.old_value;
+  }`}
+}`);
+      ctx.dispatch('scatterAdd', pipeline, [G(src), G(idx.buffer), G(out)], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
+    },
+
+    softmax(x, rows, n, log, out) {
+      ctx.dispatchGrid('softmax', pipe(`softmax|${log}`, () => rowKernel(`
+  var m = -3.4e38;
+  for (var j = l; j < n; j += 256u) { m = max(m, X[base + j]); }
+  let mx = reduceMax(m, l);
+  var s = 0.0;
+  for (var j = l; j < n; j += 256u) { s += exp(X[base + j] - mx); }
+  let total = reduceSum(s, l);
+  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }`)),
+      [G(x), G(out)], [u(rows), u(n)], gridFor(rows));
+    },
+    softmaxBackward(y, dy, rows, n, log, out) {
+      ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackward|${log}`, () => rowKernel(`
+  var s = 0.0;
+  for (var j = l; j < n; j += 256u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
+  let total = reduceSum(s, l);
+  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, true)),
+      [G(y), G(dy), G(out)], [u(rows), u(n)], gridFor(rows));
+    },
+    layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
+      const g = !!gamma;
+      const b = !!beta;
+      const pipeline = pipe(`layerNorm|${g}|${b}`, () => `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
+${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''}
+@group(0) @binding(${2 + +g + +b}) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(${3 + +g + +b}) var<storage, read_write> Mean: array<f32>;
+@group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;
+${REDUCE}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
+  if (row >= p(0u)) { return; }
+  let base = row * n;
+  var s = 0.0;
+  for (var j = l; j < n; j += 256u) { s += X[base + j]; }
+  let mu = reduceSum(s, l) / f32(n);
+  var v = 0.0;
+  for (var j = l; j < n; j += 256u) { let d = X[base + j] - mu; v += d * d; }
+  let rs = 1.0 / sqrt(reduceSum(v, l) / f32(n) + pf(2u));
+  if (l == 0u) { Mean[row] = mu; Rstd[row] = rs; }
+  for (var j = l; j < n; j += 256u) {
+    Y[base + j] = (X[base + j] - mu) * rs${g ? ' * Gm[j]' : ''}${b ? ' + Bt[j]' : ''};
+  }
+}`);
+      const bufs = [G(x), ...(gamma ? [G(gamma)] : []), ...(beta ? [G(beta)] : []), G(out), G(mean), G(rstd)];
+      ctx.dispatchGrid('layerNorm', pipeline, bufs, [u(rows), u(n), { f32: eps }], gridFor(rows));
+    },
+    layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
+      const g = !!gamma;
+      const pipeline = pipe(`layerNormBackward|${g}`, () => `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
+@group(0) @binding(${2 + +g}) var<storage, read> Mean: array<f32>;
+@group(0) @binding(${3 + +g}) var<storage, read> Rstd: array<f32>;
+@group(0) @binding(${4 + +g}) var<storage, read> Dy: array<f32>;
+@group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;
+${REDUCE}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
+  if (row >= p(0u)) { return; }
+  let base = row * n; let mu = Mean[row]; let rs = Rstd[row];
+  var sd = 0.0; var sdx = 0.0;
+  for (var j = l; j < n; j += 256u) {
+    let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
+    sd += d; sdx += d * xh;
+  }
+  let md = reduceSum(sd, l) / f32(n);
+  let mdx = reduceSum(sdx, l) / f32(n);
+  for (var j = l; j < n; j += 256u) {
+    let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
+    Dx[base + j] = rs * (d - md - xh * mdx);
+  }
+}`);
+      ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], gridFor(rows));
+      if (dgamma || dbeta) {
+        // Column sums over rows: one invocation per feature.
+        const both = `${!!dgamma}|${!!dbeta}`;
+        const cols = pipe(`layerNormParams|${both}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> Mean: array<f32>;
+@group(0) @binding(3) var<storage, read> Rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> Dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> Dg: array<f32>;
+@group(0) @binding(6) var<storage, read_write> Db: array<f32>;`)}\n${MAIN}
+  let rows = p(0u); let n = p(1u);
+  if (i >= n) { return; }
+  var sg = 0.0; var sb = 0.0;
+  for (var r = 0u; r < rows; r++) {
+    let d = Dy[r * n + i];
+    sg += d * (X[r * n + i] - Mean[r]) * Rstd[r]; sb += d;
+  }
+  ${dgamma ? 'Dg[i] = sg;' : ''} ${dbeta ? 'Db[i] = sb;' : ''}
+}`);
+        const scratch = ctx.alloc(n, 'float32');
+        ctx.dispatch('layerNormBackward', cols, [G(x), G(mean), G(rstd), G(dy), dgamma ? G(dgamma) : scratch, dbeta ? G(dbeta) : scratch], [u(rows), u(n)], n);
+        ctx.free(scratch); // later reuse is ordered after this dispatch on the queue
+      }
+    },
+  };
+
+  function indexBuffers(layout: BlockLayout) {
+    let cached = layoutCache.get(layout);
+    if (!cached) {
+      const up = (a: Int32Array) => {
+        const b = ctx.alloc(a.length, 'int32');
+        ctx.upload(b, a);
+        return b;
+      };
+      cached = { rowPtr: up(layout.rowPtr), colIdx: up(layout.colIdx), rowIdx: up(layout.rowIdx), colPtr: up(layout.colPtr), cscBlock: up(layout.cscBlock) };
+      layoutCache.set(layout, cached);
+    }
+    return cached;
+  }
+}
+
+/** Device copies of block-layout indexes, uploaded once per layout. */
+const layoutCache = new WeakMap<BlockLayout, Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>>();
+
+/** Workgroup-wide sum and max over 256 invocations (tree reduction in workgroup memory). */
+const REDUCE = /* wgsl */ `
+var<workgroup> red: array<f32, 256>;
+fn reduceSum(v: f32, l: u32) -> f32 {
+  red[l] = v; workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
+  let r = red[0]; workgroupBarrier(); return r;
+}
+fn reduceMax(v: f32, l: u32) -> f32 {
+  red[l] = v; workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] = max(red[l], red[l + s]); } workgroupBarrier(); }
+  let r = red[0]; workgroupBarrier(); return r;
+}`;
+
+/** A kernel with one workgroup per row of X (and Dy), writing Y. */
+function rowKernel(body: string, withDy = false): string {
+  return `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
+@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
+${REDUCE}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
+  if (row >= p(0u)) { return; }
+  let base = row * n;${body}
+}`;
+}
+
+function gridFor(rows: number): [number, number, number] {
+  const x = Math.min(rows, 65535);
+  return [x, Math.ceil(rows / x), 1];
+}

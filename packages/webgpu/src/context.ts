@@ -1,0 +1,174 @@
+/**
+ * The WebGPU engine: device, buffer pool, pipeline cache and lazy command submission. Kernels
+ * call `dispatch`, which records into the current command encoder; work is submitted at a read
+ * or after MAX_BATCH dispatches, and only reads wait for the GPU. Per-dispatch parameters go into
+ * one uniform arena per batch, uploaded just before its submit (queue order guarantees the
+ * previous batch has consumed the arena by then).
+ */
+import type { BackendBuffer, DType } from '@sparsegrad/core';
+
+const MAX_BATCH = 256;
+/** Uniform blocks are bound at multiples of this offset alignment. */
+const UNIFORM_STRIDE = 256;
+const WORKGROUP = 256;
+const MAX_GROUPS_X = 65535;
+
+export class GpuBuffer implements BackendBuffer {
+  constructor(readonly buffer: GPUBuffer, readonly size: number, readonly dtype: DType) {}
+  /** Bytes bound by kernels (never 0: WebGPU rejects empty bindings). */
+  get byteLength(): number {
+    return Math.max(4, this.size * 4);
+  }
+}
+
+export type Param = { u32: number } | { i32: number } | { f32: number };
+
+export class GpuContext {
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private dispatches = 0;
+  private readonly arena: GPUBuffer;
+  private readonly arenaData = new ArrayBuffer(MAX_BATCH * UNIFORM_STRIDE);
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pool = new Map<number, GPUBuffer[]>();
+  private lastOp = '';
+  private error: string | null = null;
+  liveBuffers = 0;
+  liveBytes = 0;
+
+  constructor(readonly device: GPUDevice, readonly description: string) {
+    this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.addEventListener('uncapturederror', (e) => {
+      this.error ??= `${this.lastOp}: ${(e as GPUUncapturedErrorEvent).error.message}`;
+    });
+    void device.lost.then((info) => {
+      this.error ??= `device lost (${info.reason}): ${info.message}`;
+    });
+  }
+
+  /** Throws the first asynchronous GPU error seen, naming the op that was being encoded. */
+  check(): void {
+    if (this.error) throw new Error(`webgpu: ${this.error}`);
+  }
+
+  // ---- buffers: power-of-two size classes, recycled ----
+  alloc(size: number, dtype: DType): GpuBuffer {
+    const bytes = Math.max(16, size * 4);
+    const cls = 2 ** Math.ceil(Math.log2(bytes));
+    const free = this.pool.get(cls);
+    const buffer = free?.pop() ?? this.device.createBuffer({ size: cls, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    this.liveBuffers++;
+    this.liveBytes += size * 4;
+    return new GpuBuffer(buffer, size, dtype);
+  }
+
+  free(b: GpuBuffer): void {
+    this.liveBuffers--;
+    this.liveBytes -= b.size * 4;
+    const cls = b.buffer.size;
+    let list = this.pool.get(cls);
+    if (!list) this.pool.set(cls, (list = []));
+    list.push(b.buffer);
+  }
+
+  upload(b: GpuBuffer, data: ArrayBufferView): void {
+    if (data.byteLength) this.device.queue.writeBuffer(b.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  async read(b: GpuBuffer, size: number): Promise<Float32Array | Int32Array> {
+    this.check();
+    const bytes = Math.max(4, size * 4);
+    const staging = this.device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.ensureEncoder();
+    this.endPass();
+    this.encoder!.copyBufferToBuffer(b.buffer, 0, staging, 0, staging.size);
+    this.flush();
+    // Dawn's Node bindings hold no event-loop handle while a map is pending: keep the loop alive
+    // (or Node would exit with the promise unsettled).
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      await this.device.queue.onSubmittedWorkDone();
+      await staging.mapAsync(GPUMapMode.READ);
+    } finally {
+      clearInterval(keepAlive);
+    }
+    const copy = staging.getMappedRange().slice(0, size * 4);
+    staging.unmap();
+    staging.destroy();
+    this.check();
+    return b.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy);
+  }
+
+  // ---- pipelines ----
+  pipeline(key: string, code: () => string): GPUComputePipeline {
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: code(), label: key });
+      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: key });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  private ensureEncoder(): void {
+    this.encoder ??= this.device.createCommandEncoder();
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
+  }
+
+  /**
+   * Records one dispatch. Bindings: @binding(0) is the uniform parameter block (when params are
+   * given), then the buffers in order. `threads` is the number of invocations needed; the grid is
+   * folded into 2-D when it exceeds the per-dimension limit (kernels use `globalIndex()`).
+   */
+  dispatch(op: string, pipeline: GPUComputePipeline, buffers: GpuBuffer[], params: Param[], threads: number, workgroup = WORKGROUP): void {
+    if (threads <= 0) return;
+    const groups = Math.ceil(threads / workgroup);
+    const x = Math.min(groups, MAX_GROUPS_X);
+    this.dispatchGrid(op, pipeline, buffers, params, [x, Math.ceil(groups / x), 1]);
+  }
+
+  /** Records one dispatch of an explicit workgroup grid. */
+  dispatchGrid(op: string, pipeline: GPUComputePipeline, buffers: GpuBuffer[], params: Param[], grid: [number, number, number]): void {
+    if (grid[0] * grid[1] * grid[2] <= 0) return;
+    this.check();
+    this.lastOp = op;
+    if (this.dispatches === MAX_BATCH) this.flush();
+    this.ensureEncoder();
+    const offset = this.dispatches * UNIFORM_STRIDE;
+    const view = new DataView(this.arenaData, offset, UNIFORM_STRIDE);
+    params.forEach((p, i) => {
+      if ('u32' in p) view.setUint32(i * 4, p.u32, true);
+      else if ('i32' in p) view.setInt32(i * 4, p.i32, true);
+      else view.setFloat32(i * 4, p.f32, true);
+    });
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset, size: UNIFORM_STRIDE } }];
+    buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: 0, size: b.byteLength } }));
+    const group = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    this.pass ??= this.encoder!.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, group);
+    this.pass.dispatchWorkgroups(...grid);
+    this.dispatches++;
+  }
+
+  /** Submits what was recorded (with its uniforms). */
+  flush(): void {
+    if (!this.encoder) return;
+    this.endPass();
+    if (this.dispatches) this.device.queue.writeBuffer(this.arena, 0, this.arenaData, 0, this.dispatches * UNIFORM_STRIDE);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.dispatches = 0;
+  }
+}
+
+/** WGSL helper every kernel includes: the flat invocation index over a folded 2-D grid. */
+export const INDEX_WGSL = /* wgsl */ `
+fn flatIndex(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+}`;
+export const WG = WORKGROUP;

@@ -1,0 +1,22 @@
+import type { Backend } from '@sparsegrad/core';
+import { createWebGPUBackend } from './backend.ts';
+import { GpuContext } from './context.ts';
+
+/** Requests an adapter and a device with the adapter's largest buffer limits; throws with a reason when there is none. */
+export async function createFromGPU(gpu: GPU): Promise<Backend> {
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error('no WebGPU adapter found (on a machine without a GPU, run npm run setup:vulkan-sw for a software one)');
+  const limits = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+      maxBufferSize: limits.maxBufferSize,
+      maxStorageBuffersPerShaderStage: Math.min(limits.maxStorageBuffersPerShaderStage, 10),
+    },
+  });
+  const info = adapter.info;
+  const description = `${info.vendor || 'unknown vendor'} ${info.architecture || ''} ${info.description || info.device || ''}`.replace(/\s+/g, ' ').trim();
+  // Dawn reports lavapipe/SwiftShader as CPU adapters; newer implementations flag fallback adapters.
+  const software = /llvmpipe|lavapipe|swiftshader/i.test(description) || !!(info as { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return createWebGPUBackend(new GpuContext(device, `WebGPU: ${description}${software ? ' (software)' : ''}`), software);
+}

@@ -1,0 +1,78 @@
+/** WGSL building blocks shared by the kernels. */
+import type { BinaryOp, DType, UnaryOp } from '@sparsegrad/core';
+
+export const wgslType = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
+
+/** Parameters arrive as 64 u32 words; floats are bitcast. */
+export const PARAMS = /* wgsl */ `
+@group(0) @binding(0) var<uniform> P: array<vec4<u32>, 16>;
+fn p(i: u32) -> u32 { return P[i / 4u][i % 4u]; }
+fn pf(i: u32) -> f32 { return bitcast<f32>(p(i)); }
+fn pi(i: u32) -> i32 { return bitcast<i32>(p(i)); }`;
+
+export const MAX_RANK = 6;
+
+/** Offset of element `i` (row-major over the shape in params 2..8) in operand k's view. */
+export const STRIDED = /* wgsl */ `
+fn viewOffset(i: u32, k: u32) -> u32 {
+  let rank = p(1u);
+  let base = 8u + k * 7u;
+  var rem = i;
+  var off = p(base);
+  for (var d = i32(rank) - 1; d >= 0; d--) {
+    let dim = p(2u + u32(d));
+    off += (rem % dim) * p(base + 1u + u32(d));
+    rem /= dim;
+  }
+  return off;
+}`;
+
+export const ERF = /* wgsl */ `
+fn erf1(x: f32) -> f32 {
+  let z = abs(x);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+    t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
+fn sigm(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`;
+
+const C = '0.7978845608028654';
+export const UNARY_WGSL: Record<UnaryOp, string> = {
+  neg: '-a',
+  exp: 'exp(a)',
+  log: 'log(a)',
+  sqrt: 'sqrt(a)',
+  abs: 'abs(a)',
+  sign: 'sign(a)',
+  // Overflow-safe forms (exp(large) = inf gives the right limits).
+  tanh: '1.0 - 2.0 / (exp(2.0 * a) + 1.0)',
+  sigmoid: 'sigm(a)',
+  relu: 'select(0.0, a, a > 0.0)',
+  geluTanh: `a * sigm(2.0 * ${C} * (a + 0.044715 * a * a * a))`,
+  geluErf: '0.5 * a * (1.0 + erf1(a * 0.7071067811865476))',
+  geluTanhGrad: `gtg(a)`,
+  geluErfGrad: '0.5 * (1.0 + erf1(a * 0.7071067811865476)) + a * 0.3989422804014327 * exp(-0.5 * a * a)',
+};
+export const GELU_TANH_GRAD = /* wgsl */ `
+fn gtg(x: f32) -> f32 {
+  let s = sigm(2.0 * ${C} * (x + 0.044715 * x * x * x));
+  return s + x * 2.0 * s * (1.0 - s) * ${C} * (1.0 + 3.0 * 0.044715 * x * x);
+}`;
+
+export const BINARY_WGSL: Record<BinaryOp, string> = {
+  add: 'a + b', sub: 'a - b', mul: 'a * b', div: 'a / b',
+  pow: 'POW',
+  maximum: 'max(a, b)', minimum: 'min(a, b)',
+  eq: 'CMP(a == b)', ne: 'CMP(a != b)', lt: 'CMP(a < b)', le: 'CMP(a <= b)', gt: 'CMP(a > b)', ge: 'CMP(a >= b)',
+};
+
+/** The counter-based generator of core's random.ts, bit for bit. */
+export const RANDOM = /* wgsl */ `
+fn fmix(h0: u32) -> u32 {
+  var h = h0;
+  h ^= h >> 16u; h *= 0x85ebca6bu; h ^= h >> 13u; h *= 0xc2b2ae35u; h ^= h >> 16u;
+  return h;
+}
+fn bits(key: u32, i: u32) -> u32 { return fmix(fmix(i * 0x9e3779b1u + key) ^ key); }
+fn uni(key: u32, i: u32) -> f32 { return f32(bits(key, i) >> 8u) * (1.0 / 16777216.0); }`;
