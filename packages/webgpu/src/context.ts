@@ -31,6 +31,7 @@ export class GpuContext {
   private readonly arenaData = new ArrayBuffer(MAX_BATCH * UNIFORM_STRIDE);
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly pool = new Map<number, GPUBuffer[]>();
+  private readonly staging = new Map<number, GPUBuffer[]>();
   private lastOp = '';
   private error: string | null = null;
   liveBuffers = 0;
@@ -77,24 +78,26 @@ export class GpuContext {
 
   async read(b: GpuBuffer, size: number): Promise<Float32Array | Int32Array> {
     this.check();
-    const bytes = Math.max(4, size * 4);
-    const staging = this.device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const bytes = Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(4, size * 4))));
+    const staging = this.staging.get(bytes)?.pop() ?? this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     this.ensureEncoder();
     this.endPass();
-    this.encoder!.copyBufferToBuffer(b.buffer, 0, staging, 0, staging.size);
+    this.encoder!.copyBufferToBuffer(b.buffer, 0, staging, 0, Math.min(staging.size, b.buffer.size));
     this.flush();
     // Dawn's Node bindings hold no event-loop handle while a map is pending: keep the loop alive
     // (or Node would exit with the promise unsettled).
     const keepAlive = setInterval(() => {}, 1000);
     try {
-      await this.device.queue.onSubmittedWorkDone();
       await staging.mapAsync(GPUMapMode.READ);
     } finally {
       clearInterval(keepAlive);
     }
     const copy = staging.getMappedRange().slice(0, size * 4);
     staging.unmap();
-    staging.destroy();
+    // Staging buffers are reused: creating and destroying one per read crashed Dawn's Node bindings.
+    let list = this.staging.get(bytes);
+    if (!list) this.staging.set(bytes, (list = []));
+    list.push(staging);
     this.check();
     return b.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy);
   }
