@@ -36,6 +36,8 @@ export class GpuContext {
   private error: string | null = null;
   liveBuffers = 0;
   liveBytes = 0;
+  /** Objects that must live as long as the device (see device.ts). */
+  readonly owners: unknown[] = [];
 
   constructor(readonly device: GPUDevice, readonly description: string) {
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });

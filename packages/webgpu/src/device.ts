@@ -18,5 +18,9 @@ export async function createFromGPU(gpu: GPU): Promise<Backend> {
   const description = `${info.vendor || 'unknown vendor'} ${info.architecture || ''} ${info.description || info.device || ''}`.replace(/\s+/g, ' ').trim();
   // Dawn reports lavapipe/SwiftShader as CPU adapters; newer implementations flag fallback adapters.
   const software = /llvmpipe|lavapipe|swiftshader/i.test(description) || !!(info as { isFallbackAdapter?: boolean }).isFallbackAdapter;
-  return createWebGPUBackend(new GpuContext(device, `WebGPU: ${description}${software ? ' (software)' : ''}`), software);
+  const ctx = new GpuContext(device, `WebGPU: ${description}${software ? ' (software)' : ''}`);
+  // Dawn's Node bindings destroy the native instance when the GPU object is garbage collected,
+  // taking the device down with it at a random later moment: keep both alive with the context.
+  ctx.owners.push(gpu, adapter);
+  return createWebGPUBackend(ctx, software);
 }
