@@ -75,7 +75,11 @@ export class GpuContext {
   }
 
   upload(b: GpuBuffer, data: ArrayBufferView): void {
-    if (data.byteLength) this.device.queue.writeBuffer(b.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    if (!data.byteLength) return;
+    // queue.writeBuffer runs before commands still in an unsubmitted encoder, and `b` may be a
+    // recycled buffer those commands read: submit them first so the order is kept.
+    this.flush();
+    this.device.queue.writeBuffer(b.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
   }
 
   async read(b: GpuBuffer, size: number): Promise<Float32Array | Int32Array> {
