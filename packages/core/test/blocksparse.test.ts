@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, createCpuBackend, manualSeed, tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, createCpuBackend, manualSeed, setBackend, tensor } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -31,6 +31,8 @@ const transpose = (a: ArrayLike<number>, r: number, c: number) => {
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`blocksparse [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
   const opts = { backend };
 
   test('layout indexes agree with the block coordinates', () => {

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
 import { tensor, type Tensor } from '@sparsegrad/core';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
 
@@ -61,6 +62,8 @@ const BINARY: [string, (a: Tensor | number, b: Tensor | number) => Tensor, (x: n
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`elementwise [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
 
   for (const [name, op, ref, scale] of UNARY) {

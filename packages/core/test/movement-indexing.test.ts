@@ -1,11 +1,14 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import { assertThrows, backendsUnderTest, gradCheck, randomArray } from './helpers.ts';
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`movement and indexing [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
   const I = (d: number[], shape?: number[]) => tensor(Int32Array.from(d), shape, { backend });
   const iota = (n: number) => Array.from({ length: n }, (_, i) => i);

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -17,6 +18,8 @@ function refSoftmaxRows(x: ArrayLike<number>, rows: number, n: number, log: bool
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`nn ops [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
   const I = (d: number[], shape?: number[]) => tensor(Int32Array.from(d), shape, { backend });
 

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
 
@@ -62,6 +63,8 @@ function refMatmul(a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs:
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`reduce and matmul [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
 
   test('sum, mean, max, min, argmax over axes with keepdim', async () => {

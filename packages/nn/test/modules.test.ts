@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
 import { tensor, type Tensor } from '@sparsegrad/core';
 import {
   Bert, BlockSparseLinear, BlockSparseModelPatcher, Dropout, GPT, LayerNorm, Linear, ModelPatcher, Module, ModuleList,
@@ -45,6 +46,8 @@ function denseLinearRef(x: ArrayLike<number>, m: number, w: ArrayLike<number>, o
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`nn modules [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
 
   test('registration: dotted paths, parameters, stateDict, get/setModule, train/eval', () => {
     const net = new Net();

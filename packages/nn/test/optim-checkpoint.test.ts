@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sg from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import {
   Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, clipGradNorm, decodeSafetensors, encodeSafetensors,
@@ -13,6 +14,8 @@ import { assertClose, assertRejects, assertThrows, backendsUnderTest } from '../
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`optimizers and checkpoints [${backend.name}]`);
+  // Modules and creation functions without an explicit backend use the current one.
+  test.before(async () => void (await setBackend(backend.name)));
   const T = (d: number[]) => tensor(d, undefined, { backend, requiresGrad: true });
   const setGrad = (p: sg.Tensor, g: number[]) => (p.grad = tensor(g, undefined, { backend }));
 
