@@ -11,7 +11,7 @@ registerBackend({
   priority: 1,
   async create() {
     if (process.env.SPARSEGRAD_WEBGPU_EXPERIMENTAL !== '1') {
-      throw new Error('the WebGPU backend is still being built (its kernels do not pass the shared suite yet); set SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 to try it');
+      throw new Error('the WebGPU backend is opt-in until its kernels are optimised; set SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 to use it');
     }
     let gpu: GPU;
     try {
