@@ -36,6 +36,7 @@ for (const backend of await backendsUnderTest()) {
     assert.equal(await x.slice(1, 1).toNested(), [[1, 2], [4, 5]]);
     assert.equal(await x.slice(1, -2, -1).toNested(), [[1], [4]]);
     assert.equal(await x.narrow(0, 1, 1).toNested(), [[3, 4, 5]]);
+    assertThrows(() => T([5], []).slice(0, 0, 1), /slice: cannot slice a scalar \(rank 0\)/);
     assertThrows(() => x.narrow(1, 2, 2), /narrow: range start=2, length=2 does not fit dimension 1 of size 3/);
     assertThrows(() => x.permute(0, 0), /permute: axes \[0,0\] must be a permutation/);
     assertThrows(() => x.expand(4, 3), /expand: cannot expand \[2, 3\] to \[4, 3\]/);

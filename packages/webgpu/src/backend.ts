@@ -151,10 +151,10 @@ var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
 @compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
   let m = p(0u); let n = p(1u); let k = p(2u);
-  let tilesN = (n + 15u) / 16u;
-  let batch = wg.y;
-  let row = (wg.x / tilesN) * 16u + l.y;
-  let col = (wg.x % tilesN) * 16u + l.x;
+  // Grid: x = column tiles, y = row tiles, z = batch (each within the 65535 per-dimension limit).
+  let batch = wg.z;
+  let row = wg.y * 16u + l.y;
+  let col = wg.x * 16u + l.x;
   let aBase = p(3u) + batch * p(4u); let aRow = p(5u); let aCol = p(6u);
   let bBase = p(7u) + batch * p(8u); let bRow = p(9u); let bCol = p(10u);
   var acc = 0.0;
@@ -168,9 +168,8 @@ var<workgroup> tb: array<array<f32, 16>, 16>;
   }
   if (row < m && col < n) { C[batch * m * n + row * n + col] = acc; }
 }`);
-      const tiles = Math.ceil(m / 16) * Math.ceil(n / 16);
       const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
-      ctx.dispatchGrid('matmul', pipeline, [G(a.buffer), G(b.buffer), G(out)], params, [tiles, batch, 1]);
+      ctx.dispatchGrid('matmul', pipeline, [G(a.buffer), G(b.buffer), G(out)], params, [Math.ceil(n / 16), Math.ceil(m / 16), batch]);
     },
 
     bsrMatmul(x, blocks, layout, m, out) {

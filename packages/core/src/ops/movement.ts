@@ -112,6 +112,7 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
 /** Elements start..end-1 along `axis` (negative indices count from the end), as a view. */
 export function slice(x: Tensor, axis: number, start: number, end?: number): Tensor {
   checkTensors('slice', x);
+  if (x.rank === 0) throw opError('slice', 'cannot slice a scalar (rank 0); reshape it to [1] first');
   const a = normalizeAxis('slice', axis, x.rank);
   const n = x.shape[a];
   const norm = (i: number) => Math.min(Math.max(i < 0 ? i + n : i, 0), n);
