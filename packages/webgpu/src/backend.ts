@@ -34,6 +34,9 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
   function elementwise(op: string, key: string, inputs: (View | number)[], inTypes: DType[], out: BackendBuffer, expr: string, extra = ''): void {
     const views = inputs.filter((v): v is View => typeof v !== 'number');
     const shape = views[0].shape;
+    // When every operand is one contiguous run, index directly (no per-dim division).
+    const merged = collapseDims(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
+    const flat = merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1);
     const names = ['a', 'b', 'c'];
     let vi = 0;
     const bindings: string[] = [];
@@ -47,13 +50,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
         loads.push(`let ${names[k]} = ${t === 'i32' ? `pi(${40 + scalars.length - 1}u)` : `pf(${40 + scalars.length - 1}u)`};`);
       } else {
         bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${k}: array<${t}>;`);
-        loads.push(`let ${names[k]} = X${k}[viewOffset(i, ${vi}u)];`);
+        loads.push(`let ${names[k]} = X${k}[${flat ? `p(${8 + vi * 7}u) + i` : `viewOffset(i, ${vi}u)`}];`);
         vi++;
       }
     });
     const outT = wgslType(out.dtype);
     bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${outT}>;`);
-    const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}`;
+    const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}|${flat ? 'flat' : 'strided'}`;
     const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${STRIDED}\n${extra}\n${MAIN}\n  if (i >= p(0u)) { return; }\n  ${loads.join('\n  ')}\n  Y[i] = ${outT}(${expr});\n}`);
     const params = layoutParams(op, shape, views);
     while (params.length < 40) params.push(u(0));
@@ -125,6 +128,18 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
 
     reduce(op: ReduceOp, x, outer, n, inner, out) {
       const t = wgslType(x.dtype);
+      if (inner === 1 && t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
+        // Rows reduced by a whole workgroup each (a full-tensor sum is one long row).
+        const init = op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38';
+        const combine = op === 'sum' ? 'acc + v' : `${op}(acc, v)`;
+        const pipeline = pipe(`reduceRows|${op}`, () => rowKernel(`
+  var acc = ${init};
+  for (var j = l; j < n; j += 256u) { let v = X[base + j]; acc = ${combine}; }
+  let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
+  if (l == 0u) { Y[row] = r; }`));
+        ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n)], gridFor(outer));
+        return;
+      }
       const arg = op === 'argmax' || op === 'argmin';
       const better = op === 'max' || op === 'argmax' ? '>' : '<';
       const pipeline = pipe(`reduce|${op}|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${arg ? 'i32' : t}>;`)}\n${MAIN}
