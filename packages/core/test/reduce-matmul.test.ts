@@ -94,6 +94,24 @@ for (const backend of await backendsUnderTest()) {
     assert.equal([...sg.sum(T([], [0, 3]), 0).shape], [3]);
   });
 
+  test('full reductions of a long tensor (chunked on GPUs)', async () => {
+    const n = 100003;
+    const x = f32(randomArray(n, 77));
+    let total = 0;
+    let hi = -Infinity;
+    let lo = Infinity;
+    for (const v of x) {
+      total += v;
+      hi = Math.max(hi, v);
+      lo = Math.min(lo, v);
+    }
+    const t = T(x, [n]);
+    assertClose([await t.sum().item()], [total], 1e-5, 'sum');
+    assert.is(await t.max().item(), hi);
+    assert.is(await t.min().item(), lo);
+    assertClose([await t.mean().item()], [total / n], 1e-5, 'mean');
+  });
+
   test('reduction gradients (ties share the gradient of max)', async () => {
     const d = randomArray(24, 5);
     await gradCheck((x) => x.sum([0, 2]), [{ data: d, shape: [2, 3, 4] }], { backend });

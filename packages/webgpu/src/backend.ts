@@ -129,15 +129,26 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
     reduce(op: ReduceOp, x, outer, n, inner, out) {
       const t = wgslType(x.dtype);
       if (inner === 1 && t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
-        // Rows reduced by a whole workgroup each (a full-tensor sum is one long row).
+        // Rows reduced by a whole workgroup each. Params: rows, row length, total length (the
+        // last row of a chunked pass may be short).
         const init = op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38';
         const combine = op === 'sum' ? 'acc + v' : `${op}(acc, v)`;
         const pipeline = pipe(`reduceRows|${op}`, () => rowKernel(`
   var acc = ${init};
-  for (var j = l; j < n; j += 256u) { let v = X[base + j]; acc = ${combine}; }
+  for (var j = l; j < n && base + j < p(2u); j += 256u) { let v = X[base + j]; acc = ${combine}; }
   let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
   if (l == 0u) { Y[row] = r; }`));
-        ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n)], gridFor(outer));
+        const CHUNK = 16384;
+        if (outer === 1 && n > 4 * CHUNK) {
+          // One long row (a full-tensor reduction): partial results per chunk, then one more pass.
+          const parts = Math.ceil(n / CHUNK);
+          const partial = ctx.alloc(parts, 'float32');
+          ctx.dispatchGrid(op, pipeline, [G(x), partial], [u(parts), u(CHUNK), u(n)], gridFor(parts));
+          ctx.dispatchGrid(op, pipeline, [partial, G(out)], [u(1), u(parts), u(parts)], [1, 1, 1]);
+          ctx.free(partial); // reuse is ordered after these dispatches on the queue
+          return;
+        }
+        ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(outer * n)], gridFor(outer));
         return;
       }
       const arg = op === 'argmax' || op === 'argmin';
