@@ -9,7 +9,7 @@ import type { UnaryOp } from '../backend.ts';
 import { zeros } from '../creation.ts';
 import { add, binaryKernel, div, eq, gt, lt, mul, neg, sign, unaryKernel, where } from '../ops/elementwise.ts';
 import { bsrKernel, bsrSddmmKernel } from '../ops/blocksparse.ts';
-import { scatterAddKernel, splitAround } from '../ops/indexing.ts';
+import { indexView, scatterAddKernel } from '../ops/indexing.ts';
 import type { BlockLayout } from '../backend.ts';
 import { matmul } from '../ops/matmul.ts';
 import { asFlat, copyInto, expand, narrow, permute, reshape, transpose } from '../ops/movement.ts';
@@ -150,16 +150,13 @@ export const gradRules: Record<string, GradRule> = {
   indexSelect: (g, node) => {
     const x = node.inputs[0];
     const { axis, index } = node.attrs as { axis: number; index: Tensor };
-    const idx = index.viewFor('indexSelect', [1, index.shape[0], 1], [0, index.strides[0], 0]);
-    return [scatterAddKernel('indexSelect', g, axis, idx, x.shape[axis])];
+    return [scatterAddKernel('indexSelect', g, axis, indexView('indexSelect', index, axis, true), x.shape[axis])];
   },
   gather: (g, node) => {
     const x = node.inputs[0];
     const { axis, index } = node.attrs as { axis: number; index: Tensor };
-    const [outer, count, inner] = splitAround(index.shape, axis);
     const c = index.isContiguous ? index : index.contiguous();
-    const idx = { buffer: c.bufferFor('gather'), shape: [outer, count, inner], strides: [count * inner, inner, 1], offset: c.offset };
-    return [scatterAddKernel('gather', g, axis, idx, x.shape[axis])];
+    return [scatterAddKernel('gather', g, axis, indexView('gather', c, axis, false), x.shape[axis])];
   },
 
   bsrMatmul: (g, node) => {

@@ -15,8 +15,11 @@ function checkIndex(op: string, index: Tensor): void {
   if (index.dtype !== 'int32') throw opError(op, `index must be an int32 tensor, got ${index.dtype}`);
 }
 
-/** The index tensor seen as [outer, count, inner] (indexSelect's 1-D index broadcasts over outer and inner). */
-function indexView(op: string, index: Tensor, axis: number, select: boolean): View {
+/**
+ * The index tensor seen as [outer, count, inner] (indexSelect's 1-D index broadcasts over outer and
+ * inner). For gather the index must be contiguous (callers make it so).
+ */
+export function indexView(op: string, index: Tensor, axis: number, select: boolean): View {
   if (select) return index.viewFor(op, [1, index.shape[0], 1], [0, index.strides[0], 0]);
   const [outer, count, inner] = splitAround(index.shape, axis);
   // The index may be any strided layout; gather/scatter read it through a 3-D view, so make it contiguous-equivalent.
