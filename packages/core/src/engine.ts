@@ -16,7 +16,8 @@ class Engine {
   gradEnabled = true;
   /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
   private rng = new Uint32Array(4);
-  readonly liveTensors = new Map<string, number>();
+  /** Live tensor handles per backend (keyed like the byte counts, by backend instance). */
+  readonly liveTensors = new Map<Backend, number>();
   /** Bytes of tensor storage alive per backend, and the most seen since the last reset. */
   private readonly liveBytes = new Map<Backend, number>();
   private readonly peakBytes = new Map<Backend, number>();
@@ -80,8 +81,7 @@ class Engine {
   track(t: Tensor): void {
     const scope = this.scopes[this.scopes.length - 1];
     if (scope) scope.add(t);
-    const n = t.backend.name;
-    this.liveTensors.set(n, (this.liveTensors.get(n) ?? 0) + 1);
+    this.liveTensors.set(t.backend, (this.liveTensors.get(t.backend) ?? 0) + 1);
   }
 
   onAlloc(backend: Backend, bytes: number): void {
@@ -104,8 +104,7 @@ class Engine {
 
   onDispose(t: Tensor): void {
     this.untrack(t);
-    const n = t.backend.name;
-    this.liveTensors.set(n, (this.liveTensors.get(n) ?? 1) - 1);
+    this.liveTensors.set(t.backend, (this.liveTensors.get(t.backend) ?? 1) - 1);
   }
 }
 
@@ -134,7 +133,7 @@ export interface MemoryInfo extends BackendMemory {
 }
 
 export function memory(backend: Backend = engine.backend): MemoryInfo {
-  return { backend: backend.name, tensors: engine.liveTensors.get(backend.name) ?? 0, peakBytes: engine.peak(backend), ...backend.memory() };
+  return { backend: backend.name, tensors: engine.liveTensors.get(backend) ?? 0, peakBytes: engine.peak(backend), ...backend.memory() };
 }
 
 /** Starts a new peak-memory measurement (peakBytes restarts from the bytes alive now). */
