@@ -142,6 +142,17 @@ for (const backend of await backendsUnderTest()) {
     const at = T(a, [6, 4]).T; // [4, 6]
     const ref = refMatmul(Array.from({ length: 24 }, (_, i) => a[(i % 6) * 4 + Math.floor(i / 6)]), [4, 6], b, [6, 3]);
     assertClose(await at.matmul(T(b, [6, 3])).toArray(), ref.out, 1e-5, 'transposed');
+    // Many products in one batch take GPU backends' large-tile kernels; both operands as
+    // transposed views (the other contiguous axis), with edges that fill no tile evenly.
+    const ad = f32(randomArray(256 * 40 * 65, 7));
+    const bd = f32(randomArray(129 * 40, 8));
+    const big = T(ad, [256, 40, 65]).transpose(1, 2).matmul(T(bd, [129, 40]).T);
+    const adT = Array.from({ length: ad.length }, (_, i) => {
+      const [t, r, c] = [Math.floor(i / (65 * 40)), Math.floor(i / 40) % 65, i % 40];
+      return ad[t * 40 * 65 + c * 65 + r];
+    });
+    const bdT = Array.from({ length: bd.length }, (_, i) => bd[(i % 129) * 40 + Math.floor(i / 129)]);
+    assertClose(await big.toArray(), refMatmul(adT, [256, 65, 40], bdT, [40, 129]).out, 1e-5, 'batched transposed');
     // 1-D operands
     const v = f32(randomArray(6, 3));
     assertClose(await T(a, [4, 6]).matmul(T(v, [6])).toArray(), refMatmul(a, [4, 6], v, [6, 1]).out, 1e-5, 'matrix @ vector');

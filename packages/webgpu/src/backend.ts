@@ -7,6 +7,7 @@
  */
 import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, type Param } from './context.ts';
+import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -64,7 +65,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
     ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, out.size === 0 ? 0 : shape.reduce((a, b) => a * b, 1));
   }
 
-  return {
+  const backend: Backend = {
     name: 'webgpu',
     device: { name: 'webgpu', description: ctx.description, software },
 
@@ -168,98 +169,109 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
     },
 
     matmul(a: MatrixView, b: MatrixView, out, batch, m, n, k) {
-      // 16x16 output tiles, the shared dimension staged through workgroup memory.
-      const pipeline = pipe('matmul', () => `${PARAMS}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
+      // Large products take 128x128 tiles; smaller ones 64x64 so enough workgroups fill the GPU.
+      const shape = tuned('matmul') ?? (Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 256 ? DENSE_LARGE : DENSE_SMALL);
+      const aC = a.colStride === 1 ? 'k' : 'm';
+      const bC = b.colStride === 1 ? 'n' : 'k';
+      const kChecked = k % shape.bk !== 0;
+      const key = `matmul|${shapeKey(shape)}|${aC}${bC}|${kChecked}`;
+      const pipeline = pipe(key, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: aC, bContiguous: bC, kChecked, a: 'A', b: 'B',
+        bindings: `@group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-var<workgroup> ta: array<array<f32, 16>, 16>;
-var<workgroup> tb: array<array<f32, 16>, 16>;
-@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-  let m = p(0u); let n = p(1u); let k = p(2u);
-  // Grid: x = column tiles, y = row tiles, z = batch (each within the 65535 per-dimension limit).
-  let batch = wg.z;
-  let row = wg.y * 16u + l.y;
-  let col = wg.x * 16u + l.x;
-  let aBase = p(3u) + batch * p(4u); let aRow = p(5u); let aCol = p(6u);
-  let bBase = p(7u) + batch * p(8u); let bRow = p(9u); let bCol = p(10u);
-  var acc = 0.0;
-  for (var t = 0u; t < k; t += 16u) {
-    let ka = t + l.x; let kb = t + l.y;
-    ta[l.y][l.x] = select(0.0, A[aBase + row * aRow + ka * aCol], row < m && ka < k);
-    tb[l.y][l.x] = select(0.0, B[bBase + kb * bRow + col * bCol], kb < k && col < n);
-    workgroupBarrier();
-    for (var q = 0u; q < 16u; q++) { acc += ta[l.y][q] * tb[q][l.x]; }
-    workgroupBarrier();
-  }
-  if (row < m && col < n) { C[batch * m * n + row * n + col] = acc; }
-}`);
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;`,
+        // Grid: x = column tiles (consecutive workgroups share A's row panel in L2), y = row tiles, z = batch.
+        setup: `let M = p(0u); let N = p(1u); let K = p(2u); let batch = wg.z; let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;`,
+        segBegin: '0u', segEnd: '1u',
+        segment: `let aRS = p(5u); let aKS = p(6u); let aBase = p(3u) + batch * p(4u) + m0 * aRS;
+    let bKS = p(9u); let bNS = p(10u); let bBase = p(7u) + batch * p(8u) + n0 * bNS; let L = K;`,
+        store: (r, c, v) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};`,
+      })}`);
       const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
-      ctx.dispatchGrid('matmul', pipeline, [G(a.buffer), G(b.buffer), G(out)], params, [Math.ceil(n / 16), Math.ceil(m / 16), batch]);
+      // The grid's z dimension is limited: long batches go in slices, each with its own offsets.
+      for (let b0 = 0; b0 < batch; b0 += MAX_GRID) {
+        const slice = [...params, u(b0 * m * n)];
+        slice[3] = u(a.offset + b0 * a.batchStride);
+        slice[7] = u(b.offset + b0 * b.batchStride);
+        ctx.dispatchGrid('matmul', pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, [Math.ceil(n / tileCols(shape)), Math.ceil(m / tileRows(shape)), Math.min(MAX_GRID, batch - b0)]);
+      }
     },
 
     bsrMatmul(x, blocks, layout, m, out) {
       const idx = indexBuffers(layout);
-      const pipeline = pipe('bsrMatmul', () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
+      const bs = layout.blockSize;
+      const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
+      const pipeline = pipe(`bsrMatmul|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W',
+        bindings: `@group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> W: array<f32>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`)}\n${MAIN}
-  let m = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u);
-  if (i >= m * rows) { return; }
-  let r = i / rows; let c = i % rows;
-  let br = c / bs; let ci = c % bs;
-  var acc = 0.0;
-  for (var e = u32(rowPtr[br]); e < u32(rowPtr[br + 1u]); e++) {
-    let xb = r * cols + u32(colIdx[e]) * bs;
-    let wb = (e * bs + ci) * bs;
-    for (var j = 0u; j < bs; j++) { acc += X[xb + j] * W[wb + j]; }
-  }
-  Y[i] = acc;
-}`);
-      ctx.dispatch('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, layout.blockSize].map(u), m * layout.rows);
+@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
+        // Grid: x = block rows, y = token tiles, so workgroups running together share one X tile in L2.
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;`,
+        segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
+        segment: `let aBase = m0 * cols + u32(colIdx[s]) * bs; let aRS = cols; let aKS = 1u;
+    let bBase = s * bs * bs; let bKS = 1u; let bNS = bs; let L = bs;`,
+        store: (r, c, v) => `Y[(m0 + ${r}) * rows + br * bs + ${c}] = ${v};`,
+      })}`);
+      tokenTiles(m, tileRows(shape), (first, count) =>
+        ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.rows / bs, count, 1]));
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out) {
       const idx = indexBuffers(layout);
-      const pipeline = pipe('bsrMatmulGradInput', () => `${HEAD(`@group(0) @binding(1) var<storage, read> D: array<f32>;
+      const bs = layout.blockSize;
+      const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
+      const pipeline = pipe(`bsrMatmulGradInput|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W',
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<f32>;
 @group(0) @binding(2) var<storage, read> W: array<f32>;
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`)}\n${MAIN}
-  let m = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u);
-  if (i >= m * cols) { return; }
-  let r = i / cols; let c = i % cols;
-  let bc = c / bs; let cj = c % bs;
-  var acc = 0.0;
-  for (var e = u32(colPtr[bc]); e < u32(colPtr[bc + 1u]); e++) {
-    let b = u32(cscBlock[e]);
-    let db = r * rows + u32(rowIdx[b]) * bs;
-    let wb = b * bs * bs + cj;
-    for (var k = 0u; k < bs; k++) { acc += D[db + k] * W[wb + k * bs]; }
-  }
-  Y[i] = acc;
-}`);
-      ctx.dispatch('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, layout.blockSize].map(u), m * layout.cols);
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;`,
+        segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
+        segment: `let blk = u32(cscBlock[s]); let aBase = m0 * rows + u32(rowIdx[blk]) * bs; let aRS = rows; let aKS = 1u;
+    let bBase = blk * bs * bs; let bKS = bs; let bNS = 1u; let L = bs;`,
+        store: (r, c, v) => `Y[(m0 + ${r}) * cols + bc * bs + ${c}] = ${v};`,
+      })}`);
+      tokenTiles(m, tileRows(shape), (first, count) =>
+        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
     },
     bsrSddmm(dy, x, layout, m, out) {
       const idx = indexBuffers(layout);
-      const pipeline = pipe('bsrSddmm', () => `${HEAD(`@group(0) @binding(1) var<storage, read> D: array<f32>;
+      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
+      if (nnz === 0) return;
+      const shape = tuned(`sddmm${bs}`) ?? sddmmShape(bs);
+      // Each workgroup computes one block over a chunk of the tokens; with few blocks the tokens
+      // are split further (partial sums, then one reduction) so the GPU has enough workgroups.
+      const splits = Math.max(1, Math.min(Math.ceil(SDDMM_TARGET_GROUPS / nnz), Math.floor(m / 256)));
+      const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
+      const used = Math.max(1, Math.ceil(m / chunk));
+      const pipeline = pipe(`bsrSddmm|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X',
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<f32>;
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`)}\n${MAIN}
-  let m = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let nnz = p(4u);
-  if (i >= nnz * bs * bs) { return; }
-  let b = i / (bs * bs); let ij = i % (bs * bs);
-  let di = u32(rowIdx[b]) * bs + ij / bs;
-  let xj = u32(colIdx[b]) * bs + ij % bs;
-  var acc = 0.0;
-  for (var r = 0u; r < m; r++) { acc += D[r * rows + di] * X[r * cols + xj]; }
-  Y[i] = acc;
-}`);
-      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      ctx.dispatch('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, G(out)], [m, rows, cols, bs, nnz].map(u), nnz * bs * bs);
+@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
+        setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let nnz = p(4u); let chunk = p(5u);
+  let blk = wg.x + wg.z * ${MAX_GRID}u; let split = wg.y; let t0 = split * chunk;
+  if (blk >= nnz) { return; }
+  let m0 = 0u; let n0 = 0u; let M = bs; let N = bs;`,
+        segBegin: '0u', segEnd: '1u',
+        segment: `let aBase = t0 * rows + u32(rowIdx[blk]) * bs; let aRS = 1u; let aKS = rows;
+    let bBase = t0 * cols + u32(colIdx[blk]) * bs; let bKS = cols; let bNS = 1u; let L = min(chunk, tokens - t0);`,
+        store: (r, c, v) => `Y[((split * nnz + blk) * bs + ${r}) * bs + ${c}] = ${v};`,
+      })}`);
+      const target = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
+      const gx = Math.min(nnz, MAX_GRID);
+      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, target], [m, rows, cols, bs, nnz, chunk].map(u), [gx, used, Math.ceil(nnz / gx)]);
+      if (used > 1) {
+        backend.reduce('sum', target, 1, used, nnz * bs * bs, out);
+        ctx.free(target);
+      }
     },
 
     gather(x, idx, outer, n, inner, count, out) {
@@ -399,6 +411,7 @@ ${REDUCE}
       }
     },
   };
+  return backend;
 
   function indexBuffers(layout: BlockLayout) {
     let cached = layoutCache.get(layout);
@@ -413,6 +426,44 @@ ${REDUCE}
     }
     return cached;
   }
+}
+
+const MAX_GRID = 65535;
+const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
+const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
+/** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
+const SDDMM_TARGET_GROUPS = 1024;
+
+/** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall, 256 threads. */
+function bsrShape(bs: number): GemmShape {
+  const tn = bs >= 64 ? 8 : 4;
+  const wn = bs / tn;
+  return { wm: 256 / wn, wn, tm: 4, tn, bk: 8 };
+}
+
+/** SDDMM: a workgroup computes one bs x bs block with 4x4 outputs per thread. */
+function sddmmShape(bs: number): GemmShape {
+  return { wm: bs / 4, wn: bs / 4, tm: 4, tn: 4, bk: 8 };
+}
+
+const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.bk}`;
+
+/**
+ * Tile shapes can be overridden for tuning (benchmarks only): SPARSEGRAD_WEBGPU_TILES =
+ * "matmul=16,16,8,8,8;bsr32=32,8,4,4,8;sddmm32=8,8,4,4,8".
+ */
+function tuned(kernel: string): GemmShape | undefined {
+  const spec = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SPARSEGRAD_WEBGPU_TILES;
+  const entry = spec?.split(';').find((e) => e.startsWith(`${kernel}=`));
+  if (!entry) return undefined;
+  const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
+  return { wm, wn, tm, tn, bk };
+}
+
+/** Splits `m` tokens into dispatches of at most MAX_GRID tiles along the grid's y dimension. */
+function tokenTiles(m: number, tile: number, dispatch: (first: number, count: number) => void): void {
+  const tiles = Math.ceil(m / tile);
+  for (let first = 0; first < tiles; first += MAX_GRID) dispatch(first, Math.min(MAX_GRID, tiles - first));
 }
 
 /** Device copies of block-layout indexes, uploaded once per layout. */

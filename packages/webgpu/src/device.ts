@@ -12,6 +12,8 @@ export async function createFromGPU(gpu: GPU): Promise<Backend> {
       maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
       maxBufferSize: limits.maxBufferSize,
       maxStorageBuffersPerShaderStage: Math.min(limits.maxStorageBuffersPerShaderStage, 10),
+      // Tiled products stage up to ~17 KB of operands (double-buffered) in workgroup memory.
+      maxComputeWorkgroupStorageSize: Math.min(limits.maxComputeWorkgroupStorageSize, 32768),
     },
   });
   const info = adapter.info;

@@ -1,0 +1,169 @@
+/**
+ * One register-tiled matrix-product kernel generator behind dense matmul and the block-sparse
+ * trio. A workgroup of WM x WN threads computes a BM x BN output tile (BM = 4 WM * TM/4 ...):
+ * each thread owns TM x TN outputs as vec4 accumulators held in registers, in groups of four
+ * rows/columns spread a warp-width apart so reads of the shared tiles are conflict-free.
+ *
+ * The shared dimension comes in "segments" (the whole K for a dense product; one stored block per
+ * segment for the block-sparse products), each walked in steps of BK. A and B tiles go through
+ * double-buffered workgroup memory with register prefetch of the next step, so a step costs one
+ * barrier. How a segment maps to memory (base offsets and strides) is WGSL supplied by the caller;
+ * the loader's thread mapping follows the contiguous axis of each operand so loads coalesce.
+ */
+
+export interface GemmShape {
+  /** Threads along the output rows and columns; WM * WN is the workgroup size. */
+  wm: number;
+  wn: number;
+  /** Outputs per thread along rows and columns (multiples of 4). */
+  tm: number;
+  tn: number;
+  /** Shared-dimension step (divides every segment length when `kChecked` is false). */
+  bk: number;
+}
+
+export interface GemmSpec {
+  shape: GemmShape;
+  /** Storage declarations (bindings 1..). Parameters come in through p()/pf() (binding 0). */
+  bindings: string;
+  /** Statements run once per workgroup; they must define `m0`, `n0` (tile origin), `M`, `N` (bounds for rows/cols). */
+  setup: string;
+  /** Segment range: WGSL expressions for the first and one-past-last segment. */
+  segBegin: string;
+  segEnd: string;
+  /**
+   * Statements defining, for segment `s`: `aBase`, `aRS`, `aKS` (A element (m, k) of the tile is at
+   * aBase + m * aRS + k * aKS, with m counted from the tile origin), likewise `bBase`, `bKS`, `bNS`,
+   * and `L`, the segment length.
+   */
+  segment: string;
+  /** Array names of A and B. */
+  a: string;
+  b: string;
+  /** Which axis of A/B is contiguous (decides the loader's thread mapping). */
+  aContiguous: 'k' | 'm';
+  bContiguous: 'k' | 'n';
+  /** Whether a segment length may be a non-multiple of BK. */
+  kChecked: boolean;
+  /** Writes one output: a WGSL statement given row (from m0), col (from n0) and value `v` (f32). */
+  store: (row: string, col: string, v: string) => string;
+}
+
+export function tileRows(s: GemmShape): number {
+  return s.wm * s.tm;
+}
+export function tileCols(s: GemmShape): number {
+  return s.wn * s.tn;
+}
+
+export function gemmKernel(spec: GemmSpec): string {
+  const { wm, wn, tm, tn, bk } = spec.shape;
+  const T = wm * wn;
+  const BM = wm * tm;
+  const BN = wn * tn;
+  const gm = tm / 4; // vec4 groups per thread along rows
+  const gn = tn / 4;
+  const aPer = Math.ceil((BM * bk) / T);
+  const bPer = Math.ceil((BN * bk) / T);
+  const aStage = (BM / 4) * bk; // vec4s per stage
+  const bStage = (BN / 4) * bk;
+  const lines: string[] = [];
+  const L = (s: string) => lines.push(s);
+
+  // Loader: element e of the tile -> (row/col, k) following the contiguous axis.
+  const aCoords = spec.aContiguous === 'k' ? ['e / ' + bk + 'u', 'e % ' + bk + 'u'] : ['e % ' + BM + 'u', 'e / ' + BM + 'u'];
+  const bCoords = spec.bContiguous === 'k' ? ['e / ' + bk + 'u', 'e % ' + bk + 'u'] : ['e % ' + BN + 'u', 'e / ' + BN + 'u'];
+  const load = (which: 'a' | 'b', per: number, total: number) => {
+    const [rc, kc] = which === 'a' ? aCoords : bCoords;
+    const lim = which === 'a' ? 'M - m0' : 'N - n0';
+    const out: string[] = [];
+    for (let l = 0; l < per; l++) {
+      const guard = (l + 1) * T > total ? ` && e < ${total}u` : '';
+      out.push(`{ let e = ${l * T}u + tid; let r = ${rc}; let kk = k0 + ${kc};
+      var v = 0.0;
+      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${which === 'a' ? `${spec.a}[aBase + r * aRS + kk * aKS]` : `${spec.b}[bBase + kk * bKS + r * bNS]`}; }
+      ${which}r${l} = v; }`);
+    }
+    return out.join('\n      ');
+  };
+  const stash = (which: 'a' | 'b', per: number, total: number) => {
+    const [rc, kc] = which === 'a' ? aCoords : bCoords;
+    const width = which === 'a' ? BM : BN;
+    const arr = which === 'a' ? 'As' : 'Bs';
+    const stage = which === 'a' ? aStage : bStage;
+    const out: string[] = [];
+    for (let l = 0; l < per; l++) {
+      const guard = (l + 1) * T > total ? `if (${l * T}u + tid < ${total}u) ` : '';
+      out.push(`${guard}{ let e = ${l * T}u + tid; let r = ${rc}; let kk = ${kc}; let q = st * ${stage}u + kk * ${width / 4}u + r / 4u; ${arr}[q][r % 4u] = ${which}r${l}; }`);
+    }
+    return out.join('\n      ');
+  };
+
+  L(spec.bindings);
+  L(`var<workgroup> As: array<vec4<f32>, ${2 * aStage}>;`);
+  L(`var<workgroup> Bs: array<vec4<f32>, ${2 * bStage}>;`);
+  L(`var<workgroup> segRange: vec2<u32>;`);
+  L(`@compute @workgroup_size(${T}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {`);
+  L(`  let tx = tid % ${wn}u; let ty = tid / ${wn}u;`);
+  L(`  ${spec.setup}`);
+  for (let i = 0; i < tm; i++) for (let g = 0; g < gn; g++) L(`  var c${i}_${g} = vec4<f32>(0.0);`);
+  for (let l = 0; l < aPer; l++) L(`  var ar${l} = 0.0;`);
+  for (let l = 0; l < bPer; l++) L(`  var br${l} = 0.0;`);
+  L(`  var st = 0u;`);
+  // Barriers must sit in uniform control flow: segment bounds read from storage go through a
+  // workgroup-uniform load.
+  L(`  if (tid == 0u) { segRange = vec2<u32>(${spec.segBegin}, ${spec.segEnd}); }`);
+  L(`  let range = workgroupUniformLoad(&segRange);`);
+  L(`  for (var s = range.x; s < range.y; s++) {`);
+  L(`    ${spec.segment}`);
+  L(`    var k0 = 0u;`);
+  L(`    ${load('a', aPer, BM * bk)}`);
+  L(`    ${load('b', bPer, BN * bk)}`);
+  L(`    ${stash('a', aPer, BM * bk)}`);
+  L(`    ${stash('b', bPer, BN * bk)}`);
+  L(`    workgroupBarrier();`);
+  L(`    loop {`);
+  L(`      let cur = st;`);
+  L(`      k0 += ${bk}u;`);
+  L(`      let more = k0 < L;`);
+  L(`      if (more) {`);
+  L(`      ${load('a', aPer, BM * bk)}`);
+  L(`      ${load('b', bPer, BN * bk)}`);
+  L(`      }`);
+  // Multiply the current stage: for each k, gm vec4s of A (rows) and gn vec4s of B (cols).
+  for (let k = 0; k < bk; k++) {
+    const ab = `cur * ${aStage}u + ${k * (BM / 4)}u + ty`;
+    const bb = `cur * ${bStage}u + ${k * (BN / 4)}u + tx`;
+    for (let g = 0; g < gm; g++) L(`      let a${k}_${g} = As[${ab}${g ? ` + ${g * wm}u` : ''}];`);
+    for (let g = 0; g < gn; g++) L(`      let b${k}_${g} = Bs[${bb}${g ? ` + ${g * wn}u` : ''}];`);
+    for (let g = 0; g < gm; g++) {
+      for (let i = 0; i < 4; i++) {
+        for (let h = 0; h < gn; h++) L(`      c${g * 4 + i}_${h} = fma(vec4<f32>(a${k}_${g}[${i}]), b${k}_${h}, c${g * 4 + i}_${h});`);
+      }
+    }
+  }
+  L(`      if (!more) { break; }`);
+  L(`      st = 1u - cur;`);
+  L(`      ${stash('a', aPer, BM * bk)}`);
+  L(`      ${stash('b', bPer, BN * bk)}`);
+  L(`      workgroupBarrier();`);
+  L(`    }`);
+  // The next segment's first stash goes to the other stage: every read of it finished before the
+  // barrier that preceded this segment's last multiply, so no extra barrier is needed.
+  L(`    st = 1u - st;`);
+  L(`  }`);
+  // Store: row = g*4*wm + ty*4 + i, col = h*4*wn + tx*4 + j.
+  for (let g = 0; g < gm; g++) {
+    for (let i = 0; i < 4; i++) {
+      for (let h = 0; h < gn; h++) {
+        for (let j = 0; j < 4; j++) {
+          const row = `${g * 4 * wm}u + ty * 4u + ${i}u`;
+          const col = `${h * 4 * wn}u + tx * 4u + ${j}u`;
+          L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${spec.store('row', 'col', `c${g * 4 + i}_${h}[${j}]`)} } }`);
+        }
+      }
+    }
+  }
+  L('}');
+  return lines.join('\n');
+}
