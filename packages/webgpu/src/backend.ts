@@ -6,7 +6,7 @@
  * workgroup per row for row kernels); tiling and subgroup variants come with the benchmarks.
  */
 import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
-import { GpuBuffer, GpuContext, INDEX_WGSL, type Param } from './context.ts';
+import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
@@ -58,11 +58,11 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
     const outT = wgslType(out.dtype);
     bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${outT}>;`);
     const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}|${flat ? 'flat' : 'strided'}`;
-    const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${STRIDED}\n${extra}\n${MAIN}\n  if (i >= p(0u)) { return; }\n  ${loads.join('\n  ')}\n  Y[i] = ${outT}(${expr});\n}`);
+    const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${STRIDED}\n${extra}\n${perElement(`${loads.join(' ')} Y[i] = ${outT}(${expr});`)}`);
     const params = layoutParams(op, shape, views);
     while (params.length < 40) params.push(u(0));
     params.push(...scalars);
-    ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, out.size === 0 ? 0 : shape.reduce((a, b) => a * b, 1));
+    ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, perElementThreads(out.size === 0 ? 0 : shape.reduce((a, b) => a * b, 1)));
   }
 
   const backend: Backend = {
@@ -81,30 +81,25 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
 
     fill(out, size, value) {
       const t = wgslType(out.dtype);
-      const pipeline = pipe(`fill|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${MAIN}\n  if (i >= p(0u)) { return; }\n  Y[i] = ${t === 'i32' ? 'pi(1u)' : 'pf(1u)'};\n}`);
-      ctx.dispatch('fill', pipeline, [G(out)], [u(size), out.dtype === 'int32' ? { i32: value } : { f32: value }], size);
+      const pipeline = pipe(`fill|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${perElement(`Y[i] = ${t === 'i32' ? 'pi(1u)' : 'pf(1u)'};`)}`);
+      ctx.dispatch('fill', pipeline, [G(out)], [u(size), out.dtype === 'int32' ? { i32: value } : { f32: value }], perElementThreads(size));
     },
     random(out, size, spec) {
       const normal = spec.kind === 'normal';
-      const pipeline = pipe(`random|${spec.kind}`, () => `${HEAD('@group(0) @binding(1) var<storage, read_write> Y: array<f32>;')}\n${RANDOM}\n${MAIN}
-  if (i >= p(0u)) { return; }
-  let key = p(1u); let a = pf(2u); let b = pf(3u);
-  ${normal
+      const pipeline = pipe(`random|${spec.kind}`, () => `${HEAD('@group(0) @binding(1) var<storage, read_write> Y: array<f32>;')}\n${RANDOM}\n${perElement(`
+    let key = p(1u); let a = pf(2u); let b = pf(3u);
+    ${normal
     ? `let u1 = (f32(bits(key, 2u * i) >> 8u) + 1.0) * (1.0 / 16777216.0);
-  let u2 = uni(key, 2u * i + 1u);
-  Y[i] = a + b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`
-    : 'Y[i] = a + (b - a) * uni(key, i);'}
-}`);
-      ctx.dispatch('random', pipeline, [G(out)], [u(size), u(spec.key), { f32: spec.a }, { f32: spec.b }], size);
+    let u2 = uni(key, 2u * i + 1u);
+    Y[i] = a + b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`
+    : 'Y[i] = a + (b - a) * uni(key, i);'}`)}`);
+      ctx.dispatch('random', pipeline, [G(out)], [u(size), u(spec.key), { f32: spec.a }, { f32: spec.b }], perElementThreads(size));
     },
     copy(src, dst) {
       const st = wgslType(src.buffer.dtype);
       const dt = wgslType(dst.buffer.dtype);
-      const pipeline = pipe(`copy|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${STRIDED}\n${MAIN}
-  if (i >= p(0u)) { return; }
-  Y[viewOffset(i, 1u)] = ${dt}(X[viewOffset(i, 0u)]);
-}`);
-      ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutParams('copy', src.shape, [src, dst]), src.shape.reduce((a, b) => a * b, 1));
+      const pipeline = pipe(`copy|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${STRIDED}\n${perElement(`Y[viewOffset(i, 1u)] = ${dt}(X[viewOffset(i, 0u)]);`)}`);
+      ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutParams('copy', src.shape, [src, dst]), perElementThreads(src.shape.reduce((a, b) => a * b, 1)));
     },
 
     unary(op: UnaryOp, x, out) {
@@ -429,6 +424,26 @@ ${REDUCE}
 }
 
 const MAX_GRID = 65535;
+/** Elementwise kernels: each thread handles this many elements, a workgroup apart (coalesced). */
+const PER_THREAD = 4;
+const perElementThreads = (n: number) => Math.ceil(n / PER_THREAD);
+
+/**
+ * The entry point of an elementwise kernel: `body` runs for element `i` (< p(0)), PER_THREAD
+ * elements per thread so several loads are in flight; full chunks skip the bounds checks.
+ */
+function perElement(body: string): string {
+  const chunk = WG * PER_THREAD;
+  return `@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let first = (wg.x + wg.y * nwg.x) * ${chunk}u + lid;
+  let count = p(0u);
+  if (first + ${chunk - WG}u < count) {
+    for (var j = 0u; j < ${PER_THREAD}u; j++) { let i = first + j * ${WG}u; ${body} }
+  } else {
+    for (var j = 0u; j < ${PER_THREAD}u; j++) { let i = first + j * ${WG}u; if (i < count) { ${body} } }
+  }
+}`;
+}
 const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
 const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
 /** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
