@@ -1,80 +1,230 @@
 /**
- * WebGPU backend throughput (first, unoptimised kernels): dense matmul TFLOP/s, the block-sparse
- * trio against the backend's own dense matmul of the same shape, elementwise bandwidth against a
- * buffer copy, and the per-op cost of a chain of small adds. Each figure is the median over
- * repeats of (K launches, then one readback that waits for them) / K, after warm-up.
+ * WebGPU backend throughput, calling the backend's primitive kernels directly on random data:
+ * dense matmul TFLOP/s, the block-sparse trio against this backend's dense matmul of the same
+ * shape and layout, elementwise/reduction bandwidth against a buffer copy, and the per-op cost of
+ * a chain of small adds through the Tensor API. Kernel times are device timestamps around a pass
+ * of several launches (median over repeats, after a warm-up pass); where the adapter has no
+ * timestamps, wall time of the launches plus one readback.
  *
- *   SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 npx tsx benchmarks/webgpu.ts [--quick]
+ *   SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 npx tsx benchmarks/webgpu.ts [--quick] [--write]
+ *
+ * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
+ * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
-import { BlockSparseMatrix, contiguous, getBackend, manualSeed, matmul, randn, setBackend, tidy, type Tensor } from '@sparsegrad/core';
-import { bsrKernel, bsrSddmmKernel } from '../packages/core/src/ops/blocksparse.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { BlockSparseMatrix, getBackend, manualSeed, randn, setBackend, type BackendBuffer, type BlockLayout, type Tensor } from '@sparsegrad/core';
+import type { WebGPUBackend } from '@sparsegrad/webgpu';
 import { median } from './util.ts';
 
 const quick = process.argv.includes('--quick');
+const write = process.argv.includes('--write');
 await setBackend('webgpu');
 manualSeed(0);
+const be = getBackend() as WebGPUBackend;
+const ctx = be.context;
+const out: string[] = [];
+const say = (line = '') => {
+  console.log(line);
+  out.push(line);
+};
 
-async function sync(t: Tensor): Promise<void> {
-  await t.reshape(-1).slice(0, 0, 1).toArray();
-}
-
-async function time(fn: () => Tensor, launches = 5, repeats = 5): Promise<number> {
+/** Milliseconds per launch of `record` (which only dispatches kernels). */
+async function time(record: () => void, launches = 5, repeats = 7): Promise<number> {
   const samples: number[] = [];
-  for (let r = 0; r < repeats + 1; r++) {
-    const outs: Tensor[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < launches; i++) outs.push(tidy(fn));
-    await sync(outs[outs.length - 1]);
-    const ms = (performance.now() - t0) / launches;
-    for (const o of outs) o.dispose();
-    if (r > 0) samples.push(ms);
+  record(); // compiles pipelines and uploads block indexes outside the timed pass
+  for (let r = 0; r <= repeats; r++) {
+    let ms: number;
+    if (ctx.canTime) {
+      ms = await ctx.timePass(() => {
+        for (let i = 0; i < launches; i++) record();
+      });
+    } else {
+      const t0 = performance.now();
+      for (let i = 0; i < launches; i++) record();
+      await be.read(probe, 1);
+      ms = performance.now() - t0;
+    }
+    if (r > 0) samples.push(ms / launches); // the first pass is warm-up
   }
   return median(samples);
 }
 
-console.log(`device: ${getBackend().device.description}; ${new Date().toISOString().slice(0, 10)}`);
-const N = quick ? 1024 : 4096;
-const a = randn([N, N]);
-const b = randn([N, N]);
-const mm = await time(() => matmul(a, b), 3, 3);
-console.log(`dense matmul ${N}^3: ${mm.toFixed(2)} ms, ${((2 * N ** 3) / mm / 1e9).toFixed(2)} TFLOP/s`);
-a.dispose();
-b.dispose();
+type RawBuffer = ReturnType<typeof ctx.device.createBuffer>;
+const probe = be.alloc(1, 'float32');
+function randomBuffer(size: number, key: number): BackendBuffer {
+  const b = be.alloc(size, 'float32');
+  be.random(b, size, { kind: 'normal', key, a: 0, b: 1 });
+  return b;
+}
+const buf = (t: Tensor) => t.storageFor('benchmark').buffer;
+const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
+const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 
-const M = quick ? 2048 : 16384;
-for (const [out, inn] of [[4096, 1024], [1024, 4096]] as const) {
-  const x = randn([M, inn]);
-  const dy = randn([M, out]);
-  const w = randn([out, inn]);
-  const dense = await time(() => matmul(x, w.T), 3, 3);
-  console.log(`\nX [${M}, ${inn}] W [${out}, ${inn}], 32x32 blocks: dense ${dense.toFixed(2)} ms`);
-  console.log('| density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) |');
-  console.log('| --- | --- | --- | --- |');
-  for (const density of [0.5, 0.25, 0.1]) {
-    const W = BlockSparseMatrix.random([out, inn], { density, blockSize: 32 });
-    const f = await time(() => bsrKernel('forward', x, W.data, W.layout), 3, 3);
-    const gi = await time(() => bsrKernel('gradInput', dy, W.data, W.layout), 3, 3);
-    const gw = await time(() => bsrSddmmKernel(dy, x, W.layout), 3, 3);
-    const r = (ms: number) => `${ms.toFixed(2)} (${(dense / ms).toFixed(2)}x)`;
-    console.log(`| ${density} | ${r(f)} | ${r(gi)} | ${r(gw)} |`);
-    W.data.dispose();
+const date = new Date().toISOString().slice(0, 10);
+say(`Device: ${be.device.description}. Date: ${date}. Timer: ${ctx.canTime ? 'device timestamps' : 'wall clock (no timestamp-query)'}.`);
+say(`Command: \`SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 npx tsx benchmarks/webgpu.ts${quick ? ' --quick' : ''}${write ? ' --write' : ''}\``);
+say();
+
+// ---- tile-shape tuning (--tune): each candidate through SPARSEGRAD_WEBGPU_TILES ----
+if (process.argv.includes('--tune')) {
+  const N = quick ? 256 : 4096;
+  const m = quick ? 256 : 16384;
+  const a = randomBuffer(N * N, 1);
+  const b = randomBuffer(N * N, 2);
+  const c = be.alloc(N * N, 'float32');
+  const x = randomBuffer(m * 1024, 3);
+  const dy = randomBuffer(m * 4096, 4);
+  const y = be.alloc(m * 4096, 'float32');
+  const W = BlockSparseMatrix.random([4096, 1024], { density: 0.25, blockSize: 32 });
+  const dw = be.alloc(W.layout.nnzBlocks * 1024, 'float32');
+  const tiles = (spec: string) => (process.env.SPARSEGRAD_WEBGPU_TILES = spec);
+  for (const shape of ['16,16,8,8,8', '16,16,8,8,16', '16,16,8,8,4', '32,8,4,8,8', '8,32,8,4,8', '16,16,4,4,8', '16,16,4,8,8']) {
+    tiles(`matmul=${shape}`);
+    const ms = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N), 10);
+    const mt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N), 10);
+    say(`tune matmul ${shape}: ${tflops(2 * N ** 3, ms)} TFLOP/s, B transposed ${tflops(2 * N ** 3, mt)}`);
   }
-  for (const t of [x, dy, w]) t.dispose();
+  for (const shape of ['32,8,4,4,8', '32,8,8,4,8', '64,4,4,8,8', '32,8,4,4,16', '16,8,8,4,8', '32,4,4,8,8']) {
+    tiles(`bsr32=${shape}`);
+    const f = await time(() => be.bsrMatmul(x, buf(W.data), W.layout, m, y), 3);
+    const g = await time(() => be.bsrMatmulGradInput(dy, buf(W.data), W.layout, m, y), 3);
+    say(`tune bsr32 ${shape} density 0.25: forward ${f.toFixed(3)} ms, dX ${g.toFixed(3)} ms`);
+  }
+  for (const shape of ['8,8,4,4,8', '8,8,4,4,16', '4,4,8,8,8', '4,8,8,4,8', '8,8,4,4,32']) {
+    tiles(`sddmm32=${shape}`);
+    const g = await time(() => be.bsrSddmm(dy, x, W.layout, m, dw), 3);
+    say(`tune sddmm32 ${shape} density 0.25: ${g.toFixed(3)} ms`);
+  }
+  delete process.env.SPARSEGRAD_WEBGPU_TILES;
+  for (const t of [a, b, c, x, dy, y, dw]) be.free(t);
+  W.data.dispose();
+  say();
 }
 
-const big = randn([quick ? 1 << 22 : 1 << 26]);
-const bytes = big.size * 4;
-const copy = await time(() => contiguous(big.reshape(-1)), 5, 5);
-const add = await time(() => big.add(1), 5, 5);
-const sum = await time(() => big.sum(), 5, 5);
-console.log(`\n2^${Math.log2(big.size)} floats: copy ${((2 * bytes) / copy / 1e6).toFixed(0)} GB/s, add-scalar ${((2 * bytes) / add / 1e6).toFixed(0)} GB/s (${((copy / add) * 100).toFixed(0)}% of copy), sum ${(bytes / sum / 1e6).toFixed(0)} GB/s`);
-big.dispose();
+// ---- dense matmul ----
+{
+  const N = quick ? 256 : 4096;
+  const a = randomBuffer(N * N, 1);
+  const b = randomBuffer(N * N, 2);
+  const c = be.alloc(N * N, 'float32');
+  const nn = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N), 10, 9);
+  const nt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N), 10, 9);
+  const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N), 10, 9);
+  say(`Dense f32 matmul ${N}^3: **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(2)} ms); with B transposed ${tflops(2 * N ** 3, nt)}, with A transposed ${tflops(2 * N ** 3, tn)}.`);
+  say();
+  for (const x of [a, b, c]) be.free(x);
+}
 
-const small = randn([64]);
-const chain = await time(() => {
-  let t = small;
-  for (let i = 0; i < 1000; i++) t = t.add(1);
-  return t;
-}, 1, 5);
-// `chain` is milliseconds for 1000 ops, i.e. microseconds per op.
-console.log(`chain of 1000 small adds: ${chain.toFixed(1)} us per op`);
+// ---- block-sparse trio against dense of the same shapes and layouts ----
+const M = quick ? 256 : 16384;
+const densities = [0.5, 0.25, 0.1];
+for (const bs of [32, 16, 64]) {
+  say(`Block-sparse, ${bs}x${bs} blocks: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
+  say();
+  say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
+  say('| --- | --- | --- | --- | --- | --- |');
+  for (const [rows, cols] of [[4096, 1024], [1024, 4096]] as const) {
+    const x = randomBuffer(M * cols, 3);
+    const dy = randomBuffer(M * rows, 4);
+    const w = randomBuffer(rows * cols, 5);
+    const y = be.alloc(M * Math.max(rows, cols), 'float32');
+    const dw = be.alloc(rows * cols, 'float32');
+    const dense = {
+      forward: await time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols), 3),
+      dX: await time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows), 3),
+      dW: await time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M), 3),
+    };
+    const flops = 2 * M * rows * cols;
+    say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(2)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(2)} | ${dense.dW.toFixed(2)} | |`);
+    for (const density of densities) {
+      const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
+      const layout: BlockLayout = W.layout;
+      const blocks = buf(W.data);
+      const f = await time(() => be.bsrMatmul(x, blocks, layout, M, y), 3);
+      const gi = await time(() => be.bsrMatmulGradInput(dy, blocks, layout, M, y), 3);
+      const gw = await time(() => be.bsrSddmm(dy, x, layout, M, dw), 3);
+      const r = (ms: number, d: number) => `${ms.toFixed(2)} (${(d / ms).toFixed(2)}x)`;
+      const stored = layout.nnzBlocks * bs * bs;
+      say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * stored, f)} |`);
+      W.data.dispose();
+    }
+    for (const b of [x, dy, w, y, dw]) be.free(b);
+  }
+  say();
+}
+
+// ---- bandwidth ----
+{
+  const n = quick ? 1 << 20 : 1 << 26;
+  const bytes = n * 4;
+  const a = randomBuffer(n, 6);
+  const b = randomBuffer(n, 7);
+  const c = be.alloc(n, 'float32');
+  const r = be.alloc(n / 1024, 'float32');
+  const flat = (buffer: BackendBuffer) => ({ buffer, shape: [n], strides: [1], offset: 0 });
+  // The reference: a buffer-to-buffer copy by the copy engine (wall clock over many copies).
+  const gpuA = (a as unknown as { buffer: RawBuffer }).buffer;
+  const gpuC = (c as unknown as { buffer: RawBuffer }).buffer;
+  const copies: number[] = [];
+  for (let rep = 0; rep < 6; rep++) {
+    await be.read(probe, 1);
+    const t0 = performance.now();
+    const enc = ctx.device.createCommandEncoder();
+    for (let i = 0; i < 100; i++) enc.copyBufferToBuffer(gpuA, 0, gpuC, 0, bytes);
+    ctx.device.queue.submit([enc.finish()]);
+    await be.read(probe, 1);
+    if (rep > 0) copies.push((performance.now() - t0) / 100);
+  }
+  const engineCopy = median(copies);
+  const kernelCopy = await time(() => be.copy(flat(a), flat(c)));
+  const ref = Math.min(engineCopy, kernelCopy);
+  const gbs = (moved: number, ms: number) => `${(moved / ms / 1e6).toFixed(0)} GB/s (${((ref / ms) * ((moved / (2 * bytes)))* 100).toFixed(0)}%)`;
+  const rows: [string, number, number][] = [
+    ['copy kernel', kernelCopy, 2 * bytes],
+    ['add (a + b)', await time(() => be.binary('add', flat(a), flat(b), c)), 3 * bytes],
+    ['mul by scalar', await time(() => be.binary('mul', flat(a), 2, c)), 2 * bytes],
+    ['exp', await time(() => be.unary('exp', flat(a), c)), 2 * bytes],
+    ['geluErf', await time(() => be.unary('geluErf', flat(a), c)), 2 * bytes],
+    ['sum of everything', await time(() => be.reduce('sum', a, 1, n, 1, probe)), bytes],
+    ['sum of rows of 1024', await time(() => be.reduce('sum', a, n / 1024, 1024, 1, r)), bytes],
+    ['sum over axis 0 of [1024, n/1024]', await time(() => be.reduce('sum', a, 1, 1024, n / 1024, r)), bytes],
+    ['max of rows of 1024', await time(() => be.reduce('max', a, n / 1024, 1024, 1, r)), bytes],
+    ['softmax of rows of 1024', await time(() => be.softmax(a, n / 1024, 1024, false, c)), 2 * bytes],
+  ];
+  say(`Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Copy engine (copyBufferToBuffer, wall clock): ${((2 * bytes) / engineCopy / 1e6).toFixed(0)} GB/s; percentages are of the faster of that and the copy kernel.`);
+  say();
+  say('| op | ms | bandwidth (% of copy) |');
+  say('| --- | --- | --- |');
+  for (const [name, ms, moved] of rows) say(`| ${name} | ${ms.toFixed(3)} | ${gbs(moved, ms)} |`);
+  say();
+  for (const x of [a, b, c, r]) be.free(x);
+}
+
+// ---- dispatch overhead (host side included: this is what a user's op costs) ----
+{
+  const small = randn([64]);
+  const samples: number[] = [];
+  for (let rep = 0; rep < 6; rep++) {
+    const t0 = performance.now();
+    let t = small;
+    const made: Tensor[] = [];
+    for (let i = 0; i < 1000; i++) made.push((t = t.add(1)));
+    await t.toArray();
+    if (rep > 0) samples.push(performance.now() - t0);
+    for (const m of made) m.dispose();
+  }
+  say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${median(samples).toFixed(1)} us per op**.`);
+}
+
+if (write) {
+  const path = new URL('../docs/benchmarks.md', import.meta.url);
+  const doc = readFileSync(path, 'utf8');
+  const begin = '<!-- webgpu-benchmark:begin -->';
+  const end = '<!-- webgpu-benchmark:end -->';
+  const section = `${begin}\n${out.join('\n')}\n${end}`;
+  const i = doc.indexOf(begin);
+  const next = i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length);
+  writeFileSync(path, next);
+  console.log('\nwrote docs/benchmarks.md');
+}
+process.exit(0);

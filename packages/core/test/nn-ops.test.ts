@@ -60,6 +60,28 @@ for (const backend of await backendsUnderTest()) {
     assertThrows(() => sg.layerNorm(T(x, [4, n]), 8), /layerNorm: normalizedShape \[8\] does not match the trailing dimensions of input \[4, 33\]/);
   });
 
+  test('layerNorm parameter gradients over many rows match float64 sums', async () => {
+    const [rows, n] = [300, 70];
+    const x = f32(randomArray(rows * n, 11));
+    const dy = f32(randomArray(rows * n, 12));
+    const g = T(randomArray(n, 13), [n]).requiresGrad_();
+    const b = T(randomArray(n, 14), [n]).requiresGrad_();
+    sg.layerNorm(T(x, [rows, n]), n, g, b).backward(T(dy, [rows, n]));
+    const dg = new Float64Array(n);
+    const db = new Float64Array(n);
+    for (let r = 0; r < rows; r++) {
+      const row = Array.from(x.subarray(r * n, (r + 1) * n));
+      const mu = row.reduce((a, v) => a + v, 0) / n;
+      const rstd = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / n + 1e-5);
+      row.forEach((v, j) => {
+        dg[j] += dy[r * n + j] * (v - mu) * rstd;
+        db[j] += dy[r * n + j];
+      });
+    }
+    assertClose(await g.grad!.toArray(), dg, 1e-4, 'dgamma');
+    assertClose(await b.grad!.toArray(), db, 1e-4, 'dbeta');
+  });
+
   test('dropout: keeps about 1-p of the entries, scaled; identity in eval', async () => {
     sg.manualSeed(3);
     const x = sg.ones([100000], { backend });

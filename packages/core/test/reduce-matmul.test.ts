@@ -94,6 +94,16 @@ for (const backend of await backendsUnderTest()) {
     assert.equal([...sg.sum(T([], [0, 3]), 0).shape], [3]);
   });
 
+  test('reductions over long leading and middle axes (split into partial sums on GPUs)', async () => {
+    for (const [shape, axes] of [[[1000, 70], [0]], [[3, 500, 5], [1]], [[130, 2, 200], [0]]] as [number[], number[]][]) {
+      const x = f32(randomArray(size(shape), shape[0]));
+      for (const fn of ['sum', 'max', 'min'] as const) {
+        const ref = refReduce(x, shape, axes, fn);
+        assertClose(await sg[fn](T(x, shape), axes).toArray(), ref.out, 1e-5, `${fn} ${shape} over ${axes}`);
+      }
+    }
+  });
+
   test('full reductions of a long tensor (chunked on GPUs)', async () => {
     const n = 100003;
     const x = f32(randomArray(n, 77));

@@ -6,7 +6,7 @@
  * workgroup per row for row kernels); tiling and subgroup variants come with the benchmarks.
  */
 import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
-import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Param } from './context.ts';
+import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
@@ -29,8 +29,15 @@ function layoutParams(op: string, shape: readonly number[], views: { offset: num
   return words;
 }
 
-export function createWebGPUBackend(ctx: GpuContext, software = false): Backend {
+/** The backend object also carries its engine, for benchmarks (device timing) and diagnostics. */
+export interface WebGPUBackend extends Backend {
+  readonly context: GpuContext;
+}
+
+export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBackend {
   const pipe = ctx.pipeline.bind(ctx);
+  // Reductions inside row kernels use subgroup operations where the device has them.
+  const sg = ctx.device.features.has('subgroups');
 
   function elementwise(op: string, key: string, inputs: (View | number)[], inTypes: DType[], out: BackendBuffer, expr: string, extra = ''): void {
     const views = inputs.filter((v): v is View => typeof v !== 'number');
@@ -65,8 +72,9 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
     ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, perElementThreads(out.size === 0 ? 0 : shape.reduce((a, b) => a * b, 1)));
   }
 
-  const backend: Backend = {
+  const backend: WebGPUBackend = {
     name: 'webgpu',
+    context: ctx,
     device: { name: 'webgpu', description: ctx.description, software },
 
     alloc: (size, dtype) => ctx.alloc(size, dtype),
@@ -98,6 +106,14 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
     copy(src, dst) {
       const st = wgslType(src.buffer.dtype);
       const dt = wgslType(dst.buffer.dtype);
+      const merged = collapseDims(src.shape, [src, dst]);
+      if (merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1)) {
+        // Both sides one contiguous run: no index arithmetic.
+        const flat = pipe(`copyflat|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`Y[p(2u) + i] = ${dt}(X[p(1u) + i]);`)}`);
+        const n = merged.shape[0];
+        ctx.dispatch('copy', flat, [G(src.buffer), G(dst.buffer)], [n, merged.ops[0].offset, merged.ops[1].offset].map(u), perElementThreads(n));
+        return;
+      }
       const pipeline = pipe(`copy|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${STRIDED}\n${perElement(`Y[viewOffset(i, 1u)] = ${dt}(X[viewOffset(i, 0u)]);`)}`);
       ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutParams('copy', src.shape, [src, dst]), perElementThreads(src.shape.reduce((a, b) => a * b, 1)));
     },
@@ -133,7 +149,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
   var acc = ${init};
   for (var j = l; j < n && base + j < p(2u); j += 256u) { let v = X[base + j]; acc = ${combine}; }
   let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
-  if (l == 0u) { Y[row] = r; }`));
+  if (l == 0u) { Y[row] = r; }`, false, sg));
         const CHUNK = 16384;
         if (outer === 1 && n > 4 * CHUNK) {
           // One long row (a full-tensor reduction): partial results per chunk, then one more pass.
@@ -145,6 +161,14 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
           return;
         }
         ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(outer * n)], gridFor(outer));
+        return;
+      }
+      if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min') && outer <= MAX_GRID) {
+        const init = op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38';
+        const pipeline = pipe(`reduceColumns|${op}`, () => columnKernel(
+          '@group(0) @binding(1) var<storage, read> X: array<f32>;\n@group(0) @binding(2) var<storage, read_write> Y: array<f32>;',
+          [{ init, value: 'X[(o * n + r) * inner + c]', combine: (a, v) => (op === 'sum' ? `${a} + ${v}` : `${op}(${a}, ${v})`), out: 'Y' }]));
+        columnReduce(op, pipeline, [G(x)], [G(out)], outer, n, inner, (partials, splits) => backend.reduce(op, partials[0], 1, splits, outer * inner, out));
         return;
       }
       const arg = op === 'argmax' || op === 'argmin';
@@ -176,10 +200,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;`,
         // Grid: x = column tiles (consecutive workgroups share A's row panel in L2), y = row tiles, z = batch.
-        setup: `let M = p(0u); let N = p(1u); let K = p(2u); let batch = wg.z; let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;`,
+        setup: `let M = p(0u); let N = p(1u); let L = p(2u); let batch = wg.z; let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;
+  let aRS = p(5u); let aKS = p(6u); let bKS = p(9u); let bNS = p(10u);`,
         segBegin: '0u', segEnd: '1u',
-        segment: `let aRS = p(5u); let aKS = p(6u); let aBase = p(3u) + batch * p(4u) + m0 * aRS;
-    let bKS = p(9u); let bNS = p(10u); let bBase = p(7u) + batch * p(8u) + n0 * bNS; let L = K;`,
+        segment: `aBase = p(3u) + batch * p(4u) + m0 * aRS; bBase = p(7u) + batch * p(8u) + n0 * bNS;`,
         store: (r, c, v) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};`,
       })}`);
       const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
@@ -204,10 +228,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
         // Grid: x = block rows, y = token tiles, so workgroups running together share one X tile in L2.
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;`,
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
+  let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
         segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
-        segment: `let aBase = m0 * cols + u32(colIdx[s]) * bs; let aRS = cols; let aKS = 1u;
-    let bBase = s * bs * bs; let bKS = 1u; let bNS = bs; let L = bs;`,
+        segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
         store: (r, c, v) => `Y[(m0 + ${r}) * rows + br * bs + ${c}] = ${v};`,
       })}`);
       tokenTiles(m, tileRows(shape), (first, count) =>
@@ -225,10 +249,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;`,
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
+  let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
         segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
-        segment: `let blk = u32(cscBlock[s]); let aBase = m0 * rows + u32(rowIdx[blk]) * bs; let aRS = rows; let aKS = 1u;
-    let bBase = blk * bs * bs; let bKS = bs; let bNS = 1u; let L = bs;`,
+        segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(rowIdx[blk]) * bs; bBase = blk * bs * bs; }`,
         store: (r, c, v) => `Y[(m0 + ${r}) * cols + bc * bs + ${c}] = ${v};`,
       })}`);
       tokenTiles(m, tileRows(shape), (first, count) =>
@@ -254,10 +278,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
         setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let nnz = p(4u); let chunk = p(5u);
   let blk = wg.x + wg.z * ${MAX_GRID}u; let split = wg.y; let t0 = split * chunk;
   if (blk >= nnz) { return; }
-  let m0 = 0u; let n0 = 0u; let M = bs; let N = bs;`,
+  let m0 = 0u; let n0 = 0u; let M = bs; let N = bs;
+  let L = min(chunk, tokens - t0); let aRS = 1u; let aKS = rows; let bKS = cols; let bNS = 1u;`,
         segBegin: '0u', segEnd: '1u',
-        segment: `let aBase = t0 * rows + u32(rowIdx[blk]) * bs; let aRS = 1u; let aKS = rows;
-    let bBase = t0 * cols + u32(colIdx[blk]) * bs; let bKS = cols; let bNS = 1u; let L = min(chunk, tokens - t0);`,
+        segment: `aBase = t0 * rows + u32(rowIdx[blk]) * bs; bBase = t0 * cols + u32(colIdx[blk]) * bs;`,
         store: (r, c, v) => `Y[((split * nnz + blk) * bs + ${r}) * bs + ${c}] = ${v};`,
       })}`);
       const target = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
@@ -315,7 +339,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
   var s = 0.0;
   for (var j = l; j < n; j += 256u) { s += exp(X[base + j] - mx); }
   let total = reduceSum(s, l);
-  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }`)),
+  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }`, false, sg)),
       [G(x), G(out)], [u(rows), u(n)], gridFor(rows));
     },
     softmaxBackward(y, dy, rows, n, log, out) {
@@ -323,7 +347,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): Backend 
   var s = 0.0;
   for (var j = l; j < n; j += 256u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
   let total = reduceSum(s, l);
-  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, true)),
+  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, true, sg)),
       [G(y), G(dy), G(out)], [u(rows), u(n)], gridFor(rows));
     },
     layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
@@ -336,8 +360,8 @@ ${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''
 @group(0) @binding(${2 + +g + +b}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${3 + +g + +b}) var<storage, read_write> Mean: array<f32>;
 @group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;
-${REDUCE}
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+${reduceWgsl(sg)}
+${rowMain(sg)}
   let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
   if (row >= p(0u)) { return; }
   let base = row * n;
@@ -364,8 +388,8 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 @group(0) @binding(${3 + +g}) var<storage, read> Rstd: array<f32>;
 @group(0) @binding(${4 + +g}) var<storage, read> Dy: array<f32>;
 @group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;
-${REDUCE}
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+${reduceWgsl(sg)}
+${rowMain(sg)}
   let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
   if (row >= p(0u)) { return; }
   let base = row * n; let mu = Mean[row]; let rs = Rstd[row];
@@ -383,30 +407,47 @@ ${REDUCE}
 }`);
       ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], gridFor(rows));
       if (dgamma || dbeta) {
-        // Column sums over rows: one invocation per feature.
-        const both = `${!!dgamma}|${!!dbeta}`;
-        const cols = pipe(`layerNormParams|${both}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
+        // Column sums over the rows, split across workgroups (see columnKernel).
+        const pipeline2 = pipe('layerNormParams', () => columnKernel(`@group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> Mean: array<f32>;
 @group(0) @binding(3) var<storage, read> Rstd: array<f32>;
 @group(0) @binding(4) var<storage, read> Dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> Dg: array<f32>;
-@group(0) @binding(6) var<storage, read_write> Db: array<f32>;`)}\n${MAIN}
-  let rows = p(0u); let n = p(1u);
-  if (i >= n) { return; }
-  var sg = 0.0; var sb = 0.0;
-  for (var r = 0u; r < rows; r++) {
-    let d = Dy[r * n + i];
-    sg += d * (X[r * n + i] - Mean[r]) * Rstd[r]; sb += d;
-  }
-  ${dgamma ? 'Dg[i] = sg;' : ''} ${dbeta ? 'Db[i] = sb;' : ''}
-}`);
+@group(0) @binding(6) var<storage, read_write> Db: array<f32>;`, [
+          { init: '0.0', value: 'Dy[r * inner + c] * (X[r * inner + c] - Mean[r]) * Rstd[r]', combine: (a, v) => `${a} + ${v}`, out: 'Dg' },
+          { init: '0.0', value: 'Dy[r * inner + c]', combine: (a, v) => `${a} + ${v}`, out: 'Db' },
+        ]));
         const scratch = ctx.alloc(n, 'float32');
-        ctx.dispatch('layerNormBackward', cols, [G(x), G(mean), G(rstd), G(dy), dgamma ? G(dgamma) : scratch, dbeta ? G(dbeta) : scratch], [u(rows), u(n)], n);
+        const targets = [dgamma ? G(dgamma) : scratch, dbeta ? G(dbeta) : scratch];
+        columnReduce('layerNormBackward', pipeline2, [G(x), G(mean), G(rstd), G(dy)], targets, 1, rows, n, (partials, splits) => {
+          if (dgamma) backend.reduce('sum', partials[0], 1, splits, n, dgamma);
+          if (dbeta) backend.reduce('sum', partials[1], 1, splits, n, dbeta);
+        });
         ctx.free(scratch); // later reuse is ordered after this dispatch on the queue
       }
     },
   };
   return backend;
+
+  /**
+   * Runs a columnKernel over x [outer, n, inner]: one dispatch when the rows fit one split per
+   * workgroup column, else partial results [splits, outer, inner] per output and `finish` to fold them.
+   */
+  function columnReduce(op: string, kernel: Kernel, inputs: GpuBuffer[], outs: GpuBuffer[], outer: number, n: number, inner: number,
+    finish: (partials: GpuBuffer[], splits: number) => void): void {
+    if (outer * inner === 0) return;
+    const xg = Math.ceil(inner / COLUMN_TILE);
+    const wanted = Math.ceil(COLUMN_TARGET_GROUPS / (xg * outer));
+    let splits = Math.max(1, Math.min(wanted, Math.ceil(n / COLUMN_MIN_ROWS)));
+    const chunk = Math.max(1, Math.ceil(n / splits));
+    splits = Math.max(1, Math.ceil(n / chunk));
+    const targets = splits === 1 ? outs : outs.map(() => ctx.alloc(splits * outer * inner, 'float32'));
+    ctx.dispatchGrid(op, kernel, [...inputs, ...targets], [outer, n, inner, chunk].map(u), [xg, outer, splits]);
+    if (splits > 1) {
+      finish(targets, splits);
+      for (const b of targets) ctx.free(b); // reuse is ordered after these dispatches on the queue
+    }
+  }
 
   function indexBuffers(layout: BlockLayout) {
     let cached = layoutCache.get(layout);
@@ -484,8 +525,14 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
 /** Device copies of block-layout indexes, uploaded once per layout. */
 const layoutCache = new WeakMap<BlockLayout, Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>>();
 
-/** Workgroup-wide sum and max over 256 invocations (tree reduction in workgroup memory). */
-const REDUCE = /* wgsl */ `
+/**
+ * Workgroup-wide sum and max over 256 invocations. With subgroups: one subgroup reduction, one
+ * barrier, then every subgroup folds the per-subgroup partials (no assumption about which
+ * invocations share a subgroup). Without: a tree in workgroup memory (eight barriers).
+ */
+function reduceWgsl(subgroups: boolean): string {
+  if (!subgroups) {
+    return /* wgsl */ `
 var<workgroup> red: array<f32, 256>;
 fn reduceSum(v: f32, l: u32) -> f32 {
   red[l] = v; workgroupBarrier();
@@ -497,15 +544,95 @@ fn reduceMax(v: f32, l: u32) -> f32 {
   for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] = max(red[l], red[l + s]); } workgroupBarrier(); }
   let r = red[0]; workgroupBarrier(); return r;
 }`;
+  }
+  return /* wgsl */ `
+var<workgroup> red: array<f32, 256>;
+var<private> sgLane: u32;
+var<private> sgSize: u32;
+fn reduceSum(v: f32, l: u32) -> f32 {
+  let s = subgroupAdd(v);
+  red[l] = select(0.0, s, sgLane == 0u);
+  workgroupBarrier();
+  var r = 0.0;
+  for (var j = sgLane; j < 256u; j += sgSize) { r += red[j]; }
+  let total = subgroupAdd(r);
+  workgroupBarrier();
+  return total;
+}
+fn reduceMax(v: f32, l: u32) -> f32 {
+  let s = subgroupMax(v);
+  red[l] = select(-3.4e38, s, sgLane == 0u);
+  workgroupBarrier();
+  var r = -3.4e38;
+  for (var j = sgLane; j < 256u; j += sgSize) { r = max(r, red[j]); }
+  let total = subgroupMax(r);
+  workgroupBarrier();
+  return total;
+}`;
+}
+
+/** Entry point of a row kernel (one workgroup per row); sets the subgroup lane when reductions use subgroups. */
+function rowMain(subgroups: boolean): string {
+  return subgroups
+    ? `@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32) {
+  sgLane = sgl; sgSize = sgs;`
+    : '@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {';
+}
+
+/** Column reductions: a workgroup covers COLUMN_TILE adjacent columns with 256 / COLUMN_TILE row lanes. */
+const COLUMN_TILE = 64;
+const COLUMN_LANES = WG / COLUMN_TILE;
+/** Column reductions split the rows until about this many workgroups run, but not below COLUMN_MIN_ROWS rows each. */
+const COLUMN_TARGET_GROUPS = 512;
+const COLUMN_MIN_ROWS = 64;
+
+interface ColumnSum {
+  init: string;
+  /** The value at row `r`, column `c` (of outer slice `o`; `n` rows and `inner` columns per slice). */
+  value: string;
+  combine: (acc: string, v: string) => string;
+  /** Output array, written at [(split * outer + o) * inner + c]. */
+  out: string;
+}
+
+/**
+ * Reduces x [outer, n, inner] over n for each (o, c): loads are coalesced along the columns, each
+ * workgroup covers the rows of one split (params: outer, n, inner, rows per split), and the lanes
+ * are combined in workgroup memory. Several sums can share the pass.
+ */
+function columnKernel(bindings: string, sums: ColumnSum[]): string {
+  return `${PARAMS}
+${bindings}
+${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p(1u); let inner = p(2u); let chunk = p(3u); let outer = p(0u);
+  let o = wg.y; let split = wg.z;
+  let c = wg.x * ${COLUMN_TILE}u + lid % ${COLUMN_TILE}u; let lane = lid / ${COLUMN_TILE}u;
+  let r0 = split * chunk; let r1 = min(n, r0 + chunk);
+  ${sums.map((m, k) => `var acc${k} = ${m.init};`).join(' ')}
+  if (c < inner) {
+    for (var r = r0 + lane; r < r1; r += ${COLUMN_LANES}u) {
+      ${sums.map((m, k) => `acc${k} = ${m.combine(`acc${k}`, m.value)};`).join('\n      ')}
+    }
+  }
+  ${sums.map((_, k) => `part${k}[lid] = acc${k};`).join(' ')}
+  workgroupBarrier();
+  if (lid < ${COLUMN_TILE}u && c < inner) {
+    ${sums.map((m, k) => `var t${k} = part${k}[lid];
+    for (var q = 1u; q < ${COLUMN_LANES}u; q++) { t${k} = ${m.combine(`t${k}`, `part${k}[lid + q * ${COLUMN_TILE}u]`)}; }
+    ${m.out}[(split * outer + o) * inner + c] = t${k};`).join('\n    ')}
+  }
+}`;
+}
 
 /** A kernel with one workgroup per row of X (and Dy), writing Y. */
-function rowKernel(body: string, withDy = false): string {
+function rowKernel(body: string, withDy: boolean, subgroups: boolean): string {
   return `${PARAMS}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 ${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
 @group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
-${REDUCE}
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+${reduceWgsl(subgroups)}
+${rowMain(subgroups)}
   let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
   if (row >= p(0u)) { return; }
   let base = row * n;${body}

@@ -46,6 +46,7 @@ export class GpuContext {
   private readonly pool = new Map<number, GPUBuffer[]>();
   private readonly staging = new Map<number, GPUBuffer[]>();
   private lastOp = '';
+  private timing: { querySet: GPUQuerySet; resolve: GPUBuffer; readback: GPUBuffer } | null = null;
   private error: string | null = null;
   liveBuffers = 0;
   liveBytes = 0;
@@ -130,13 +131,15 @@ export class GpuContext {
   pipeline(key: string, code: () => string): Kernel {
     let k = this.pipelines.get(key);
     if (!k) {
+      // Subgroup builtins need the extension enabled at the top of the module.
       const source = code();
+      const module_ = /\bsubgroup(?:Add|Max|Min|_size|_invocation_id)\b/.test(source) ? `enable subgroups;\n${source}` : source;
       const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } }];
       for (const m of source.matchAll(/@binding\((\d+)\)\s*var<storage(?:,\s*(read_write|read))?>/g)) {
         entries.push({ binding: Number(m[1]), visibility: GPUShaderStage.COMPUTE, buffer: { type: m[2] === 'read_write' ? 'storage' : 'read-only-storage' } });
       }
       const layout = this.device.createBindGroupLayout({ entries, label: key });
-      const module = this.device.createShaderModule({ code: source, label: key });
+      const module = this.device.createShaderModule({ code: module_, label: key });
       const pipeline = this.device.createComputePipeline({ layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' }, label: key });
       k = { pipeline, layout, id: this.nextId++ };
       this.pipelines.set(key, k);
@@ -206,6 +209,46 @@ export class GpuContext {
     this.pass.setBindGroup(0, group, [offset]);
     this.pass.dispatchWorkgroups(...grid);
     this.dispatches++;
+  }
+
+  /** Whether the device can time passes (the `timestamp-query` feature). */
+  get canTime(): boolean {
+    return this.device.features.has('timestamp-query');
+  }
+
+  /**
+   * Device time in milliseconds of the dispatches `record` encodes, from timestamps written at
+   * the start and end of one compute pass (benchmarks; needs `canTime`). `record` must only
+   * dispatch: an upload, a read or more than MAX_BATCH dispatches would split the pass.
+   */
+  async timePass(record: () => void): Promise<number> {
+    this.flush();
+    this.ensureEncoder();
+    this.timing ??= {
+      querySet: this.device.createQuerySet({ type: 'timestamp', count: 2 }),
+      resolve: this.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }),
+      readback: this.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }),
+    };
+    const { querySet, resolve, readback } = this.timing;
+    const encoder = this.encoder!;
+    this.pass = encoder.beginComputePass({ timestampWrites: { querySet: querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+    const pass = this.pass;
+    record();
+    if (this.encoder !== encoder || this.pass !== pass) throw new Error('webgpu: timePass: the timed work was split across passes');
+    this.endPass();
+    encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, readback, 0, 16);
+    this.flush();
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      await readback.mapAsync(GPUMapMode.READ);
+    } finally {
+      clearInterval(keepAlive);
+    }
+    const [t0, t1] = new BigUint64Array(readback.getMappedRange().slice(0));
+    readback.unmap();
+    this.check();
+    return Number(t1 - t0) / 1e6;
   }
 
   /** Submits what was recorded (with its uniforms). */

@@ -26,16 +26,17 @@ export interface GemmSpec {
   shape: GemmShape;
   /** Storage declarations (bindings 1..). Parameters come in through p()/pf() (binding 0). */
   bindings: string;
-  /** Statements run once per workgroup; they must define `m0`, `n0` (tile origin), `M`, `N` (bounds for rows/cols). */
+  /**
+   * Statements run once per workgroup; they must define `m0`, `n0` (tile origin), `M`, `N` (bounds
+   * for rows/cols), the strides `aRS`, `aKS` (A element (m, k) of the tile is at aBase + m * aRS +
+   * k * aKS, m counted from the tile origin), `bKS`, `bNS`, and `L`, the length of every segment
+   * (workgroup-uniform).
+   */
   setup: string;
   /** Segment range: WGSL expressions for the first and one-past-last segment. */
   segBegin: string;
   segEnd: string;
-  /**
-   * Statements defining, for segment `s`: `aBase`, `aRS`, `aKS` (A element (m, k) of the tile is at
-   * aBase + m * aRS + k * aKS, with m counted from the tile origin), likewise `bBase`, `bKS`, `bNS`,
-   * and `L`, the segment length.
-   */
+  /** Statements assigning `aBase` and `bBase` for segment `s`. */
   segment: string;
   /** Array names of A and B. */
   a: string;
@@ -109,14 +110,18 @@ export function gemmKernel(spec: GemmSpec): string {
   for (let i = 0; i < tm; i++) for (let g = 0; g < gn; g++) L(`  var c${i}_${g} = vec4<f32>(0.0);`);
   for (let l = 0; l < aPer; l++) L(`  var ar${l} = 0.0;`);
   for (let l = 0; l < bPer; l++) L(`  var br${l} = 0.0;`);
-  L(`  var st = 0u;`);
   // Barriers must sit in uniform control flow: segment bounds read from storage go through a
   // workgroup-uniform load.
   L(`  if (tid == 0u) { segRange = vec2<u32>(${spec.segBegin}, ${spec.segEnd}); }`);
   L(`  let range = workgroupUniformLoad(&segRange);`);
-  L(`  for (var s = range.x; s < range.y; s++) {`);
+  // One pipeline over every (segment, step) pair, so the next segment's first tile is fetched
+  // while the current segment's last one is multiplied.
+  L(`  let per = (L + ${bk - 1}u) / ${bk}u;`);
+  L(`  let total = (range.y - range.x) * per;`);
+  L(`  if (total > 0u) {`);
+  L(`    var s = range.x; var k0 = 0u; var t = 0u; var st = 0u;`);
+  L(`    var aBase = 0u; var bBase = 0u;`);
   L(`    ${spec.segment}`);
-  L(`    var k0 = 0u;`);
   L(`    ${load('a', aPer, BM * bk)}`);
   L(`    ${load('b', bPer, BN * bk)}`);
   L(`    ${stash('a', aPer, BM * bk)}`);
@@ -124,9 +129,11 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`    workgroupBarrier();`);
   L(`    loop {`);
   L(`      let cur = st;`);
-  L(`      k0 += ${bk}u;`);
-  L(`      let more = k0 < L;`);
+  L(`      t += 1u;`);
+  L(`      let more = t < total;`);
   L(`      if (more) {`);
+  L(`        k0 += ${bk}u;`);
+  L(`        if (k0 >= L) { k0 = 0u; s += 1u; ${spec.segment} }`);
   L(`      ${load('a', aPer, BM * bk)}`);
   L(`      ${load('b', bPer, BN * bk)}`);
   L(`      }`);
@@ -148,9 +155,6 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      ${stash('b', bPer, BN * bk)}`);
   L(`      workgroupBarrier();`);
   L(`    }`);
-  // The next segment's first stash goes to the other stage: every read of it finished before the
-  // barrier that preceded this segment's last multiply, so no extra barrier is needed.
-  L(`    st = 1u - st;`);
   L(`  }`);
   // Store: row = g*4*wm + ty*4 + i, col = h*4*wn + tx*4 + j.
   for (let g = 0; g < gm; g++) {

@@ -19,10 +19,12 @@ registerBackend({
       process.env.XDG_RUNTIME_DIR ??= '/tmp';
       const dawn = await import('webgpu');
       Object.assign(globalThis, dawn.globals);
-      gpu = dawn.create([]);
+      // Dawn instance flags (e.g. "enable-dawn-features=..."), space-separated; for diagnosis and tuning.
+      gpu = dawn.create(process.env.SPARSEGRAD_DAWN_FLAGS?.split(' ').filter(Boolean) ?? []);
     } catch (e) {
       throw new Error(`Dawn (npm package webgpu) could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }
     return createFromGPU(gpu);
   },
 });
+export type { WebGPUBackend } from './backend.ts';
