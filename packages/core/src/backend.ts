@@ -85,6 +85,20 @@ export interface RandomSpec {
   readonly b: number;
 }
 
+/** Hyper-parameters of one Adam step (see Backend.adamStep); bias corrections are for this step. */
+export interface AdamStepSpec {
+  readonly lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** AdamW: weight decay applied to p directly instead of being added to the gradient. */
+  readonly decoupled: boolean;
+  /** 1 - beta1^t and 1 - beta2^t. */
+  readonly biasCorrection1: number;
+  readonly biasCorrection2: number;
+}
+
 export interface DeviceInfo {
   readonly name: string;
   readonly description: string;
@@ -156,11 +170,22 @@ export interface Backend {
   /** dgamma/dbeta are null when gamma/beta were. */
   layerNormBackward(x: BackendBuffer, gamma: BackendBuffer | null, mean: BackendBuffer, rstd: BackendBuffer, dy: BackendBuffer,
     rows: number, n: number, dx: BackendBuffer, dgamma: BackendBuffer | null, dbeta: BackendBuffer | null): void;
+
+  // ---- optimizer ----
+  /**
+   * One Adam(W) step over `size` contiguous floats in one pass (instead of a dozen elementwise
+   * ops), writing the new p, m and v to pOut, mOut, vOut: with d = weightDecay,
+   *   g' = g + d p (unless decoupled);  p' = p (1 - lr d) (if decoupled, else p);
+   *   m' = b1 m + (1 - b1) g';  v' = b2 v + (1 - b2) g'^2;
+   *   pOut = p' - (lr / bc1) m' / (sqrt(v' / bc2) + eps).
+   */
+  adamStep(p: BackendBuffer, g: BackendBuffer, m: BackendBuffer, v: BackendBuffer, size: number, spec: AdamStepSpec,
+    pOut: BackendBuffer, mOut: BackendBuffer, vOut: BackendBuffer): void;
 }
 
 /** The kernel names a backend must implement; checked when it registers. */
 export const KERNELS = [
   'alloc', 'upload', 'read', 'free', 'memory', 'fill', 'random', 'copy', 'unary', 'binary', 'where', 'reduce',
   'matmul', 'bsrMatmul', 'bsrMatmulGradInput', 'bsrSddmm', 'gather', 'scatterAdd', 'softmax', 'softmaxBackward',
-  'layerNorm', 'layerNormBackward',
+  'layerNorm', 'layerNormBackward', 'adamStep',
 ] as const satisfies readonly (keyof Backend)[];

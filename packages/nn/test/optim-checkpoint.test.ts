@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sg from '@sparsegrad/core';
-import { setBackend } from '@sparsegrad/core';
+import { adamStep, setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import {
   Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, clipGradNorm, decodeSafetensors, encodeSafetensors,
@@ -60,6 +60,9 @@ for (const backend of await backendsUnderTest()) {
       assertClose(await p.toArray(), ref, 1e-6, Opt.name);
     }
     assertThrows(() => new Adam([T([1])], { lr: -1 }), /Adam: lr must be positive, got -1/);
+    const spec = { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, decoupled: true, biasCorrection1: 0.1, biasCorrection2: 0.01 };
+    assertThrows(() => adamStep(T([1, 2]), T([1]), T([0, 0]), T([0, 0]), spec), /adamStep: parameter, gradient and moments must share one shape, got \[2\] and \[1\]/);
+    assertThrows(() => adamStep(T([1]), T([1]), T([0]), T([0]), { ...spec, lr: NaN }), /adamStep: lr must be finite, got NaN/);
     assertThrows(() => new AdamW([T([1])], { lr: 1, betas: [1, 0.9] }), /AdamW: beta1 must be in \[0, 1\), got 1/);
     assertThrows(() => new SGD([], { lr: 1 }), /SGD: received no parameters to optimise/);
   });

@@ -48,6 +48,7 @@ export class GpuContext {
   private lastOp = '';
   private timing: { querySet: GPUQuerySet; resolve: GPUBuffer; readback: GPUBuffer } | null = null;
   private error: string | null = null;
+  private lost: string | null = null;
   liveBuffers = 0;
   liveBytes = 0;
   /** Objects that must live as long as the device (see device.ts). */
@@ -59,13 +60,19 @@ export class GpuContext {
       this.error ??= `${this.lastOp}: ${(e as GPUUncapturedErrorEvent).error.message}`;
     });
     void device.lost.then((info) => {
-      this.error ??= `device lost (${info.reason}): ${info.message}`;
+      this.lost = `device lost (${info.reason}): ${info.message}`;
     });
   }
 
-  /** Throws the first asynchronous GPU error seen, naming the op that was being encoded. */
+  /**
+   * Throws the first asynchronous GPU error seen, naming the op that was being encoded. A
+   * validation error is reported once (later ops may still work); a lost device stays an error.
+   */
   check(): void {
-    if (this.error) throw new Error(`webgpu: ${this.error}`);
+    if (this.lost) throw new Error(`webgpu: ${this.lost}`);
+    const error = this.error;
+    this.error = null;
+    if (error) throw new Error(`webgpu: ${error}`);
   }
 
   // ---- buffers: power-of-two size classes, recycled ----

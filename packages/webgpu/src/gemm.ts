@@ -57,6 +57,28 @@ export function tileCols(s: GemmShape): number {
   return s.wn * s.tn;
 }
 
+/**
+ * Padding (in vec4s) of a k-row of a workgroup tile that minimises bank conflicts of the loader's
+ * stores: simulates one warp (32 lanes, 32 four-byte banks) for pads of 0..8 vec4s.
+ */
+function rowPad(width: number, bk: number, kContiguous: boolean, threads: number): number {
+  let best = 0;
+  let bestWays = Infinity;
+  for (let pad = 0; pad <= 8; pad++) {
+    const banks = new Map<number, Set<number>>();
+    for (let lane = 0; lane < Math.min(32, threads); lane++) {
+      const [r, kk] = kContiguous ? [Math.floor(lane / bk), lane % bk] : [lane % width, Math.floor(lane / width)];
+      const word = kk * (width + 4 * pad) + r;
+      const bank = word % 32;
+      if (!banks.has(bank)) banks.set(bank, new Set());
+      banks.get(bank)!.add(word);
+    }
+    const ways = Math.max(...[...banks.values()].map((w) => w.size));
+    if (ways < bestWays) [best, bestWays] = [pad, ways];
+  }
+  return best;
+}
+
 export function gemmKernel(spec: GemmSpec): string {
   const { wm, wn, tm, tn, bk } = spec.shape;
   const T = wm * wn;
@@ -66,8 +88,12 @@ export function gemmKernel(spec: GemmSpec): string {
   const gn = tn / 4;
   const aPer = Math.ceil((BM * bk) / T);
   const bPer = Math.ceil((BN * bk) / T);
-  const aStage = (BM / 4) * bk; // vec4s per stage
-  const bStage = (BN / 4) * bk;
+  // Workgroup tiles are stored k-major ([k][row] and [k][col]) in rows of vec4s, padded so the
+  // loader's scalar stores from one warp land in distinct banks.
+  const aRow = BM / 4 + rowPad(BM, bk, spec.aContiguous === 'k', T);
+  const bRow = BN / 4 + rowPad(BN, bk, spec.bContiguous === 'k', T);
+  const aStage = aRow * bk; // vec4s per stage
+  const bStage = bRow * bk;
   const lines: string[] = [];
   const L = (s: string) => lines.push(s);
 
@@ -92,10 +118,11 @@ export function gemmKernel(spec: GemmSpec): string {
     const width = which === 'a' ? BM : BN;
     const arr = which === 'a' ? 'As' : 'Bs';
     const stage = which === 'a' ? aStage : bStage;
+    const rowLen = which === 'a' ? aRow : bRow;
     const out: string[] = [];
     for (let l = 0; l < per; l++) {
       const guard = (l + 1) * T > total ? `if (${l * T}u + tid < ${total}u) ` : '';
-      out.push(`${guard}{ let e = ${l * T}u + tid; let r = ${rc}; let kk = ${kc}; let q = st * ${stage}u + kk * ${width / 4}u + r / 4u; ${arr}[q][r % 4u] = ${which}r${l}; }`);
+      out.push(`${guard}{ let e = ${l * T}u + tid; let r = ${rc}; let kk = ${kc}; let q = st * ${stage}u + kk * ${rowLen}u + r / 4u; ${arr}[q][r % 4u] = ${which}r${l}; }`);
     }
     return out.join('\n      ');
   };
@@ -139,8 +166,8 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      }`);
   // Multiply the current stage: for each k, gm vec4s of A (rows) and gn vec4s of B (cols).
   for (let k = 0; k < bk; k++) {
-    const ab = `cur * ${aStage}u + ${k * (BM / 4)}u + ty`;
-    const bb = `cur * ${bStage}u + ${k * (BN / 4)}u + tx`;
+    const ab = `cur * ${aStage}u + ${k * aRow}u + ty`;
+    const bb = `cur * ${bStage}u + ${k * bRow}u + tx`;
     for (let g = 0; g < gm; g++) L(`      let a${k}_${g} = As[${ab}${g ? ` + ${g * wm}u` : ''}];`);
     for (let g = 0; g < gn; g++) L(`      let b${k}_${g} = Bs[${bb}${g ? ` + ${g * wn}u` : ''}];`);
     for (let g = 0; g < gm; g++) {

@@ -1,4 +1,4 @@
-import { keep, noGrad, opError, tidy, zerosLike, type Tensor } from '@sparsegrad/core';
+import { adamStep, keep, noGrad, opError, tidy, zerosLike, type Tensor } from '@sparsegrad/core';
 
 /**
  * Base optimiser: holds parameters and per-parameter state tensors (kept outside tidy scopes).
@@ -124,16 +124,11 @@ export class Adam extends Optimizer {
     if (!(this.weightDecay >= 0)) throw opError(this.constructor.name, `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
   protected update(p: Tensor, g: Tensor): void {
-    if (this.weightDecay && !this.decoupled) g = g.add(p.mul(this.weightDecay));
-    if (this.weightDecay && this.decoupled) p.assign(p.mul(1 - this.lr * this.weightDecay));
-    const m = this.slot(p, 'expAvg');
-    const v = this.slot(p, 'expAvgSq');
-    m.assign(m.mul(this.beta1).add(g.mul(1 - this.beta1)));
-    v.assign(v.mul(this.beta2).add(g.mul(g).mul(1 - this.beta2)));
-    const bc1 = 1 - this.beta1 ** this.stepCount;
-    const bc2 = 1 - this.beta2 ** this.stepCount;
-    const denom = v.div(bc2).sqrt().add(this.eps);
-    p.assign(p.sub(m.div(denom).mul(this.lr / bc1)));
+    // One fused kernel per parameter (the formula is in core's Backend.adamStep).
+    adamStep(p, g, this.slot(p, 'expAvg'), this.slot(p, 'expAvgSq'), {
+      lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, decoupled: this.decoupled,
+      biasCorrection1: 1 - this.beta1 ** this.stepCount, biasCorrection2: 1 - this.beta2 ** this.stepCount,
+    });
   }
 }
 
