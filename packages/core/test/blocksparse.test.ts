@@ -88,6 +88,23 @@ for (const backend of await backendsUnderTest()) {
     }
   }
 
+  test('dW of long block rows (GPU kernels take a few blocks of a row at a time)', async () => {
+    for (const bs of [16, 32]) {
+      manualSeed(bs);
+      const [rows, cols, m] = [2 * bs, 20 * bs, 301];
+      const W = BlockSparseMatrix.random([rows, cols], { density: 0.75, blockSize: bs, backend });
+      const xd = f32(randomArray(m * cols, 3));
+      const dyd = f32(randomArray(m * rows, 4));
+      const dw = bsrSddmmKernel(tensor(Float32Array.from(dyd), [m, rows], opts), tensor(Float32Array.from(xd), [m, cols], opts), W.layout);
+      const dwDense = matmulABt(transpose(dyd, m, rows), transpose(xd, m, cols), rows, cols, m);
+      const ref = new Float64Array(W.nnzBlocks * bs * bs);
+      W.blockCoords.forEach(([r, c], b) => {
+        for (let i = 0; i < bs; i++) for (let j = 0; j < bs; j++) ref[b * bs * bs + i * bs + j] = dwDense[(r * bs + i) * cols + c * bs + j];
+      });
+      assertClose(await dw.toArray(), ref, 5e-5, `bs ${bs}`);
+    }
+  });
+
   test('an empty block row writes zeros and a large m streams correctly', async () => {
     const bs = 16;
     const W = BlockSparseMatrix.fromMask([[1, 0], [0, 0], [0, 1]], bs, { backend, data: tensor(Float32Array.from(randomArray(2 * 256, 5)), [2, 16, 16], opts) });

@@ -259,34 +259,40 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
     },
     bsrSddmm(dy, x, layout, m, out) {
-      const idx = indexBuffers(layout);
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
       if (nnz === 0) return;
       const shape = tuned(`sddmm${bs}`) ?? sddmmShape(bs);
-      // Each workgroup computes one block over a chunk of the tokens; with few blocks the tokens
-      // are split further (partial sums, then one reduction) so the GPU has enough workgroups.
-      const splits = Math.max(1, Math.min(Math.ceil(SDDMM_TARGET_GROUPS / nnz), Math.floor(m / 256)));
+      // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
+      // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
+      // tokens are split further (partial sums, then one reduction) so the GPU has enough work.
+      const perGroup = tileCols(shape) / bs;
+      const groups = sddmmGroups(layout, perGroup);
+      const ng = groups.size / 2;
+      const splits = Math.max(1, Math.min(Math.ceil(SDDMM_TARGET_GROUPS / ng), Math.floor(m / 256)));
       const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
       const used = Math.max(1, Math.ceil(m / chunk));
+      const idx = indexBuffers(layout);
       const pipeline = pipe(`bsrSddmm|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X',
         bindings: `@group(0) @binding(1) var<storage, read> D: array<f32>;
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
-        setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let nnz = p(4u); let chunk = p(5u);
-  let blk = wg.x + wg.z * ${MAX_GRID}u; let split = wg.y; let t0 = split * chunk;
-  if (blk >= nnz) { return; }
-  let m0 = 0u; let n0 = 0u; let M = bs; let N = bs;
+@group(0) @binding(5) var<storage, read> Groups: array<i32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+        setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = p(3u); let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
+  let grp = wg.x + wg.z * ${MAX_GRID}u; let split = wg.y; let t0 = split * chunk;
+  if (grp >= ng) { return; }
+  let first = u32(Groups[2u * grp]); let M = bs; let N = u32(Groups[2u * grp + 1u]) * bs; let m0 = 0u; let n0 = 0u;
   let L = min(chunk, tokens - t0); let aRS = 1u; let aKS = rows; let bKS = cols; let bNS = 1u;`,
         segBegin: '0u', segEnd: '1u',
-        segment: `aBase = t0 * rows + u32(rowIdx[blk]) * bs; bBase = t0 * cols + u32(colIdx[blk]) * bs;`,
-        store: (r, c, v) => `Y[((split * nnz + blk) * bs + ${r}) * bs + ${c}] = ${v};`,
+        segment: `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
+        bAddr: (c, k) => `bBase + ${k} * cols + u32(colIdx[first + ${c} / bs]) * bs + ${c} % bs`,
+        store: (r, c, v) => `Y[((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs] = ${v};`,
       })}`);
       const target = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
-      const gx = Math.min(nnz, MAX_GRID);
-      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, target], [m, rows, cols, bs, nnz, chunk].map(u), [gx, used, Math.ceil(nnz / gx)]);
+      const gx = Math.min(ng, MAX_GRID);
+      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, target], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
       if (used > 1) {
         backend.reduce('sum', target, 1, used, nnz * bs * bs, out);
         ctx.free(target);
@@ -303,7 +309,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
   let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
   // Out-of-range indices read as 0 (checking would need a readback).
-  Y[i] = select(${t}(0), X[(o * n + u32(k)) * inner + q], k >= 0 && u32(k) < n);
+  // Read only in range: Node runs Dawn without its robustness clamps (see index.ts).
+  var v = ${t}(0);
+  if (k >= 0 && u32(k) < n) { v = X[(o * n + u32(k)) * inner + q]; }
+  Y[i] = v;
 }`);
       ctx.dispatch('gather', pipeline, [G(x), G(idx.buffer), G(out)], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
     },
@@ -466,6 +475,23 @@ ${rowMain(sg)}
     }
   }
 
+  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
+  function sddmmGroups(layout: BlockLayout, per: number): GpuBuffer {
+    let byLayout = groupCache.get(layout);
+    if (!byLayout) groupCache.set(layout, (byLayout = new Map()));
+    let buffer = byLayout.get(per);
+    if (!buffer) {
+      const pairs: number[] = [];
+      for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
+        for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
+      }
+      buffer = ctx.alloc(pairs.length, 'int32');
+      ctx.upload(buffer, Int32Array.from(pairs));
+      byLayout.set(per, buffer);
+    }
+    return buffer;
+  }
+
   function indexBuffers(layout: BlockLayout) {
     let cached = layoutCache.get(layout);
     if (!cached) {
@@ -507,17 +533,16 @@ const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
 /** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
 const SDDMM_TARGET_GROUPS = 1024;
 
-/** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall, 256 threads (tuned on an H100). */
+/** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall (tuned on an H100). */
 function bsrShape(bs: number): GemmShape {
-  const tn = bs >= 64 ? 8 : 4;
-  const wn = bs / tn;
-  return { wm: 256 / wn, wn, tm: bs === 32 ? 8 : 4, tn, bk: 8 };
+  // 128 threads, 8 x 4 (8 x 8 for 64x64 blocks) outputs each: 128 tokens x one block (256 tokens for 16x16).
+  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 8 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
 }
 
-/** SDDMM: a workgroup computes one bs x bs block. */
+/** SDDMM: a workgroup computes several blocks of one block row. */
 function sddmmShape(bs: number): GemmShape {
-  // Measured on an H100: for 32x32 blocks one warp per block with 8x4 outputs per thread was fastest.
-  return bs === 32 ? { wm: 4, wn: 8, tm: 8, tn: 4, bk: 8 } : { wm: bs / 4, wn: bs / 4, tm: 4, tn: 4, bk: 8 };
+  // One block row tall, 128 columns wide (128 / bs blocks of the row), 128 threads.
+  return bs === 16 ? { wm: 4, wn: 32, tm: 4, tn: 4, bk: 8 } : bs === 32 ? { wm: 4, wn: 32, tm: 8, tn: 4, bk: 8 } : { wm: 8, wn: 16, tm: 8, tn: 8, bk: 8 };
 }
 
 const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.bk}`;
@@ -540,6 +565,7 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
   for (let first = 0; first < tiles; first += MAX_GRID) dispatch(first, Math.min(MAX_GRID, tiles - first));
 }
 
+const groupCache = new WeakMap<BlockLayout, Map<number, GpuBuffer>>();
 /** Device copies of block-layout indexes, uploaded once per layout. */
 const layoutCache = new WeakMap<BlockLayout, Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>>();
 

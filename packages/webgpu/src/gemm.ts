@@ -46,6 +46,8 @@ export interface GemmSpec {
   bContiguous: 'k' | 'n';
   /** Whether a segment length may be a non-multiple of BK. */
   kChecked: boolean;
+  /** Address of B element (k, col) when it is not bBase + k * bKS + col * bNS (columns from several blocks). */
+  bAddr?: (col: string, k: string) => string;
   /** Writes one output: a WGSL statement given row (from m0), col (from n0) and value `v` (f32). */
   store: (row: string, col: string, v: string) => string;
 }
@@ -108,7 +110,7 @@ export function gemmKernel(spec: GemmSpec): string {
       const guard = (l + 1) * T > total ? ` && e < ${total}u` : '';
       out.push(`{ let e = ${l * T}u + tid; let r = ${rc}; let kk = k0 + ${kc};
       var v = 0.0;
-      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${which === 'a' ? `${spec.a}[aBase + r * aRS + kk * aKS]` : `${spec.b}[bBase + kk * bKS + r * bNS]`}; }
+      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${which === 'a' ? `${spec.a}[aBase + r * aRS + kk * aKS]` : `${spec.b}[${spec.bAddr ? spec.bAddr('r', 'kk') : 'bBase + kk * bKS + r * bNS'}]`}; }
       ${which}r${l} = v; }`);
     }
     return out.join('\n      ');

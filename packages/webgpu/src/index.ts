@@ -19,8 +19,13 @@ registerBackend({
       process.env.XDG_RUNTIME_DIR ??= '/tmp';
       const dawn = await import('webgpu');
       Object.assign(globalThis, dawn.globals);
-      // Dawn instance flags (e.g. "enable-dawn-features=..."), space-separated; for diagnosis and tuning.
-      gpu = dawn.create(process.env.SPARSEGRAD_DAWN_FLAGS?.split(' ').filter(Boolean) ?? []);
+      // Dawn's robustness transform clamps every array index in every kernel (~10% of the dense
+      // matmul's speed on an H100). sparsegrad runs only its own kernels, each of which bounds-checks
+      // its accesses, so Node turns the clamps off; SPARSEGRAD_WEBGPU_ROBUSTNESS=1 keeps them (for
+      // debugging a kernel). Browsers always keep them. SPARSEGRAD_DAWN_FLAGS adds Dawn instance flags.
+      const flags = process.env.SPARSEGRAD_DAWN_FLAGS?.split(' ').filter(Boolean) ?? [];
+      if (process.env.SPARSEGRAD_WEBGPU_ROBUSTNESS !== '1') flags.push('enable-dawn-features=disable_robustness');
+      gpu = dawn.create(flags);
     } catch (e) {
       throw new Error(`Dawn (npm package webgpu) could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }
