@@ -46,8 +46,11 @@ export interface GemmSpec {
   bContiguous: 'k' | 'n';
   /** Whether a segment length may be a non-multiple of BK. */
   kChecked: boolean;
-  /** Address of B element (k, col) when it is not bBase + k * bKS + col * bNS (columns from several blocks). */
-  bAddr?: (col: string, k: string) => string;
+  /**
+   * Offset of B's column `col` when it is not col * bNS (columns gathered from several blocks). It
+   * is evaluated once per segment for each column a thread loads, not at every step.
+   */
+  bColumn?: (col: string) => string;
   /** Writes one output: a WGSL statement given row (from m0), col (from n0) and value `v` (f32). */
   store: (row: string, col: string, v: string) => string;
 }
@@ -110,7 +113,7 @@ export function gemmKernel(spec: GemmSpec): string {
       const guard = (l + 1) * T > total ? ` && e < ${total}u` : '';
       out.push(`{ let e = ${l * T}u + tid; let r = ${rc}; let kk = k0 + ${kc};
       var v = 0.0;
-      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${which === 'a' ? `${spec.a}[aBase + r * aRS + kk * aKS]` : `${spec.b}[${spec.bAddr ? spec.bAddr('r', 'kk') : 'bBase + kk * bKS + r * bNS'}]`}; }
+      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${which === 'a' ? `${spec.a}[aBase + r * aRS + kk * aKS]` : `${spec.b}[${spec.bColumn ? `bBase + kk * bKS + bcol${l}` : 'bBase + kk * bKS + r * bNS'}]`}; }
       ${which}r${l} = v; }`);
     }
     return out.join('\n      ');
@@ -149,8 +152,12 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`  let total = (range.y - range.x) * per;`);
   L(`  if (total > 0u) {`);
   L(`    var s = range.x; var k0 = 0u; var t = 0u; var st = 0u;`);
+  const columns = spec.bColumn
+    ? Array.from({ length: bPer }, (_, l) => `{ let e = ${l * T}u + tid; let r = ${bCoords[0]}; bcol${l} = ${spec.bColumn!('r')}; }`).join(' ')
+    : '';
   L(`    var aBase = 0u; var bBase = 0u;`);
-  L(`    ${spec.segment}`);
+  if (spec.bColumn) for (let l = 0; l < bPer; l++) L(`    var bcol${l} = 0u;`);
+  L(`    ${spec.segment} ${columns}`);
   L(`    ${load('a', aPer, BM * bk)}`);
   L(`    ${load('b', bPer, BN * bk)}`);
   L(`    ${stash('a', aPer, BM * bk)}`);
@@ -162,7 +169,7 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      let more = t < total;`);
   L(`      if (more) {`);
   L(`        k0 += ${bk}u;`);
-  L(`        if (k0 >= L) { k0 = 0u; s += 1u; ${spec.segment} }`);
+  L(`        if (k0 >= L) { k0 = 0u; s += 1u; ${spec.segment} ${columns} }`);
   L(`      ${load('a', aPer, BM * bk)}`);
   L(`      ${load('b', bPer, BN * bk)}`);
   L(`      }`);
