@@ -6,6 +6,7 @@
  * previous batch has consumed the arena by then).
  */
 import type { BackendBuffer, DType } from '@sparsegrad/core';
+import { KernelProfiler, type KernelTime } from './profiler.ts';
 
 const MAX_BATCH = 256;
 /** Uniform blocks are bound at multiples of this offset alignment. */
@@ -49,6 +50,7 @@ export class GpuContext {
   private timing: { querySet: GPUQuerySet; resolve: GPUBuffer; readback: GPUBuffer } | null = null;
   private error: string | null = null;
   private lost: string | null = null;
+  private profiler: KernelProfiler | null = null;
   liveBuffers = 0;
   liveBytes = 0;
   /** Objects that must live as long as the device (see device.ts). */
@@ -211,11 +213,30 @@ export class GpuContext {
       else view.setFloat32(i * 4, p.f32, true);
     });
     const group = this.bindGroup(kernel, buffers);
+    if (this.profiler) this.pass = this.profiler.pass(this.encoder!, op);
     this.pass ??= this.encoder!.beginComputePass();
     this.pass.setPipeline(kernel.pipeline);
     this.pass.setBindGroup(0, group, [offset]);
     this.pass.dispatchWorkgroups(...grid);
+    if (this.profiler) this.endPass();
     this.dispatches++;
+  }
+
+  /** Starts timing every kernel by op name (needs `canTime`); see profiler.ts. */
+  startProfile(): void {
+    if (!this.canTime) throw new Error('webgpu: profiling needs the timestamp-query feature, which this adapter lacks');
+    this.flush();
+    this.profiler = new KernelProfiler(this.device, MAX_BATCH);
+  }
+
+  /** Stops profiling; resolves with milliseconds and dispatch counts per op name. */
+  async stopProfile(): Promise<Map<string, KernelTime>> {
+    const profiler = this.profiler;
+    if (!profiler) throw new Error('webgpu: stopProfile without startProfile');
+    this.flush();
+    this.profiler = null;
+    await profiler.settle();
+    return profiler.times;
   }
 
   /** Whether the device can time passes (the `timestamp-query` feature). */
@@ -263,7 +284,9 @@ export class GpuContext {
     if (!this.encoder) return;
     this.endPass();
     if (this.dispatches) this.device.queue.writeBuffer(this.arena, 0, this.arenaData, 0, this.dispatches * UNIFORM_STRIDE);
+    const collect = this.profiler?.beforeSubmit(this.encoder);
     this.device.queue.submit([this.encoder.finish()]);
+    collect?.();
     this.encoder = null;
     this.dispatches = 0;
   }

@@ -1,0 +1,65 @@
+/**
+ * Where a training step of the small GPT spends its time on the WebGPU backend: wall time per
+ * step (forward, backward, gradient clipping, AdamW), then one profiled step with each kernel in a
+ * timed pass of its own, summed per op. Dense against MLPs at a given density (32x32 blocks).
+ *
+ *   SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 npx tsx benchmarks/webgpu-step.ts [--batch 32] [--density 0.25]
+ */
+import { parseArgs } from 'node:util';
+import { crossEntropy, getBackend, manualSeed, setBackend, tensor, tidy } from '@sparsegrad/core';
+import { AdamW, BlockSparseModelPatcher, GPT, clipGradNorm } from '@sparsegrad/nn';
+import type { WebGPUBackend } from '@sparsegrad/webgpu';
+import { median } from './util.ts';
+
+const { values } = parseArgs({ options: { batch: { type: 'string', default: '32' }, density: { type: 'string', default: '0.25' }, steps: { type: 'string', default: '8' } } });
+const batch = Number(values.batch);
+const steps = Number(values.steps);
+await setBackend('webgpu');
+const ctx = (getBackend() as WebGPUBackend).context;
+const [seq, vocab] = [256, 200];
+console.log(`device: ${getBackend().device.description}; GPT 6 layers, d_model 512, 8 heads, batch ${batch} x ${seq}`);
+
+for (const density of [1, Number(values.density)]) {
+  manualSeed(0);
+  const model = new GPT({ vocabSize: vocab, seqLen: seq, dModel: 512, heads: 8, layers: 6 });
+  if (density < 1) await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density, blockSize: 32 }).patchModel(model);
+  const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+  const tokens = Int32Array.from({ length: batch * (seq + 1) }, (_, i) => (i * 7919) % vocab);
+  const x = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq)]), [batch, seq]);
+  const y = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq) + 1]), [batch, seq]);
+  const step = async () => {
+    const t0 = performance.now();
+    const loss = tidy(() => {
+      const l = crossEntropy(model.forward(x), y);
+      l.backward();
+      clipGradNorm(model.parameters(), 1).dispose();
+      opt.step();
+      opt.zeroGrad();
+      return l;
+    });
+    const host = performance.now() - t0;
+    await loss.item();
+    loss.dispose();
+    return { host, wall: performance.now() - t0 };
+  };
+  for (let i = 0; i < 3; i++) await step();
+  const runs = [];
+  for (let i = 0; i < steps; i++) runs.push(await step());
+  const wall = median(runs.map((r) => r.wall));
+  const host = median(runs.map((r) => r.host));
+  ctx.startProfile();
+  await step();
+  const times = await ctx.stopProfile();
+  const total = [...times.values()].reduce((a, t) => a + t.ms, 0);
+  const dispatches = [...times.values()].reduce((a, t) => a + t.count, 0);
+  console.log(`\n${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${wall.toFixed(1)} ms/step (host encoding ${host.toFixed(1)} ms), ${dispatches} dispatches, kernels ${total.toFixed(1)} ms when timed one by one`);
+  console.log('| op | ms per step | share | dispatches |');
+  console.log('| --- | --- | --- | --- |');
+  for (const [op, t] of [...times].sort((a, b) => b[1].ms - a[1].ms).slice(0, 14)) {
+    console.log(`| ${op} | ${t.ms.toFixed(2)} | ${((t.ms / total) * 100).toFixed(0)}% | ${t.count} |`);
+  }
+  for (const p of model.parameters()) p.dispose();
+  x.dispose();
+  y.dispose();
+}
+process.exit(0);
