@@ -55,7 +55,7 @@ for (const density of [1, Number(values.density)]) {
   console.log(`\n${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${wall.toFixed(1)} ms/step (host encoding ${host.toFixed(1)} ms), ${dispatches} dispatches, kernels ${total.toFixed(1)} ms when timed one by one`);
   console.log('| op | ms per step | share | dispatches |');
   console.log('| --- | --- | --- | --- |');
-  for (const [op, t] of [...times].sort((a, b) => b[1].ms - a[1].ms).slice(0, 14)) {
+  for (const [op, t] of [...times].sort((a, b) => b[1].ms - a[1].ms).slice(0, 24)) {
     console.log(`| ${op} | ${t.ms.toFixed(2)} | ${((t.ms / total) * 100).toFixed(0)}% | ${t.count} |`);
   }
   for (const p of model.parameters()) p.dispose();

@@ -137,6 +137,8 @@ for (const backend of await backendsUnderTest()) {
     const cases: [number[], number[]][] = [
       [[1, 1], [1, 1]], [[7, 33], [33, 5]], [[33, 17], [17, 9]], [[2, 5, 7], [7, 3]], [[4, 1, 3, 6], [5, 6, 2]],
       [[5, 1023], [1023, 1]], [[64, 64], [64, 64]], [[3, 0], [0, 4]],
+      // A long shared dimension with few outputs (GPU backends split k): uneven chunks.
+      [[33, 2501], [2501, 17]],
     ];
     for (const [as, bs] of cases) {
       const a = f32(randomArray(size(as), 31));
@@ -144,7 +146,8 @@ for (const backend of await backendsUnderTest()) {
       const ref = refMatmul(a, as, b, bs);
       const y = sg.matmul(T(a, as), T(b, bs));
       assert.equal([...y.shape], ref.shape);
-      assertClose(await y.toArray(), ref.out, 1e-5, `${as} @ ${bs}`);
+      // f32 rounding grows with the length of the sums.
+      assertClose(await y.toArray(), ref.out, 1e-5 * Math.max(1, as[as.length - 1] / 500), `${as} @ ${bs}`);
     }
     // Transposed views go through the strided packing path.
     const a = f32(randomArray(6 * 4, 1));

@@ -202,19 +202,38 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;`,
         // Grid: x = column tiles (consecutive workgroups share A's row panel in L2), y = row tiles, z = batch.
-        setup: `let M = p(0u); let N = p(1u); let L = p(2u); let batch = wg.z; let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;
+        // A split-K product is a batch over chunks of k whose last chunk may be short: L is the
+        // chunk length, cut at p(12) (the whole k; 0xffffffff for an ordinary batch).
+        setup: `let M = p(0u); let N = p(1u); let batch = wg.z; let L = min(p(2u), p(12u) - batch * p(2u)); let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;
   let aRS = p(5u); let aKS = p(6u); let bKS = p(9u); let bNS = p(10u);`,
         segBegin: '0u', segEnd: '1u',
         segment: `aBase = p(3u) + batch * p(4u) + m0 * aRS; bBase = p(7u) + batch * p(8u) + n0 * bNS;`,
         store: (r, c, v) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};`,
       })}`);
+      const tiles = Math.ceil(m / tileRows(shape)) * Math.ceil(n / tileCols(shape));
+      // Profiles tell products apart by shape and layout.
+      const op = ctx.profiling ? `matmul ${batch}x${m}x${n}x${k} ${aC}${bC}` : 'matmul';
+      const grid = (count: number): [number, number, number] => [Math.ceil(n / tileCols(shape)), Math.ceil(m / tileRows(shape)), count];
+      if (batch === 1 && tiles < SPLIT_K_BELOW_TILES && k >= SPLIT_K_MIN) {
+        // Few output tiles over a long k (weight gradients: dW = dY^T X): split k into chunks run
+        // as a batch writing partial products, then sum them, so every multiprocessor has work.
+        const splits = Math.min(Math.ceil((2 * SPLIT_K_BELOW_TILES) / tiles), Math.floor(k / (SPLIT_K_MIN / 2)));
+        const chunk = Math.ceil(k / splits / shape.bk) * shape.bk;
+        const used = Math.ceil(k / chunk);
+        const partial = ctx.alloc(used * m * n, 'float32');
+        const params = [m, n, chunk, a.offset, chunk * (a.colStride), a.rowStride, a.colStride, b.offset, chunk * b.rowStride, b.rowStride, b.colStride, 0, k].map(u);
+        ctx.dispatchGrid(`${op} split ${used}`, pipeline, [G(a.buffer), G(b.buffer), partial], params, grid(used));
+        backend.reduce('sum', partial, 1, used, m * n, out);
+        ctx.free(partial); // reuse is ordered after these dispatches on the queue
+        return;
+      }
       const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
       // The grid's z dimension is limited: long batches go in slices, each with its own offsets.
       for (let b0 = 0; b0 < batch; b0 += MAX_GRID) {
-        const slice = [...params, u(b0 * m * n)];
+        const slice = [...params, u(b0 * m * n), u(0xffffffff)];
         slice[3] = u(a.offset + b0 * a.batchStride);
         slice[7] = u(b.offset + b0 * b.batchStride);
-        ctx.dispatchGrid('matmul', pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, [Math.ceil(n / tileCols(shape)), Math.ceil(m / tileRows(shape)), Math.min(MAX_GRID, batch - b0)]);
+        ctx.dispatchGrid(op, pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, grid(Math.min(MAX_GRID, batch - b0)));
       }
     },
 
@@ -533,6 +552,9 @@ function perElement(body: string): string {
 }
 const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
 const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
+/** Products with fewer output tiles than this (about two per multiprocessor on an H100) and k >= SPLIT_K_MIN split k. */
+const SPLIT_K_BELOW_TILES = 264;
+const SPLIT_K_MIN = 1024;
 /** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
 const SDDMM_TARGET_GROUPS = 1024;
 

@@ -222,6 +222,10 @@ export class GpuContext {
     this.dispatches++;
   }
 
+  get profiling(): boolean {
+    return this.profiler !== null;
+  }
+
   /** Starts timing every kernel by op name (needs `canTime`); see profiler.ts. */
   startProfile(): void {
     if (!this.canTime) throw new Error('webgpu: profiling needs the timestamp-query feature, which this adapter lacks');
