@@ -104,6 +104,13 @@ for (const backend of await backendsUnderTest()) {
     }
   });
 
+  test('a reduction over a short axis of a very wide tensor (more column tiles than a grid dimension holds)', async () => {
+    const n = (1 << 22) + 7;
+    const x = f32(randomArray(2 * n, 5));
+    const ref = Float64Array.from({ length: n }, (_, i) => x[i] + x[n + i]);
+    assertClose(await sg.sum(T(x, [2, n]), 0).toArray(), ref, 1e-6);
+  });
+
   test('full reductions of a long tensor (chunked on GPUs)', async () => {
     const n = 100003;
     const x = f32(randomArray(n, 77));

@@ -163,7 +163,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(outer * n)], gridFor(outer));
         return;
       }
-      if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min') && outer <= MAX_GRID) {
+      if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
         const init = op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38';
         const pipeline = pipe(`reduceColumns|${op}`, () => columnKernel(
           '@group(0) @binding(1) var<storage, read> X: array<f32>;\n@group(0) @binding(2) var<storage, read_write> Y: array<f32>;',
@@ -490,7 +490,9 @@ ${rowMain(sg)}
     const chunk = Math.max(1, Math.ceil(n / splits));
     splits = Math.max(1, Math.ceil(n / chunk));
     const targets = splits === 1 ? outs : outs.map(() => ctx.alloc(splits * outer * inner, 'float32'));
-    ctx.dispatchGrid(op, kernel, [...inputs, ...targets], [outer, n, inner, chunk].map(u), [xg, outer, splits]);
+    const pairs = xg * outer;
+    const gx = Math.min(pairs, MAX_GRID);
+    ctx.dispatchGrid(op, kernel, [...inputs, ...targets], [outer, n, inner, chunk, xg].map(u), [gx, Math.ceil(pairs / gx), splits]);
     if (splits > 1) {
       finish(targets, splits);
       for (const b of targets) ctx.free(b); // reuse is ordered after these dispatches on the queue
@@ -552,8 +554,8 @@ function perElement(body: string): string {
 }
 const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
 const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
-/** Products with fewer output tiles than this (about two per multiprocessor on an H100) and k >= SPLIT_K_MIN split k. */
-const SPLIT_K_BELOW_TILES = 264;
+/** Products with fewer output tiles than this (one per multiprocessor on an H100) and k >= SPLIT_K_MIN split k. */
+const SPLIT_K_BELOW_TILES = 132;
 const SPLIT_K_MIN = 1024;
 /** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
 const SDDMM_TARGET_GROUPS = 1024;
@@ -673,10 +675,13 @@ function columnKernel(bindings: string, sums: ColumnSum[]): string {
   return `${PARAMS}
 ${bindings}
 ${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n = p(1u); let inner = p(2u); let chunk = p(3u); let outer = p(0u);
-  let o = wg.y; let split = wg.z;
-  let c = wg.x * ${COLUMN_TILE}u + lid % ${COLUMN_TILE}u; let lane = lid / ${COLUMN_TILE}u;
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p(1u); let inner = p(2u); let chunk = p(3u); let outer = p(0u); let tiles = p(4u);
+  // (outer slice, column tile) pairs are folded over grid x and y; z is the split.
+  let pair = wg.x + wg.y * nwg.x;
+  if (pair >= outer * tiles) { return; }
+  let o = pair / tiles; let split = wg.z;
+  let c = (pair % tiles) * ${COLUMN_TILE}u + lid % ${COLUMN_TILE}u; let lane = lid / ${COLUMN_TILE}u;
   let r0 = split * chunk; let r1 = min(n, r0 + chunk);
   ${sums.map((m, k) => `var acc${k} = ${m.init};`).join(' ')}
   if (c < inner) {
