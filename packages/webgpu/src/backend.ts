@@ -150,6 +150,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   for (var j = l; j < n && base + j < p(2u); j += 256u) { let v = X[base + j]; acc = ${combine}; }
   let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
   if (l == 0u) { Y[row] = r; }`, false, sg));
+        if (sg && n <= SHORT_ROW && outer > 1) {
+          // Short rows: one workgroup reduces ROWS_PER_GROUP of them, so each thread has several
+          // loads in flight and the reduction's barrier is shared.
+          const short = pipe(`reduceShortRows|${op}`, () => shortRowsKernel(init, (a, v) => (op === 'sum' ? `${a} + ${v}` : `${op}(${a}, ${v})`), op === 'sum' ? 'subgroupAdd' : op === 'max' ? 'subgroupMax' : 'subgroupMin'));
+          ctx.dispatchGrid(op, short, [G(x), G(out)], [u(outer), u(n)], gridFor(Math.ceil(outer / ROWS_PER_GROUP)));
+          return;
+        }
         const CHUNK = 16384;
         if (outer === 1 && n > 4 * CHUNK) {
           // One long row (a full-tensor reduction): partial results per chunk, then one more pass.
@@ -696,6 +703,35 @@ ${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
     for (var q = 1u; q < ${COLUMN_LANES}u; q++) { t${k} = ${m.combine(`t${k}`, `part${k}[lid + q * ${COLUMN_TILE}u]`)}; }
     ${m.out}[(split * outer + o) * inner + c] = t${k};`).join('\n    ')}
   }
+}`;
+}
+
+/** Row reductions of rows up to SHORT_ROW long handle ROWS_PER_GROUP rows per workgroup. */
+const SHORT_ROW = 4096;
+const ROWS_PER_GROUP = 8;
+
+/**
+ * Reduces ROWS_PER_GROUP rows of X [rows, n] per workgroup (needs subgroups): every thread
+ * accumulates its strided share of each row, subgroups fold those, and after one barrier each
+ * subgroup folds the per-subgroup partials of every row.
+ */
+function shortRowsKernel(init: string, combine: (a: string, v: string) => string, subgroupOp: string): string {
+  const R = ROWS_PER_GROUP;
+  const rows = Array.from({ length: R }, (_, r) => r);
+  return `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+var<workgroup> red: array<f32, ${R * WG}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
+  let rows = p(0u); let n = p(1u);
+  let row0 = (wg.x + wg.y * 65535u) * ${R}u;
+  ${rows.map((r) => `var a${r} = ${init};`).join(' ')}
+  ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { a${r} = ${combine(`a${r}`, 'X[base + j]')}; } }`).join('\n  ')}
+  ${rows.map((r) => `red[${r * WG}u + l] = select(${init}, ${subgroupOp}(a${r}), lane == 0u);`).join('\n  ')}
+  workgroupBarrier();
+  ${rows.map((r) => `var b${r} = ${init}; for (var j = lane; j < ${WG}u; j += width) { b${r} = ${combine(`b${r}`, `red[${r * WG}u + j]`)}; }
+  let c${r} = ${subgroupOp}(b${r});
+  if (l == 0u && row0 + ${r}u < rows) { Y[row0 + ${r}u] = c${r}; }`).join('\n  ')}
 }`;
 }
 

@@ -24,8 +24,9 @@ registerBackend({
       // its accesses, so Node turns the clamps off; SPARSEGRAD_WEBGPU_ROBUSTNESS=1 keeps them (for
       // debugging a kernel). Browsers always keep them. SPARSEGRAD_DAWN_FLAGS adds Dawn instance flags.
       const flags = process.env.SPARSEGRAD_DAWN_FLAGS?.split(' ').filter(Boolean) ?? [];
-      if (process.env.SPARSEGRAD_WEBGPU_ROBUSTNESS !== '1') flags.push('enable-dawn-features=disable_robustness');
-      gpu = dawn.create(flags);
+      const enable = flags.filter((f) => f.startsWith('enable-dawn-features=')).flatMap((f) => f.slice(21).split(','));
+      if (process.env.SPARSEGRAD_WEBGPU_ROBUSTNESS !== '1') enable.push('disable_robustness');
+      gpu = dawn.create([...flags.filter((f) => !f.startsWith('enable-dawn-features=')), `enable-dawn-features=${enable.join(',')}`]);
     } catch (e) {
       throw new Error(`Dawn (npm package webgpu) could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }
