@@ -6,7 +6,7 @@
  * of several launches (median over repeats, after a warm-up pass); where the adapter has no
  * timestamps, wall time of the launches plus one readback.
  *
- *   SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 npx tsx benchmarks/webgpu.ts [--quick] [--write]
+ *   npx tsx benchmarks/webgpu.ts [--quick] [--write]
  *
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
@@ -18,6 +18,8 @@ import { median } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
+// Dawn rounds timestamps to 65.5 us unless told otherwise; benchmarks want them exact.
+process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
 await setBackend('webgpu');
 manualSeed(0);
 const be = getBackend() as WebGPUBackend;
@@ -29,7 +31,7 @@ const say = (line = '') => {
 };
 
 /** Milliseconds per launch of `record` (which only dispatches kernels). */
-async function time(record: () => void, launches = 5, repeats = 7): Promise<number> {
+async function time(record: () => void, launches = 20, repeats = 7): Promise<number> {
   const samples: number[] = [];
   record(); // compiles pipelines and uploads block indexes outside the timed pass
   for (let r = 0; r <= repeats; r++) {
@@ -62,7 +64,7 @@ const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 
 const date = new Date().toISOString().slice(0, 10);
 say(`Device: ${be.device.description}. Date: ${date}. Timer: ${ctx.canTime ? 'device timestamps' : 'wall clock (no timestamp-query)'}.`);
-say(`Command: \`SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 npx tsx benchmarks/webgpu.ts${quick ? ' --quick' : ''}${write ? ' --write' : ''}\``);
+say(`Command: \`npx tsx benchmarks/webgpu.ts${quick ? ' --quick' : ''}${write ? ' --write' : ''}\``);
 say();
 
 // ---- tile-shape tuning (--tune): each candidate through SPARSEGRAD_WEBGPU_TILES ----

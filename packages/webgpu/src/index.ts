@@ -10,9 +10,6 @@ registerBackend({
   name: 'webgpu',
   priority: 1,
   async create() {
-    if (process.env.SPARSEGRAD_WEBGPU_EXPERIMENTAL !== '1') {
-      throw new Error('the WebGPU backend is opt-in until its kernels are optimised; set SPARSEGRAD_WEBGPU_EXPERIMENTAL=1 to use it');
-    }
     let gpu: GPU;
     try {
       // Quiet the Vulkan loader's warning about a missing runtime directory (headless machines).
