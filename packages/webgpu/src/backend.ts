@@ -248,10 +248,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
-      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W',
-        bindings: `@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> W: array<f32>;
+      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: true, bVec: true,
+        bindings: `@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
@@ -269,10 +269,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
-      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W',
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<f32>;
-@group(0) @binding(2) var<storage, read> W: array<f32>;
+      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: true, bVec: true,
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
@@ -300,10 +300,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
       const used = Math.max(1, Math.ceil(m / chunk));
       const idx = indexBuffers(layout);
-      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X',
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<f32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
+      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X', aVec: true, bVec: true,
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read> Groups: array<i32>;

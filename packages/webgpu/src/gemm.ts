@@ -44,6 +44,13 @@ export interface GemmSpec {
   /** Which axis of A/B is contiguous (decides the loader's thread mapping). */
   aContiguous: 'k' | 'm';
   bContiguous: 'k' | 'n';
+  /**
+   * Load A/B as vec4s along their contiguous axis (the array is then declared vec4<f32>). The
+   * caller guarantees every address is a multiple of 4 and, along rows/cols, bounds that are
+   * multiples of 4.
+   */
+  aVec?: boolean;
+  bVec?: boolean;
   /** Whether a segment length may be a non-multiple of BK. */
   kChecked: boolean;
   /**
@@ -66,22 +73,47 @@ export function tileCols(s: GemmShape): number {
  * Padding (in vec4s) of a k-row of a workgroup tile that minimises bank conflicts of the loader's
  * stores: simulates one warp (32 lanes, 32 four-byte banks) for pads of 0..8 vec4s.
  */
-function rowPad(width: number, bk: number, kContiguous: boolean, threads: number): number {
+function rowPad(width: number, bk: number, kContig: boolean, vec: boolean, threads: number): number {
   let best = 0;
   let bestWays = Infinity;
+  const v = vec ? 4 : 1;
   for (let pad = 0; pad <= 8; pad++) {
     const banks = new Map<number, Set<number>>();
     for (let lane = 0; lane < Math.min(32, threads); lane++) {
-      const [r, kk] = kContiguous ? [Math.floor(lane / bk), lane % bk] : [lane % width, Math.floor(lane / width)];
-      const word = kk * (width + 4 * pad) + r;
-      const bank = word % 32;
-      if (!banks.has(bank)) banks.set(bank, new Set());
-      banks.get(bank)!.add(word);
+      // One store instruction: (row/col, k) of each lane's first element.
+      const [r, kk] = kContig ? [Math.floor(lane / (bk / v)), (lane % (bk / v)) * v] : [(lane % (width / v)) * v, Math.floor(lane / (width / v))];
+      for (let w = 0; w < (vec && !kContig ? 4 : 1); w++) {
+        const word = kk * (width + 4 * pad) + r + w;
+        if (!banks.has(word % 32)) banks.set(word % 32, new Set());
+        banks.get(word % 32)!.add(word);
+      }
     }
     const ways = Math.max(...[...banks.values()].map((w) => w.size));
     if (ways < bestWays) [best, bestWays] = [pad, ways];
   }
   return best;
+}
+
+interface Operand {
+  name: 'a' | 'b';
+  kContig: boolean;
+  vec: boolean;
+  /** Loads per tile and per thread, and the WGSL for a unit's first row/col and first k. */
+  units: number;
+  per: number;
+  r: string;
+  k: string;
+  zero: string;
+}
+
+function operand(spec: GemmSpec, name: 'a' | 'b', width: number, bk: number, threads: number): Operand {
+  const kContig = (name === 'a' ? spec.aContiguous : spec.bContiguous) === 'k';
+  const vec = !!(name === 'a' ? spec.aVec : spec.bVec);
+  if (vec && kContig && spec.kChecked) throw new Error(`gemmKernel: vector loads along k need segments that are multiples of BK`);
+  const v = vec ? 4 : 1;
+  const units = (width * bk) / v;
+  const [r, k] = kContig ? [`e / ${bk / v}u`, `(e % ${bk / v}u) * ${v}u`] : [`(e % ${width / v}u) * ${v}u`, `e / ${width / v}u`];
+  return { name, kContig, vec, units, per: Math.ceil(units / threads), r, k, zero: vec ? 'vec4<f32>(0.0)' : '0.0' };
 }
 
 export function gemmKernel(spec: GemmSpec): string {
@@ -91,43 +123,49 @@ export function gemmKernel(spec: GemmSpec): string {
   const BN = wn * tn;
   const gm = tm / 4; // vec4 groups per thread along rows
   const gn = tn / 4;
-  const aPer = Math.ceil((BM * bk) / T);
-  const bPer = Math.ceil((BN * bk) / T);
+  const A = operand(spec, 'a', BM, bk, T);
+  const B = operand(spec, 'b', BN, bk, T);
+  const [aPer, bPer] = [A.per, B.per];
   // Workgroup tiles are stored k-major ([k][row] and [k][col]) in rows of vec4s, padded so the
-  // loader's scalar stores from one warp land in distinct banks.
-  const aRow = BM / 4 + rowPad(BM, bk, spec.aContiguous === 'k', T);
-  const bRow = BN / 4 + rowPad(BN, bk, spec.bContiguous === 'k', T);
+  // loader's stores from one warp land in distinct banks.
+  const aRow = BM / 4 + rowPad(BM, bk, A.kContig, A.vec, T);
+  const bRow = BN / 4 + rowPad(BN, bk, B.kContig, B.vec, T);
   const aStage = aRow * bk; // vec4s per stage
   const bStage = bRow * bk;
   const lines: string[] = [];
   const L = (s: string) => lines.push(s);
 
-  // Loader: element e of the tile -> (row/col, k) following the contiguous axis.
-  const aCoords = spec.aContiguous === 'k' ? ['e / ' + bk + 'u', 'e % ' + bk + 'u'] : ['e % ' + BM + 'u', 'e / ' + BM + 'u'];
-  const bCoords = spec.bContiguous === 'k' ? ['e / ' + bk + 'u', 'e % ' + bk + 'u'] : ['e % ' + BN + 'u', 'e / ' + BN + 'u'];
-  const load = (which: 'a' | 'b', per: number, total: number) => {
-    const [rc, kc] = which === 'a' ? aCoords : bCoords;
-    const lim = which === 'a' ? 'M - m0' : 'N - n0';
+  // Loader: unit e of the tile (a float, or a vec4 along the operand's contiguous axis) -> its
+  // first row/col r and first k kk.
+  const load = (X: Operand) => {
+    const a = X.name === 'a';
+    const lim = a ? 'M - m0' : 'N - n0';
     const out: string[] = [];
-    for (let l = 0; l < per; l++) {
-      const guard = (l + 1) * T > total ? ` && e < ${total}u` : '';
-      out.push(`{ let e = ${l * T}u + tid; let r = ${rc}; let kk = k0 + ${kc};
-      var v = 0.0;
-      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${which === 'a' ? `${spec.a}[aBase + r * aRS + kk * aKS]` : `${spec.b}[${spec.bColumn ? `bBase + kk * bKS + bcol${l}` : 'bBase + kk * bKS + r * bNS'}]`}; }
-      ${which}r${l} = v; }`);
+    for (let l = 0; l < X.per; l++) {
+      const guard = (l + 1) * T > X.units ? ` && e < ${X.units}u` : '';
+      const addr = a ? 'aBase + r * aRS + kk * aKS' : `bBase + kk * bKS + ${spec.bColumn ? `bcol${l}` : 'r * bNS'}`;
+      out.push(`{ let e = ${l * T}u + tid; let r = ${X.r}; let kk = k0 + ${X.k};
+      var v = ${X.zero};
+      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
+      ${X.name}r${l} = v; }`);
     }
     return out.join('\n      ');
   };
-  const stash = (which: 'a' | 'b', per: number, total: number) => {
-    const [rc, kc] = which === 'a' ? aCoords : bCoords;
-    const width = which === 'a' ? BM : BN;
-    const arr = which === 'a' ? 'As' : 'Bs';
-    const stage = which === 'a' ? aStage : bStage;
-    const rowLen = which === 'a' ? aRow : bRow;
+  const stash = (X: Operand) => {
+    const a = X.name === 'a';
+    const arr = a ? 'As' : 'Bs';
+    const stage = a ? aStage : bStage;
+    const rowLen = a ? aRow : bRow;
     const out: string[] = [];
-    for (let l = 0; l < per; l++) {
-      const guard = (l + 1) * T > total ? `if (${l * T}u + tid < ${total}u) ` : '';
-      out.push(`${guard}{ let e = ${l * T}u + tid; let r = ${rc}; let kk = ${kc}; let q = st * ${stage}u + kk * ${rowLen}u + r / 4u; ${arr}[q][r % 4u] = ${which}r${l}; }`);
+    for (let l = 0; l < X.per; l++) {
+      const guard = (l + 1) * T > X.units ? `if (${l * T}u + tid < ${X.units}u) ` : '';
+      const q = (dk: number) => `st * ${stage}u + (kk + ${dk}u) * ${rowLen}u + r / 4u`;
+      const body = !X.vec
+        ? `${arr}[${q(0)}][r % 4u] = ${X.name}r${l};`
+        : X.kContig
+          ? [0, 1, 2, 3].map((j) => `${arr}[${q(j)}][r % 4u] = ${X.name}r${l}[${j}];`).join(' ')
+          : `${arr}[${q(0)}] = ${X.name}r${l};`;
+      out.push(`${guard}{ let e = ${l * T}u + tid; let r = ${X.r}; let kk = ${X.k}; ${body} }`);
     }
     return out.join('\n      ');
   };
@@ -140,8 +178,8 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`  let tx = tid % ${wn}u; let ty = tid / ${wn}u;`);
   L(`  ${spec.setup}`);
   for (let i = 0; i < tm; i++) for (let g = 0; g < gn; g++) L(`  var c${i}_${g} = vec4<f32>(0.0);`);
-  for (let l = 0; l < aPer; l++) L(`  var ar${l} = 0.0;`);
-  for (let l = 0; l < bPer; l++) L(`  var br${l} = 0.0;`);
+  for (let l = 0; l < aPer; l++) L(`  var ar${l} = ${A.zero};`);
+  for (let l = 0; l < bPer; l++) L(`  var br${l} = ${B.zero};`);
   // Barriers must sit in uniform control flow: segment bounds read from storage go through a
   // workgroup-uniform load.
   L(`  if (tid == 0u) { segRange = vec2<u32>(${spec.segBegin}, ${spec.segEnd}); }`);
@@ -153,15 +191,15 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`  if (total > 0u) {`);
   L(`    var s = range.x; var k0 = 0u; var t = 0u; var st = 0u;`);
   const columns = spec.bColumn
-    ? Array.from({ length: bPer }, (_, l) => `{ let e = ${l * T}u + tid; let r = ${bCoords[0]}; bcol${l} = ${spec.bColumn!('r')}; }`).join(' ')
+    ? Array.from({ length: bPer }, (_, l) => `{ let e = ${l * T}u + tid; let r = ${B.r}; bcol${l} = ${spec.bColumn!('r')}; }`).join(' ')
     : '';
   L(`    var aBase = 0u; var bBase = 0u;`);
   if (spec.bColumn) for (let l = 0; l < bPer; l++) L(`    var bcol${l} = 0u;`);
   L(`    ${spec.segment} ${columns}`);
-  L(`    ${load('a', aPer, BM * bk)}`);
-  L(`    ${load('b', bPer, BN * bk)}`);
-  L(`    ${stash('a', aPer, BM * bk)}`);
-  L(`    ${stash('b', bPer, BN * bk)}`);
+  L(`    ${load(A)}`);
+  L(`    ${load(B)}`);
+  L(`    ${stash(A)}`);
+  L(`    ${stash(B)}`);
   L(`    workgroupBarrier();`);
   L(`    loop {`);
   L(`      let cur = st;`);
@@ -170,8 +208,8 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      if (more) {`);
   L(`        k0 += ${bk}u;`);
   L(`        if (k0 >= L) { k0 = 0u; s += 1u; ${spec.segment} ${columns} }`);
-  L(`      ${load('a', aPer, BM * bk)}`);
-  L(`      ${load('b', bPer, BN * bk)}`);
+  L(`      ${load(A)}`);
+  L(`      ${load(B)}`);
   L(`      }`);
   // Multiply the current stage: for each k, gm vec4s of A (rows) and gn vec4s of B (cols).
   for (let k = 0; k < bk; k++) {
@@ -187,8 +225,8 @@ export function gemmKernel(spec: GemmSpec): string {
   }
   L(`      if (!more) { break; }`);
   L(`      st = 1u - cur;`);
-  L(`      ${stash('a', aPer, BM * bk)}`);
-  L(`      ${stash('b', bPer, BN * bk)}`);
+  L(`      ${stash(A)}`);
+  L(`      ${stash(B)}`);
   L(`      workgroupBarrier();`);
   L(`    }`);
   L(`  }`);
