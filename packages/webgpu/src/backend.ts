@@ -247,11 +247,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     bsrMatmul(x, blocks, layout, m, out) {
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
+      // vec4 loads (measured on an H100: faster for 32x32 and 64x64 blocks, slower for 16x16).
+      const vec = bs !== 16;
       const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
-      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: true, bVec: true,
-        bindings: `@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
+      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
+        bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
@@ -268,11 +270,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     bsrMatmulGradInput(dy, blocks, layout, m, out) {
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
+      // vec4 loads (measured on an H100: faster for 32x32 and 64x64 blocks, slower for 16x16).
+      const vec = bs !== 16;
       const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
-      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: true, bVec: true,
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
+      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
@@ -569,8 +573,9 @@ const SDDMM_TARGET_GROUPS = 1024;
 
 /** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall (tuned on an H100). */
 function bsrShape(bs: number): GemmShape {
-  // 128 threads, 8 x 4 (8 x 8 for 64x64 blocks) outputs each: 128 tokens x one block (256 tokens for 16x16).
-  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 8 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
+  // 128 threads, 8 x 4 (8 x 8 for 64x64 blocks) outputs each: 128 tokens x one block (256 tokens
+  // for 16x16); half a 32x32 block per k-step.
+  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 16 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
 }
 
 /** SDDMM: a workgroup computes several blocks of one block row. */
