@@ -7,7 +7,9 @@
  */
 import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
-import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
+import { gemmKernel, tileCols, tileRows } from './gemm.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
+import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, sddmmShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -563,41 +565,6 @@ function perElement(body: string): string {
   }
 }`;
 }
-const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
-const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
-/** Products with fewer output tiles than this (one per multiprocessor on an H100) and k >= SPLIT_K_MIN split k. */
-const SPLIT_K_BELOW_TILES = 132;
-const SPLIT_K_MIN = 1024;
-/** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
-const SDDMM_TARGET_GROUPS = 1024;
-
-/** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall (tuned on an H100). */
-function bsrShape(bs: number): GemmShape {
-  // 128 threads, 8 x 4 (8 x 8 for 64x64 blocks) outputs each: 128 tokens x one block (256 tokens
-  // for 16x16); half a 32x32 block per k-step.
-  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 16 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
-}
-
-/** SDDMM: a workgroup computes several blocks of one block row. */
-function sddmmShape(bs: number): GemmShape {
-  // One block row tall, 128 columns wide (128 / bs blocks of the row), 128 threads.
-  return bs === 16 ? { wm: 4, wn: 32, tm: 4, tn: 4, bk: 8 } : bs === 32 ? { wm: 4, wn: 32, tm: 8, tn: 4, bk: 8 } : { wm: 8, wn: 16, tm: 8, tn: 8, bk: 8 };
-}
-
-const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.bk}`;
-
-/**
- * Tile shapes can be overridden for tuning (benchmarks only): SPARSEGRAD_WEBGPU_TILES =
- * "matmul=16,16,8,8,8;bsr32=32,8,4,4,8;sddmm32=8,8,4,4,8".
- */
-function tuned(kernel: string): GemmShape | undefined {
-  const spec = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SPARSEGRAD_WEBGPU_TILES;
-  const entry = spec?.split(';').find((e) => e.startsWith(`${kernel}=`));
-  if (!entry) return undefined;
-  const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
-  return { wm, wn, tm, tn, bk };
-}
-
 /** Splits `m` tokens into dispatches of at most MAX_GRID tiles along the grid's y dimension. */
 function tokenTiles(m: number, tile: number, dispatch: (first: number, count: number) => void): void {
   const tiles = Math.ceil(m / tile);
@@ -607,154 +574,3 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
 const groupCache = new WeakMap<BlockLayout, Map<number, GpuBuffer>>();
 /** Device copies of block-layout indexes, uploaded once per layout. */
 const layoutCache = new WeakMap<BlockLayout, Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>>();
-
-/**
- * Workgroup-wide sum and max over 256 invocations. With subgroups: one subgroup reduction, one
- * barrier, then every subgroup folds the per-subgroup partials (no assumption about which
- * invocations share a subgroup). Without: a tree in workgroup memory (eight barriers).
- */
-function reduceWgsl(subgroups: boolean): string {
-  if (!subgroups) {
-    return /* wgsl */ `
-var<workgroup> red: array<f32, 256>;
-fn reduceSum(v: f32, l: u32) -> f32 {
-  red[l] = v; workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
-  let r = red[0]; workgroupBarrier(); return r;
-}
-fn reduceMax(v: f32, l: u32) -> f32 {
-  red[l] = v; workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] = max(red[l], red[l + s]); } workgroupBarrier(); }
-  let r = red[0]; workgroupBarrier(); return r;
-}`;
-  }
-  return /* wgsl */ `
-var<workgroup> red: array<f32, 256>;
-var<private> sgLane: u32;
-var<private> sgSize: u32;
-fn reduceSum(v: f32, l: u32) -> f32 {
-  let s = subgroupAdd(v);
-  red[l] = select(0.0, s, sgLane == 0u);
-  workgroupBarrier();
-  var r = 0.0;
-  for (var j = sgLane; j < 256u; j += sgSize) { r += red[j]; }
-  let total = subgroupAdd(r);
-  workgroupBarrier();
-  return total;
-}
-fn reduceMax(v: f32, l: u32) -> f32 {
-  let s = subgroupMax(v);
-  red[l] = select(-3.4e38, s, sgLane == 0u);
-  workgroupBarrier();
-  var r = -3.4e38;
-  for (var j = sgLane; j < 256u; j += sgSize) { r = max(r, red[j]); }
-  let total = subgroupMax(r);
-  workgroupBarrier();
-  return total;
-}`;
-}
-
-/** Entry point of a row kernel (one workgroup per row); sets the subgroup lane when reductions use subgroups. */
-function rowMain(subgroups: boolean): string {
-  return subgroups
-    ? `@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32) {
-  sgLane = sgl; sgSize = sgs;`
-    : '@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {';
-}
-
-/** Column reductions: a workgroup covers COLUMN_TILE adjacent columns with 256 / COLUMN_TILE row lanes. */
-const COLUMN_TILE = 64;
-const COLUMN_LANES = WG / COLUMN_TILE;
-/** Column reductions split the rows until about this many workgroups run, but not below COLUMN_MIN_ROWS rows each. */
-const COLUMN_TARGET_GROUPS = 512;
-const COLUMN_MIN_ROWS = 64;
-
-interface ColumnSum {
-  init: string;
-  /** The value at row `r`, column `c` (of outer slice `o`; `n` rows and `inner` columns per slice). */
-  value: string;
-  combine: (acc: string, v: string) => string;
-  /** Output array, written at [(split * outer + o) * inner + c]. */
-  out: string;
-}
-
-/**
- * Reduces x [outer, n, inner] over n for each (o, c): loads are coalesced along the columns, each
- * workgroup covers the rows of one split (params: outer, n, inner, rows per split), and the lanes
- * are combined in workgroup memory. Several sums can share the pass.
- */
-function columnKernel(bindings: string, sums: ColumnSum[]): string {
-  return `${PARAMS}
-${bindings}
-${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n = p(1u); let inner = p(2u); let chunk = p(3u); let outer = p(0u); let tiles = p(4u);
-  // (outer slice, column tile) pairs are folded over grid x and y; z is the split.
-  let pair = wg.x + wg.y * nwg.x;
-  if (pair >= outer * tiles) { return; }
-  let o = pair / tiles; let split = wg.z;
-  let c = (pair % tiles) * ${COLUMN_TILE}u + lid % ${COLUMN_TILE}u; let lane = lid / ${COLUMN_TILE}u;
-  let r0 = split * chunk; let r1 = min(n, r0 + chunk);
-  ${sums.map((m, k) => `var acc${k} = ${m.init};`).join(' ')}
-  if (c < inner) {
-    for (var r = r0 + lane; r < r1; r += ${COLUMN_LANES}u) {
-      ${sums.map((m, k) => `acc${k} = ${m.combine(`acc${k}`, m.value)};`).join('\n      ')}
-    }
-  }
-  ${sums.map((_, k) => `part${k}[lid] = acc${k};`).join(' ')}
-  workgroupBarrier();
-  if (lid < ${COLUMN_TILE}u && c < inner) {
-    ${sums.map((m, k) => `var t${k} = part${k}[lid];
-    for (var q = 1u; q < ${COLUMN_LANES}u; q++) { t${k} = ${m.combine(`t${k}`, `part${k}[lid + q * ${COLUMN_TILE}u]`)}; }
-    ${m.out}[(split * outer + o) * inner + c] = t${k};`).join('\n    ')}
-  }
-}`;
-}
-
-/** Row reductions of rows up to SHORT_ROW long handle ROWS_PER_GROUP rows per workgroup. */
-const SHORT_ROW = 4096;
-const ROWS_PER_GROUP = 8;
-
-/**
- * Reduces ROWS_PER_GROUP rows of X [rows, n] per workgroup (needs subgroups): every thread
- * accumulates its strided share of each row, subgroups fold those, and after one barrier each
- * subgroup folds the per-subgroup partials of every row.
- */
-function shortRowsKernel(init: string, combine: (a: string, v: string) => string, subgroupOp: string): string {
-  const R = ROWS_PER_GROUP;
-  const rows = Array.from({ length: R }, (_, r) => r);
-  return `${PARAMS}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-var<workgroup> red: array<f32, ${R * WG}>;
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
-  let rows = p(0u); let n = p(1u);
-  let row0 = (wg.x + wg.y * 65535u) * ${R}u;
-  ${rows.map((r) => `var a${r} = ${init};`).join(' ')}
-  ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { a${r} = ${combine(`a${r}`, 'X[base + j]')}; } }`).join('\n  ')}
-  ${rows.map((r) => `red[${r * WG}u + l] = select(${init}, ${subgroupOp}(a${r}), lane == 0u);`).join('\n  ')}
-  workgroupBarrier();
-  ${rows.map((r) => `var b${r} = ${init}; for (var j = lane; j < ${WG}u; j += width) { b${r} = ${combine(`b${r}`, `red[${r * WG}u + j]`)}; }
-  let c${r} = ${subgroupOp}(b${r});
-  if (l == 0u && row0 + ${r}u < rows) { Y[row0 + ${r}u] = c${r}; }`).join('\n  ')}
-}`;
-}
-
-/** A kernel with one workgroup per row of X (and Dy), writing Y. */
-function rowKernel(body: string, withDy: boolean, subgroups: boolean): string {
-  return `${PARAMS}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
-@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
-${reduceWgsl(subgroups)}
-${rowMain(subgroups)}
-  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
-  if (row >= p(0u)) { return; }
-  let base = row * n;${body}
-}`;
-}
-
-function gridFor(rows: number): [number, number, number] {
-  const x = Math.min(rows, 65535);
-  return [x, Math.ceil(rows / x), 1];
-}

@@ -7,6 +7,7 @@
  */
 import type { BackendBuffer, DType } from '@sparsegrad/core';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
+import { mapForReading } from './readback.ts';
 
 const MAX_BATCH = 256;
 /** Uniform blocks are bound at multiples of this offset alignment. */
@@ -113,14 +114,7 @@ export class GpuContext {
     this.endPass();
     this.encoder!.copyBufferToBuffer(b.buffer, 0, staging, 0, Math.min(staging.size, b.buffer.size));
     this.flush();
-    // Dawn's Node bindings hold no event-loop handle while a map is pending: keep the loop alive
-    // (or Node would exit with the promise unsettled).
-    const keepAlive = setInterval(() => {}, 1000);
-    try {
-      await staging.mapAsync(GPUMapMode.READ);
-    } finally {
-      clearInterval(keepAlive);
-    }
+    await mapForReading(staging);
     const copy = staging.getMappedRange().slice(0, size * 4);
     staging.unmap();
     // Staging buffers are reused: creating and destroying one per read crashed Dawn's Node bindings.
@@ -271,12 +265,7 @@ export class GpuContext {
     encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
     encoder.copyBufferToBuffer(resolve, 0, readback, 0, 16);
     this.flush();
-    const keepAlive = setInterval(() => {}, 1000);
-    try {
-      await readback.mapAsync(GPUMapMode.READ);
-    } finally {
-      clearInterval(keepAlive);
-    }
+    await mapForReading(readback);
     const [t0, t1] = new BigUint64Array(readback.getMappedRange().slice(0));
     readback.unmap();
     this.check();

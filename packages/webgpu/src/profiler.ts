@@ -4,6 +4,8 @@
  * back asynchronously. Times accumulate per op name. Passes of their own serialise kernels a
  * little more than normal batching, so totals are an upper bound of the kernels' share.
  */
+import { mapForReading } from './readback.ts';
+
 export interface KernelTime {
   ms: number;
   count: number;
@@ -39,7 +41,7 @@ export class KernelProfiler {
     encoder.resolveQuerySet(this.querySet, 0, 2 * n, this.resolve, 0);
     encoder.copyBufferToBuffer(this.resolve, 0, readback, 0, 16 * n);
     return () => {
-      this.pending.push(readback.mapAsync(GPUMapMode.READ).then(() => {
+      this.pending.push(mapForReading(readback).then(() => {
         const t = new BigUint64Array(readback.getMappedRange(0, 16 * n).slice(0));
         readback.unmap();
         this.readbacks.push(readback);
@@ -55,11 +57,6 @@ export class KernelProfiler {
 
   /** Waits for every batch submitted so far to be read back. */
   async settle(): Promise<void> {
-    const keepAlive = setInterval(() => {}, 1000);
-    try {
-      while (this.pending.length) await Promise.all(this.pending.splice(0));
-    } finally {
-      clearInterval(keepAlive);
-    }
+    while (this.pending.length) await Promise.all(this.pending.splice(0));
   }
 }

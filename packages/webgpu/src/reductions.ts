@@ -1,0 +1,158 @@
+/**
+ * WGSL generators of the reductions: workgroup-wide sum/max (subgroups where available), row
+ * kernels (a workgroup per row: softmax, layer norm, long rows), several short rows per workgroup,
+ * and column reductions split across workgroups.
+ */
+import { WG } from './context.ts';
+import { PARAMS } from './wgsl.ts';
+
+/**
+ * Workgroup-wide sum and max over 256 invocations. With subgroups: one subgroup reduction, one
+ * barrier, then every subgroup folds the per-subgroup partials (no assumption about which
+ * invocations share a subgroup). Without: a tree in workgroup memory (eight barriers).
+ */
+export function reduceWgsl(subgroups: boolean): string {
+  if (!subgroups) {
+    return /* wgsl */ `
+var<workgroup> red: array<f32, 256>;
+fn reduceSum(v: f32, l: u32) -> f32 {
+  red[l] = v; workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
+  let r = red[0]; workgroupBarrier(); return r;
+}
+fn reduceMax(v: f32, l: u32) -> f32 {
+  red[l] = v; workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] = max(red[l], red[l + s]); } workgroupBarrier(); }
+  let r = red[0]; workgroupBarrier(); return r;
+}`;
+  }
+  return /* wgsl */ `
+var<workgroup> red: array<f32, 256>;
+var<private> sgLane: u32;
+var<private> sgSize: u32;
+fn reduceSum(v: f32, l: u32) -> f32 {
+  let s = subgroupAdd(v);
+  red[l] = select(0.0, s, sgLane == 0u);
+  workgroupBarrier();
+  var r = 0.0;
+  for (var j = sgLane; j < 256u; j += sgSize) { r += red[j]; }
+  let total = subgroupAdd(r);
+  workgroupBarrier();
+  return total;
+}
+fn reduceMax(v: f32, l: u32) -> f32 {
+  let s = subgroupMax(v);
+  red[l] = select(-3.4e38, s, sgLane == 0u);
+  workgroupBarrier();
+  var r = -3.4e38;
+  for (var j = sgLane; j < 256u; j += sgSize) { r = max(r, red[j]); }
+  let total = subgroupMax(r);
+  workgroupBarrier();
+  return total;
+}`;
+}
+
+/** Entry point of a row kernel (one workgroup per row); sets the subgroup lane when reductions use subgroups. */
+export function rowMain(subgroups: boolean): string {
+  return subgroups
+    ? `@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32) {
+  sgLane = sgl; sgSize = sgs;`
+    : '@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {';
+}
+
+/** Column reductions: a workgroup covers COLUMN_TILE adjacent columns with 256 / COLUMN_TILE row lanes. */
+export const COLUMN_TILE = 64;
+const COLUMN_LANES = WG / COLUMN_TILE;
+/** Column reductions split the rows until about this many workgroups run, but not below COLUMN_MIN_ROWS rows each. */
+export const COLUMN_TARGET_GROUPS = 512;
+export const COLUMN_MIN_ROWS = 64;
+
+export interface ColumnSum {
+  init: string;
+  /** The value at row `r`, column `c` (of outer slice `o`; `n` rows and `inner` columns per slice). */
+  value: string;
+  combine: (acc: string, v: string) => string;
+  /** Output array, written at [(split * outer + o) * inner + c]. */
+  out: string;
+}
+
+/**
+ * Reduces x [outer, n, inner] over n for each (o, c): loads are coalesced along the columns, each
+ * workgroup covers the rows of one split (params: outer, n, inner, rows per split), and the lanes
+ * are combined in workgroup memory. Several sums can share the pass.
+ */
+export function columnKernel(bindings: string, sums: ColumnSum[]): string {
+  return `${PARAMS}
+${bindings}
+${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p(1u); let inner = p(2u); let chunk = p(3u); let outer = p(0u); let tiles = p(4u);
+  // (outer slice, column tile) pairs are folded over grid x and y; z is the split.
+  let pair = wg.x + wg.y * nwg.x;
+  if (pair >= outer * tiles) { return; }
+  let o = pair / tiles; let split = wg.z;
+  let c = (pair % tiles) * ${COLUMN_TILE}u + lid % ${COLUMN_TILE}u; let lane = lid / ${COLUMN_TILE}u;
+  let r0 = split * chunk; let r1 = min(n, r0 + chunk);
+  ${sums.map((m, k) => `var acc${k} = ${m.init};`).join(' ')}
+  if (c < inner) {
+    for (var r = r0 + lane; r < r1; r += ${COLUMN_LANES}u) {
+      ${sums.map((m, k) => `acc${k} = ${m.combine(`acc${k}`, m.value)};`).join('\n      ')}
+    }
+  }
+  ${sums.map((_, k) => `part${k}[lid] = acc${k};`).join(' ')}
+  workgroupBarrier();
+  if (lid < ${COLUMN_TILE}u && c < inner) {
+    ${sums.map((m, k) => `var t${k} = part${k}[lid];
+    for (var q = 1u; q < ${COLUMN_LANES}u; q++) { t${k} = ${m.combine(`t${k}`, `part${k}[lid + q * ${COLUMN_TILE}u]`)}; }
+    ${m.out}[(split * outer + o) * inner + c] = t${k};`).join('\n    ')}
+  }
+}`;
+}
+
+/** Row reductions of rows up to SHORT_ROW long handle ROWS_PER_GROUP rows per workgroup. */
+export const SHORT_ROW = 4096;
+export const ROWS_PER_GROUP = 8;
+
+/**
+ * Reduces ROWS_PER_GROUP rows of X [rows, n] per workgroup (needs subgroups): every thread
+ * accumulates its strided share of each row, subgroups fold those, and after one barrier each
+ * subgroup folds the per-subgroup partials of every row.
+ */
+export function shortRowsKernel(init: string, combine: (a: string, v: string) => string, subgroupOp: string): string {
+  const R = ROWS_PER_GROUP;
+  const rows = Array.from({ length: R }, (_, r) => r);
+  return `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+var<workgroup> red: array<f32, ${R * WG}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
+  let rows = p(0u); let n = p(1u);
+  let row0 = (wg.x + wg.y * 65535u) * ${R}u;
+  ${rows.map((r) => `var a${r} = ${init};`).join(' ')}
+  ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { a${r} = ${combine(`a${r}`, 'X[base + j]')}; } }`).join('\n  ')}
+  ${rows.map((r) => `red[${r * WG}u + l] = select(${init}, ${subgroupOp}(a${r}), lane == 0u);`).join('\n  ')}
+  workgroupBarrier();
+  ${rows.map((r) => `var b${r} = ${init}; for (var j = lane; j < ${WG}u; j += width) { b${r} = ${combine(`b${r}`, `red[${r * WG}u + j]`)}; }
+  let c${r} = ${subgroupOp}(b${r});
+  if (l == 0u && row0 + ${r}u < rows) { Y[row0 + ${r}u] = c${r}; }`).join('\n  ')}
+}`;
+}
+
+/** A kernel with one workgroup per row of X (and Dy), writing Y. */
+export function rowKernel(body: string, withDy: boolean, subgroups: boolean): string {
+  return `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
+@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
+${reduceWgsl(subgroups)}
+${rowMain(subgroups)}
+  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
+  if (row >= p(0u)) { return; }
+  let base = row * n;${body}
+}`;
+}
+
+export function gridFor(rows: number): [number, number, number] {
+  const x = Math.min(rows, 65535);
+  return [x, Math.ceil(rows / x), 1];
+}

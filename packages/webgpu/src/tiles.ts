@@ -1,0 +1,37 @@
+/** Tile shapes of the matrix-product kernels (see gemm.ts), chosen by measurement on an H100. */
+import type { GemmShape } from './gemm.ts';
+
+export const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
+export const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
+/** Products with fewer output tiles than this (one per multiprocessor on an H100) and k >= SPLIT_K_MIN split k. */
+export const SPLIT_K_BELOW_TILES = 132;
+export const SPLIT_K_MIN = 1024;
+/** Workgroups wanted from the SDDMM before it stops splitting the tokens (a few per multiprocessor). */
+export const SDDMM_TARGET_GROUPS = 1024;
+
+/** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall (tuned on an H100). */
+export function bsrShape(bs: number): GemmShape {
+  // 128 threads, 8 x 4 (8 x 8 for 64x64 blocks) outputs each: 128 tokens x one block (256 tokens
+  // for 16x16); half a 32x32 block per k-step.
+  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 16 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
+}
+
+/** SDDMM: a workgroup computes several blocks of one block row. */
+export function sddmmShape(bs: number): GemmShape {
+  // One block row tall, 128 columns wide (128 / bs blocks of the row), 128 threads.
+  return bs === 16 ? { wm: 4, wn: 32, tm: 4, tn: 4, bk: 8 } : bs === 32 ? { wm: 4, wn: 32, tm: 8, tn: 4, bk: 8 } : { wm: 8, wn: 16, tm: 8, tn: 8, bk: 8 };
+}
+
+export const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.bk}`;
+
+/**
+ * Tile shapes can be overridden for tuning (benchmarks only): SPARSEGRAD_WEBGPU_TILES =
+ * "matmul=16,16,8,8,8;bsr32=32,8,4,4,8;sddmm32=8,8,4,4,8".
+ */
+export function tuned(kernel: string): GemmShape | undefined {
+  const spec = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SPARSEGRAD_WEBGPU_TILES;
+  const entry = spec?.split(';').find((e) => e.startsWith(`${kernel}=`));
+  if (!entry) return undefined;
+  const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
+  return { wm, wn, tm, tn, bk };
+}
