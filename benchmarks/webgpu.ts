@@ -86,23 +86,23 @@ if (process.argv.includes('--tune')) {
   const dy = randomBuffer(m * 4096, 4);
   const y = be.alloc(m * 4096, 'float32');
   const candidates: Record<number, { bsr: string[]; sddmm: string[] }> = {
-    16: { bsr: ['32,4,8,4,8', '32,4,8,4,16'], sddmm: ['4,32,4,4,8', '4,16,4,4,8'] },
-    32: { bsr: ['16,8,8,4,8', '16,8,8,4,16', '32,8,8,4,8', '32,8,4,4,8', '16,8,8,4,32'], sddmm: ['4,32,8,4,8', '4,32,8,4,16', '8,16,4,8,8', '8,32,4,4,8', '4,16,8,8,8'] },
-    64: { bsr: ['16,8,8,8,8', '16,8,8,8,16'], sddmm: ['8,16,8,8,8', '8,16,8,8,16'] },
+    16: { bsr: ['32,4,8,4,8'], sddmm: ['4,32,4,4,8'] },
+    32: { bsr: ['16,8,8,4,16', '32,8,8,4,16', '8,8,8,4,16', '32,4,8,8,16', '16,4,8,8,16', '16,8,4,4,16'], sddmm: ['4,32,8,4,8', '4,32,8,4,16', '8,16,4,8,8', '4,16,8,4,8'] },
+    64: { bsr: ['16,8,8,8,8'], sddmm: ['8,16,8,8,8'] },
   };
-  for (const bs of [32, 16, 64]) {
-    const W = BlockSparseMatrix.random([4096, 1024], { density: 0.25, blockSize: bs });
+  for (const [bs, density] of [[32, 0.5], [32, 0.25], [16, 0.25], [64, 0.25]]) {
+    const W = BlockSparseMatrix.random([4096, 1024], { density, blockSize: bs });
     const dw = be.alloc(W.layout.nnzBlocks * bs * bs, 'float32');
     for (const shape of candidates[bs].bsr) {
       tiles(`bsr${bs}=${shape}`);
       const f = await time(() => be.bsrMatmul(x, buf(W.data), W.layout, m, y), 3);
       const g = await time(() => be.bsrMatmulGradInput(dy, buf(W.data), W.layout, m, y), 3);
-      say(`tune bsr${bs} ${shape} density 0.25: forward ${f.toFixed(3)} ms, dX ${g.toFixed(3)} ms`);
+      say(`tune bsr${bs} ${shape} density ${density}: forward ${f.toFixed(3)} ms, dX ${g.toFixed(3)} ms`);
     }
     for (const shape of candidates[bs].sddmm) {
       tiles(`sddmm${bs}=${shape}`);
       const g = await time(() => be.bsrSddmm(dy, x, W.layout, m, dw), 3);
-      say(`tune sddmm${bs} ${shape} density 0.25: ${g.toFixed(3)} ms`);
+      say(`tune sddmm${bs} ${shape} density ${density}: ${g.toFixed(3)} ms`);
     }
     be.free(dw);
     W.data.dispose();
