@@ -38,6 +38,9 @@ export interface WebGPUBackend extends Backend {
 
 export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBackend {
   const pipe = ctx.pipeline.bind(ctx);
+  const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
+  // Freed buffers are reused only by work queued after this point, as for any other free.
+  const releaseWithLayout = new FinalizationRegistry<GpuBuffer[]>((buffers) => buffers.forEach((b) => ctx.free(b)));
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
 
@@ -514,33 +517,43 @@ ${rowMain(sg)}
 
   /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
   function sddmmGroups(layout: BlockLayout, per: number): GpuBuffer {
-    let byLayout = groupCache.get(layout);
-    if (!byLayout) groupCache.set(layout, (byLayout = new Map()));
-    let buffer = byLayout.get(per);
+    const cached = layoutBuffers(layout);
+    let buffer = cached.groups.get(per);
     if (!buffer) {
       const pairs: number[] = [];
       for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
         for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
       }
-      buffer = ctx.alloc(pairs.length, 'int32');
-      ctx.upload(buffer, Int32Array.from(pairs));
-      byLayout.set(per, buffer);
+      buffer = upload(Int32Array.from(pairs));
+      cached.groups.set(per, buffer);
+      cached.all.push(buffer);
     }
     return buffer;
   }
 
-  function indexBuffers(layout: BlockLayout) {
+  function indexBuffers(layout: BlockLayout): LayoutBuffers['index'] {
+    return layoutBuffers(layout).index;
+  }
+
+  /**
+   * Device copies of a block layout's indexes, uploaded on first use and kept while the layout
+   * lives; when it is garbage collected its buffers go back to the pool.
+   */
+  function layoutBuffers(layout: BlockLayout): LayoutBuffers {
     let cached = layoutCache.get(layout);
     if (!cached) {
-      const up = (a: Int32Array) => {
-        const b = ctx.alloc(a.length, 'int32');
-        ctx.upload(b, a);
-        return b;
-      };
-      cached = { rowPtr: up(layout.rowPtr), colIdx: up(layout.colIdx), rowIdx: up(layout.rowIdx), colPtr: up(layout.colPtr), cscBlock: up(layout.cscBlock) };
+      const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
+      cached = { index, groups: new Map(), all: Object.values(index) };
       layoutCache.set(layout, cached);
+      releaseWithLayout.register(layout, cached.all);
     }
     return cached;
+  }
+
+  function upload(a: Int32Array): GpuBuffer {
+    const b = ctx.alloc(a.length, 'int32');
+    ctx.upload(b, a);
+    return b;
   }
 }
 
@@ -571,6 +584,9 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
   for (let first = 0; first < tiles; first += MAX_GRID) dispatch(first, Math.min(MAX_GRID, tiles - first));
 }
 
-const groupCache = new WeakMap<BlockLayout, Map<number, GpuBuffer>>();
-/** Device copies of block-layout indexes, uploaded once per layout. */
-const layoutCache = new WeakMap<BlockLayout, Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>>();
+interface LayoutBuffers {
+  index: Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>;
+  /** SDDMM block groups by group size. */
+  groups: Map<number, GpuBuffer>;
+  all: GpuBuffer[];
+}
