@@ -1,14 +1,15 @@
 /**
  * One register-tiled matrix-product kernel generator behind dense matmul and the block-sparse
- * trio. A workgroup of WM x WN threads computes a BM x BN output tile (BM = 4 WM * TM/4 ...):
- * each thread owns TM x TN outputs as vec4 accumulators held in registers, in groups of four
- * rows/columns spread a warp-width apart so reads of the shared tiles are conflict-free.
+ * trio. A workgroup of WM x WN threads computes a (WM * TM) x (WN * TN) output tile: each thread
+ * owns TM x TN outputs as vec4 accumulators held in registers, in groups of four rows/columns
+ * spread 4 * WM (4 * WN) apart so that reads of the workgroup tiles are broadcasts or consecutive.
  *
- * The shared dimension comes in "segments" (the whole K for a dense product; one stored block per
- * segment for the block-sparse products), each walked in steps of BK. A and B tiles go through
- * double-buffered workgroup memory with register prefetch of the next step, so a step costs one
- * barrier. How a segment maps to memory (base offsets and strides) is WGSL supplied by the caller;
- * the loader's thread mapping follows the contiguous axis of each operand so loads coalesce.
+ * The shared dimension comes in "segments" (the whole k for a dense product; one stored block per
+ * segment for the block-sparse products), all walked as one pipeline in steps of BK. A and B
+ * tiles go through double-buffered workgroup memory (k-major rows padded against bank conflicts)
+ * with the next step prefetched into registers, so a step costs one barrier. How a segment maps
+ * to memory (base offsets and strides) is WGSL supplied by the caller; the loader's thread
+ * mapping follows the contiguous axis of each operand so loads coalesce, optionally as vec4s.
  */
 
 export interface GemmShape {
