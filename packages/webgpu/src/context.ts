@@ -33,7 +33,7 @@ export interface Kernel {
 }
 
 /** Bind groups kept before the cache is cleared (distinct buffer sets; a training step reuses its own). */
-const BIND_GROUP_CACHE = 4096;
+const BIND_GROUP_CACHE = 16384;
 
 export class GpuContext {
   private encoder: GPUCommandEncoder | null = null;
@@ -89,13 +89,27 @@ export class GpuContext {
     return new GpuBuffer(buffer, size, dtype);
   }
 
+  /**
+   * Returns a buffer to its size class. Each class hands out its oldest buffer first (lists are
+   * kept in descending creation order, popped from the end) rather than the last freed: a
+   * training step then gets the same buffers for the same tensors step after step, so its bind
+   * groups come from the cache instead of being created again (~10-20 us each).
+   */
   free(b: GpuBuffer): void {
     this.liveBuffers--;
     this.liveBytes -= b.size * 4;
     const cls = b.buffer.size;
     let list = this.pool.get(cls);
     if (!list) this.pool.set(cls, (list = []));
-    list.push(b.buffer);
+    const id = this.bufferId(b.buffer);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.bufferId(list[mid]) > id) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, b.buffer);
   }
 
   upload(b: GpuBuffer, data: ArrayBufferView): void {
