@@ -7,9 +7,9 @@
  */
 import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
-import { gemmKernel, tileCols, tileRows } from './gemm.ts';
+import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, sddmmShape, shapeKey, tuned } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -41,6 +41,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
   // Freed buffers are reused only by work queued after this point, as for any other free.
   const releaseWithLayout = new FinalizationRegistry<GpuBuffer[]>((buffers) => buffers.forEach((b) => ctx.free(b)));
+  const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
 
@@ -205,7 +206,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const bC = b.colStride === 1 ? 'n' : 'k';
       // Measured on an H100: with both operands row-major a k-step of 4 beats 8 (40 vs 37 TFLOP/s).
       const large = aC === 'k' && bC === 'n' ? { ...DENSE_LARGE, bk: 4 } : DENSE_LARGE;
-      const shape = tuned('matmul') ?? (Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 256 ? large : DENSE_SMALL);
+      const shape = fit(tuned('matmul') ?? (Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 256 ? large : DENSE_SMALL));
       const kChecked = k % shape.bk !== 0;
       const key = `matmul|${shapeKey(shape)}|${aC}${bC}|${kChecked}`;
       const pipeline = pipe(key, () => `${PARAMS}\n${gemmKernel({
@@ -254,7 +255,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const bs = layout.blockSize;
       // vec4 loads (measured on an H100: faster for 32x32 and 64x64 blocks, slower for 16x16).
       const vec = bs !== 16;
-      const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
+      const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
       const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
@@ -277,7 +278,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const bs = layout.blockSize;
       // vec4 loads (measured on an H100: faster for 32x32 and 64x64 blocks, slower for 16x16).
       const vec = bs !== 16;
-      const shape = tuned(`bsr${bs}`) ?? bsrShape(bs);
+      const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
       const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
@@ -298,7 +299,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
       if (nnz === 0) return;
-      const shape = tuned(`sddmm${bs}`) ?? sddmmShape(bs);
+      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs));
       // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
       // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
       // tokens are split further (partial sums, then one reduction) so the GPU has enough work.

@@ -35,3 +35,20 @@ export function tuned(kernel: string): GemmShape | undefined {
   const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
   return { wm, wn, tm, tn, bk };
 }
+
+/** Upper bound of a shape's workgroup memory: two stages of A and B rows with the largest padding. */
+function workgroupBytes(s: GemmShape): number {
+  return 2 * s.bk * ((s.wm * s.tm) / 4 + 8 + (s.wn * s.tn) / 4 + 8) * 16 + 16;
+}
+
+/**
+ * A shape whose tiles fit the device's workgroup memory: halves the k-step (down to 4), then the
+ * rows per thread (down to 4), keeping the tile's width (block-sparse tiles must stay one block
+ * wide). The tuned shapes need up to ~34 KB; WebGPU guarantees only 16 KB.
+ */
+export function fitShape(shape: GemmShape, limit: number): GemmShape {
+  let s = shape;
+  while (workgroupBytes(s) > limit && s.bk > 4) s = { ...s, bk: s.bk / 2 };
+  while (workgroupBytes(s) > limit && s.tm > 4) s = { ...s, tm: s.tm / 2 };
+  return s;
+}
