@@ -234,7 +234,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         const chunk = Math.ceil(k / splits / shape.bk) * shape.bk;
         const used = Math.ceil(k / chunk);
         const partial = ctx.alloc(used * m * n, 'float32');
-        const params = [m, n, chunk, a.offset, chunk * (a.colStride), a.rowStride, a.colStride, b.offset, chunk * b.rowStride, b.rowStride, b.colStride, 0, k].map(u);
+        const params = [m, n, chunk, a.offset, chunk * a.colStride, a.rowStride, a.colStride, b.offset, chunk * b.rowStride, b.rowStride, b.colStride, 0, k].map(u);
         ctx.dispatchGrid(`${op} split ${used}`, pipeline, [G(a.buffer), G(b.buffer), partial], params, grid(used));
         backend.reduce('sum', partial, 1, used, m * n, out);
         ctx.free(partial); // reuse is ordered after these dispatches on the queue
