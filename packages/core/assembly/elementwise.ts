@@ -190,3 +190,42 @@ export function softmaxBackward(y: usize, dy: usize, out: usize, rows: i32, n: i
     }
   }
 }
+
+/**
+ * One Adam(W) step (see Backend.adamStep): g' = g + coupled * p; m' = b1 m + (1 - b1) g';
+ * v' = b2 v + (1 - b2) g'^2; p' = shrink * p - step * m' / (sqrt(v' / bc2) + eps).
+ */
+export function adamStep(p: usize, g: usize, m: usize, v: usize, n: i32, coupled: f32, shrink: f32, b1: f32, b2: f32,
+  step: f32, bc2: f32, eps: f32, pOut: usize, mOut: usize, vOut: usize): void {
+  const n4 = n & ~3;
+  const c = splat(coupled);
+  const sh = splat(shrink);
+  const vb1 = splat(b1);
+  const vb1c = splat(1 - b1);
+  const vb2 = splat(b2);
+  const vb2c = splat(1 - b2);
+  const st = splat(step);
+  const rbc2 = splat(1 / bc2);
+  const ve = splat(eps);
+  for (let i = 0; i < n4; i += 4) {
+    const o = <usize>i << 2;
+    const pv = v128.load(p + o);
+    const gv = f32x4.add(v128.load(g + o), f32x4.mul(c, pv));
+    const mv = f32x4.add(f32x4.mul(vb1, v128.load(m + o)), f32x4.mul(vb1c, gv));
+    const vv = f32x4.add(f32x4.mul(vb2, v128.load(v + o)), f32x4.mul(vb2c, f32x4.mul(gv, gv)));
+    v128.store(mOut + o, mv);
+    v128.store(vOut + o, vv);
+    const denom = f32x4.add(f32x4.sqrt(f32x4.mul(vv, rbc2)), ve);
+    v128.store(pOut + o, f32x4.sub(f32x4.mul(sh, pv), f32x4.div(f32x4.mul(st, mv), denom)));
+  }
+  for (let i = n4; i < n; i++) {
+    const o = <usize>i << 2;
+    const pv = load<f32>(p + o);
+    const gv = load<f32>(g + o) + coupled * pv;
+    const mv = b1 * load<f32>(m + o) + (1 - b1) * gv;
+    const vv = b2 * load<f32>(v + o) + (1 - b2) * gv * gv;
+    store<f32>(mOut + o, mv);
+    store<f32>(vOut + o, vv);
+    store<f32>(pOut + o, shrink * pv - (step * mv) / (Mathf.sqrt(vv / bc2) + eps));
+  }
+}

@@ -6,7 +6,6 @@ import * as rk from './rowkernels.ts';
 import { simdBinary, simdUnary } from './simd.ts';
 import { WasmKernels } from './wasm/gemm.ts';
 import { WasmHeap } from './wasm/heap.ts';
-import { adamStep } from './optim.ts';
 import { threadCount } from './wasm/threads.ts';
 
 /** A CPU buffer is a region of the backend's WebAssembly heap. */
@@ -90,7 +89,8 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),
     layerNormBackward: (x, g, mean, rstd, dy, rows, n, dx, dg, db) =>
       rk.layerNormBackward(f32(x), g && f32(g), f32(mean), f32(rstd), f32(dy), rows, n, f32(dx), dg && f32(dg), db && f32(db)),
-    adamStep: (p, g, m, v, size, spec, pOut, mOut, vOut) => adamStep(f32(p), f32(g), f32(m), f32(v), size, spec, f32(pOut), f32(mOut), f32(vOut)),
+    adamStep: (p, g, m, v, size, s, pOut, mOut, vOut) => wasm.k.adamStep(ptr(p), ptr(g), ptr(m), ptr(v), size, s.decoupled ? 0 : s.weightDecay,
+      s.decoupled ? 1 - s.lr * s.weightDecay : 1, s.beta1, s.beta2, s.lr / s.biasCorrection1, s.biasCorrection2, s.eps, ptr(pOut), ptr(mOut), ptr(vOut)),
   };
 }
 
