@@ -15,12 +15,9 @@ const UNIFORM_STRIDE = 256;
 const WORKGROUP = 256;
 const MAX_GROUPS_X = 65535;
 
+/** A tensor's buffer: a pooled GPU buffer (at least 16 bytes, so never an empty binding) and its logical size. */
 export class GpuBuffer implements BackendBuffer {
   constructor(readonly buffer: GPUBuffer, readonly size: number, readonly dtype: DType) {}
-  /** Bytes bound by kernels (never 0: WebGPU rejects empty bindings). */
-  get byteLength(): number {
-    return Math.max(4, this.size * 4);
-  }
 }
 
 export type Param = { u32: number } | { i32: number } | { f32: number };
