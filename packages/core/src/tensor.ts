@@ -20,10 +20,6 @@ export class Storage {
   retain(): void {
     this.refs++;
   }
-  /** Whether another tensor (a view) holds this storage too. */
-  get shared(): boolean {
-    return this.refs > 1;
-  }
   release(): void {
     if (--this.refs === 0) {
       this.backend.free(this.buffer);
