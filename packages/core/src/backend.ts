@@ -99,6 +99,11 @@ export interface AdamStepSpec {
   readonly biasCorrection2: number;
 }
 
+/** The per-element coefficients of an Adam step, derived once: p' = shrink p - step m' / (...), g' = g + coupled p. */
+export function adamCoefficients(s: AdamStepSpec): { coupled: number; shrink: number; step: number } {
+  return { coupled: s.decoupled ? 0 : s.weightDecay, shrink: s.decoupled ? 1 - s.lr * s.weightDecay : 1, step: s.lr / s.biasCorrection1 };
+}
+
 export interface DeviceInfo {
   readonly name: string;
   readonly description: string;

@@ -5,7 +5,7 @@
 import './cpu/backend.ts'; // registers 'cpu'
 
 export type { AdamStepSpec, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
-export { KERNELS } from './backend.ts';
+export { KERNELS, adamCoefficients } from './backend.ts';
 export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
 export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, type MemoryInfo } from './engine.ts';
 export { Tensor, tidy, keep, type NestedArray } from './tensor.ts';

@@ -1,14 +1,14 @@
 /**
  * The WebGPU backend: every primitive of @sparsegrad/core's Backend as a WGSL compute kernel.
- * Kernels are generated per op and dtype and cached by key; strided operands are described in the
- * uniform block (shape and per-operand offset/strides, rank <= 6 after merging contiguous dims).
- * This first version favours clear, correct kernels (one invocation per output element, one
- * workgroup per row for row kernels); tiling and subgroup variants come with the benchmarks.
+ * Kernels are generated per op, dtype and specialisation and cached by key; strided operands are
+ * described in the uniform block (shape and per-operand offset/strides, rank <= 6 after merging
+ * contiguous dims). Matrix products come from gemm.ts, reductions from reductions.ts, and their
+ * tile shapes from tiles.ts.
  */
-import { collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { adamCoefficients, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
 import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
@@ -42,6 +42,8 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   // Freed buffers are reused only by work queued after this point, as for any other free.
   const releaseWithLayout = new FinalizationRegistry<GpuBuffer[]>((buffers) => buffers.forEach((b) => ctx.free(b)));
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
+  /** Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and 64x64 blocks, slower for 16x16. */
+  const bsrTiles = (bs: number) => ({ shape: fit(tuned(`bsr${bs}`) ?? bsrShape(bs)), vec: bs !== 16 });
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
 
@@ -149,20 +151,19 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       if (inner === 1 && t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
         // Rows reduced by a whole workgroup each. Params: rows, row length, total length (the
         // last row of a chunked pass may be short).
-        const init = op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38';
-        const combine = op === 'sum' ? 'acc + v' : `${op}(acc, v)`;
-        const pipeline = pipe(`reduceRows|${op}`, () => rowKernel(`
-  var acc = ${init};
-  for (var j = l; j < n && base + j < p(2u); j += 256u) { let v = X[base + j]; acc = ${combine}; }
-  let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
-  if (l == 0u) { Y[row] = r; }`, false, sg));
+        const { init, combine, subgroupOp } = reduceWgslOps(op);
         if (sg && n <= SHORT_ROW && outer > 1) {
           // Short rows: one workgroup reduces ROWS_PER_GROUP of them, so each thread has several
           // loads in flight and the reduction's barrier is shared.
-          const short = pipe(`reduceShortRows|${op}`, () => shortRowsKernel(init, (a, v) => (op === 'sum' ? `${a} + ${v}` : `${op}(${a}, ${v})`), op === 'sum' ? 'subgroupAdd' : op === 'max' ? 'subgroupMax' : 'subgroupMin'));
+          const short = pipe(`reduceShortRows|${op}`, () => shortRowsKernel(init, combine, subgroupOp));
           ctx.dispatchGrid(op, short, [G(x), G(out)], [u(outer), u(n)], gridFor(Math.ceil(outer / ROWS_PER_GROUP)));
           return;
         }
+        const pipeline = pipe(`reduceRows|${op}`, () => rowKernel(`
+  var acc = ${init};
+  for (var j = l; j < n && base + j < p(2u); j += 256u) { let v = X[base + j]; acc = ${combine('acc', 'v')}; }
+  let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
+  if (l == 0u) { Y[row] = r; }`, false, sg));
         const CHUNK = 16384;
         if (outer === 1 && n > 4 * CHUNK) {
           // One long row (a full-tensor reduction): partial results per chunk, then one more pass.
@@ -177,10 +178,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         return;
       }
       if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
-        const init = op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38';
+        const { init, combine } = reduceWgslOps(op);
         const pipeline = pipe(`reduceColumns|${op}`, () => columnKernel(
           '@group(0) @binding(1) var<storage, read> X: array<f32>;\n@group(0) @binding(2) var<storage, read_write> Y: array<f32>;',
-          [{ init, value: 'X[(o * n + r) * inner + c]', combine: (a, v) => (op === 'sum' ? `${a} + ${v}` : `${op}(${a}, ${v})`), out: 'Y' }]));
+          [{ init, value: 'X[(o * n + r) * inner + c]', combine, out: 'Y' }]));
         columnReduce(op, pipeline, [G(x)], [G(out)], outer, n, inner, (partials, splits) => backend.reduce(op, partials[0], 1, splits, outer * inner, out));
         return;
       }
@@ -253,9 +254,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     bsrMatmul(x, blocks, layout, m, out) {
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
-      // vec4 loads (measured on an H100: faster for 32x32 and 64x64 blocks, slower for 16x16).
-      const vec = bs !== 16;
-      const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
+      const { shape, vec } = bsrTiles(bs);
       const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
@@ -276,9 +275,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     bsrMatmulGradInput(dy, blocks, layout, m, out) {
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
-      // vec4 loads (measured on an H100: faster for 32x32 and 64x64 blocks, slower for 16x16).
-      const vec = bs !== 16;
-      const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
+      const { shape, vec } = bsrTiles(bs);
       const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
@@ -298,7 +295,6 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     },
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      if (nnz === 0) return;
       const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs));
       // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
       // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
@@ -347,8 +343,8 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   if (i >= outer * count * inner) { return; }
   let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
   let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
-  // Out-of-range indices read as 0 (checking would need a readback).
-  // Read only in range: Node runs Dawn without its robustness clamps (see index.ts).
+  // Out-of-range indices read as 0 (checking would need a readback), and X is read only in range:
+  // Node runs Dawn without its robustness clamps (see index.ts).
   var v = ${t}(0);
   if (k >= 0 && u32(k) < n) { v = X[(o * n + u32(k)) * inner + q]; }
   Y[i] = v;
@@ -487,8 +483,8 @@ ${rowMain(sg)}
     let vi = pf(4u) * Vin[i] + (1.0 - pf(4u)) * gi * gi;
     Mo[i] = mi; Vo[i] = vi;
     Po[i] = Pin[i] * pf(2u) - pf(5u) * mi / (sqrt(vi / pf(6u)) + pf(7u));`)}`);
-      const { lr, beta1, beta2, eps, weightDecay: wd, decoupled } = spec;
-      const params: Param[] = [u(size), ...[decoupled ? 0 : wd, decoupled ? 1 - lr * wd : 1, beta1, beta2, lr / spec.biasCorrection1, spec.biasCorrection2, eps].map((f) => ({ f32: f }))];
+      const { coupled, shrink, step } = adamCoefficients(spec);
+      const params: Param[] = [u(size), ...[coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }))];
       ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), params, perElementThreads(size));
     },
   };

@@ -60,6 +60,15 @@ export function rowMain(subgroups: boolean): string {
     : '@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {';
 }
 
+/** WGSL pieces of a float reduction: its identity, how two values combine, and the subgroup operation. */
+export function reduceWgslOps(op: 'sum' | 'max' | 'min'): { init: string; combine: (a: string, v: string) => string; subgroupOp: string } {
+  return {
+    init: op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38',
+    combine: (a, v) => (op === 'sum' ? `${a} + ${v}` : `${op}(${a}, ${v})`),
+    subgroupOp: op === 'sum' ? 'subgroupAdd' : op === 'max' ? 'subgroupMax' : 'subgroupMin',
+  };
+}
+
 /** Column reductions: a workgroup covers COLUMN_TILE adjacent columns with 256 / COLUMN_TILE row lanes. */
 export const COLUMN_TILE = 64;
 const COLUMN_LANES = WG / COLUMN_TILE;

@@ -1,4 +1,4 @@
-import type { Backend, BackendBuffer, BlockLayout, DType, MatrixView, RandomSpec, TypedArray, View } from '../backend.ts';
+import { adamCoefficients, type Backend, type BackendBuffer, type BlockLayout, type DType, type MatrixView, type RandomSpec, type TypedArray, type View } from '../backend.ts';
 import { normalAt, uniformAt } from '../random.ts';
 import { registerBackend } from '../registry.ts';
 import * as ew from './elementwise.ts';
@@ -89,8 +89,10 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),
     layerNormBackward: (x, g, mean, rstd, dy, rows, n, dx, dg, db) =>
       rk.layerNormBackward(f32(x), g && f32(g), f32(mean), f32(rstd), f32(dy), rows, n, f32(dx), dg && f32(dg), db && f32(db)),
-    adamStep: (p, g, m, v, size, s, pOut, mOut, vOut) => wasm.k.adamStep(ptr(p), ptr(g), ptr(m), ptr(v), size, s.decoupled ? 0 : s.weightDecay,
-      s.decoupled ? 1 - s.lr * s.weightDecay : 1, s.beta1, s.beta2, s.lr / s.biasCorrection1, s.biasCorrection2, s.eps, ptr(pOut), ptr(mOut), ptr(vOut)),
+    adamStep(p, g, m, v, size, s, pOut, mOut, vOut) {
+      const { coupled, shrink, step } = adamCoefficients(s);
+      wasm.k.adamStep(ptr(p), ptr(g), ptr(m), ptr(v), size, coupled, shrink, s.beta1, s.beta2, step, s.biasCorrection2, s.eps, ptr(pOut), ptr(mOut), ptr(vOut));
+    },
   };
 }
 
