@@ -77,9 +77,9 @@ if (process.argv.includes('--tune')) {
   const tiles = (spec: string) => (process.env.SPARSEGRAD_WEBGPU_TILES = spec);
   for (const shape of ['16,16,8,8,4']) {
     tiles(`matmul=${shape}`);
-    const ms = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N), 10);
-    const mt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N), 10);
-    const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N), 10);
+    const ms = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10);
+    const mt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N, 'highest'), 10);
+    const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10);
     say(`tune matmul ${shape}: ${tflops(2 * N ** 3, ms)} TFLOP/s, B transposed ${tflops(2 * N ** 3, mt)}, A transposed ${tflops(2 * N ** 3, tn)}`);
   }
   const x = randomBuffer(m * 1024, 3);
@@ -87,21 +87,21 @@ if (process.argv.includes('--tune')) {
   const y = be.alloc(m * 4096, 'float32');
   const candidates: Record<number, { bsr: string[]; sddmm: string[] }> = {
     16: { bsr: ['32,4,8,4,8'], sddmm: ['4,32,4,4,8'] },
-    32: { bsr: ['16,8,8,4,16', '32,8,8,4,16', '8,8,8,4,16', '32,4,8,8,16', '16,4,8,8,16', '16,8,4,4,16'], sddmm: ['4,32,8,4,8', '4,32,8,4,16', '8,16,4,8,8', '4,16,8,4,8'] },
+    32: { bsr: ['16,8,8,4,16', '16,8,16,4,8', '16,8,16,4,16', '8,8,16,4,16', '32,4,8,8,8', '32,4,8,8,16'], sddmm: ['4,32,8,4,8', '4,16,8,8,8', '2,32,16,4,8', '4,32,8,8,8'] },
     64: { bsr: ['16,8,8,8,8'], sddmm: ['8,16,8,8,8'] },
   };
-  for (const [bs, density] of [[32, 0.5], [32, 0.25], [16, 0.25], [64, 0.25]]) {
+  for (const [bs, density] of [[32, 0.5], [32, 0.25]]) {
     const W = BlockSparseMatrix.random([4096, 1024], { density, blockSize: bs });
     const dw = be.alloc(W.layout.nnzBlocks * bs * bs, 'float32');
     for (const shape of candidates[bs].bsr) {
       tiles(`bsr${bs}=${shape}`);
-      const f = await time(() => be.bsrMatmul(x, buf(W.data), W.layout, m, y), 3);
-      const g = await time(() => be.bsrMatmulGradInput(dy, buf(W.data), W.layout, m, y), 3);
+      const f = await time(() => be.bsrMatmul(x, buf(W.data), W.layout, m, y, 'highest'), 3);
+      const g = await time(() => be.bsrMatmulGradInput(dy, buf(W.data), W.layout, m, y, 'highest'), 3);
       say(`tune bsr${bs} ${shape} density ${density}: forward ${f.toFixed(3)} ms, dX ${g.toFixed(3)} ms`);
     }
     for (const shape of candidates[bs].sddmm) {
       tiles(`sddmm${bs}=${shape}`);
-      const g = await time(() => be.bsrSddmm(dy, x, W.layout, m, dw), 3);
+      const g = await time(() => be.bsrSddmm(dy, x, W.layout, m, dw, 'highest'), 3);
       say(`tune sddmm${bs} ${shape} density ${density}: ${g.toFixed(3)} ms`);
     }
     be.free(dw);
@@ -110,6 +110,7 @@ if (process.argv.includes('--tune')) {
   delete process.env.SPARSEGRAD_WEBGPU_TILES;
   for (const t of [a, b, c, x, dy, y]) be.free(t);
   say();
+  if (process.argv.includes('--tune-only')) process.exit(0);
 }
 
 // ---- dense matmul ----
@@ -118,9 +119,9 @@ if (process.argv.includes('--tune')) {
   const a = randomBuffer(N * N, 1);
   const b = randomBuffer(N * N, 2);
   const c = be.alloc(N * N, 'float32');
-  const nn = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N), 10, 9);
-  const nt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N), 10, 9);
-  const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N), 10, 9);
+  const nn = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
+  const nt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N, 'highest'), 10, 9);
+  const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
   say(`Dense f32 matmul ${N}^3: **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(2)} ms); with B transposed ${tflops(2 * N ** 3, nt)}, with A transposed ${tflops(2 * N ** 3, tn)}.`);
   say();
   for (const x of [a, b, c]) be.free(x);
@@ -141,9 +142,9 @@ for (const bs of [32, 16, 64]) {
     const y = be.alloc(M * Math.max(rows, cols), 'float32');
     const dw = be.alloc(rows * cols, 'float32');
     const dense = {
-      forward: await time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols), 3),
-      dX: await time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows), 3),
-      dW: await time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M), 3),
+      forward: await time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, 'highest'), 3),
+      dX: await time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, 'highest'), 3),
+      dW: await time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, 'highest'), 3),
     };
     const flops = 2 * M * rows * cols;
     say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(2)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(2)} | ${dense.dW.toFixed(2)} | |`);
@@ -151,9 +152,9 @@ for (const bs of [32, 16, 64]) {
       const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
       const layout: BlockLayout = W.layout;
       const blocks = buf(W.data);
-      const f = await time(() => be.bsrMatmul(x, blocks, layout, M, y), 3);
-      const gi = await time(() => be.bsrMatmulGradInput(dy, blocks, layout, M, y), 3);
-      const gw = await time(() => be.bsrSddmm(dy, x, layout, M, dw), 3);
+      const f = await time(() => be.bsrMatmul(x, blocks, layout, M, y, 'highest'), 3);
+      const gi = await time(() => be.bsrMatmulGradInput(dy, blocks, layout, M, y, 'highest'), 3);
+      const gw = await time(() => be.bsrSddmm(dy, x, layout, M, dw, 'highest'), 3);
       const r = (ms: number, d: number) => `${ms.toFixed(2)} (${(d / ms).toFixed(2)}x)`;
       const stored = layout.nnzBlocks * bs * bs;
       say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * stored, f)} |`);

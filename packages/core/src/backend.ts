@@ -56,6 +56,14 @@ export type BinaryOp =
 export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax' | 'argmin';
 
 /**
+ * How float32 matrix products may compute (as torch.set_float32_matmul_precision): 'highest'
+ * multiplies in fp32; 'high' allows TF32 tensor cores and 'medium' BF16 ones, both accumulating
+ * in fp32. A backend without such units computes every product in fp32.
+ */
+export type MatmulPrecision = 'highest' | 'high' | 'medium';
+export const MATMUL_PRECISIONS: readonly MatmulPrecision[] = ['highest', 'high', 'medium'];
+
+/**
  * Where the nonzero blocks of a block-sparse matrix W [rows, cols] sit. Blocks are stored in
  * block-row-major order (CSR order): block b covers W[rowIdx[b]*bs .. +bs, colIdx[b]*bs .. +bs]
  * and its data is blocks[b] = a bs x bs row-major tile. Immutable once built; backends may cache
@@ -148,16 +156,17 @@ export interface Backend {
   reduce(op: ReduceOp, x: BackendBuffer, outer: number, n: number, inner: number, out: BackendBuffer): void;
 
   // ---- linear algebra ----
+  // Every product takes the precision the user set (setFloat32MatmulPrecision).
   /** out[b] (contiguous [batch, m, n]) = a[b] (m x k) @ b[b] (k x n). */
-  matmul(a: MatrixView, b: MatrixView, out: BackendBuffer, batch: number, m: number, n: number, k: number): void;
+  matmul(a: MatrixView, b: MatrixView, out: BackendBuffer, batch: number, m: number, n: number, k: number, precision: MatmulPrecision): void;
 
   // ---- block-sparse trio; W = layout + blocks [nnzBlocks, bs, bs] ----
   /** out [m, rows] = x [m, cols] @ W^T */
-  bsrMatmul(x: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void;
+  bsrMatmul(x: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void;
   /** out [m, cols] = dy [m, rows] @ W */
-  bsrMatmulGradInput(dy: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void;
+  bsrMatmulGradInput(dy: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void;
   /** out [nnzBlocks, bs, bs] = (dy^T @ x) restricted to W's blocks; dy [m, rows], x [m, cols]. */
-  bsrSddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void;
+  bsrSddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void;
 
   // ---- indexing; x/src/out contiguous, idx a view of shape [outer, count, inner] ----
   /** out[o, j, i] = x[o, idx[o, j, i], i]; x [outer, n, inner], out [outer, count, inner]. */

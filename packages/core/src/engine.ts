@@ -1,4 +1,4 @@
-import type { Backend, BackendMemory } from './backend.ts';
+import { MATMUL_PRECISIONS, type Backend, type BackendMemory, type MatmulPrecision } from './backend.ts';
 import { opError } from './errors.ts';
 import { cachedBackend, createSync, instantiateBackend, resolveAuto } from './registry.ts';
 import type { Tensor } from './tensor.ts';
@@ -14,6 +14,7 @@ class Engine {
   lastChoice = '';
   readonly scopes: Set<Tensor>[] = [];
   gradEnabled = true;
+  matmulPrecision: MatmulPrecision = 'highest';
   /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
   private rng = new Uint32Array(4);
   /** Live tensor handles per backend (keyed like the byte counts, by backend instance). */
@@ -139,6 +140,23 @@ export function memory(backend: Backend = engine.backend): MemoryInfo {
 /** Starts a new peak-memory measurement (peakBytes restarts from the bytes alive now). */
 export function resetPeakMemory(backend: Backend = engine.backend): void {
   engine.resetPeak(backend);
+}
+
+/**
+ * Sets how float32 matrix products (dense and block-sparse) may compute, as PyTorch's
+ * torch.set_float32_matmul_precision: 'highest' (fp32, the default), 'high' (TF32 tensor cores)
+ * or 'medium' (BF16 tensor cores), both with fp32 accumulation. Backends without tensor cores
+ * (cpu, webgpu) always compute in fp32.
+ */
+export function setFloat32MatmulPrecision(precision: MatmulPrecision): void {
+  if (!MATMUL_PRECISIONS.includes(precision)) {
+    throw opError('setFloat32MatmulPrecision', `expected one of ${MATMUL_PRECISIONS.map((p) => `'${p}'`).join(', ')}, got ${JSON.stringify(precision)}`);
+  }
+  engine.matmulPrecision = precision;
+}
+
+export function getFloat32MatmulPrecision(): MatmulPrecision {
+  return engine.matmulPrecision;
 }
 
 /** Runs fn without recording gradients. */

@@ -4,10 +4,10 @@
  */
 import './cpu/backend.ts'; // registers 'cpu'
 
-export type { AdamStepSpec, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
-export { KERNELS, adamCoefficients } from './backend.ts';
+export type { AdamStepSpec, MatmulPrecision, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
+export { KERNELS, MATMUL_PRECISIONS, adamCoefficients } from './backend.ts';
 export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
-export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, type MemoryInfo } from './engine.ts';
+export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
 export { Tensor, tidy, keep, type NestedArray } from './tensor.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
 export {

@@ -1,6 +1,7 @@
 import type { BlockLayout } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
+import { engine } from '../engine.ts';
 import { empty, Tensor } from '../tensor.ts';
 import { asFlat, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
@@ -15,8 +16,8 @@ export function bsrKernel(kind: 'forward' | 'gradInput', x2d: Tensor, blocks: Te
   if (out.size === 0) return out;
   const x = asFlat(x2d);
   const b = asFlat(blocks);
-  if (kind === 'forward') x.backend.bsrMatmul(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op));
-  else x.backend.bsrMatmulGradInput(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op));
+  if (kind === 'forward') x.backend.bsrMatmul(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op), engine.matmulPrecision);
+  else x.backend.bsrMatmulGradInput(x.bufferFor(op), b.bufferFor(op), layout, m, out.bufferFor(op), engine.matmulPrecision);
   if (x !== x2d) x.dispose();
   if (b !== blocks) b.dispose();
   return out;
@@ -33,7 +34,7 @@ export function bsrSddmmKernel(dy2d: Tensor, x2d: Tensor, layout: BlockLayout): 
   }
   const dy = asFlat(dy2d);
   const x = asFlat(x2d);
-  x.backend.bsrSddmm(dy.bufferFor('bsrSddmm'), x.bufferFor('bsrSddmm'), layout, x.shape[0], out.bufferFor('bsrSddmm'));
+  x.backend.bsrSddmm(dy.bufferFor('bsrSddmm'), x.bufferFor('bsrSddmm'), layout, x.shape[0], out.bufferFor('bsrSddmm'), engine.matmulPrecision);
   if (dy !== dy2d) dy.dispose();
   if (x !== x2d) x.dispose();
   return out;

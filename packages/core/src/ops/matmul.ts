@@ -2,6 +2,7 @@ import type { MatrixView } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, sizeOf } from '../shape.ts';
+import { engine } from '../engine.ts';
 import { empty, Tensor } from '../tensor.ts';
 import { contiguous, expand, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
@@ -60,9 +61,9 @@ export function matmulKernel(a: Tensor, b: Tensor): Tensor {
   if (count > 1 && bv.batchStride === 0 && av.batchStride === m * av.rowStride) {
     // A shared right operand (a Linear weight applied to [batch, seq, features]): one tall
     // product instead of `count` small ones, each of which would re-pack the weight.
-    backend.matmul({ ...av, batchStride: 0 }, bv, out.bufferFor('matmul'), 1, count * m, n, k);
+    backend.matmul({ ...av, batchStride: 0 }, bv, out.bufferFor('matmul'), 1, count * m, n, k, engine.matmulPrecision);
   } else {
-    backend.matmul(av, bv, out.bufferFor('matmul'), count, m, n, k);
+    backend.matmul(av, bv, out.bufferFor('matmul'), count, m, n, k, engine.matmulPrecision);
   }
   for (const t of temps) t.dispose();
   return out;

@@ -1,0 +1,172 @@
+/**
+ * CUDA backend throughput, calling the backend's primitive kernels directly on random data:
+ * cuBLAS dense matmul in the three precisions, the block-sparse trio against cuBLAS dense of the
+ * same shape in the same precision, elementwise/reduction bandwidth against a device-to-device
+ * copy, and the per-op cost of a chain of small adds through the Tensor API. Kernel times come
+ * from CUDA events around several launches (median over repeats, after a warm-up pass).
+ *
+ *   npx tsx benchmarks/cuda.ts [--quick] [--write] [--blocks 32,16,64] [--precisions highest,high,medium]
+ *
+ * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { BlockSparseMatrix, getBackend, manualSeed, randn, setBackend, type BackendBuffer, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import type { CudaBackend } from '@sparsegrad/cuda';
+import { median } from './util.ts';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false }, write: { type: 'boolean', default: false },
+    blocks: { type: 'string', default: '32,16,64' }, precisions: { type: 'string', default: 'highest,high,medium' },
+  },
+});
+const quick = values.quick!;
+await setBackend('cuda');
+manualSeed(0);
+const be = getBackend() as CudaBackend;
+const out: string[] = [];
+const say = (line = '') => {
+  console.log(line);
+  out.push(line);
+};
+
+/** Device milliseconds per launch of `record` (which only queues kernels). */
+function time(record: () => void, launches = 5, repeats = 7): number {
+  record(); // first use: kernel lookup, block-index upload, cuBLAS handle
+  const samples: number[] = [];
+  for (let r = 0; r <= repeats; r++) {
+    const ms = be.timeDevice(() => {
+      for (let i = 0; i < launches; i++) record();
+    });
+    if (r > 0) samples.push(ms / launches);
+  }
+  return median(samples);
+}
+
+function randomBuffer(size: number, key: number): BackendBuffer {
+  const b = be.alloc(size, 'float32');
+  be.random(b, size, { kind: 'normal', key, a: 0, b: 1 });
+  return b;
+}
+const buf = (t: Tensor) => t.storageFor('benchmark').buffer;
+const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
+const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
+const precisions = values.precisions!.split(',') as MatmulPrecision[];
+
+say(`Device: ${be.device.description}. Date: ${new Date().toISOString().slice(0, 10)}. Timer: CUDA events.`);
+say(`Command: \`npx tsx benchmarks/cuda.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``);
+say();
+
+// ---- dense (cuBLAS) ----
+{
+  const N = quick ? 512 : 4096;
+  const a = randomBuffer(N * N, 1);
+  const b = randomBuffer(N * N, 2);
+  const c = be.alloc(N * N, 'float32');
+  for (const p of precisions) {
+    const nn = time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N, p), 10);
+    const nt = time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N, p), 10);
+    say(`cuBLAS ${N}^3, precision '${p}': **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(3)} ms); with B transposed ${tflops(2 * N ** 3, nt)}.`);
+  }
+  say();
+  for (const x of [a, b, c]) be.free(x);
+}
+
+// ---- block-sparse trio against cuBLAS dense of the same operands ----
+const M = quick ? 512 : 16384;
+const densities = [0.5, 0.25, 0.1];
+for (const p of precisions) {
+  for (const bs of values.blocks!.split(',').map(Number)) {
+    say(`Block-sparse ${bs}x${bs}, precision '${p}': speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
+    say();
+    say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
+    say('| --- | --- | --- | --- | --- | --- |');
+    for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
+      const x = randomBuffer(M * cols, 3);
+      const dy = randomBuffer(M * rows, 4);
+      const w = randomBuffer(rows * cols, 5);
+      const y = be.alloc(M * Math.max(rows, cols), 'float32');
+      const dw = be.alloc(rows * cols, 'float32');
+      const dense = {
+        forward: time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, p)),
+        dX: time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
+        dW: time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
+      };
+      const flops = 2 * M * rows * cols;
+      say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(3)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(3)} | ${dense.dW.toFixed(3)} | |`);
+      for (const density of densities) {
+        const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
+        const blocks = buf(W.data);
+        const f = time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
+        const gi = time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
+        const gw = time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
+        const r = (ms: number, d: number) => `${ms.toFixed(3)} (${(d / ms).toFixed(2)}x)`;
+        say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
+        W.data.dispose();
+      }
+      for (const b of [x, dy, w, y, dw]) be.free(b);
+    }
+    say();
+  }
+}
+
+// ---- bandwidth ----
+{
+  const n = quick ? 1 << 20 : 1 << 26;
+  const bytes = n * 4;
+  const a = randomBuffer(n, 6);
+  const b = randomBuffer(n, 7);
+  const c = be.alloc(n, 'float32');
+  const r = be.alloc(n / 1024, 'float32');
+  const probe = be.alloc(1, 'float32');
+  const flat = (buffer: BackendBuffer) => ({ buffer, shape: [n], strides: [1], offset: 0 });
+  const copy = time(() => be.copy(flat(a), flat(c)), 10);
+  const rows: [string, number, number][] = [
+    ['add (a + b)', time(() => be.binary('add', flat(a), flat(b), c), 10), 3 * bytes],
+    ['mul by scalar', time(() => be.binary('mul', flat(a), 2, c), 10), 2 * bytes],
+    ['exp', time(() => be.unary('exp', flat(a), c), 10), 2 * bytes],
+    ['geluErf', time(() => be.unary('geluErf', flat(a), c), 10), 2 * bytes],
+    ['sum of everything', time(() => be.reduce('sum', a, 1, n, 1, probe), 10), bytes],
+    ['sum of rows of 1024', time(() => be.reduce('sum', a, n / 1024, 1024, 1, r), 10), bytes],
+    ['sum over axis 0 of [1024, n/1024]', time(() => be.reduce('sum', a, 1, 1024, n / 1024, r), 10), bytes],
+    ['softmax of rows of 1024', time(() => be.softmax(a, n / 1024, 1024, false, c), 10), 2 * bytes],
+    ['layer norm of rows of 1024', time(() => be.layerNorm(a, null, null, n / 1024, 1024, 1e-5, c, r, r), 10), 2 * bytes],
+  ];
+  say(`Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Device-to-device copy (cuMemcpyDtoDAsync): ${((2 * bytes) / copy / 1e6).toFixed(0)} GB/s.`);
+  say();
+  say('| op | ms | bandwidth (% of copy) |');
+  say('| --- | --- | --- |');
+  for (const [name, ms, moved] of rows) say(`| ${name} | ${ms.toFixed(3)} | ${(moved / ms / 1e6).toFixed(0)} GB/s (${(((copy / ms) * moved) / (2 * bytes) * 100).toFixed(0)}%) |`);
+  say();
+  for (const x of [a, b, c, r, probe]) be.free(x);
+}
+
+// ---- launch overhead (host side included: what a user's op costs) ----
+{
+  const small = randn([64]);
+  const samples: number[] = [];
+  for (let rep = 0; rep < 6; rep++) {
+    const t0 = performance.now();
+    let t = small;
+    const made: Tensor[] = [];
+    for (let i = 0; i < 1000; i++) made.push((t = t.add(1)));
+    await t.toArray();
+    if (rep > 0) samples.push(performance.now() - t0);
+    for (const m of made) m.dispose();
+  }
+  say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${median(samples).toFixed(1)} us per op**.`);
+}
+
+if (values.write) {
+  const path = new URL('../docs/benchmarks.md', import.meta.url);
+  const doc = readFileSync(path, 'utf8');
+  const begin = '<!-- cuda-benchmark:begin -->';
+  const end = '<!-- cuda-benchmark:end -->';
+  const section = `${begin}\n${out.join('\n')}\n${end}`;
+  const i = doc.indexOf(begin);
+  const next = i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length);
+  writeFileSync(path, next);
+  console.log('\nwrote docs/benchmarks.md');
+}
+process.exit(0);

@@ -1,0 +1,316 @@
+// The Node-API side of the CUDA backend: device memory, one stream, kernel launches from the
+// embedded fatbins, cuBLAS products, device timers and asynchronous readback. Everything here is
+// mechanism; which kernel runs with which arguments is decided in src/ (TypeScript).
+#include <napi.h>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+#include "driver.h"
+
+// The fatbins (kernels/*.cu compiled by nvcc for sm_80, sm_90a and compute_90 PTX), embedded by
+// build.mjs through fatbins.S.
+extern "C" const unsigned char* const sparsegradFatbins[];
+extern "C" const int sparsegradFatbinCount;
+
+namespace {
+
+Driver cu;
+Blas blas;
+bool blasLoaded = false;
+std::string blasError;
+CUcontext ctx = nullptr;
+CUstream stream = nullptr;
+cublasHandle_t blasHandle = nullptr;
+std::vector<CUmodule> modules;
+std::vector<CUfunction> functions;
+std::map<std::string, int> functionIds;
+std::vector<CUevent> events;  // device timers, by id
+
+// Pinned staging buffers for readback, reused by size.
+std::mutex pinnedLock;
+std::multimap<size_t, void*> pinnedFree;
+
+[[noreturn]] void fail(Napi::Env env, const std::string& what, CUresult r) {
+  Napi::Error e = Napi::Error::New(env, what + ": " + cu.error(r));
+  e.Set("code", Napi::String::New(env, r == CUDA_ERROR_OUT_OF_MEMORY ? "CUDA_OOM" : "CUDA_ERROR"));
+  throw e;
+}
+void check(Napi::Env env, const char* what, CUresult r) {
+  if (r != CUDA_SUCCESS) fail(env, what, r);
+}
+CUdeviceptr ptrArg(const Napi::Value& v) { return (CUdeviceptr)(uint64_t)v.As<Napi::Number>().DoubleValue(); }
+uint32_t u32(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Number>().Uint32Value(); }
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ctx) throw Napi::Error::New(env, "the CUDA addon is already initialised");
+  std::string why;
+  if (!cu.load(why)) throw Napi::Error::New(env, why);
+  check(env, "cuInit", cu.cuInit_(0));
+  int count = 0;
+  check(env, "cuDeviceGetCount", cu.cuDeviceGetCount_(&count));
+  if (count == 0) throw Napi::Error::New(env, "no CUDA device found");
+  const int ordinal = info.Length() > 0 ? info[0].As<Napi::Number>().Int32Value() : 0;
+  if (ordinal < 0 || ordinal >= count) throw Napi::Error::New(env, "CUDA device " + std::to_string(ordinal) + " does not exist (" + std::to_string(count) + " found)");
+  CUdevice dev;
+  check(env, "cuDeviceGet", cu.cuDeviceGet_(&dev, ordinal));
+  // The primary context, shared with cuBLAS (which works through the runtime API).
+  check(env, "cuDevicePrimaryCtxRetain", cu.cuDevicePrimaryCtxRetain_(&ctx, dev));
+  check(env, "cuCtxSetCurrent", cu.cuCtxSetCurrent_(ctx));
+  check(env, "cuStreamCreate", cu.cuStreamCreate_(&stream, CU_STREAM_NON_BLOCKING));
+  for (int i = 0; i < sparsegradFatbinCount; i++) {
+    CUmodule m;
+    check(env, "cuModuleLoadData (kernels for this GPU)", cu.cuModuleLoadData_(&m, sparsegradFatbins[i]));
+    modules.push_back(m);
+  }
+  char name[256] = {0};
+  cu.cuDeviceGetName_(name, sizeof(name), dev);
+  int major = 0, minor = 0, sms = 0, smem = 0, driver = 0;
+  cu.cuDeviceGetAttribute_(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+  cu.cuDeviceGetAttribute_(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+  cu.cuDeviceGetAttribute_(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+  cu.cuDeviceGetAttribute_(&smem, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev);
+  cu.cuDriverGetVersion_(&driver);
+  size_t total = 0;
+  cu.cuDeviceTotalMem_(&total, dev);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("name", name);
+  out.Set("computeCapability", std::to_string(major) + "." + std::to_string(minor));
+  out.Set("multiprocessors", sms);
+  out.Set("sharedMemoryPerBlock", smem);
+  out.Set("totalMemory", (double)total);
+  out.Set("driverVersion", driver);
+  return out;
+}
+
+// The kernel's id for launch(); throws if no module has it.
+Napi::Value Function(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  auto it = functionIds.find(name);
+  if (it != functionIds.end()) return Napi::Number::New(env, it->second);
+  for (CUmodule m : modules) {
+    CUfunction f;
+    if (cu.cuModuleGetFunction_(&f, m, name.c_str()) == CUDA_SUCCESS) {
+      functions.push_back(f);
+      functionIds[name] = (int)functions.size() - 1;
+      return Napi::Number::New(env, (int)functions.size() - 1);
+    }
+  }
+  throw Napi::Error::New(env, "no CUDA kernel named " + name + " in the addon");
+}
+
+// launch(id, gx, gy, gz, bx, by, bz, sharedBytes, args: Uint8Array, offsets: Uint32Array): the
+// kernel's parameters packed in `args` (src/args.ts), parameter i starting at offsets[i].
+Napi::Value Launch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t id = u32(info, 0);
+  if (id >= functions.size()) throw Napi::Error::New(env, "bad kernel id");
+  Napi::Uint8Array args = info[8].As<Napi::Uint8Array>();
+  Napi::Uint32Array offsets = info[9].As<Napi::Uint32Array>();
+  void* params[64];
+  const size_t count = offsets.ElementLength();
+  if (count > 64) throw Napi::Error::New(env, "too many kernel parameters");
+  for (size_t i = 0; i < count; i++) params[i] = args.Data() + offsets[i];
+  check(env, "cuLaunchKernel", cu.cuLaunchKernel_(functions[id], u32(info, 1), u32(info, 2), u32(info, 3), u32(info, 4), u32(info, 5), u32(info, 6), u32(info, 7), stream, params, nullptr));
+  return env.Undefined();
+}
+
+Napi::Value SetSharedMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t id = u32(info, 0);
+  if (id >= functions.size()) throw Napi::Error::New(env, "bad kernel id");
+  check(env, "cuFuncSetAttribute", cu.cuFuncSetAttribute_(functions[id], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)u32(info, 1)));
+  return env.Undefined();
+}
+
+Napi::Value Malloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CUdeviceptr p = 0;
+  const double bytes = info[0].As<Napi::Number>().DoubleValue();
+  check(env, "cuMemAlloc", cu.cuMemAlloc_(&p, (size_t)bytes));
+  return Napi::Number::New(env, (double)p);
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  check(info.Env(), "cuMemFree", cu.cuMemFree_(ptrArg(info[0])));
+  return info.Env().Undefined();
+}
+
+// upload(ptr, typedArray): stream-ordered; pageable memory is staged before the call returns.
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  Napi::TypedArray a = info[1].As<Napi::TypedArray>();
+  const uint8_t* data = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  if (a.ByteLength() > 0) check(info.Env(), "cuMemcpyHtoDAsync", cu.cuMemcpyHtoDAsync_(ptrArg(info[0]), data, a.ByteLength(), stream));
+  return info.Env().Undefined();
+}
+
+Napi::Value Memset32(const Napi::CallbackInfo& info) {
+  const double count = info[2].As<Napi::Number>().DoubleValue();
+  if (count > 0) check(info.Env(), "cuMemsetD32Async", cu.cuMemsetD32Async_(ptrArg(info[0]), u32(info, 1), (size_t)count, stream));
+  return info.Env().Undefined();
+}
+
+Napi::Value CopyDtoD(const Napi::CallbackInfo& info) {
+  const double bytes = info[2].As<Napi::Number>().DoubleValue();
+  if (bytes > 0) check(info.Env(), "cuMemcpyDtoDAsync", cu.cuMemcpyDtoDAsync_(ptrArg(info[0]), ptrArg(info[1]), (size_t)bytes, stream));
+  return info.Env().Undefined();
+}
+
+// A pinned buffer of at least `bytes` (reused from earlier readbacks when one fits), and its capacity.
+std::map<void*, size_t> pinnedSize;
+void* takePinned(Napi::Env env, size_t bytes) {
+  std::lock_guard<std::mutex> lock(pinnedLock);
+  auto it = pinnedFree.lower_bound(bytes);
+  if (it != pinnedFree.end() && it->first <= 2 * bytes + 4096) {
+    void* p = it->second;
+    pinnedFree.erase(it);
+    return p;
+  }
+  size_t cap = 4096;
+  while (cap < bytes) cap *= 2;
+  void* p = nullptr;
+  check(env, "cuMemAllocHost", cu.cuMemAllocHost_(&p, cap));
+  pinnedSize[p] = cap;
+  return p;
+}
+
+// Waits for one readback off the JS thread, then resolves with a copy of the bytes.
+class ReadWorker : public Napi::AsyncWorker {
+ public:
+  ReadWorker(Napi::Env env, CUevent done, void* pinned, size_t bytes)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), done_(done), pinned_(pinned), bytes_(bytes) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    cu.cuCtxSetCurrent_(ctx);
+    CUresult r = cu.cuEventSynchronize_(done_);
+    if (r != CUDA_SUCCESS) SetError("a kernel queued before this readback failed: " + cu.error(r));
+  }
+  void OnOK() override {
+    Napi::ArrayBuffer out = Napi::ArrayBuffer::New(Env(), bytes_);
+    std::memcpy(out.Data(), pinned_, bytes_);
+    release();
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override {
+    release();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  void release() {
+    cu.cuEventDestroy_(done_);
+    std::lock_guard<std::mutex> lock(pinnedLock);
+    pinnedFree.emplace(pinnedSize[pinned_], pinned_);
+  }
+  Napi::Promise::Deferred deferred_;
+  CUevent done_;
+  void* pinned_;
+  size_t bytes_;
+};
+
+// read(ptr, bytes) -> Promise<ArrayBuffer>, resolved once every kernel queued before it finished.
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t bytes = (size_t)info[1].As<Napi::Number>().DoubleValue();
+  void* pinned = takePinned(env, bytes);
+  if (bytes > 0) check(env, "cuMemcpyDtoHAsync", cu.cuMemcpyDtoHAsync_(pinned, ptrArg(info[0]), bytes, stream));
+  CUevent done;
+  check(env, "cuEventCreate", cu.cuEventCreate_(&done, CU_EVENT_DISABLE_TIMING));
+  check(env, "cuEventRecord", cu.cuEventRecord_(done, stream));
+  ReadWorker* w = new ReadWorker(env, done, pinned, bytes);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  check(info.Env(), "cuStreamSynchronize", cu.cuStreamSynchronize_(stream));
+  return info.Env().Undefined();
+}
+
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  size_t free = 0, total = 0;
+  check(info.Env(), "cuMemGetInfo", cu.cuMemGetInfo_(&free, &total));
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, (double)free);
+  out.Set(1u, (double)total);
+  return out;
+}
+
+// Device timers: recordEvent() -> id; elapsed(a, b) in ms once both completed (after synchronize).
+Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
+  CUevent e;
+  check(info.Env(), "cuEventCreate", cu.cuEventCreate_(&e, CU_EVENT_DEFAULT));
+  check(info.Env(), "cuEventRecord", cu.cuEventRecord_(e, stream));
+  events.push_back(e);
+  return Napi::Number::New(info.Env(), (double)events.size() - 1);
+}
+Napi::Value Elapsed(const Napi::CallbackInfo& info) {
+  float ms = 0;
+  check(info.Env(), "cuEventElapsedTime", cu.cuEventElapsedTime_(&ms, events.at(u32(info, 0)), events.at(u32(info, 1))));
+  return Napi::Number::New(info.Env(), ms);
+}
+Napi::Value ReleaseEvents(const Napi::CallbackInfo& info) {
+  for (CUevent e : events) cu.cuEventDestroy_(e);
+  events.clear();
+  return info.Env().Undefined();
+}
+
+// gemm(transa, transb, m, n, k, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, batch, compute):
+// column-major C = op(A) op(B), alpha 1, beta 0, fp32 in and out; compute 0 = fp32, 1 = TF32, 2 = BF16.
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!blasLoaded) {
+    if (!blasError.empty()) throw Napi::Error::New(env, blasError);
+    std::string why;
+    if (!blas.load(why)) {
+      blasError = why;
+      throw Napi::Error::New(env, why);
+    }
+    cublasStatus_t s = blas.create(&blasHandle);
+    if (s == 0) s = blas.setStream(blasHandle, stream);
+    if (s != 0) {
+      blasError = std::string("cublasCreate: ") + blas.statusString(s);
+      throw Napi::Error::New(env, blasError);
+    }
+    blasLoaded = true;
+  }
+  auto i32 = [&](int i) { return info[i].As<Napi::Number>().Int32Value(); };
+  auto i64 = [&](int i) { return (long long)info[i].As<Napi::Number>().DoubleValue(); };
+  const int compute = i32(15);
+  const int type = compute == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : compute == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  const float one = 1.f, zero = 0.f;
+  cublasStatus_t s = blas.gemmStridedBatchedEx(blasHandle, i32(0), i32(1), i32(2), i32(3), i32(4), &one,
+      (const void*)ptrArg(info[5]), CUDA_R_32F_, i32(6), i64(7), (const void*)ptrArg(info[8]), CUDA_R_32F_, i32(9), i64(10), &zero,
+      (void*)ptrArg(info[11]), CUDA_R_32F_, i32(12), i64(13), i32(14), type, CUBLAS_GEMM_DEFAULT);
+  if (s != 0) throw Napi::Error::New(env, std::string("cublasGemmStridedBatchedEx: ") + blas.statusString(s));
+  return env.Undefined();
+}
+
+Napi::Object Module(Napi::Env env, Napi::Object exports) {
+  exports.Set("init", Napi::Function::New(env, Init));
+  exports.Set("fn", Napi::Function::New(env, Function));
+  exports.Set("launch", Napi::Function::New(env, Launch));
+  exports.Set("setSharedMemory", Napi::Function::New(env, SetSharedMemory));
+  exports.Set("malloc", Napi::Function::New(env, Malloc));
+  exports.Set("free", Napi::Function::New(env, Free));
+  exports.Set("upload", Napi::Function::New(env, Upload));
+  exports.Set("memset32", Napi::Function::New(env, Memset32));
+  exports.Set("copy", Napi::Function::New(env, CopyDtoD));
+  exports.Set("read", Napi::Function::New(env, Read));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("memInfo", Napi::Function::New(env, MemInfo));
+  exports.Set("recordEvent", Napi::Function::New(env, RecordEvent));
+  exports.Set("elapsed", Napi::Function::New(env, Elapsed));
+  exports.Set("releaseEvents", Napi::Function::New(env, ReleaseEvents));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(sparsegrad_cuda, Module)

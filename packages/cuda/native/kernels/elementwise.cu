@@ -1,0 +1,166 @@
+// Elementwise kernels, fills and the fused Adam step. Op codes follow the order of UNARY_OPS and
+// BINARY_OPS in src/kernels.ts.
+#include "common.cuh"
+#include <cmath>
+
+#define GRID_STRIDE(i, n) for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
+
+// JavaScript's ToInt32 (what storing a number into an Int32Array does), so that casts and integer
+// results agree with the CPU backend: NaN and infinities give 0, others truncate and wrap mod 2^32.
+__device__ __forceinline__ int32_t toInt32(double x) {
+  if (!isfinite(x)) return 0;
+  x = trunc(x);
+  if (x >= -2147483648.0 && x < 2147483648.0) return (int32_t)x;
+  double m = fmod(x, 4294967296.0);
+  if (m < 0) m += 4294967296.0;
+  return (int32_t)(uint32_t)m;
+}
+
+__device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+#define GELU_C 0.7978845608028654f
+
+__device__ float unaryF(int op, float a) {
+  switch (op) {
+    case 0: return -a;
+    case 1: return expf(a);
+    case 2: return logf(a);
+    case 3: return sqrtf(a);
+    case 4: return fabsf(a);
+    case 5: return a > 0.f ? 1.f : a < 0.f ? -1.f : a;  // keeps 0, -0 and NaN, as Math.sign
+    case 6: return tanhf(a);
+    case 7: return sigm(a);
+    case 8: return a > 0.f ? a : (a == a ? 0.f : a);
+    case 9: return a * sigm(2.f * GELU_C * (a + 0.044715f * a * a * a));
+    case 10: return 0.5f * a * (1.f + erff(a * 0.7071067811865476f));
+    case 11: {
+      float s = sigm(2.f * GELU_C * (a + 0.044715f * a * a * a));
+      return s + a * 2.f * s * (1.f - s) * GELU_C * (1.f + 3.f * 0.044715f * a * a);
+    }
+    case 12: return 0.5f * (1.f + erff(a * 0.7071067811865476f)) + a * 0.3989422804014327f * expf(-0.5f * a * a);
+  }
+  return a;
+}
+__device__ int32_t unaryI(int op, int32_t a) {
+  switch (op) {
+    case 0: return (int32_t)(0u - (uint32_t)a);
+    case 4: return a < 0 ? (int32_t)(0u - (uint32_t)a) : a;
+    case 5: return (a > 0) - (a < 0);
+  }
+  return a;  // core allows only neg/abs/sign on integers
+}
+
+extern "C" __global__ void unary_f32(const float* x, float* y, int op, Strided L) {
+  GRID_STRIDE(i, L.n) y[i] = unaryF(op, x[viewOffset(L, i, 1)]);
+}
+extern "C" __global__ void unary_i32(const int32_t* x, int32_t* y, int op, Strided L) {
+  GRID_STRIDE(i, L.n) y[i] = unaryI(op, x[viewOffset(L, i, 1)]);
+}
+
+__device__ float binaryF(int op, float a, float b) {
+  switch (op) {
+    case 0: return a + b;
+    case 1: return a - b;
+    case 2: return a * b;
+    case 3: return a / b;
+    case 4: return powf(a, b);
+    case 5: return nanMax(a, b);
+    case 6: return nanMin(a, b);
+    case 7: return a == b;
+    case 8: return a != b;
+    case 9: return a < b;
+    case 10: return a <= b;
+    case 11: return a > b;
+    case 12: return a >= b;
+  }
+  return 0.f;
+}
+// Integer arithmetic wraps like the CPU backend's (which computes in doubles and stores through ToInt32).
+__device__ double binaryI(int op, int32_t a, int32_t b) {
+  switch (op) {
+    case 0: return (int32_t)((uint32_t)a + (uint32_t)b);
+    case 1: return (int32_t)((uint32_t)a - (uint32_t)b);
+    case 2: return (int32_t)((uint32_t)a * (uint32_t)b);
+    case 3: return (double)a / (double)b;
+    case 4: return pow((double)a, (double)b);
+    case 5: return a > b ? a : b;
+    case 6: return a < b ? a : b;
+    case 7: return a == b;
+    case 8: return a != b;
+    case 9: return a < b;
+    case 10: return a <= b;
+    case 11: return a > b;
+    case 12: return a >= b;
+  }
+  return 0;
+}
+
+// A scalar operand has no view: `scalars` says which (bit 0: a, bit 1: b) and its value is sa/sb.
+// Views are numbered in order among the non-scalar operands (1, 2).
+extern "C" __global__ void binary_f32(const float* a, const float* b, float* y, int op, int scalars, float sa, float sb, Strided L) {
+  GRID_STRIDE(i, L.n) {
+    float x0 = scalars & 1 ? sa : a[viewOffset(L, i, 1)];
+    float x1 = scalars & 2 ? sb : b[viewOffset(L, i, scalars & 1 ? 1 : 2)];
+    y[i] = binaryF(op, x0, x1);
+  }
+}
+extern "C" __global__ void binary_i32(const int32_t* a, const int32_t* b, int32_t* y, int op, int scalars, int32_t sa, int32_t sb, Strided L) {
+  GRID_STRIDE(i, L.n) {
+    int32_t x0 = scalars & 1 ? sa : a[viewOffset(L, i, 1)];
+    int32_t x1 = scalars & 2 ? sb : b[viewOffset(L, i, scalars & 1 ? 1 : 2)];
+    y[i] = toInt32(binaryI(op, x0, x1));
+  }
+}
+// Comparisons of integers write float32 (core's comparison dtype).
+extern "C" __global__ void compare_i32(const int32_t* a, const int32_t* b, float* y, int op, int scalars, int32_t sa, int32_t sb, Strided L) {
+  GRID_STRIDE(i, L.n) {
+    int32_t x0 = scalars & 1 ? sa : a[viewOffset(L, i, 1)];
+    int32_t x1 = scalars & 2 ? sb : b[viewOffset(L, i, scalars & 1 ? 1 : 2)];
+    y[i] = (float)binaryI(op, x0, x1);
+  }
+}
+
+template <typename C, typename T>
+__device__ void whereBody(const C* c, const T* a, const T* b, T* y, const Strided& L) {
+  GRID_STRIDE(i, L.n) y[i] = c[viewOffset(L, i, 1)] != C(0) ? a[viewOffset(L, i, 2)] : b[viewOffset(L, i, 3)];
+}
+extern "C" __global__ void where_f32_f32(const float* c, const float* a, const float* b, float* y, Strided L) { whereBody(c, a, b, y, L); }
+extern "C" __global__ void where_f32_i32(const float* c, const int32_t* a, const int32_t* b, int32_t* y, Strided L) { whereBody(c, a, b, y, L); }
+extern "C" __global__ void where_i32_f32(const int32_t* c, const float* a, const float* b, float* y, Strided L) { whereBody(c, a, b, y, L); }
+extern "C" __global__ void where_i32_i32(const int32_t* c, const int32_t* a, const int32_t* b, int32_t* y, Strided L) { whereBody(c, a, b, y, L); }
+
+// dst[view 0] = cast(src[view 1]); here operand 0 is the strided destination, not a fresh output.
+extern "C" __global__ void copy_f32_f32(const float* x, float* y, Strided L) { GRID_STRIDE(i, L.n) y[viewOffset(L, i, 0)] = x[viewOffset(L, i, 1)]; }
+extern "C" __global__ void copy_i32_i32(const int32_t* x, int32_t* y, Strided L) { GRID_STRIDE(i, L.n) y[viewOffset(L, i, 0)] = x[viewOffset(L, i, 1)]; }
+extern "C" __global__ void copy_i32_f32(const int32_t* x, float* y, Strided L) { GRID_STRIDE(i, L.n) y[viewOffset(L, i, 0)] = (float)x[viewOffset(L, i, 1)]; }
+extern "C" __global__ void copy_f32_i32(const float* x, int32_t* y, Strided L) { GRID_STRIDE(i, L.n) y[viewOffset(L, i, 0)] = toInt32(x[viewOffset(L, i, 1)]); }
+
+// core's counter-based generator (random.ts), bit for bit.
+__device__ __forceinline__ uint32_t fmix(uint32_t h) {
+  h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+  return h;
+}
+__device__ __forceinline__ uint32_t bits(uint32_t key, uint32_t i) { return fmix(fmix(i * 0x9e3779b1u + key) ^ key); }
+extern "C" __global__ void random_f32(float* y, uint32_t n, int normal, uint32_t key, float a, float b) {
+  GRID_STRIDE(i, n) {
+    if (normal) {
+      float u1 = (float)((bits(key, 2u * i) >> 8) + 1u) * (1.0f / 16777216.0f);
+      float u2 = (float)(bits(key, 2u * i + 1u) >> 8) * (1.0f / 16777216.0f);
+      y[i] = a + b * sqrtf(-2.f * logf(u1)) * cosf(6.283185307179586f * u2);
+    } else {
+      y[i] = a + (b - a) * ((float)(bits(key, i) >> 8) * (1.0f / 16777216.0f));
+    }
+  }
+}
+
+// One Adam(W) step (see Backend.adamStep); coefficients derived in core (adamCoefficients).
+extern "C" __global__ void adam_step(const float* p, const float* g, const float* m, const float* v, float* po, float* mo, float* vo,
+                                     uint32_t n, float coupled, float shrink, float b1, float b2, float step, float bc2, float eps) {
+  GRID_STRIDE(i, n) {
+    float gi = g[i] + coupled * p[i];
+    float mi = b1 * m[i] + (1.f - b1) * gi;
+    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    mo[i] = mi;
+    vo[i] = vi;
+    po[i] = p[i] * shrink - step * mi / (sqrtf(vi / bc2) + eps);
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Kernel arguments packed as the C ABI lays out a kernel's parameters: each at an offset aligned
+ * to its size, pointers as 8 bytes. The addon passes the driver one pointer per parameter (the
+ * offsets), so the packing here must follow each kernel's signature in native/kernels/.
+ */
+import { MAX_OPERANDS, MAX_RANK } from './layout.ts';
+
+export class Args {
+  private readonly bytes = new Uint8Array(1024);
+  private readonly view = new DataView(this.bytes.buffer);
+  private readonly offs = new Uint32Array(32);
+  private at = 0;
+  private count = 0;
+
+  reset(): this {
+    this.at = 0;
+    this.count = 0;
+    return this;
+  }
+  private slot(size: number): number {
+    this.at = Math.ceil(this.at / size) * size;
+    const o = this.at;
+    this.offs[this.count++] = o;
+    this.at += size;
+    return o;
+  }
+  ptr(p: number): this {
+    const o = this.slot(8);
+    this.view.setUint32(o, p % 4294967296, true);
+    this.view.setUint32(o + 4, Math.floor(p / 4294967296), true);
+    return this;
+  }
+  u32(v: number): this {
+    this.view.setUint32(this.slot(4), v >>> 0, true);
+    return this;
+  }
+  i32(v: number): this {
+    this.view.setInt32(this.slot(4), v | 0, true);
+    return this;
+  }
+  f32(v: number): this {
+    this.view.setFloat32(this.slot(4), v, true);
+    return this;
+  }
+  /** The Strided struct of native/kernels/common.cuh (4-byte fields, so 4-byte aligned). */
+  strided(n: number, shape: readonly number[], flat: boolean, ops: { offset: number; strides: readonly number[] }[]): this {
+    const o = this.slot(4);
+    this.at = o;
+    const w = (v: number) => {
+      this.view.setInt32(this.at, v | 0, true);
+      this.at += 4;
+    };
+    w(n);
+    w(shape.length);
+    w(flat ? 1 : 0);
+    for (let d = 0; d < MAX_RANK; d++) w(shape[d] ?? 1);
+    for (let k = 0; k < MAX_OPERANDS; k++) w(ops[k]?.offset ?? 0);
+    for (let k = 0; k < MAX_OPERANDS; k++) for (let d = 0; d < MAX_RANK; d++) w(ops[k]?.strides[d] ?? 0);
+    return this;
+  }
+  get data(): Uint8Array {
+    return this.bytes.subarray(0, this.at);
+  }
+  get offsets(): Uint32Array {
+    return this.offs.subarray(0, this.count);
+  }
+}

@@ -1,0 +1,381 @@
+/**
+ * The CUDA backend: every primitive of @sparsegrad/core's Backend as a CUDA kernel of ours
+ * (native/kernels/), except dense matmul, which is cuBLAS. This file decides which kernel runs
+ * with which launch shape and arguments; the addon only launches. All work goes to one stream in
+ * program order; `read` is the only wait, and it does not block the event loop.
+ */
+import {
+  adamCoefficients, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
+  type MatrixView, type ReduceOp, type UnaryOp, type View,
+} from '@sparsegrad/core';
+import { CachingAllocator } from './allocator.ts';
+import { Args } from './args.ts';
+import { outputOperand, stridedLayout, viewOperand } from './layout.ts';
+import type { Addon, DeviceProperties } from './native.ts';
+
+class CudaBuffer implements BackendBuffer {
+  constructor(readonly ptr: number, readonly size: number, readonly dtype: DType) {}
+}
+
+// Op codes of the elementwise kernels (the switch statements in native/kernels/elementwise.cu).
+const UNARY_OPS: readonly UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'tanh', 'sigmoid', 'relu', 'geluTanh', 'geluErf', 'geluTanhGrad', 'geluErfGrad'];
+const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
+const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
+const PRECISION_CODE: Record<MatmulPrecision, number> = { highest: 0, high: 1, medium: 2 };
+
+const THREADS = 256;
+/** Rows up to this long are reduced by one warp each (kernels *_warp), longer ones by a block. */
+const WARP_ROW = 1024;
+const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
+
+/** Block-sparse tiles: tokens per CTA by block size (native/kernels/blocksparse.cu); 128 threads. */
+const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
+/** SDDMM tiles are one block row by this many columns (several blocks of the row). */
+const SDDMM_COLUMNS = 128;
+
+export interface CudaBackend extends Backend {
+  readonly properties: DeviceProperties;
+  /** Waits for all queued work (benchmarks). */
+  synchronize(): void;
+  /** Device milliseconds of the work `fn` queues, timed with CUDA events (waits for it). */
+  timeDevice(fn: () => void): number;
+  /** Returns the allocator's cached blocks to the driver. */
+  emptyCache(): void;
+}
+
+export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBackend {
+  const allocator = new CachingAllocator(addon);
+  const args = new Args();
+  const ids = new Map<string, number>();
+  const sms = props.multiprocessors;
+  const P = (b: BackendBuffer) => (b as CudaBuffer).ptr;
+  /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */
+  const blocksFor = (n: number, perBlock = THREADS) => Math.max(1, Math.min(Math.ceil(n / perBlock), sms * 16));
+
+  function launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args): void {
+    try {
+      let id = ids.get(kernel);
+      if (id === undefined) ids.set(kernel, (id = addon.fn(kernel)));
+      addon.launch(id, grid[0], grid[1], grid[2], threads, 1, 1, 0, a.data, a.offsets);
+    } catch (e) {
+      throw new Error(`cuda: ${op}: ${(e as Error).message}`);
+    }
+  }
+  // SPARSEGRAD_CUDA_POISON=1 fills every new buffer with NaN (tests: an output element a kernel
+  // fails to write shows up instead of passing on stale data).
+  const poison = process.env.SPARSEGRAD_CUDA_POISON === '1';
+  function alloc(size: number, dtype: DType): CudaBuffer {
+    let ptr: number;
+    try {
+      ptr = allocator.alloc(Math.max(1, size) * 4);
+    } catch (e) {
+      throw new Error(`cuda: alloc: ${(e as Error).message}`);
+    }
+    if (poison) addon.memset32(ptr, 0x7fc00000, size);
+    return new CudaBuffer(ptr, size, dtype);
+  }
+  function free(b: BackendBuffer): void {
+    allocator.release(P(b), Math.max(1, b.size) * 4);
+  }
+  function upload(data: Int32Array | Float32Array): CudaBuffer {
+    const b = alloc(data.length, data instanceof Int32Array ? 'int32' : 'float32');
+    addon.upload(b.ptr, data);
+    return b;
+  }
+
+  /** A row-wise kernel (softmax, layer norm, row reductions): a warp per row for short rows, else a block. */
+  function rowLaunch(op: string, kernel: string, rows: number, n: number, a: Args): void {
+    if (n <= WARP_ROW) launch(op, `${kernel}_warp`, [blocksFor(rows, THREADS / 32), 1, 1], THREADS, a);
+    else launch(op, `${kernel}_block`, [Math.max(1, Math.min(rows, sms * 8)), 1, 1], THREADS, a);
+  }
+
+  /** How many pieces to cut a reduction of `n` into when only `outputs` results would keep the GPU too idle. */
+  const piecesFor = (outputs: number, n: number, minPiece: number) =>
+    Math.max(1, Math.min(Math.ceil((sms * 2048) / Math.max(1, outputs)), Math.ceil(n / minPiece)));
+
+  function reduceF32(op: 'sum' | 'max' | 'min', x: number, outer: number, n: number, inner: number, out: number): void {
+    if (inner === 1) {
+      // Rows; a few very long rows are cut into pieces reduced in a second pass.
+      const pieces = outer < 2 * sms && n > 16384 ? piecesFor(outer * 32, n, 4096) : 1;
+      const chunk = Math.ceil(n / pieces);
+      const used = Math.ceil(n / chunk);
+      const target = used > 1 ? allocator.alloc(outer * used * 4) : out;
+      rowLaunch(op, `${op}_rows`, outer * used, chunk, args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(chunk).u32(used));
+      if (used > 1) {
+        reduceF32(op, target, outer, used, 1, out);
+        allocator.release(target, outer * used * 4);
+      }
+      return;
+    }
+    // Columns; when there are few, the rows are cut into pieces too: partial [outer, pieces, inner].
+    const pieces = piecesFor(outer * inner, n, 64);
+    const chunk = Math.ceil(n / pieces);
+    const used = Math.ceil(n / chunk);
+    const target = used > 1 ? allocator.alloc(outer * used * inner * 4) : out;
+    launch(op, `${op}_columns`, [blocksFor(outer * used * inner), 1, 1], THREADS, args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(inner).u32(chunk).u32(used));
+    if (used > 1) {
+      reduceF32(op, target, outer, used, inner, out);
+      allocator.release(target, outer * used * inner * 4);
+    }
+  }
+
+  const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
+  const releaseWithLayout = new FinalizationRegistry<CudaBuffer[]>((buffers) => buffers.forEach(free));
+  function layoutBuffers(layout: BlockLayout): LayoutBuffers {
+    let cached = layoutCache.get(layout);
+    if (!cached) {
+      const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
+      cached = { index, groups: new Map(), all: Object.values(index) };
+      layoutCache.set(layout, cached);
+      releaseWithLayout.register(layout, cached.all);
+    }
+    return cached;
+  }
+  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
+  function sddmmGroups(layout: BlockLayout, per: number): { buffer: CudaBuffer; count: number } {
+    const cached = layoutBuffers(layout);
+    let buffer = cached.groups.get(per);
+    if (!buffer) {
+      const pairs: number[] = [];
+      for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
+        for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
+      }
+      buffer = upload(Int32Array.from(pairs));
+      cached.groups.set(per, buffer);
+      cached.all.push(buffer);
+    }
+    return { buffer, count: buffer.size / 2 };
+  }
+  function checkBlockSize(op: string, bs: number): void {
+    if (!BSR_TOKENS[bs]) throw new Error(`cuda: ${op}: no kernel for ${bs}x${bs} blocks (expected 16, 32 or 64)`);
+  }
+  /** Token tiles go on the grid's y dimension (at most 65535). */
+  function tokenTiles(op: string, m: number, tile: number): number {
+    const tiles = Math.ceil(m / tile);
+    if (tiles > 65535) throw new Error(`cuda: ${op}: ${m} rows exceed the kernel's grid (at most ${65535 * tile})`);
+    return tiles;
+  }
+
+  const backend: CudaBackend = {
+    name: 'cuda',
+    properties: props,
+    device: { name: 'cuda', description: `${props.name} (compute capability ${props.computeCapability}, ${props.multiprocessors} multiprocessors, ${(props.totalMemory / 2 ** 30).toFixed(0)} GiB)` },
+
+    alloc,
+    upload,
+    async read(b, size) {
+      try {
+        const bytes = await addon.read(P(b), size * 4);
+        return b.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
+      } catch (e) {
+        throw new Error(`cuda: read: ${(e as Error).message}`);
+      }
+    },
+    free,
+    memory: () => ({ buffers: allocator.liveBlocks, bytes: allocator.liveBytes }),
+
+    fill(out, size, value) {
+      const bits = out.dtype === 'int32' ? value | 0 : new Uint32Array(Float32Array.of(value).buffer)[0];
+      addon.memset32(P(out), bits >>> 0, size);
+    },
+    random(out, size, spec) {
+      if (size === 0) return;
+      launch('random', 'random_f32', [blocksFor(size), 1, 1], THREADS,
+        args.reset().ptr(P(out)).u32(size).i32(spec.kind === 'normal' ? 1 : 0).u32(spec.key).f32(spec.a).f32(spec.b));
+    },
+    copy(src, dst) {
+      const L = stridedLayout('copy', src.shape, [viewOperand(dst), viewOperand(src)]);
+      if (L.n === 0) return;
+      if (L.flat && src.buffer.dtype === dst.buffer.dtype) {
+        addon.copy(P(dst.buffer) + 4 * L.ops[0].offset, P(src.buffer) + 4 * L.ops[1].offset, 4 * L.n);
+        return;
+      }
+      launch('copy', `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`, [blocksFor(L.n), 1, 1], THREADS,
+        args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
+    },
+
+    unary(op, x, out) {
+      const L = stridedLayout(op, x.shape, [outputOperand(x.shape), viewOperand(x)]);
+      launch(op, `unary_${tname(x.buffer.dtype)}`, [blocksFor(L.n), 1, 1], THREADS,
+        args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(L.n, L.shape, L.flat, L.ops));
+    },
+    binary(op, a, b, out) {
+      const views = [a, b].filter((v): v is View => typeof v !== 'number');
+      const shape = views[0].shape;
+      const dtype = views[0].buffer.dtype;
+      const L = stridedLayout(op, shape, [outputOperand(shape), ...views.map(viewOperand)]);
+      const kernel = dtype === 'float32' ? 'binary_f32' : COMPARISONS.has(op) ? 'compare_i32' : 'binary_i32';
+      const scalars = (typeof a === 'number' ? 1 : 0) | (typeof b === 'number' ? 2 : 0);
+      const s = (v: View | number) => (typeof v === 'number' ? v : 0);
+      args.reset().ptr(typeof a === 'number' ? 0 : P(a.buffer)).ptr(typeof b === 'number' ? 0 : P(b.buffer)).ptr(P(out)).i32(BINARY_OPS.indexOf(op)).i32(scalars);
+      if (dtype === 'float32') args.f32(s(a)).f32(s(b));
+      else args.i32(s(a)).i32(s(b));
+      launch(op, kernel, [blocksFor(L.n), 1, 1], THREADS, args.strided(L.n, L.shape, L.flat, L.ops));
+    },
+    where(cond, a, b, out) {
+      const L = stridedLayout('where', cond.shape, [outputOperand(cond.shape), viewOperand(cond), viewOperand(a), viewOperand(b)]);
+      launch('where', `where_${tname(cond.buffer.dtype)}_${tname(a.buffer.dtype)}`, [blocksFor(L.n), 1, 1], THREADS,
+        args.reset().ptr(P(cond.buffer)).ptr(P(a.buffer)).ptr(P(b.buffer)).ptr(P(out)).strided(L.n, L.shape, L.flat, L.ops));
+    },
+
+    reduce(op, x, outer, n, inner, out) {
+      if (outer * inner === 0) return;
+      if (x.dtype === 'float32' && (op === 'sum' || op === 'max' || op === 'min') && n > 0) {
+        reduceF32(op, P(x), outer, n, inner, P(out));
+        return;
+      }
+      const kernel = op === 'argmax' || op === 'argmin' ? (x.dtype === 'float32' ? 'arg_reduce_f32' : 'reduce_simple_i32') : `reduce_simple_${tname(x.dtype)}`;
+      launch(op, kernel, [blocksFor(outer * inner), 1, 1], THREADS,
+        args.reset().ptr(P(x)).ptr(P(out)).i32(REDUCE_OPS.indexOf(op)).u32(outer).u32(n).u32(inner));
+    },
+
+    matmul(a: MatrixView, b: MatrixView, out, batch, m, n, k, precision) {
+      if (batch * m * n === 0) return;
+      if (k === 0) return backend.fill(out, batch * m * n, 0);
+      // Row-major C [m, n] = A B is column-major C^T = B^T A^T: cuBLAS gets B as its first operand.
+      const opB = blasOperand(k, n, b);
+      const opA = blasOperand(m, k, a);
+      const temps: CudaBuffer[] = [];
+      const dense = (v: MatrixView, r: number, c: number) => {
+        // Neither stride is 1 (or a leading dimension is too small): copy to a contiguous batch.
+        const t = alloc(batch * r * c, 'float32');
+        temps.push(t);
+        backend.copy({ buffer: v.buffer, offset: v.offset, shape: [batch, r, c], strides: [v.batchStride, v.rowStride, v.colStride] },
+          { buffer: t, offset: 0, shape: [batch, r, c], strides: [r * c, c, 1] });
+        return { ptr: t.ptr, op: 0, ld: c, stride: r * c };
+      };
+      const B = opB ? { ptr: P(b.buffer) + 4 * b.offset, ...opB, stride: b.batchStride } : dense(b, k, n);
+      const A = opA ? { ptr: P(a.buffer) + 4 * a.offset, ...opA, stride: a.batchStride } : dense(a, m, k);
+      try {
+        addon.gemm(B.op, A.op, n, m, k, B.ptr, B.ld, B.stride, A.ptr, A.ld, A.stride, P(out), n, m * n, batch, PRECISION_CODE[precision]);
+      } catch (e) {
+        throw new Error(`cuda: matmul: ${(e as Error).message}`);
+      } finally {
+        temps.forEach(free);
+      }
+    },
+
+    bsrMatmul(x, blocks, layout, m, out) {
+      const bs = layout.blockSize;
+      checkBlockSize('bsrMatmul', bs);
+      const idx = layoutBuffers(layout).index;
+      launch('bsrMatmul', `bsr_forward_${bs}`, [layout.rows / bs, tokenTiles('bsrMatmul', m, BSR_TOKENS[bs]), 1], 128,
+        args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols));
+    },
+    bsrMatmulGradInput(dy, blocks, layout, m, out) {
+      const bs = layout.blockSize;
+      checkBlockSize('bsrMatmulGradInput', bs);
+      const idx = layoutBuffers(layout).index;
+      launch('bsrMatmulGradInput', `bsr_grad_input_${bs}`, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, BSR_TOKENS[bs]), 1], 128,
+        args.reset().ptr(P(dy)).ptr(P(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols));
+    },
+    bsrSddmm(dy, x, layout, m, out) {
+      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
+      checkBlockSize('bsrSddmm', bs);
+      const idx = layoutBuffers(layout).index;
+      const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
+      if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
+      // Tokens are cut into chunks (partial sums, then a column reduction) until ~4 CTAs per SM run.
+      const splits = Math.max(1, Math.min(Math.ceil((4 * sms) / groups.count), Math.floor(m / 256), 65535));
+      const chunk = Math.ceil(m / splits / 16) * 16;
+      const used = Math.ceil(m / chunk);
+      const size = nnz * bs * bs;
+      const target = used > 1 ? allocator.alloc(used * size * 4) : P(out);
+      launch('bsrSddmm', `bsr_sddmm_${bs}`, [groups.count, used, 1], 128,
+        args.reset().ptr(P(dy)).ptr(P(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk));
+      if (used > 1) {
+        reduceF32('sum', target, 1, used, size, P(out));
+        allocator.release(target, used * size * 4);
+      }
+    },
+
+    gather(x, idx, outer, n, inner, count, out) {
+      const total = outer * count * inner;
+      if (total === 0) return;
+      launch('gather', `gather_${tname(x.dtype)}`, [blocksFor(total), 1, 1], THREADS,
+        args.reset().ptr(P(x)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]));
+    },
+    scatterAdd(src, idx, outer, n, inner, count, out) {
+      addon.memset32(P(out), 0, outer * n * inner);
+      const total = outer * count * inner;
+      if (total === 0) return;
+      launch('scatterAdd', `scatter_add_${tname(src.dtype)}`, [blocksFor(total), 1, 1], THREADS,
+        args.reset().ptr(P(src)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]));
+    },
+
+    softmax(x, rows, n, log, out) {
+      rowLaunch('softmax', 'softmax', rows, n, args.reset().ptr(P(x)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0));
+    },
+    softmaxBackward(y, dy, rows, n, log, out) {
+      rowLaunch('softmaxBackward', 'softmax_backward', rows, n, args.reset().ptr(P(y)).ptr(P(dy)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0));
+    },
+    layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
+      rowLaunch('layerNorm', 'layer_norm', rows, n,
+        args.reset().ptr(P(x)).ptr(gamma ? P(gamma) : 0).ptr(beta ? P(beta) : 0).ptr(P(out)).ptr(P(mean)).ptr(P(rstd)).u32(rows).u32(n).f32(eps));
+    },
+    layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
+      rowLaunch('layerNormBackward', 'layer_norm_backward', rows, n,
+        args.reset().ptr(P(x)).ptr(gamma ? P(gamma) : 0).ptr(P(mean)).ptr(P(rstd)).ptr(P(dy)).ptr(P(dx)).u32(rows).u32(n));
+      if (!dgamma && !dbeta) return;
+      // Column sums over the rows, in pieces when the columns alone would leave the GPU idle.
+      const pieces = piecesFor(n, rows, 64);
+      const chunk = Math.ceil(rows / pieces);
+      const used = Math.ceil(rows / chunk);
+      const scratch = (b: BackendBuffer | null) => (used > 1 || !b ? allocator.alloc(used * n * 4) : P(b));
+      const dg = scratch(dgamma);
+      const db = scratch(dbeta);
+      launch('layerNormBackward', 'layer_norm_params', [blocksFor(used * n), 1, 1], THREADS,
+        args.reset().ptr(P(x)).ptr(P(mean)).ptr(P(rstd)).ptr(P(dy)).ptr(dg).ptr(db).u32(rows).u32(n).u32(chunk).u32(used));
+      if (used > 1) {
+        if (dgamma) reduceF32('sum', dg, 1, used, n, P(dgamma));
+        if (dbeta) reduceF32('sum', db, 1, used, n, P(dbeta));
+      }
+      if (dg !== (dgamma && P(dgamma))) allocator.release(dg, used * n * 4);
+      if (db !== (dbeta && P(dbeta))) allocator.release(db, used * n * 4);
+    },
+    adamStep(p, g, m, v, size, spec, pOut, mOut, vOut) {
+      if (size === 0) return;
+      const { coupled, shrink, step } = adamCoefficients(spec);
+      launch('adamStep', 'adam_step', [blocksFor(size), 1, 1], THREADS,
+        args.reset().ptr(P(p)).ptr(P(g)).ptr(P(m)).ptr(P(v)).ptr(P(pOut)).ptr(P(mOut)).ptr(P(vOut))
+          .u32(size).f32(coupled).f32(shrink).f32(spec.beta1).f32(spec.beta2).f32(step).f32(spec.biasCorrection2).f32(spec.eps));
+    },
+
+    synchronize: () => addon.synchronize(),
+    timeDevice(fn) {
+      const start = addon.recordEvent();
+      fn();
+      const end = addon.recordEvent();
+      addon.synchronize();
+      const ms = addon.elapsed(start, end);
+      addon.releaseEvents();
+      return ms;
+    },
+    emptyCache: () => allocator.emptyCache(),
+  };
+  return backend;
+}
+
+/**
+ * How cuBLAS (column-major) can read the transpose of a row-major-indexed r x c matrix with the
+ * given strides, without a copy: as a column-major c x r matrix (op N) when columns are
+ * contiguous, or as the r x c matrix itself transposed (op T) when rows are. A size-1 dim may
+ * have any stride. Null when neither works.
+ */
+function blasOperand(r: number, c: number, v: MatrixView): { op: number; ld: number } | null {
+  const cs = c === 1 ? 1 : v.colStride;
+  const rs = r === 1 ? Math.max(c, 1) : v.rowStride;
+  if (cs === 1 && rs >= c) return { op: 0, ld: Math.max(rs, 1) };
+  const rs2 = r === 1 ? 1 : v.rowStride;
+  const cs2 = c === 1 ? Math.max(r, 1) : v.colStride;
+  if (rs2 === 1 && cs2 >= r) return { op: 1, ld: Math.max(cs2, 1) };
+  return null;
+}
+
+interface LayoutBuffers {
+  index: Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
+  /** SDDMM block groups by group size. */
+  groups: Map<number, CudaBuffer>;
+  all: CudaBuffer[];
+}

@@ -1,0 +1,33 @@
+/** Strided operands of the elementwise kernels (mirrors struct Strided in native/kernels/common.cuh). */
+import { collapseDims, contiguousStrides, opError, type View } from '@sparsegrad/core';
+
+export const MAX_RANK = 6;
+export const MAX_OPERANDS = 4;
+
+export interface StridedLayout {
+  n: number;
+  shape: number[];
+  /** Every operand one contiguous run (element i at offset + i). */
+  flat: boolean;
+  ops: { offset: number; strides: number[] }[];
+}
+
+/**
+ * Merges the dims of `shape` for the given operand views (the first may be a contiguous output)
+ * and checks that indices fit the kernels' 32-bit arithmetic.
+ */
+export function stridedLayout(op: string, shape: readonly number[], operands: { offset: number; strides: readonly number[] }[]): StridedLayout {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n >= 2 ** 32) throw opError(op, `the CUDA backend indexes elementwise kernels with 32 bits; ${n} elements is too many`);
+  const { shape: cs, ops } = collapseDims(shape, operands);
+  if (cs.length > MAX_RANK) throw opError(op, `views of rank ${cs.length} after merging dims are not supported by the CUDA backend (max ${MAX_RANK})`);
+  for (const o of ops) {
+    if (o.offset >= 2 ** 32 || o.strides.some((s) => Math.abs(s) >= 2 ** 31)) throw opError(op, 'a view offset or stride exceeds the CUDA kernels\' 32-bit indexing');
+  }
+  const flat = cs.length === 1 && ops.every((o) => o.strides[0] === 1);
+  return { n, shape: cs, flat, ops };
+}
+
+/** The output operand of a fresh contiguous buffer. */
+export const outputOperand = (shape: readonly number[]) => ({ offset: 0, strides: contiguousStrides(shape) });
+export const viewOperand = (v: View) => ({ offset: v.offset, strides: v.strides });

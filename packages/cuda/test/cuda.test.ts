@@ -1,0 +1,118 @@
+/**
+ * CUDA-specific behaviour. The shared op and gradient suites of core run on this backend when
+ * SPARSEGRAD_TEST_BACKENDS includes cuda; these tests cover what only this backend has: argument
+ * packing, the allocator's size classes, matmul precisions, out-of-memory handling, and readback
+ * that leaves the event loop free. GPU tests skip with the reason where no GPU can be used.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { backends, matmul, setFloat32MatmulPrecision, tensor, type Backend } from '@sparsegrad/core';
+import '@sparsegrad/cuda';
+import { sizeClass } from '../src/allocator.ts';
+import { Args } from '../src/args.ts';
+import { assertRejects, assertThrows, randomArray } from '../../core/test/helpers.ts';
+
+test('kernel arguments are laid out as the C ABI lays out parameters', () => {
+  const a = new Args().ptr(2 ** 40 + 5).i32(-3).ptr(7).f32(1.5).u32(2 ** 32 - 1);
+  assert.equal([...a.offsets], [0, 8, 16, 24, 28]);
+  const v = new DataView(a.data.buffer, a.data.byteOffset, a.data.byteLength);
+  assert.is(v.getUint32(0, true), 5);
+  assert.is(v.getUint32(4, true), 2 ** 8);
+  assert.is(v.getInt32(8, true), -3);
+  assert.is(v.getUint32(16, true), 7);
+  assert.is(v.getFloat32(24, true), 1.5);
+  assert.is(v.getUint32(28, true), 2 ** 32 - 1);
+  // The Strided struct: 4-byte fields, 3 + 6 + 4 + 24 of them.
+  const s = new Args().ptr(1).i32(2).strided(10, [2, 5], false, [{ offset: 3, strides: [5, 1] }]);
+  assert.equal([...s.offsets], [0, 8, 12]);
+  assert.is(s.data.byteLength, 12 + 37 * 4);
+});
+
+test('allocator size classes cover the request with bounded slack', () => {
+  let last = 0;
+  for (const bytes of [1, 511, 512, 513, 4096, 1 << 20, (1 << 20) + 1, 3e6, 1e8, 2 ** 31 + 7]) {
+    const c = sizeClass(bytes);
+    assert.ok(c >= bytes, `${c} >= ${bytes}`);
+    assert.ok(c <= Math.max(512, bytes * 1.25 + 512), `${c} has at most 25% slack over ${bytes}`);
+    assert.ok(c >= last, 'monotonic');
+    last = c;
+  }
+  assert.is(sizeClass(3e6), 3145728);
+  assert.is(sizeClass(1000), 1024);
+});
+
+const status = (await backends()).find((b) => b.name === 'cuda');
+let gpu: Backend | null = null;
+if (status?.available) {
+  const { setBackend } = await import('@sparsegrad/core');
+  gpu = await setBackend('cuda');
+} else {
+  console.log(`  skipping CUDA device tests: ${status?.reason}`);
+  test('without a usable GPU the backend reports why', () => {
+    assert.is(status?.available, false);
+    assert.match(status?.reason ?? '', /libcuda|driver|CUDA device|addon was not built|toolkit/);
+  });
+}
+
+if (gpu) {
+  const be = gpu;
+  /** ||got - ref|| / ||ref|| against a float64 product. */
+  async function relativeError(m: number, k: number, n: number, precision: 'highest' | 'high' | 'medium'): Promise<number> {
+    const a = randomArray(m * k, 11);
+    const b = randomArray(k * n, 12);
+    setFloat32MatmulPrecision(precision);
+    try {
+      const c = matmul(tensor(Float32Array.from(a), [m, k], { backend: be }), tensor(Float32Array.from(b), [k, n], { backend: be }));
+      const got = await c.toArray();
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          let ref = 0;
+          for (let q = 0; q < k; q++) ref += Math.fround(a[i * k + q]) * Math.fround(b[q * n + j]);
+          num += (got[i * n + j] - ref) ** 2;
+          den += ref ** 2;
+        }
+      }
+      return Math.sqrt(num / den);
+    } finally {
+      setFloat32MatmulPrecision('highest');
+    }
+  }
+
+  test('matmul precision: fp32, TF32 and BF16 tensor cores land where their formats put them', async () => {
+    const highest = await relativeError(130, 257, 96, 'highest');
+    const high = await relativeError(130, 257, 96, 'high');
+    const medium = await relativeError(130, 257, 96, 'medium');
+    assert.ok(highest < 1e-5, `fp32 error ${highest}`);
+    assert.ok(high < 2e-3, `TF32 error ${high}`);
+    assert.ok(medium < 2e-2, `BF16 error ${medium}`);
+  });
+
+  test('out of memory is an Error naming the op, and the backend keeps working', async () => {
+    assertThrows(() => be.alloc(2 ** 45, 'float32'), /cuda: alloc: out of device memory/);
+    const t = tensor([1, 2, 3], [3], { backend: be }).mul(2);
+    assert.equal([...(await t.toArray())], [2, 4, 6]);
+  });
+
+  test('readback waits off the event loop', async () => {
+    const n = 4096;
+    const a = tensor(Float32Array.from(randomArray(n * n, 3)), [n, n], { backend: be });
+    let c = a;
+    for (let i = 0; i < 20; i++) c = matmul(c, a).mul(1 / 64);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    await c.toArray();
+    clearInterval(timer);
+    assert.ok(ticks > 0, `the event loop ran ${ticks} times while ~20 large products computed`);
+  });
+
+  test('bad kernel input is reported, not a crash', async () => {
+    await assertRejects(async () => {
+      const x = tensor([1, 2], [2], { backend: be });
+      return x.reshape(3).toArray();
+    }, /reshape/);
+  });
+}
+
+test.run();

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything the CUDA backend needs checked on the GPU host, in one call (see ../shared/gpu-host):
+# the shared suite on cpu + cuda with outputs poisoned, the block-sparse kernels under
+# compute-sanitizer (memcheck, racecheck), the kernel benchmark, and the GPT step against PyTorch.
+# Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
+#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step]
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+parts=${*:-tests sanitize bench step}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv > "$OUT/gpu.txt" 2>&1
+summary=()
+for part in $parts; do
+  case $part in
+    tests)
+      SPARSEGRAD_CUDA_POISON=1 SPARSEGRAD_TEST_BACKENDS=cpu,cuda timeout 400 npm test > "$OUT/tests.log" 2>&1
+      summary+=("tests: $(tail -1 "$OUT/tests.log")") ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        SPARSEGRAD_CUDA_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 /usr/local/cuda/bin/compute-sanitizer --tool $tool --target-processes all \
+          --error-exitcode 9 npx tsx scripts/run-tests.ts blocksparse > "$OUT/sanitize-$tool.log" 2>&1
+        summary+=("compute-sanitizer $tool: exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | sort | uniq -c | tr '\n' ' ') $(tail -1 "$OUT/sanitize-$tool.log")")
+      done ;;
+    bench)
+      timeout 400 npx tsx benchmarks/cuda.ts ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
+      summary+=("bench: exit $?") ;;
+    step)
+      timeout 300 npx tsx benchmarks/gpt-step.ts --backend cuda > "$OUT/step.log" 2>&1
+      timeout 200 python3 benchmarks/torch_gpt_step.py >> "$OUT/step.log" 2>&1
+      summary+=("step: see step.log") ;;
+  esac
+done
+printf '%s\n' "${summary[@]}"
