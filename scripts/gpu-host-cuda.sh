@@ -3,7 +3,7 @@
 # the shared suite on cpu + cuda with outputs poisoned, the block-sparse kernels under
 # compute-sanitizer (memcheck, racecheck), the kernel benchmark, and the GPT step against PyTorch.
 # Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
-#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step]
+#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [tune-webgpu]
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -25,9 +25,14 @@ for part in $parts; do
       timeout 400 npx tsx benchmarks/cuda.ts ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
       summary+=("bench: exit $?") ;;
     step)
-      timeout 300 npx tsx benchmarks/gpt-step.ts --backend cuda > "$OUT/step.log" 2>&1
-      timeout 200 python3 benchmarks/torch_gpt_step.py >> "$OUT/step.log" 2>&1
+      for p in ${PRECISIONS:-highest high}; do
+        timeout 300 npx tsx benchmarks/gpt-step.ts --backend cuda --precision $p >> "$OUT/step.log" 2>&1
+        timeout 200 python3 benchmarks/torch_gpt_step.py --precision $p >> "$OUT/step.log" 2>&1
+      done
       summary+=("step: see step.log") ;;
+    tune-webgpu)
+      timeout 300 npx tsx benchmarks/webgpu.ts --tune --tune-only > "$OUT/tune-webgpu.log" 2>&1
+      summary+=("webgpu tuning: exit $?") ;;
   esac
 done
 printf '%s\n' "${summary[@]}"

@@ -22,8 +22,7 @@ std::string blasError;
 CUcontext ctx = nullptr;
 CUstream stream = nullptr;
 cublasHandle_t blasHandle = nullptr;
-std::vector<CUmodule> modules;
-std::vector<CUfunction> functions;
+std::vector<CUfunction> functions;  // every kernel of every module, by id
 std::map<std::string, int> functionIds;
 std::vector<CUevent> events;  // device timers, by id
 
@@ -62,7 +61,16 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   for (int i = 0; i < sparsegradFatbinCount; i++) {
     CUmodule m;
     check(env, "cuModuleLoadData (kernels for this GPU)", cu.cuModuleLoadData_(&m, sparsegradFatbins[i]));
-    modules.push_back(m);
+    unsigned count = 0;
+    check(env, "cuModuleGetFunctionCount", cu.cuModuleGetFunctionCount_(&count, m));
+    std::vector<CUfunction> fs(count);
+    check(env, "cuModuleEnumerateFunctions", cu.cuModuleEnumerateFunctions_(fs.data(), count, m));
+    for (CUfunction f : fs) {
+      const char* name = nullptr;
+      check(env, "cuFuncGetName", cu.cuFuncGetName_(&name, f));
+      functionIds[name] = (int)functions.size();
+      functions.push_back(f);
+    }
   }
   char name[256] = {0};
   cu.cuDeviceGetName_(name, sizeof(name), dev);
@@ -89,16 +97,8 @@ Napi::Value Function(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>();
   auto it = functionIds.find(name);
-  if (it != functionIds.end()) return Napi::Number::New(env, it->second);
-  for (CUmodule m : modules) {
-    CUfunction f;
-    if (cu.cuModuleGetFunction_(&f, m, name.c_str()) == CUDA_SUCCESS) {
-      functions.push_back(f);
-      functionIds[name] = (int)functions.size() - 1;
-      return Napi::Number::New(env, (int)functions.size() - 1);
-    }
-  }
-  throw Napi::Error::New(env, "no CUDA kernel named " + name + " in the addon");
+  if (it == functionIds.end()) throw Napi::Error::New(env, "no CUDA kernel named " + name + " in the addon");
+  return Napi::Number::New(env, it->second);
 }
 
 // launch(id, gx, gy, gz, bx, by, bz, sharedBytes, args: Uint8Array, offsets: Uint32Array): the
@@ -227,6 +227,18 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// readSync(ptr, bytes) -> ArrayBuffer, waiting for the device (setup only, never in a step).
+Napi::Value ReadSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t bytes = (size_t)info[1].As<Napi::Number>().DoubleValue();
+  Napi::ArrayBuffer out = Napi::ArrayBuffer::New(env, bytes);
+  if (bytes > 0) {
+    check(env, "cuMemcpyDtoHAsync", cu.cuMemcpyDtoHAsync_(out.Data(), ptrArg(info[0]), bytes, stream));
+    check(env, "cuStreamSynchronize", cu.cuStreamSynchronize_(stream));
+  }
+  return out;
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   check(info.Env(), "cuStreamSynchronize", cu.cuStreamSynchronize_(stream));
   return info.Env().Undefined();
@@ -302,6 +314,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("memset32", Napi::Function::New(env, Memset32));
   exports.Set("copy", Napi::Function::New(env, CopyDtoD));
   exports.Set("read", Napi::Function::New(env, Read));
+  exports.Set("readSync", Napi::Function::New(env, ReadSync));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("recordEvent", Napi::Function::New(env, RecordEvent));

@@ -31,6 +31,8 @@ const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
 
 /** Block-sparse tiles: tokens per CTA by block size (native/kernels/blocksparse.cu); 128 threads. */
 const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
+/** Tokens per CTA of the tensor-core kernels (native/kernels/blocksparse_tc.cu). */
+const TC_TOKENS = 128;
 /** SDDMM tiles are one block row by this many columns (several blocks of the row). */
 const SDDMM_COLUMNS = 128;
 
@@ -53,11 +55,15 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */
   const blocksFor = (n: number, perBlock = THREADS) => Math.max(1, Math.min(Math.ceil(n / perBlock), sms * 16));
 
-  function launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args): void {
+  function launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes = 0): void {
     try {
       let id = ids.get(kernel);
-      if (id === undefined) ids.set(kernel, (id = addon.fn(kernel)));
-      addon.launch(id, grid[0], grid[1], grid[2], threads, 1, 1, 0, a.data, a.offsets);
+      if (id === undefined) {
+        ids.set(kernel, (id = addon.fn(kernel)));
+        // Dynamic shared memory beyond 48 KB must be allowed per kernel.
+        if (sharedBytes > 0) addon.setSharedMemory(id, sharedBytes);
+      }
+      addon.launch(id, grid[0], grid[1], grid[2], threads, 1, 1, sharedBytes, a.data, a.offsets);
     } catch (e) {
       throw new Error(`cuda: ${op}: ${(e as Error).message}`);
     }
@@ -65,6 +71,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   // SPARSEGRAD_CUDA_POISON=1 fills every new buffer with NaN (tests: an output element a kernel
   // fails to write shows up instead of passing on stale data).
   const poison = process.env.SPARSEGRAD_CUDA_POISON === '1';
+  /** Bytes of the live buffers as requested (the allocator reserves whole size classes). */
+  let liveBytes = 0;
   function alloc(size: number, dtype: DType): CudaBuffer {
     let ptr: number;
     try {
@@ -73,9 +81,11 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       throw new Error(`cuda: alloc: ${(e as Error).message}`);
     }
     if (poison) addon.memset32(ptr, 0x7fc00000, size);
+    liveBytes += size * 4;
     return new CudaBuffer(ptr, size, dtype);
   }
   function free(b: BackendBuffer): void {
+    liveBytes -= b.size * 4;
     allocator.release(P(b), Math.max(1, b.size) * 4);
   }
   function upload(data: Int32Array | Float32Array): CudaBuffer {
@@ -118,6 +128,22 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       reduceF32(op, target, outer, used, inner, out);
       allocator.release(target, outer * used * inner * 4);
     }
+  }
+
+  // The tensor-core block-sparse kernels' dynamic shared memory, as the kernels compute it
+  // (bsr_tc_smem: [forward, dX, SDDMM] x [TF32, BF16] x [16, 32, 64]).
+  const tcSmem = (() => {
+    const table = allocator.alloc(18 * 4);
+    launch('setup', 'bsr_tc_smem', [1, 1, 1], 1, args.reset().ptr(table));
+    const sizes = new Int32Array(addon.readSync(table, 18 * 4));
+    allocator.release(table, 18 * 4);
+    return (kind: number, prec: number, bs: number) => sizes[kind * 6 + prec * 3 + Math.log2(bs) - 4];
+  })();
+  /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
+  function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number } {
+    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0 };
+    const prec = precision === 'high' ? 0 : 1;
+    return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem: tcSmem(['forward', 'grad_input', 'sddmm'].indexOf(kind), prec, bs) };
   }
 
   const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
@@ -173,7 +199,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       }
     },
     free,
-    memory: () => ({ buffers: allocator.liveBlocks, bytes: allocator.liveBytes }),
+    memory: () => ({ buffers: allocator.liveBlocks, bytes: liveBytes }),
 
     fill(out, size, value) {
       const bits = out.dtype === 'int32' ? value | 0 : new Uint32Array(Float32Array.of(value).buffer)[0];
@@ -256,21 +282,25 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       }
     },
 
-    bsrMatmul(x, blocks, layout, m, out) {
+    bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
       const idx = layoutBuffers(layout).index;
-      launch('bsrMatmul', `bsr_forward_${bs}`, [layout.rows / bs, tokenTiles('bsrMatmul', m, BSR_TOKENS[bs]), 1], 128,
-        args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols));
+      const k = bsrKernel('forward', bs, precision);
+      const tokens = precision === 'highest' ? BSR_TOKENS[bs] : TC_TOKENS;
+      launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, tokens), 1], 128,
+        args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
-    bsrMatmulGradInput(dy, blocks, layout, m, out) {
+    bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
       const idx = layoutBuffers(layout).index;
-      launch('bsrMatmulGradInput', `bsr_grad_input_${bs}`, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, BSR_TOKENS[bs]), 1], 128,
-        args.reset().ptr(P(dy)).ptr(P(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols));
+      const k = bsrKernel('grad_input', bs, precision);
+      const tokens = precision === 'highest' ? BSR_TOKENS[bs] : TC_TOKENS;
+      launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, tokens), 1], 128,
+        args.reset().ptr(P(dy)).ptr(P(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
-    bsrSddmm(dy, x, layout, m, out) {
+    bsrSddmm(dy, x, layout, m, out, precision) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
       checkBlockSize('bsrSddmm', bs);
       const idx = layoutBuffers(layout).index;
@@ -282,8 +312,9 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const used = Math.ceil(m / chunk);
       const size = nnz * bs * bs;
       const target = used > 1 ? allocator.alloc(used * size * 4) : P(out);
-      launch('bsrSddmm', `bsr_sddmm_${bs}`, [groups.count, used, 1], 128,
-        args.reset().ptr(P(dy)).ptr(P(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk));
+      const k = bsrKernel('sddmm', bs, precision);
+      launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
+        args.reset().ptr(P(dy)).ptr(P(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem);
       if (used > 1) {
         reduceF32('sum', target, 1, used, size, P(out));
         allocator.release(target, used * size * 4);

@@ -27,6 +27,8 @@ export interface Addon {
   memset32(ptr: number, value: number, count: number): void;
   copy(dst: number, src: number, bytes: number): void;
   read(ptr: number, bytes: number): Promise<ArrayBuffer>;
+  /** Blocking readback, for setup only. */
+  readSync(ptr: number, bytes: number): ArrayBuffer;
   synchronize(): void;
   memInfo(): [free: number, total: number];
   recordEvent(): number;

@@ -6,7 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { backends, matmul, setFloat32MatmulPrecision, tensor, type Backend } from '@sparsegrad/core';
+import { BlockSparseMatrix, backends, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { Args } from '../src/args.ts';
@@ -87,6 +87,61 @@ if (gpu) {
     assert.ok(highest < 1e-5, `fp32 error ${highest}`);
     assert.ok(high < 2e-3, `TF32 error ${high}`);
     assert.ok(medium < 2e-2, `BF16 error ${medium}`);
+  });
+
+  test('block-sparse products in TF32 and BF16 match float64 references within their formats', async () => {
+    const tol: Record<MatmulPrecision, number> = { highest: 1e-5, high: 2e-3, medium: 2e-2 };
+    for (const bs of [16, 32, 64]) {
+      const [rows, cols, m] = [bs * 5, bs * 3, 203]; // tokens: not a multiple of any tile
+      const W = BlockSparseMatrix.random([rows, cols], { density: 0.6, blockSize: bs, backend: be });
+      const L = W.layout;
+      const w = await W.data.toArray();
+      const x = Float32Array.from(randomArray(m * cols, 21 + bs));
+      const dy = Float32Array.from(randomArray(m * rows, 22 + bs));
+      // float64 references from the block lists
+      const y = new Float64Array(m * rows);
+      const dx = new Float64Array(m * cols);
+      const dw = new Float64Array(L.nnzBlocks * bs * bs);
+      for (let b = 0; b < L.nnzBlocks; b++) {
+        const r0 = L.rowIdx[b] * bs;
+        const c0 = L.colIdx[b] * bs;
+        for (let t = 0; t < m; t++) {
+          for (let r = 0; r < bs; r++) {
+            for (let c = 0; c < bs; c++) {
+              const wv = w[(b * bs + r) * bs + c];
+              y[t * rows + r0 + r] += x[t * cols + c0 + c] * wv;
+              dx[t * cols + c0 + c] += dy[t * rows + r0 + r] * wv;
+              dw[(b * bs + r) * bs + c] += dy[t * rows + r0 + r] * x[t * cols + c0 + c];
+            }
+          }
+        }
+      }
+      const xb = be.upload(x);
+      const dyb = be.upload(dy);
+      const blocks = W.data.storageFor('test').buffer;
+      for (const precision of ['highest', 'high', 'medium'] as MatmulPrecision[]) {
+        const outs = [be.alloc(m * rows, 'float32'), be.alloc(m * cols, 'float32'), be.alloc(dw.length, 'float32')];
+        be.bsrMatmul(xb, blocks, L, m, outs[0], precision);
+        be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], precision);
+        be.bsrSddmm(dyb, xb, L, m, outs[2], precision);
+        const refs = [y, dx, dw];
+        for (let i = 0; i < 3; i++) {
+          const got = await be.read(outs[i], refs[i].length);
+          let num = 0;
+          let den = 0;
+          for (let j = 0; j < got.length; j++) {
+            num += (got[j] - refs[i][j]) ** 2;
+            den += refs[i][j] ** 2;
+          }
+          const err = Math.sqrt(num / den);
+          assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}': relative error ${err}`);
+          be.free(outs[i]);
+        }
+      }
+      be.free(xb);
+      be.free(dyb);
+      W.data.dispose();
+    }
   });
 
   test('out of memory is an Error naming the op, and the backend keeps working', async () => {

@@ -1,0 +1,327 @@
+// Block-sparse products on the tensor cores ('high': TF32, 'medium': BF16; fp32 accumulation),
+// with warp-level mma.sync. fp32 tiles are copied global -> shared with cp.async (a 3-stage
+// pipeline, zero-filled past the edges) in the layout they have in memory; the fragments are
+// rounded to TF32 / BF16 as they are read from shared memory. The problems and grids are those of
+// blocksparse.cu: forward and dX tiles are BM tokens by one block (the shared dimension walks the
+// blocks of a block row / column), SDDMM tiles are one block row by 128 columns (several blocks of
+// the row) over a chunk of the tokens.
+#include <cuda_bf16.h>
+#include "common.cuh"
+
+enum Prec { TF32 = 0, BF16 = 1 };
+
+__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+// 16 bytes global -> shared, or zeros when !valid.
+__device__ __forceinline__ void cpAsync16(float* dst, const float* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smemAddr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ uint32_t tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+// Two floats as a BF16 pair, the first in the low half (the lower k index, as mma expects).
+__device__ __forceinline__ uint32_t bf16x2(float2 f) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(f.x, f.y);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// A shared-memory operand tile of ROWS (m or n) x BK (k). KCONTIG: stored [row][k] as in memory
+// with k contiguous; else [k][row]. Row lengths are padded so that the fragment reads of a warp
+// hit 32 distinct banks (the best pad depends on the layout and on how many k a read covers).
+template <int ROWS, int BK, bool KCONTIG, Prec P>
+struct Tile {
+  static constexpr int WIDTH = KCONTIG ? BK : ROWS;
+  static constexpr int TARGET = (KCONTIG == (P == TF32)) ? 4 : 8;  // row length mod 32
+  static constexpr int LD = WIDTH + ((TARGET - WIDTH % 32) + 32) % 32;
+  static constexpr int FLOATS = (KCONTIG ? ROWS : BK) * LD;
+  __device__ static float at(const float* s, int row, int k) { return KCONTIG ? s[row * LD + k] : s[k * LD + row]; }
+  // Elements (row, k) and (row, k + 1), k even: one 8-byte read when k is contiguous.
+  __device__ static float2 at2(const float* s, int row, int k) {
+    return KCONTIG ? *reinterpret_cast<const float2*>(s + row * LD + k) : make_float2(s[k * LD + row], s[(k + 1) * LD + row]);
+  }
+};
+
+template <Prec P>
+struct Mma {
+  static constexpr int K = P == TF32 ? 8 : 16;
+  // A fragment of the 16 x K tile at (m0, k0); g = lane / 4, t = lane % 4.
+  template <class T>
+  __device__ static void loadA(uint32_t a[4], const float* s, int m0, int k0, int g, int t) {
+    if (P == TF32) {
+      a[0] = tf32(T::at(s, m0 + g, k0 + t));
+      a[1] = tf32(T::at(s, m0 + g + 8, k0 + t));
+      a[2] = tf32(T::at(s, m0 + g, k0 + t + 4));
+      a[3] = tf32(T::at(s, m0 + g + 8, k0 + t + 4));
+    } else {
+      a[0] = bf16x2(T::at2(s, m0 + g, k0 + 2 * t));
+      a[1] = bf16x2(T::at2(s, m0 + g + 8, k0 + 2 * t));
+      a[2] = bf16x2(T::at2(s, m0 + g, k0 + 2 * t + 8));
+      a[3] = bf16x2(T::at2(s, m0 + g + 8, k0 + 2 * t + 8));
+    }
+  }
+  // B fragment of the K x 8 tile at (k0, n0), B given as rows n.
+  template <class T>
+  __device__ static void loadB(uint32_t b[2], const float* s, int n0, int k0, int g, int t) {
+    if (P == TF32) {
+      b[0] = tf32(T::at(s, n0 + g, k0 + t));
+      b[1] = tf32(T::at(s, n0 + g, k0 + t + 4));
+    } else {
+      b[0] = bf16x2(T::at2(s, n0 + g, k0 + 2 * t));
+      b[1] = bf16x2(T::at2(s, n0 + g, k0 + 2 * t + 8));
+    }
+  }
+  __device__ static void run(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+    if (P == TF32) {
+      asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+      asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+  }
+};
+
+// A CTA of WARPS_M x WARPS_N warps computing a BM x BN tile; each warp a (BM / WARPS_M) x (BN /
+// WARPS_N) piece as MT x NT mma tiles. `Problem` supplies the steps and their cp.async sources.
+template <int BM, int BN, int BK, int WARPS_M, int WARPS_N, bool A_KCONTIG, bool B_KCONTIG, Prec P>
+struct TcGemm {
+  using TA = Tile<BM, BK, A_KCONTIG, P>;
+  using TB = Tile<BN, BK, B_KCONTIG, P>;
+  using MMA = Mma<P>;
+  static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+  static constexpr int STAGES = 3;
+  static constexpr int MT = BM / WARPS_M / 16, NT = BN / WARPS_N / 8;
+  static constexpr int STAGE_FLOATS = TA::FLOATS + TB::FLOATS;
+  static constexpr int SMEM_BYTES = STAGES * STAGE_FLOATS * 4;
+  float c[MT][NT][4];
+
+  // Copies a ROWS x BK tile into a stage: chunk e covers 4 floats along the contiguous axis.
+  // src(row, k) gives the global address of element (row, k) (4 contiguous floats from there)
+  // and valid(row, k) whether it is inside the problem.
+  template <class T, int ROWS, bool KCONTIG, class Src>
+  __device__ static void copyTile(float* s, Src src) {
+    constexpr int CHUNKS = ROWS * BK / 4;
+#pragma unroll
+    for (int i = 0; i < (CHUNKS + THREADS - 1) / THREADS; i++) {
+      const int e = i * THREADS + threadIdx.x;
+      if (CHUNKS % THREADS != 0 && e >= CHUNKS) break;
+      const int row = KCONTIG ? e / (BK / 4) : (e % (ROWS / 4)) * 4;
+      const int k = KCONTIG ? (e % (BK / 4)) * 4 : e / (ROWS / 4);
+      bool valid;
+      const float* g = src(row, k, valid);
+      cpAsync16(s + (KCONTIG ? row * T::LD + k : k * T::LD + row), g, valid);
+    }
+  }
+
+  template <class Problem>
+  __device__ void run(const Problem& p, float* smem) {
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+      for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) c[i][j][q] = 0.f;
+    const int steps = p.steps();
+    auto issue = [&](int step) {
+      float* s = smem + (step % STAGES) * STAGE_FLOATS;
+      copyTile<TA, BM, A_KCONTIG>(s, [&](int r, int k, bool& v) { return p.a(step, r, k, v); });
+      copyTile<TB, BN, B_KCONTIG>(s + TA::FLOATS, [&](int r, int k, bool& v) { return p.b(step, r, k, v); });
+    };
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+      if (s < steps) issue(s);
+      cpAsyncCommit();
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp / WARPS_N) * (BM / WARPS_M), wn = (warp % WARPS_N) * (BN / WARPS_N);
+    for (int step = 0; step < steps; step++) {
+      cpAsyncWait<STAGES - 2>();
+      __syncthreads();
+      // The stage refilled now was read in the previous step, which every thread has finished.
+      if (step + STAGES - 1 < steps) issue(step + STAGES - 1);
+      cpAsyncCommit();
+      const float* sa = smem + (step % STAGES) * STAGE_FLOATS;
+      const float* sb = sa + TA::FLOATS;
+#pragma unroll
+      for (int kk = 0; kk < BK; kk += MMA::K) {
+        uint32_t a[MT][4], b[NT][2];
+#pragma unroll
+        for (int i = 0; i < MT; i++) MMA::template loadA<TA>(a[i], sa, wm + 16 * i, kk, g, t);
+#pragma unroll
+        for (int j = 0; j < NT; j++) MMA::template loadB<TB>(b[j], sb, wn + 8 * j, kk, g, t);
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+          for (int j = 0; j < NT; j++) MMA::run(c[i][j], a[i], b[j]);
+      }
+    }
+    cpAsyncWait<0>();
+  }
+
+  // Calls out(row, col, v0, v1) for each pair of adjacent outputs of this thread (col even).
+  template <class Out>
+  __device__ void store(Out out) const {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp / WARPS_N) * (BM / WARPS_M), wn = (warp % WARPS_N) * (BN / WARPS_N);
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        out(wm + 16 * i + g, wn + 8 * j + 2 * t, c[i][j][0], c[i][j][1]);
+        out(wm + 16 * i + g + 8, wn + 8 * j + 2 * t, c[i][j][2], c[i][j][3]);
+      }
+  }
+};
+
+// ---- forward: Y [m, rows] = X [m, cols] W^T; grid x = block rows, y = token tiles ----
+template <int BS, int BK>
+struct ForwardProblem {
+  const float* x; const float* w; const int32_t* colIdx;
+  int first, nblocks, limit; uint32_t m0, cols;
+  __device__ int steps() const { return nblocks * (BS / BK); }
+  // A(row = token, k): X[m0 + row, colIdx[s] * BS + k0 + k]
+  __device__ const float* a(int step, int row, int k, bool& v) const {
+    const int s = first + step / (BS / BK), k0 = (step % (BS / BK)) * BK;
+    v = row < limit;
+    return x + (size_t)(m0 + (v ? row : 0)) * cols + (size_t)colIdx[s] * BS + k0 + k;
+  }
+  // B(row = output n, k) = block[n][k0 + k]
+  __device__ const float* b(int step, int row, int k, bool& v) const {
+    const int s = first + step / (BS / BK), k0 = (step % (BS / BK)) * BK;
+    v = true;
+    return w + (size_t)s * BS * BS + row * BS + k0 + k;
+  }
+};
+
+// ---- dX [m, cols] = dY [m, rows] W; grid x = block columns, y = token tiles ----
+template <int BS, int BK>
+struct GradInputProblem {
+  const float* dy; const float* w; const int32_t* cscBlock; const int32_t* rowIdx;
+  int first, nblocks, limit; uint32_t m0, rows;
+  __device__ int steps() const { return nblocks * (BS / BK); }
+  __device__ const float* a(int step, int row, int k, bool& v) const {
+    const int blk = cscBlock[first + step / (BS / BK)], k0 = (step % (BS / BK)) * BK;
+    v = row < limit;
+    return dy + (size_t)(m0 + (v ? row : 0)) * rows + (size_t)rowIdx[blk] * BS + k0 + k;
+  }
+  // B(row = output column c, k = r): block[r][c], stored k-major ([r][c], c contiguous).
+  __device__ const float* b(int step, int row, int k, bool& v) const {
+    const int blk = cscBlock[first + step / (BS / BK)], k0 = (step % (BS / BK)) * BK;
+    v = true;
+    return w + (size_t)blk * BS * BS + (size_t)(k0 + k) * BS + row;
+  }
+};
+
+// ---- SDDMM: out[split][blk] = dY[t0:t1, rows of blk]^T X[t0:t1, cols of blk] ----
+template <int BS, int BN, int BK>
+struct SddmmProblem {
+  const float* dy; const float* x; const int32_t* colIdx;
+  int first, count, len, r0; uint32_t t0, rows, cols;
+  __device__ int steps() const { return (len + BK - 1) / BK; }
+  // A(row = r, k = token): dY[t0 + k, r0 + r], k-major.
+  __device__ const float* a(int step, int row, int k, bool& v) const {
+    const int tk = step * BK + k;
+    v = tk < len;
+    return dy + (size_t)(t0 + (v ? tk : 0)) * rows + r0 + row;
+  }
+  // B(row = column c of the group, k = token): X[t0 + k, colIdx[first + c / BS] * BS + c % BS].
+  __device__ const float* b(int step, int row, int k, bool& v) const {
+    const int tk = step * BK + k, blk = row / BS;
+    v = tk < len && blk < count;
+    return x + (size_t)(t0 + (v ? tk : 0)) * cols + (size_t)colIdx[first + (blk < count ? blk : 0)] * BS + row % BS;
+  }
+};
+
+template <int BS> struct TcShape;  // warps along M x N for the forward / dX tile (128 tokens x BS)
+template <> struct TcShape<16> { static constexpr int WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
+template <> struct TcShape<32> { static constexpr int WM = 4, WN = 1, BK = 32, SWM = 1, SWN = 4; };
+template <> struct TcShape<64> { static constexpr int WM = 2, WN = 2, BK = 32, SWM = 2, SWN = 2; };
+constexpr int TC_TOKENS = 128;
+constexpr int SDDMM_COLS = 128;
+constexpr int SDDMM_BK = 32;
+
+template <int BS, Prec P>
+__device__ void tcForward(const float* x, const float* w, const int32_t* rowPtr, const int32_t* colIdx, float* y, uint32_t m, uint32_t rows, uint32_t cols) {
+  extern __shared__ __align__(16) float smem[];
+  using S = TcShape<BS>;
+  TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, true, P> gemm;
+  const uint32_t br = blockIdx.x, m0 = blockIdx.y * TC_TOKENS;
+  const int first = rowPtr[br];
+  const int limit = (int)min((uint32_t)TC_TOKENS, m - m0);
+  gemm.run(ForwardProblem<BS, S::BK>{x, w, colIdx, first, rowPtr[br + 1] - first, limit, m0, cols}, smem);
+  gemm.store([&](int r, int c, float v0, float v1) {
+    if (r < limit) *reinterpret_cast<float2*>(y + (size_t)(m0 + r) * rows + br * BS + c) = make_float2(v0, v1);
+  });
+}
+
+template <int BS, Prec P>
+__device__ void tcGradInput(const float* dy, const float* w, const int32_t* colPtr, const int32_t* cscBlock, const int32_t* rowIdx, float* dx, uint32_t m, uint32_t rows, uint32_t cols) {
+  extern __shared__ __align__(16) float smem[];
+  using S = TcShape<BS>;
+  TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, false, P> gemm;
+  const uint32_t bc = blockIdx.x, m0 = blockIdx.y * TC_TOKENS;
+  const int first = colPtr[bc];
+  const int limit = (int)min((uint32_t)TC_TOKENS, m - m0);
+  gemm.run(GradInputProblem<BS, S::BK>{dy, w, cscBlock, rowIdx, first, colPtr[bc + 1] - first, limit, m0, rows}, smem);
+  gemm.store([&](int r, int c, float v0, float v1) {
+    if (r < limit) *reinterpret_cast<float2*>(dx + (size_t)(m0 + r) * cols + bc * BS + c) = make_float2(v0, v1);
+  });
+}
+
+template <int BS, Prec P>
+__device__ void tcSddmm(const float* dy, const float* x, const int32_t* rowIdx, const int32_t* colIdx, const int32_t* groups, float* out,
+                        uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk) {
+  extern __shared__ __align__(16) float smem[];
+  using S = TcShape<BS>;
+  TcGemm<BS, SDDMM_COLS, SDDMM_BK, S::SWM, S::SWN, false, false, P> gemm;
+  const uint32_t grp = blockIdx.x, split = blockIdx.y;
+  const int first = groups[2 * grp], count = groups[2 * grp + 1];
+  const uint32_t t0 = split * chunk;
+  const int len = (int)min(chunk, m - t0);
+  gemm.run(SddmmProblem<BS, SDDMM_COLS, SDDMM_BK>{dy, x, colIdx, first, count, len, rowIdx[first] * BS, t0, rows, cols}, smem);
+  gemm.store([&](int r, int c, float v0, float v1) {
+    if (c / BS < count)
+      *reinterpret_cast<float2*>(out + (((size_t)split * nnz + first + c / BS) * BS + r) * BS + c % BS) = make_float2(v0, v1);
+  });
+}
+
+// Kernels bsr_{forward,grad_input,sddmm}_tc_{tf32,bf16}_{BS}: 128 threads; dynamic shared memory of
+// bsr_tc_smem (below) bytes.
+#define TC_KERNELS(BS, P, NAME)                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(128) bsr_forward_tc_##NAME##_##BS(const float* x, const float* w, const int32_t* rowPtr, \
+      const int32_t* colIdx, float* y, uint32_t m, uint32_t rows, uint32_t cols) { tcForward<BS, P>(x, w, rowPtr, colIdx, y, m, rows, cols); } \
+  extern "C" __global__ void __launch_bounds__(128) bsr_grad_input_tc_##NAME##_##BS(const float* dy, const float* w, const int32_t* colPtr, \
+      const int32_t* cscBlock, const int32_t* rowIdx, float* dx, uint32_t m, uint32_t rows, uint32_t cols) {                          \
+    tcGradInput<BS, P>(dy, w, colPtr, cscBlock, rowIdx, dx, m, rows, cols);                                                         \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(128) bsr_sddmm_tc_##NAME##_##BS(const float* dy, const float* x, const int32_t* rowIdx,  \
+      const int32_t* colIdx, const int32_t* groups, float* out, uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk) { \
+    tcSddmm<BS, P>(dy, x, rowIdx, colIdx, groups, out, m, rows, cols, nnz, chunk);                                                  \
+  }
+TC_KERNELS(16, TF32, tf32)
+TC_KERNELS(32, TF32, tf32)
+TC_KERNELS(64, TF32, tf32)
+TC_KERNELS(16, BF16, bf16)
+TC_KERNELS(32, BF16, bf16)
+TC_KERNELS(64, BF16, bf16)
+
+// Dynamic shared memory of each kernel, for the host (bsr_tc_smem[kind][prec][bs index]).
+template <int BS, Prec P>
+__host__ __device__ constexpr int fwdSmem() { using S = TcShape<BS>; return TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, true, P>::SMEM_BYTES; }
+template <int BS, Prec P>
+__host__ __device__ constexpr int dxSmem() { using S = TcShape<BS>; return TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, false, P>::SMEM_BYTES; }
+template <int BS, Prec P>
+__host__ __device__ constexpr int sdSmem() { using S = TcShape<BS>; return TcGemm<BS, SDDMM_COLS, SDDMM_BK, S::SWM, S::SWN, false, false, P>::SMEM_BYTES; }
+extern "C" __global__ void bsr_tc_smem(int32_t* out) {
+  const int v[] = {fwdSmem<16, TF32>(), fwdSmem<32, TF32>(), fwdSmem<64, TF32>(), fwdSmem<16, BF16>(), fwdSmem<32, BF16>(), fwdSmem<64, BF16>(),
+                   dxSmem<16, TF32>(), dxSmem<32, TF32>(), dxSmem<64, TF32>(), dxSmem<16, BF16>(), dxSmem<32, BF16>(), dxSmem<64, BF16>(),
+                   sdSmem<16, TF32>(), sdSmem<32, TF32>(), sdSmem<64, TF32>(), sdSmem<16, BF16>(), sdSmem<32, BF16>(), sdSmem<64, BF16>()};
+  for (int i = 0; i < 18; i++) out[i] = v[i];
+}
