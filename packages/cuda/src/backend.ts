@@ -31,8 +31,6 @@ const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
 
 /** Block-sparse tiles: tokens per CTA by block size (native/kernels/blocksparse.cu); 128 threads. */
 const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
-/** Tokens per CTA of the tensor-core kernels (native/kernels/blocksparse_tc.cu). */
-const TC_TOKENS = 128;
 /** SDDMM tiles are one block row by this many columns (several blocks of the row). */
 const SDDMM_COLUMNS = 128;
 
@@ -130,20 +128,22 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     }
   }
 
-  // The tensor-core block-sparse kernels' dynamic shared memory, as the kernels compute it
-  // (bsr_tc_smem: [forward, dX, SDDMM] x [TF32, BF16] x [16, 32, 64]).
-  const tcSmem = (() => {
-    const table = allocator.alloc(18 * 4);
+  // The tensor-core block-sparse kernels' dynamic shared memory and token tiles, as the kernels
+  // define them (bsr_tc_smem in native/kernels/blocksparse_tc.cu).
+  const tcTable = (() => {
+    const table = allocator.alloc(21 * 4);
     launch('setup', 'bsr_tc_smem', [1, 1, 1], 1, args.reset().ptr(table));
-    const sizes = new Int32Array(addon.readSync(table, 18 * 4));
-    allocator.release(table, 18 * 4);
-    return (kind: number, prec: number, bs: number) => sizes[kind * 6 + prec * 3 + Math.log2(bs) - 4];
+    const values = new Int32Array(addon.readSync(table, 21 * 4));
+    allocator.release(table, 21 * 4);
+    return values;
   })();
   /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
-  function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number } {
-    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0 };
+  function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
+    const b = Math.log2(bs) - 4;
+    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
     const prec = precision === 'high' ? 0 : 1;
-    return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem: tcSmem(['forward', 'grad_input', 'sddmm'].indexOf(kind), prec, bs) };
+    const smem = tcTable[['forward', 'grad_input', 'sddmm'].indexOf(kind) * 6 + prec * 3 + b];
+    return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
   }
 
   const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
@@ -287,8 +287,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       checkBlockSize('bsrMatmul', bs);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('forward', bs, precision);
-      const tokens = precision === 'highest' ? BSR_TOKENS[bs] : TC_TOKENS;
-      launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, tokens), 1], 128,
+      launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
         args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
@@ -296,8 +295,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       checkBlockSize('bsrMatmulGradInput', bs);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('grad_input', bs, precision);
-      const tokens = precision === 'highest' ? BSR_TOKENS[bs] : TC_TOKENS;
-      launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, tokens), 1], 128,
+      launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
         args.reset().ptr(P(dy)).ptr(P(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
     bsrSddmm(dy, x, layout, m, out, precision) {

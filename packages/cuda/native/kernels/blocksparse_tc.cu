@@ -19,11 +19,9 @@ __device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_
 template <int N>
 __device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-__device__ __forceinline__ uint32_t tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
+// The tensor cores read the top 19 bits of an fp32 operand as TF32 (truncation); rounding each
+// fragment element first (cvt.rna) cost more instructions than the kernel could spare.
+__device__ __forceinline__ uint32_t tf32(float x) { return __float_as_uint(x); }
 // Two floats as a BF16 pair, the first in the low half (the lower k index, as mma expects).
 __device__ __forceinline__ uint32_t bf16x2(float2 f) {
   __nv_bfloat162 v = __floats2bfloat162_rn(f.x, f.y);
@@ -239,11 +237,12 @@ struct SddmmProblem {
   }
 };
 
-template <int BS> struct TcShape;  // warps along M x N for the forward / dX tile (128 tokens x BS)
-template <> struct TcShape<16> { static constexpr int WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
-template <> struct TcShape<32> { static constexpr int WM = 4, WN = 1, BK = 32, SWM = 1, SWN = 4; };
-template <> struct TcShape<64> { static constexpr int WM = 2, WN = 2, BK = 32, SWM = 2, SWN = 2; };
-constexpr int TC_TOKENS = 128;
+// Forward / dX tiles: TOKENS x BS, warps WM x WN (each warp 64 tokens by 16-32 outputs: the larger
+// the warp's tile, the more mma per fragment read), k-step BK. SDDMM: warps SWM x SWN over BS x 128.
+template <int BS> struct TcShape;
+template <> struct TcShape<16> { static constexpr int TOKENS = 256, WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
+template <> struct TcShape<32> { static constexpr int TOKENS = 256, WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
+template <> struct TcShape<64> { static constexpr int TOKENS = 128, WM = 2, WN = 2, BK = 16, SWM = 2, SWN = 2; };
 constexpr int SDDMM_COLS = 128;
 constexpr int SDDMM_BK = 32;
 
@@ -251,10 +250,10 @@ template <int BS, Prec P>
 __device__ void tcForward(const float* x, const float* w, const int32_t* rowPtr, const int32_t* colIdx, float* y, uint32_t m, uint32_t rows, uint32_t cols) {
   extern __shared__ __align__(16) float smem[];
   using S = TcShape<BS>;
-  TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, true, P> gemm;
-  const uint32_t br = blockIdx.x, m0 = blockIdx.y * TC_TOKENS;
+  TcGemm<S::TOKENS, BS, S::BK, S::WM, S::WN, true, true, P> gemm;
+  const uint32_t br = blockIdx.x, m0 = blockIdx.y * S::TOKENS;
   const int first = rowPtr[br];
-  const int limit = (int)min((uint32_t)TC_TOKENS, m - m0);
+  const int limit = (int)min((uint32_t)S::TOKENS, m - m0);
   gemm.run(ForwardProblem<BS, S::BK>{x, w, colIdx, first, rowPtr[br + 1] - first, limit, m0, cols}, smem);
   gemm.store([&](int r, int c, float v0, float v1) {
     if (r < limit) *reinterpret_cast<float2*>(y + (size_t)(m0 + r) * rows + br * BS + c) = make_float2(v0, v1);
@@ -265,10 +264,10 @@ template <int BS, Prec P>
 __device__ void tcGradInput(const float* dy, const float* w, const int32_t* colPtr, const int32_t* cscBlock, const int32_t* rowIdx, float* dx, uint32_t m, uint32_t rows, uint32_t cols) {
   extern __shared__ __align__(16) float smem[];
   using S = TcShape<BS>;
-  TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, false, P> gemm;
-  const uint32_t bc = blockIdx.x, m0 = blockIdx.y * TC_TOKENS;
+  TcGemm<S::TOKENS, BS, S::BK, S::WM, S::WN, true, false, P> gemm;
+  const uint32_t bc = blockIdx.x, m0 = blockIdx.y * S::TOKENS;
   const int first = colPtr[bc];
-  const int limit = (int)min((uint32_t)TC_TOKENS, m - m0);
+  const int limit = (int)min((uint32_t)S::TOKENS, m - m0);
   gemm.run(GradInputProblem<BS, S::BK>{dy, w, cscBlock, rowIdx, first, colPtr[bc + 1] - first, limit, m0, rows}, smem);
   gemm.store([&](int r, int c, float v0, float v1) {
     if (r < limit) *reinterpret_cast<float2*>(dx + (size_t)(m0 + r) * cols + bc * BS + c) = make_float2(v0, v1);
@@ -312,11 +311,12 @@ TC_KERNELS(16, BF16, bf16)
 TC_KERNELS(32, BF16, bf16)
 TC_KERNELS(64, BF16, bf16)
 
-// Dynamic shared memory of each kernel, for the host (bsr_tc_smem[kind][prec][bs index]).
+// For the host: dynamic shared memory of each kernel (out[kind * 6 + prec * 3 + bs index], kind:
+// forward, dX, SDDMM), then the tokens per forward / dX tile by block size (out[18 + bs index]).
 template <int BS, Prec P>
-__host__ __device__ constexpr int fwdSmem() { using S = TcShape<BS>; return TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, true, P>::SMEM_BYTES; }
+__host__ __device__ constexpr int fwdSmem() { using S = TcShape<BS>; return TcGemm<S::TOKENS, BS, S::BK, S::WM, S::WN, true, true, P>::SMEM_BYTES; }
 template <int BS, Prec P>
-__host__ __device__ constexpr int dxSmem() { using S = TcShape<BS>; return TcGemm<TC_TOKENS, BS, S::BK, S::WM, S::WN, true, false, P>::SMEM_BYTES; }
+__host__ __device__ constexpr int dxSmem() { using S = TcShape<BS>; return TcGemm<S::TOKENS, BS, S::BK, S::WM, S::WN, true, false, P>::SMEM_BYTES; }
 template <int BS, Prec P>
 __host__ __device__ constexpr int sdSmem() { using S = TcShape<BS>; return TcGemm<BS, SDDMM_COLS, SDDMM_BK, S::SWM, S::SWN, false, false, P>::SMEM_BYTES; }
 extern "C" __global__ void bsr_tc_smem(int32_t* out) {
@@ -324,4 +324,7 @@ extern "C" __global__ void bsr_tc_smem(int32_t* out) {
                    dxSmem<16, TF32>(), dxSmem<32, TF32>(), dxSmem<64, TF32>(), dxSmem<16, BF16>(), dxSmem<32, BF16>(), dxSmem<64, BF16>(),
                    sdSmem<16, TF32>(), sdSmem<32, TF32>(), sdSmem<64, TF32>(), sdSmem<16, BF16>(), sdSmem<32, BF16>(), sdSmem<64, BF16>()};
   for (int i = 0; i < 18; i++) out[i] = v[i];
+  out[18] = TcShape<16>::TOKENS;
+  out[19] = TcShape<32>::TOKENS;
+  out[20] = TcShape<64>::TOKENS;
 }
