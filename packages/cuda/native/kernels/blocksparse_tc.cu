@@ -29,13 +29,21 @@ __device__ __forceinline__ uint32_t bf16x2(float2 f) {
 }
 
 // A shared-memory operand tile of ROWS (m or n) x BK (k). KCONTIG: stored [row][k] as in memory
-// with k contiguous; else [k][row]. Row lengths are padded so that the fragment reads of a warp
-// hit 32 distinct banks (the best pad depends on the layout and on how many k a read covers).
+// with k contiguous; else [k][row]. Rows are padded (by the fewest floats, keeping 16-byte
+// alignment) so that a warp's fragment reads hit distinct banks: the row length mod 32 must be an
+// odd multiple of 4 where a read covers 8 rows x 4 words or 4 k-rows x 2 (TF32 row-major, BF16
+// k-major), and an odd multiple of 8 where it covers 4 k-rows x 8 words or 4 rows x 8 (TF32
+// k-major, BF16 row-major with 8-byte reads).
 template <int ROWS, int BK, bool KCONTIG, Prec P>
 struct Tile {
   static constexpr int WIDTH = KCONTIG ? BK : ROWS;
-  static constexpr int TARGET = (KCONTIG == (P == TF32)) ? 4 : 8;  // row length mod 32
-  static constexpr int LD = WIDTH + ((TARGET - WIDTH % 32) + 32) % 32;
+  static constexpr int UNIT = (KCONTIG == (P == TF32)) ? 4 : 8;
+  static constexpr int pad() {
+    int p = 0;
+    while (((WIDTH + p) % (2 * UNIT)) != UNIT) p += 4;
+    return p;
+  }
+  static constexpr int LD = WIDTH + pad();
   static constexpr int FLOATS = (KCONTIG ? ROWS : BK) * LD;
   __device__ static float at(const float* s, int row, int k) { return KCONTIG ? s[row * LD + k] : s[k * LD + row]; }
   // Elements (row, k) and (row, k + 1), k even: one 8-byte read when k is contiguous.
