@@ -245,12 +245,13 @@ struct SddmmProblem {
   }
 };
 
-// Forward / dX tiles: TOKENS x BS, warps WM x WN (each warp 64 tokens by 16-32 outputs: the larger
-// the warp's tile, the more mma per fragment read), k-step BK. SDDMM: warps SWM x SWN over BS x 128.
+// Forward / dX tiles: TOKENS x BS, warps WM x WN, k-step BK. SDDMM: warps SWM x SWN over BS x 128.
+// Measured on an H100 (32x32 blocks, TF32): 128 tokens with warps of 32 x 32 and a k-step of 32
+// ran at 64 TFLOP/s per stored block, 256 tokens with warps of 64 x 32 and a k-step of 16 at 61.
 template <int BS> struct TcShape;
-template <> struct TcShape<16> { static constexpr int TOKENS = 256, WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
-template <> struct TcShape<32> { static constexpr int TOKENS = 256, WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
-template <> struct TcShape<64> { static constexpr int TOKENS = 128, WM = 2, WN = 2, BK = 16, SWM = 2, SWN = 2; };
+template <> struct TcShape<16> { static constexpr int TOKENS = 128, WM = 4, WN = 1, BK = 16, SWM = 1, SWN = 4; };
+template <> struct TcShape<32> { static constexpr int TOKENS = 128, WM = 4, WN = 1, BK = 32, SWM = 1, SWN = 4; };
+template <> struct TcShape<64> { static constexpr int TOKENS = 128, WM = 2, WN = 2, BK = 32, SWM = 2, SWN = 2; };
 constexpr int SDDMM_COLS = 128;
 constexpr int SDDMM_BK = 32;
 
