@@ -6,8 +6,8 @@
  *   npx tsx benchmarks/webgpu-step.ts [--batch 32] [--density 0.25]
  */
 import { parseArgs } from 'node:util';
-import { crossEntropy, getBackend, manualSeed, setBackend, tensor, tidy } from '@sparsegrad/core';
-import { AdamW, BlockSparseModelPatcher, GPT, clipGradNorm } from '@sparsegrad/nn';
+import { getBackend, setBackend } from '@sparsegrad/core';
+import { GPT_SEQ, createGptStep } from './gpt.ts';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
 import { median } from './util.ts';
 
@@ -18,32 +18,12 @@ const steps = Number(values.steps);
 process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
 await setBackend('webgpu');
 const ctx = (getBackend() as WebGPUBackend).context;
-const [seq, vocab] = [256, 200];
+const seq = GPT_SEQ;
 console.log(`device: ${getBackend().device.description}; GPT 6 layers, d_model 512, 8 heads, batch ${batch} x ${seq}`);
 
 for (const density of [1, Number(values.density)]) {
-  manualSeed(0);
-  const model = new GPT({ vocabSize: vocab, seqLen: seq, dModel: 512, heads: 8, layers: 6 });
-  if (density < 1) await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density, blockSize: 32 }).patchModel(model);
-  const opt = new AdamW(model.parameters(), { lr: 1e-3 });
-  const tokens = Int32Array.from({ length: batch * (seq + 1) }, (_, i) => (i * 7919) % vocab);
-  const x = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq)]), [batch, seq]);
-  const y = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq) + 1]), [batch, seq]);
-  const step = async () => {
-    const t0 = performance.now();
-    const loss = tidy(() => {
-      const l = crossEntropy(model.forward(x), y);
-      l.backward();
-      clipGradNorm(model.parameters(), 1).dispose();
-      opt.step();
-      opt.zeroGrad();
-      return l;
-    });
-    const host = performance.now() - t0;
-    await loss.item();
-    loss.dispose();
-    return { host, wall: performance.now() - t0 };
-  };
+  const gpt = await createGptStep(batch, density);
+  const step = () => gpt.run();
   for (let i = 0; i < 3; i++) await step();
   const runs = [];
   for (let i = 0; i < steps; i++) runs.push(await step());
@@ -60,8 +40,6 @@ for (const density of [1, Number(values.density)]) {
   for (const [op, t] of [...times].sort((a, b) => b[1].ms - a[1].ms).slice(0, 24)) {
     console.log(`| ${op} | ${t.ms.toFixed(2)} | ${((t.ms / total) * 100).toFixed(0)}% | ${t.count} |`);
   }
-  for (const p of model.parameters()) p.dispose();
-  x.dispose();
-  y.dispose();
+  gpt.dispose();
 }
 process.exit(0);

@@ -5,7 +5,7 @@
  * program order; `read` is the only wait, and it does not block the event loop.
  */
 import {
-  adamCoefficients, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
+  adamCoefficients, blockRowRuns, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
   type MatrixView, type ReduceOp, type UnaryOp, type View,
 } from '@sparsegrad/core';
 import { CachingAllocator } from './allocator.ts';
@@ -163,11 +163,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     const cached = layoutBuffers(layout);
     let buffer = cached.groups.get(per);
     if (!buffer) {
-      const pairs: number[] = [];
-      for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
-        for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
-      }
-      buffer = upload(Int32Array.from(pairs));
+      buffer = upload(blockRowRuns(layout, per));
       cached.groups.set(per, buffer);
       cached.all.push(buffer);
     }

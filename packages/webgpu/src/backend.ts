@@ -5,7 +5,7 @@
  * contiguous dims). Matrix products come from gemm.ts, reductions from reductions.ts, and their
  * tile shapes from tiles.ts.
  */
-import { adamCoefficients, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { adamCoefficients, blockRowRuns, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
@@ -517,11 +517,7 @@ ${rowMain(sg)}
     const cached = layoutBuffers(layout);
     let buffer = cached.groups.get(per);
     if (!buffer) {
-      const pairs: number[] = [];
-      for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
-        for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
-      }
-      buffer = upload(Int32Array.from(pairs));
+      buffer = upload(blockRowRuns(layout, per));
       cached.groups.set(per, buffer);
       cached.all.push(buffer);
     }

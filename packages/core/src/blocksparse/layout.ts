@@ -48,3 +48,16 @@ export function buildLayout(rows: number, cols: number, blockSize: number, coord
   const layout: BlockLayout = Object.freeze({ rows, cols, blockSize, nnzBlocks: nnz, rowPtr, colIdx, rowIdx, colPtr, cscBlock });
   return { layout, order };
 }
+
+/**
+ * Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs: the
+ * work items of GPU SDDMM kernels that compute several blocks of a row at once (they share dY's
+ * columns).
+ */
+export function blockRowRuns(layout: BlockLayout, per: number): Int32Array {
+  const pairs: number[] = [];
+  for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
+    for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
+  }
+  return Int32Array.from(pairs);
+}

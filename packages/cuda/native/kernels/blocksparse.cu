@@ -121,6 +121,27 @@ struct Accum {
   }
 };
 
+// The two-stage pipeline of every product: load(t) fetches step t into a's and b's registers, which
+// are stored into the stage not being multiplied; one barrier per step.
+template <class A, class B, class Acc, class Load>
+__device__ void pipeline(int steps, A& a, B& b, Acc& acc, float (*As)[A::STAGE], float (*Bs)[B::STAGE], Load load) {
+  if (steps <= 0) return;
+  load(0);
+  a.store(As[0]);
+  b.store(Bs[0]);
+  __syncthreads();
+  for (int t = 0; t < steps; t++) {
+    const int cur = t & 1;
+    if (t + 1 < steps) load(t + 1);
+    acc.template multiply<A::STRIDE, B::STRIDE>(As[cur], Bs[cur]);
+    if (t + 1 < steps) {
+      a.store(As[cur ^ 1]);
+      b.store(Bs[cur ^ 1]);
+    }
+    __syncthreads();
+  }
+}
+
 // Y [m, rows] = X [m, cols] W^T. Grid: x = block rows, y = token tiles (CTAs running together share X's tile in L2).
 template <int BS, int BM, int BK, int TM, int TN>
 __device__ void bsrForward(const float* __restrict__ x, const float* __restrict__ w, const int32_t* __restrict__ rowPtr,
@@ -141,22 +162,7 @@ __device__ void bsrForward(const float* __restrict__ x, const float* __restrict_
     a.loadK(x + (size_t)m0 * cols + (size_t)colIdx[s] * BS + k0, cols, limit);
     b.loadK(w + (size_t)s * BS * BS + k0, BS, BS);
   };
-  if (steps > 0) {
-    load(0);
-    a.store(As[0]);
-    b.store(Bs[0]);
-    __syncthreads();
-    for (int t = 0; t < steps; t++) {
-      const int cur = t & 1;
-      if (t + 1 < steps) load(t + 1);
-      acc.template multiply<A::STRIDE, B::STRIDE>(As[cur], Bs[cur]);
-      if (t + 1 < steps) {
-        a.store(As[cur ^ 1]);
-        b.store(Bs[cur ^ 1]);
-      }
-      __syncthreads();
-    }
-  }
+  pipeline(steps, a, b, acc, As, Bs, load);
 #pragma unroll
   for (int i = 0; i < TM; i++) {
     const int r = acc.row(i);
@@ -193,22 +199,7 @@ __device__ void bsrGradInput(const float* __restrict__ dy, const float* __restri
     // B (k = row r of the block, n = column c) = blk[r][c]: rows of the block are contiguous.
     b.loadRows(w + (size_t)blk * BS * BS + (size_t)k0 * BS, BS, bcol, BK);
   };
-  if (steps > 0) {
-    load(0);
-    a.store(As[0]);
-    b.store(Bs[0]);
-    __syncthreads();
-    for (int t = 0; t < steps; t++) {
-      const int cur = t & 1;
-      if (t + 1 < steps) load(t + 1);
-      acc.template multiply<A::STRIDE, B::STRIDE>(As[cur], Bs[cur]);
-      if (t + 1 < steps) {
-        a.store(As[cur ^ 1]);
-        b.store(Bs[cur ^ 1]);
-      }
-      __syncthreads();
-    }
-  }
+  pipeline(steps, a, b, acc, As, Bs, load);
 #pragma unroll
   for (int i = 0; i < TM; i++) {
     const int r = acc.row(i);
@@ -257,22 +248,7 @@ __device__ void bsrSddmm(const float* __restrict__ dy, const float* __restrict__
     a.loadRows(dy + (size_t)k0 * rows, rows, acol, kl);
     b.loadRows(x + (size_t)k0 * cols, cols, bcol, kl);
   };
-  if (steps > 0) {
-    load(0);
-    a.store(As[0]);
-    b.store(Bs[0]);
-    __syncthreads();
-    for (int t = 0; t < steps; t++) {
-      const int cur = t & 1;
-      if (t + 1 < steps) load(t + 1);
-      acc.template multiply<A::STRIDE, B::STRIDE>(As[cur], Bs[cur]);
-      if (t + 1 < steps) {
-        a.store(As[cur ^ 1]);
-        b.store(Bs[cur ^ 1]);
-      }
-      __syncthreads();
-    }
-  }
+  pipeline(steps, a, b, acc, As, Bs, load);
 #pragma unroll
   for (int i = 0; i < TM; i++) {
     const int r = acc.row(i);

@@ -1,0 +1,49 @@
+/**
+ * The small GPT training step the step benchmarks time (6 layers, d_model 512, 8 heads, sequence
+ * 256, vocabulary 200): forward, backward, gradient clipping at norm 1, AdamW, the MLPs patched
+ * to 32x32 block-sparse when density < 1. Mirrored by benchmarks/torch_gpt_step.py.
+ */
+import { crossEntropy, manualSeed, tensor, tidy } from '@sparsegrad/core';
+import { AdamW, BlockSparseModelPatcher, GPT, clipGradNorm } from '@sparsegrad/nn';
+
+export const GPT_SEQ = 256;
+export const GPT_VOCAB = 200;
+
+export interface GptStep {
+  /** One step; host is the time to issue it, wall includes waiting for the loss. */
+  run(): Promise<{ host: number; wall: number }>;
+  dispose(): void;
+}
+
+export async function createGptStep(batch: number, density: number): Promise<GptStep> {
+  const [seq, vocab] = [GPT_SEQ, GPT_VOCAB];
+  manualSeed(0);
+  const model = new GPT({ vocabSize: vocab, seqLen: seq, dModel: 512, heads: 8, layers: 6 });
+  if (density < 1) await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density, blockSize: 32 }).patchModel(model);
+  const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+  const tokens = Int32Array.from({ length: batch * (seq + 1) }, (_, i) => (i * 7919) % vocab);
+  const x = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq)]), [batch, seq]);
+  const y = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq) + 1]), [batch, seq]);
+  return {
+    async run() {
+      const t0 = performance.now();
+      const loss = tidy(() => {
+        const l = crossEntropy(model.forward(x), y);
+        l.backward();
+        clipGradNorm(model.parameters(), 1).dispose();
+        opt.step();
+        opt.zeroGrad();
+        return l;
+      });
+      const host = performance.now() - t0;
+      await loss.item();
+      loss.dispose();
+      return { host, wall: performance.now() - t0 };
+    },
+    dispose() {
+      model.dispose();
+      x.dispose();
+      y.dispose();
+    },
+  };
+}
