@@ -10,6 +10,7 @@ export const TRAINING_FLAGS: Options = {
   data: { type: 'string' },
   tokenizer: { type: 'string', default: 'char' },
   backend: { type: 'string', default: 'auto' },
+  precision: { type: 'string', default: 'highest' },
   layers: { type: 'string', default: '4' },
   'd-model': { type: 'string', default: '128' },
   heads: { type: 'string', default: '4' },

@@ -1,19 +1,23 @@
-import { setBackend, engine, type Backend } from '@sparsegrad/core';
+import { MATMUL_PRECISIONS, setBackend, setFloat32MatmulPrecision, engine, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { CliError } from './errors.ts';
 import { defaultCorpus, fileCorpus, makeTokenizer, splitDataset, unigramLoss, type Dataset } from './data.ts';
 import type { Tokenizer } from './tokenizer.ts';
 import { tokenizerFromSpec, type TokenizerSpec } from './tokenizer.ts';
 
-export async function chooseBackend(name: string, log: (s: string) => void): Promise<Backend> {
+export async function chooseBackend(name: string, log: (s: string) => void, precision = 'highest'): Promise<Backend> {
   const allowed = ['auto', 'cpu', 'webgpu', 'cuda'];
   if (!allowed.includes(name)) throw new CliError(`unknown --backend '${name}'; expected one of ${allowed.join(', ')}`);
+  if (!MATMUL_PRECISIONS.includes(precision as MatmulPrecision)) {
+    throw new CliError(`unknown --precision '${precision}'; expected one of ${MATMUL_PRECISIONS.join(', ')}`);
+  }
+  setFloat32MatmulPrecision(precision as MatmulPrecision);
   let backend: Backend;
   try {
     backend = await setBackend(name);
   } catch (e) {
     throw new CliError((e as Error).message.replace(/^setBackend: /, '--backend: '));
   }
-  log(`backend: ${backend.name} - ${backend.device.description} (${engine.lastChoice})`);
+  log(`backend: ${backend.name} - ${backend.device.description} (${engine.lastChoice})${precision === 'highest' ? '' : `; float32 matmul precision '${precision}'`}`);
   return backend;
 }
 

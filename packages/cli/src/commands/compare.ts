@@ -26,7 +26,7 @@ export async function compareCommand(argv: string[], log: (s: string) => void): 
     log(COMPARE_HELP);
     return 0;
   }
-  const backend = await chooseBackend(values.backend as string, log);
+  const backend = await chooseBackend(values.backend as string, log, values.precision as string);
   const pattern = checkRegex(values.sparsify as string);
   const densities = String(values.densities).split(',').map((d) => density(d.trim()));
   const bs = blockSize(((values['block-size'] as string[] | undefined) ?? ['32']).at(-1)!);

@@ -10,7 +10,8 @@ import { train } from '../trainer.ts';
 
 export const TRAIN_HELP = `sparsegrad train [options]
   Trains the decoder-only GPT of @sparsegrad/nn on --data FILE (default: the nlp-corpus English sentences).
-  --backend auto|cpu|webgpu|cuda   --tokenizer char|byte   --max-chars N (text used, default 4000000)
+  --backend auto|cpu|webgpu|cuda   --precision highest|high|medium (float32 products: fp32, TF32, BF16 tensor cores)
+  --tokenizer char|byte   --max-chars N (text used, default 4000000)
   --layers 4 --d-model 128 --heads 4 --seq 128 --batch 16 --steps 300 --lr 3e-3 --warmup 30
   --weight-decay 0.01 --clip 1 --dropout 0 --eval-every 50 --eval-batches 8 --seed 0
   --sparsify REGEX --density D [--block-size 32]   (repeatable; REGEX matches module paths such as layers.0.mlp.fc1)
@@ -60,7 +61,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     log(TRAIN_HELP);
     return 0;
   }
-  await chooseBackend(values.backend as string, log);
+  await chooseBackend(values.backend as string, log, values.precision as string);
   const checkpointEvery = int(values, 'checkpoint-every');
   const stopAfter = values['stop-after'] === undefined ? undefined : int(values, 'stop-after');
   let config: RunConfig;
