@@ -137,6 +137,39 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     allocator.release(table, 21 * 4);
     return values;
   })();
+  // Union tiles (32x32 blocks, tensor cores): group size, tokens per tile, shared memory.
+  const unionParams = (() => {
+    const table = allocator.alloc(6 * 4);
+    launch('setup', 'bsr_union_params', [1, 1, 1], 1, args.reset().ptr(table));
+    const v = new Int32Array(addon.readSync(table, 6 * 4));
+    allocator.release(table, 6 * 4);
+    return { group: v[0], tokens: v[1], smem: { forward: [v[2], v[3]], grad_input: [v[4], v[5]] } };
+  })();
+  /**
+   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks on the tensor cores, unless
+   * SPARSEGRAD_CUDA_UNION=0 (benchmarks compare both).
+   */
+  const useUnion = (bs: number, precision: MatmulPrecision) => bs === 32 && precision !== 'highest' && process.env.SPARSEGRAD_CUDA_UNION !== '0';
+  /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
+  function unionTable(layout: BlockLayout, forward: boolean): { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number } {
+    const cached = layoutBuffers(layout);
+    const key = forward ? 'forward' : 'grad_input';
+    let t = cached.unions.get(key);
+    if (!t) {
+      const h = buildUnionTable(layout, forward, unionParams.group);
+      t = { ptr: upload(h.ptr), idx: upload(h.idx), blk: upload(h.blk), groups: h.ptr.length - 1 };
+      cached.unions.set(key, t);
+      cached.all.push(t.ptr, t.idx, t.blk);
+    }
+    return t;
+  }
+  function launchUnion(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
+    const t = unionTable(layout, kind === 'forward');
+    const prec = precision === 'high' ? 0 : 1;
+    launch(op, `bsr_${kind}_union_${prec ? 'bf16' : 'tf32'}_32`, [t.groups, tokenTiles(op, m, unionParams.tokens), 1], 256,
+      args.reset().ptr(P(act)).ptr(P(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols),
+      unionParams.smem[kind][prec]);
+  }
   /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
   function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
     const b = Math.log2(bs) - 4;
@@ -152,7 +185,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     let cached = layoutCache.get(layout);
     if (!cached) {
       const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
-      cached = { index, groups: new Map(), all: Object.values(index) };
+      cached = { index, groups: new Map(), unions: new Map(), all: Object.values(index) };
       layoutCache.set(layout, cached);
       releaseWithLayout.register(layout, cached.all);
     }
@@ -281,6 +314,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
+      if (useUnion(bs, precision)) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('forward', bs, precision);
       launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
@@ -289,6 +323,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
+      if (useUnion(bs, precision)) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('grad_input', bs, precision);
       launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
@@ -398,9 +433,44 @@ function blasOperand(r: number, c: number, v: MatrixView): { op: number; ld: num
   return null;
 }
 
+/**
+ * For union tiles: groups of `group` consecutive block rows (forward) or block columns (dX); per
+ * group the sorted union of the activation blocks they touch (columns, resp. rows), and for each
+ * union entry the block of each member at that position (-1: none). CSR over groups.
+ */
+export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
+  const bs = layout.blockSize;
+  const members = (forward ? layout.rows : layout.cols) / bs;
+  const ptr = [0];
+  const idx: number[] = [];
+  const blk: number[] = [];
+  for (let g0 = 0; g0 < members; g0 += group) {
+    const at = new Map<number, number[]>();
+    for (let g = 0; g < group && g0 + g < members; g++) {
+      const r = g0 + g;
+      const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
+      for (let e = begin; e < end; e++) {
+        const b = forward ? e : layout.cscBlock[e];
+        const other = forward ? layout.colIdx[b] : layout.rowIdx[b];
+        let slot = at.get(other);
+        if (!slot) at.set(other, (slot = new Array<number>(group).fill(-1)));
+        slot[g] = b;
+      }
+    }
+    for (const other of [...at.keys()].sort((a, b) => a - b)) {
+      idx.push(other);
+      blk.push(...at.get(other)!);
+    }
+    ptr.push(idx.length);
+  }
+  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
+}
+
 interface LayoutBuffers {
   index: Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
   /** SDDMM block groups by group size. */
   groups: Map<number, CudaBuffer>;
+  /** Union tables by product. */
+  unions: Map<string, { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number }>;
   all: CudaBuffer[];
 }

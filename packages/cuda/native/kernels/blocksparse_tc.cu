@@ -337,3 +337,129 @@ extern "C" __global__ void bsr_tc_smem(int32_t* out) {
   out[19] = TcShape<32>::TOKENS;
   out[20] = TcShape<64>::TOKENS;
 }
+
+// ---- union tiles (32x32 blocks): one CTA per G block rows (forward) or block columns (dX) ----
+// A tile one block wide reuses each activation it loads for only 32 outputs, and ncu showed the
+// kernels above bound by L2 bandwidth for 32x32 blocks. Here a CTA computes 128 tokens x G blocks of
+// outputs: its steps walk the union of the G rows' column blocks (from a host-built table), stage
+// the activation tile once and the (up to G) weight blocks at that column, and the warps of a row
+// without a block there skip the step's multiply. Warp w owns block w / 2 of the group and tokens
+// 64 (w % 2) .. + 63.
+constexpr int UNION_G = 4;
+constexpr int UNION_TOKENS = 128;
+
+template <Prec P, bool FORWARD>
+struct UnionTiles {
+  static constexpr int BS = 32, BK = 32, THREADS = 256, STAGES = 3, MT = 4, NT = 4;
+  using TA = Tile<UNION_TOKENS, BK, true, P>;
+  using TB = Tile<BS, BK, FORWARD, P>;  // forward: block [n][k]; dX: block [k][n]
+  static constexpr int STAGE_FLOATS = TA::FLOATS + UNION_G * TB::FLOATS;
+  static constexpr int SMEM_BYTES = STAGES * STAGE_FLOATS * 4;
+};
+
+// act [m, actCols] (x or dY); blocks of W; union table of this launch: entries unionPtr[grp] ..
+// unionPtr[grp + 1] - 1 of group grp, entry e at activation block unionIdx[e] with the G blocks
+// unionBlk[e * G + g] (-1: none); out [m, outCols], block column grp * G + g (if < outBlocks).
+template <Prec P, bool FORWARD>
+__device__ void tcUnion(const float* act, const float* w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
+                        float* out, uint32_t m, uint32_t actCols, uint32_t outCols) {
+  using U = UnionTiles<P, FORWARD>;
+  using TA = typename U::TA;
+  using TB = typename U::TB;
+  using MMA = Mma<P>;
+  constexpr int BS = U::BS, BK = U::BK, G = UNION_G;
+  extern __shared__ __align__(16) float smem[];
+  const uint32_t grp = blockIdx.x, m0 = blockIdx.y * UNION_TOKENS;
+  const int limit = (int)min((uint32_t)UNION_TOKENS, m - m0);
+  const int first = unionPtr[grp], steps = unionPtr[grp + 1] - first;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g8 = lane / 4, t4 = lane % 4;
+  const int mine = warp / 2, wm = (warp % 2) * 64;
+  float c[U::MT][U::NT][4];
+#pragma unroll
+  for (int i = 0; i < U::MT; i++)
+#pragma unroll
+    for (int j = 0; j < U::NT; j++)
+#pragma unroll
+      for (int q = 0; q < 4; q++) c[i][j][q] = 0.f;
+
+  auto issue = [&](int step) {
+    float* s = smem + (step % U::STAGES) * U::STAGE_FLOATS;
+    const int e = first + step;
+    const float* abase = act + (size_t)m0 * actCols + (size_t)unionIdx[e] * BS;
+    // Activation tile: 128 rows x 32 k, k contiguous.
+#pragma unroll
+    for (int i = 0; i < UNION_TOKENS * BK / 4 / U::THREADS; i++) {
+      const int q = i * U::THREADS + threadIdx.x;
+      const int row = q / (BK / 4), k = (q % (BK / 4)) * 4;
+      const bool valid = row < limit;
+      cpAsync16(s + row * TA::LD + k, abase + (size_t)(valid ? row : 0) * actCols + k, valid);
+    }
+    // Weight blocks: G x (32 x 32), each stored as in memory ([r][c]).
+#pragma unroll
+    for (int i = 0; i < G * BS * BK / 4 / U::THREADS; i++) {
+      const int q = i * U::THREADS + threadIdx.x;
+      const int g = q / (BS * BK / 4), qq = q % (BS * BK / 4);
+      const int blk = unionBlk[e * G + g];
+      if (blk < 0) continue;
+      const int r = qq / (BS / 4), col = (qq % (BS / 4)) * 4;  // block element (r, col..col+3)
+      // forward: rows of the tile are n = r, k = col; dX: k = r, n = col (both stored [r][col]).
+      cpAsync16(s + TA::FLOATS + g * TB::FLOATS + r * TB::LD + col, w + (size_t)blk * BS * BS + r * BS + col, true);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < U::STAGES - 1; s++) {
+    if (s < steps) issue(s);
+    cpAsyncCommit();
+  }
+  for (int step = 0; step < steps; step++) {
+    cpAsyncWait<U::STAGES - 2>();
+    __syncthreads();
+    if (step + U::STAGES - 1 < steps) issue(step + U::STAGES - 1);
+    cpAsyncCommit();
+    if (unionBlk[(first + step) * G + mine] < 0) continue;  // warp-uniform: this row has no block here
+    const float* sa = smem + (step % U::STAGES) * U::STAGE_FLOATS;
+    const float* sb = sa + TA::FLOATS + mine * TB::FLOATS;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += MMA::K) {
+      uint32_t a[U::MT][4], b[U::NT][2];
+#pragma unroll
+      for (int i = 0; i < U::MT; i++) MMA::template loadA<TA>(a[i], sa, wm + 16 * i, kk, g8, t4);
+#pragma unroll
+      for (int j = 0; j < U::NT; j++) MMA::template loadB<TB>(b[j], sb, 8 * j, kk, g8, t4);
+#pragma unroll
+      for (int i = 0; i < U::MT; i++)
+#pragma unroll
+        for (int j = 0; j < U::NT; j++) MMA::run(c[i][j], a[i], b[j]);
+    }
+  }
+  cpAsyncWait<0>();
+  const uint32_t ob = grp * G + mine;
+  if (ob * BS >= outCols) return;
+#pragma unroll
+  for (int i = 0; i < U::MT; i++)
+#pragma unroll
+    for (int j = 0; j < U::NT; j++) {
+      const int r = wm + 16 * i + g8, col = ob * BS + 8 * j + 2 * t4;
+      if (r < limit) *reinterpret_cast<float2*>(out + (size_t)(m0 + r) * outCols + col) = make_float2(c[i][j][0], c[i][j][1]);
+      if (r + 8 < limit) *reinterpret_cast<float2*>(out + (size_t)(m0 + r + 8) * outCols + col) = make_float2(c[i][j][2], c[i][j][3]);
+    }
+}
+
+#define UNION_KERNELS(P, NAME)                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(256, 2) bsr_forward_union_##NAME##_32(const float* x, const float* w, const int32_t* up,    \
+      const int32_t* ui, const int32_t* ub, float* y, uint32_t m, uint32_t rows, uint32_t cols) { tcUnion<P, true>(x, w, up, ui, ub, y, m, cols, rows); } \
+  extern "C" __global__ void __launch_bounds__(256, 2) bsr_grad_input_union_##NAME##_32(const float* dy, const float* w, const int32_t* up, \
+      const int32_t* ui, const int32_t* ub, float* dx, uint32_t m, uint32_t rows, uint32_t cols) { tcUnion<P, false>(dy, w, up, ui, ub, dx, m, rows, cols); }
+UNION_KERNELS(TF32, tf32)
+UNION_KERNELS(BF16, bf16)
+
+// For the host: union tiles' group size, tokens per tile and dynamic shared memory [forward tf32,
+// forward bf16, dX tf32, dX bf16].
+extern "C" __global__ void bsr_union_params(int32_t* out) {
+  out[0] = UNION_G;
+  out[1] = UNION_TOKENS;
+  out[2] = UnionTiles<TF32, true>::SMEM_BYTES;
+  out[3] = UnionTiles<BF16, true>::SMEM_BYTES;
+  out[4] = UnionTiles<TF32, false>::SMEM_BYTES;
+  out[5] = UnionTiles<BF16, false>::SMEM_BYTES;
+}
