@@ -146,10 +146,12 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     return { group: v[0], tokens: v[1], smem: { forward: [v[2], v[3]], grad_input: [v[4], v[5]] } };
   })();
   /**
-   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks on the tensor cores, unless
-   * SPARSEGRAD_CUDA_UNION=0 (benchmarks compare both).
+   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks: used where they measured faster on an
+   * H100 (the TF32 forward: 1.05 -> 0.79 ms at density 0.5); SPARSEGRAD_CUDA_UNION=1 uses them for
+   * every tensor-core forward and dX, =0 never (benchmarks compare).
    */
-  const useUnion = (bs: number, precision: MatmulPrecision) => bs === 32 && precision !== 'highest' && process.env.SPARSEGRAD_CUDA_UNION !== '0';
+  const useUnion = (bs: number, precision: MatmulPrecision, kind: string) =>
+    bs === 32 && process.env.SPARSEGRAD_CUDA_UNION !== '0' && (process.env.SPARSEGRAD_CUDA_UNION === '1' ? precision !== 'highest' : precision === 'high' && kind === 'forward');
   /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
   function unionTable(layout: BlockLayout, forward: boolean): { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number } {
     const cached = layoutBuffers(layout);
@@ -173,7 +175,10 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
   function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
     const b = Math.log2(bs) - 4;
-    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
+    if (precision === 'highest') {
+      if (bs === 32 && kind !== 'sddmm' && process.env.SPARSEGRAD_CUDA_WIDE === '1') return { name: `bsr_${kind}_32w`, smem: 0, tokens: 256 };
+      return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
+    }
     const prec = precision === 'high' ? 0 : 1;
     const smem = tcTable[['forward', 'grad_input', 'sddmm'].indexOf(kind) * 6 + prec * 3 + b];
     return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
@@ -314,7 +319,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
-      if (useUnion(bs, precision)) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
+      if (useUnion(bs, precision, 'forward')) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('forward', bs, precision);
       launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
@@ -323,7 +328,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
-      if (useUnion(bs, precision)) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
+      if (useUnion(bs, precision, 'grad_input')) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('grad_input', bs, precision);
       launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
