@@ -175,10 +175,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
   function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
     const b = Math.log2(bs) - 4;
-    if (precision === 'highest') {
-      if (bs === 32 && kind !== 'sddmm' && process.env.SPARSEGRAD_CUDA_WIDE === '1') return { name: `bsr_${kind}_32w`, smem: 0, tokens: 256 };
-      return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
-    }
+    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
     const prec = precision === 'high' ? 0 : 1;
     const smem = tcTable[['forward', 'grad_input', 'sddmm'].indexOf(kind) * 6 + prec * 3 + b];
     return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };

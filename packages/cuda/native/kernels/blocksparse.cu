@@ -284,12 +284,3 @@ BSR_KERNELS(16, 256, 16, 8, 4, 16, 4, 4)
 BSR_KERNELS(32, 128, 16, 8, 4, 16, 8, 4)
 BSR_KERNELS(64, 128, 16, 8, 8, 16, 8, 8)
 
-// Experiment: 32x32 blocks with 8 x 8 outputs per thread (256 tokens per tile), as the 64x64 tiles.
-extern "C" __global__ void __launch_bounds__(128) bsr_forward_32w(const float* x, const float* w, const int32_t* rowPtr, const int32_t* colIdx,
-                                                                  float* y, uint32_t m, uint32_t rows, uint32_t cols) {
-  bsrForward<32, 256, 16, 8, 8>(x, w, rowPtr, colIdx, y, m, rows, cols);
-}
-extern "C" __global__ void __launch_bounds__(128) bsr_grad_input_32w(const float* dy, const float* w, const int32_t* colPtr, const int32_t* cscBlock,
-                                                                     const int32_t* rowIdx, float* dx, uint32_t m, uint32_t rows, uint32_t cols) {
-  bsrGradInput<32, 256, 16, 8, 8>(dy, w, colPtr, cscBlock, rowIdx, dx, m, rows, cols);
-}
