@@ -172,6 +172,30 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       args.reset().ptr(P(act)).ptr(P(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols),
       unionParams.smem[kind][prec]);
   }
+  // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
+  // forward and dX unless SPARSEGRAD_CUDA_BF16U=0 (benchmarks compare).
+  const bf16Union = (() => {
+    const table = allocator.alloc(3 * 4);
+    launch('setup', 'bsr_bf16u_params', [1, 1, 1], 1, args.reset().ptr(table));
+    const v = new Int32Array(addon.readSync(table, 3 * 4));
+    allocator.release(table, 3 * 4);
+    return { group: v[0], tokens: v[1], smem: v[2] };
+  })();
+  const useBf16Union = (bs: number, precision: MatmulPrecision) => bs === 32 && precision === 'medium' && process.env.SPARSEGRAD_CUDA_BF16U !== '0';
+  function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
+    const t = unionTable(layout, kind === 'forward');
+    // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
+    const actBytes = m * actCols * 2;
+    const wBytes = layout.nnzBlocks * 1024 * 2;
+    const actBf = allocator.alloc(actBytes);
+    const wBf = allocator.alloc(wBytes);
+    launch(op, 'f32_to_bf16', [blocksFor(m * actCols / 4), 1, 1], THREADS, args.reset().ptr(P(act)).ptr(actBf).u32(m * actCols / 4));
+    launch(op, 'blocks_to_bf16', [blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, args.reset().ptr(P(blocks)).ptr(wBf).u32(layout.nnzBlocks).i32(kind === 'forward' ? 0 : 1));
+    launch(op, `bsr_${kind}_bf16u_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
+      args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem);
+    allocator.release(actBf, actBytes);
+    allocator.release(wBf, wBytes);
+  }
   /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
   function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
     const b = Math.log2(bs) - 4;
@@ -316,6 +340,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
+      if (useBf16Union(bs, precision)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
       if (useUnion(bs, precision, 'forward')) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('forward', bs, precision);
@@ -325,6 +350,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
+      if (useBf16Union(bs, precision)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
       if (useUnion(bs, precision, 'grad_input')) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('grad_input', bs, precision);
