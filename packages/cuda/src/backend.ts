@@ -173,15 +173,24 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       unionParams.smem[kind][prec]);
   }
   // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
-  // forward and dX unless SPARSEGRAD_CUDA_BF16U=0 (benchmarks compare).
+  // forward and dX where they measured faster on an H100 than the fp32-operand kernels (the
+  // conversion pass costs ~0.035 ms per 64 MB of activations, so sparse layouts gain less):
+  // forward from density 0.2 (0.74 vs 0.52 ms at 0.5), dX from 0.35. SPARSEGRAD_CUDA_BF16U=1/0
+  // forces them on/off (benchmarks compare).
   const bf16Union = (() => {
     const table = allocator.alloc(3 * 4);
     launch('setup', 'bsr_bf16u_params', [1, 1, 1], 1, args.reset().ptr(table));
     const v = new Int32Array(addon.readSync(table, 3 * 4));
     allocator.release(table, 3 * 4);
+    if (v[0] !== unionParams.group) throw new Error(`cuda: the BF16 and TF32 union kernels disagree on the group size (${v[0]}, ${unionParams.group})`);
     return { group: v[0], tokens: v[1], smem: v[2] };
   })();
-  const useBf16Union = (bs: number, precision: MatmulPrecision) => bs === 32 && precision === 'medium' && process.env.SPARSEGRAD_CUDA_BF16U !== '0';
+  const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
+    const force = process.env.SPARSEGRAD_CUDA_BF16U;
+    if (layout.blockSize !== 32 || precision !== 'medium' || force === '0') return false;
+    const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
+    return force === '1' || density >= (forward ? 0.2 : 0.35);
+  };
   function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
     const t = unionTable(layout, kind === 'forward');
     // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
@@ -340,7 +349,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
-      if (useBf16Union(bs, precision)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
+      if (useBf16Union(layout, precision, true)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
       if (useUnion(bs, precision, 'forward')) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('forward', bs, precision);
@@ -350,7 +359,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
-      if (useBf16Union(bs, precision)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
+      if (useBf16Union(layout, precision, false)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
       if (useUnion(bs, precision, 'grad_input')) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
       const idx = layoutBuffers(layout).index;
       const k = bsrKernel('grad_input', bs, precision);
