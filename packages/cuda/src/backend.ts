@@ -153,12 +153,12 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const useUnion = (bs: number, precision: MatmulPrecision, kind: string) =>
     bs === 32 && process.env.SPARSEGRAD_CUDA_UNION !== '0' && (process.env.SPARSEGRAD_CUDA_UNION === '1' ? precision !== 'highest' : precision === 'high' && kind === 'forward');
   /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
-  function unionTable(layout: BlockLayout, forward: boolean): { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number } {
+  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number } {
     const cached = layoutBuffers(layout);
-    const key = forward ? 'forward' : 'grad_input';
+    const key = `${forward ? 'forward' : 'grad_input'}:${group}`;
     let t = cached.unions.get(key);
     if (!t) {
-      const h = buildUnionTable(layout, forward, unionParams.group);
+      const h = buildUnionTable(layout, forward, group);
       t = { ptr: upload(h.ptr), idx: upload(h.idx), blk: upload(h.blk), groups: h.ptr.length - 1 };
       cached.unions.set(key, t);
       cached.all.push(t.ptr, t.idx, t.blk);
@@ -182,8 +182,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     launch('setup', 'bsr_bf16u_params', [1, 1, 1], 1, args.reset().ptr(table));
     const v = new Int32Array(addon.readSync(table, 3 * 4));
     allocator.release(table, 3 * 4);
-    if (v[0] !== unionParams.group) throw new Error(`cuda: the BF16 and TF32 union kernels disagree on the group size (${v[0]}, ${unionParams.group})`);
-    return { group: v[0], tokens: v[1], smem: v[2] };
+    return { tokens: v[0], smem: { 4: v[1], 2: v[2] } as Record<number, number> };
   })();
   const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
@@ -192,7 +191,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     return force === '1' || density >= (forward ? 0.2 : 0.35);
   };
   function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
-    const t = unionTable(layout, kind === 'forward');
+    const group = process.env.SPARSEGRAD_CUDA_BF16U_G === '2' ? 2 : 4;
+    const t = unionTable(layout, kind === 'forward', group);
     // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
     const actBytes = m * actCols * 2;
     const wBytes = layout.nnzBlocks * 1024 * 2;
@@ -200,8 +200,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     const wBf = allocator.alloc(wBytes);
     launch(op, 'f32_to_bf16', [blocksFor(m * actCols / 4), 1, 1], THREADS, args.reset().ptr(P(act)).ptr(actBf).u32(m * actCols / 4));
     launch(op, 'blocks_to_bf16', [blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, args.reset().ptr(P(blocks)).ptr(wBf).u32(layout.nnzBlocks).i32(kind === 'forward' ? 0 : 1));
-    launch(op, `bsr_${kind}_bf16u_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
-      args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem);
+    launch(op, `bsr_${kind}_bf16u${group}_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
+      args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem[group]);
     allocator.release(actBf, actBytes);
     allocator.release(wBf, wBytes);
   }

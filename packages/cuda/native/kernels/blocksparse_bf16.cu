@@ -44,15 +44,22 @@ extern "C" __global__ void blocks_to_bf16(const float* w, uint32_t* y, uint32_t 
   }
 }
 
-constexpr int G = 4, TOKENS = 128, BS = 32, THREADS = 256, STAGES = 3;
+constexpr int TOKENS = 128, BS = 32, THREADS = 256, STAGES = 3;
 constexpr int LDW = 20;                  // 32-bit words per staged row: 16 (32 bf16) + 4 of padding
 constexpr int A_WORDS = TOKENS * LDW;
 constexpr int B_WORDS = BS * LDW;
-constexpr int STAGE_WORDS = A_WORDS + G * B_WORDS;
-constexpr int BF16_UNION_SMEM = STAGES * STAGE_WORDS * 4;
+template <int G>
+struct UnionShape {
+  static constexpr int STAGE_WORDS = A_WORDS + G * B_WORDS;
+  static constexpr int SMEM = STAGES * STAGE_WORDS * 4;
+  static constexpr int WARPS_PER_MEMBER = 8 / G;               // the 8 warps split each member's tokens
+  static constexpr int WARP_TOKENS = TOKENS / WARPS_PER_MEMBER;  // 64 (G = 4) or 32 (G = 2)
+  static constexpr int MT = WARP_TOKENS / 16;
+};
 
 // act [m, actCols] bf16; wb [nnz][32][32] bf16 as rows n with k contiguous; union table as in
 // tcUnion; out [m, outCols] fp32.
+template <int G>
 __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t* unionPtr, const int32_t* unionIdx,
                           const int32_t* unionBlk, float* out, uint32_t m, uint32_t actCols, uint32_t outCols) {
   extern __shared__ __align__(16) uint32_t sm[];
@@ -60,10 +67,12 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
   const int limit = (int)min((uint32_t)TOKENS, m - m0);
   const int first = unionPtr[grp], steps = unionPtr[grp + 1] - first;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g8 = lane / 4, t4 = lane % 4;
-  const int mine = warp / 2, wm = (warp % 2) * 64;
-  float c[4][4][4];
+  using U = UnionShape<G>;
+  constexpr int STAGE_WORDS = U::STAGE_WORDS, MT = U::MT;
+  const int mine = warp / U::WARPS_PER_MEMBER, wm = (warp % U::WARPS_PER_MEMBER) * U::WARP_TOKENS;
+  float c[MT][4][4];
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MT; i++)
 #pragma unroll
     for (int j = 0; j < 4; j++)
 #pragma unroll
@@ -103,9 +112,9 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
     const uint32_t* sb = sa + A_WORDS + mine * B_WORDS;
 #pragma unroll
     for (int kw = 0; kw < 16; kw += 8) {  // two k16 steps; a word holds two k
-      uint32_t a[4][4], b[4][2];
+      uint32_t a[MT][4], b[4][2];
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
+      for (int i = 0; i < MT; i++) {
         const uint32_t* r0 = sa + (wm + 16 * i + g8) * LDW + kw + t4;
         a[i][0] = r0[0];
         a[i][1] = r0[8 * LDW];
@@ -119,7 +128,7 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
         b[j][1] = r0[4];
       }
 #pragma unroll
-      for (int i = 0; i < 4; i++)
+      for (int i = 0; i < MT; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++) mmaBf16(c[i][j], a[i], b[j]);
     }
@@ -128,7 +137,7 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
   const uint32_t ob = grp * G + mine;
   if (ob * BS >= outCols) return;
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MT; i++)
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       const int r = wm + 16 * i + g8, col = ob * BS + 8 * j + 2 * t4;
@@ -137,17 +146,17 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) bsr_forward_bf16u_32(const uint16_t* x, const uint16_t* wb, const int32_t* up, const int32_t* ui,
-                                                                             const int32_t* ub, float* y, uint32_t m, uint32_t rows, uint32_t cols) {
-  unionBf16(x, wb, up, ui, ub, y, m, cols, rows);
-}
-extern "C" __global__ void __launch_bounds__(THREADS, 2) bsr_grad_input_bf16u_32(const uint16_t* dy, const uint16_t* wbT, const int32_t* up, const int32_t* ui,
-                                                                                const int32_t* ub, float* dx, uint32_t m, uint32_t rows, uint32_t cols) {
-  unionBf16(dy, wbT, up, ui, ub, dx, m, rows, cols);
-}
-// For the host: the union group size, tokens per tile and the dynamic shared memory of the two kernels.
+#define BF16U_KERNELS(GG, LB)                                                                                                     \
+  extern "C" __global__ void __launch_bounds__(THREADS, LB) bsr_forward_bf16u##GG##_32(const uint16_t* x, const uint16_t* wb, const int32_t* up, \
+      const int32_t* ui, const int32_t* ub, float* y, uint32_t m, uint32_t rows, uint32_t cols) { unionBf16<GG>(x, wb, up, ui, ub, y, m, cols, rows); } \
+  extern "C" __global__ void __launch_bounds__(THREADS, LB) bsr_grad_input_bf16u##GG##_32(const uint16_t* dy, const uint16_t* wbT, const int32_t* up, \
+      const int32_t* ui, const int32_t* ub, float* dx, uint32_t m, uint32_t rows, uint32_t cols) { unionBf16<GG>(dy, wbT, up, ui, ub, dx, m, rows, cols); }
+BF16U_KERNELS(4, 2)
+BF16U_KERNELS(2, 3)
+
+// For the host: tokens per tile, then the dynamic shared memory for groups of 4 and of 2.
 extern "C" __global__ void bsr_bf16u_params(int32_t* out) {
-  out[0] = G;
-  out[1] = TOKENS;
-  out[2] = BF16_UNION_SMEM;
+  out[0] = TOKENS;
+  out[1] = UnionShape<4>::SMEM;
+  out[2] = UnionShape<2>::SMEM;
 }
