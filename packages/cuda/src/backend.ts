@@ -182,7 +182,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     launch('setup', 'bsr_bf16u_params', [1, 1, 1], 1, args.reset().ptr(table));
     const v = new Int32Array(addon.readSync(table, 3 * 4));
     allocator.release(table, 3 * 4);
-    return { tokens: v[0], smem: { 4: v[1], 2: v[2] } as Record<number, number> };
+    return { group: v[0], tokens: v[1], smem: v[2] };
   })();
   const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
@@ -191,7 +191,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     return force === '1' || density >= (forward ? 0.2 : 0.35);
   };
   function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
-    const group = process.env.SPARSEGRAD_CUDA_BF16U_G === '2' ? 2 : 4;
+    const group = bf16Union.group;
     const t = unionTable(layout, kind === 'forward', group);
     // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
     const actBytes = m * actCols * 2;
@@ -201,7 +201,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     launch(op, 'f32_to_bf16', [blocksFor(m * actCols / 4), 1, 1], THREADS, args.reset().ptr(P(act)).ptr(actBf).u32(m * actCols / 4));
     launch(op, 'blocks_to_bf16', [blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, args.reset().ptr(P(blocks)).ptr(wBf).u32(layout.nnzBlocks).i32(kind === 'forward' ? 0 : 1));
     launch(op, `bsr_${kind}_bf16u${group}_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
-      args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem[group]);
+      args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem);
     allocator.release(actBf, actBytes);
     allocator.release(wBf, wBytes);
   }
