@@ -173,10 +173,11 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       unionParams.smem[kind][prec]);
   }
   // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
-  // forward and dX where they measured faster on an H100 than the fp32-operand kernels (the
-  // conversion pass costs ~0.035 ms per 64 MB of activations, so sparse layouts gain less):
-  // forward from density 0.2 (0.74 vs 0.52 ms at 0.5), dX from 0.35. SPARSEGRAD_CUDA_BF16U=1/0
-  // forces them on/off (benchmarks compare).
+  // forward and dX where they measured faster on an H100 than the fp32-operand kernels. The
+  // conversion pass costs ~0.035 ms per 64 MB of activations and the product's work grows with
+  // density x output width, so they pay when density x output width >= 512 (X [16384, 1024] ->
+  // 4096 outputs at density 0.5: 0.74 -> 0.58 ms; X [16384, 4096] -> 1024 outputs at 0.25: 0.36
+  // -> 0.47 ms, not used). SPARSEGRAD_CUDA_BF16U=1/0 forces them on/off (benchmarks compare).
   const bf16Union = (() => {
     const table = allocator.alloc(3 * 4);
     launch('setup', 'bsr_bf16u_params', [1, 1, 1], 1, args.reset().ptr(table));
@@ -188,7 +189,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
     if (layout.blockSize !== 32 || precision !== 'medium' || force === '0') return false;
     const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
-    return force === '1' || density >= (forward ? 0.2 : 0.35);
+    return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
   };
   function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
     const group = bf16Union.group;

@@ -152,7 +152,11 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
-      for (const precision of ['highest', 'high', 'medium'] as MatmulPrecision[]) {
+      // Every kernel variant: the default choice, the union kernels forced on, and forced off.
+      const variants = [{}, { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1' }, { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0' }];
+      for (const [v, precision] of variants.flatMap((v) => (['highest', 'high', 'medium'] as MatmulPrecision[]).map((p) => [v, p] as const))) {
+        const saved = { u: process.env.SPARSEGRAD_CUDA_UNION, b: process.env.SPARSEGRAD_CUDA_BF16U };
+        Object.assign(process.env, v);
         const outs = [be.alloc(m * rows, 'float32'), be.alloc(m * cols, 'float32'), be.alloc(dw.length, 'float32')];
         be.bsrMatmul(xb, blocks, L, m, outs[0], precision);
         be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], precision);
@@ -167,8 +171,12 @@ if (gpu) {
             den += refs[i][j] ** 2;
           }
           const err = Math.sqrt(num / den);
-          assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}': relative error ${err} (seed ${seed})`);
+          assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}' ${JSON.stringify(v)}: relative error ${err} (seed ${seed})`);
           be.free(outs[i]);
+        }
+        for (const [k, val] of [['SPARSEGRAD_CUDA_UNION', saved.u], ['SPARSEGRAD_CUDA_BF16U', saved.b]] as const) {
+          if (val === undefined) delete process.env[k];
+          else process.env[k] = val;
         }
       }
       be.free(xb);
