@@ -285,6 +285,14 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     }
     cublasStatus_t s = blas.create(&blasHandle);
     if (s == 0) s = blas.setStream(blasHandle, stream);
+    // A workspace of our own: without one cuBLAS allocates its scratch memory itself, which cost
+    // ~180 us of host time per product (measured in a GPT step's CPU profile on an H100).
+    // 32 MiB is what NVIDIA recommends for Hopper.
+    if (s == 0) {
+      CUdeviceptr ws = 0;
+      check(env, "cuMemAlloc (cuBLAS workspace)", cu.cuMemAlloc_(&ws, 32u << 20));
+      s = blas.setWorkspace(blasHandle, (void*)ws, 32u << 20);
+    }
     if (s != 0) {
       blasError = std::string("cublasCreate: ") + blas.statusString(s);
       throw Napi::Error::New(env, blasError);

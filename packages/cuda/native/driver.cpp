@@ -60,7 +60,7 @@ bool Blas::load(std::string& why) {
   setWorkspace = reinterpret_cast<decltype(setWorkspace)>(dlsym(lib, "cublasSetWorkspace_v2"));
   statusString = reinterpret_cast<decltype(statusString)>(dlsym(lib, "cublasGetStatusString"));
   gemmStridedBatchedEx = reinterpret_cast<decltype(gemmStridedBatchedEx)>(dlsym(lib, "cublasGemmStridedBatchedEx"));
-  if (!create || !setStream || !gemmStridedBatchedEx || !statusString) {
+  if (!create || !setStream || !setWorkspace || !gemmStridedBatchedEx || !statusString) {
     why = "libcublas.so.13 lacks an expected function";
     return false;
   }
