@@ -41,6 +41,7 @@ export async function createGptStep(batch: number, density: number): Promise<Gpt
       return { host, wall: performance.now() - t0 };
     },
     dispose() {
+      opt.dispose(); // its moments would otherwise count in the next variant's peak memory
       model.dispose();
       x.dispose();
       y.dispose();
