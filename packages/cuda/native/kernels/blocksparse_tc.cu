@@ -6,18 +6,10 @@
 // blocks of a block row / column), SDDMM tiles are one block row by 128 columns (several blocks of
 // the row) over a chunk of the tokens.
 #include <cuda_bf16.h>
+#include "async_mma.cuh"
 #include "common.cuh"
 
 enum Prec { TF32 = 0, BF16 = 1 };
-
-__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-// 16 bytes global -> shared, or zeros when !valid.
-__device__ __forceinline__ void cpAsync16(float* dst, const float* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smemAddr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // The tensor cores read the top 19 bits of an fp32 operand as TF32 (truncation); rounding each
 // fragment element first (cvt.rna) cost more instructions than the kernel could spare.
@@ -82,15 +74,8 @@ struct Mma {
     }
   }
   __device__ static void run(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-    if (P == TF32) {
-      asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    } else {
-      asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
+    if (P == TF32) mmaTf32(c, a, b);
+    else mmaBf16(c, a, b);
   }
 };
 
