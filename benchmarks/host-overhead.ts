@@ -1,0 +1,61 @@
+/**
+ * Host-side cost of the framework with the CUDA backend's TypeScript layer over a no-op addon
+ * (no GPU needed): every op does its shape checks, autograd bookkeeping, kernel choice and
+ * argument packing, but nothing launches. On the GPU host the GPT step with tensor cores is bound
+ * by this cost (docs/benchmarks.md), so it can be profiled and cut on any machine:
+ *
+ *   npx tsx benchmarks/host-overhead.ts
+ *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
+ */
+import { randn, registerBackend, setBackend, type Tensor } from '@sparsegrad/core';
+import { createCudaBackend } from '../packages/cuda/src/backend.ts';
+import type { Addon } from '../packages/cuda/src/native.ts';
+import { createGptStep } from './gpt.ts';
+import { median } from './util.ts';
+
+let next = 4096;
+const ids = new Map<string, number>();
+const noop: Addon = {
+  init: () => ({ name: 'no-op addon', computeCapability: '9.0', multiprocessors: 132, sharedMemoryPerBlock: 232448, totalMemory: 8e10, driverVersion: 13000 }),
+  fn: (name) => ids.get(name) ?? (ids.set(name, ids.size), ids.size - 1),
+  launch: () => {},
+  setSharedMemory: () => {},
+  malloc: (bytes) => (next += Math.ceil(bytes / 256) * 256),
+  free: () => {},
+  upload: () => {},
+  memset32: () => {},
+  copy: () => {},
+  read: async (_ptr, bytes) => new ArrayBuffer(bytes),
+  // Setup tables (tile sizes, group sizes): any positive values do.
+  readSync: (_ptr, bytes) => new Int32Array(bytes / 4).fill(4).buffer,
+  synchronize: () => {},
+  memInfo: () => [1e10, 8e10],
+  recordEvent: () => 0,
+  elapsed: () => 0,
+  releaseEvents: () => {},
+  gemm: () => {},
+};
+registerBackend({ name: 'cuda-noop', priority: -1, create: () => createCudaBackend(noop, noop.init()) });
+await setBackend('cuda-noop');
+
+const small = randn([64]);
+const chain: number[] = [];
+for (let rep = 0; rep < 8; rep++) {
+  const t0 = performance.now();
+  let t = small;
+  const made: Tensor[] = [];
+  for (let i = 0; i < 1000; i++) made.push((t = t.add(1)));
+  await t.toArray();
+  for (const m of made) m.dispose();
+  if (rep >= 3) chain.push(performance.now() - t0);
+}
+console.log(`chain of 1000 small adds: ${median(chain).toFixed(2)} us per op`);
+for (const density of [1, 0.25]) {
+  const gpt = await createGptStep(32, density);
+  for (let i = 0; i < 3; i++) await gpt.run();
+  const host: number[] = [];
+  for (let i = 0; i < 10; i++) host.push((await gpt.run()).host);
+  console.log(`GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time`);
+  gpt.dispose();
+}
+process.exit(0);
