@@ -23,6 +23,7 @@ export { bsrMatmul } from './ops/blocksparse.ts';
 export { adamStep } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
 export { BLOCK_SIZES, blockRowRuns } from './blocksparse/layout.ts';
+export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';
 export { opError, fmtShape } from './errors.ts';

@@ -5,7 +5,7 @@
  * program order; `read` is the only wait, and it does not block the event loop.
  */
 import {
-  adamCoefficients, blockRowRuns, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
+  LayoutDeviceCache, adamCoefficients, blockRowRuns, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
   type MatrixView, type ReduceOp, type UnaryOp, type View,
 } from '@sparsegrad/core';
 import { CachingAllocator } from './allocator.ts';
@@ -46,6 +46,8 @@ export interface CudaBackend extends Backend {
 
 export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBackend {
   const allocator = new CachingAllocator(addon);
+  // Device copies of block layouts' indexes and work tables, freed with the layout (free is below).
+  const layouts = new LayoutDeviceCache<CudaBuffer>((b) => free(b));
   const args = new Args();
   const ids = new Map<string, number>();
   const sms = props.multiprocessors;
@@ -153,17 +155,12 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const useUnion = (bs: number, precision: MatmulPrecision, kind: string) =>
     bs === 32 && process.env.SPARSEGRAD_CUDA_UNION !== '0' && (process.env.SPARSEGRAD_CUDA_UNION === '1' ? precision !== 'highest' : precision === 'high' && kind === 'forward');
   /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
-  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number } {
-    const cached = layoutBuffers(layout);
-    const key = `${forward ? 'forward' : 'grad_input'}:${group}`;
-    let t = cached.unions.get(key);
-    if (!t) {
+  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): UnionTable {
+    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}`, () => {
       const h = buildUnionTable(layout, forward, group);
-      t = { ptr: upload(h.ptr), idx: upload(h.idx), blk: upload(h.blk), groups: h.ptr.length - 1 };
-      cached.unions.set(key, t);
-      cached.all.push(t.ptr, t.idx, t.blk);
-    }
-    return t;
+      const t = { ptr: upload(h.ptr), idx: upload(h.idx), blk: upload(h.blk), groups: h.ptr.length - 1 };
+      return { value: t, buffers: [t.ptr, t.idx, t.blk] };
+    });
   }
   function launchUnion(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
     const t = unionTable(layout, kind === 'forward');
@@ -215,27 +212,19 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
   }
 
-  const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
-  const releaseWithLayout = new FinalizationRegistry<CudaBuffer[]>((buffers) => buffers.forEach(free));
-  function layoutBuffers(layout: BlockLayout): LayoutBuffers {
-    let cached = layoutCache.get(layout);
-    if (!cached) {
+  /** Device copies of a layout's index arrays, uploaded on first use. */
+  function indexBuffers(layout: BlockLayout): LayoutIndex {
+    return layouts.get(layout, 'index', () => {
       const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
-      cached = { index, groups: new Map(), unions: new Map(), all: Object.values(index) };
-      layoutCache.set(layout, cached);
-      releaseWithLayout.register(layout, cached.all);
-    }
-    return cached;
+      return { value: index, buffers: Object.values(index) };
+    });
   }
   /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
   function sddmmGroups(layout: BlockLayout, per: number): { buffer: CudaBuffer; count: number } {
-    const cached = layoutBuffers(layout);
-    let buffer = cached.groups.get(per);
-    if (!buffer) {
-      buffer = upload(blockRowRuns(layout, per));
-      cached.groups.set(per, buffer);
-      cached.all.push(buffer);
-    }
+    const buffer = layouts.get(layout, `groups:${per}`, () => {
+      const b = upload(blockRowRuns(layout, per));
+      return { value: b, buffers: [b] };
+    });
     return { buffer, count: buffer.size / 2 };
   }
   function checkBlockSize(op: string, bs: number): void {
@@ -352,7 +341,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       checkBlockSize('bsrMatmul', bs);
       if (useBf16Union(layout, precision, true)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
       if (useUnion(bs, precision, 'forward')) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
-      const idx = layoutBuffers(layout).index;
+      const idx = indexBuffers(layout);
       const k = bsrKernel('forward', bs, precision);
       launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
         args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
@@ -362,7 +351,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       checkBlockSize('bsrMatmulGradInput', bs);
       if (useBf16Union(layout, precision, false)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
       if (useUnion(bs, precision, 'grad_input')) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
-      const idx = layoutBuffers(layout).index;
+      const idx = indexBuffers(layout);
       const k = bsrKernel('grad_input', bs, precision);
       launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
         args.reset().ptr(P(dy)).ptr(P(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
@@ -370,7 +359,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     bsrSddmm(dy, x, layout, m, out, precision) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
       checkBlockSize('bsrSddmm', bs);
-      const idx = layoutBuffers(layout).index;
+      const idx = indexBuffers(layout);
       const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
       if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
       // Tokens are cut into chunks (partial sums, then a column reduction) until ~4 CTAs per SM run.
@@ -504,11 +493,10 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
   return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
 }
 
-interface LayoutBuffers {
-  index: Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
-  /** SDDMM block groups by group size. */
-  groups: Map<number, CudaBuffer>;
-  /** Union tables by product. */
-  unions: Map<string, { ptr: CudaBuffer; idx: CudaBuffer; blk: CudaBuffer; groups: number }>;
-  all: CudaBuffer[];
+type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
+interface UnionTable {
+  ptr: CudaBuffer;
+  idx: CudaBuffer;
+  blk: CudaBuffer;
+  groups: number;
 }

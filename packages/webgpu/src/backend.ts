@@ -5,7 +5,7 @@
  * contiguous dims). Matrix products come from gemm.ts, reductions from reductions.ts, and their
  * tile shapes from tiles.ts.
  */
-import { adamCoefficients, blockRowRuns, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { LayoutDeviceCache, adamCoefficients, blockRowRuns, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
@@ -38,9 +38,8 @@ export interface WebGPUBackend extends Backend {
 
 export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBackend {
   const pipe = ctx.pipeline.bind(ctx);
-  const layoutCache = new WeakMap<BlockLayout, LayoutBuffers>();
-  // Freed buffers are reused only by work queued after this point, as for any other free.
-  const releaseWithLayout = new FinalizationRegistry<GpuBuffer[]>((buffers) => buffers.forEach((b) => ctx.free(b)));
+  // Device copies of block layouts' indexes and work tables, freed with the layout.
+  const layouts = new LayoutDeviceCache<GpuBuffer>((b) => ctx.free(b));
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
   /** Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and 64x64 blocks, slower for 16x16. */
   const bsrTiles = (bs: number) => ({ shape: fit(tuned(`bsr${bs}`) ?? bsrShape(bs)), vec: bs !== 16 });
@@ -514,33 +513,18 @@ ${rowMain(sg)}
 
   /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
   function sddmmGroups(layout: BlockLayout, per: number): GpuBuffer {
-    const cached = layoutBuffers(layout);
-    let buffer = cached.groups.get(per);
-    if (!buffer) {
-      buffer = upload(blockRowRuns(layout, per));
-      cached.groups.set(per, buffer);
-      cached.all.push(buffer);
-    }
-    return buffer;
+    return layouts.get(layout, `groups:${per}`, () => {
+      const buffer = upload(blockRowRuns(layout, per));
+      return { value: buffer, buffers: [buffer] };
+    });
   }
 
-  function indexBuffers(layout: BlockLayout): LayoutBuffers['index'] {
-    return layoutBuffers(layout).index;
-  }
-
-  /**
-   * Device copies of a block layout's indexes, uploaded on first use and kept while the layout
-   * lives; when it is garbage collected its buffers go back to the pool.
-   */
-  function layoutBuffers(layout: BlockLayout): LayoutBuffers {
-    let cached = layoutCache.get(layout);
-    if (!cached) {
+  /** Device copies of a layout's index arrays, uploaded on first use. */
+  function indexBuffers(layout: BlockLayout): LayoutIndex {
+    return layouts.get(layout, 'index', () => {
       const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
-      cached = { index, groups: new Map(), all: Object.values(index) };
-      layoutCache.set(layout, cached);
-      releaseWithLayout.register(layout, cached.all);
-    }
-    return cached;
+      return { value: index, buffers: Object.values(index) };
+    });
   }
 
   function upload(a: Int32Array): GpuBuffer {
@@ -577,9 +561,4 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
   for (let first = 0; first < tiles; first += MAX_GRID) dispatch(first, Math.min(MAX_GRID, tiles - first));
 }
 
-interface LayoutBuffers {
-  index: Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>;
-  /** SDDMM block groups by group size. */
-  groups: Map<number, GpuBuffer>;
-  all: GpuBuffer[];
-}
+type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>;
