@@ -141,11 +141,11 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   })();
   // Union tiles (32x32 blocks, tensor cores): group size, tokens per tile, shared memory.
   const unionParams = (() => {
-    const table = allocator.alloc(6 * 4);
+    const table = allocator.alloc(4 * 4);
     launch('setup', 'bsr_union_params', [1, 1, 1], 1, args.reset().ptr(table));
-    const v = new Int32Array(addon.readSync(table, 6 * 4));
-    allocator.release(table, 6 * 4);
-    return { group: v[0], tokens: v[1], smem: { forward: [v[2], v[3]], grad_input: [v[4], v[5]] } };
+    const v = new Int32Array(addon.readSync(table, 4 * 4));
+    allocator.release(table, 4 * 4);
+    return { group: v[0], tokens: v[1], smem: [v[2], v[3]] };
   })();
   /**
    * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks: used where they measured faster on an
@@ -165,10 +165,23 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   function launchUnion(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
     const t = unionTable(layout, kind === 'forward');
     const prec = precision === 'high' ? 0 : 1;
-    launch(op, `bsr_${kind}_union_${prec ? 'bf16' : 'tf32'}_32`, [t.groups, tokenTiles(op, m, unionParams.tokens), 1], 256,
-      args.reset().ptr(P(act)).ptr(P(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols),
-      unionParams.smem[kind][prec]);
+    const kernel = `bsr_forward_union_${prec ? 'bf16' : 'tf32'}_32`;
+    const grid: [number, number, number] = [t.groups, tokenTiles(op, m, unionParams.tokens), 1];
+    if (kind === 'forward') {
+      launch(op, kernel, grid, 256, args.reset().ptr(P(act)).ptr(P(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols),
+        unionParams.smem[prec]);
+      return;
+    }
+    // dX = dY W runs as the forward kernel on the transposed blocks (read k-contiguous), with the
+    // roles of rows and columns swapped.
+    const bytes = layout.nnzBlocks * 1024 * 4;
+    const wT = allocator.alloc(bytes);
+    launch(op, 'blocks_transpose_32', [blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, args.reset().ptr(P(blocks)).ptr(wT).u32(layout.nnzBlocks));
+    launch(op, kernel, grid, 256, args.reset().ptr(P(act)).ptr(wT).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.cols).u32(layout.rows),
+      unionParams.smem[prec]);
+    allocator.release(wT, bytes);
   }
+
   // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
   // forward and dX where they measured faster on an H100 than the fp32-operand kernels. The
   // conversion pass costs ~0.035 ms per 64 MB of activations and the product's work grows with

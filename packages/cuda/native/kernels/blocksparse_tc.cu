@@ -333,11 +333,11 @@ extern "C" __global__ void bsr_tc_smem(int32_t* out) {
 constexpr int UNION_G = 4;
 constexpr int UNION_TOKENS = 128;
 
-template <Prec P, bool FORWARD>
+template <Prec P>
 struct UnionTiles {
   static constexpr int BS = 32, BK = 32, THREADS = 256, STAGES = 3, MT = 4, NT = 4;
   using TA = Tile<UNION_TOKENS, BK, true, P>;
-  using TB = Tile<BS, BK, FORWARD, P>;  // forward: block [n][k]; dX: block [k][n]
+  using TB = Tile<BS, BK, true, P>;  // blocks [n][k] (dX passes transposed blocks)
   static constexpr int STAGE_FLOATS = TA::FLOATS + UNION_G * TB::FLOATS;
   static constexpr int SMEM_BYTES = STAGES * STAGE_FLOATS * 4;
 };
@@ -345,10 +345,10 @@ struct UnionTiles {
 // act [m, actCols] (x or dY); blocks of W; union table of this launch: entries unionPtr[grp] ..
 // unionPtr[grp + 1] - 1 of group grp, entry e at activation block unionIdx[e] with the G blocks
 // unionBlk[e * G + g] (-1: none); out [m, outCols], block column grp * G + g (if < outBlocks).
-template <Prec P, bool FORWARD>
+template <Prec P>
 __device__ void tcUnion(const float* act, const float* w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
                         float* out, uint32_t m, uint32_t actCols, uint32_t outCols) {
-  using U = UnionTiles<P, FORWARD>;
+  using U = UnionTiles<P>;
   using TA = typename U::TA;
   using TB = typename U::TB;
   using MMA = Mma<P>;
@@ -387,7 +387,6 @@ __device__ void tcUnion(const float* act, const float* w, const int32_t* unionPt
       const int blk = unionBlk[e * G + g];
       if (blk < 0) continue;
       const int r = qq / (BS / 4), col = (qq % (BS / 4)) * 4;  // block element (r, col..col+3)
-      // forward: rows of the tile are n = r, k = col; dX: k = r, n = col (both stored [r][col]).
       cpAsync16(s + TA::FLOATS + g * TB::FLOATS + r * TB::LD + col, w + (size_t)blk * BS * BS + r * BS + col, true);
     }
   };
@@ -430,21 +429,27 @@ __device__ void tcUnion(const float* act, const float* w, const int32_t* unionPt
     }
 }
 
+// dX runs on the same kernel: dY times the transposed blocks (blocks_transpose_32), the union
+// table built over block columns, and rows / cols swapped.
 #define UNION_KERNELS(P, NAME)                                                                                                  \
-  extern "C" __global__ void __launch_bounds__(256, 2) bsr_forward_union_##NAME##_32(const float* x, const float* w, const int32_t* up,    \
-      const int32_t* ui, const int32_t* ub, float* y, uint32_t m, uint32_t rows, uint32_t cols) { tcUnion<P, true>(x, w, up, ui, ub, y, m, cols, rows); } \
-  extern "C" __global__ void __launch_bounds__(256, 2) bsr_grad_input_union_##NAME##_32(const float* dy, const float* w, const int32_t* up, \
-      const int32_t* ui, const int32_t* ub, float* dx, uint32_t m, uint32_t rows, uint32_t cols) { tcUnion<P, false>(dy, w, up, ui, ub, dx, m, rows, cols); }
+  extern "C" __global__ void __launch_bounds__(256, 2) bsr_forward_union_##NAME##_32(const float* x, const float* w, const int32_t* up, \
+      const int32_t* ui, const int32_t* ub, float* y, uint32_t m, uint32_t rows, uint32_t cols) { tcUnion<P>(x, w, up, ui, ub, y, m, cols, rows); }
 UNION_KERNELS(TF32, tf32)
 UNION_KERNELS(BF16, bf16)
 
-// For the host: union tiles' group size, tokens per tile and dynamic shared memory [forward tf32,
-// forward bf16, dX tf32, dX bf16].
+// For the host: union tiles' group size, tokens per tile and dynamic shared memory [tf32, bf16].
 extern "C" __global__ void bsr_union_params(int32_t* out) {
   out[0] = UNION_G;
   out[1] = UNION_TOKENS;
-  out[2] = UnionTiles<TF32, true>::SMEM_BYTES;
-  out[3] = UnionTiles<BF16, true>::SMEM_BYTES;
-  out[4] = UnionTiles<TF32, false>::SMEM_BYTES;
-  out[5] = UnionTiles<BF16, false>::SMEM_BYTES;
+  out[2] = UnionTiles<TF32>::SMEM_BYTES;
+  out[3] = UnionTiles<BF16>::SMEM_BYTES;
+}
+
+// 32x32 blocks transposed (out[b][c][r] = w[b][r][c]): dX on the union tiles runs as a forward
+// product of dY with the transposed blocks, which reads them k-contiguous.
+extern "C" __global__ void blocks_transpose_32(const float* w, float* out, uint32_t nnz) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < nnz * 1024; i += gridDim.x * blockDim.x) {
+    const uint32_t b = i / 1024, r = (i / 32) % 32, c = i % 32;
+    out[(size_t)b * 1024 + c * 32 + r] = w[i];
+  }
 }
