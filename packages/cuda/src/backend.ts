@@ -148,12 +148,17 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     return { group: v[0], tokens: v[1], smem: [v[2], v[3]] };
   })();
   /**
-   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks: used where they measured faster on an
-   * H100 (the TF32 forward: 1.05 -> 0.79 ms at density 0.5); SPARSEGRAD_CUDA_UNION=1 uses them for
-   * every tensor-core forward and dX, =0 never (benchmarks compare).
+   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks, where they measured faster on an H100:
+   * the TF32 forward (1.06 -> 0.76 ms at density 0.5) and the TF32 dX from density 0.2 (1.05 ->
+   * 0.78 ms at 0.5; 6% slower at 0.1). With fp32 operands the BF16 fragments' conversions make
+   * them slower. SPARSEGRAD_CUDA_UNION=1 uses them for every tensor-core forward and dX, =0 never.
    */
-  const useUnion = (bs: number, precision: MatmulPrecision, kind: string) =>
-    bs === 32 && process.env.SPARSEGRAD_CUDA_UNION !== '0' && (process.env.SPARSEGRAD_CUDA_UNION === '1' ? precision !== 'highest' : precision === 'high' && kind === 'forward');
+  const useUnion = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
+    const force = process.env.SPARSEGRAD_CUDA_UNION;
+    if (layout.blockSize !== 32 || precision === 'highest' || force === '0') return false;
+    if (force === '1') return true;
+    return precision === 'high' && (forward || (layout.nnzBlocks * 1024) / (layout.rows * layout.cols) >= 0.2);
+  };
   /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
   function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): UnionTable {
     return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}`, () => {
@@ -353,7 +358,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
       if (useBf16Union(layout, precision, true)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
-      if (useUnion(bs, precision, 'forward')) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
+      if (useUnion(layout, precision, true)) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
       const idx = indexBuffers(layout);
       const k = bsrKernel('forward', bs, precision);
       launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
@@ -363,7 +368,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
       if (useBf16Union(layout, precision, false)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
-      if (useUnion(bs, precision, 'grad_input')) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
+      if (useUnion(layout, precision, false)) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
       const idx = indexBuffers(layout);
       const k = bsrKernel('grad_input', bs, precision);
       launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
