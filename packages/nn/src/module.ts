@@ -68,8 +68,15 @@ export abstract class Module {
     }
   }
 
+  /** Every parameter, in namedParameters() order (without building names: training loops call this every step). */
   parameters(): Tensor[] {
-    return [...this.namedParameters()].map(([, p]) => p);
+    const out: Tensor[] = [];
+    const walk = (m: Module) => {
+      for (const p of m._parameters.values()) out.push(p);
+      for (const c of m._modules.values()) walk(c);
+    };
+    walk(this);
+    return out;
   }
 
   /** Number of trainable scalars (a block-sparse weight counts only its stored blocks). */
