@@ -4,10 +4,11 @@
  * argument packing, but nothing launches. On the GPU host the GPT step with tensor cores is bound
  * by this cost (docs/benchmarks.md), so it can be profiled and cut on any machine:
  *
- *   npx tsx benchmarks/host-overhead.ts
+ *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium]
  *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
  */
-import { randn, registerBackend, setBackend, type Tensor } from '@sparsegrad/core';
+import { parseArgs } from 'node:util';
+import { randn, registerBackend, setBackend, setFloat32MatmulPrecision, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
 import { createCudaBackend } from '../packages/cuda/src/backend.ts';
 import type { Addon } from '../packages/cuda/src/native.ts';
 import { createGptStep } from './gpt.ts';
@@ -37,6 +38,8 @@ const noop: Addon = {
 };
 registerBackend({ name: 'cuda-noop', priority: -1, create: () => createCudaBackend(noop, noop.init()) });
 await setBackend('cuda-noop');
+const { values } = parseArgs({ options: { precision: { type: 'string', default: 'highest' } } });
+setFloat32MatmulPrecision(values.precision as MatmulPrecision);
 
 const small = randn([64]);
 const chain: number[] = [];

@@ -7,7 +7,13 @@
  * Size classes: multiples of 512 bytes up to 1 MiB, then four classes per power of two (at most
  * 25% slack). On out-of-memory the cache is released and the allocation retried once.
  */
+import type { BackendBuffer, DType } from '@sparsegrad/core';
 import type { Addon } from './native.ts';
+
+/** A device allocation: a pointer into device memory (a number: exact below 2^53). */
+export class CudaBuffer implements BackendBuffer {
+  constructor(readonly ptr: number, readonly size: number, readonly dtype: DType) {}
+}
 
 const SMALL = 1 << 20;
 

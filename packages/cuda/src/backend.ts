@@ -5,17 +5,15 @@
  * program order; `read` is the only wait, and it does not block the event loop.
  */
 import {
-  LayoutDeviceCache, adamCoefficients, blockRowRuns, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
+  adamCoefficients, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
   type MatrixView, type ReduceOp, type UnaryOp, type View,
 } from '@sparsegrad/core';
-import { CachingAllocator } from './allocator.ts';
+import { CachingAllocator, CudaBuffer } from './allocator.ts';
+import { blockSparseKernels } from './blocksparse.ts';
 import { Args } from './args.ts';
 import { outputOperand, stridedLayout, viewOperand } from './layout.ts';
 import type { Addon, DeviceProperties } from './native.ts';
 
-class CudaBuffer implements BackendBuffer {
-  constructor(readonly ptr: number, readonly size: number, readonly dtype: DType) {}
-}
 
 // Op codes of the elementwise kernels (the switch statements in native/kernels/elementwise.cu).
 const UNARY_OPS: readonly UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'tanh', 'sigmoid', 'relu', 'geluTanh', 'geluErf', 'geluTanhGrad', 'geluErfGrad'];
@@ -29,10 +27,6 @@ const THREADS = 256;
 const WARP_ROW = 1024;
 const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
 
-/** Block-sparse tiles: tokens per CTA by block size (native/kernels/blocksparse.cu); 128 threads. */
-const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
-/** SDDMM tiles are one block row by this many columns (several blocks of the row). */
-const SDDMM_COLUMNS = 128;
 
 export interface CudaBackend extends Backend {
   readonly properties: DeviceProperties;
@@ -46,8 +40,6 @@ export interface CudaBackend extends Backend {
 
 export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBackend {
   const allocator = new CachingAllocator(addon);
-  // Device copies of block layouts' indexes and work tables, freed with the layout (free is below).
-  const layouts = new LayoutDeviceCache<CudaBuffer>((b) => free(b));
   const args = new Args();
   const ids = new Map<string, number>();
   const sms = props.multiprocessors;
@@ -130,130 +122,10 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     }
   }
 
-  // The tensor-core block-sparse kernels' dynamic shared memory and token tiles, as the kernels
-  // define them (bsr_tc_smem in native/kernels/blocksparse_tc.cu).
-  const tcTable = (() => {
-    const table = allocator.alloc(21 * 4);
-    launch('setup', 'bsr_tc_smem', [1, 1, 1], 1, args.reset().ptr(table));
-    const values = new Int32Array(addon.readSync(table, 21 * 4));
-    allocator.release(table, 21 * 4);
-    return values;
-  })();
-  // Union tiles (32x32 blocks, tensor cores): group size, tokens per tile, shared memory.
-  const unionParams = (() => {
-    const table = allocator.alloc(4 * 4);
-    launch('setup', 'bsr_union_params', [1, 1, 1], 1, args.reset().ptr(table));
-    const v = new Int32Array(addon.readSync(table, 4 * 4));
-    allocator.release(table, 4 * 4);
-    return { group: v[0], tokens: v[1], smem: [v[2], v[3]] };
-  })();
-  /**
-   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks, where they measured faster on an H100:
-   * the TF32 forward (1.06 -> 0.76 ms at density 0.5) and the TF32 dX from density 0.2 (1.05 ->
-   * 0.78 ms at 0.5; 6% slower at 0.1). With fp32 operands the BF16 fragments' conversions make
-   * them slower. SPARSEGRAD_CUDA_UNION=1 uses them for every tensor-core forward and dX, =0 never.
-   */
-  const useUnion = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
-    const force = process.env.SPARSEGRAD_CUDA_UNION;
-    if (layout.blockSize !== 32 || precision === 'highest' || force === '0') return false;
-    if (force === '1') return true;
-    return precision === 'high' && (forward || (layout.nnzBlocks * 1024) / (layout.rows * layout.cols) >= 0.2);
-  };
-  /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
-  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): UnionTable {
-    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}`, () => {
-      const h = buildUnionTable(layout, forward, group);
-      const t = { ptr: upload(h.ptr), idx: upload(h.idx), blk: upload(h.blk), groups: h.ptr.length - 1 };
-      return { value: t, buffers: [t.ptr, t.idx, t.blk] };
-    });
-  }
-  function launchUnion(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
-    const t = unionTable(layout, kind === 'forward');
-    const prec = precision === 'high' ? 0 : 1;
-    const kernel = `bsr_forward_union_${prec ? 'bf16' : 'tf32'}_32`;
-    const grid: [number, number, number] = [t.groups, tokenTiles(op, m, unionParams.tokens), 1];
-    if (kind === 'forward') {
-      launch(op, kernel, grid, 256, args.reset().ptr(P(act)).ptr(P(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols),
-        unionParams.smem[prec]);
-      return;
-    }
-    // dX = dY W runs as the forward kernel on the transposed blocks (read k-contiguous), with the
-    // roles of rows and columns swapped.
-    const bytes = layout.nnzBlocks * 1024 * 4;
-    const wT = allocator.alloc(bytes);
-    launch(op, 'blocks_transpose_32', [blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, args.reset().ptr(P(blocks)).ptr(wT).u32(layout.nnzBlocks));
-    launch(op, kernel, grid, 256, args.reset().ptr(P(act)).ptr(wT).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.cols).u32(layout.rows),
-      unionParams.smem[prec]);
-    allocator.release(wT, bytes);
-  }
-
-  // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
-  // forward and dX where they measured faster on an H100 than the fp32-operand kernels. The
-  // conversion pass costs ~0.035 ms per 64 MB of activations and the product's work grows with
-  // density x output width, so they pay when density x output width >= 512 (X [16384, 1024] ->
-  // 4096 outputs at density 0.5: 0.74 -> 0.58 ms; X [16384, 4096] -> 1024 outputs at 0.25: 0.36
-  // -> 0.47 ms, not used). SPARSEGRAD_CUDA_BF16U=1/0 forces them on/off (benchmarks compare).
-  const bf16Union = (() => {
-    const table = allocator.alloc(3 * 4);
-    launch('setup', 'bsr_bf16u_params', [1, 1, 1], 1, args.reset().ptr(table));
-    const v = new Int32Array(addon.readSync(table, 3 * 4));
-    allocator.release(table, 3 * 4);
-    return { group: v[0], tokens: v[1], smem: v[2] };
-  })();
-  const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
-    const force = process.env.SPARSEGRAD_CUDA_BF16U;
-    if (layout.blockSize !== 32 || precision !== 'medium' || force === '0') return false;
-    const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
-    return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
-  };
-  function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
-    const group = bf16Union.group;
-    const t = unionTable(layout, kind === 'forward', group);
-    // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
-    const actBytes = m * actCols * 2;
-    const wBytes = layout.nnzBlocks * 1024 * 2;
-    const actBf = allocator.alloc(actBytes);
-    const wBf = allocator.alloc(wBytes);
-    launch(op, 'f32_to_bf16', [blocksFor(m * actCols / 4), 1, 1], THREADS, args.reset().ptr(P(act)).ptr(actBf).u32(m * actCols / 4));
-    launch(op, 'blocks_to_bf16', [blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, args.reset().ptr(P(blocks)).ptr(wBf).u32(layout.nnzBlocks).i32(kind === 'forward' ? 0 : 1));
-    launch(op, `bsr_${kind}_bf16u${group}_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
-      args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem);
-    allocator.release(actBf, actBytes);
-    allocator.release(wBf, wBytes);
-  }
-  /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
-  function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
-    const b = Math.log2(bs) - 4;
-    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
-    const prec = precision === 'high' ? 0 : 1;
-    const smem = tcTable[['forward', 'grad_input', 'sddmm'].indexOf(kind) * 6 + prec * 3 + b];
-    return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
-  }
-
-  /** Device copies of a layout's index arrays, uploaded on first use. */
-  function indexBuffers(layout: BlockLayout): LayoutIndex {
-    return layouts.get(layout, 'index', () => {
-      const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
-      return { value: index, buffers: Object.values(index) };
-    });
-  }
-  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
-  function sddmmGroups(layout: BlockLayout, per: number): { buffer: CudaBuffer; count: number } {
-    const buffer = layouts.get(layout, `groups:${per}`, () => {
-      const b = upload(blockRowRuns(layout, per));
-      return { value: b, buffers: [b] };
-    });
-    return { buffer, count: buffer.size / 2 };
-  }
-  function checkBlockSize(op: string, bs: number): void {
-    if (!BSR_TOKENS[bs]) throw new Error(`cuda: ${op}: no kernel for ${bs}x${bs} blocks (expected 16, 32 or 64)`);
-  }
-  /** Token tiles go on the grid's y dimension (at most 65535). */
-  function tokenTiles(op: string, m: number, tile: number): number {
-    const tiles = Math.ceil(m / tile);
-    if (tiles > 65535) throw new Error(`cuda: ${op}: ${m} rows exceed the kernel's grid (at most ${65535 * tile})`);
-    return tiles;
-  }
+  const bsr = blockSparseKernels({
+    addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor,
+    sumMiddle: (x, outer, n, inner, out) => reduceF32('sum', x, outer, n, inner, out),
+  });
 
   const backend: CudaBackend = {
     name: 'cuda',
@@ -354,46 +226,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       }
     },
 
-    bsrMatmul(x, blocks, layout, m, out, precision) {
-      const bs = layout.blockSize;
-      checkBlockSize('bsrMatmul', bs);
-      if (useBf16Union(layout, precision, true)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
-      if (useUnion(layout, precision, true)) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
-      const idx = indexBuffers(layout);
-      const k = bsrKernel('forward', bs, precision);
-      launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
-        args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
-    },
-    bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
-      const bs = layout.blockSize;
-      checkBlockSize('bsrMatmulGradInput', bs);
-      if (useBf16Union(layout, precision, false)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
-      if (useUnion(layout, precision, false)) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
-      const idx = indexBuffers(layout);
-      const k = bsrKernel('grad_input', bs, precision);
-      launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
-        args.reset().ptr(P(dy)).ptr(P(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
-    },
-    bsrSddmm(dy, x, layout, m, out, precision) {
-      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      checkBlockSize('bsrSddmm', bs);
-      const idx = indexBuffers(layout);
-      const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
-      if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
-      // Tokens are cut into chunks (partial sums, then a column reduction) until ~4 CTAs per SM run.
-      const splits = Math.max(1, Math.min(Math.ceil((4 * sms) / groups.count), Math.floor(m / 256), 65535));
-      const chunk = Math.ceil(m / splits / 16) * 16;
-      const used = Math.ceil(m / chunk);
-      const size = nnz * bs * bs;
-      const target = used > 1 ? allocator.alloc(used * size * 4) : P(out);
-      const k = bsrKernel('sddmm', bs, precision);
-      launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
-        args.reset().ptr(P(dy)).ptr(P(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem);
-      if (used > 1) {
-        reduceF32('sum', target, 1, used, size, P(out));
-        allocator.release(target, used * size * 4);
-      }
-    },
+    ...bsr,
 
     gather(x, idx, outer, n, inner, count, out) {
       const total = outer * count * inner;
@@ -476,45 +309,4 @@ function blasOperand(r: number, c: number, v: MatrixView): { op: number; ld: num
   const cs2 = c === 1 ? Math.max(r, 1) : v.colStride;
   if (rs2 === 1 && cs2 >= r) return { op: 1, ld: Math.max(cs2, 1) };
   return null;
-}
-
-/**
- * For union tiles: groups of `group` consecutive block rows (forward) or block columns (dX); per
- * group the sorted union of the activation blocks they touch (columns, resp. rows), and for each
- * union entry the block of each member at that position (-1: none). CSR over groups.
- */
-export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
-  const bs = layout.blockSize;
-  const members = (forward ? layout.rows : layout.cols) / bs;
-  const ptr = [0];
-  const idx: number[] = [];
-  const blk: number[] = [];
-  for (let g0 = 0; g0 < members; g0 += group) {
-    const at = new Map<number, number[]>();
-    for (let g = 0; g < group && g0 + g < members; g++) {
-      const r = g0 + g;
-      const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
-      for (let e = begin; e < end; e++) {
-        const b = forward ? e : layout.cscBlock[e];
-        const other = forward ? layout.colIdx[b] : layout.rowIdx[b];
-        let slot = at.get(other);
-        if (!slot) at.set(other, (slot = new Array<number>(group).fill(-1)));
-        slot[g] = b;
-      }
-    }
-    for (const other of [...at.keys()].sort((a, b) => a - b)) {
-      idx.push(other);
-      blk.push(...at.get(other)!);
-    }
-    ptr.push(idx.length);
-  }
-  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
-}
-
-type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
-interface UnionTable {
-  ptr: CudaBuffer;
-  idx: CudaBuffer;
-  blk: CudaBuffer;
-  groups: number;
 }

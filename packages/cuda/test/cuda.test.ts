@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
-import { buildUnionTable } from '../src/backend.ts';
+import { buildUnionTable } from '../src/blocksparse.ts';
 import { Args } from '../src/args.ts';
 import { assertRejects, assertThrows, randomArray } from '../../core/test/helpers.ts';
 

@@ -1,0 +1,243 @@
+/**
+ * The block-sparse trio of the CUDA backend: which kernel a product runs (fp32 FMA for 'highest',
+ * tensor cores otherwise, with union tiles and bf16 operands where they measured faster), its
+ * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
+ * cites the H100 measurement behind it.
+ */
+import { LayoutDeviceCache, blockRowRuns, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import type { CachingAllocator, CudaBuffer } from './allocator.ts';
+import type { Args } from './args.ts';
+import type { Addon } from './native.ts';
+
+/** What the block-sparse products need from the backend. */
+export interface KernelHost {
+  addon: Addon;
+  allocator: CachingAllocator;
+  args: Args;
+  sms: number;
+  launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes?: number): void;
+  upload(data: Int32Array): CudaBuffer;
+  free(b: BackendBuffer): void;
+  ptr(b: BackendBuffer): number;
+  /** Blocks for a grid-stride loop over n items. */
+  blocksFor(n: number, perBlock?: number): number;
+  /** out [outer, inner] = x [outer, n, inner] summed over n (device pointers). */
+  sumMiddle(x: number, outer: number, n: number, inner: number, out: number): void;
+}
+
+const THREADS = 256;
+/** fp32 tiles: tokens per CTA by block size (native/kernels/blocksparse.cu); 128 threads. */
+const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
+/** SDDMM tiles are one block row by this many columns (several blocks of the row). */
+const SDDMM_COLUMNS = 128;
+
+export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | 'bsrMatmulGradInput' | 'bsrSddmm'> {
+  // Device copies of block layouts' indexes and work tables, freed with the layout.
+  const layouts = new LayoutDeviceCache<CudaBuffer>((b) => h.free(b));
+  /** Values a setup kernel writes (tile sizes, shared memory), as the kernels define them. */
+  const readTable = (kernel: string, count: number): Int32Array => {
+    const table = h.allocator.alloc(count * 4);
+    h.launch('setup', kernel, [1, 1, 1], 1, h.args.reset().ptr(table));
+    const values = new Int32Array(h.addon.readSync(table, count * 4));
+    h.allocator.release(table, count * 4);
+    return values;
+  };
+
+  // The tensor-core block-sparse kernels' dynamic shared memory and token tiles, as the kernels
+  // define them (bsr_tc_smem in native/kernels/blocksparse_tc.cu).
+  const tcTable = readTable('bsr_tc_smem', 21);
+  // Union tiles (32x32 blocks, tensor cores): group size, tokens per tile, shared memory.
+  const unionParams = (() => {
+    const v = readTable('bsr_union_params', 4);
+    return { group: v[0], tokens: v[1], smem: [v[2], v[3]] };
+  })();
+  /**
+   * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks, where they measured faster on an H100:
+   * the TF32 forward (1.06 -> 0.76 ms at density 0.5) and the TF32 dX from density 0.2 (1.05 ->
+   * 0.78 ms at 0.5; 6% slower at 0.1). With fp32 operands the BF16 fragments' conversions make
+   * them slower. SPARSEGRAD_CUDA_UNION=1 uses them for every tensor-core forward and dX, =0 never.
+   */
+  const useUnion = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
+    const force = process.env.SPARSEGRAD_CUDA_UNION;
+    if (layout.blockSize !== 32 || precision === 'highest' || force === '0') return false;
+    if (force === '1') return true;
+    return precision === 'high' && (forward || (layout.nnzBlocks * 1024) / (layout.rows * layout.cols) >= 0.2);
+  };
+  /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
+  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): UnionTable {
+    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}`, () => {
+      const host = buildUnionTable(layout, forward, group);
+      const t = { ptr: h.upload(host.ptr), idx: h.upload(host.idx), blk: h.upload(host.blk), groups: host.ptr.length - 1 };
+      return { value: t, buffers: [t.ptr, t.idx, t.blk] };
+    });
+  }
+  function launchUnion(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
+    const t = unionTable(layout, kind === 'forward');
+    const prec = precision === 'high' ? 0 : 1;
+    const kernel = `bsr_forward_union_${prec ? 'bf16' : 'tf32'}_32`;
+    const grid: [number, number, number] = [t.groups, tokenTiles(op, m, unionParams.tokens), 1];
+    if (kind === 'forward') {
+      h.launch(op, kernel, grid, 256, h.args.reset().ptr(h.ptr(act)).ptr(h.ptr(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols),
+        unionParams.smem[prec]);
+      return;
+    }
+    // dX = dY W runs as the forward kernel on the transposed blocks (read k-contiguous), with the
+    // roles of rows and columns swapped.
+    const bytes = layout.nnzBlocks * 1024 * 4;
+    const wT = h.allocator.alloc(bytes);
+    h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, h.args.reset().ptr(h.ptr(blocks)).ptr(wT).u32(layout.nnzBlocks));
+    h.launch(op, kernel, grid, 256, h.args.reset().ptr(h.ptr(act)).ptr(wT).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(layout.cols).u32(layout.rows),
+      unionParams.smem[prec]);
+    h.allocator.release(wT, bytes);
+  }
+
+  // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
+  // forward and dX where they measured faster on an H100 than the fp32-operand kernels. The
+  // conversion pass costs ~0.035 ms per 64 MB of activations and the product's work grows with
+  // density x output width, so they pay when density x output width >= 512 (X [16384, 1024] ->
+  // 4096 outputs at density 0.5: 0.74 -> 0.58 ms; X [16384, 4096] -> 1024 outputs at 0.25: 0.36
+  // -> 0.47 ms, not used). SPARSEGRAD_CUDA_BF16U=1/0 forces them on/off (benchmarks compare).
+  const bf16Union = (() => {
+    const v = readTable('bsr_bf16u_params', 3);
+    return { group: v[0], tokens: v[1], smem: v[2] };
+  })();
+  const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
+    const force = process.env.SPARSEGRAD_CUDA_BF16U;
+    if (layout.blockSize !== 32 || precision !== 'medium' || force === '0') return false;
+    const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
+    return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
+  };
+  function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
+    const group = bf16Union.group;
+    const t = unionTable(layout, kind === 'forward', group);
+    // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
+    const actBytes = m * actCols * 2;
+    const wBytes = layout.nnzBlocks * 1024 * 2;
+    const actBf = h.allocator.alloc(actBytes);
+    const wBf = h.allocator.alloc(wBytes);
+    h.launch(op, 'f32_to_bf16', [h.blocksFor(m * actCols / 4), 1, 1], THREADS, h.args.reset().ptr(h.ptr(act)).ptr(actBf).u32(m * actCols / 4));
+    h.launch(op, 'blocks_to_bf16', [h.blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, h.args.reset().ptr(h.ptr(blocks)).ptr(wBf).u32(layout.nnzBlocks).i32(kind === 'forward' ? 0 : 1));
+    h.launch(op, `bsr_${kind}_bf16u${group}_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
+      h.args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem);
+    h.allocator.release(actBf, actBytes);
+    h.allocator.release(wBf, wBytes);
+  }
+  /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
+  function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
+    const b = Math.log2(bs) - 4;
+    if (precision === 'highest') return { name: `bsr_${kind}_${bs}`, smem: 0, tokens: BSR_TOKENS[bs] };
+    const prec = precision === 'high' ? 0 : 1;
+    const smem = tcTable[['forward', 'grad_input', 'sddmm'].indexOf(kind) * 6 + prec * 3 + b];
+    return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
+  }
+
+  /** Device copies of a layout's index arrays, uploaded on first use. */
+  function indexBuffers(layout: BlockLayout): LayoutIndex {
+    return layouts.get(layout, 'index', () => {
+      const index = { rowPtr: h.upload(layout.rowPtr), colIdx: h.upload(layout.colIdx), rowIdx: h.upload(layout.rowIdx), colPtr: h.upload(layout.colPtr), cscBlock: h.upload(layout.cscBlock) };
+      return { value: index, buffers: Object.values(index) };
+    });
+  }
+  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
+  function sddmmGroups(layout: BlockLayout, per: number): { buffer: CudaBuffer; count: number } {
+    const buffer = layouts.get(layout, `groups:${per}`, () => {
+      const b = h.upload(blockRowRuns(layout, per));
+      return { value: b, buffers: [b] };
+    });
+    return { buffer, count: buffer.size / 2 };
+  }
+  function checkBlockSize(op: string, bs: number): void {
+    if (!BSR_TOKENS[bs]) throw new Error(`cuda: ${op}: no kernel for ${bs}x${bs} blocks (expected 16, 32 or 64)`);
+  }
+  /** Token tiles go on the grid's y dimension (at most 65535). */
+  function tokenTiles(op: string, m: number, tile: number): number {
+    const tiles = Math.ceil(m / tile);
+    if (tiles > 65535) throw new Error(`cuda: ${op}: ${m} rows exceed the kernel's grid (at most ${65535 * tile})`);
+    return tiles;
+  }
+
+
+  return {
+    bsrMatmul(x, blocks, layout, m, out, precision) {
+      const bs = layout.blockSize;
+      checkBlockSize('bsrMatmul', bs);
+      if (useBf16Union(layout, precision, true)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
+      if (useUnion(layout, precision, true)) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
+      const idx = indexBuffers(layout);
+      const k = bsrKernel('forward', bs, precision);
+      h.launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
+        h.args.reset().ptr(h.ptr(x)).ptr(h.ptr(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
+    },
+    bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
+      const bs = layout.blockSize;
+      checkBlockSize('bsrMatmulGradInput', bs);
+      if (useBf16Union(layout, precision, false)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
+      if (useUnion(layout, precision, false)) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
+      const idx = indexBuffers(layout);
+      const k = bsrKernel('grad_input', bs, precision);
+      h.launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
+        h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
+    },
+    bsrSddmm(dy, x, layout, m, out, precision) {
+      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
+      checkBlockSize('bsrSddmm', bs);
+      const idx = indexBuffers(layout);
+      const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
+      if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
+      // Tokens are cut into chunks (partial sums, then a column reduction) until ~4 CTAs per SM run.
+      const splits = Math.max(1, Math.min(Math.ceil((4 * h.sms) / groups.count), Math.floor(m / 256), 65535));
+      const chunk = Math.ceil(m / splits / 16) * 16;
+      const used = Math.ceil(m / chunk);
+      const size = nnz * bs * bs;
+      const target = used > 1 ? h.allocator.alloc(used * size * 4) : h.ptr(out);
+      const k = bsrKernel('sddmm', bs, precision);
+      h.launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
+        h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem);
+      if (used > 1) {
+        h.sumMiddle(target, 1, used, size, h.ptr(out));
+        h.allocator.release(target, used * size * 4);
+      }
+    },
+  };
+}
+
+/**
+ * For union tiles: groups of `group` consecutive block rows (forward) or block columns (dX); per
+ * group the sorted union of the activation blocks they touch (columns, resp. rows), and for each
+ * union entry the block of each member at that position (-1: none). CSR over groups.
+ */
+export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
+  const bs = layout.blockSize;
+  const members = (forward ? layout.rows : layout.cols) / bs;
+  const ptr = [0];
+  const idx: number[] = [];
+  const blk: number[] = [];
+  for (let g0 = 0; g0 < members; g0 += group) {
+    const at = new Map<number, number[]>();
+    for (let g = 0; g < group && g0 + g < members; g++) {
+      const r = g0 + g;
+      const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
+      for (let e = begin; e < end; e++) {
+        const b = forward ? e : layout.cscBlock[e];
+        const other = forward ? layout.colIdx[b] : layout.rowIdx[b];
+        let slot = at.get(other);
+        if (!slot) at.set(other, (slot = new Array<number>(group).fill(-1)));
+        slot[g] = b;
+      }
+    }
+    for (const other of [...at.keys()].sort((a, b) => a - b)) {
+      idx.push(other);
+      blk.push(...at.get(other)!);
+    }
+    ptr.push(idx.length);
+  }
+  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
+}
+
+type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
+interface UnionTable {
+  ptr: CudaBuffer;
+  idx: CudaBuffer;
+  blk: CudaBuffer;
+  groups: number;
+}
