@@ -15,17 +15,19 @@ import { createGptStep } from './gpt.ts';
 import { median } from './util.ts';
 
 let next = 4096;
+/** Work items the backend queued (kernel launches, cuBLAS calls, memsets, copies): deterministic, unlike the times. */
+let queued = 0;
 const ids = new Map<string, number>();
 const noop: Addon = {
   init: () => ({ name: 'no-op addon', computeCapability: '9.0', multiprocessors: 132, sharedMemoryPerBlock: 232448, totalMemory: 8e10, driverVersion: 13000 }),
   fn: (name) => ids.get(name) ?? (ids.set(name, ids.size), ids.size - 1),
-  launch: () => {},
+  launch: () => void queued++,
   setSharedMemory: () => {},
   malloc: (bytes) => (next += Math.ceil(bytes / 256) * 256),
   free: () => {},
   upload: () => {},
-  memset32: () => {},
-  copy: () => {},
+  memset32: () => void queued++,
+  copy: () => void queued++,
   read: async (_ptr, bytes) => new ArrayBuffer(bytes),
   // Setup tables (tile sizes, group sizes): any positive values do.
   readSync: (_ptr, bytes) => new Int32Array(bytes / 4).fill(4).buffer,
@@ -34,7 +36,7 @@ const noop: Addon = {
   recordEvent: () => 0,
   elapsed: () => 0,
   releaseEvents: () => {},
-  gemm: () => {},
+  gemm: () => void queued++,
 };
 registerBackend({ name: 'cuda-noop', priority: -1, create: () => createCudaBackend(noop, noop.init()) });
 await setBackend('cuda-noop');
@@ -57,8 +59,9 @@ for (const density of [1, 0.25]) {
   const gpt = await createGptStep(32, density);
   for (let i = 0; i < 3; i++) await gpt.run();
   const host: number[] = [];
+  const before = queued;
   for (let i = 0; i < 10; i++) host.push((await gpt.run()).host);
-  console.log(`GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time`);
+  console.log(`GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time, ${(queued - before) / 10} launches`);
   gpt.dispose();
 }
 process.exit(0);
