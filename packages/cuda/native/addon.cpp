@@ -217,10 +217,19 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const size_t bytes = (size_t)info[1].As<Napi::Number>().DoubleValue();
   void* pinned = takePinned(env, bytes);
-  if (bytes > 0) check(env, "cuMemcpyDtoHAsync", cu.cuMemcpyDtoHAsync_(pinned, ptrArg(info[0]), bytes, stream));
-  CUevent done;
-  check(env, "cuEventCreate", cu.cuEventCreate_(&done, CU_EVENT_DISABLE_TIMING));
-  check(env, "cuEventRecord", cu.cuEventRecord_(done, stream));
+  CUevent done = nullptr;
+  CUresult r = bytes > 0 ? cu.cuMemcpyDtoHAsync_(pinned, ptrArg(info[0]), bytes, stream) : CUDA_SUCCESS;
+  if (r == CUDA_SUCCESS) r = cu.cuEventCreate_(&done, CU_EVENT_DISABLE_TIMING);
+  if (r == CUDA_SUCCESS) r = cu.cuEventRecord_(done, stream);
+  if (r != CUDA_SUCCESS) {
+    // The staging buffer goes back to the pool; the error names the failing call's result.
+    if (done) cu.cuEventDestroy_(done);
+    {
+      std::lock_guard<std::mutex> lock(pinnedLock);
+      pinnedFree.emplace(pinnedSize[pinned], pinned);
+    }
+    fail(env, "queueing the readback", r);
+  }
   ReadWorker* w = new ReadWorker(env, done, pinned, bytes);
   Napi::Promise p = w->Promise();
   w->Queue();

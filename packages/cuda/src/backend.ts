@@ -5,7 +5,7 @@
  * program order; `read` is the only wait, and it does not block the event loop.
  */
 import {
-  adamCoefficients, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatmulPrecision,
+  adamCoefficients, type Backend, type BackendBuffer, type BinaryOp, type DType, type MatmulPrecision,
   type MatrixView, type ReduceOp, type UnaryOp, type View,
 } from '@sparsegrad/core';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
