@@ -11,9 +11,9 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { BlockSparseMatrix, getBackend, manualSeed, randn, setBackend, type BackendBuffer, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
 import type { CudaBackend } from '@sparsegrad/cuda';
-import { median } from './util.ts';
+import { median, usPerChainedOp } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -143,20 +143,7 @@ for (const p of precisions) {
 }
 
 // ---- launch overhead (host side included: what a user's op costs) ----
-{
-  const small = randn([64]);
-  const samples: number[] = [];
-  for (let rep = 0; rep < 6; rep++) {
-    const t0 = performance.now();
-    let t = small;
-    const made: Tensor[] = [];
-    for (let i = 0; i < 1000; i++) made.push((t = t.add(1)));
-    await t.toArray();
-    if (rep > 0) samples.push(performance.now() - t0);
-    for (const m of made) m.dispose();
-  }
-  say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${median(samples).toFixed(1)} us per op**.`);
-}
+say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
 if (values.write) {
   const path = new URL('../docs/benchmarks.md', import.meta.url);

@@ -8,11 +8,11 @@
  *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
  */
 import { parseArgs } from 'node:util';
-import { randn, registerBackend, setBackend, setFloat32MatmulPrecision, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { registerBackend, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
 import { createCudaBackend } from '../packages/cuda/src/backend.ts';
 import type { Addon } from '../packages/cuda/src/native.ts';
 import { createGptStep } from './gpt.ts';
-import { median } from './util.ts';
+import { median, usPerChainedOp } from './util.ts';
 
 let next = 4096;
 /** Work items the backend queued (kernel launches, cuBLAS calls, memsets, copies): deterministic, unlike the times. */
@@ -43,18 +43,7 @@ await setBackend('cuda-noop');
 const { values } = parseArgs({ options: { precision: { type: 'string', default: 'highest' } } });
 setFloat32MatmulPrecision(values.precision as MatmulPrecision);
 
-const small = randn([64]);
-const chain: number[] = [];
-for (let rep = 0; rep < 8; rep++) {
-  const t0 = performance.now();
-  let t = small;
-  const made: Tensor[] = [];
-  for (let i = 0; i < 1000; i++) made.push((t = t.add(1)));
-  await t.toArray();
-  for (const m of made) m.dispose();
-  if (rep >= 3) chain.push(performance.now() - t0);
-}
-console.log(`chain of 1000 small adds: ${median(chain).toFixed(2)} us per op`);
+console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);
 for (const density of [1, 0.25]) {
   const gpt = await createGptStep(32, density);
   for (let i = 0; i < 3; i++) await gpt.run();

@@ -12,9 +12,9 @@
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { BlockSparseMatrix, getBackend, manualSeed, randn, setBackend, type BackendBuffer, type BlockLayout, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type BlockLayout, type Tensor } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { median } from './util.ts';
+import { median, usPerChainedOp } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -213,20 +213,7 @@ for (const bs of [32, 16, 64]) {
 }
 
 // ---- dispatch overhead (host side included: this is what a user's op costs) ----
-{
-  const small = randn([64]);
-  const samples: number[] = [];
-  for (let rep = 0; rep < 6; rep++) {
-    const t0 = performance.now();
-    let t = small;
-    const made: Tensor[] = [];
-    for (let i = 0; i < 1000; i++) made.push((t = t.add(1)));
-    await t.toArray();
-    if (rep > 0) samples.push(performance.now() - t0);
-    for (const m of made) m.dispose();
-  }
-  say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${median(samples).toFixed(1)} us per op**.`);
-}
+say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
 if (write) {
   const path = new URL('../docs/benchmarks.md', import.meta.url);
