@@ -6,7 +6,11 @@
  * from CUDA events around several launches (median over repeats, after a warm-up pass).
  *
  *   npx tsx benchmarks/cuda.ts [--quick] [--write] [--blocks 32,16,64] [--precisions highest,high,medium]
+ *     [--block-sparse-only] [--variants ENV=a,b,...]
  *
+ * --variants repeats the block-sparse tables with the environment variable ENV set to each value
+ * in turn (the backend's kernel-choice overrides, e.g. SPARSEGRAD_CUDA_WGMMA=0,g4s3p0), so kernel
+ * variants are compared against the same cuBLAS baselines in one run.
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -19,6 +23,7 @@ const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false }, write: { type: 'boolean', default: false },
     blocks: { type: 'string', default: '32,16,64' }, precisions: { type: 'string', default: 'highest,high,medium' },
+    'block-sparse-only': { type: 'boolean', default: false }, variants: { type: 'string' },
   },
 });
 const quick = values.quick!;
@@ -76,43 +81,53 @@ say();
 // ---- block-sparse trio against cuBLAS dense of the same operands ----
 const M = quick ? 512 : 16384;
 const densities = [0.5, 0.25, 0.1];
-for (const p of precisions) {
-  for (const bs of values.blocks!.split(',').map(Number)) {
-    say(`Block-sparse ${bs}x${bs}, precision '${p}': speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
-    say();
-    say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
-    say('| --- | --- | --- | --- | --- | --- |');
-    for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
-      const x = randomBuffer(M * cols, 3);
-      const dy = randomBuffer(M * rows, 4);
-      const w = randomBuffer(rows * cols, 5);
-      const y = be.alloc(M * Math.max(rows, cols), 'float32');
-      const dw = be.alloc(rows * cols, 'float32');
-      const dense = {
-        forward: time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, p)),
-        dX: time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
-        dW: time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
-      };
-      const flops = 2 * M * rows * cols;
-      say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(3)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(3)} | ${dense.dW.toFixed(3)} | |`);
-      for (const density of densities) {
-        const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
-        const blocks = buf(W.data);
-        const f = time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
-        const gi = time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
-        const gw = time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
-        const r = (ms: number, d: number) => `${ms.toFixed(3)} (${(d / ms).toFixed(2)}x)`;
-        say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
-        W.data.dispose();
+function blockSparseTables(label: string): void {
+  for (const p of precisions) {
+    for (const bs of values.blocks!.split(',').map(Number)) {
+      say(`Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
+      say();
+      say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
+      say('| --- | --- | --- | --- | --- | --- |');
+      for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
+        const x = randomBuffer(M * cols, 3);
+        const dy = randomBuffer(M * rows, 4);
+        const w = randomBuffer(rows * cols, 5);
+        const y = be.alloc(M * Math.max(rows, cols), 'float32');
+        const dw = be.alloc(rows * cols, 'float32');
+        const dense = {
+          forward: time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, p)),
+          dX: time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
+          dW: time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
+        };
+        const flops = 2 * M * rows * cols;
+        say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(3)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(3)} | ${dense.dW.toFixed(3)} | |`);
+        for (const density of densities) {
+          const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
+          const blocks = buf(W.data);
+          const f = time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
+          const gi = time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
+          const gw = time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
+          const r = (ms: number, d: number) => `${ms.toFixed(3)} (${(d / ms).toFixed(2)}x)`;
+          say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
+          W.data.dispose();
+        }
+        for (const b of [x, dy, w, y, dw]) be.free(b);
       }
-      for (const b of [x, dy, w, y, dw]) be.free(b);
+      say();
     }
-    say();
   }
 }
+const [variantEnv, variantValues] = values.variants?.split('=') ?? [];
+if (variantEnv) {
+  for (const v of variantValues.split(',')) {
+    process.env[variantEnv] = v;
+    blockSparseTables(` (${variantEnv}=${v})`);
+  }
+  delete process.env[variantEnv];
+} else blockSparseTables('');
 
 // ---- bandwidth ----
-{
+if (!values['block-sparse-only']) {
   const n = quick ? 1 << 20 : 1 << 26;
   const bytes = n * 4;
   const a = randomBuffer(n, 6);
@@ -143,7 +158,7 @@ for (const p of precisions) {
 }
 
 // ---- launch overhead (host side included: what a user's op costs) ----
-say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
+if (!values['block-sparse-only']) say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
 if (values.write) {
   const path = new URL('../docs/benchmarks.md', import.meta.url);

@@ -123,7 +123,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   }
 
   const bsr = blockSparseKernels({
-    addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor,
+    addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor, hopper: props.computeCapability === '9.0',
     sumMiddle: (x, outer, n, inner, out) => reduceF32('sum', x, outer, n, inner, out),
   });
 

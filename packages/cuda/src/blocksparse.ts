@@ -15,6 +15,8 @@ export interface KernelHost {
   allocator: CachingAllocator;
   args: Args;
   sms: number;
+  /** Compute capability 9.0: the sm_90a kernels (wgmma) run. */
+  hopper: boolean;
   launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes?: number): void;
   upload(data: Int32Array): CudaBuffer;
   free(b: BackendBuffer): void;
@@ -71,26 +73,6 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       return { value: t, buffers: [t.ptr, t.idx, t.blk] };
     });
   }
-  function launchUnion(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
-    const t = unionTable(layout, kind === 'forward');
-    const prec = precision === 'high' ? 0 : 1;
-    const kernel = `bsr_forward_union_${prec ? 'bf16' : 'tf32'}_32`;
-    const grid: [number, number, number] = [t.groups, tokenTiles(op, m, unionParams.tokens), 1];
-    if (kind === 'forward') {
-      h.launch(op, kernel, grid, 256, h.args.reset().ptr(h.ptr(act)).ptr(h.ptr(blocks)).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols),
-        unionParams.smem[prec]);
-      return;
-    }
-    // dX = dY W runs as the forward kernel on the transposed blocks (read k-contiguous), with the
-    // roles of rows and columns swapped.
-    const bytes = layout.nnzBlocks * 1024 * 4;
-    const wT = h.allocator.alloc(bytes);
-    h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, h.args.reset().ptr(h.ptr(blocks)).ptr(wT).u32(layout.nnzBlocks));
-    h.launch(op, kernel, grid, 256, h.args.reset().ptr(h.ptr(act)).ptr(wT).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(layout.cols).u32(layout.rows),
-      unionParams.smem[prec]);
-    h.allocator.release(wT, bytes);
-  }
-
   // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
   // forward and dX where they measured faster on an H100 than the fp32-operand kernels. The
   // conversion pass costs ~0.035 ms per 64 MB of activations and the product's work grows with
@@ -107,20 +89,71 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
     return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
   };
-  function launchBf16Union(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, actCols: number, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): void {
-    const group = bf16Union.group;
-    const t = unionTable(layout, kind === 'forward', group);
-    // bf16 copies (two per float of capacity): the activations, and the blocks (transposed for dX).
-    const actBytes = m * actCols * 2;
-    const wBytes = layout.nnzBlocks * 1024 * 2;
-    const actBf = h.allocator.alloc(actBytes);
-    const wBf = h.allocator.alloc(wBytes);
-    h.launch(op, 'f32_to_bf16', [h.blocksFor(m * actCols / 4), 1, 1], THREADS, h.args.reset().ptr(h.ptr(act)).ptr(actBf).u32(m * actCols / 4));
-    h.launch(op, 'blocks_to_bf16', [h.blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, h.args.reset().ptr(h.ptr(blocks)).ptr(wBf).u32(layout.nnzBlocks).i32(kind === 'forward' ? 0 : 1));
-    h.launch(op, `bsr_${kind}_bf16u${group}_32`, [t.groups, tokenTiles(op, m, bf16Union.tokens), 1], 256,
-      h.args.reset().ptr(actBf).ptr(wBf).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), bf16Union.smem);
-    h.allocator.release(actBf, actBytes);
-    h.allocator.release(wBf, wBytes);
+
+  // wgmma union tiles (blocksparse_wgmma.cu, sm_90a): 32x32 forward and dX with tensor cores on
+  // compute capability 9.0. Variants differ in group size G, shared-memory stages S and
+  // instruction groups left in flight P; SPARSEGRAD_CUDA_WGMMA names one (e.g. g4s3p0), or 0 to
+  // use the mma.sync kernels.
+  const WGMMA_VARIANTS = ['g4s3p0', 'g4s4p1', 'g8s3p0', 'g8s4p1'];
+  const wgmmaParams = (() => {
+    const v = readTable('bsr_wgmma_params', 1 + 2 * 2 * WGMMA_VARIANTS.length);
+    const at = (prec: number, i: number) => ({ group: v[1 + 2 * (prec * WGMMA_VARIANTS.length + i)], smem: v[2 + 2 * (prec * WGMMA_VARIANTS.length + i)] });
+    return { tokens: v[0], at };
+  })();
+  const wgmmaVariant = (layout: BlockLayout, precision: MatmulPrecision): number => {
+    const force = process.env.SPARSEGRAD_CUDA_WGMMA;
+    if (!h.hopper || layout.blockSize !== 32 || precision === 'highest' || force === '0') return -1;
+    if (!force) return -1; // not measured yet: off unless asked for
+    return force === '1' ? 0 : WGMMA_VARIANTS.indexOf(force);
+  };
+  /**
+   * Forward (act = x) or dX (act = dY) on a union-tile kernel that reads k-contiguous weight rows:
+   * dX passes the blocks transposed. `kernel(group)` names the kernel for a group size; bf16
+   * kernels get bf16 copies of both operands.
+   */
+  function launchUnionTiles(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer,
+    k: { name: string; group: number; tokens: number; smem: number; bf16: boolean }): void {
+    const forward = kind === 'forward';
+    const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
+    const t = unionTable(layout, forward, k.group);
+    const temps: [number, number][] = [];
+    const temp = (bytes: number) => {
+      const b = h.allocator.alloc(bytes);
+      temps.push([b, bytes]);
+      return b;
+    };
+    let a = h.ptr(act);
+    let w = h.ptr(blocks);
+    if (k.bf16) {
+      const actBf = temp(m * actCols * 2);
+      const wBf = temp(layout.nnzBlocks * 1024 * 2);
+      h.launch(op, 'f32_to_bf16', [h.blocksFor(m * actCols / 4), 1, 1], THREADS, h.args.reset().ptr(a).ptr(actBf).u32(m * actCols / 4));
+      h.launch(op, 'blocks_to_bf16', [h.blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wBf).u32(layout.nnzBlocks).i32(forward ? 0 : 1));
+      [a, w] = [actBf, wBf];
+    } else if (!forward) {
+      const wT = temp(layout.nnzBlocks * 1024 * 4);
+      h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).u32(layout.nnzBlocks));
+      w = wT;
+    }
+    h.launch(op, k.name, [t.groups, tokenTiles(op, m, k.tokens), 1], 256,
+      h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
+    for (const [b, bytes] of temps) h.allocator.release(b, bytes);
+  }
+  /** The union-tile kernel for a 32x32 tensor-core forward or dX, or null for the one-block-row kernels. */
+  function unionKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean) {
+    const v = wgmmaVariant(layout, precision);
+    if (v >= 0) {
+      const prec = precision === 'high' ? 0 : 1;
+      const p = wgmmaParams.at(prec, v);
+      return { name: `bsr_wgmma_${prec ? 'bf16' : 'tf32'}_${WGMMA_VARIANTS[v]}`, group: p.group, tokens: wgmmaParams.tokens, smem: p.smem, bf16: prec === 1 };
+    }
+    if (useBf16Union(layout, precision, forward))
+      return { name: `bsr_union_bf16u${bf16Union.group}_32`, group: bf16Union.group, tokens: bf16Union.tokens, smem: bf16Union.smem, bf16: true };
+    if (useUnion(layout, precision, forward)) {
+      const prec = precision === 'high' ? 0 : 1;
+      return { name: `bsr_union_${prec ? 'bf16' : 'tf32'}_32`, group: unionParams.group, tokens: unionParams.tokens, smem: unionParams.smem[prec], bf16: false };
+    }
+    return null;
   }
   /** The kernel for a block-sparse product: fp32 FMA for 'highest', tensor cores otherwise. */
   function bsrKernel(kind: 'forward' | 'grad_input' | 'sddmm', bs: number, precision: MatmulPrecision): { name: string; smem: number; tokens: number } {
@@ -161,8 +194,8 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmul', bs);
-      if (useBf16Union(layout, precision, true)) return launchBf16Union('bsrMatmul', 'forward', x, layout.cols, blocks, layout, m, out);
-      if (useUnion(layout, precision, true)) return launchUnion('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
+      const union = unionKernel(layout, precision, true);
+      if (union) return launchUnionTiles('bsrMatmul', 'forward', x, blocks, layout, m, out, union);
       const idx = indexBuffers(layout);
       const k = bsrKernel('forward', bs, precision);
       h.launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
@@ -171,8 +204,8 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
       checkBlockSize('bsrMatmulGradInput', bs);
-      if (useBf16Union(layout, precision, false)) return launchBf16Union('bsrMatmulGradInput', 'grad_input', dy, layout.rows, blocks, layout, m, out);
-      if (useUnion(layout, precision, false)) return launchUnion('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision);
+      const union = unionKernel(layout, precision, false);
+      if (union) return launchUnionTiles('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, union);
       const idx = indexBuffers(layout);
       const k = bsrKernel('grad_input', bs, precision);
       h.launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,

@@ -152,10 +152,17 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
-      // Every kernel variant: the default choice, the union kernels forced on, and forced off.
-      const variants = [{}, { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1' }, { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0' }];
+      // Every kernel variant: the default choice, the older union kernels forced on and off, and
+      // each wgmma variant (compute capability 9.0; elsewhere these fall back to the default).
+      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_WGMMA'] as const;
+      const variants: Partial<Record<(typeof keys)[number], string>>[] = [
+        {},
+        { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_WGMMA: '0' },
+        { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_WGMMA: '0' },
+        ...['g4s3p0', 'g4s4p1', 'g8s3p0', 'g8s4p1'].map((w) => ({ SPARSEGRAD_CUDA_WGMMA: w })),
+      ];
       for (const [v, precision] of variants.flatMap((v) => (['highest', 'high', 'medium'] as MatmulPrecision[]).map((p) => [v, p] as const))) {
-        const saved = { u: process.env.SPARSEGRAD_CUDA_UNION, b: process.env.SPARSEGRAD_CUDA_BF16U };
+        const saved = keys.map((k) => process.env[k]);
         Object.assign(process.env, v);
         const outs = [be.alloc(m * rows, 'float32'), be.alloc(m * cols, 'float32'), be.alloc(dw.length, 'float32')];
         be.bsrMatmul(xb, blocks, L, m, outs[0], precision);
@@ -174,10 +181,10 @@ if (gpu) {
           assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}' ${JSON.stringify(v)}: relative error ${err} (seed ${seed})`);
           be.free(outs[i]);
         }
-        for (const [k, val] of [['SPARSEGRAD_CUDA_UNION', saved.u], ['SPARSEGRAD_CUDA_BF16U', saved.b]] as const) {
-          if (val === undefined) delete process.env[k];
-          else process.env[k] = val;
-        }
+        keys.forEach((k, i) => {
+          if (saved[i] === undefined) delete process.env[k];
+          else process.env[k] = saved[i];
+        });
       }
       be.free(xb);
       be.free(dyb);

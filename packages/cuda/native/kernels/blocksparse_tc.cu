@@ -429,11 +429,11 @@ __device__ void tcUnion(const float* act, const float* w, const int32_t* unionPt
     }
 }
 
-// dX runs on the same kernel: dY times the transposed blocks (blocks_transpose_32), the union
-// table built over block columns, and rows / cols swapped.
+// One kernel serves forward and dX: dX passes dY, the transposed blocks (blocks_transpose_32) and
+// the union table built over block columns.
 #define UNION_KERNELS(P, NAME)                                                                                                  \
-  extern "C" __global__ void __launch_bounds__(256, 2) bsr_forward_union_##NAME##_32(const float* x, const float* w, const int32_t* up, \
-      const int32_t* ui, const int32_t* ub, float* y, uint32_t m, uint32_t rows, uint32_t cols) { tcUnion<P>(x, w, up, ui, ub, y, m, cols, rows); }
+  extern "C" __global__ void __launch_bounds__(256, 2) bsr_union_##NAME##_32(const float* act, const float* w, const int32_t* up, \
+      const int32_t* ui, const int32_t* ub, float* out, uint32_t m, uint32_t actCols, uint32_t outCols) { tcUnion<P>(act, w, up, ui, ub, out, m, actCols, outCols); }
 UNION_KERNELS(TF32, tf32)
 UNION_KERNELS(BF16, bf16)
 
