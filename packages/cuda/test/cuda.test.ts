@@ -159,7 +159,8 @@ if (gpu) {
         {},
         { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_WGMMA: '0' },
         { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_WGMMA: '0' },
-        ...['g4s3p0', 'g4s4p1', 'g8s3p0', 'g8s4p1'].map((w) => ({ SPARSEGRAD_CUDA_WGMMA: w })),
+        ...['g4s3p0', 'g4s4p1', 'g8s3p0', 'g8s4p1'].map((w) => ({ SPARSEGRAD_CUDA_WGMMA: w, SPARSEGRAD_CUDA_BF16U: '1' })),
+        { SPARSEGRAD_CUDA_WGMMA: 'g4s3p0', SPARSEGRAD_CUDA_BF16U: '0' },
       ];
       for (const [v, precision] of variants.flatMap((v) => (['highest', 'high', 'medium'] as MatmulPrecision[]).map((p) => [v, p] as const))) {
         const saved = keys.map((k) => process.env[k]);
