@@ -23,6 +23,7 @@ const noop: Addon = {
   fn: (name) => ids.get(name) ?? (ids.set(name, ids.size), ids.size - 1),
   launch: () => void queued++,
   setSharedMemory: () => {},
+  tensorMap: () => new Uint8Array(128),
   malloc: (bytes) => (next += Math.ceil(bytes / 256) * 256),
   free: () => {},
   upload: () => {},

@@ -3,7 +3,9 @@
 # the shared suite on cpu + cuda with outputs poisoned, the block-sparse kernels under
 # compute-sanitizer (memcheck, racecheck), the kernel benchmark, and the GPT step against PyTorch.
 # Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
-#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [tune-webgpu]
+#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [tune-webgpu]
+# BENCH_ARGS go to benchmarks/cuda.ts (with --write, the updated docs/benchmarks.md is copied to
+# $OUT); PRECISIONS (default "highest high") to the step and compare parts.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -23,13 +25,20 @@ for part in $parts; do
       done ;;
     bench)
       timeout 400 npx tsx benchmarks/cuda.ts ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
-      summary+=("bench: exit $?") ;;
+      summary+=("bench: exit $?")
+      [[ "${BENCH_ARGS:-}" == *--write* ]] && cp docs/benchmarks.md "$OUT/" ;;
     step)
       for p in ${PRECISIONS:-highest high}; do
         timeout 300 npx tsx benchmarks/gpt-step.ts --backend cuda --precision $p >> "$OUT/step.log" 2>&1
         timeout 200 python3 benchmarks/torch_gpt_step.py --precision $p >> "$OUT/step.log" 2>&1
       done
       summary+=("step: see step.log") ;;
+    compare)
+      for p in ${PRECISIONS:-highest high}; do
+        timeout 400 npx sparsegrad compare --backend cuda --precision $p --layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 300 \
+          --densities 0.5,0.25,0.1 --out "$OUT/compare-$p" > "$OUT/compare-$p.log" 2>&1
+        summary+=("compare $p: exit $?")
+      done ;;
     tune-webgpu)
       timeout 300 npx tsx benchmarks/webgpu.ts --tune --tune-only > "$OUT/tune-webgpu.log" 2>&1
       summary+=("webgpu tuning: exit $?") ;;

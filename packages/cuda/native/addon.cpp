@@ -117,6 +117,27 @@ Napi::Value Launch(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// tensorMap(ptr, bf16, inner, outer, rowStrideBytes, boxInner, boxOuter, swizzleBytes): the
+// 128-byte TMA descriptor of a row-major 2D matrix [outer, inner] of fp32 (or bf16), read in boxes
+// of boxOuter x boxInner with the given shared-memory swizzle (64 or 128 bytes); rows past `outer`
+// read as zeros. Passed to kernels by value (a __grid_constant__ CUtensorMap parameter).
+Napi::Value TensorMap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {u32(info, 2), u32(info, 3)};
+  const cuuint64_t strides[1] = {u32(info, 4)};
+  const cuuint32_t box[2] = {u32(info, 5), u32(info, 6)};
+  const cuuint32_t elementStrides[2] = {1, 1};
+  const uint32_t swizzle = u32(info, 7);
+  check(env, "cuTensorMapEncodeTiled", cu.cuTensorMapEncodeTiled_(&map, u32(info, 1) ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2,
+      (void*)ptrArg(info[0]), dims, strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      swizzle == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : swizzle == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_NONE,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, sizeof(map));
+  memcpy(out.Data(), &map, sizeof(map));
+  return out;
+}
+
 Napi::Value SetSharedMemory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t id = u32(info, 0);
@@ -324,6 +345,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("fn", Napi::Function::New(env, Function));
   exports.Set("launch", Napi::Function::New(env, Launch));
+  exports.Set("tensorMap", Napi::Function::New(env, TensorMap));
   exports.Set("setSharedMemory", Napi::Function::New(env, SetSharedMemory));
   exports.Set("malloc", Napi::Function::New(env, Malloc));
   exports.Set("free", Napi::Function::New(env, Free));

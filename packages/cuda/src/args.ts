@@ -17,8 +17,8 @@ export class Args {
     this.count = 0;
     return this;
   }
-  private slot(size: number): number {
-    this.at = Math.ceil(this.at / size) * size;
+  private slot(size: number, align = size): number {
+    this.at = Math.ceil(this.at / align) * align;
     const o = this.at;
     this.offs[this.count++] = o;
     this.at += size;
@@ -40,6 +40,11 @@ export class Args {
   }
   f32(v: number): this {
     this.view.setFloat32(this.slot(4), v, true);
+    return this;
+  }
+  /** A struct passed by value (e.g. a 128-byte CUtensorMap, aligned to 64). */
+  raw(data: Uint8Array, align: number): this {
+    this.bytes.set(data, this.slot(data.length, align));
     return this;
   }
   /** The Strided struct of native/kernels/common.cuh (4-byte fields, so 4-byte aligned). */

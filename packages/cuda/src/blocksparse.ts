@@ -90,37 +90,34 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
   };
 
-  // wgmma union tiles (blocksparse_wgmma.cu, sm_90a): every 32x32 tensor-core forward and dX on
-  // compute capability 9.0. On an H100 (density 0.5, X [16384, 1024] by W [4096, 1024]) they took
-  // the TF32 forward from 0.77 to 0.56 ms and dX from 0.78 to 0.54, the BF16 forward from 0.57 to
-  // 0.43 and dX from 0.63 to 0.48, and were faster at every density measured, with one exception:
-  // the BF16 kernels pay a conversion pass per activation byte, so where density x output width
-  // < 400 'medium' runs the TF32 kernel instead (more precise, and 0.18 vs 0.29 ms for the forward
-  // of X [16384, 4096] at density 0.1). Variants differ in group size G, shared-memory stages S and
-  // instruction groups left in flight P; g4s3p0 measured fastest (G = 8 loads each activation
-  // tile for twice the blocks but runs one CTA per SM). SPARSEGRAD_CUDA_WGMMA names a variant, or
-  // 0 to use the mma.sync kernels; SPARSEGRAD_CUDA_BF16U=1/0 forces 'medium' onto bf16 operands or off.
-  const WGMMA_VARIANTS = ['g4s3p0', 'g4s4p1', 'g8s3p0', 'g8s4p1'];
-  const wgmmaParams = (() => {
-    const v = readTable('bsr_wgmma_params', 1 + 2 * 2 * WGMMA_VARIANTS.length);
-    const at = (prec: number, i: number) => ({ group: v[1 + 2 * (prec * WGMMA_VARIANTS.length + i)], smem: v[2 + 2 * (prec * WGMMA_VARIANTS.length + i)] });
-    return { tokens: v[0], at };
+  // TMA union tiles (blocksparse_tma.cu, sm_90a): every 32x32 tensor-core forward and dX on
+  // compute capability 9.0 whose activations have at most maxSteps column blocks. On an H100
+  // (density 0.5, X [16384, 1024] by W [4096, 1024]) they took the TF32 forward from 0.77 ms (the
+  // mma.sync union tiles) to 0.39 and dX from 0.78 to 0.39, and were faster at every density
+  // measured. 'medium' runs them on bf16 copies of the operands where density x output width >=
+  // 1024 (forward 0.34 vs 0.39 ms in TF32 at density 0.5); below that the conversion pass costs
+  // more than it saves, and 'medium' runs the TF32 kernel (more precise, same speed or faster).
+  // SPARSEGRAD_CUDA_TMA=0 turns them off, SPARSEGRAD_CUDA_BF16U=1/0 forces bf16 operands on/off.
+  const tma = (() => {
+    const v = readTable('bsr_tma_params', 5);
+    return { group: v[0], tokens: v[1], maxSteps: v[2], smem: [v[3], v[4]] };
   })();
-  const wgmmaVariant = (layout: BlockLayout, precision: MatmulPrecision): number => {
-    const force = process.env.SPARSEGRAD_CUDA_WGMMA;
-    if (!h.hopper || layout.blockSize !== 32 || precision === 'highest' || force === '0') return -1;
-    if (!force || force === '1') return 0;
-    const v = WGMMA_VARIANTS.indexOf(force);
-    if (v < 0) throw new Error(`cuda: SPARSEGRAD_CUDA_WGMMA=${force} is not a kernel variant (expected 0, 1 or one of ${WGMMA_VARIANTS.join(', ')})`);
-    return v;
-  };
+  function tmaKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
+    const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
+    if (!h.hopper || layout.blockSize !== 32 || precision === 'highest' || process.env.SPARSEGRAD_CUDA_TMA === '0' || actCols / 32 > tma.maxSteps) return null;
+    const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
+    const force = process.env.SPARSEGRAD_CUDA_BF16U;
+    const bf16 = precision === 'medium' && force !== '0' && (force === '1' || density * outCols >= 1024);
+    return { name: `bsr_tma_${bf16 ? 'bf16' : 'tf32'}_32`, group: tma.group, tokens: tma.tokens, smem: tma.smem[bf16 ? 1 : 0], bf16, tma: true };
+  }
+
   /**
    * Forward (act = x) or dX (act = dY) on a union-tile kernel that reads k-contiguous weight rows:
-   * dX passes the blocks transposed. `kernel(group)` names the kernel for a group size; bf16
-   * kernels get bf16 copies of both operands.
+   * dX passes the blocks transposed, and bf16 kernels get bf16 copies of both operands. TMA
+   * kernels read their operands through tensor maps, the others through pointers.
    */
   function launchUnionTiles(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer,
-    k: { name: string; group: number; tokens: number; smem: number; bf16: boolean }): void {
+    k: UnionKernel): void {
     const forward = kind === 'forward';
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
     const t = unionTable(layout, forward, k.group);
@@ -143,20 +140,29 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).u32(layout.nnzBlocks));
       w = wT;
     }
-    h.launch(op, k.name, [t.groups, tokenTiles(op, m, k.tokens), 1], 256,
-      h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
+    const grid: [number, number, number] = [t.groups, tokenTiles(op, m, k.tokens), 1];
+    if (k.tma) {
+      const es = k.bf16 ? 2 : 4;
+      const swizzle = 32 * es;
+      const map = (ptr: number, inner: number, outer: number, boxOuter: number) => {
+        try {
+          return h.addon.tensorMap(ptr, k.bf16 ? 1 : 0, inner, outer, inner * es, 32, boxOuter, swizzle);
+        } catch (e) {
+          throw new Error(`cuda: ${op}: ${(e as Error).message}`);
+        }
+      };
+      h.launch(op, k.name, grid, 384, h.args.reset().raw(map(a, actCols, m, k.tokens), 64).raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
+        .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(outCols), k.smem);
+    } else {
+      h.launch(op, k.name, grid, 256,
+        h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
+    }
     for (const [b, bytes] of temps) h.allocator.release(b, bytes);
   }
   /** The union-tile kernel for a 32x32 tensor-core forward or dX, or null for the one-block-row kernels. */
-  function unionKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean) {
-    const v = wgmmaVariant(layout, precision);
-    if (v >= 0) {
-      const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
-      const bf16 = process.env.SPARSEGRAD_CUDA_BF16U;
-      const prec = precision === 'medium' && bf16 !== '0' && (bf16 === '1' || density * (forward ? layout.rows : layout.cols) >= 400) ? 1 : 0;
-      const p = wgmmaParams.at(prec, v);
-      return { name: `bsr_wgmma_${prec ? 'bf16' : 'tf32'}_${WGMMA_VARIANTS[v]}`, group: p.group, tokens: wgmmaParams.tokens, smem: p.smem, bf16: prec === 1 };
-    }
+  function unionKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
+    const t = tmaKernel(layout, precision, forward);
+    if (t) return t;
     if (useBf16Union(layout, precision, forward))
       return { name: `bsr_union_bf16u${bf16Union.group}_32`, group: bf16Union.group, tokens: bf16Union.tokens, smem: bf16Union.smem, bf16: true };
     if (useUnion(layout, precision, forward)) {
@@ -174,7 +180,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
   }
 
-  /** Device copies of a layout's index arrays, uploaded on first use. */
+  /** A union-tile kernel: its name, launch shape, whether it reads bf16 operands, and whether through TMA tensor maps. */
+interface UnionKernel {
+  name: string;
+  group: number;
+  tokens: number;
+  smem: number;
+  bf16: boolean;
+  tma?: boolean;
+}
+/** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {
     return layouts.get(layout, 'index', () => {
       const index = { rowPtr: h.upload(layout.rowPtr), colIdx: h.upload(layout.colIdx), rowIdx: h.upload(layout.rowIdx), colPtr: h.upload(layout.colPtr), cscBlock: h.upload(layout.cscBlock) };

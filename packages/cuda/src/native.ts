@@ -21,6 +21,8 @@ export interface Addon {
   fn(name: string): number;
   launch(id: number, gx: number, gy: number, gz: number, bx: number, by: number, bz: number, sharedBytes: number, args: Uint8Array, offsets: Uint32Array): void;
   setSharedMemory(id: number, bytes: number): void;
+  /** The TMA descriptor (CUtensorMap, 128 bytes) of a row-major [outer, inner] fp32 or bf16 matrix. */
+  tensorMap(ptr: number, bf16: number, inner: number, outer: number, rowStrideBytes: number, boxInner: number, boxOuter: number, swizzleBytes: number): Uint8Array;
   malloc(bytes: number): number;
   free(ptr: number): void;
   upload(ptr: number, data: ArrayBufferView): void;

@@ -27,6 +27,11 @@ test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   const s = new Args().ptr(1).i32(2).strided(10, [2, 5], false, [{ offset: 3, strides: [5, 1] }]);
   assert.equal([...s.offsets], [0, 8, 12]);
   assert.is(s.data.byteLength, 12 + 37 * 4);
+  // A 128-byte struct aligned to 64 (a CUtensorMap) after a 4-byte field.
+  const map = Uint8Array.from({ length: 128 }, (_, i) => i);
+  const t = new Args().u32(9).raw(map, 64).u32(4);
+  assert.equal([...t.offsets], [0, 64, 192]);
+  assert.equal([...t.data.subarray(64, 192)], [...map]);
 });
 
 test('allocator size classes cover the request with bounded slack', () => {
@@ -152,15 +157,15 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
-      // Every kernel variant: the default choice, the older union kernels forced on and off, and
-      // each wgmma variant (compute capability 9.0; elsewhere these fall back to the default).
-      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_WGMMA'] as const;
+      // Every kernel variant: the default choice (TMA kernels on compute capability 9.0, TF32 for
+      // 'medium' at this size), bf16 operands forced, and the mma.sync kernels with union tiles
+      // forced on and off.
+      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA'] as const;
       const variants: Partial<Record<(typeof keys)[number], string>>[] = [
         {},
-        { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_WGMMA: '0' },
-        { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_WGMMA: '0' },
-        ...['g4s3p0', 'g4s4p1', 'g8s3p0', 'g8s4p1'].map((w) => ({ SPARSEGRAD_CUDA_WGMMA: w, SPARSEGRAD_CUDA_BF16U: '1' })),
-        { SPARSEGRAD_CUDA_WGMMA: 'g4s3p0', SPARSEGRAD_CUDA_BF16U: '0' },
+        { SPARSEGRAD_CUDA_BF16U: '1' },
+        { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_TMA: '0' },
+        { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_TMA: '0' },
       ];
       for (const [v, precision] of variants.flatMap((v) => (['highest', 'high', 'medium'] as MatmulPrecision[]).map((p) => [v, p] as const))) {
         const saved = keys.map((k) => process.env[k]);

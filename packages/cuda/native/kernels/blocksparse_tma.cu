@@ -1,0 +1,213 @@
+// Block-sparse forward / dX for 32x32 blocks with tensor cores on Hopper (sm_90a): wgmma fed by
+// the tensor memory accelerator (TMA), 'high' (TF32, fp32 operands) and 'medium' (BF16, operands
+// converted to bf16 beforehand).
+//
+// Union tiles, as tcUnion (blocksparse_tc.cu): a CTA covers TOKENS tokens x G block rows (forward)
+// or block columns (dX, on transposed blocks), walks the union of their column blocks, stages each
+// activation tile once for the (up to G) weight blocks at that column, and multiplies only the
+// blocks that exist. A tile one block wide reuses each activation it loads for only 32 outputs, so
+// these products are bound by moving data from L2, not by the tensor cores; hence:
+// - one producer thread issues the copies (TMA, completing on mbarriers) S stages ahead while two
+//   consumer warpgroups multiply: no thread spends issue slots on addresses or fragments;
+// - 256 tokens per CTA, so each weight block staged serves twice the tokens of a 128-token tile;
+// - each CTA copies its union table into shared memory first: read step by step from global
+//   memory, its latency bounded how far ahead the producer ran.
+// The tensor cores read the tiles through matrix descriptors in the 128-byte (TF32) or 64-byte
+// (BF16) swizzle that TMA writes: one 32-element k row of a block is one swizzle row.
+#include <cstdint>
+#include <cuda.h>
+#include "async_mma.cuh"
+#include "wgmma.cuh"
+
+namespace {
+constexpr int BS = 32, G = 4, MT = 2, TOKENS = 2 * 64 * MT, THREADS = 384;
+// The most column blocks a CTA's table may have (the host uses these kernels only below it).
+constexpr int MAX_STEPS = 512;
+
+template <int S, bool BF>
+struct TmaShape : WgTypes<BF> {
+  static constexpr int A_BYTES = TOKENS * WgTypes<BF>::ROW_BYTES;
+  static constexpr int B_BYTES = BS * WgTypes<BF>::ROW_BYTES;
+  static constexpr int STAGE_BYTES = A_BYTES + G * B_BYTES;
+  static constexpr int TABLE_BYTES = MAX_STEPS * (2 + G) * 4;
+  static constexpr int SMEM = S * STAGE_BYTES + 2 * S * 8 + TABLE_BYTES + 1024;  // stages, full / empty barriers, table, alignment slack
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void barrierInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void expectBytes(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void arrive(uint32_t bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"); }
+__device__ __forceinline__ void barrierWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+// 2D box (x = element column, y = row) of a tensor map into shared memory, completing on `bar`.
+__device__ __forceinline__ void tmaLoad(uint32_t dst, const CUtensorMap* map, uint32_t bar, int x, int y) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
+               ::"r"(dst), "l"(map), "r"(bar), "r"(x), "r"(y) : "memory");
+}
+#endif
+}  // namespace
+
+// act: tensor map of the activations [m, actCols] (box TOKENS rows x 32); w: tensor map of the
+// blocks as rows [nnz * 32, 32] (box 32 x 32; dX passes transposed blocks); union table in groups
+// of G; out [m, outCols]. PENDING: groups of wgmma a consumer leaves in flight before releasing a
+// stage. AREG: the activation fragments go through registers (loaded once per step for every
+// block) instead of being read from shared memory by each instruction.
+template <int S, int PENDING, bool AREG, bool BF>
+__device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
+                         float* out, uint32_t m, uint32_t outCols) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using T = TmaShape<S, BF>;
+  static_assert(!AREG || PENDING == 0, "register fragments are reloaded each step");
+  extern __shared__ __align__(16) uint8_t smemRaw[];
+  const uint32_t base = (smemAddr(smemRaw) + 1023) & ~1023u;
+  const uint32_t full = base + S * T::STAGE_BYTES, empty = full + 8 * S;
+  const uint32_t group = blockIdx.x, m0 = blockIdx.y * TOKENS;
+  const int first = unionPtr[group], steps = unionPtr[group + 1] - first;
+  // Broadcast from lane 0: the compiler then knows the value is warp-uniform, and does not
+  // serialize the wgmma instructions on the paths that depend on it.
+  const int wg = __shfl_sync(0xffffffff, threadIdx.x / 128, 0);
+
+  // The table: per step the activation column, the mask of the group's blocks present, the blocks.
+  int32_t* colOf = reinterpret_cast<int32_t*>(smemRaw + (empty + 8 * S - smemAddr(smemRaw)));
+  uint32_t* maskOf = reinterpret_cast<uint32_t*>(colOf + MAX_STEPS);
+  int32_t* blkOf = reinterpret_cast<int32_t*>(maskOf + MAX_STEPS);  // [step][g]
+  for (int i = threadIdx.x; i < steps; i += THREADS) {
+    colOf[i] = unionIdx[first + i] * BS;
+    uint32_t mask = 0;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      const int32_t b = unionBlk[(size_t)(first + i) * G + g];
+      blkOf[i * G + g] = b;
+      mask |= (b >= 0) << g;
+    }
+    maskOf[i] = mask;
+  }
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S; s++) {
+      barrierInit(full + 8 * s, 1);
+      barrierInit(empty + 8 * s, 2);  // both consumer warpgroups
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  // Registers move from the producer warpgroup (one thread works there) to the consumers, which
+  // hold the accumulators: 128 x 40 + 256 x 232 fits the 64K of the multiprocessor.
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (threadIdx.x == 0) {
+      for (int step = 0; step < steps; step++) {
+        const int s = step % S;
+        const uint32_t present = maskOf[step];
+        barrierWait(empty + 8 * s, ((step / S) & 1) ^ 1);  // a fresh barrier passes parity 1
+        const uint32_t stage = base + s * T::STAGE_BYTES, bar = full + 8 * s;
+        expectBytes(bar, T::A_BYTES + __popc(present) * T::B_BYTES);
+        tmaLoad(stage, &act, bar, colOf[step], m0);  // rows past m arrive as zeros
+#pragma unroll
+        for (int g = 0; g < G; g++)
+          if (present >> g & 1) tmaLoad(stage + T::A_BYTES + g * T::B_BYTES, &w, bar, 0, blkOf[step * G + g] * BS);
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    // Consumers: warpgroup wg - 1 multiplies tokens (wg - 1) 64 MT .. + 64 MT - 1.
+    const int tok = (wg - 1) * 64 * MT;
+    float acc[MT][G][16];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+      for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int q = 0; q < 16; q++) acc[i][g][q] = 0.f;
+    const auto fenceAll = [&] {
+#pragma unroll
+      for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int g = 0; g < G; g++) fenceOperand(acc[i][g]);
+    };
+    for (int step = 0; step < steps; step++) {
+      const int s = step % S;
+      barrierWait(full + 8 * s, (step / S) & 1);
+      const uint32_t stage = base + s * T::STAGE_BYTES;
+      const uint32_t present = __shfl_sync(0xffffffff, maskOf[step], 0);
+      fenceAll();
+      if constexpr (AREG) {
+        constexpr int KS = 32 / T::K_STEP;
+        uint32_t a[MT][KS][4];
+        const uint8_t* tile = smemRaw + (stage - smemAddr(smemRaw));
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+          for (int k = 0; k < KS; k++) loadA<BF>(a[i][k], tile + (tok + 64 * i) * T::ROW_BYTES, k);
+        wgmmaFence();
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          if (!(present >> g & 1)) continue;
+          const uint64_t db = descriptor<BF>(stage + T::A_BYTES + g * T::B_BYTES);
+#pragma unroll
+          for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int k = 0; k < KS; k++) wgmmaRegA<BF>(acc[i][g], a[i][k], db + 2 * k);
+        }
+      } else {
+        wgmmaFence();
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          if (!(present >> g & 1)) continue;
+          const uint64_t db = descriptor<BF>(stage + T::A_BYTES + g * T::B_BYTES);
+#pragma unroll
+          for (int i = 0; i < MT; i++) {
+            const uint64_t da = descriptor<BF>(stage + (tok + 64 * i) * T::ROW_BYTES);
+#pragma unroll
+            for (int k = 0; k < 32 / T::K_STEP; k++) wgmma<BF>(acc[i][g], da + 2 * k, db + 2 * k);
+          }
+        }
+      }
+      wgmmaCommit();
+      wgmmaWait<PENDING>();
+      fenceAll();
+      // The products of step - PENDING are done: their stage may be refilled.
+      if (step >= PENDING && threadIdx.x % 128 == 0) arrive(empty + 8 * ((step - PENDING) % S));
+    }
+    wgmmaWait<0>();
+    fenceAll();
+    const int limit = (int)min((uint32_t)TOKENS, m - m0);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      const uint32_t ob = group * G + g;
+      if (ob * BS >= outCols) break;
+#pragma unroll
+      for (int i = 0; i < MT; i++) storeTile(acc[i][g], out, outCols, m0, tok + 64 * i, limit, ob * BS);
+    }
+  }
+#endif
+}
+
+// One kernel per precision; on an H100 (density 0.5, X [16384, 1024] by W [4096, 1024]) TF32 ran
+// fastest with the activations read by the instructions from shared memory and one group in
+// flight (0.39 vs 0.42 ms through registers), BF16 with them through registers (0.34 vs 0.35).
+// Both take 4 stages (192 KB in TF32).
+#define TMA_KERNEL(NAME, S, P, AREG, BF)                                                                                        \
+  extern "C" __global__ void __launch_bounds__(THREADS, 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
+      const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, float* out, uint32_t m, \
+      uint32_t outCols) { tmaUnion<S, P, AREG, BF>(act, w, up, ui, ub, out, m, outCols); }
+TMA_KERNEL(tf32, 4, 1, false, false)
+TMA_KERNEL(bf16, 4, 0, true, true)
+
+// For the host: group size, tokens per CTA, the most column blocks a table may have, and the
+// dynamic shared memory of the TF32 and BF16 kernels.
+extern "C" __global__ void bsr_tma_params(int32_t* out) {
+  out[0] = G;
+  out[1] = TOKENS;
+  out[2] = MAX_STEPS;
+  out[3] = TmaShape<4, false>::SMEM;
+  out[4] = TmaShape<4, true>::SMEM;
+}
