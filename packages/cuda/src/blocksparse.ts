@@ -99,16 +99,17 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   // more than it saves, and 'medium' runs the TF32 kernel (more precise, same speed or faster).
   // SPARSEGRAD_CUDA_TMA=0 turns them off, SPARSEGRAD_CUDA_BF16U=1/0 forces bf16 operands on/off.
   const tma = (() => {
-    const v = readTable('bsr_tma_params', 5);
-    return { group: v[0], tokens: v[1], maxSteps: v[2], smem: [v[3], v[4]] };
+    const v = readTable('bsr_tma_params', 7);
+    return { group: v[0], tokens: v[1], maxSteps: v[2], smem: { tf32: v[3], bf16: v[4], f32: v[5] }, f32Threads: v[6] };
   })();
   function tmaKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
-    if (!h.hopper || layout.blockSize !== 32 || precision === 'highest' || process.env.SPARSEGRAD_CUDA_TMA === '0' || actCols / 32 > tma.maxSteps) return null;
+    if (!h.hopper || layout.blockSize !== 32 || process.env.SPARSEGRAD_CUDA_TMA === '0' || actCols / 32 > tma.maxSteps) return null;
+    if (precision === 'highest') return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads };
     const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
     const bf16 = precision === 'medium' && force !== '0' && (force === '1' || density * outCols >= 1024);
-    return { name: `bsr_tma_${bf16 ? 'bf16' : 'tf32'}_32`, group: tma.group, tokens: tma.tokens, smem: tma.smem[bf16 ? 1 : 0], bf16, tma: true };
+    return { name: `bsr_tma_${bf16 ? 'bf16' : 'tf32'}_32`, group: tma.group, tokens: tma.tokens, smem: bf16 ? tma.smem.bf16 : tma.smem.tf32, bf16, tma: true };
   }
 
   /**
@@ -151,7 +152,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
           throw new Error(`cuda: ${op}: ${(e as Error).message}`);
         }
       };
-      h.launch(op, k.name, grid, 384, h.args.reset().raw(map(a, actCols, m, k.tokens), 64).raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
+      h.launch(op, k.name, grid, k.threads ?? 384, h.args.reset().raw(map(a, actCols, m, k.tokens), 64).raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
         .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(outCols), k.smem);
     } else {
       h.launch(op, k.name, grid, 256,
@@ -191,6 +192,8 @@ interface UnionKernel {
   smem: number;
   bf16: boolean;
   tma?: boolean;
+  /** Threads per CTA where not 384 (a producer warpgroup and two consumer warpgroups). */
+  threads?: number;
 }
 /** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {

@@ -20,14 +20,17 @@
 #include "wgmma.cuh"
 
 namespace {
-constexpr int BS = 32, G = 4, MT = 2, TOKENS = 2 * 64 * MT, THREADS = 384;
+constexpr int BS = 32, MT = 2, TOKENS = 2 * 64 * MT, THREADS = 384;
+constexpr int TC_GROUP = 4;  // block rows per CTA on the tensor cores (the fp32 kernel takes one)
+constexpr int F32_THREADS = 32 + 256, F32_STAGES = 2;  // one producer warp; 2 CTAs per multiprocessor
 // The most column blocks a CTA's table may have (the host uses these kernels only below it).
 constexpr int MAX_STEPS = 512;
 
-template <int S, bool BF>
+template <int G, int S, bool BF>
 struct TmaShape : WgTypes<BF> {
   static constexpr int A_BYTES = TOKENS * WgTypes<BF>::ROW_BYTES;
   static constexpr int B_BYTES = BS * WgTypes<BF>::ROW_BYTES;
+  static constexpr int STAGES = S;
   static constexpr int STAGE_BYTES = A_BYTES + G * B_BYTES;
   static constexpr int TABLE_BYTES = MAX_STEPS * (2 + G) * 4;
   static constexpr int SMEM = S * STAGE_BYTES + 2 * S * 8 + TABLE_BYTES + 1024;  // stages, full / empty barriers, table, alignment slack
@@ -55,31 +58,92 @@ __device__ __forceinline__ void tmaLoad(uint32_t dst, const CUtensorMap* map, ui
 #endif
 }  // namespace
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The fp32 consumers: 8 warps after one producer warp (2 CTAs per multiprocessor, so that each
+// scheduler has 4 warps to switch between), each 64 tokens x 16 outputs of the CTA's block row; thread (warp w,
+// lane l) owns tokens 64 (w % 4) + l / 4 + 8 i (i < 8) and outputs 16 (w / 4) + l % 4 + 4 j (j < 4).
+// Per 4-wide k chunk it reads 8 activation and 4 weight vectors (16 bytes each) and does 128 FMA.
+// The interleaved rows land on distinct 16-byte chunks of the 128-byte swizzle, so the reads are
+// conflict-free, and lanes sharing a row share the load.
+template <class T>
+__device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32_t empty, int steps, const uint32_t* maskOf,
+                                            const uint8_t* smemRaw, float* out, uint32_t m, uint32_t m0, uint32_t outCols, uint32_t group) {
+  constexpr int S = T::STAGES;
+  const int ct = threadIdx.x - 32, w = ct / 32, lane = ct % 32;  // after the producer warp
+  const int tok0 = (w % 4) * 64 + lane / 4, out0 = (w / 4) * 16 + lane % 4;
+  // Row r's 16-byte chunk c sits at r * 128 + ((c ^ (r % 8)) << 4); a thread's activation rows
+  // tok0 + 8 i share r % 8, its weight rows out0 + 4 j alternate between two values.
+  const uint32_t aRow = tok0 * 128, bRow = out0 * 128, aSwizzle = tok0 % 8, bSwizzle0 = out0 % 8, bSwizzle1 = (out0 + 4) % 8;
+  float acc[8][4];
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
+  for (int step = 0; step < steps; step++) {
+    const int s = step % S;
+    barrierWait(full + 8 * s, (step / S) & 1);
+    const uint8_t* xs = smemRaw + (base + s * T::STAGE_BYTES - smemAddr(smemRaw));
+    const uint8_t* ws = xs + T::A_BYTES;
+#pragma unroll
+    for (int kc = 0; kc < 8; kc++) {
+      float4 a[8], b[4];
+      const uint32_t ca = (kc ^ aSwizzle) << 4, cb0 = (kc ^ bSwizzle0) << 4, cb1 = (kc ^ bSwizzle1) << 4;
+#pragma unroll
+      for (int i = 0; i < 8; i++) a[i] = *reinterpret_cast<const float4*>(xs + aRow + i * 1024 + ca);
+#pragma unroll
+      for (int j = 0; j < 4; j++) b[j] = *reinterpret_cast<const float4*>(ws + bRow + j * 512 + (j & 1 ? cb1 : cb0));
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          acc[i][j] = fmaf(a[i].x, b[j].x, acc[i][j]);
+          acc[i][j] = fmaf(a[i].y, b[j].y, acc[i][j]);
+          acc[i][j] = fmaf(a[i].z, b[j].z, acc[i][j]);
+          acc[i][j] = fmaf(a[i].w, b[j].w, acc[i][j]);
+        }
+    }
+    __syncwarp();
+    if (lane == 0) arrive(empty + 8 * s);  // this warp is done reading the stage
+  }
+  const int limit = (int)min((uint32_t)TOKENS, m - m0);
+  if (group * BS >= outCols) return;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int r = tok0 + 8 * i;
+    if (r >= limit) continue;
+    float* row = out + (size_t)(m0 + r) * outCols + group * BS + out0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) row[4 * j] = acc[i][j];
+  }
+}
+#endif
+
 // act: tensor map of the activations [m, actCols] (box TOKENS rows x 32); w: tensor map of the
 // blocks as rows [nnz * 32, 32] (box 32 x 32; dX passes transposed blocks); union table in groups
-// of G; out [m, outCols]. PENDING: groups of wgmma a consumer leaves in flight before releasing a
-// stage. AREG: the activation fragments go through registers (loaded once per step for every
-// block) instead of being read from shared memory by each instruction.
-template <int S, int PENDING, bool AREG, bool BF>
+// of G; out [m, outCols]. F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead of wgmma.
+// PENDING: groups of wgmma a consumer leaves in flight before releasing a stage. AREG: the
+// activation fragments go through registers (loaded once per step for every block) instead of
+// being read from shared memory by each instruction.
+template <int G, int S, int PENDING, bool AREG, bool BF, bool F32 = false>
 __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
                          float* out, uint32_t m, uint32_t outCols) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using T = TmaShape<S, BF>;
+  using T = TmaShape<G, S, BF>;
   static_assert(!AREG || PENDING == 0, "register fragments are reloaded each step");
   extern __shared__ __align__(16) uint8_t smemRaw[];
   const uint32_t base = (smemAddr(smemRaw) + 1023) & ~1023u;
   const uint32_t full = base + S * T::STAGE_BYTES, empty = full + 8 * S;
   const uint32_t group = blockIdx.x, m0 = blockIdx.y * TOKENS;
   const int first = unionPtr[group], steps = unionPtr[group + 1] - first;
-  // Broadcast from lane 0: the compiler then knows the value is warp-uniform, and does not
-  // serialize the wgmma instructions on the paths that depend on it.
-  const int wg = __shfl_sync(0xffffffff, threadIdx.x / 128, 0);
+  // Warpgroup 0 (the fp32 kernel: warp 0) produces. Broadcast from lane 0: the compiler then knows
+  // the value is warp-uniform, and does not serialize the wgmma instructions on paths that depend on it.
+  const int wg = __shfl_sync(0xffffffff, F32 ? (threadIdx.x >= 32) : threadIdx.x / 128, 0);
 
   // The table: per step the activation column, the mask of the group's blocks present, the blocks.
   int32_t* colOf = reinterpret_cast<int32_t*>(smemRaw + (empty + 8 * S - smemAddr(smemRaw)));
   uint32_t* maskOf = reinterpret_cast<uint32_t*>(colOf + MAX_STEPS);
   int32_t* blkOf = reinterpret_cast<int32_t*>(maskOf + MAX_STEPS);  // [step][g]
-  for (int i = threadIdx.x; i < steps; i += THREADS) {
+  for (int i = threadIdx.x; i < steps; i += blockDim.x) {
     colOf[i] = unionIdx[first + i] * BS;
     uint32_t mask = 0;
 #pragma unroll
@@ -93,7 +157,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; s++) {
       barrierInit(full + 8 * s, 1);
-      barrierInit(empty + 8 * s, 2);  // both consumer warpgroups
+      barrierInit(empty + 8 * s, F32 ? 8 : 2);  // each consumer warp (fp32) or warpgroup
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -102,7 +166,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
   // Registers move from the producer warpgroup (one thread works there) to the consumers, which
   // hold the accumulators: 128 x 40 + 256 x 232 fits the 64K of the multiprocessor.
   if (wg == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if constexpr (!F32) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if (threadIdx.x == 0) {
       for (int step = 0; step < steps; step++) {
         const int s = step % S;
@@ -116,6 +180,8 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
           if (present >> g & 1) tmaLoad(stage + T::A_BYTES + g * T::B_BYTES, &w, bar, 0, blkOf[step * G + g] * BS);
       }
     }
+  } else if constexpr (F32) {
+    fmaConsumer<T>(base, full, empty, steps, maskOf, smemRaw, out, m, m0, outCols, group);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     // Consumers: warpgroup wg - 1 multiplies tokens (wg - 1) 64 MT .. + 64 MT - 1.
@@ -195,19 +261,23 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
 // fastest with the activations read by the instructions from shared memory and one group in
 // flight (0.39 vs 0.42 ms through registers), BF16 with them through registers (0.34 vs 0.35).
 // Both take 4 stages (192 KB in TF32).
-#define TMA_KERNEL(NAME, S, P, AREG, BF)                                                                                        \
-  extern "C" __global__ void __launch_bounds__(THREADS, 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
+#define TMA_KERNEL(NAME, G, S, P, AREG, BF, F32)                                                                                \
+  extern "C" __global__ void __launch_bounds__(F32 ? F32_THREADS : THREADS, F32 ? 2 : 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
       const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, float* out, uint32_t m, \
-      uint32_t outCols) { tmaUnion<S, P, AREG, BF>(act, w, up, ui, ub, out, m, outCols); }
-TMA_KERNEL(tf32, 4, 1, false, false)
-TMA_KERNEL(bf16, 4, 0, true, true)
+      uint32_t outCols) { tmaUnion<G, S, P, AREG, BF, F32>(act, w, up, ui, ub, out, m, outCols); }
+TMA_KERNEL(tf32, TC_GROUP, 4, 1, false, false, false)
+TMA_KERNEL(bf16, TC_GROUP, 4, 0, true, true, false)
+TMA_KERNEL(f32, 1, F32_STAGES, 0, false, false, true)
 
-// For the host: group size, tokens per CTA, the most column blocks a table may have, and the
-// dynamic shared memory of the TF32 and BF16 kernels.
+// For the host: group size of the tensor-core kernels, tokens per CTA, the most column blocks a
+// table may have, the dynamic shared memory of the TF32, BF16 and fp32 kernels, and the fp32
+// kernel's threads.
 extern "C" __global__ void bsr_tma_params(int32_t* out) {
-  out[0] = G;
+  out[0] = TC_GROUP;
   out[1] = TOKENS;
   out[2] = MAX_STEPS;
-  out[3] = TmaShape<4, false>::SMEM;
-  out[4] = TmaShape<4, true>::SMEM;
+  out[3] = TmaShape<TC_GROUP, 4, false>::SMEM;
+  out[4] = TmaShape<TC_GROUP, 4, true>::SMEM;
+  out[5] = TmaShape<1, F32_STAGES, false>::SMEM;
+  out[6] = F32_THREADS;
 }
