@@ -90,8 +90,10 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
   };
 
-  // TMA union tiles (blocksparse_tma.cu, sm_90a): every 32x32 tensor-core forward and dX on
-  // compute capability 9.0 whose activations have at most maxSteps column blocks. On an H100
+  // TMA union tiles (blocksparse_tma.cu, sm_90a): every 32x32 forward and dX on compute
+  // capability 9.0 whose activations have at most maxSteps column blocks. 'highest' runs the fp32
+  // FMA consumer on one block row per CTA: 41 vs 35 TFLOP/s per stored block for the SIMT kernel
+  // of blocksparse.cu at density 0.5 (1.67 vs 1.95 ms), faster at every density. On an H100
   // (density 0.5, X [16384, 1024] by W [4096, 1024]) they took the TF32 forward from 0.77 ms (the
   // mma.sync union tiles) to 0.39 and dX from 0.78 to 0.39, and were faster at every density
   // measured. 'medium' runs them on bf16 copies of the operands where density x output width >=
