@@ -130,7 +130,9 @@ if (gpu) {
     const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
     manualSeed(seed);
     for (const bs of [16, 32, 64]) {
-      const [rows, cols, m] = [bs * 9, bs * 3, 203]; // tokens: not a multiple of any tile; 9 block rows: a partial union group
+      // Tokens: not a multiple of any tile (32x32: several token tiles of the TMA kernels, and the
+      // SDDMM splits its tokens into chunks); 9 block rows: a partial union group.
+      const [rows, cols, m] = [bs * 9, bs * 3, bs === 32 ? 777 : 203];
       const W = BlockSparseMatrix.random([rows, cols], { density: 0.6, blockSize: bs, backend: be });
       const L = W.layout;
       const w = await W.data.toArray();

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cuda.h>
 #include "async_mma.cuh"
+#include "tma.cuh"
 #include "wgmma.cuh"
 
 namespace {
@@ -30,32 +31,11 @@ template <int G, int S, bool BF>
 struct TmaShape : WgTypes<BF> {
   static constexpr int A_BYTES = TOKENS * WgTypes<BF>::ROW_BYTES;
   static constexpr int B_BYTES = BS * WgTypes<BF>::ROW_BYTES;
-  static constexpr int STAGES = S;
   static constexpr int STAGE_BYTES = A_BYTES + G * B_BYTES;
   static constexpr int TABLE_BYTES = MAX_STEPS * (2 + G) * 4;
   static constexpr int SMEM = S * STAGE_BYTES + 2 * S * 8 + TABLE_BYTES + 1024;  // stages, full / empty barriers, table, alignment slack
 };
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ void barrierInit(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void expectBytes(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void arrive(uint32_t bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"); }
-__device__ __forceinline__ void barrierWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT;\n}\n" ::"r"(bar), "r"(parity) : "memory");
-}
-// 2D box (x = element column, y = row) of a tensor map into shared memory, completing on `bar`.
-__device__ __forceinline__ void tmaLoad(uint32_t dst, const CUtensorMap* map, uint32_t bar, int x, int y) {
-  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
-               ::"r"(dst), "l"(map), "r"(bar), "r"(x), "r"(y) : "memory");
-}
-#endif
 }  // namespace
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -65,10 +45,9 @@ __device__ __forceinline__ void tmaLoad(uint32_t dst, const CUtensorMap* map, ui
 // Per 4-wide k chunk it reads 8 activation and 4 weight vectors (16 bytes each) and does 128 FMA.
 // The interleaved rows land on distinct 16-byte chunks of the 128-byte swizzle, so the reads are
 // conflict-free, and lanes sharing a row share the load.
-template <class T>
+template <class T, int S>
 __device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32_t empty, int steps, const uint32_t* maskOf,
                                             const uint8_t* smemRaw, float* out, uint32_t m, uint32_t m0, uint32_t outCols, uint32_t group) {
-  constexpr int S = T::STAGES;
   const int ct = threadIdx.x - 32, w = ct / 32, lane = ct % 32;  // after the producer warp
   const int tok0 = (w % 4) * 64 + lane / 4, out0 = (w / 4) * 16 + lane % 4;
   // Row r's 16-byte chunk c sits at r * 128 + ((c ^ (r % 8)) << 4); a thread's activation rows
@@ -181,7 +160,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
       }
     }
   } else if constexpr (F32) {
-    fmaConsumer<T>(base, full, empty, steps, maskOf, smemRaw, out, m, m0, outCols, group);
+    fmaConsumer<T, S>(base, full, empty, steps, maskOf, smemRaw, out, m, m0, outCols, group);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     // Consumers: warpgroup wg - 1 multiplies tokens (wg - 1) 64 MT .. + 64 MT - 1.
