@@ -184,35 +184,27 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
       const uint32_t stage = base + s * T::STAGE_BYTES;
       const uint32_t present = __shfl_sync(0xffffffff, maskOf[step], 0);
       fenceAll();
+      constexpr int KS = 32 / T::K_STEP;
+      uint32_t a[MT][KS][4];  // AREG: this step's activation fragments
       if constexpr (AREG) {
-        constexpr int KS = 32 / T::K_STEP;
-        uint32_t a[MT][KS][4];
         const uint8_t* tile = smemRaw + (stage - smemAddr(smemRaw));
 #pragma unroll
         for (int i = 0; i < MT; i++)
 #pragma unroll
           for (int k = 0; k < KS; k++) loadA<BF>(a[i][k], tile + (tok + 64 * i) * T::ROW_BYTES, k);
-        wgmmaFence();
+      }
+      wgmmaFence();
 #pragma unroll
-        for (int g = 0; g < G; g++) {
-          if (!(present >> g & 1)) continue;
-          const uint64_t db = descriptor<BF>(stage + T::A_BYTES + g * T::B_BYTES);
+      for (int g = 0; g < G; g++) {
+        if (!(present >> g & 1)) continue;
+        const uint64_t db = descriptor<BF>(stage + T::A_BYTES + g * T::B_BYTES);
 #pragma unroll
-          for (int i = 0; i < MT; i++)
+        for (int i = 0; i < MT; i++) {
+          const uint64_t da = descriptor<BF>(stage + (tok + 64 * i) * T::ROW_BYTES);
 #pragma unroll
-            for (int k = 0; k < KS; k++) wgmmaRegA<BF>(acc[i][g], a[i][k], db + 2 * k);
-        }
-      } else {
-        wgmmaFence();
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-          if (!(present >> g & 1)) continue;
-          const uint64_t db = descriptor<BF>(stage + T::A_BYTES + g * T::B_BYTES);
-#pragma unroll
-          for (int i = 0; i < MT; i++) {
-            const uint64_t da = descriptor<BF>(stage + (tok + 64 * i) * T::ROW_BYTES);
-#pragma unroll
-            for (int k = 0; k < 32 / T::K_STEP; k++) wgmma<BF>(acc[i][g], da + 2 * k, db + 2 * k);
+          for (int k = 0; k < KS; k++) {
+            if constexpr (AREG) wgmmaRegA<BF>(acc[i][g], a[i][k], db + 2 * k);
+            else wgmma<BF>(acc[i][g], da + 2 * k, db + 2 * k);
           }
         }
       }
