@@ -199,7 +199,10 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return true;
   }
 
-  /** The union-tile kernel for a 32x32 tensor-core forward or dX, or null for the one-block-row kernels. */
+  /**
+   * The union-tile kernel for a 32x32 forward or dX (the TMA kernels on compute capability 9.0,
+   * mma.sync ones for tensor cores elsewhere), or null for the one-block-row kernels.
+   */
   function unionKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
     const t = tmaKernel(layout, precision, forward);
     if (t) return t;
@@ -223,18 +226,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
   }
 
-  /** A union-tile kernel: its name, launch shape, whether it reads bf16 operands, and whether through TMA tensor maps. */
-interface UnionKernel {
-  name: string;
-  group: number;
-  tokens: number;
-  smem: number;
-  bf16: boolean;
-  tma?: boolean;
-  /** Threads per CTA where not 384 (a producer warpgroup and two consumer warpgroups). */
-  threads?: number;
-}
-/** Device copies of a layout's index arrays, uploaded on first use. */
+  /** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {
     return layouts.get(layout, 'index', () => {
       const index = { rowPtr: h.upload(layout.rowPtr), colIdx: h.upload(layout.colIdx), rowIdx: h.upload(layout.rowIdx), colPtr: h.upload(layout.colPtr), cscBlock: h.upload(layout.cscBlock) };
@@ -340,6 +332,17 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
 }
 
 type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
+/** A union-tile kernel: its name, launch shape, whether it reads bf16 operands, and whether through TMA tensor maps. */
+interface UnionKernel {
+  name: string;
+  group: number;
+  tokens: number;
+  smem: number;
+  bf16: boolean;
+  tma?: boolean;
+  /** Threads per CTA where not 384 (a producer warpgroup and two consumer warpgroups). */
+  threads?: number;
+}
 interface UnionTable {
   ptr: CudaBuffer;
   idx: CudaBuffer;
