@@ -1,12 +1,12 @@
-// Block-sparse forward / dX for 32x32 blocks with tensor cores on Hopper (sm_90a): wgmma fed by
-// the tensor memory accelerator (TMA), 'high' (TF32, fp32 operands) and 'medium' (BF16, operands
-// converted to bf16 beforehand).
+// Block-sparse forward / dX for 32x32 blocks on Hopper (sm_90a), operands staged by the tensor
+// memory accelerator (TMA): wgmma for 'high' (TF32, fp32 operands) and 'medium' (BF16, operands
+// converted to bf16 beforehand), FMA on the CUDA cores for 'highest' (fp32).
 //
 // Union tiles, as tcUnion (blocksparse_tc.cu): a CTA covers TOKENS tokens x G block rows (forward)
 // or block columns (dX, on transposed blocks), walks the union of their column blocks, stages each
 // activation tile once for the (up to G) weight blocks at that column, and multiplies only the
 // blocks that exist. A tile one block wide reuses each activation it loads for only 32 outputs, so
-// these products are bound by moving data from L2, not by the tensor cores; hence:
+// the tensor-core products are bound by moving data from L2, not by the tensor cores; hence:
 // - one producer thread issues the copies (TMA, completing on mbarriers) S stages ahead while two
 //   consumer warpgroups multiply: no thread spends issue slots on addresses or fragments;
 // - 256 tokens per CTA, so each weight block staged serves twice the tokens of a 128-token tile;
@@ -40,8 +40,9 @@ struct TmaShape : WgTypes<BF> {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The fp32 consumers: 8 warps after one producer warp (2 CTAs per multiprocessor, so that each
-// scheduler has 4 warps to switch between), each 64 tokens x 16 outputs of the CTA's block row; thread (warp w,
-// lane l) owns tokens 64 (w % 4) + l / 4 + 8 i (i < 8) and outputs 16 (w / 4) + l % 4 + 4 j (j < 4).
+// scheduler has 4 warps to switch between), each 64 tokens x 16 outputs of the CTA's block row;
+// thread (warp w, lane l) owns tokens 64 (w % 4) + l / 4 + 8 i (i < 8) and outputs 16 (w / 4) +
+// l % 4 + 4 j (j < 4).
 // Per 4-wide k chunk it reads 8 activation and 4 weight vectors (16 bytes each) and does 128 FMA.
 // The interleaved rows land on distinct 16-byte chunks of the 128-byte swizzle, so the reads are
 // conflict-free, and lanes sharing a row share the load.
@@ -231,7 +232,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
 // One kernel per precision; on an H100 (density 0.5, X [16384, 1024] by W [4096, 1024]) TF32 ran
 // fastest with the activations read by the instructions from shared memory and one group in
 // flight (0.39 vs 0.42 ms through registers), BF16 with them through registers (0.34 vs 0.35).
-// Both take 4 stages (192 KB in TF32).
+// Both take 4 stages (192 KB in TF32); the fp32 kernel 2 (two CTAs per multiprocessor).
 #define TMA_KERNEL(NAME, G, S, P, AREG, BF, F32)                                                                                \
   extern "C" __global__ void __launch_bounds__(F32 ? F32_THREADS : THREADS, F32 ? 2 : 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
       const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, float* out, uint32_t m, \
