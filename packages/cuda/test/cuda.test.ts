@@ -200,6 +200,51 @@ if (gpu) {
     }
   });
 
+  test('block-sparse products whose activations exceed the TMA kernels\' table stay correct (they fall back)', async () => {
+    // 520 column blocks (the TMA kernels keep at most 512 per CTA in shared memory), both ways.
+    const n = 32 * 520;
+    const m = 5;
+    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    manualSeed(seed);
+    const W = BlockSparseMatrix.random([n, n], { density: 0.01, blockSize: 32, backend: be });
+    const L = W.layout;
+    const w = await W.data.toArray();
+    const x = Float32Array.from(randomArray(m * n, seed));
+    const y = new Float64Array(m * n);
+    const dx = new Float64Array(m * n);
+    for (let b = 0; b < L.nnzBlocks; b++) {
+      const r0 = L.rowIdx[b] * 32;
+      const c0 = L.colIdx[b] * 32;
+      for (let t = 0; t < m; t++)
+        for (let r = 0; r < 32; r++)
+          for (let c = 0; c < 32; c++) {
+            const wv = w[(b * 32 + r) * 32 + c];
+            y[t * n + r0 + r] += x[t * n + c0 + c] * wv;
+            dx[t * n + c0 + c] += x[t * n + r0 + r] * wv;
+          }
+    }
+    const xb = be.upload(x);
+    const blocks = W.data.storageFor('test').buffer;
+    for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
+      for (const [i, ref] of [y, dx].entries()) {
+        const out = be.alloc(m * n, 'float32');
+        if (i === 0) be.bsrMatmul(xb, blocks, L, m, out, precision);
+        else be.bsrMatmulGradInput(xb, blocks, L, m, out, precision);
+        const got = await be.read(out, m * n);
+        let num = 0;
+        let den = 0;
+        for (let j = 0; j < got.length; j++) {
+          num += (got[j] - ref[j]) ** 2;
+          den += ref[j] ** 2;
+        }
+        assert.ok(Math.sqrt(num / den) < (precision === 'highest' ? 1e-5 : 2e-3), `${i ? 'dX' : 'forward'} '${precision}': relative error ${Math.sqrt(num / den)} (seed ${seed})`);
+        be.free(out);
+      }
+    }
+    be.free(xb);
+    W.data.dispose();
+  });
+
   test('out of memory is an Error naming the op, and the backend keeps working', async () => {
     assertThrows(() => be.alloc(2 ** 45, 'float32'), /cuda: alloc: out of device memory/);
     const t = tensor([1, 2, 3], [3], { backend: be }).mul(2);
