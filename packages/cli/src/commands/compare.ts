@@ -26,12 +26,15 @@ export async function compareCommand(argv: string[], log: (s: string) => void): 
     log(COMPARE_HELP);
     return 0;
   }
-  const backend = await chooseBackend(values.backend as string, log, values.precision as string);
+  // Arguments are checked before a backend is chosen (see trainCommand); the model's shape here with
+  // a placeholder vocabulary, the real one once the data is read.
   const pattern = checkRegex(values.sparsify as string);
   const densities = String(values.densities).split(',').map((d) => density(d.trim()));
   const bs = blockSize(((values['block-size'] as string[] | undefined) ?? ['32']).at(-1)!);
   const training = trainingSpec(values);
   const maxChars = int(values, 'max-chars');
+  modelConfig(values, 1);
+  const backend = await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = prepareData({ data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) }, log);
   const model = modelConfig(values, prepared.tokenizer.vocabSize);
   const out = (values.out as string | undefined) ?? join('runs', `compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);

@@ -37,8 +37,8 @@ export async function sampleCommand(argv: string[], log: (s: string) => void, wr
   const tokens = int(values, 'tokens');
   const temperature = num(values, 'temperature', (v) => v >= 0, 'a non-negative number');
   const topK = int(values, 'top-k', 0);
+  const ckpt = readCheckpoint(values.checkpoint as string);  // before loading a backend (see trainCommand)
   await chooseBackend(values.backend as string, log);
-  const ckpt = readCheckpoint(values.checkpoint as string);
   const tokenizer = tokenizerFromSpec(ckpt.config.tokenizer);
   const trainee = await buildModel(ckpt.config.model, ckpt.config.patches, 0, { allowUnmatched: true });
   await loadCheckpointWeights(ckpt, trainee);

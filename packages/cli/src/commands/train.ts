@@ -61,7 +61,8 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     log(TRAIN_HELP);
     return 0;
   }
-  await chooseBackend(values.backend as string, log, values.precision as string);
+  // Arguments and checkpoints are checked before a backend is chosen: loading a GPU backend takes
+  // time (and its native library may print warnings), which a mistyped flag should not cost.
   const checkpointEvery = int(values, 'checkpoint-every');
   const stopAfter = values['stop-after'] === undefined ? undefined : int(values, 'stop-after');
   let config: RunConfig;
@@ -85,6 +86,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
       data: (values.data as string | undefined) ?? 'default', maxChars: int(values, 'max-chars'),
     };
   }
+  await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = prepareData({
     data: config.data === 'default' ? undefined : config.data,
     tokenizer: resume ? config.tokenizer : (values.tokenizer as string),
