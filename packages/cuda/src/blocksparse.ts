@@ -169,11 +169,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    */
   function splitLayout(layout: BlockLayout): { layout32: BlockLayout; source: CudaBuffer } {
     return layouts.get(layout, 'split32', () => {
-      const coords: [number, number][] = [];
-      for (let b = 0; b < layout.nnzBlocks; b++)
-        for (const [a, c] of [[0, 0], [0, 1], [1, 0], [1, 1]]) coords.push([2 * layout.rowIdx[b] + a, 2 * layout.colIdx[b] + c]);
-      const { layout: layout32, order } = buildLayout(layout.rows, layout.cols, 32, coords);
-      const offsets = Int32Array.from(order, (k) => (k >> 2) * 4096 + ((k >> 1) & 1) * 32 * 64 + (k & 1) * 32);
+      const { layout32, offsets } = quadrants(layout);
       const source = h.upload(offsets);
       return { value: { layout32, source }, buffers: [source] };
     });
@@ -303,6 +299,20 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
  * group the sorted union of the activation blocks they touch (columns, resp. rows), and for each
  * union entry the block of each member at that position (-1: none). CSR over groups.
  */
+/**
+ * A 64x64 layout's blocks as 32x32 quadrants: their layout (CSR order), and for each quadrant the
+ * element offset where it starts in the 64x64 blocks' data (row stride 64).
+ */
+export function quadrants(layout: BlockLayout): { layout32: BlockLayout; offsets: Int32Array } {
+  const coords: [number, number][] = [];
+  for (let b = 0; b < layout.nnzBlocks; b++)
+    for (const [a, c] of [[0, 0], [0, 1], [1, 0], [1, 1]]) coords.push([2 * layout.rowIdx[b] + a, 2 * layout.colIdx[b] + c]);
+  const { layout: layout32, order } = buildLayout(layout.rows, layout.cols, 32, coords);
+  // Input coordinate k is quadrant (a, c) = ((k >> 1) & 1, k & 1) of block k >> 2.
+  const offsets = Int32Array.from(order, (k) => (k >> 2) * 4096 + ((k >> 1) & 1) * 32 * 64 + (k & 1) * 32);
+  return { layout32, offsets };
+}
+
 export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
   const bs = layout.blockSize;
   const members = (forward ? layout.rows : layout.cols) / bs;

@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
-import { buildUnionTable } from '../src/blocksparse.ts';
+import { buildUnionTable, quadrants } from '../src/blocksparse.ts';
 import { Args } from '../src/args.ts';
 import { assertRejects, assertThrows, randomArray } from '../../core/test/helpers.ts';
 
@@ -32,6 +32,28 @@ test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   const t = new Args().u32(9).raw(map, 64).u32(4);
   assert.equal([...t.offsets], [0, 64, 192]);
   assert.equal([...t.data.subarray(64, 192)], [...map]);
+});
+
+test('64x64 blocks as 32x32 quadrants: every quadrant points at its own values', () => {
+  // A quadrant's elements, read from its offset with row stride 64, must land in its own 64x64
+  // block (b = element offset / 4096) at its own quadrant.
+  const W = BlockSparseMatrix.random([64 * 5, 64 * 7], { density: 0.4, blockSize: 64 });
+  const L = W.layout;
+  const { layout32: Q, offsets } = quadrants(L);
+  assert.is(Q.nnzBlocks, 4 * L.nnzBlocks);
+  assert.is(Q.blockSize, 32);
+  const blockAt = new Map<string, number>();
+  for (let b = 0; b < L.nnzBlocks; b++) blockAt.set(`${L.rowIdx[b]},${L.colIdx[b]}`, b);
+  for (let s = 0; s < Q.nnzBlocks; s++) {
+    const b = blockAt.get(`${Q.rowIdx[s] >> 1},${Q.colIdx[s] >> 1}`);
+    assert.ok(b !== undefined, `quadrant (${Q.rowIdx[s]}, ${Q.colIdx[s]}) lies in a stored block`);
+    const [r0, c0] = [(Q.rowIdx[s] & 1) * 32, (Q.colIdx[s] & 1) * 32];
+    for (const [r, c] of [[0, 0], [31, 31], [5, 17]]) {
+      const at = offsets[s] + r * 64 + c;
+      assert.equal([Math.floor(at / 4096), at % 4096], [b, (r0 + r) * 64 + c0 + c], `quadrant ${s} element (${r}, ${c})`);
+    }
+  }
+  W.data.dispose();
 });
 
 test('allocator size classes cover the request with bounded slack', () => {
