@@ -47,8 +47,7 @@ struct TmaShape : WgTypes<BF> {
 // The interleaved rows land on distinct 16-byte chunks of the 128-byte swizzle, so the reads are
 // conflict-free, and lanes sharing a row share the load.
 template <class T, int S>
-__device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32_t empty, int steps, const uint32_t* maskOf,
-                                            const uint8_t* smemRaw, float* out, uint32_t m, uint32_t m0, uint32_t outCols, uint32_t group) {
+__device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32_t empty, int steps, const uint8_t* smemRaw, float* out, uint32_t m, uint32_t m0, uint32_t outCols, uint32_t group) {
   const int ct = threadIdx.x - 32, w = ct / 32, lane = ct % 32;  // after the producer warp
   const int tok0 = (w % 4) * 64 + lane / 4, out0 = (w / 4) * 16 + lane % 4;
   // Row r's 16-byte chunk c sits at r * 128 + ((c ^ (r % 8)) << 4); a thread's activation rows
@@ -161,7 +160,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
       }
     }
   } else if constexpr (F32) {
-    fmaConsumer<T, S>(base, full, empty, steps, maskOf, smemRaw, out, m, m0, outCols, group);
+    fmaConsumer<T, S>(base, full, empty, steps, smemRaw, out, m, m0, outCols, group);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     // Consumers: warpgroup wg - 1 multiplies tokens (wg - 1) 64 MT .. + 64 MT - 1.
