@@ -58,7 +58,9 @@ export class MultiHeadAttention extends Module {
     const q = split(this.query.forward(x));
     const k = split(this.key.forward(x));
     const v = split(this.value.forward(x));
-    let scores = q.matmul(k.transpose(-2, -1)).mul(1 / Math.sqrt(this.headDim)); // [B, H, T, T]
+    // Scaling q rather than the scores: the same product (exactly, for power-of-two head sizes),
+    // without another [B, H, T, T] tensor kept alive for backward or an elementwise pass over it.
+    let scores = q.mul(1 / Math.sqrt(this.headDim)).matmul(k.transpose(-2, -1)); // [B, H, T, T]
     if (this.causal) scores = scores.add(this.causalMask(t, x));
     if (attentionMask) {
       if (attentionMask.shape.join() !== `${b},${t}`) {
