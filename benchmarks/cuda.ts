@@ -13,11 +13,10 @@
  * variants are compared against the same cuBLAS baselines in one run.
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
 import type { CudaBackend } from '@sparsegrad/cuda';
-import { median, usPerChainedOp } from './util.ts';
+import { median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -160,15 +159,5 @@ if (!values['block-sparse-only']) {
 // ---- launch overhead (host side included: what a user's op costs) ----
 if (!values['block-sparse-only']) say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
-if (values.write) {
-  const path = new URL('../docs/benchmarks.md', import.meta.url);
-  const doc = readFileSync(path, 'utf8');
-  const begin = '<!-- cuda-benchmark:begin -->';
-  const end = '<!-- cuda-benchmark:end -->';
-  const section = `${begin}\n${out.join('\n')}\n${end}`;
-  const i = doc.indexOf(begin);
-  const next = i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length);
-  writeFileSync(path, next);
-  console.log('\nwrote docs/benchmarks.md');
-}
+if (values.write) writeDocSection('cuda-benchmark', out);
 process.exit(0);

@@ -1,3 +1,4 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { randn, type Tensor } from '@sparsegrad/core';
 
 export function median(xs: number[]): number {
@@ -25,4 +26,19 @@ export async function usPerChainedOp(repeats = 5): Promise<number> {
   }
   small.dispose();
   return median(samples);
+}
+
+/**
+ * Replaces the section between `<!-- NAME:begin -->` and `<!-- NAME:end -->` of docs/benchmarks.md
+ * with `lines` (appends it where the markers are missing).
+ */
+export function writeDocSection(name: string, lines: readonly string[]): void {
+  const path = new URL('../docs/benchmarks.md', import.meta.url);
+  const doc = readFileSync(path, 'utf8');
+  const begin = `<!-- ${name}:begin -->`;
+  const end = `<!-- ${name}:end -->`;
+  const section = `${begin}\n${lines.join('\n')}\n${end}`;
+  const i = doc.indexOf(begin);
+  writeFileSync(path, i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length));
+  console.log('\nwrote docs/benchmarks.md');
 }

@@ -11,10 +11,9 @@
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type BlockLayout, type Tensor } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { median, usPerChainedOp } from './util.ts';
+import { median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -215,15 +214,5 @@ for (const bs of [32, 16, 64]) {
 // ---- dispatch overhead (host side included: this is what a user's op costs) ----
 say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
-if (write) {
-  const path = new URL('../docs/benchmarks.md', import.meta.url);
-  const doc = readFileSync(path, 'utf8');
-  const begin = '<!-- webgpu-benchmark:begin -->';
-  const end = '<!-- webgpu-benchmark:end -->';
-  const section = `${begin}\n${out.join('\n')}\n${end}`;
-  const i = doc.indexOf(begin);
-  const next = i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length);
-  writeFileSync(path, next);
-  console.log('\nwrote docs/benchmarks.md');
-}
+if (write) writeDocSection('webgpu-benchmark', out);
 process.exit(0);
