@@ -222,6 +222,19 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return { name: `bsr_${kind}_tc_${prec ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: tcTable[18 + b] };
   }
 
+  /**
+   * Checks the block size, then runs a forward or dX on union tiles where a union-tile kernel
+   * applies (64x64 blocks through their quadrants); false leaves it to the one-block-row kernels.
+   */
+  function viaUnionTiles(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): boolean {
+    checkBlockSize(op, layout.blockSize);
+    if (launchSplit64(op, kind, act, blocks, layout, m, out, precision)) return true;
+    const union = unionKernel(layout, precision, kind === 'forward');
+    if (!union) return false;
+    launchUnionTiles(op, kind, h.ptr(act), h.ptr(blocks), layout, m, out, union);
+    return true;
+  }
+
   /** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {
     return layouts.get(layout, 'index', () => {
@@ -251,10 +264,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   return {
     bsrMatmul(x, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
-      checkBlockSize('bsrMatmul', bs);
-      if (launchSplit64('bsrMatmul', 'forward', x, blocks, layout, m, out, precision)) return;
-      const union = unionKernel(layout, precision, true);
-      if (union) return launchUnionTiles('bsrMatmul', 'forward', h.ptr(x), h.ptr(blocks), layout, m, out, union);
+      if (viaUnionTiles('bsrMatmul', 'forward', x, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
       const k = bsrKernel('forward', bs, precision);
       h.launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
@@ -262,10 +272,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       const bs = layout.blockSize;
-      checkBlockSize('bsrMatmulGradInput', bs);
-      if (launchSplit64('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision)) return;
-      const union = unionKernel(layout, precision, false);
-      if (union) return launchUnionTiles('bsrMatmulGradInput', 'grad_input', h.ptr(dy), h.ptr(blocks), layout, m, out, union);
+      if (viaUnionTiles('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
       const k = bsrKernel('grad_input', bs, precision);
       h.launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
