@@ -6,7 +6,7 @@
  * of several launches (median over repeats, after a warm-up pass); where the adapter has no
  * timestamps, wall time of the launches plus one readback.
  *
- *   npx tsx benchmarks/webgpu.ts [--quick] [--write]
+ *   npx tsx benchmarks/webgpu.ts [--quick] [--write] [--tune [--tune-union] [--tune-only]]
  *
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
@@ -89,7 +89,8 @@ if (process.argv.includes('--tune')) {
     32: { bsr: ['16,8,8,4,16', '16,8,16,4,8', '16,8,16,4,16', '8,8,16,4,16', '32,4,8,8,8', '32,4,8,8,16'], sddmm: ['4,32,8,4,8', '4,16,8,8,8', '2,32,16,4,8', '4,32,8,8,8'] },
     64: { bsr: ['16,8,8,8,8'], sddmm: ['8,16,8,8,8'] },
   };
-  for (const [bs, density] of [[32, 0.5], [32, 0.25]]) {
+  const only = process.argv.includes('--tune-union');
+  for (const [bs, density] of only ? [] : [[32, 0.5], [32, 0.25]]) {
     const W = BlockSparseMatrix.random([4096, 1024], { density, blockSize: bs });
     const dw = be.alloc(W.layout.nnzBlocks * bs * bs, 'float32');
     for (const shape of candidates[bs].bsr) {
@@ -105,6 +106,31 @@ if (process.argv.includes('--tune')) {
     }
     be.free(dw);
     W.data.dispose();
+  }
+  // Union tiles (forced on) in several shapes against one-block-wide tiles (forced off), both shapes.
+  const unionShapes = ['16,16,8,8,8', '16,8,8,8,8', '32,8,8,8,8', '16,16,4,8,8'];
+  for (const bs of [32, 16, 64]) {
+    for (const [rows, cols] of [[4096, 1024], [1024, 4096]] as const) {
+      const xs = rows === 4096 ? x : dy;
+      const dys = rows === 4096 ? dy : x;
+      for (const density of [0.5, 0.25, 0.1]) {
+        const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
+        const run = async (label: string) => {
+          const f = await time(() => be.bsrMatmul(xs, buf(W.data), W.layout, m, y, 'highest'), 3);
+          const g = await time(() => be.bsrMatmulGradInput(dys, buf(W.data), W.layout, m, y, 'highest'), 3);
+          say(`tune union${bs} [${rows}, ${cols}] density ${density} ${label}: forward ${f.toFixed(3)} ms, dX ${g.toFixed(3)} ms`);
+        };
+        process.env.SPARSEGRAD_WEBGPU_UNION = '0';
+        await run('one block wide');
+        process.env.SPARSEGRAD_WEBGPU_UNION = '1';
+        for (const shape of unionShapes) {
+          tiles(`union${bs}=${shape};unionGradInput${bs}=${shape}`);
+          await run(shape);
+        }
+        delete process.env.SPARSEGRAD_WEBGPU_UNION;
+        W.data.dispose();
+      }
+    }
   }
   delete process.env.SPARSEGRAD_WEBGPU_TILES;
   for (const t of [a, b, c, x, dy, y]) be.free(t);

@@ -22,7 +22,7 @@ export { softmax, logSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type Cr
 export { bsrMatmul } from './ops/blocksparse.ts';
 export { adamStep } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
-export { BLOCK_SIZES, blockRowRuns, buildLayout } from './blocksparse/layout.ts';
+export { BLOCK_SIZES, blockRowRuns, buildLayout, buildUnionTable } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';

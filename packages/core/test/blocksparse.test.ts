@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, createCpuBackend, manualSeed, setBackend, tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, buildUnionTable, createCpuBackend, manualSeed, setBackend, tensor } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -190,3 +190,37 @@ for (const backend of await backendsUnderTest()) {
 
   test.run();
 }
+
+// Host-side layout tables the GPU backends build their work lists from.
+const layouts = suite('block layouts');
+
+layouts('union tables list every block of a group once, at its column, columns sorted', () => {
+  const W = BlockSparseMatrix.random([32 * 7, 32 * 5], { density: 0.45, blockSize: 32, backend: createCpuBackend() });
+  const L = W.layout;
+  for (const forward of [true, false]) {
+    const t = buildUnionTable(L, forward, 4);
+    const members = (forward ? L.rows : L.cols) / 32;
+    assert.is(t.ptr.length - 1, Math.ceil(members / 4));
+    let seen = 0;
+    for (let grp = 0; grp + 1 < t.ptr.length; grp++) {
+      for (let e = t.ptr[grp]; e < t.ptr[grp + 1]; e++) {
+        if (e > t.ptr[grp]) assert.ok(t.idx[e] > t.idx[e - 1], 'sorted, no repeats');
+        let any = false;
+        for (let g = 0; g < 4; g++) {
+          const b = t.blk[e * 4 + g];
+          if (b < 0) continue;
+          any = true;
+          seen++;
+          // block b sits in member grp * 4 + g and at activation block idx[e]
+          assert.is(forward ? L.rowIdx[b] : L.colIdx[b], grp * 4 + g);
+          assert.is(forward ? L.colIdx[b] : L.rowIdx[b], t.idx[e]);
+        }
+        assert.ok(any, 'every union entry holds a block');
+      }
+    }
+    assert.is(seen, L.nnzBlocks);
+  }
+  W.data.dispose();
+});
+
+layouts.run();

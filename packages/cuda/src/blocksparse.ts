@@ -4,7 +4,7 @@
  * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
  * cites the H100 measurement behind it.
  */
-import { LayoutDeviceCache, blockRowRuns, buildLayout, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockRowRuns, buildLayout, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import type { Addon } from './native.ts';
@@ -302,11 +302,6 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
 }
 
 /**
- * For union tiles: groups of `group` consecutive block rows (forward) or block columns (dX); per
- * group the sorted union of the activation blocks they touch (columns, resp. rows), and for each
- * union entry the block of each member at that position (-1: none). CSR over groups.
- */
-/**
  * A 64x64 layout's blocks as 32x32 quadrants: their layout (CSR order), and for each quadrant the
  * element offset where it starts in the 64x64 blocks' data (row stride 64).
  */
@@ -320,33 +315,6 @@ export function quadrants(layout: BlockLayout): { layout32: BlockLayout; offsets
   return { layout32, offsets };
 }
 
-export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
-  const bs = layout.blockSize;
-  const members = (forward ? layout.rows : layout.cols) / bs;
-  const ptr = [0];
-  const idx: number[] = [];
-  const blk: number[] = [];
-  for (let g0 = 0; g0 < members; g0 += group) {
-    const at = new Map<number, number[]>();
-    for (let g = 0; g < group && g0 + g < members; g++) {
-      const r = g0 + g;
-      const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
-      for (let e = begin; e < end; e++) {
-        const b = forward ? e : layout.cscBlock[e];
-        const other = forward ? layout.colIdx[b] : layout.rowIdx[b];
-        let slot = at.get(other);
-        if (!slot) at.set(other, (slot = new Array<number>(group).fill(-1)));
-        slot[g] = b;
-      }
-    }
-    for (const other of [...at.keys()].sort((a, b) => a - b)) {
-      idx.push(other);
-      blk.push(...at.get(other)!);
-    }
-    ptr.push(idx.length);
-  }
-  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
-}
 
 type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
 /** A union-tile kernel: its name, launch shape, whether it reads bf16 operands, and whether through TMA tensor maps. */

@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
-import { buildUnionTable, quadrants } from '../src/blocksparse.ts';
+import { quadrants } from '../src/blocksparse.ts';
 import { Args } from '../src/args.ts';
 import { assertRejects, assertThrows, randomArray } from '../../core/test/helpers.ts';
 
@@ -67,35 +67,6 @@ test('allocator size classes cover the request with bounded slack', () => {
   }
   assert.is(sizeClass(3e6), 3145728);
   assert.is(sizeClass(1000), 1024);
-});
-
-test('union tables list every block of a group once, at its column, columns sorted', () => {
-  const W = BlockSparseMatrix.random([32 * 7, 32 * 5], { density: 0.45, blockSize: 32 });
-  const L = W.layout;
-  for (const forward of [true, false]) {
-    const t = buildUnionTable(L, forward, 4);
-    const members = (forward ? L.rows : L.cols) / 32;
-    assert.is(t.ptr.length - 1, Math.ceil(members / 4));
-    let seen = 0;
-    for (let grp = 0; grp + 1 < t.ptr.length; grp++) {
-      for (let e = t.ptr[grp]; e < t.ptr[grp + 1]; e++) {
-        if (e > t.ptr[grp]) assert.ok(t.idx[e] > t.idx[e - 1], 'sorted, no repeats');
-        let any = false;
-        for (let g = 0; g < 4; g++) {
-          const b = t.blk[e * 4 + g];
-          if (b < 0) continue;
-          any = true;
-          seen++;
-          // block b sits in member grp * 4 + g and at activation block idx[e]
-          assert.is(forward ? L.rowIdx[b] : L.colIdx[b], grp * 4 + g);
-          assert.is(forward ? L.colIdx[b] : L.rowIdx[b], t.idx[e]);
-        }
-        assert.ok(any, 'every union entry holds a block');
-      }
-    }
-    assert.is(seen, L.nnzBlocks);
-  }
-  W.data.dispose();
 });
 
 const status = (await backends()).find((b) => b.name === 'cuda');

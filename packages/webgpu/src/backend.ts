@@ -5,11 +5,11 @@
  * contiguous dims). Matrix products come from gemm.ts, reductions from reductions.ts, and their
  * tile shapes from tiles.ts.
  */
-import { LayoutDeviceCache, adamCoefficients, blockRowRuns, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
 import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -251,6 +251,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     },
 
     bsrMatmul(x, blocks, layout, m, out) {
+      if (unionProduct('bsrMatmul', true, x, blocks, layout, m, out)) return;
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const { shape, vec } = bsrTiles(bs);
@@ -272,6 +273,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.rows / bs, count, 1]));
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out) {
+      if (unionProduct('bsrMatmulGradInput', false, dy, blocks, layout, m, out)) return;
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const { shape, vec } = bsrTiles(bs);
@@ -509,6 +511,55 @@ ${rowMain(sg)}
       finish(targets, splits);
       for (const b of targets) ctx.free(b); // reuse is ordered after these dispatches on the queue
     }
+  }
+
+  /**
+   * Forward Y = X W^T (act = X, groups of block rows) or dX = dY W (act = dY, groups of block
+   * columns) on union tiles: a workgroup computes 128 tokens of `group` consecutive block rows
+   * (columns) over the union of the activation blocks they touch, loading each activation tile
+   * once for all of them; the bands of absent blocks skip their multiply-adds. Returns false
+   * (nothing launched) where union tiles do not pay (see useUnionTiles).
+   */
+  function unionProduct(op: string, forward: boolean, act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): boolean {
+    const bs = layout.blockSize;
+    const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`) ?? unionShape(forward));
+    const width = tileCols(shape);
+    const group = width / bs;
+    const table = unionTable(layout, forward, group);
+    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, table.entries * group))) return false;
+    // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
+    const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
+      shape, aContiguous: 'k', bContiguous: forward ? 'k' : 'n', kChecked: false, a: 'A', b: 'W', aVec: true, bVec: true,
+      bindings: `@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> Ptr: array<i32>;
+@group(0) @binding(4) var<storage, read> Idx: array<i32>;
+@group(0) @binding(5) var<storage, read> Blk: array<i32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+      // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups.
+      setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
+  let N = min(${width}u, outs - grp * ${width}u); let L = ${bs}u; let aRS = feats; let aKS = 1u; let bKS = ${forward ? 1 : bs}u; let bNS = 0u;`,
+      segBegin: 'u32(Ptr[grp])', segEnd: 'u32(Ptr[grp + 1u])',
+      segment: `aBase = m0 * feats + u32(Idx[s]) * ${bs}u; bBase = 0u;`,
+      bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
+      bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
+      bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
+      store: (r, c, v) => `Y[(m0 + ${r}) * outs + grp * ${width}u + ${c}] = ${v};`,
+    })}`);
+    const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
+    tokenTiles(m, tileRows(shape), (first, count) =>
+      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out)], [m, outs, feats, first].map(u), [table.groups, count, 1]));
+    return true;
+  }
+
+  /** A layout's union table (see buildUnionTable) on the device; cached per layout. */
+  function unionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; groups: number; entries: number } {
+    return layouts.get(layout, `union:${forward}:${group}`, () => {
+      const t = buildUnionTable(layout, forward, group);
+      // An empty table still needs a buffer to bind.
+      const value = { ptr: upload(t.ptr), idx: upload(t.idx.length ? t.idx : new Int32Array(1)), blk: upload(t.blk.length ? t.blk : new Int32Array(1)), groups: t.ptr.length - 1, entries: t.idx.length };
+      return { value, buffers: [value.ptr, value.idx, value.blk] };
+    });
   }
 
   /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */

@@ -10,6 +10,10 @@
  * with the next step prefetched into registers, so a step costs one barrier. How a segment maps
  * to memory (base offsets and strides) is WGSL supplied by the caller; the loader's thread
  * mapping follows the contiguous axis of each operand so loads coalesce, optionally as vec4s.
+ *
+ * Union tiles (block-sparse forward and dX) split the output columns into bands, one block row
+ * (or column) each, over the union of the blocks those rows touch: each A tile is loaded once for
+ * every band, and a band's threads (whole warps) skip the multiply-adds where their block is absent.
  */
 
 export interface GemmShape {
@@ -59,6 +63,14 @@ export interface GemmSpec {
    * is evaluated once per segment for each column a thread loads, not at every step.
    */
   bColumn?: (col: string) => string;
+  /** Whether B's column `col` exists in the current segment (else it loads as zeros); with `bColumn`. */
+  bColumnLive?: (col: string) => string;
+  /**
+   * Output columns in bands of `width` (a multiple of TN): threads are grouped by band, in runs
+   * of whole warps, and skip a segment's multiply-adds where `live` (a WGSL bool of the segment
+   * `s` and the thread's `band`) is false.
+   */
+  bands?: { width: number; live: string };
   /** Writes one output: a WGSL statement given row (from m0), col (from n0) and value `v` (f32). */
   store: (row: string, col: string, v: string) => string;
 }
@@ -145,9 +157,10 @@ export function gemmKernel(spec: GemmSpec): string {
     for (let l = 0; l < X.per; l++) {
       const guard = (l + 1) * T > X.units ? ` && e < ${X.units}u` : '';
       const addr = a ? 'aBase + r * aRS + kk * aKS' : `bBase + kk * bKS + ${spec.bColumn ? `bcol${l}` : 'r * bNS'}`;
+      const live = !a && spec.bColumnLive ? ` && blive${l}` : '';
       out.push(`{ let e = ${l * T}u + tid; let r = ${X.r}; let kk = k0 + ${X.k};
       var v = ${X.zero};
-      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
+      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}${live}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
       ${X.name}r${l} = v; }`);
     }
     return out.join('\n      ');
@@ -176,7 +189,14 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`var<workgroup> Bs: array<vec4<f32>, ${2 * bStage}>;`);
   L(`var<workgroup> segRange: vec2<u32>;`);
   L(`@compute @workgroup_size(${T}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {`);
-  L(`  let tx = tid % ${wn}u; let ty = tid / ${wn}u;`);
+  // Thread (ty, tx) owns rows g * 4 * wm + ty * 4 + i and the columns of colVec(h) * 4 + j. In
+  // bands, a band's wm * tpb threads are consecutive (whole warps when that is a multiple of 32).
+  const bands = spec.bands;
+  const tpb = bands ? bands.width / tn : wn;
+  if (bands && (!Number.isInteger(tpb) || BN % bands.width !== 0)) throw new Error(`gemmKernel: band width ${bands.width} must be a multiple of TN (${tn}) dividing the tile width ${BN}`);
+  const colVec = (h: number) => (bands ? `band * ${bands.width / 4}u + ${h * tpb}u + tx` : `${h * wn}u + tx`);
+  if (bands) L(`  let band = tid / ${wm * tpb}u; let tx = tid % ${tpb}u; let ty = (tid / ${tpb}u) % ${wm}u;`);
+  else L(`  let tx = tid % ${wn}u; let ty = tid / ${wn}u;`);
   L(`  ${spec.setup}`);
   for (let i = 0; i < tm; i++) for (let g = 0; g < gn; g++) L(`  var c${i}_${g} = vec4<f32>(0.0);`);
   for (let l = 0; l < aPer; l++) L(`  var ar${l} = ${A.zero};`);
@@ -191,11 +211,13 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`  let total = (range.y - range.x) * per;`);
   L(`  if (total > 0u) {`);
   L(`    var s = range.x; var k0 = 0u; var t = 0u; var st = 0u;`);
-  const columns = spec.bColumn
-    ? Array.from({ length: bPer }, (_, l) => `{ let e = ${l * T}u + tid; let r = ${B.r}; bcol${l} = ${spec.bColumn!('r')}; }`).join(' ')
-    : '';
+  const columns =
+    (spec.bColumn
+      ? Array.from({ length: bPer }, (_, l) => `{ let e = ${l * T}u + tid; let r = ${B.r}; bcol${l} = ${spec.bColumn!('r')};${spec.bColumnLive ? ` blive${l} = ${spec.bColumnLive('r')};` : ''} }`).join(' ')
+      : '') + (bands ? ` live = ${bands.live};` : '');
   L(`    var aBase = 0u; var bBase = 0u;`);
-  if (spec.bColumn) for (let l = 0; l < bPer; l++) L(`    var bcol${l} = 0u;`);
+  if (spec.bColumn) for (let l = 0; l < bPer; l++) L(`    var bcol${l} = 0u;${spec.bColumnLive ? ` var blive${l} = false;` : ''}`);
+  if (bands) L(`    var live = false;`);
   L(`    ${spec.segment} ${columns}`);
   L(`    ${load(A)}`);
   L(`    ${load(B)}`);
@@ -204,6 +226,7 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`    workgroupBarrier();`);
   L(`    loop {`);
   L(`      let cur = st;`);
+  if (bands) L(`      let curLive = live;`); // the segment of the stage being multiplied
   L(`      t += 1u;`);
   L(`      let more = t < total;`);
   L(`      if (more) {`);
@@ -213,17 +236,18 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      ${load(B)}`);
   L(`      }`);
   // Multiply the current stage: for each k, gm vec4s of A (rows) and gn vec4s of B (cols).
+  if (bands) L(`      if (curLive) {`);
   for (let k = 0; k < bk; k++) {
     const ab = `cur * ${aStage}u + ${k * aRow}u + ty`;
-    const bb = `cur * ${bStage}u + ${k * bRow}u + tx`;
     for (let g = 0; g < gm; g++) L(`      let a${k}_${g} = As[${ab}${g ? ` + ${g * wm}u` : ''}];`);
-    for (let g = 0; g < gn; g++) L(`      let b${k}_${g} = Bs[${bb}${g ? ` + ${g * wn}u` : ''}];`);
+    for (let g = 0; g < gn; g++) L(`      let b${k}_${g} = Bs[cur * ${bStage}u + ${k * bRow}u + ${colVec(g)}];`);
     for (let g = 0; g < gm; g++) {
       for (let i = 0; i < 4; i++) {
         for (let h = 0; h < gn; h++) L(`      c${g * 4 + i}_${h} = fma(vec4<f32>(a${k}_${g}[${i}]), b${k}_${h}, c${g * 4 + i}_${h});`);
       }
     }
   }
+  if (bands) L(`      }`);
   L(`      if (!more) { break; }`);
   L(`      st = 1u - cur;`);
   L(`      ${stash(A)}`);
@@ -231,13 +255,13 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      workgroupBarrier();`);
   L(`    }`);
   L(`  }`);
-  // Store: row = g*4*wm + ty*4 + i, col = h*4*wn + tx*4 + j.
+  // Store: row = g*4*wm + ty*4 + i, col = colVec(h)*4 + j.
   for (let g = 0; g < gm; g++) {
     for (let i = 0; i < 4; i++) {
       for (let h = 0; h < gn; h++) {
         for (let j = 0; j < 4; j++) {
           const row = `${g * 4 * wm}u + ty * 4u + ${i}u`;
-          const col = `${h * 4 * wn}u + tx * 4u + ${j}u`;
+          const col = `(${colVec(h)}) * 4u + ${j}u`;
           L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${spec.store('row', 'col', `c${g * 4 + i}_${h}[${j}]`)} } }`);
         }
       }

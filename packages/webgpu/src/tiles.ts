@@ -16,6 +16,27 @@ export function bsrShape(bs: number): GemmShape {
   return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 16 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
 }
 
+/**
+ * Union tiles of the block-sparse forward and dX: 128 tokens x 64-128 outputs (tuned on an H100
+ * for 16x16 blocks), so several block rows (or columns) share each loaded activation tile; a band
+ * of outputs is one block wide and its threads whole warps.
+ */
+export function unionShape(forward: boolean): GemmShape {
+  return forward ? { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
+}
+
+/**
+ * Whether a product runs on union tiles. Measured on an H100 (docs/benchmarks.md, NOTES.md): they
+ * beat one-block-wide tiles only for 16x16 blocks, and only where at least a third of the union's
+ * band-steps hold a block (density ~0.5 forward, ~0.25 and up for dX); 32x32 and 64x64 blocks
+ * lose at every density. SPARSEGRAD_WEBGPU_UNION=0 / =1 forces them off / on (tests, benchmarks).
+ */
+export function useUnionTiles(blockSize: number, liveFraction: () => number): boolean {
+  const forced = env('SPARSEGRAD_WEBGPU_UNION');
+  if (forced === '0' || forced === '1') return forced === '1';
+  return blockSize === 16 && liveFraction() >= 1 / 3;
+}
+
 /** SDDMM: a workgroup computes several blocks of one block row. */
 export function sddmmShape(bs: number): GemmShape {
   // One block row tall, 128 columns wide (128 / bs blocks of the row), 128 threads.
@@ -26,10 +47,10 @@ export const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.b
 
 /**
  * Tile shapes can be overridden for tuning (benchmarks only): SPARSEGRAD_WEBGPU_TILES =
- * "matmul=16,16,8,8,8;bsr32=32,8,4,4,8;sddmm32=8,8,4,4,8".
+ * "matmul=16,16,8,8,8;bsr32=32,8,4,4,8;sddmm32=8,8,4,4,8;union16=16,16,8,8,8;unionGradInput16=16,8,8,8,8".
  */
 export function tuned(kernel: string): GemmShape | undefined {
-  const spec = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SPARSEGRAD_WEBGPU_TILES;
+  const spec = env('SPARSEGRAD_WEBGPU_TILES');
   const entry = spec?.split(';').find((e) => e.startsWith(`${kernel}=`));
   if (!entry) return undefined;
   const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
@@ -51,4 +72,9 @@ export function fitShape(shape: GemmShape, limit: number): GemmShape {
   while (workgroupBytes(s) > limit && s.bk > 4) s = { ...s, bk: s.bk / 2 };
   while (workgroupBytes(s) > limit && s.tm > 4) s = { ...s, tm: s.tm / 2 };
   return s;
+}
+
+/** An environment variable in Node; undefined in a browser. */
+function env(name: string): string | undefined {
+  return (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
 }

@@ -61,3 +61,38 @@ export function blockRowRuns(layout: BlockLayout, per: number): Int32Array {
   }
   return Int32Array.from(pairs);
 }
+
+/**
+ * The work table of union tiles (GPU kernels that multiply `group` block rows, or block columns,
+ * at once and load each activation block once for all of them): groups of `group` consecutive
+ * block rows (forward) or block columns (dX); per group the sorted union of the activation blocks
+ * they touch (columns, resp. rows), and for each union entry the block of each member at that
+ * position (-1: none). CSR over groups.
+ */
+export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
+  const bs = layout.blockSize;
+  const members = (forward ? layout.rows : layout.cols) / bs;
+  const ptr = [0];
+  const idx: number[] = [];
+  const blk: number[] = [];
+  for (let g0 = 0; g0 < members; g0 += group) {
+    const at = new Map<number, number[]>();
+    for (let g = 0; g < group && g0 + g < members; g++) {
+      const r = g0 + g;
+      const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
+      for (let e = begin; e < end; e++) {
+        const b = forward ? e : layout.cscBlock[e];
+        const other = forward ? layout.colIdx[b] : layout.rowIdx[b];
+        let slot = at.get(other);
+        if (!slot) at.set(other, (slot = new Array<number>(group).fill(-1)));
+        slot[g] = b;
+      }
+    }
+    for (const other of [...at.keys()].sort((a, b) => a - b)) {
+      idx.push(other);
+      blk.push(...at.get(other)!);
+    }
+    ptr.push(idx.length);
+  }
+  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
+}

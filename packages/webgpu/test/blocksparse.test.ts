@@ -1,0 +1,86 @@
+/**
+ * The WebGPU block-sparse kernels, each variant against float64 references: union tiles (several
+ * block rows or columns per workgroup; SPARSEGRAD_WEBGPU_UNION=1 forces them), one-block-wide
+ * tiles (=0) and the default choice, with partial and empty groups, tokens that fill no tile
+ * evenly, and every block size. The shared suites of core cover the default path on every backend under test.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { BlockSparseMatrix, backends, manualSeed, setBackend, tensor, type Backend } from '@sparsegrad/core';
+import '@sparsegrad/webgpu';
+import { randomArray } from '../../core/test/helpers.ts';
+
+const status = (await backends()).find((b) => b.name === 'webgpu');
+let gpu: Backend | null = null;
+if (status?.available) gpu = await setBackend('webgpu');
+else console.log(`  skipping WebGPU kernel tests: ${status?.reason}`);
+
+/** A pseudo-random block mask with block rows 0..7 and block column 2 empty (whole empty groups). */
+function mask(rows: number, cols: number, seed: number): number[][] {
+  const r = randomArray(rows * cols, seed);
+  return Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => (i >= 8 && j !== 2 && r[i * cols + j] > 0 ? 1 : 0)));
+}
+
+if (gpu) {
+  const be = gpu;
+  test('block-sparse forward, dX and dW match float64 references on both tile kinds', async () => {
+    // Fresh inputs every run (SPARSEGRAD_TEST_SEED repeats one); the seed is in every failure message.
+    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    manualSeed(seed);
+    for (const bs of [16, 32, 64]) {
+      // 17 block rows and 5 block columns: partial union groups at every block size.
+      const [nr, nc, m] = [17, 5, 301];
+      const [rows, cols] = [nr * bs, nc * bs];
+      const mk = mask(nr, nc, seed + bs);
+      const nnz = mk.flat().reduce((a, b) => a + b, 0);
+      const data = tensor(Float32Array.from(randomArray(nnz * bs * bs, seed + 1)), [nnz, bs, bs], { backend: be });
+      const W = BlockSparseMatrix.fromMask(mk, bs, { backend: be, data });
+      const L = W.layout;
+      const w = await W.data.toArray();
+      const x = Float32Array.from(randomArray(m * cols, seed + bs + 2));
+      const dy = Float32Array.from(randomArray(m * rows, seed + bs + 3));
+      const y = new Float64Array(m * rows);
+      const dx = new Float64Array(m * cols);
+      const dw = new Float64Array(nnz * bs * bs);
+      for (let b = 0; b < nnz; b++) {
+        const [r0, c0] = [L.rowIdx[b] * bs, L.colIdx[b] * bs];
+        for (let t = 0; t < m; t++)
+          for (let r = 0; r < bs; r++)
+            for (let c = 0; c < bs; c++) {
+              const wv = w[(b * bs + r) * bs + c];
+              y[t * rows + r0 + r] += x[t * cols + c0 + c] * wv;
+              dx[t * cols + c0 + c] += dy[t * rows + r0 + r] * wv;
+              dw[(b * bs + r) * bs + c] += dy[t * rows + r0 + r] * x[t * cols + c0 + c];
+            }
+      }
+      const xb = be.upload(x);
+      const dyb = be.upload(dy);
+      const blocks = W.data.storageFor('test').buffer;
+      for (const union of [undefined, '0', '1']) {
+        const saved = process.env.SPARSEGRAD_WEBGPU_UNION;
+        if (union === undefined) delete process.env.SPARSEGRAD_WEBGPU_UNION;
+        else process.env.SPARSEGRAD_WEBGPU_UNION = union;
+        // Poisoned outputs: every element must be written.
+        const outs = [y, dx, dw].map((r) => be.upload(new Float32Array(r.length).fill(Number.NaN)));
+        be.bsrMatmul(xb, blocks, L, m, outs[0], 'highest');
+        be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], 'highest');
+        be.bsrSddmm(dyb, xb, L, m, outs[2], 'highest');
+        if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_UNION;
+        else process.env.SPARSEGRAD_WEBGPU_UNION = saved;
+        const refs = [y, dx, dw];
+        for (let i = 0; i < 3; i++) {
+          const got = await be.read(outs[i], refs[i].length);
+          let worst = 0;
+          for (let j = 0; j < got.length; j++) worst = Math.max(worst, Math.abs(got[j] - refs[i][j]) / (1 + Math.abs(refs[i][j])));
+          assert.ok(worst < 1e-4, `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} union=${union ?? 'default'}: error ${worst} (seed ${seed})`);
+          be.free(outs[i]);
+        }
+      }
+      be.free(xb);
+      be.free(dyb);
+      W.data.dispose();
+    }
+  });
+}
+
+test.run();
