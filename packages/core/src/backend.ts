@@ -185,21 +185,37 @@ export interface Backend {
   layerNormBackward(x: BackendBuffer, gamma: BackendBuffer | null, mean: BackendBuffer, rstd: BackendBuffer, dy: BackendBuffer,
     rows: number, n: number, dx: BackendBuffer, dgamma: BackendBuffer | null, dbeta: BackendBuffer | null): void;
 
-  // ---- optimizer ----
+  // ---- optimizer and gradient clipping: lists of buffers (a GPU may take a list in one launch) ----
   /**
-   * One Adam(W) step over `size` contiguous floats in one pass (instead of a dozen elementwise
-   * ops), writing the new p, m and v to pOut, mOut, vOut: with d = weightDecay,
+   * One Adam(W) step over every parameter of the list, each `size` contiguous floats, in one pass
+   * (instead of a dozen elementwise ops), writing the new p, m and v to pOut, mOut, vOut: with
+   * d = weightDecay,
    *   g' = g + d p (unless decoupled);  p' = p (1 - lr d) (if decoupled, else p);
    *   m' = b1 m + (1 - b1) g';  v' = b2 v + (1 - b2) g'^2;
    *   pOut = p' - (lr / bc1) m' / (sqrt(v' / bc2) + eps).
    */
-  adamStep(p: BackendBuffer, g: BackendBuffer, m: BackendBuffer, v: BackendBuffer, size: number, spec: AdamStepSpec,
-    pOut: BackendBuffer, mOut: BackendBuffer, vOut: BackendBuffer): void;
+  adamStep(params: readonly AdamBuffers[], spec: AdamStepSpec): void;
+  /** out[0] = the sum of x^2 over every element of every buffer (xs[i] holds sizes[i] floats). */
+  sumOfSquares(xs: readonly BackendBuffer[], sizes: readonly number[], out: BackendBuffer): void;
+  /** outs[i] = xs[i] * factor[0] elementwise (factor: a one-float buffer, so no value is read back). */
+  scaleBuffers(xs: readonly BackendBuffer[], sizes: readonly number[], factor: BackendBuffer, outs: readonly BackendBuffer[]): void;
+}
+
+/** One parameter of Backend.adamStep: its buffers in, their updated values out, `size` floats each. */
+export interface AdamBuffers {
+  readonly p: BackendBuffer;
+  readonly g: BackendBuffer;
+  readonly m: BackendBuffer;
+  readonly v: BackendBuffer;
+  readonly size: number;
+  readonly pOut: BackendBuffer;
+  readonly mOut: BackendBuffer;
+  readonly vOut: BackendBuffer;
 }
 
 /** The kernel names a backend must implement; checked when it registers. */
 export const KERNELS = [
   'alloc', 'upload', 'read', 'free', 'memory', 'fill', 'random', 'copy', 'unary', 'binary', 'where', 'reduce',
   'matmul', 'bsrMatmul', 'bsrMatmulGradInput', 'bsrSddmm', 'gather', 'scatterAdd', 'softmax', 'softmaxBackward',
-  'layerNorm', 'layerNormBackward', 'adamStep',
+  'layerNorm', 'layerNormBackward', 'adamStep', 'sumOfSquares', 'scaleBuffers',
 ] as const satisfies readonly (keyof Backend)[];

@@ -4,7 +4,7 @@
  */
 import './cpu/backend.ts'; // registers 'cpu'
 
-export type { AdamStepSpec, MatmulPrecision, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
+export type { AdamBuffers, AdamStepSpec, MatmulPrecision, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
 export { KERNELS, MATMUL_PRECISIONS, adamCoefficients } from './backend.ts';
 export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
 export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
@@ -20,7 +20,7 @@ export { reshape, view, flatten, permute, transpose, expand, squeeze, unsqueeze,
 export { gather, indexSelect } from './ops/indexing.ts';
 export { softmax, logSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';
 export { bsrMatmul } from './ops/blocksparse.ts';
-export { adamStep } from './ops/optim.ts';
+export { adamStep, adamSteps, scaleEach, sumOfSquares, type AdamSlot } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
 export { BLOCK_SIZES, blockRowRuns, buildLayout, buildUnionTable } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';

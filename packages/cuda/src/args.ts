@@ -6,7 +6,8 @@
 import { MAX_OPERANDS, MAX_RANK } from './layout.ts';
 
 export class Args {
-  private readonly bytes = new Uint8Array(1024);
+  // Room for the largest by-value struct (a tensor list of lists.ts, ~2.9 KB) and a few scalars.
+  private readonly bytes = new Uint8Array(4096);
   private readonly view = new DataView(this.bytes.buffer);
   private readonly offs = new Uint32Array(32);
   private at = 0;

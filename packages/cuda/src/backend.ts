@@ -11,6 +11,7 @@ import {
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { Args } from './args.ts';
+import { listChunks, listStruct } from './lists.ts';
 import { outputOperand, stridedLayout, viewOperand } from './layout.ts';
 import type { Addon, DeviceProperties } from './native.ts';
 
@@ -46,6 +47,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const P = (b: BackendBuffer) => (b as CudaBuffer).ptr;
   /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */
   const blocksFor = (n: number, perBlock = THREADS) => Math.max(1, Math.min(Math.ceil(n / perBlock), sms * 16));
+  /** Blocks per tensor of a list launch (grid y = the tensors): the largest tensor's share of a few waves. */
+  const listBlocks = (sizes: readonly number[]) => Math.max(1, Math.min(Math.ceil(Math.max(...sizes) / THREADS), Math.ceil((sms * 8) / sizes.length) * 4));
 
   function launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes = 0): void {
     try {
@@ -272,12 +275,36 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       if (dg !== (dgamma && P(dgamma))) allocator.release(dg, used * n * 4);
       if (db !== (dbeta && P(dbeta))) allocator.release(db, used * n * 4);
     },
-    adamStep(p, g, m, v, size, spec, pOut, mOut, vOut) {
-      if (size === 0) return;
+    adamStep(list, spec) {
       const { coupled, shrink, step } = adamCoefficients(spec);
-      launch('adamStep', 'adam_step', [blocksFor(size), 1, 1], THREADS,
-        args.reset().ptr(P(p)).ptr(P(g)).ptr(P(m)).ptr(P(v)).ptr(P(pOut)).ptr(P(mOut)).ptr(P(vOut))
-          .u32(size).f32(coupled).f32(shrink).f32(spec.beta1).f32(spec.beta2).f32(step).f32(spec.biasCorrection2).f32(spec.eps));
+      for (const chunk of listChunks(list.filter((t) => t.size > 0))) {
+        const struct = listStruct(['p', 'g', 'm', 'v', 'pOut', 'mOut', 'vOut'].map((k) => chunk.map((t) => P(t[k as 'p']))), [chunk.map((t) => t.size)]);
+        launch('adamStep', 'adam_step_list', [listBlocks(chunk.map((t) => t.size)), chunk.length, 1], THREADS,
+          args.reset().raw(struct, 8).f32(coupled).f32(shrink).f32(spec.beta1).f32(spec.beta2).f32(step).f32(spec.biasCorrection2).f32(spec.eps));
+      }
+    },
+    sumOfSquares(xs, sizes, out) {
+      const items = xs.map((x, i) => ({ x: P(x), n: sizes[i] })).filter((t) => t.n > 0);
+      const chunks = listChunks(items);
+      const grids = chunks.map((c) => listBlocks(c.map((t) => t.n)));
+      const total = chunks.reduce((a, c, i) => a + c.length * grids[i], 0);
+      if (total === 0) return backend.fill(out, 1, 0);
+      const partial = allocator.alloc(total * 4);
+      let base = 0;
+      chunks.forEach((c, i) => {
+        launch('sumOfSquares', 'sum_squares_list', [grids[i], c.length, 1], THREADS,
+          args.reset().raw(listStruct([c.map((t) => t.x)], [c.map((t) => t.n)]), 8).ptr(partial).u32(base));
+        base += c.length * grids[i];
+      });
+      reduceF32('sum', partial, 1, total, 1, P(out));
+      allocator.release(partial, total * 4);
+    },
+    scaleBuffers(xs, sizes, factor, outs) {
+      const items = xs.map((x, i) => ({ x: P(x), y: P(outs[i]), n: sizes[i] })).filter((t) => t.n > 0);
+      for (const c of listChunks(items)) {
+        launch('scaleBuffers', 'scale_list', [listBlocks(c.map((t) => t.n)), c.length, 1], THREADS,
+          args.reset().raw(listStruct([c.map((t) => t.x), c.map((t) => t.y)], [c.map((t) => t.n)]), 8).ptr(P(factor)));
+      }
     },
 
     synchronize: () => addon.synchronize(),

@@ -471,7 +471,9 @@ ${rowMain(sg)}
         ctx.free(scratch); // later reuse is ordered after this dispatch on the queue
       }
     },
-    adamStep(p, g, m, v, size, spec, pOut, mOut, vOut) {
+    adamStep(list, spec) {
+      // One dispatch per parameter: a bind group holds a fixed set of buffers, so a list cannot
+      // go to one dispatch as it does on CUDA.
       const pipeline = pipe('adamStep', () => `${HEAD(`@group(0) @binding(1) var<storage, read> Pin: array<f32>;
 @group(0) @binding(2) var<storage, read> Gr: array<f32>;
 @group(0) @binding(3) var<storage, read> Min: array<f32>;
@@ -485,8 +487,45 @@ ${rowMain(sg)}
     Mo[i] = mi; Vo[i] = vi;
     Po[i] = Pin[i] * pf(2u) - pf(5u) * mi / (sqrt(vi / pf(6u)) + pf(7u));`)}`);
       const { coupled, shrink, step } = adamCoefficients(spec);
-      const params: Param[] = [u(size), ...[coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }))];
-      ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), params, perElementThreads(size));
+      const coefficients: Param[] = [coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }));
+      for (const { p, g, m, v, size, pOut, mOut, vOut } of list) {
+        if (size > 0) ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), [u(size), ...coefficients], perElementThreads(size));
+      }
+    },
+    sumOfSquares(xs, sizes, out) {
+      // Per buffer, one partial sum per chunk into a shared list; then one sum over the list.
+      const pipeline = pipe('sumOfSquares', () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Part: array<f32>;`)}
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let n = p(0u); let chunk = p(2u); let base = wg.x * chunk;
+  var acc = 0.0;
+  for (var j = l; j < chunk && base + j < n; j += ${WG}u) { let v = X[base + j]; acc += v * v; }
+  red[l] = acc;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
+  if (l == 0u) { Part[p(1u) + wg.x] = red[0]; }
+}`);
+      const chunks = sizes.map((n) => Math.max(SUMSQ_CHUNK, Math.ceil(n / MAX_GRID)));
+      const counts = sizes.map((n, i) => Math.ceil(n / chunks[i]));
+      const total = counts.reduce((a, b) => a + b, 0);
+      if (total === 0) return backend.fill(out, 1, 0);
+      const partial = ctx.alloc(total, 'float32');
+      let at = 0;
+      xs.forEach((x, i) => {
+        if (counts[i] > 0) ctx.dispatchGrid('sumOfSquares', pipeline, [G(x), partial], [u(sizes[i]), u(at), u(chunks[i])], [counts[i], 1, 1]);
+        at += counts[i];
+      });
+      backend.reduce('sum', partial, 1, total, 1, out);
+      ctx.free(partial); // reuse is ordered after these dispatches on the queue
+    },
+    scaleBuffers(xs, sizes, factor, outs) {
+      const pipeline = pipe('scaleBuffers', () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> F: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;`)}\n${perElement('Y[i] = X[i] * F[0];')}`);
+      xs.forEach((x, i) => {
+        if (sizes[i] > 0) ctx.dispatch('scaleBuffers', pipeline, [G(x), G(factor), G(outs[i])], [u(sizes[i])], perElementThreads(sizes[i]));
+      });
     },
   };
   return backend;
@@ -586,6 +625,8 @@ ${rowMain(sg)}
 }
 
 const MAX_GRID = 65535;
+/** Elements per workgroup of the sum-of-squares partials. */
+const SUMSQ_CHUNK = 8192;
 /** Elementwise kernels: each thread handles this many elements, a workgroup apart (coalesced). */
 const PER_THREAD = 4;
 const perElementThreads = (n: number) => Math.ceil(n / PER_THREAD);

@@ -121,9 +121,17 @@ export const gradRules: Record<string, GradRule> = {
       // A 2-D right operand shared by every batch (a Linear weight): fold the batch into the
       // reduction axis, one product [k, batch*m] @ [batch*m, n] instead of a product per batch
       // followed by a sum.
-      db = b.rank === 2 && a.rank > 2
-        ? matmul(transpose(reshape(a, [-1, a.shape[a.rank - 1]]), 0, 1), reshape(g, [-1, g.shape[g.rank - 1]]))
-        : sumTo(matmul(transpose(a, -2, -1), g), b.shape);
+      if (b.rank === 2) {
+        const a2 = a.rank > 2 ? reshape(a, [-1, a.shape[a.rank - 1]]) : a;
+        const g2 = g.rank > 2 ? reshape(g, [-1, g.shape[g.rank - 1]]) : g;
+        // A transposed right operand (x @ W.T in Linear) gets its gradient in its own layout, the
+        // transpose of a contiguous (G^T A): W's gradient then comes out contiguous, and the
+        // optimizer and gradient clipping read it without a copy.
+        const transposed = b.shape[0] > 1 && b.strides[0] === 1 && b.strides[1] === b.shape[0];
+        db = transposed ? transpose(matmul(transpose(g2, 0, 1), a2), 0, 1) : matmul(transpose(a2, 0, 1), g2);
+      } else {
+        db = sumTo(matmul(transpose(a, -2, -1), g), b.shape);
+      }
     }
     return [a.requiresGrad ? sumTo(matmul(g, transpose(b, -2, -1)), a.shape) : null, db];
   },

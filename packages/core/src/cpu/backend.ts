@@ -89,9 +89,27 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),
     layerNormBackward: (x, g, mean, rstd, dy, rows, n, dx, dg, db) =>
       rk.layerNormBackward(f32(x), g && f32(g), f32(mean), f32(rstd), f32(dy), rows, n, f32(dx), dg && f32(dg), db && f32(db)),
-    adamStep(p, g, m, v, size, s, pOut, mOut, vOut) {
+    adamStep(params, s) {
       const { coupled, shrink, step } = adamCoefficients(s);
-      wasm.k.adamStep(ptr(p), ptr(g), ptr(m), ptr(v), size, coupled, shrink, s.beta1, s.beta2, step, s.biasCorrection2, s.eps, ptr(pOut), ptr(mOut), ptr(vOut));
+      for (const { p, g, m, v, size, pOut, mOut, vOut } of params) {
+        wasm.k.adamStep(ptr(p), ptr(g), ptr(m), ptr(v), size, coupled, shrink, s.beta1, s.beta2, step, s.biasCorrection2, s.eps, ptr(pOut), ptr(mOut), ptr(vOut));
+      }
+    },
+    sumOfSquares(xs, sizes, out) {
+      // float64 accumulation: the GPU backends' two-level sums are at least this close.
+      let acc = 0;
+      xs.forEach((x, i) => {
+        const a = f32(x);
+        for (let j = 0; j < sizes[i]; j++) acc += a[j] * a[j];
+      });
+      f32(out)[0] = acc;
+    },
+    scaleBuffers(xs, sizes, factor, outs) {
+      const k = f32(factor)[0];
+      xs.forEach((x, i) => {
+        const [a, y] = [f32(x), f32(outs[i])];
+        for (let j = 0; j < sizes[i]; j++) y[j] = a[j] * k;
+      });
     },
   };
 }

@@ -1,4 +1,8 @@
-/** Fused optimizer updates: one kernel per parameter instead of a chain of elementwise ops. */
+/**
+ * Fused optimizer updates and gradient-clipping reductions over lists of tensors: one backend
+ * call for a whole list (a GPU backend launches one kernel per list, not one per tensor, as
+ * PyTorch's foreach/fused optimizers do).
+ */
 import type { AdamStepSpec } from '../backend.ts';
 import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
@@ -6,32 +10,91 @@ import { empty, type Tensor } from '../tensor.ts';
 import { asFlat } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
 
+/** A parameter with its gradient and Adam moments (all one shape). */
+export interface AdamSlot {
+  p: Tensor;
+  g: Tensor;
+  m: Tensor;
+  v: Tensor;
+}
+
 /**
- * One Adam(W) step on parameter p with gradient g and moment buffers m, v (all one shape). The
- * new values go into fresh buffers that p, m and v then take over (like assign), so views of the
- * old values held elsewhere are never changed under them.
+ * One Adam(W) step on every parameter of the list. The new values go into fresh buffers that p,
+ * m and v then take over (like assign), so views of the old values held elsewhere are never
+ * changed under them.
  */
-export function adamStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor, spec: AdamStepSpec): void {
+export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void {
   const op = 'adamStep';
-  const backend = checkTensors(op, p, g, m, v);
-  for (const t of [p, g, m, v]) {
-    checkFloat(op, t);
-    if (t.shape.length !== p.shape.length || t.shape.some((d, i) => d !== p.shape[i])) {
-      throw opError(op, `parameter, gradient and moments must share one shape, got ${fmtShape(p.shape)} and ${fmtShape(t.shape)}`);
+  if (slots.length === 0) return;
+  const backend = checkTensors(op, ...slots.flatMap((s) => [s.p, s.g, s.m, s.v]));
+  for (const { p, g, m, v } of slots) {
+    for (const t of [p, g, m, v]) {
+      checkFloat(op, t);
+      if (t.shape.length !== p.shape.length || t.shape.some((d, i) => d !== p.shape[i])) {
+        throw opError(op, `parameter, gradient and moments must share one shape, got ${fmtShape(p.shape)} and ${fmtShape(t.shape)}`);
+      }
     }
   }
   for (const [k, x] of Object.entries(spec)) {
     if (typeof x === 'number' && !Number.isFinite(x)) throw opError(op, `${k} must be finite, got ${x}`);
   }
   noGrad(() => {
-    const flat = [p, g, m, v].map(asFlat);
-    const outs = [p, m, v].map(() => empty(p.shape, 'float32', backend));
-    backend.adamStep(flat[0].bufferFor(op), flat[1].bufferFor(op), flat[2].bufferFor(op), flat[3].bufferFor(op), p.size, spec,
-      outs[0].bufferFor(op), outs[1].bufferFor(op), outs[2].bufferFor(op));
-    flat.forEach((f, i) => f !== [p, g, m, v][i] && f.dispose());
-    [p, m, v].forEach((t, i) => {
-      t.assign(outs[i]);
-      outs[i].dispose();
+    const work = slots.map((s) => {
+      const ins = [s.p, s.g, s.m, s.v];
+      const flat = ins.map(asFlat);
+      const outs = [s.p, s.m, s.v].map(() => empty(s.p.shape, 'float32', backend));
+      return { ins, flat, outs };
     });
+    backend.adamStep(
+      work.map(({ flat, outs }) => ({
+        p: flat[0].bufferFor(op), g: flat[1].bufferFor(op), m: flat[2].bufferFor(op), v: flat[3].bufferFor(op), size: flat[0].size,
+        pOut: outs[0].bufferFor(op), mOut: outs[1].bufferFor(op), vOut: outs[2].bufferFor(op),
+      })),
+      spec,
+    );
+    for (const { ins, flat, outs } of work) {
+      flat.forEach((f, i) => f !== ins[i] && f.dispose());
+      [ins[0], ins[2], ins[3]].forEach((t, i) => {
+        t.assign(outs[i]);
+        outs[i].dispose();
+      });
+    }
+  });
+}
+
+/** One Adam(W) step on parameter p with gradient g and moment buffers m, v (see adamSteps). */
+export function adamStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor, spec: AdamStepSpec): void {
+  adamSteps([{ p, g, m, v }], spec);
+}
+
+/** The sum of the squares of every element of every tensor, as a scalar float32 tensor (no sync). */
+export function sumOfSquares(tensors: readonly Tensor[]): Tensor {
+  const op = 'sumOfSquares';
+  if (tensors.length === 0) throw opError(op, 'expected at least one tensor');
+  const backend = checkTensors(op, ...tensors);
+  tensors.forEach((t) => checkFloat(op, t));
+  return noGrad(() => {
+    const flat = tensors.map(asFlat);
+    const out = empty([], 'float32', backend);
+    backend.sumOfSquares(flat.map((f) => f.bufferFor(op)), flat.map((f) => f.size), out.bufferFor(op));
+    flat.forEach((f, i) => f !== tensors[i] && f.dispose());
+    return out;
+  });
+}
+
+/** Each tensor times a scalar tensor (read on the device, never synced), as new tensors. */
+export function scaleEach(tensors: readonly Tensor[], factor: Tensor): Tensor[] {
+  const op = 'scaleEach';
+  const backend = checkTensors(op, factor, ...tensors);
+  if (factor.size !== 1) throw opError(op, `factor must hold one element, got shape ${fmtShape(factor.shape)}`);
+  [factor, ...tensors].forEach((t) => checkFloat(op, t));
+  return noGrad(() => {
+    const flat = tensors.map(asFlat);
+    const f = asFlat(factor);
+    const outs = tensors.map((t) => empty(t.shape, 'float32', backend));
+    backend.scaleBuffers(flat.map((x) => x.bufferFor(op)), flat.map((x) => x.size), f.bufferFor(op), outs.map((o) => o.bufferFor(op)));
+    flat.forEach((x, i) => x !== tensors[i] && x.dispose());
+    if (f !== factor) f.dispose();
+    return outs;
   });
 }

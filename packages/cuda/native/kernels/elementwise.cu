@@ -152,10 +152,24 @@ extern "C" __global__ void random_f32(float* y, uint32_t n, int normal, uint32_t
   }
 }
 
+// Kernels over a list of tensors in one launch (as PyTorch's multi_tensor_apply): the pointers and
+// sizes of up to LIST_MAX tensors travel by value in the kernel's parameters (src/lists.ts packs
+// them); blockIdx.y picks the tensor, blockIdx.x strides over its elements.
+#define LIST_MAX 48
+#define LIST_STRIDE(i, n) for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
+
+struct AdamList {
+  const float* p[LIST_MAX]; const float* g[LIST_MAX]; const float* m[LIST_MAX]; const float* v[LIST_MAX];
+  float* po[LIST_MAX]; float* mo[LIST_MAX]; float* vo[LIST_MAX];
+  uint32_t n[LIST_MAX];
+};
+
 // One Adam(W) step (see Backend.adamStep); coefficients derived in core (adamCoefficients).
-extern "C" __global__ void adam_step(const float* p, const float* g, const float* m, const float* v, float* po, float* mo, float* vo,
-                                     uint32_t n, float coupled, float shrink, float b1, float b2, float step, float bc2, float eps) {
-  GRID_STRIDE(i, n) {
+extern "C" __global__ void adam_step_list(AdamList L, float coupled, float shrink, float b1, float b2, float step, float bc2, float eps) {
+  const int t = blockIdx.y;
+  const float *p = L.p[t], *g = L.g[t], *m = L.m[t], *v = L.v[t];
+  float *po = L.po[t], *mo = L.mo[t], *vo = L.vo[t];
+  LIST_STRIDE(i, L.n[t]) {
     float gi = g[i] + coupled * p[i];
     float mi = b1 * m[i] + (1.f - b1) * gi;
     float vi = b2 * v[i] + (1.f - b2) * gi * gi;
@@ -163,4 +177,31 @@ extern "C" __global__ void adam_step(const float* p, const float* g, const float
     vo[i] = vi;
     po[i] = p[i] * shrink - step * mi / (sqrtf(vi / bc2) + eps);
   }
+}
+
+struct ScaleList {
+  const float* x[LIST_MAX]; float* y[LIST_MAX];
+  uint32_t n[LIST_MAX];
+};
+
+// y = x * factor[0] for every tensor of the list (gradient clipping: the factor stays on the device).
+extern "C" __global__ void scale_list(ScaleList L, const float* factor) {
+  const int t = blockIdx.y;
+  const float k = *factor;
+  LIST_STRIDE(i, L.n[t]) L.y[t][i] = L.x[t][i] * k;
+}
+
+struct SumList {
+  const float* x[LIST_MAX];
+  uint32_t n[LIST_MAX];
+};
+
+// Partial sums of squares: block (x, y) writes the sum over its share of tensor y to
+// partial[base + y * gridDim.x + x]; one ordinary sum over the partials follows (deterministic).
+extern "C" __global__ void sum_squares_list(SumList L, float* partial, uint32_t base) {
+  const int t = blockIdx.y;
+  float acc = 0.f;
+  LIST_STRIDE(i, L.n[t]) { float v = L.x[t][i]; acc += v * v; }
+  acc = blockAll(acc, Add(), 0.f);
+  if (threadIdx.x == 0) partial[base + blockIdx.y * gridDim.x + blockIdx.x] = acc;
 }

@@ -1,4 +1,4 @@
-import { adamStep, keep, noGrad, opError, tidy, zerosLike, type Tensor } from '@sparsegrad/core';
+import { adamSteps, keep, noGrad, opError, tidy, zerosLike, type AdamStepSpec, type Tensor } from '@sparsegrad/core';
 
 /**
  * Base optimiser: holds parameters and per-parameter state tensors (kept outside tidy scopes).
@@ -27,7 +27,7 @@ export abstract class Optimizer {
 
   /** Applies one update from the current .grad of every parameter (those without a gradient are skipped). */
   step(): void {
-    if (!(this.lr >= 0) || !Number.isFinite(this.lr)) throw opError(`${this.constructor.name}.step`, `lr must be a finite non-negative number, got ${this.lr}`);
+    this.checkLr();
     this.stepCount++;
     for (const p of this.params) {
       const g = p.grad;
@@ -37,6 +37,10 @@ export abstract class Optimizer {
   }
 
   protected abstract update(p: Tensor, g: Tensor): void;
+
+  protected checkLr(): void {
+    if (!(this.lr >= 0) || !Number.isFinite(this.lr)) throw opError(`${this.constructor.name}.step`, `lr must be a finite non-negative number, got ${this.lr}`);
+  }
 
   /**
    * State tensors keyed "<parameter index>.<slot>" (parameters in constructor order) and the
@@ -123,12 +127,21 @@ export class Adam extends Optimizer {
     if (!(this.eps > 0)) throw opError(this.constructor.name, `eps must be positive, got ${this.eps}`);
     if (!(this.weightDecay >= 0)) throw opError(this.constructor.name, `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
+  /** Every parameter with a gradient in one fused update (the formula is in core's Backend.adamStep). */
+  override step(): void {
+    this.checkLr();
+    this.stepCount++;
+    const slots = this.params.filter((p) => p.grad).map((p) => ({ p, g: p.grad!, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }));
+    noGrad(() => tidy(() => adamSteps(slots, this.spec())));
+  }
   protected update(p: Tensor, g: Tensor): void {
-    // One fused kernel per parameter (the formula is in core's Backend.adamStep).
-    adamStep(p, g, this.slot(p, 'expAvg'), this.slot(p, 'expAvgSq'), {
+    adamSteps([{ p, g, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }], this.spec());
+  }
+  private spec(): AdamStepSpec {
+    return {
       lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, decoupled: this.decoupled,
       biasCorrection1: 1 - this.beta1 ** this.stepCount, biasCorrection2: 1 - this.beta2 ** this.stepCount,
-    });
+    };
   }
 }
 

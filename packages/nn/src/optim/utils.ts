@@ -1,4 +1,4 @@
-import { cat, noGrad, opError, tidy, keep, type Tensor } from '@sparsegrad/core';
+import { noGrad, opError, scaleEach, sumOfSquares, tidy, keep, type Tensor } from '@sparsegrad/core';
 
 /**
  * Scales all gradients so that their global L2 norm is at most maxNorm. Returns the norm before
@@ -9,15 +9,12 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
   const grads = [...params].map((p) => p.grad).filter((g): g is Tensor => !!g);
   if (grads.length === 0) throw opError('clipGradNorm', 'no parameter has a gradient (call backward() first)');
   return noGrad(() => {
-    // One reduction over all the gradients laid end to end (a copy each) rather than a product,
-    // a sum and an add per gradient: on a GPU each is a launch, and a GPT step has ~100 gradients.
-    const norm = tidy(() => {
-      const flat = grads.length === 1 ? grads[0].reshape([-1]) : cat(grads.map((g) => g.reshape([-1])), 0);
-      return flat.mul(flat).sum().sqrt();
-    });
+    // Two list operations (a launch or two each on a GPU) rather than a product, a sum and a
+    // scaling per gradient: a GPT step has ~100 gradients.
+    const norm = tidy(() => sumOfSquares(grads).sqrt());
     tidy(() => {
       const scale = norm.add(1e-6).div(maxNorm).maximum(1).pow(-1); // min(1, maxNorm / norm)
-      for (const g of grads) g.assign(g.mul(scale));
+      scaleEach(grads, scale).forEach((scaled, i) => grads[i].assign(scaled));
     });
     return keep(norm);
   });
