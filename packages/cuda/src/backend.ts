@@ -99,7 +99,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const piecesFor = (outputs: number, n: number, minPiece: number) =>
     Math.max(1, Math.min(Math.ceil((sms * 2048) / Math.max(1, outputs)), Math.ceil(n / minPiece)));
 
-  function reduceF32(op: 'sum' | 'max' | 'min', x: number, outer: number, n: number, inner: number, out: number): void {
+  function reduceF32(op: 'sum' | 'max' | 'min', x: number, outer: number, n: number, inner: number, out: number, split = true): void {
     if (inner === 1) {
       // Rows; a few very long rows are cut into pieces reduced in a second pass.
       const pieces = outer < 2 * sms && n > 16384 ? piecesFor(outer * 32, n, 4096) : 1;
@@ -113,14 +113,15 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       }
       return;
     }
-    // Columns; when there are few, the rows are cut into pieces too: partial [outer, pieces, inner].
-    const pieces = piecesFor(outer * inner, n, 64);
+    // Columns; when there are few, the rows are cut into pieces too: partial [outer, pieces, inner],
+    // reduced by one more launch without further cuts (at most a few hundred rows remain).
+    const pieces = split ? piecesFor(outer * inner, n, 64) : 1;
     const chunk = Math.ceil(n / pieces);
     const used = Math.ceil(n / chunk);
     const target = used > 1 ? allocator.alloc(outer * used * inner * 4) : out;
     launch(op, `${op}_columns`, [blocksFor(outer * used * inner), 1, 1], THREADS, args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(inner).u32(chunk).u32(used));
     if (used > 1) {
-      reduceF32(op, target, outer, used, inner, out);
+      reduceF32(op, target, outer, used, inner, out, false);
       allocator.release(target, outer * used * inner * 4);
     }
   }
