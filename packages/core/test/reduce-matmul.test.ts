@@ -99,7 +99,9 @@ for (const backend of await backendsUnderTest()) {
       const x = f32(randomArray(size(shape), shape[0]));
       for (const fn of ['sum', 'max', 'min'] as const) {
         const ref = refReduce(x, shape, axes, fn);
-        assertClose(await sg[fn](T(x, shape), axes).toArray(), ref.out, 1e-5, `${fn} ${shape} over ${axes}`);
+        // f32 sums: the rounding error grows with the reduced length (8192 and 70001 rows here).
+        const tol = fn === 'sum' ? 1e-5 * Math.max(1, Math.sqrt(shape[axes[0]] / 1000)) : 0;
+        assertClose(await sg[fn](T(x, shape), axes).toArray(), ref.out, tol, `${fn} ${shape} over ${axes}`);
       }
     }
   });
