@@ -4,7 +4,7 @@
  * run here is skipped with its reason printed.
  */
 import * as assert from 'uvu/assert';
-import { backends, setBackend, Tensor, tensor, tidy, noGrad, type Backend } from '@sparsegrad/core';
+import { backends, setBackend, Tensor, tensor, tidy, noGrad, type Backend, type BlockLayout } from '@sparsegrad/core';
 
 export async function backendsUnderTest(): Promise<Backend[]> {
   const names = (process.env.SPARSEGRAD_TEST_BACKENDS ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
@@ -137,4 +137,27 @@ export async function assertRejects(fn: () => Promise<unknown>, pattern: RegExp)
     return;
   }
   assert.unreachable(`expected a rejection matching ${pattern}`);
+}
+
+/**
+ * float64 references of the block-sparse trio from a layout's block list: Y = X W^T [m, rows],
+ * dX = dY W [m, cols] and dW = dY^T X on the stored blocks (block b at b * bs * bs).
+ */
+export function blockSparseRefs(L: BlockLayout, w: ArrayLike<number>, x: ArrayLike<number>, dy: ArrayLike<number>, m: number): { y: Float64Array; dx: Float64Array; dw: Float64Array } {
+  const { rows, cols, blockSize: bs } = L;
+  const y = new Float64Array(m * rows);
+  const dx = new Float64Array(m * cols);
+  const dw = new Float64Array(L.nnzBlocks * bs * bs);
+  for (let b = 0; b < L.nnzBlocks; b++) {
+    const [r0, c0] = [L.rowIdx[b] * bs, L.colIdx[b] * bs];
+    for (let t = 0; t < m; t++)
+      for (let r = 0; r < bs; r++)
+        for (let c = 0; c < bs; c++) {
+          const wv = w[(b * bs + r) * bs + c];
+          y[t * rows + r0 + r] += x[t * cols + c0 + c] * wv;
+          dx[t * cols + c0 + c] += dy[t * rows + r0 + r] * wv;
+          dw[(b * bs + r) * bs + c] += dy[t * rows + r0 + r] * x[t * cols + c0 + c];
+        }
+  }
+  return { y, dx, dw };
 }

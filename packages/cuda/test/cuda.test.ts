@@ -11,7 +11,7 @@ import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
 import { Args } from '../src/args.ts';
-import { assertRejects, assertThrows, randomArray } from '../../core/test/helpers.ts';
+import { assertRejects, assertThrows, blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   const a = new Args().ptr(2 ** 40 + 5).i32(-3).ptr(7).f32(1.5).u32(2 ** 32 - 1);
@@ -131,24 +131,7 @@ if (gpu) {
       const w = await W.data.toArray();
       const x = Float32Array.from(randomArray(m * cols, seed + bs));
       const dy = Float32Array.from(randomArray(m * rows, seed + bs + 1));
-      // float64 references from the block lists
-      const y = new Float64Array(m * rows);
-      const dx = new Float64Array(m * cols);
-      const dw = new Float64Array(L.nnzBlocks * bs * bs);
-      for (let b = 0; b < L.nnzBlocks; b++) {
-        const r0 = L.rowIdx[b] * bs;
-        const c0 = L.colIdx[b] * bs;
-        for (let t = 0; t < m; t++) {
-          for (let r = 0; r < bs; r++) {
-            for (let c = 0; c < bs; c++) {
-              const wv = w[(b * bs + r) * bs + c];
-              y[t * rows + r0 + r] += x[t * cols + c0 + c] * wv;
-              dx[t * cols + c0 + c] += dy[t * rows + r0 + r] * wv;
-              dw[(b * bs + r) * bs + c] += dy[t * rows + r0 + r] * x[t * cols + c0 + c];
-            }
-          }
-        }
-      }
+      const { y, dx, dw } = blockSparseRefs(L, w, x, dy, m);
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
@@ -203,19 +186,8 @@ if (gpu) {
     const L = W.layout;
     const w = await W.data.toArray();
     const x = Float32Array.from(randomArray(m * n, seed));
-    const y = new Float64Array(m * n);
-    const dx = new Float64Array(m * n);
-    for (let b = 0; b < L.nnzBlocks; b++) {
-      const r0 = L.rowIdx[b] * 32;
-      const c0 = L.colIdx[b] * 32;
-      for (let t = 0; t < m; t++)
-        for (let r = 0; r < 32; r++)
-          for (let c = 0; c < 32; c++) {
-            const wv = w[(b * 32 + r) * 32 + c];
-            y[t * n + r0 + r] += x[t * n + c0 + c] * wv;
-            dx[t * n + c0 + c] += x[t * n + r0 + r] * wv;
-          }
-    }
+    // Square W: x serves as dY too.
+    const { y, dx } = blockSparseRefs(L, w, x, x, m);
     const xb = be.upload(x);
     const blocks = W.data.storageFor('test').buffer;
     for (const precision of ['highest', 'high'] as MatmulPrecision[]) {

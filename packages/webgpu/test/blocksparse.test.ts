@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, setBackend, tensor, type Backend } from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
-import { randomArray } from '../../core/test/helpers.ts';
+import { blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
 
 const status = (await backends()).find((b) => b.name === 'webgpu');
 let gpu: Backend | null = null;
@@ -39,20 +39,7 @@ if (gpu) {
       const w = await W.data.toArray();
       const x = Float32Array.from(randomArray(m * cols, seed + bs + 2));
       const dy = Float32Array.from(randomArray(m * rows, seed + bs + 3));
-      const y = new Float64Array(m * rows);
-      const dx = new Float64Array(m * cols);
-      const dw = new Float64Array(nnz * bs * bs);
-      for (let b = 0; b < nnz; b++) {
-        const [r0, c0] = [L.rowIdx[b] * bs, L.colIdx[b] * bs];
-        for (let t = 0; t < m; t++)
-          for (let r = 0; r < bs; r++)
-            for (let c = 0; c < bs; c++) {
-              const wv = w[(b * bs + r) * bs + c];
-              y[t * rows + r0 + r] += x[t * cols + c0 + c] * wv;
-              dx[t * cols + c0 + c] += dy[t * rows + r0 + r] * wv;
-              dw[(b * bs + r) * bs + c] += dy[t * rows + r0 + r] * x[t * cols + c0 + c];
-            }
-      }
+      const { y, dx, dw } = blockSparseRefs(L, w, x, dy, m);
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
