@@ -144,7 +144,7 @@ if (!values['block-sparse-only']) {
     ['sum of everything', time(() => be.reduce('sum', a, 1, n, 1, probe), 10), bytes],
     ['sum of rows of 1024', time(() => be.reduce('sum', a, n / 1024, 1024, 1, r), 10), bytes],
     ['sum over axis 0 of [1024, n/1024]', time(() => be.reduce('sum', a, 1, 1024, n / 1024, r), 10), bytes],
-    ['softmax of rows of 1024', time(() => be.softmax(a, n / 1024, 1024, false, c), 10), 2 * bytes],
+    ['softmax of rows of 1024', time(() => be.softmax(a, n / 1024, 1024, false, false, c), 10), 2 * bytes],
     ['layer norm of rows of 1024', time(() => be.layerNorm(a, null, null, n / 1024, 1024, 1e-5, c, r, r), 10), 2 * bytes],
   ];
   say(`Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Device-to-device copy (cuMemcpyDtoDAsync): ${((2 * bytes) / copy / 1e6).toFixed(0)} GB/s.`);

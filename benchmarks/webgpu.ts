@@ -226,7 +226,7 @@ for (const bs of [32, 16, 64]) {
     ['sum of rows of 1024', await time(() => be.reduce('sum', a, n / 1024, 1024, 1, r)), bytes],
     ['sum over axis 0 of [1024, n/1024]', await time(() => be.reduce('sum', a, 1, 1024, n / 1024, r)), bytes],
     ['max of rows of 1024', await time(() => be.reduce('max', a, n / 1024, 1024, 1, r)), bytes],
-    ['softmax of rows of 1024', await time(() => be.softmax(a, n / 1024, 1024, false, c)), 2 * bytes],
+    ['softmax of rows of 1024', await time(() => be.softmax(a, n / 1024, 1024, false, false, c)), 2 * bytes],
   ];
   say(`Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Copy engine (copyBufferToBuffer, wall clock): ${((2 * bytes) / engineCopy / 1e6).toFixed(0)} GB/s; percentages are of the faster of that and the copy kernel.`);
   say();

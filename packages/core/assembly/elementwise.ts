@@ -122,16 +122,20 @@ export function binary(op: i32, a: usize, aScalar: f32, b: usize, bScalar: f32, 
   return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
 }
 
-/** Row softmax (or log-softmax) of a contiguous [rows, n]. */
-export function softmax(x: usize, out: usize, rows: i32, n: i32, log: bool): void {
-  const n4 = n & ~3;
+/**
+ * Row softmax (or log-softmax) of a contiguous [rows, n]. Causal (softmax only): the rows are those
+ * of square [n, n] matrices, and row i keeps columns 0..i (the others come out 0).
+ */
+export function softmax(x: usize, out: usize, rows: i32, n: i32, log: bool, causal: bool): void {
   for (let r = 0; r < rows; r++) {
+    const len = causal ? (r % n) + 1 : n;
+    const n4 = len & ~3;
     const xr = x + ((<usize>r * n) << 2);
     const orow = out + ((<usize>r * n) << 2);
     let vm = splat(-Infinity);
     for (let i = 0; i < n4; i += 4) vm = f32x4.max(vm, v128.load(xr + (<usize>i << 2)));
     let m = hmax(vm);
-    for (let i = n4; i < n; i++) m = max(m, load<f32>(xr + (<usize>i << 2)));
+    for (let i = n4; i < len; i++) m = max(m, load<f32>(xr + (<usize>i << 2)));
     const sm = splat(m);
     let vs = splat(0);
     let s: f32 = 0;
@@ -140,7 +144,7 @@ export function softmax(x: usize, out: usize, rows: i32, n: i32, log: bool): voi
       if (!log) v128.store(orow + (<usize>i << 2), e);
       vs = f32x4.add(vs, e);
     }
-    for (let i = n4; i < n; i++) {
+    for (let i = n4; i < len; i++) {
       const e = f32x4.extract_lane(exp4(splat(load<f32>(xr + (<usize>i << 2)) - m)), 0);
       if (!log) store<f32>(orow + (<usize>i << 2), e);
       s += e;
@@ -149,12 +153,13 @@ export function softmax(x: usize, out: usize, rows: i32, n: i32, log: bool): voi
     if (log) {
       const lse = splat(m + Mathf.log(s));
       for (let i = 0; i < n4; i += 4) v128.store(orow + (<usize>i << 2), f32x4.sub(v128.load(xr + (<usize>i << 2)), lse));
-      for (let i = n4; i < n; i++) store<f32>(orow + (<usize>i << 2), load<f32>(xr + (<usize>i << 2)) - f32x4.extract_lane(lse, 0));
+      for (let i = n4; i < len; i++) store<f32>(orow + (<usize>i << 2), load<f32>(xr + (<usize>i << 2)) - f32x4.extract_lane(lse, 0));
     } else {
       const inv = splat(1 / s);
       for (let i = 0; i < n4; i += 4) v128.store(orow + (<usize>i << 2), f32x4.mul(v128.load(orow + (<usize>i << 2)), inv));
-      for (let i = n4; i < n; i++) store<f32>(orow + (<usize>i << 2), load<f32>(orow + (<usize>i << 2)) / s);
+      for (let i = n4; i < len; i++) store<f32>(orow + (<usize>i << 2), load<f32>(orow + (<usize>i << 2)) / s);
     }
+    for (let i = len; i < n; i++) store<f32>(orow + (<usize>i << 2), 0);
   }
 }
 

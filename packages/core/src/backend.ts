@@ -175,7 +175,12 @@ export interface Backend {
   scatterAdd(src: BackendBuffer, idx: View, outer: number, n: number, inner: number, count: number, out: BackendBuffer): void;
 
   // ---- fused row kernels over contiguous [rows, n] ----
-  softmax(x: BackendBuffer, rows: number, n: number, log: boolean, out: BackendBuffer): void;
+  /**
+   * Row softmax or log-softmax. causal (never with log): the rows are those of square [n, n]
+   * matrices, row i (of its matrix) keeps columns 0..i and the rest of it is written as 0 (their
+   * gradient through softmaxBackward is then 0 too).
+   */
+  softmax(x: BackendBuffer, rows: number, n: number, log: boolean, causal: boolean, out: BackendBuffer): void;
   /** y is the forward output (softmax or logSoftmax); out = dL/dx. */
   softmaxBackward(y: BackendBuffer, dy: BackendBuffer, rows: number, n: number, log: boolean, out: BackendBuffer): void;
   /** Writes out, and per-row mean and rstd [rows] for the backward pass. gamma/beta may be null. */

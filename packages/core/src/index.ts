@@ -18,7 +18,7 @@ export { sum, mean, max, min, argmax, argmin, sumTo } from './ops/reduce.ts';
 export { matmul } from './ops/matmul.ts';
 export { reshape, view, flatten, permute, transpose, expand, squeeze, unsqueeze, slice, narrow, contiguous, cat, stack, broadcastTo } from './ops/movement.ts';
 export { gather, indexSelect } from './ops/indexing.ts';
-export { softmax, logSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';
+export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';
 export { bsrMatmul } from './ops/blocksparse.ts';
 export { adamStep, adamSteps, scaleEach, sumOfSquares, type AdamSlot } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';

@@ -39,6 +39,33 @@ for (const backend of await backendsUnderTest()) {
     await gradCheck((t) => t.logSoftmax(0), [{ data: randomArray(12, 2), shape: [3, 4] }], { backend });
   });
 
+  test('causalSoftmax: row i of each [T, T] matrix over columns 0..i, exact zeros above the diagonal', async () => {
+    // T = 300 takes the GPU kernels' block-per-row path; 1 and 7 the warp path.
+    for (const t of [1, 7, 33, 300]) {
+      const x = f32(randomArray(2 * t * t, t, 4));
+      const ref = new Float64Array(2 * t * t);
+      for (let r = 0; r < 2 * t; r++) {
+        const keep = (r % t) + 1;
+        const row = refSoftmaxRows(Array.from({ length: keep }, (_, j) => x[r * t + j]), 1, keep, false);
+        for (let j = 0; j < keep; j++) ref[r * t + j] = row[j];
+      }
+      const got = await sg.causalSoftmax(T(x, [2, 1, t, t])).toArray();
+      assertClose(got, ref, 1e-6, `T=${t}`);
+      for (let r = 0; r < 2 * t; r++) for (let j = (r % t) + 1; j < t; j++) assert.is(got[r * t + j], 0, `(${r}, ${j}) is exactly 0`);
+    }
+    // Its gradient: finite differences, and the additive-mask formulation it replaces.
+    await gradCheck((t) => sg.causalSoftmax(t), [{ data: randomArray(2 * 16, 6), shape: [2, 4, 4] }], { backend });
+    const d = randomArray(3 * 25, 8);
+    const mask = T(Array.from({ length: 25 }, (_, i) => (i % 5 > Math.floor(i / 5) ? -1e9 : 0)), [5, 5]);
+    const dy = T(randomArray(75, 9), [3, 5, 5]);
+    const a = T(d, [3, 5, 5]).requiresGrad_();
+    const b = T(d, [3, 5, 5]).requiresGrad_();
+    sg.causalSoftmax(a).mul(dy).sum().backward();
+    b.add(mask).softmax().mul(dy).sum().backward();
+    assertClose(await a.grad!.toArray(), await b.grad!.toArray(), 1e-6, 'gradient');
+    assertThrows(() => sg.causalSoftmax(T(randomArray(6, 1), [2, 3])), /causalSoftmax: expected square scores \[\.\.\., T, T\], got \[2, 3\]/);
+  });
+
   test('layerNorm with and without affine parameters', async () => {
     const n = 33;
     const rows = 4;

@@ -246,8 +246,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
         args.reset().ptr(P(src)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]));
     },
 
-    softmax(x, rows, n, log, out) {
-      rowLaunch('softmax', 'softmax', rows, n, args.reset().ptr(P(x)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0));
+    softmax(x, rows, n, log, causal, out) {
+      rowLaunch('softmax', 'softmax', rows, n, args.reset().ptr(P(x)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0).i32(causal ? 1 : 0));
     },
     softmaxBackward(y, dy, rows, n, log, out) {
       rowLaunch('softmaxBackward', 'softmax_backward', rows, n, args.reset().ptr(P(y)).ptr(P(dy)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0));

@@ -376,15 +376,18 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       ctx.dispatch('scatterAdd', pipeline, [G(src), G(idx.buffer), G(out)], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
     },
 
-    softmax(x, rows, n, log, out) {
-      ctx.dispatchGrid('softmax', pipe(`softmax|${log}`, () => rowKernel(`
+    softmax(x, rows, n, log, causal, out) {
+      // Causal: row i of each [n, n] matrix keeps columns 0..i; the rest is written as 0.
+      ctx.dispatchGrid('softmax', pipe(`softmax|${log}|${causal}`, () => rowKernel(`
+  let len = ${causal ? 'row % n + 1u' : 'n'};
   var m = -3.4e38;
-  for (var j = l; j < n; j += 256u) { m = max(m, X[base + j]); }
+  for (var j = l; j < len; j += 256u) { m = max(m, X[base + j]); }
   let mx = reduceMax(m, l);
   var s = 0.0;
-  for (var j = l; j < n; j += 256u) { s += exp(X[base + j] - mx); }
+  for (var j = l; j < len; j += 256u) { s += exp(X[base + j] - mx); }
   let total = reduceSum(s, l);
-  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }`, false, sg)),
+  for (var j = l; j < len; j += 256u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
+  for (var j = len + l; j < n; j += 256u) { Y[base + j] = 0.0; }` : ''}`, false, sg)),
       [G(x), G(out)], [u(rows), u(n)], gridFor(rows));
     },
     softmaxBackward(y, dy, rows, n, log, out) {

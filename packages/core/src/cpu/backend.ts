@@ -83,7 +83,7 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
     scatterAdd: (src, idx, outer, n, inner, count, out) =>
       rk.scatterAdd(data(src), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),
 
-    softmax: (x, rows, n, log, out) => wasm.k.softmax(ptr(x), ptr(out), rows, n, log ? 1 : 0),
+    softmax: (x, rows, n, log, causal, out) => wasm.k.softmax(ptr(x), ptr(out), rows, n, log ? 1 : 0, causal ? 1 : 0),
     softmaxBackward: (y, dy, rows, n, log, out) => wasm.k.softmaxBackward(ptr(y), ptr(dy), ptr(out), rows, n, log ? 1 : 0),
     layerNorm: (x, g, b, rows, n, eps, out, mean, rstd) =>
       rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),

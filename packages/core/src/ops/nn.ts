@@ -24,13 +24,33 @@ function softmaxLike(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Ten
   const n = x.shape[a];
   const src = asFlat(x);
   const out = empty(x.shape, 'float32', x.backend);
-  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, op === 'logSoftmax', out.bufferFor(op));
+  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, op === 'logSoftmax', false, out.bufferFor(op));
   if (src !== x) src.dispose();
   return record(op, [x], out);
 }
 
 export const softmax = (x: Tensor, axis = -1): Tensor => softmaxLike('softmax', x, axis);
 export const logSoftmax = (x: Tensor, axis = -1): Tensor => softmaxLike('logSoftmax', x, axis);
+
+/**
+ * Softmax over the last axis of square [..., T, T] scores with a causal mask: row i attends to
+ * columns 0..i, and the others get probability exactly 0 (as adding -inf above the diagonal
+ * would, without another [..., T, T] tensor). Differentiates as softmax: the masked outputs are
+ * 0, so their gradients are too.
+ */
+export function causalSoftmax(x: Tensor): Tensor {
+  const op = 'causalSoftmax';
+  checkTensors(op, x);
+  checkFloat(op, x);
+  const n = x.shape[x.rank - 1];
+  if (x.rank < 2 || x.shape[x.rank - 2] !== n) throw opError(op, `expected square scores [..., T, T], got ${fmtShape(x.shape)}`);
+  const src = asFlat(x);
+  const out = empty(x.shape, 'float32', x.backend);
+  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, false, true, out.bufferFor(op));
+  if (src !== x) src.dispose();
+  // Recorded as softmax: the same backward from the output.
+  return record('softmax', [x], out);
+}
 
 /** Layer normalisation over the trailing `normalizedSize` elements, with optional affine weight and bias of that size. */
 export function layerNorm(x: Tensor, normalizedShape: number | readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {

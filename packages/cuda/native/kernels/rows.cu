@@ -82,23 +82,25 @@ extern "C" __global__ void reduce_simple_i32(const int32_t* x, int32_t* y, int o
 extern "C" __global__ void arg_reduce_f32(const float* x, int32_t* y, int op, uint32_t outer, uint32_t n, uint32_t inner) { reduceSimpleBody(x, y, op, outer, n, inner); }
 
 template <bool WARP>
-__device__ void softmaxBody(const float* x, float* y, uint32_t rows, uint32_t n, int log) {
+__device__ void softmaxBody(const float* x, float* y, uint32_t rows, uint32_t n, int log, int causal) {
   using T = Team<WARP>;
   for (uint32_t r = T::first(); r < rows; r += T::step()) {
     const float* xr = x + (size_t)r * n;
     float* yr = y + (size_t)r * n;
+    // Causal: row i of each [n, n] matrix keeps columns 0..i; the rest is written as 0.
+    const uint32_t len = causal ? r % n + 1 : n;
     float m = -INFINITY;
-    for (uint32_t j = T::rank(); j < n; j += T::size()) m = nanMax(m, xr[j]);
+    for (uint32_t j = T::rank(); j < len; j += T::size()) m = nanMax(m, xr[j]);
     m = T::all(m, Max(), -INFINITY);
     float s = 0.f;
-    for (uint32_t j = T::rank(); j < n; j += T::size()) s += expf(xr[j] - m);
+    for (uint32_t j = T::rank(); j < len; j += T::size()) s += expf(xr[j] - m);
     s = T::all(s, Add(), 0.f);
     const float ls = logf(s), inv = 1.f / s;
-    for (uint32_t j = T::rank(); j < n; j += T::size()) yr[j] = log ? xr[j] - m - ls : expf(xr[j] - m) * inv;
+    for (uint32_t j = T::rank(); j < n; j += T::size()) yr[j] = j >= len ? 0.f : log ? xr[j] - m - ls : expf(xr[j] - m) * inv;
   }
 }
-extern "C" __global__ void softmax_warp(const float* x, float* y, uint32_t rows, uint32_t n, int log) { softmaxBody<true>(x, y, rows, n, log); }
-extern "C" __global__ void softmax_block(const float* x, float* y, uint32_t rows, uint32_t n, int log) { softmaxBody<false>(x, y, rows, n, log); }
+extern "C" __global__ void softmax_warp(const float* x, float* y, uint32_t rows, uint32_t n, int log, int causal) { softmaxBody<true>(x, y, rows, n, log, causal); }
+extern "C" __global__ void softmax_block(const float* x, float* y, uint32_t rows, uint32_t n, int log, int causal) { softmaxBody<false>(x, y, rows, n, log, causal); }
 
 // y is the forward output; out = dL/dx.
 template <bool WARP>

@@ -1,4 +1,4 @@
-import { keep, opError, tensor, type Tensor } from '@sparsegrad/core';
+import { causalSoftmax, opError, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { Dropout, GELU, LayerNorm, type Callable } from './basic.ts';
 import { Linear } from './linear.ts';
@@ -18,7 +18,6 @@ export class MultiHeadAttention extends Module {
   attnDropout: Dropout;
   readonly headDim: number;
   readonly causal: boolean;
-  private readonly causalMasks = new Map<string, Tensor>();
 
   constructor(readonly dModel: number, readonly heads: number, opts: { causal?: boolean; dropout?: number; bias?: boolean } = {}) {
     super();
@@ -35,19 +34,6 @@ export class MultiHeadAttention extends Module {
     this.attnDropout = this.registerModule('attnDropout', new Dropout(opts.dropout ?? 0));
   }
 
-  /** [T, T] additive mask, MASKED above the diagonal; cached per length and backend. */
-  private causalMask(t: number, like: Tensor): Tensor {
-    const cacheKey = `${like.backend.name}:${t}`;
-    let mask = this.causalMasks.get(cacheKey);
-    if (!mask || mask.isDisposed || mask.backend !== like.backend) {
-      const host = new Float32Array(t * t);
-      for (let i = 0; i < t; i++) for (let j = i + 1; j < t; j++) host[i * t + j] = MASKED;
-      mask = keep(tensor(host, [t, t], { backend: like.backend }));
-      this.causalMasks.set(cacheKey, mask);
-    }
-    return mask;
-  }
-
   /** x [B, T, D]; attentionMask [B, T] with 1 for tokens to attend to and 0 for padding. */
   forward(x: Tensor, attentionMask?: Tensor): Tensor {
     if (x.rank !== 3 || x.shape[2] !== this.dModel) {
@@ -61,22 +47,17 @@ export class MultiHeadAttention extends Module {
     // Scaling q rather than the scores: the same product (exactly, for power-of-two head sizes),
     // without another [B, H, T, T] tensor kept alive for backward or an elementwise pass over it.
     let scores = q.mul(1 / Math.sqrt(this.headDim)).matmul(k.transpose(-2, -1)); // [B, H, T, T]
-    if (this.causal) scores = scores.add(this.causalMask(t, x));
     if (attentionMask) {
       if (attentionMask.shape.join() !== `${b},${t}`) {
         throw opError('MultiHeadAttention', `attentionMask must have shape [${b}, ${t}], got [${attentionMask.shape.join(', ')}]`);
       }
       scores = scores.add(attentionMask.sub(1).mul(-MASKED).reshape(b, 1, 1, t));
     }
-    const probs = this.attnDropout.forward(scores.softmax(-1));
+    // The causal mask lives in the softmax kernel: no [T, T] mask added to the scores, no
+    // masked copy of them kept for backward.
+    const probs = this.attnDropout.forward(this.causal ? causalSoftmax(scores) : scores.softmax(-1));
     const context = probs.matmul(v).permute(0, 2, 1, 3).reshape(b, t, this.dModel);
     return this.output.forward(context);
-  }
-
-  override dispose(): void {
-    super.dispose();
-    for (const m of this.causalMasks.values()) m.dispose();
-    this.causalMasks.clear();
   }
 
   override describe(): string {

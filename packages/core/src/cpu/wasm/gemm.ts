@@ -12,7 +12,7 @@ interface Exports {
   transpose(src: number, rows: number, cols: number, ldSrc: number, dst: number): void;
   unary(op: number, x: number, out: number, n: number): void;
   binary(op: number, a: number, aScalar: number, b: number, bScalar: number, out: number, n: number): void;
-  softmax(x: number, out: number, rows: number, n: number, log: number): void;
+  softmax(x: number, out: number, rows: number, n: number, log: number, causal: number): void;
   softmaxBackward(y: number, dy: number, out: number, rows: number, n: number, log: number): void;
   adamStep(p: number, g: number, m: number, v: number, n: number, coupled: number, shrink: number, b1: number, b2: number,
     step: number, bc2: number, eps: number, pOut: number, mOut: number, vOut: number): void;
