@@ -96,7 +96,7 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       }
     },
     sumOfSquares(xs, sizes, out) {
-      // float64 accumulation: the GPU backends' two-level sums are at least this close.
+      // Accumulated in float64 (the GPU backends sum float32 partials, then the partials).
       let acc = 0;
       xs.forEach((x, i) => {
         const a = f32(x);

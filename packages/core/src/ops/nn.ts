@@ -21,12 +21,17 @@ function softmaxLike(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Ten
     const y = softmaxLike(op, t, -1);
     return transpose(y, a, -1);
   }
-  const n = x.shape[a];
+  return softmaxRows(op, x, op === 'logSoftmax', false);
+}
+
+/** The row kernel over the last axis, recorded as softmax or logSoftmax (their backward reads the output). */
+function softmaxRows(op: string, x: Tensor, log: boolean, causal: boolean): Tensor {
+  const n = x.shape[x.rank - 1];
   const src = asFlat(x);
   const out = empty(x.shape, 'float32', x.backend);
-  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, op === 'logSoftmax', false, out.bufferFor(op));
+  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, log, causal, out.bufferFor(op));
   if (src !== x) src.dispose();
-  return record(op, [x], out);
+  return record(log ? 'logSoftmax' : 'softmax', [x], out);
 }
 
 export const softmax = (x: Tensor, axis = -1): Tensor => softmaxLike('softmax', x, axis);
@@ -44,12 +49,7 @@ export function causalSoftmax(x: Tensor): Tensor {
   checkFloat(op, x);
   const n = x.shape[x.rank - 1];
   if (x.rank < 2 || x.shape[x.rank - 2] !== n) throw opError(op, `expected square scores [..., T, T], got ${fmtShape(x.shape)}`);
-  const src = asFlat(x);
-  const out = empty(x.shape, 'float32', x.backend);
-  if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, false, true, out.bufferFor(op));
-  if (src !== x) src.dispose();
-  // Recorded as softmax: the same backward from the output.
-  return record('softmax', [x], out);
+  return softmaxRows(op, x, false, true);
 }
 
 /** Layer normalisation over the trailing `normalizedSize` elements, with optional affine weight and bias of that size. */
