@@ -15,7 +15,7 @@ export {
   neg, exp, log, sqrt, abs, tanh, sigmoid, relu, gelu, clamp, where, cast, sign,
 } from './ops/elementwise.ts';
 export { sum, mean, max, min, argmax, argmin, sumTo } from './ops/reduce.ts';
-export { matmul } from './ops/matmul.ts';
+export { linear, matmul } from './ops/matmul.ts';
 export { reshape, view, flatten, permute, transpose, expand, squeeze, unsqueeze, slice, narrow, contiguous, cat, stack, broadcastTo } from './ops/movement.ts';
 export { gather, indexSelect } from './ops/indexing.ts';
 export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';

@@ -34,6 +34,7 @@ for (const backend of await backendsUnderTest()) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const opts = { backend };
+  const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, opts);
 
   test('layout indexes agree with the block coordinates', () => {
     const coords: [number, number][] = [[2, 1], [0, 3], [0, 0], [1, 1], [2, 3]];
@@ -126,6 +127,19 @@ for (const backend of await backendsUnderTest()) {
       await gradCheck((x, w) => bsrMatmul(x, w, layout), [xs, ws], { backend, check: [true, bs === 16] });
       W.data.dispose();
     }
+  });
+
+  test('a bias added inside the block-sparse product: values and gradients', async () => {
+    const bs = 16;
+    const W = BlockSparseMatrix.random([bs * 2, bs * 3], { density: 0.5, blockSize: bs, backend });
+    const x = T(randomArray(5 * bs * 3, 3), [5, bs * 3]);
+    const b = T(randomArray(bs * 2, 4), [bs * 2]);
+    const withBias = await bsrMatmul(x, W.data, W.layout, b).toArray();
+    const plus = await bsrMatmul(x, W.data, W.layout).add(b).toArray();
+    assertClose(withBias, plus, 1e-6);
+    await gradCheck((xx, bb) => bsrMatmul(xx, W.data, W.layout, bb), [{ data: randomArray(3 * bs * 3, 5), shape: [3, bs * 3] }, { data: randomArray(bs * 2, 6), shape: [bs * 2] }], { backend });
+    assertThrows(() => bsrMatmul(x, W.data, W.layout, T([1, 2], [2])), /bsrMatmul: bias must have shape \[32\], got \[2\]/);
+    W.data.dispose();
   });
 
   test('fromDense keeps the blocks of largest norm; toDense restores them', async () => {

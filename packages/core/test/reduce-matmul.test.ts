@@ -189,6 +189,31 @@ for (const backend of await backendsUnderTest()) {
     await gradCheck(sg.matmul, [{ data: randomArray(4, 7), shape: [4] }, { data: randomArray(8, 8), shape: [4, 2] }], { backend });
   });
 
+  test('linear: x W^T + b in float64, gradients by finite differences, weight gradient contiguous', async () => {
+    for (const xShape of [[5], [7, 5], [2, 3, 5]]) {
+      const rows = xShape.slice(0, -1).reduce((p, d) => p * d, 1);
+      const x = f32(randomArray(rows * 5, 11));
+      const w = f32(randomArray(3 * 5, 12));
+      const b = f32(randomArray(3, 13));
+      const ref = Array.from({ length: rows * 3 }, (_, i) => {
+        const [r, o] = [Math.floor(i / 3), i % 3];
+        let acc = b[o];
+        for (let k = 0; k < 5; k++) acc += x[r * 5 + k] * w[o * 5 + k];
+        return acc;
+      });
+      const y = sg.linear(T(x, xShape), T(w, [3, 5]), T(b, [3]));
+      assert.equal([...y.shape], [...xShape.slice(0, -1), 3]);
+      assertClose(await y.toArray(), ref, 1e-6, `linear ${xShape}`);
+      assertClose(await sg.linear(T(x, xShape), T(w, [3, 5])).toArray(), ref.map((v, i) => v - b[i % 3]), 1e-6, `no bias ${xShape}`);
+      await gradCheck((a, ww, bb) => sg.linear(a, ww, bb), [{ data: x, shape: xShape }, { data: w, shape: [3, 5] }, { data: b, shape: [3] }], { backend });
+    }
+    const w = T(randomArray(15, 1), [3, 5]).requiresGrad_();
+    sg.linear(T(randomArray(20, 2), [4, 5]), w).sum().backward();
+    assert.ok(w.grad!.isContiguous, 'the weight gradient is laid out as the weight');
+    assertThrows(() => sg.linear(T(randomArray(8, 1), [2, 4]), T(randomArray(15, 1), [3, 5])), /linear: input of shape \[2, 4\] must end in 5 features \(weight \[3, 5\]\)/);
+    assertThrows(() => sg.linear(T(randomArray(10, 1), [2, 5]), T(randomArray(15, 1), [3, 5]), T([1, 2], [2])), /linear: bias must have shape \[3\], got \[2\]/);
+  });
+
   test('bad input', () => {
     assertThrows(() => T(randomArray(6, 1), [2, 3]).matmul(T(randomArray(8, 1), [4, 2])), /matmul: inner dimensions differ: \[2, 3\] @ \[4, 2\] \(3 vs 4\)/);
     assertThrows(() => sg.matmul(T(randomArray(12, 1), [2, 2, 3]), T(randomArray(18, 1), [3, 3, 2])), /matmul: shapes \[2\] and \[3\] cannot be broadcast together/);

@@ -136,6 +136,18 @@ export const gradRules: Record<string, GradRule> = {
     return [a.requiresGrad ? sumTo(matmul(g, transpose(b, -2, -1)), a.shape) : null, db];
   },
 
+  linear: (g, node) => {
+    const [x, w, b] = node.inputs;
+    const [outF, inF] = w.shape;
+    // Batch dims folded into the reduction axis: dW = G^T X is one [out, in] product, contiguous.
+    const g2 = reshape(g, [-1, outF]);
+    return [
+      x.requiresGrad ? matmul(g, w) : null,
+      w.requiresGrad ? matmul(transpose(g2, 0, 1), reshape(x, [-1, inF])) : null,
+      b?.requiresGrad ? sum(g2, 0) : null,
+    ];
+  },
+
   reshape: (g, node) => [reshape(g, node.attrs.inShape as number[])],
   contiguous: (g) => [g],
   permute: (g, node) => {
@@ -168,11 +180,12 @@ export const gradRules: Record<string, GradRule> = {
   },
 
   bsrMatmul: (g, node) => {
-    const [x, blocks] = node.inputs;
+    const [x, blocks, bias] = node.inputs;
     const layout = node.attrs.layout as BlockLayout;
     return [
       x.requiresGrad ? bsrKernel('gradInput', g, blocks, layout) : null,
       blocks.requiresGrad ? bsrSddmmKernel(g, x, layout) : null,
+      bias?.requiresGrad ? sum(g, 0) : null,
     ];
   },
   softmax: (g, _node, out) => [softmaxGrad(g, out, false)],

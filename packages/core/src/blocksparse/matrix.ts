@@ -149,8 +149,8 @@ export class BlockSparseMatrix {
     return mask;
   }
 
-  /** y = x W^T for x [..., cols]. */
-  apply(x: Tensor): Tensor {
-    return bsrMatmul(x, this.data, this.layout);
+  /** y = x W^T (+ bias [rows]) for x [..., cols]. */
+  apply(x: Tensor, bias: Tensor | null = null): Tensor {
+    return bsrMatmul(x, this.data, this.layout, bias);
   }
 }

@@ -3,6 +3,7 @@ import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { engine } from '../engine.ts';
 import { empty, Tensor } from '../tensor.ts';
+import { binaryKernel } from './elementwise.ts';
 import { asFlat, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
 
@@ -41,13 +42,14 @@ export function bsrSddmmKernel(dy2d: Tensor, x2d: Tensor, layout: BlockLayout): 
 }
 
 /**
- * y = x W^T for a block-sparse W [rows, cols] given as its layout and block data [nnz, bs, bs];
- * x is [..., cols], y is [..., rows]. Differentiable in x and in the block data.
+ * y = x W^T (+ bias [rows]) for a block-sparse W [rows, cols] given as its layout and block data
+ * [nnz, bs, bs]; x is [..., cols], y is [..., rows]. Differentiable in x, the block data and bias.
  */
-export function bsrMatmul(x: Tensor, blocks: Tensor, layout: BlockLayout): Tensor {
+export function bsrMatmul(x: Tensor, blocks: Tensor, layout: BlockLayout, bias: Tensor | null = null): Tensor {
   const op = 'bsrMatmul';
-  checkTensors(op, x, blocks);
+  checkTensors(op, x, blocks, ...(bias ? [bias] : []));
   checkFloat(op, x);
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== layout.rows)) throw opError(op, `bias must have shape [${layout.rows}], got ${fmtShape(bias.shape)}`);
   const bs = layout.blockSize;
   if (blocks.rank !== 3 || blocks.shape[0] !== layout.nnzBlocks || blocks.shape[1] !== bs || blocks.shape[2] !== bs) {
     throw opError(op, `block data must have shape [${layout.nnzBlocks}, ${bs}, ${bs}], got ${fmtShape(blocks.shape)}`);
@@ -57,7 +59,13 @@ export function bsrMatmul(x: Tensor, blocks: Tensor, layout: BlockLayout): Tenso
   }
   const lead = x.shape.slice(0, -1);
   const x2d = reshape(x, [-1, layout.cols]);
-  const y = bsrKernel('forward', x2d, blocks, layout);
-  const out = record(op, [x2d, blocks], y, { layout });
+  let y = bsrKernel('forward', x2d, blocks, layout);
+  if (bias) {
+    // The bias in the same op: the product before it is freed at once (see linear()).
+    const z = binaryKernel('add', y, bias);
+    y.dispose();
+    y = z;
+  }
+  const out = record(op, bias ? [x2d, blocks, bias] : [x2d, blocks], y, { layout });
   return reshape(out, [...lead, layout.rows]);
 }

@@ -2,9 +2,10 @@ import type { MatrixView } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, sizeOf } from '../shape.ts';
-import { engine } from '../engine.ts';
+import { engine, noGrad } from '../engine.ts';
 import { empty, Tensor } from '../tensor.ts';
-import { contiguous, expand, reshape } from './movement.ts';
+import { binaryKernel } from './elementwise.ts';
+import { contiguous, expand, reshape, transpose } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
 
 /** One stride for all batch dims if they collapse, else null. */
@@ -85,4 +86,36 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     return reshape(y, shape);
   }
   return record('matmul', [a, b], matmulKernel(a, b));
+}
+
+/**
+ * torch.nn.functional.linear: x [..., in] times weight [out, in] transposed, plus bias [out]. One
+ * op rather than a matmul and an add: the product before the bias is freed at once (the add's
+ * backward never reads it; as two ops it would live until the scope ends), and the weight's
+ * gradient comes out contiguous in the weight's layout.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  const op = 'linear';
+  checkTensors(op, x, weight, ...(bias ? [bias] : []));
+  for (const t of [x, weight, bias]) if (t) checkFloat(op, t);
+  if (weight.rank !== 2) throw opError(op, `weight must be 2-D [out, in], got ${fmtShape(weight.shape)}`);
+  const [outF, inF] = weight.shape;
+  if (x.rank < 1 || x.shape[x.rank - 1] !== inF) throw opError(op, `input of shape ${fmtShape(x.shape)} must end in ${inF} features (weight ${fmtShape(weight.shape)})`);
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== outF)) throw opError(op, `bias must have shape [${outF}], got ${fmtShape(bias.shape)}`);
+  const out = noGrad(() => {
+    const x2 = x.rank === 1 ? reshape(x, [1, inF]) : x;
+    const wT = transpose(weight, 0, 1);
+    let y = matmulKernel(x2, wT);
+    for (const t of [wT, x2]) if (t !== x) t.dispose();
+    if (bias) {
+      const z = binaryKernel('add', y, bias);
+      y.dispose();
+      y = z;
+    }
+    if (x.rank > 1) return y;
+    const v = reshape(y, [outF]);
+    y.dispose();
+    return v;
+  });
+  return record(op, bias ? [x, weight, bias] : [x, weight], out);
 }

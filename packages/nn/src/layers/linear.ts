@@ -1,4 +1,4 @@
-import { BlockSparseMatrix, opError, rand, tensor, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, linear, opError, rand, tensor, type Tensor } from '@sparsegrad/core';
 import { Module, type StateDict } from '../module.ts';
 
 function checkFeatures(op: string, inFeatures: number, outFeatures: number): void {
@@ -39,8 +39,7 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     checkInput('Linear', x, this.inFeatures);
-    const y = x.matmul(this.weight.T);
-    return this.bias ? y.add(this.bias) : y;
+    return linear(x, this.weight, this.bias);
   }
 
   override describe(): string {
@@ -100,8 +99,7 @@ export class BlockSparseLinear extends Module {
 
   forward(x: Tensor): Tensor {
     checkInput('BlockSparseLinear', x, this.inFeatures);
-    const y = this.matrix.apply(x);
-    return this.bias ? y.add(this.bias) : y;
+    return this.matrix.apply(x, this.bias);
   }
 
   /** The dense weight [out, in] with zeros outside the stored blocks (for inspection). */
@@ -201,8 +199,7 @@ export class PseudoBlockSparseLinear extends Module {
 
   forward(x: Tensor): Tensor {
     checkInput('PseudoBlockSparseLinear', x, this.inFeatures);
-    const y = x.matmul(this.weight.mul(this.mask).T);
-    return this.bias ? y.add(this.bias) : y;
+    return linear(x, this.weight.mul(this.mask), this.bias);
   }
 
   override describe(): string {
