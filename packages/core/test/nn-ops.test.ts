@@ -66,6 +66,27 @@ for (const backend of await backendsUnderTest()) {
     assertThrows(() => sg.causalSoftmax(T(randomArray(6, 1), [2, 3])), /causalSoftmax: expected square scores \[\.\.\., T, T\], got \[2, 3\]/);
   });
 
+  test('attentionWeights equals softmax(scale q k^T + mask) with and without the causal cut, gradients included', async () => {
+    const [b, h, t, d] = [2, 3, 5, 4];
+    const qd = randomArray(b * h * t * d, 21);
+    const kd = randomArray(b * h * t * d, 22);
+    const maskData = Array.from({ length: b * t }, (_, i) => (i % t === t - 1 && i >= t ? -1e9 : 0)); // last key of batch 1 padded
+    const upper = Array.from({ length: t * t }, (_, i) => (i % t > Math.floor(i / t) ? -1e9 : 0));
+    for (const causal of [false, true]) {
+      for (const withMask of [false, true]) {
+        const mask = withMask ? T(maskData, [b, 1, 1, t]) : null;
+        const got = sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: 0.5, causal, mask });
+        let ref = T(qd, [b, h, t, d]).mul(0.5).matmul(T(kd, [b, h, t, d]).transpose(-2, -1));
+        if (mask) ref = ref.add(mask);
+        if (causal) ref = ref.add(T(upper, [t, t]));
+        assertClose(await got.toArray(), await ref.softmax().toArray(), 1e-6, `causal ${causal}, mask ${withMask}`);
+        await gradCheck((q, k) => sg.attentionWeights(q, k, { scale: 0.5, causal, mask }), [{ data: qd, shape: [b, h, t, d] }, { data: kd, shape: [b, h, t, d] }], { backend });
+      }
+    }
+    assertThrows(() => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 15), [5, 3]), { scale: 1 }), /attentionWeights: q \[\.\.\., Tq, d\] and k \[\.\.\., Tk, d\] must share d, got \[5, 4\] and \[5, 3\]/);
+    assertThrows(() => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 12), [3, 4]), { scale: 1, causal: true }), /attentionWeights: a causal mask needs as many queries as keys/);
+  });
+
   test('layerNorm with and without affine parameters', async () => {
     const n = 33;
     const rows = 4;

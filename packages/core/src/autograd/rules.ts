@@ -188,6 +188,16 @@ export const gradRules: Record<string, GradRule> = {
       bias?.requiresGrad ? sum(g, 0) : null,
     ];
   },
+  attentionWeights: (g, node, out) => {
+    // W = softmax(S), S = scale q k^T: dS = softmax backward; dq = scale dS k, dk = scale dS^T q.
+    const [q, k] = node.inputs;
+    const ds = softmaxGrad(g, out, false);
+    const scaled = mul(ds, node.attrs.scale as number);
+    return [
+      q.requiresGrad ? sumTo(matmul(scaled, k), q.shape) : null,
+      k.requiresGrad ? sumTo(matmul(transpose(scaled, -2, -1), q), k.shape) : null,
+    ];
+  },
   softmax: (g, _node, out) => [softmaxGrad(g, out, false)],
   logSoftmax: (g, _node, out) => [softmaxGrad(g, out, true)],
   layerNorm: (g, node) => {

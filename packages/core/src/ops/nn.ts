@@ -26,12 +26,17 @@ function softmaxLike(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Ten
 
 /** The row kernel over the last axis, recorded as softmax or logSoftmax (their backward reads the output). */
 function softmaxRows(op: string, x: Tensor, log: boolean, causal: boolean): Tensor {
+  return record(log ? 'logSoftmax' : 'softmax', [x], softmaxKernel(op, x, log, causal));
+}
+
+/** The row kernel over the last axis; no gradient recording. */
+export function softmaxKernel(op: string, x: Tensor, log: boolean, causal: boolean): Tensor {
   const n = x.shape[x.rank - 1];
   const src = asFlat(x);
   const out = empty(x.shape, 'float32', x.backend);
   if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, log, causal, out.bufferFor(op));
   if (src !== x) src.dispose();
-  return record(log ? 'logSoftmax' : 'softmax', [x], out);
+  return out;
 }
 
 export const softmax = (x: Tensor, axis = -1): Tensor => softmaxLike('softmax', x, axis);

@@ -1,4 +1,4 @@
-import { causalSoftmax, opError, type Tensor } from '@sparsegrad/core';
+import { attentionWeights, opError, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { Dropout, GELU, LayerNorm, type Callable } from './basic.ts';
 import { Linear } from './linear.ts';
@@ -44,18 +44,17 @@ export class MultiHeadAttention extends Module {
     const q = split(this.query.forward(x));
     const k = split(this.key.forward(x));
     const v = split(this.value.forward(x));
-    // Scaling q rather than the scores: the same product (exactly, for power-of-two head sizes),
-    // without another [B, H, T, T] tensor kept alive for backward or an elementwise pass over it.
-    let scores = q.mul(1 / Math.sqrt(this.headDim)).matmul(k.transpose(-2, -1)); // [B, H, T, T]
+    let mask: Tensor | null = null;
     if (attentionMask) {
       if (attentionMask.shape.join() !== `${b},${t}`) {
         throw opError('MultiHeadAttention', `attentionMask must have shape [${b}, ${t}], got [${attentionMask.shape.join(', ')}]`);
       }
-      scores = scores.add(attentionMask.sub(1).mul(-MASKED).reshape(b, 1, 1, t));
+      mask = attentionMask.sub(1).mul(-MASKED).reshape(b, 1, 1, t);
     }
-    // The causal mask lives in the softmax kernel: no [T, T] mask added to the scores, no
-    // masked copy of them kept for backward.
-    const probs = this.attnDropout.forward(this.causal ? causalSoftmax(scores) : scores.softmax(-1));
+    // One op from q and k to the weights ([B, H, T, T]): the scaled scores, the mask and the
+    // causal cut live inside it, so only the weights are kept for backward.
+    const weights = attentionWeights(q, k, { scale: 1 / Math.sqrt(this.headDim), causal: this.causal, mask });
+    const probs = this.attnDropout.forward(weights);
     const context = probs.matmul(v).permute(0, 2, 1, 3).reshape(b, t, this.dModel);
     return this.output.forward(context);
   }
