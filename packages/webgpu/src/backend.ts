@@ -567,8 +567,11 @@ var<workgroup> red: array<f32, ${WG}>;
     const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`) ?? unionShape(forward));
     const width = tileCols(shape);
     const group = width / bs;
-    const table = unionTable(layout, forward, group);
-    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, table.entries * group))) return false;
+    // The table is built (and uploaded) only where union tiles may run: 16x16 blocks, or forced.
+    let cached: ReturnType<typeof unionTable> | undefined;
+    const tableFor = () => (cached ??= unionTable(layout, forward, group));
+    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group))) return false;
+    const table = tableFor();
     // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
     const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
       shape, aContiguous: 'k', bContiguous: forward ? 'k' : 'n', kChecked: false, a: 'A', b: 'W', aVec: true, bVec: true,
