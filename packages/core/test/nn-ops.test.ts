@@ -85,6 +85,8 @@ for (const backend of await backendsUnderTest()) {
     }
     assertThrows(() => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 15), [5, 3]), { scale: 1 }), /attentionWeights: q \[\.\.\., Tq, d\] and k \[\.\.\., Tk, d\] must share d, got \[5, 4\] and \[5, 3\]/);
     assertThrows(() => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 12), [3, 4]), { scale: 1, causal: true }), /attentionWeights: a causal mask needs as many queries as keys/);
+    assertThrows(() => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: 1, mask: T(maskData, [b, t, 1, 1]) }), /attentionWeights: mask of shape \[2, 5, 1, 1\] does not broadcast to the scores \[2, 3, 5, 5\]/);
+    assertThrows(() => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: Infinity }), /attentionWeights: scale must be finite, got Infinity/);
   });
 
   test('layerNorm with and without affine parameters', async () => {

@@ -2,6 +2,7 @@
 import { record } from '../autograd/graph.ts';
 import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
+import { broadcastShapes } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { binaryKernel } from './elementwise.ts';
 import { matmulKernel } from './matmul.ts';
@@ -29,12 +30,18 @@ export function attentionWeights(q: Tensor, k: Tensor, opts: AttentionWeightsOpt
   const mask = opts.mask ?? null;
   checkTensors(op, q, k, ...(mask ? [mask] : []));
   for (const t of [q, k, mask]) if (t) checkFloat(op, t);
-  checkNumber(op, 'scale', opts.scale);
+  if (!Number.isFinite(checkNumber(op, 'scale', opts.scale))) throw opError(op, `scale must be finite, got ${opts.scale}`);
   if (q.rank < 2 || k.rank < 2 || q.shape[q.rank - 1] !== k.shape[k.rank - 1]) {
     throw opError(op, `q [..., Tq, d] and k [..., Tk, d] must share d, got ${fmtShape(q.shape)} and ${fmtShape(k.shape)}`);
   }
   const causal = opts.causal ?? false;
   if (causal && q.shape[q.rank - 2] !== k.shape[k.rank - 2]) throw opError(op, `a causal mask needs as many queries as keys, got ${fmtShape(q.shape)} and ${fmtShape(k.shape)}`);
+  if (mask) {
+    // The mask must broadcast to the scores without growing them: [..., Tq, Tk].
+    const scores = [...broadcastShapes(op, q.shape.slice(0, -2), k.shape.slice(0, -2)), q.shape[q.rank - 2], k.shape[k.rank - 2]];
+    const fits = mask.rank <= scores.length && mask.shape.every((dim, i) => dim === 1 || dim === scores[scores.length - mask.rank + i]);
+    if (!fits) throw opError(op, `mask of shape ${fmtShape(mask.shape)} does not broadcast to the scores ${fmtShape(scores)}`);
+  }
   const out = noGrad(() => {
     const qs = binaryKernel('mul', q, opts.scale);
     const kT = transpose(k, -2, -1);
