@@ -3,8 +3,9 @@ import * as assert from 'uvu/assert';
 import { adamStep, adamSteps, scaleEach, setBackend, sumOfSquares, tensor, type AdamStepSpec } from '@sparsegrad/core';
 import { assertClose, assertThrows, backendsUnderTest, f32, randomArray } from './helpers.ts';
 
-// Lists longer than a GPU launch takes (48 tensors on CUDA), sizes from empty to several blocks.
-const SIZES = Array.from({ length: 101 }, (_, i) => [0, 1, 7, 33, 1023, 4099][i % 6] + (i % 7));
+// Lists longer than a GPU launch takes (48 tensors on CUDA), sizes from empty to several blocks,
+// and one of over 2^20 floats (WebGPU packs only smaller buffers several to a dispatch).
+const SIZES = Array.from({ length: 101 }, (_, i) => (i === 50 ? (1 << 20) + 5 : [0, 1, 7, 33, 1023, 4099][i % 6] + (i % 7)));
 
 for (const backend of await backendsUnderTest()) {
   const test = suite(`optimizer lists [${backend.name}]`);

@@ -45,6 +45,9 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   const bsrTiles = (bs: number) => ({ shape: fit(tuned(`bsr${bs}`) ?? bsrShape(bs)), vec: bs !== 16 });
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
+  const storageBuffers = ctx.device.limits.maxStorageBuffersPerShaderStage;
+  /** A kernel over `count` buffers of a list (see packs()), cached per count. */
+  const packedKernel = (name: string, count: number, wgsl: (count: number) => string) => pipe(`${name}|${count}`, () => wgsl(count));
 
   function elementwise(op: string, key: string, inputs: (View | number)[], inTypes: DType[], out: BackendBuffer, expr: string, extra = ''): void {
     const views = inputs.filter((v): v is View => typeof v !== 'number');
@@ -496,39 +499,33 @@ ${rowMain(sg)}
       }
     },
     sumOfSquares(xs, sizes, out) {
-      // Per buffer, one partial sum per chunk into a shared list; then one sum over the list.
-      const pipeline = pipe('sumOfSquares', () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Part: array<f32>;`)}
-var<workgroup> red: array<f32, ${WG}>;
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let n = p(0u); let chunk = p(2u); let base = wg.x * chunk;
-  var acc = 0.0;
-  for (var j = l; j < chunk && base + j < n; j += ${WG}u) { let v = X[base + j]; acc += v * v; }
-  red[l] = acc;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
-  if (l == 0u) { Part[p(1u) + wg.x] = red[0]; }
-}`);
-      const chunks = sizes.map((n) => Math.max(SUMSQ_CHUNK, Math.ceil(n / MAX_GRID)));
-      const counts = sizes.map((n, i) => Math.ceil(n / chunks[i]));
-      const total = counts.reduce((a, b) => a + b, 0);
+      // Partial sums per chunk of SUMSQ_CHUNK elements into one list, then one sum over it. Small
+      // buffers go several to a dispatch (as many as a bind group may hold), large ones alone.
+      const items = xs.map((x, i) => ({ x: G(x), n: sizes[i], parts: Math.ceil(sizes[i] / SUMSQ_CHUNK) })).filter((t) => t.n > 0);
+      const total = items.reduce((a, t) => a + t.parts, 0);
       if (total === 0) return backend.fill(out, 1, 0);
       const partial = ctx.alloc(total, 'float32');
       let at = 0;
-      xs.forEach((x, i) => {
-        if (counts[i] > 0) ctx.dispatchGrid('sumOfSquares', pipeline, [G(x), partial], [u(sizes[i]), u(at), u(chunks[i])], [counts[i], 1, 1]);
-        at += counts[i];
-      });
+      for (const pack of packs(items, (t) => t.n, storageBuffers - 1)) {
+        const firsts = prefix(pack.map((t) => t.parts));
+        const groups = firsts[pack.length];
+        const params = [at, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
+        ctx.dispatchGrid('sumOfSquares', packedKernel('sumOfSquares', pack.length, sumOfSquaresWgsl), [...pack.map((t) => t.x), partial], params, [Math.min(groups, MAX_GRID), Math.ceil(groups / MAX_GRID), 1]);
+        at += groups;
+      }
       backend.reduce('sum', partial, 1, total, 1, out);
       ctx.free(partial); // reuse is ordered after these dispatches on the queue
     },
     scaleBuffers(xs, sizes, factor, outs) {
-      const pipeline = pipe('scaleBuffers', () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> F: array<f32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;`)}\n${perElement('Y[i] = X[i] * F[0];')}`);
-      xs.forEach((x, i) => {
-        if (sizes[i] > 0) ctx.dispatch('scaleBuffers', pipeline, [G(x), G(factor), G(outs[i])], [u(sizes[i])], perElementThreads(sizes[i]));
-      });
+      const chunk = WG * PER_THREAD;
+      const items = xs.map((x, i) => ({ x: G(x), y: G(outs[i]), n: sizes[i], parts: Math.ceil(sizes[i] / chunk) })).filter((t) => t.n > 0);
+      // Inputs and outputs of a pack plus the factor share the bind group's storage buffers.
+      for (const pack of packs(items, (t) => t.n, Math.floor((storageBuffers - 1) / 2))) {
+        const firsts = prefix(pack.map((t) => t.parts));
+        const groups = firsts[pack.length];
+        const params = [0, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
+        ctx.dispatchGrid('scaleBuffers', packedKernel('scaleBuffers', pack.length, scaleBuffersWgsl), [G(factor), ...pack.map((t) => t.x), ...pack.map((t) => t.y)], params, [Math.min(groups, MAX_GRID), Math.ceil(groups / MAX_GRID), 1]);
+      }
     },
   };
   return backend;
@@ -631,6 +628,91 @@ var<workgroup> red: array<f32, ${WG}>;
 }
 
 const MAX_GRID = 65535;
+/** Buffers up to this many floats are packed several to a dispatch by the list kernels. */
+const PACK_MAX_FLOATS = 1 << 20;
+
+/**
+ * A list's buffers in dispatches: up to `per` buffers of at most PACK_MAX_FLOATS floats share one
+ * (a bind group holds a fixed number of buffers, so a whole list cannot go to one dispatch as it
+ * does on CUDA); larger ones go alone.
+ */
+function packs<T>(items: readonly T[], size: (t: T) => number, per: number): T[][] {
+  const out: T[][] = [];
+  let open: T[] = [];
+  for (const t of items) {
+    if (size(t) > PACK_MAX_FLOATS) {
+      out.push([t]);
+      continue;
+    }
+    open.push(t);
+    if (open.length === per) {
+      out.push(open);
+      open = [];
+    }
+  }
+  if (open.length) out.push(open);
+  return out;
+}
+
+/** [0, a, a + b, ...]: the first workgroup of each buffer of a pack, and the total last. */
+function prefix(counts: readonly number[]): number[] {
+  const out = [0];
+  for (const c of counts) out.push(out[out.length - 1] + c);
+  return out;
+}
+
+/**
+ * The buffer `i` (of `count`) that workgroup `w` works on and its first element: params are
+ * [base, (n, first workgroup) per buffer, workgroups]; the grid may be 2-D, its last row partly idle.
+ */
+function packedHead(count: number, chunk: number): string {
+  return `let w = wg.x + wg.y * ${MAX_GRID}u;
+  if (w >= p(${1 + 2 * count}u)) { return; }
+  var i = 0u;
+  for (var j = 1u; j < ${count}u; j++) { if (w >= p(2u + 2u * j)) { i = j; } }
+  let n = p(1u + 2u * i);
+  let start = (w - p(2u + 2u * i)) * ${chunk}u;`;
+}
+
+/** Sum of squares of one SUMSQ_CHUNK of buffer X<i> into Part[base + workgroup]. */
+function sumOfSquaresWgsl(count: number): string {
+  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) { let v = X${k}[j]; acc += v * v; } }`).join('\n    ');
+  return `${PARAMS}
+${Array.from({ length: count }, (_, k) => `@group(0) @binding(${k + 1}) var<storage, read> X${k}: array<f32>;`).join('\n')}
+@group(0) @binding(${count + 1}) var<storage, read_write> Part: array<f32>;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  ${packedHead(count, SUMSQ_CHUNK)}
+  let end = min(n, start + ${SUMSQ_CHUNK}u);
+  var acc = 0.0;
+  switch i {
+    ${cases}
+    default: {}
+  }
+  red[l] = acc;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
+  if (l == 0u) { Part[p(0u) + w] = red[0]; }
+}`;
+}
+
+/** Y<i> = X<i> * F[0] over one chunk of WG * PER_THREAD elements. */
+function scaleBuffersWgsl(count: number): string {
+  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) { Y${k}[j] = X${k}[j] * k; } }`).join('\n    ');
+  return `${PARAMS}
+@group(0) @binding(1) var<storage, read> F: array<f32>;
+${Array.from({ length: count }, (_, k) => `@group(0) @binding(${k + 2}) var<storage, read> X${k}: array<f32>;`).join('\n')}
+${Array.from({ length: count }, (_, k) => `@group(0) @binding(${count + k + 2}) var<storage, read_write> Y${k}: array<f32>;`).join('\n')}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  ${packedHead(count, WG * PER_THREAD)}
+  let end = min(n, start + ${WG * PER_THREAD}u);
+  let k = F[0];
+  switch i {
+    ${cases}
+    default: {}
+  }
+}`;
+}
 /** Elements per workgroup of the sum-of-squares partials. */
 const SUMSQ_CHUNK = 8192;
 /** Elementwise kernels: each thread handles this many elements, a workgroup apart (coalesced). */
