@@ -189,13 +189,14 @@ export const gradRules: Record<string, GradRule> = {
     ];
   },
   attentionWeights: (g, node, out) => {
-    // W = softmax(S), S = scale q k^T: dS = softmax backward; dq = scale dS k, dk = scale dS^T q.
+    // W = softmax(S), S = scale q k^T: dS = softmax backward; dq = scale dS k, dk = scale dS^T q
+    // (scaled after the products: [.., T, d] passes instead of one over the [.., T, T] dS).
     const [q, k] = node.inputs;
+    const scale = node.attrs.scale as number;
     const ds = softmaxGrad(g, out, false);
-    const scaled = mul(ds, node.attrs.scale as number);
     return [
-      q.requiresGrad ? sumTo(matmul(scaled, k), q.shape) : null,
-      k.requiresGrad ? sumTo(matmul(transpose(scaled, -2, -1), q), k.shape) : null,
+      q.requiresGrad ? sumTo(mul(matmul(ds, k), scale), q.shape) : null,
+      k.requiresGrad ? sumTo(mul(matmul(transpose(ds, -2, -1), q), scale), k.shape) : null,
     ];
   },
   softmax: (g, _node, out) => [softmaxGrad(g, out, false)],
