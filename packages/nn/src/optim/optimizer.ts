@@ -27,20 +27,13 @@ export abstract class Optimizer {
 
   /** Applies one update from the current .grad of every parameter (those without a gradient are skipped). */
   step(): void {
-    this.checkLr();
-    this.stepCount++;
-    for (const p of this.params) {
-      const g = p.grad;
-      if (!g) continue;
-      noGrad(() => tidy(() => this.update(p, g)));
-    }
-  }
-
-  protected abstract update(p: Tensor, g: Tensor): void;
-
-  protected checkLr(): void {
     if (!(this.lr >= 0) || !Number.isFinite(this.lr)) throw opError(`${this.constructor.name}.step`, `lr must be a finite non-negative number, got ${this.lr}`);
+    this.stepCount++;
+    noGrad(() => this.updateAll(this.params.filter((p) => p.grad)));
   }
+
+  /** Updates every parameter of the list from its .grad (a fused optimizer takes the list at once). */
+  protected abstract updateAll(params: readonly Tensor[]): void;
 
   /**
    * State tensors keyed "<parameter index>.<slot>" (parameters in constructor order) and the
@@ -91,7 +84,10 @@ export class SGD extends Optimizer {
     if (!(this.momentum >= 0 && this.momentum < 1)) throw opError('SGD', `momentum must be in [0, 1), got ${this.momentum}`);
     if (!(this.weightDecay >= 0)) throw opError('SGD', `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
-  protected update(p: Tensor, g: Tensor): void {
+  protected updateAll(params: readonly Tensor[]): void {
+    for (const p of params) tidy(() => this.update(p, p.grad!));
+  }
+  private update(p: Tensor, g: Tensor): void {
     let d = this.weightDecay ? g.add(p.mul(this.weightDecay)) : g;
     if (this.momentum) {
       const buf = this.slot(p, 'momentum');
@@ -127,15 +123,10 @@ export class Adam extends Optimizer {
     if (!(this.eps > 0)) throw opError(this.constructor.name, `eps must be positive, got ${this.eps}`);
     if (!(this.weightDecay >= 0)) throw opError(this.constructor.name, `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
-  /** Every parameter with a gradient in one fused update (the formula is in core's Backend.adamStep). */
-  override step(): void {
-    this.checkLr();
-    this.stepCount++;
-    const slots = this.params.filter((p) => p.grad).map((p) => ({ p, g: p.grad!, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }));
-    noGrad(() => tidy(() => adamSteps(slots, this.spec())));
-  }
-  protected update(p: Tensor, g: Tensor): void {
-    adamSteps([{ p, g, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }], this.spec());
+  /** Every parameter in one fused update (the formula is in core's Backend.adamStep). */
+  protected updateAll(params: readonly Tensor[]): void {
+    const slots = params.map((p) => ({ p, g: p.grad!, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }));
+    tidy(() => adamSteps(slots, this.spec()));
   }
   private spec(): AdamStepSpec {
     return {
