@@ -4,7 +4,7 @@ import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
-import { binaryKernel } from './elementwise.ts';
+import { addFreeing, binaryKernel } from './elementwise.ts';
 import { matmulKernel } from './matmul.ts';
 import { transpose } from './movement.ts';
 import { softmaxKernel } from './nn.ts';
@@ -48,11 +48,7 @@ export function attentionWeights(q: Tensor, k: Tensor, opts: AttentionWeightsOpt
     let scores = matmulKernel(qs, kT);
     qs.dispose();
     kT.dispose();
-    if (mask) {
-      const masked = binaryKernel('add', scores, mask);
-      scores.dispose();
-      scores = masked;
-    }
+    if (mask) scores = addFreeing(scores, mask);
     const w = softmaxKernel(op, scores, false, causal);
     scores.dispose();
     return w;

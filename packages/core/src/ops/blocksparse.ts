@@ -3,7 +3,7 @@ import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { engine } from '../engine.ts';
 import { empty, Tensor } from '../tensor.ts';
-import { binaryKernel } from './elementwise.ts';
+import { addFreeing } from './elementwise.ts';
 import { asFlat, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
 
@@ -59,13 +59,9 @@ export function bsrMatmul(x: Tensor, blocks: Tensor, layout: BlockLayout, bias: 
   }
   const lead = x.shape.slice(0, -1);
   const x2d = reshape(x, [-1, layout.cols]);
-  let y = bsrKernel('forward', x2d, blocks, layout);
-  if (bias) {
-    // The bias in the same op: the product before it is freed at once (see linear()).
-    const z = binaryKernel('add', y, bias);
-    y.dispose();
-    y = z;
-  }
+  const product = bsrKernel('forward', x2d, blocks, layout);
+  // The bias in the same op: the product before it is freed at once (see linear()).
+  const y = bias ? addFreeing(product, bias) : product;
   const out = record(op, bias ? [x2d, blocks, bias] : [x2d, blocks], y, { layout });
   return reshape(out, [...lead, layout.rows]);
 }

@@ -33,6 +33,16 @@ export function binaryKernel(op: BinaryOp, a: Operand, b: Operand): Tensor {
   return out;
 }
 
+/**
+ * a + b (b broadcast) as a new tensor, freeing a: for ops that add a bias or mask to an
+ * intermediate nothing reads again. No gradient recording.
+ */
+export function addFreeing(a: Tensor, b: Tensor): Tensor {
+  const out = binaryKernel('add', a, b);
+  a.dispose();
+  return out;
+}
+
 export function unaryKernel(op: UnaryOp, x: Tensor): Tensor {
   const backend = checkTensors(op, x);
   const out = empty(x.shape, x.dtype, backend);

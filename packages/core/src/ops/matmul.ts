@@ -4,7 +4,7 @@ import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, sizeOf } from '../shape.ts';
 import { engine, noGrad } from '../engine.ts';
 import { empty, Tensor } from '../tensor.ts';
-import { binaryKernel } from './elementwise.ts';
+import { addFreeing } from './elementwise.ts';
 import { contiguous, expand, reshape, transpose } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
 
@@ -107,11 +107,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
     const wT = transpose(weight, 0, 1);
     let y = matmulKernel(x2, wT);
     for (const t of [wT, x2]) if (t !== x) t.dispose();
-    if (bias) {
-      const z = binaryKernel('add', y, bias);
-      y.dispose();
-      y = z;
-    }
+    if (bias) y = addFreeing(y, bias);
     if (x.rank > 1) return y;
     const v = reshape(y, [outF]);
     y.dispose();
