@@ -23,7 +23,7 @@ export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, m
 export { bsrMatmul } from './ops/blocksparse.ts';
 export { adamStep, adamSteps, scaleEach, sumOfSquares, type AdamSlot } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
-export { BLOCK_SIZES, blockRowRuns, buildLayout, buildUnionTable } from './blocksparse/layout.ts';
+export { BLOCK_SIZES, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, type TileLimits } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, buildUnionTable, createCpuBackend, manualSeed, setBackend, tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, buildTileItems, buildUnionTable, createCpuBackend, manualSeed, setBackend, tensor } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -235,6 +235,33 @@ layouts('union tables list every block of a group once, at its column, columns s
     assert.is(seen, L.nnzBlocks);
   }
   W.data.dispose();
+});
+
+layouts('tile items cover every block once, inside their limits, at its row and column', () => {
+  const limits = { rows: 8, cols: 6, blocks: 12 };
+  for (const density of [0.05, 0.5, 1]) {
+    const W = BlockSparseMatrix.random([32 * 19, 32 * 23], { density, blockSize: 32, backend: createCpuBackend() });
+    const L = W.layout;
+    const { items, count, stride } = buildTileItems(L, limits);
+    assert.is(stride, 4 + 6 + 24);
+    const seen = new Uint8Array(L.nnzBlocks);
+    for (let i = 0; i < count; i++) {
+      const rec = items.subarray(i * stride, (i + 1) * stride);
+      const [r0, ncols, nblocks] = rec;
+      assert.ok(r0 % 8 === 0 && ncols >= 1 && ncols <= 6 && nblocks >= 1 && nblocks <= 12, `item ${i}: ${rec.slice(0, 3)}`);
+      for (let k = 0; k < nblocks; k++) {
+        const b = rec[10 + k];
+        const pos = rec[22 + k];
+        if (k > 0) assert.ok(pos > rec[22 + k - 1], 'row-major order');
+        assert.is(L.rowIdx[b], r0 + Math.floor(pos / 6));
+        assert.is(L.colIdx[b], rec[4 + (pos % 6)]);
+        seen[b]++;
+      }
+    }
+    assert.ok(seen.every((n) => n === 1), `density ${density}: every block in exactly one item`);
+    W.data.dispose();
+  }
+  assertThrows(() => buildTileItems(BlockSparseMatrix.random([64, 64], { density: 1, blockSize: 32, backend: createCpuBackend() }).layout, { rows: 8, cols: 4, blocks: 4 }), /8 block rows per tile exceed its 4 blocks/);
 });
 
 layouts.run();

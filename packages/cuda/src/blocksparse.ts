@@ -4,7 +4,7 @@
  * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
  * cites the H100 measurement behind it.
  */
-import { LayoutDeviceCache, blockRowRuns, buildLayout, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import type { Addon } from './native.ts';
@@ -253,6 +253,47 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   function checkBlockSize(op: string, bs: number): void {
     if (!BSR_TOKENS[bs]) throw new Error(`cuda: ${op}: no kernel for ${bs}x${bs} blocks (expected 16, 32 or 64)`);
   }
+  // 2-D SDDMM tiles (blocksparse_sddmm_tile.cu): 8 block rows by up to 16 block columns per CTA,
+  // only the blocks present computed; TF32 mma.sync, 200 KB of shared memory (compute capability
+  // 9.0). SPARSEGRAD_CUDA_SDDMM_TILE=1/0 forces them on/off where they can run.
+  const sddmmTile = (() => {
+    const v = readTable('bsr_sddmm_tile_params', 7);
+    return { limits: { rows: v[0], cols: v[1], blocks: v[2] }, stride: v[3], threads: v[4], smem: v[5], tokenStep: v[6] };
+  })();
+  const useSddmmTile = (layout: BlockLayout, precision: MatmulPrecision) => {
+    const force = process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
+    if (!h.hopper || layout.blockSize !== 32 || precision === 'highest' || force === '0') return false;
+    return true;
+  };
+  function tileItems(layout: BlockLayout): { buffer: CudaBuffer; count: number } {
+    return layouts.get(layout, 'sddmm-tiles', () => {
+      const t = buildTileItems(layout, sddmmTile.limits);
+      const buffer = h.upload(t.items.length ? t.items : new Int32Array(1));
+      return { value: { buffer, count: t.count }, buffers: [buffer] };
+    });
+  }
+  /**
+   * Token chunks for `ctas` CTAs of one per multiprocessor: the count that minimizes waves per
+   * chunk (the time of the last wave), fewest on ties (each chunk adds a partial sum of dW), with
+   * at least 256 tokens each.
+   */
+  function tileSplits(ctas: number, m: number): number {
+    let best = 1;
+    for (let s = 2; s <= 16 && m / s >= 256; s++) {
+      if (Math.ceil((ctas * s) / h.sms) / s < Math.ceil((ctas * best) / h.sms) / best - 1e-9) best = s;
+    }
+    return best;
+  }
+  /** The partial sums of `used` token chunks land in a temporary; the column reduction sums them into out. */
+  function sddmmLaunch(out: BackendBuffer, used: number, size: number, launch: (target: number) => void): void {
+    const target = used > 1 ? h.allocator.alloc(used * size * 4) : h.ptr(out);
+    launch(target);
+    if (used > 1) {
+      h.sumMiddle(target, 1, used, size, h.ptr(out));
+      h.allocator.release(target, used * size * 4);
+    }
+  }
+
   /** Token tiles go on the grid's y dimension (at most 65535). */
   function tokenTiles(op: string, m: number, tile: number): number {
     const tiles = Math.ceil(m / tile);
@@ -281,6 +322,18 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     bsrSddmm(dy, x, layout, m, out, precision) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
       checkBlockSize('bsrSddmm', bs);
+      const size = nnz * bs * bs;
+      if (useSddmmTile(layout, precision)) {
+        const items = tileItems(layout);
+        if (items.count === 0) return;
+        const splits = tileSplits(items.count, m);
+        const chunk = Math.ceil(m / splits / sddmmTile.tokenStep) * sddmmTile.tokenStep;
+        const used = Math.ceil(m / chunk);
+        sddmmLaunch(out, used, size, (target) =>
+          h.launch('bsrSddmm', process.env.SPARSEGRAD_CUDA_SDDMM_TILE === '2' ? 'bsr_sddmm_tile_tf32_32_fresh' : 'bsr_sddmm_tile_tf32_32', [items.count, used, 1], sddmmTile.threads,
+            h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(x)).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), sddmmTile.smem));
+        return;
+      }
       const idx = indexBuffers(layout);
       const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
       if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
@@ -288,15 +341,10 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       const splits = Math.max(1, Math.min(Math.ceil((4 * h.sms) / groups.count), Math.floor(m / 256), 65535));
       const chunk = Math.ceil(m / splits / 16) * 16;
       const used = Math.ceil(m / chunk);
-      const size = nnz * bs * bs;
-      const target = used > 1 ? h.allocator.alloc(used * size * 4) : h.ptr(out);
       const k = bsrKernel('sddmm', bs, precision);
-      h.launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
-        h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem);
-      if (used > 1) {
-        h.sumMiddle(target, 1, used, size, h.ptr(out));
-        h.allocator.release(target, used * size * 4);
-      }
+      sddmmLaunch(out, used, size, (target) =>
+        h.launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
+          h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem));
     },
   };
 }

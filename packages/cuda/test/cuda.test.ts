@@ -210,6 +210,45 @@ if (gpu) {
     W.data.dispose();
   });
 
+  test('SDDMM on 2-D tiles: groups cut into many items, one and several token chunks, match float64 and the one-row kernel', async () => {
+    // 40 block columns at density 0.6: ~190 blocks per group of 8 block rows, cut into items of at
+    // most 16 columns and 32 blocks; 9 block rows leave a partial group; token counts below and
+    // above one chunk, not multiples of the 16-token step.
+    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    manualSeed(seed);
+    const [rows, cols] = [32 * 9, 32 * 40];
+    const W = BlockSparseMatrix.random([rows, cols], { density: 0.6, blockSize: 32, backend: be });
+    const L = W.layout;
+    const w = await W.data.toArray();
+    const saved = process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
+    for (const m of [37, 1500]) {
+      const x = Float32Array.from(randomArray(m * cols, seed + m));
+      const dy = Float32Array.from(randomArray(m * rows, seed + m + 1));
+      const { dw } = blockSparseRefs(L, w, x, dy, m);
+      const xb = be.upload(x);
+      const dyb = be.upload(dy);
+      for (const tile of ['1', '0']) {
+        process.env.SPARSEGRAD_CUDA_SDDMM_TILE = tile;
+        const out = be.alloc(dw.length, 'float32');
+        be.bsrSddmm(dyb, xb, L, m, out, 'high');
+        const got = await be.read(out, dw.length);
+        let num = 0;
+        let den = 0;
+        for (let j = 0; j < got.length; j++) {
+          num += (got[j] - dw[j]) ** 2;
+          den += dw[j] ** 2;
+        }
+        assert.ok(Math.sqrt(num / den) < 2e-3, `m ${m}, tiles ${tile}: relative error ${Math.sqrt(num / den)} (seed ${seed})`);
+        be.free(out);
+      }
+      be.free(xb);
+      be.free(dyb);
+    }
+    if (saved === undefined) delete process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
+    else process.env.SPARSEGRAD_CUDA_SDDMM_TILE = saved;
+    W.data.dispose();
+  });
+
   test('out of memory is an Error naming the op, and the backend keeps working', async () => {
     assertThrows(() => be.alloc(2 ** 45, 'float32'), /cuda: alloc: out of device memory/);
     const t = tensor([1, 2, 3], [3], { backend: be }).mul(2);

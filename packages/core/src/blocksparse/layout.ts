@@ -96,3 +96,70 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
   }
   return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
 }
+
+/** Limits of a 2-D SDDMM tile (see buildTileItems): block rows, block columns and blocks per item. */
+export interface TileLimits {
+  rows: number;
+  cols: number;
+  blocks: number;
+}
+
+/**
+ * The work items of 2-D SDDMM tiles (GPU kernels that compute the blocks of `rows` consecutive
+ * block rows and up to `cols` block columns at once, loading each operand slab once for every
+ * block of its row or column): per group of block rows, the block columns its blocks use, in
+ * order, cut into items of at most `cols` columns and `blocks` blocks, with about as many blocks
+ * each (a small last item would reload the group's row slabs for a few blocks).
+ * Each item is a record of `stride` ints: first block row, columns, blocks, 0, the columns' block
+ * indexes [cols], the blocks' indexes in the layout [blocks], their positions row * cols + column
+ * in the tile [blocks]; blocks in row-major order; unused entries 0.
+ */
+export function buildTileItems(layout: BlockLayout, limits: TileLimits): { items: Int32Array; count: number; stride: number } {
+  const { rows: perGroup, cols: maxCols, blocks: maxBlocks } = limits;
+  if (perGroup > maxBlocks) throw new Error(`buildTileItems: ${perGroup} block rows per tile exceed its ${maxBlocks} blocks (a column must fit an item)`);
+  const stride = 4 + maxCols + 2 * maxBlocks;
+  const records: Int32Array[] = [];
+  const blockRows = layout.rows / layout.blockSize;
+  for (let r0 = 0; r0 < blockRows; r0 += perGroup) {
+    // The group's blocks by column: block c holds [(row in group, block index)...].
+    const byCol = new Map<number, [number, number][]>();
+    for (let r = r0; r < Math.min(r0 + perGroup, blockRows); r++) {
+      for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e++) {
+        const c = layout.colIdx[e];
+        if (!byCol.has(c)) byCol.set(c, []);
+        byCol.get(c)!.push([r - r0, e]);
+      }
+    }
+    const columns = [...byCol.keys()].sort((a, b) => a - b);
+    const total = columns.reduce((s, c) => s + byCol.get(c)!.length, 0);
+    if (total === 0) continue;
+    const target = Math.ceil(total / Math.max(Math.ceil(columns.length / maxCols), Math.ceil(total / maxBlocks)));
+    let cur: number[] = [];
+    let count = 0;
+    const flush = () => {
+      const rec = new Int32Array(stride);
+      rec[0] = r0;
+      rec[1] = cur.length;
+      rec.set(cur, 4);
+      const blocks = cur.flatMap((c, i) => byCol.get(c)!.map(([row, e]) => [row * maxCols + i, e] as const)).sort((a, b) => a[0] - b[0]);
+      rec[2] = blocks.length;
+      blocks.forEach(([pos, e], k) => {
+        rec[4 + maxCols + k] = e;
+        rec[4 + maxCols + maxBlocks + k] = pos;
+      });
+      records.push(rec);
+      cur = [];
+      count = 0;
+    };
+    for (const c of columns) {
+      const n = byCol.get(c)!.length;
+      if (cur.length > 0 && (cur.length === maxCols || count + n > maxBlocks || count >= target)) flush();
+      cur.push(c);
+      count += n;
+    }
+    flush();
+  }
+  const items = new Int32Array(records.length * stride);
+  records.forEach((r, i) => items.set(r, i * stride));
+  return { items, count: records.length, stride };
+}
