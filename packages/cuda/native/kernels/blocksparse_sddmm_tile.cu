@@ -1,46 +1,98 @@
-// SDDMM dW = dY^T X at the 32x32 blocks of W, on the tensor cores (TF32 mma.sync, fp32
-// accumulation), with 2-D tiles: a CTA takes 8 consecutive block rows and up to 16 of the block
-// columns their blocks use (an "item", built by the host: src/sddmm-items.ts), loads the dY slab of
-// each row and the X slab of each column once per token step, and computes only the blocks present
-// in the tile (at most 32). The one-block-row kernel (blocksparse_tc.cu) loads a dY slab for every 4
-// blocks and an X slab for every block, ~2.5 MB of L2 traffic per block over 16384 tokens, which
-// is where it ran (packages/cuda/NOTES.md, "SDDMM floor"); here a block costs (8 + columns) /
-// blocks slabs, ~1 MB at density 0.5.
+// SDDMM dW = dY^T X at the 32x32 blocks of W with 2-D tiles: a CTA takes 8 consecutive block rows
+// and up to 16 of the block columns their blocks use (an "item" of the host's table, built by
+// buildTileItems in core), loads the dY slab of each row and the X slab of each column once per
+// token step into shared memory ([token][column], as they lie in memory), and computes only the
+// blocks present in the tile (at most 32). Tokens are cut into chunks on the grid's y dimension;
+// out[split][block] holds partial sums that the host adds up.
 //
-// Tokens are cut into chunks on the grid's y dimension; out[split][block] holds partial sums that
-// the host reduces, as for the other SDDMM kernels.
+// fp32 FMA: each thread 8 x 8 outputs of a block, an outer product per token (4 float4 reads for
+// 64 FMA). A TF32 mma.sync consumer of the same pipeline measured no faster than the one-row
+// kernel of blocksparse_tc.cu (packages/cuda/NOTES.md, version 19), so tensor cores stay there.
 #include "async_mma.cuh"
 
 namespace {
 constexpr int BS = 32, ROWS = 8, COLS = 16, MAX_BLOCKS = 32, WARPS = 8, THREADS = 32 * WARPS;
-constexpr int PER_WARP = MAX_BLOCKS / WARPS;
 // Tokens per pipeline stage and stages in flight (4 x 50 KB of shared memory, one CTA per SM).
 constexpr int BK = 16, STAGES = 4;
-// Stored [token][column]; a fragment read covers 4 token rows x 8 columns, so a row length of 8
-// mod 32 puts the 32 lanes on distinct banks.
+// Rows padded by 8 floats: 16-byte aligned, and a quarter-warp's float4 reads (one token row, 8
+// consecutive floats of dY broadcast, 16 of X) hit distinct banks.
 constexpr int LDA = ROWS * BS + 8, LDB = COLS * BS + 8;
 constexpr int STAGE_FLOATS = BK * (LDA + LDB);
-// An item's record in the table (ints): first block row, columns, blocks, unused, the columns'
-// block indexes [COLS], the blocks' indexes in W [MAX_BLOCKS], their positions row * COLS + column
-// in the tile [MAX_BLOCKS]. Blocks are in row-major order, so a warp's consecutive blocks often
-// share a row and reuse its dY fragments.
+// An item's record (ints): first block row, columns, blocks, unused, the columns' block indexes
+// [COLS], the blocks' indexes in W [MAX_BLOCKS], their positions row * COLS + column in the tile
+// [MAX_BLOCKS] (row-major order).
 constexpr int ITEM_INTS = 4 + COLS + 2 * MAX_BLOCKS;
+constexpr int BLOCK_AT = 4 + COLS, POS_AT = 4 + COLS + MAX_BLOCKS;
 }  // namespace
 
-__device__ __forceinline__ uint32_t tf32(float v) { return __float_as_uint(v); }
+// fp32: 16 threads per block (a 4 x 4 grid of 8 x 8 outputs: rows 4ty..4ty+3 and 16+4ty..,
+// columns likewise, so that each read is one float4 and a quarter-warp's reads are broadcasts or
+// consecutive), 16 blocks at a time, each thread two blocks of the item (slot s and s + 16).
+struct Fp32Consumer {
+  static constexpr int PER = MAX_BLOCKS / (THREADS / 16);
+  float c[PER][8][8];
+  int aOff[PER], bOff[PER], blk[PER], mine;
+  __device__ void init(const int32_t* item) {
+    const int slot = threadIdx.x / 16, ty = (threadIdx.x % 16) / 4, tx = threadIdx.x % 4, nblocks = item[2];
+    mine = 0;
+#pragma unroll
+    for (int q = 0; q < PER; q++) {
+      const int b = slot + q * (THREADS / 16);
+      if (b < nblocks) mine++;
+      const int pos = b < nblocks ? item[POS_AT + b] : 0;
+      blk[q] = b < nblocks ? item[BLOCK_AT + b] : 0;
+      aOff[q] = (pos / COLS) * BS + 4 * ty;
+      bOff[q] = (pos % COLS) * BS + 4 * tx;
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) c[q][i][j] = 0.f;
+    }
+  }
+  __device__ void step(const float* sa, const float* sb) {
+#pragma unroll
+    for (int q = 0; q < PER; q++) {
+      if (q >= mine) break;
+#pragma unroll 4
+      for (int k = 0; k < BK; k++) {
+        const float4 a0 = *reinterpret_cast<const float4*>(sa + k * LDA + aOff[q]), a1 = *reinterpret_cast<const float4*>(sa + k * LDA + aOff[q] + 16);
+        const float4 b0 = *reinterpret_cast<const float4*>(sb + k * LDB + bOff[q]), b1 = *reinterpret_cast<const float4*>(sb + k * LDB + bOff[q] + 16);
+        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w}, b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+#pragma unroll
+          for (int j = 0; j < 8; j++) c[q][i][j] = fmaf(a[i], b[j], c[q][i][j]);
+      }
+    }
+  }
+  __device__ void store(float* out) const {
+    const int ty = (threadIdx.x % 16) / 4, tx = threadIdx.x % 4;
+#pragma unroll
+    for (int q = 0; q < PER; q++) {
+      if (q >= mine) break;
+      float* o = out + (size_t)blk[q] * BS * BS;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        float* row = o + ((i / 4) * 16 + 4 * ty + i % 4) * BS + 4 * tx;
+        *reinterpret_cast<float4*>(row) = make_float4(c[q][i][0], c[q][i][1], c[q][i][2], c[q][i][3]);
+        *reinterpret_cast<float4*>(row + 16) = make_float4(c[q][i][4], c[q][i][5], c[q][i][6], c[q][i][7]);
+      }
+    }
+  }
+};
 
-template <bool REUSE_A>
+template <class Consumer>
 __device__ __forceinline__ void sddmmTile(const float* dy, const float* x, const int32_t* items, float* out, uint32_t m, uint32_t rows, uint32_t cols,
                                           uint32_t nnz, uint32_t chunk) {
   extern __shared__ __align__(16) float smem[];
   const int32_t* item = items + (size_t)blockIdx.x * ITEM_INTS;
-  const int r0 = item[0] * BS, ncols = item[1], nblocks = item[2];
+  const int r0 = item[0] * BS, ncols = item[1];
   const int rowCols = min(ROWS * BS, (int)rows - r0);  // dY columns of this tile inside the matrix
   const uint32_t t0 = blockIdx.y * chunk;
   const int len = (int)min(chunk, m - t0);
   const int steps = (len + BK - 1) / BK;
 
-  // This thread's sources: 4 chunks of 16 bytes of the dY slab, up to 8 of the X slabs per stage.
+  // A stage: the dY slab (16 bytes x 4 per thread) and the X slabs of the item's columns (up to 8).
   auto issue = [&](int step) {
     float* sa = smem + (step % STAGES) * STAGE_FLOATS;
     float* sb = sa + BK * LDA;
@@ -60,29 +112,8 @@ __device__ __forceinline__ void sddmmTile(const float* dy, const float* x, const
     }
   };
 
-  // This warp's blocks: an even share of the item's, in order. The rows of an mma tile are
-  // permuted within the block so that a thread's A fragment comes as two 8-byte reads straight
-  // into the register pairs the mma takes: mma row g of m-tile i is block row 16i + 2g, row g + 8
-  // is 16i + 2g + 1 (a 16-byte read across m-tiles would need register moves before every mma).
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int lo = warp * nblocks / WARPS, mine = (warp + 1) * nblocks / WARPS - lo;
-  int aOff[PER_WARP], bOff[PER_WARP];
-#pragma unroll
-  for (int q = 0; q < PER_WARP; q++) {
-    const int pos = q < mine ? item[4 + COLS + MAX_BLOCKS + lo + q] : 0;
-    aOff[q] = (pos / COLS) * BS + 2 * g;
-    bOff[q] = (pos % COLS) * BS + g;
-  }
-  float c[PER_WARP][2][4][4];
-#pragma unroll
-  for (int q = 0; q < PER_WARP; q++)
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-      for (int j = 0; j < 4; j++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) c[q][i][j][r] = 0.f;
-
+  Consumer consumer;
+  consumer.init(item);
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < steps) issue(s);
@@ -95,65 +126,19 @@ __device__ __forceinline__ void sddmmTile(const float* dy, const float* x, const
     if (step + STAGES - 1 < steps) issue(step + STAGES - 1);
     cpAsyncCommit();
     const float* sa = smem + (step % STAGES) * STAGE_FLOATS;
-    const float* sb = sa + BK * LDA;
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 8) {
-      const float* ka = sa + (kk + t) * LDA;
-      const float* kb = sb + (kk + t) * LDB;
-      uint32_t a[2][4];
-      int aRow = -1;
-#pragma unroll
-      for (int q = 0; q < PER_WARP; q++) {
-        if (q >= mine) break;
-        if (!REUSE_A || aOff[q] != aRow) {  // warp-uniform: a new block row
-          aRow = aOff[q];
-#pragma unroll
-          for (int i = 0; i < 2; i++) {
-            const float2 k0 = *reinterpret_cast<const float2*>(ka + aRow + 16 * i), k4 = *reinterpret_cast<const float2*>(ka + 4 * LDA + aRow + 16 * i);
-            a[i][0] = tf32(k0.x), a[i][1] = tf32(k0.y), a[i][2] = tf32(k4.x), a[i][3] = tf32(k4.y);
-          }
-        }
-        uint32_t b[4][2];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-          b[j][0] = tf32(kb[bOff[q] + 8 * j]);
-          b[j][1] = tf32(kb[4 * LDB + bOff[q] + 8 * j]);
-        }
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int j = 0; j < 4; j++) mmaTf32(c[q][i][j], a[i], b[j]);
-      }
-    }
+    consumer.step(sa, sa + BK * LDA);
   }
   cpAsyncWait<0>();
-
-  // mma element (row g, columns 2t, 2t + 1) of tile (i, j) is block element (16i + 2g, 8j + 2t);
-  // row g + 8 is block row 16i + 2g + 1.
-#pragma unroll
-  for (int q = 0; q < PER_WARP; q++) {
-    if (q >= mine) break;
-    float* o = out + ((size_t)blockIdx.y * nnz + item[4 + COLS + lo + q]) * BS * BS + 2 * g * BS + 2 * t;
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-        *reinterpret_cast<float2*>(o + 16 * i * BS + 8 * j) = make_float2(c[q][i][j][0], c[q][i][j][1]);
-        *reinterpret_cast<float2*>(o + (16 * i + 1) * BS + 8 * j) = make_float2(c[q][i][j][2], c[q][i][j][3]);
-      }
-  }
+  consumer.store(out + (size_t)blockIdx.y * nnz * BS * BS);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    bsr_sddmm_tile_tf32_32(const float* dy, const float* x, const int32_t* items, float* out, uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk) {
-  sddmmTile<true>(dy, x, items, out, m, rows, cols, nnz, chunk);
-}
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    bsr_sddmm_tile_tf32_32_fresh(const float* dy, const float* x, const int32_t* items, float* out, uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk) {
-  sddmmTile<false>(dy, x, items, out, m, rows, cols, nnz, chunk);
+// Grid (items, token chunks); bsr_sddmm_tile_params' threads and dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(THREADS, 1) bsr_sddmm_tile_f32_32(const float* dy, const float* x, const int32_t* items, float* out,
+                                                                             uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk) {
+  sddmmTile<Fp32Consumer>(dy, x, items, out, m, rows, cols, nnz, chunk);
 }
 
-// For the host: the item limits and the kernel's launch shape.
+// For the host: the item limits and the kernels' launch shape.
 extern "C" __global__ void bsr_sddmm_tile_params(int32_t* out) {
   out[0] = ROWS;
   out[1] = COLS;
