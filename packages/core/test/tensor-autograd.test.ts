@@ -4,6 +4,7 @@ import ndarray from 'ndarray';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
+import { gradRules } from '../src/autograd/rules.ts';
 import { assertClose, assertRejects, assertThrows, backendsUnderTest } from './helpers.ts';
 
 for (const backend of await backendsUnderTest()) {
@@ -115,6 +116,35 @@ for (const backend of await backendsUnderTest()) {
     }
     assert.ok(losses[29] < losses[0] * 0.9, `loss went down: ${losses[0]} -> ${losses[29]}`);
     assertThrows(() => sg.tidy(() => Promise.resolve(1) as never), /tidy: the function returned a Promise/);
+  });
+
+  test('release frees what no gradient rule reads, keeps outputs their rule reads; gradients unchanged', async () => {
+    // The same graph with and without release: y = x W^T + b feeds only an add (frees), t = tanh(y2)
+    // feeds an add but tanh's rule reads its output (kept).
+    const run = async (withRelease: boolean) => {
+      const x = tensor([[0.5, -1, 2], [1.5, 0.25, -0.75]], undefined, { ...opts, requiresGrad: true });
+      const w = tensor([[0.1, 0.2, -0.3], [0.4, -0.5, 0.6]], undefined, { ...opts, requiresGrad: true });
+      const y = sg.linear(x, w, null);
+      const z = y.add(1);
+      const t = sg.tanh(z.mul(0.5));
+      const u = t.add(x.sum(1, true));
+      if (withRelease) {
+        sg.release(y);
+        sg.release(t);
+        assert.ok(y.isDisposed, 'the linear output is read by no rule');
+        assert.ok(!t.isDisposed, "tanh's rule reads its output");
+      }
+      u.mul(u).sum().backward();
+      const grads = [await x.grad!.toArray(), await w.grad!.toArray()];
+      for (const v of [x, w, y, z, t, u]) v.dispose();
+      return grads;
+    };
+    const [plain, released] = [await run(false), await run(true)];
+    for (let i = 0; i < 2; i++) assertClose(released[i], plain[i], 0, 'release changes no gradient');
+    // Which rules read their op's output decides what release keeps: a new rule that declares
+    // `out` must be meant to.
+    const reading = Object.entries(gradRules).filter(([, r]) => r.length > 2).map(([op]) => op);
+    assert.equal(reading.sort(), ['attentionWeights', 'div', 'exp', 'logSoftmax', 'max', 'min', 'pow', 'sigmoid', 'softmax', 'sqrt', 'tanh']);
   });
 
   test('assign, dispose and readback of views', async () => {

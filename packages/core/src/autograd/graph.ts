@@ -114,5 +114,22 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
   if (!retainGraph) for (const t of order) if (t.gradNode) t.gradNode = FREED;
 }
 
+/**
+ * Frees `t` for a caller that will not use it again, unless backward still needs its values:
+ * when the gradient rule of the op that produced it reads that op's output (the rules that
+ * declare their third parameter, `out`). The caller vouches for the rest: no op that consumed `t`
+ * has a rule reading it (its consumers were e.g. add, reshape, permute, or a product with a
+ * constant). Module code uses it for intermediates that would otherwise stay allocated until
+ * their tidy scope ends, through the whole backward pass.
+ */
+export function release(t: Tensor): void {
+  if (!t.isDisposed && !readsOutput(t.gradNode)) t.dispose();
+}
+
+/** Whether backward reads the output of the op recorded in `node`. */
+function readsOutput(node: GradNode | null): boolean {
+  return node !== null && node !== FREED && gradRules[node.op].length > 2;
+}
+
 /** Marks a non-leaf whose graph was released by backward(). */
 export const FREED: GradNode = Object.freeze({ op: '<freed>', inputs: [], attrs: {} });
