@@ -22,7 +22,7 @@ export { reshape, view, flatten, permute, transpose, expand, squeeze, unsqueeze,
 export { gather, indexSelect } from './ops/indexing.ts';
 export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';
 export { bsrMatmul } from './ops/blocksparse.ts';
-export { adamStep, adamSteps, scaleEach, sumOfSquares, type AdamSlot } from './ops/optim.ts';
+export { adamStep, adamSteps, scaleEach, scaleEachInPlace, sumOfSquares, type AdamSlot } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
 export { BLOCK_SIZES, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, type TileLimits } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { adamStep, adamSteps, scaleEach, setBackend, sumOfSquares, tensor, type AdamStepSpec } from '@sparsegrad/core';
+import { adamStep, adamSteps, memory, resetPeakMemory, scaleEach, scaleEachInPlace, setBackend, sumOfSquares, tensor, type AdamStepSpec } from '@sparsegrad/core';
 import { assertClose, assertThrows, backendsUnderTest, f32, randomArray } from './helpers.ts';
 
 // Lists longer than a GPU launch takes (48 tensors on CUDA), sizes from empty to several blocks,
@@ -64,6 +64,39 @@ for (const backend of await backendsUnderTest()) {
       assert.equal(await one.p.toArray(), await slots[4].p.toArray());
     }
     adamSteps([], { lr: 1, beta1: 0.9, beta2: 0.9, eps: 1, weightDecay: 0, decoupled: false, biasCorrection1: 1, biasCorrection2: 1 });
+  });
+
+  test('list updates run in chunks: each tensor gets its own values, the extra memory is one chunk', async () => {
+    // Five tensors of just over 2^21 floats: no two fit one chunk of 2^22, so five chunks.
+    const n = (1 << 21) + 3;
+    const chunkBytes = 4 * n;
+    const spec: AdamStepSpec = { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, decoupled: true, biasCorrection1: 1, biasCorrection2: 1 };
+    const slots = [1, 2, 3, 4, 5].map((k) => ({ p: T(new Float32Array(n).fill(k), [n]), g: T(new Float32Array(n).fill(k % 2 ? k : -k), [n]), m: T(new Float32Array(n), [n]), v: T(new Float32Array(n), [n]) }));
+    resetPeakMemory(backend);
+    const base = memory(backend).peakBytes;
+    adamSteps(slots, spec);
+    const adamExtra = memory(backend).peakBytes - base;
+    assert.ok(adamExtra <= 3 * chunkBytes, `adamSteps needed ${adamExtra} bytes beyond its tensors, expected at most 3 x ${chunkBytes} (one chunk of p, m and v)`);
+    for (const [i, s] of slots.entries()) {
+      const [k, g] = [i + 1, (i + 1) % 2 ? i + 1 : -(i + 1)];
+      const m = 0.1 * g;
+      const ref = k - (0.1 * m) / (Math.sqrt(0.01 * g * g) + 1e-8);
+      const p = await s.p.toArray();
+      assertClose([p[0], p[n - 1]], [ref, ref], 1e-6, `p ${i}`);
+      assertClose([(await s.m.toArray())[n - 1]], [m], 1e-6, `m ${i}`);
+    }
+    const grads = slots.map((s) => s.g);
+    resetPeakMemory(backend);
+    const base2 = memory(backend).peakBytes;
+    scaleEachInPlace(grads, T([0.5], []));
+    const scaleExtra = memory(backend).peakBytes - base2;
+    assert.ok(scaleExtra <= chunkBytes + 64, `scaleEachInPlace needed ${scaleExtra} bytes beyond its tensors, expected at most one chunk (${chunkBytes})`);
+    for (const [i, g] of grads.entries()) {
+      const a = await g.toArray();
+      const want = 0.5 * ((i + 1) % 2 ? i + 1 : -(i + 1));
+      assertClose([a[0], a[n - 1]], [want, want], 0, `g ${i}`);
+    }
+    for (const s of slots) for (const t of [s.p, s.g, s.m, s.v]) t.dispose();
   });
 
   test.run();

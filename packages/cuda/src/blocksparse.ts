@@ -261,14 +261,13 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   // shape). SPARSEGRAD_CUDA_SDDMM_TILE=0 turns them off.
   const sddmmTile = (() => {
     const v = readTable('bsr_sddmm_tile_params', 7);
-    return { limits: { rows: v[0], cols: v[1], blocks: v[2] }, stride: v[3], threads: v[4], smem: v[5], tokenStep: v[6] };
+    return { limits: { rows: v[0], cols: v[1], blocks: v[2] }, threads: v[4], smem: v[5], tokenStep: v[6] };
   })();
   const useSddmmTile = (layout: BlockLayout, precision: MatmulPrecision) =>
     h.hopper && layout.blockSize === 32 && precision === 'highest' && process.env.SPARSEGRAD_CUDA_SDDMM_TILE !== '0';
   function tileItems(layout: BlockLayout): { buffer: CudaBuffer; count: number } {
     return layouts.get(layout, 'sddmm-tiles', () => {
       const t = buildTileItems(layout, sddmmTile.limits);
-      if (t.stride !== sddmmTile.stride) throw new Error(`cuda: bsrSddmm: tile items of ${t.stride} ints, the kernel reads ${sddmmTile.stride}`);
       const buffer = h.upload(t.items.length ? t.items : new Int32Array(1));
       return { value: { buffer, count: t.count }, buffers: [buffer] };
     });

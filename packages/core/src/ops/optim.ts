@@ -3,7 +3,7 @@
  * call for a whole list (a GPU backend launches one kernel per list, not one per tensor, as
  * PyTorch's foreach/fused optimizers do).
  */
-import type { AdamStepSpec } from '../backend.ts';
+import type { AdamStepSpec, Backend } from '../backend.ts';
 import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { empty, type Tensor } from '../tensor.ts';
@@ -19,10 +19,33 @@ export interface AdamSlot {
 }
 
 /**
- * One Adam(W) step on every parameter of the list. The new values go into fresh buffers that p,
- * m and v then take over (like assign), so views of the old values held elsewhere are never
- * changed under them.
+ * List updates write fresh buffers that the tensors then take over (as assign() does, so views of
+ * the old values held elsewhere never change under them). They run in chunks of at most this many
+ * floats, so that an update needs that much memory beyond its tensors, not a copy of them all: a
+ * GPT step's Adam update allocated 3x the parameters at once, on top of the activations the step
+ * still held.
  */
+const CHUNK_FLOATS = 2 ** 22;
+
+/** Consecutive runs of `items` of at most CHUNK_FLOATS floats each (an item larger than that alone). */
+function chunks<T>(items: readonly T[], size: (t: T) => number): T[][] {
+  const out: T[][] = [];
+  let cur: T[] = [];
+  let floats = 0;
+  for (const it of items) {
+    if (cur.length > 0 && floats + size(it) > CHUNK_FLOATS) {
+      out.push(cur);
+      cur = [];
+      floats = 0;
+    }
+    cur.push(it);
+    floats += size(it);
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+/** One Adam(W) step on every parameter of the list (new values taken over chunk by chunk, see CHUNK_FLOATS). */
 export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void {
   const op = 'adamStep';
   if (slots.length === 0) return;
@@ -39,27 +62,32 @@ export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void 
     if (typeof x === 'number' && !Number.isFinite(x)) throw opError(op, `${k} must be finite, got ${x}`);
   }
   noGrad(() => {
-    const work = slots.map((s) => {
-      const ins = [s.p, s.g, s.m, s.v];
-      const flat = ins.map(asFlat);
-      const outs = [s.p, s.m, s.v].map(() => empty(s.p.shape, 'float32', backend));
-      return { ins, flat, outs };
-    });
-    backend.adamStep(
-      work.map(({ flat, outs }) => ({
-        p: flat[0].bufferFor(op), g: flat[1].bufferFor(op), m: flat[2].bufferFor(op), v: flat[3].bufferFor(op), size: flat[0].size,
-        pOut: outs[0].bufferFor(op), mOut: outs[1].bufferFor(op), vOut: outs[2].bufferFor(op),
-      })),
-      spec,
-    );
-    for (const { ins, flat, outs } of work) {
-      flat.forEach((f, i) => f !== ins[i] && f.dispose());
-      [ins[0], ins[2], ins[3]].forEach((t, i) => {
-        t.assign(outs[i]);
-        outs[i].dispose();
-      });
-    }
+    for (const chunk of chunks(slots, (s) => s.p.size)) adamChunk(chunk, spec, backend);
   });
+}
+
+function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Backend): void {
+  const op = 'adamStep';
+  const work = slots.map((s) => {
+    const ins = [s.p, s.g, s.m, s.v];
+    const flat = ins.map(asFlat);
+    const outs = [s.p, s.m, s.v].map(() => empty(s.p.shape, 'float32', backend));
+    return { ins, flat, outs };
+  });
+  backend.adamStep(
+    work.map(({ flat, outs }) => ({
+      p: flat[0].bufferFor(op), g: flat[1].bufferFor(op), m: flat[2].bufferFor(op), v: flat[3].bufferFor(op), size: flat[0].size,
+      pOut: outs[0].bufferFor(op), mOut: outs[1].bufferFor(op), vOut: outs[2].bufferFor(op),
+    })),
+    spec,
+  );
+  for (const { ins, flat, outs } of work) {
+    flat.forEach((f, i) => f !== ins[i] && f.dispose());
+    [ins[0], ins[2], ins[3]].forEach((t, i) => {
+      t.assign(outs[i]);
+      outs[i].dispose();
+    });
+  }
 }
 
 /** One Adam(W) step on parameter p with gradient g and moment buffers m, v (see adamSteps). */
@@ -80,6 +108,19 @@ export function sumOfSquares(tensors: readonly Tensor[]): Tensor {
     flat.forEach((f, i) => f !== tensors[i] && f.dispose());
     return out;
   });
+}
+
+/**
+ * Multiplies each tensor by a scalar tensor (read on the device, never synced); each takes over
+ * its scaled values as assign() does, chunk by chunk (see CHUNK_FLOATS).
+ */
+export function scaleEachInPlace(tensors: readonly Tensor[], factor: Tensor): void {
+  for (const chunk of chunks(tensors, (t) => t.size)) {
+    scaleEach(chunk, factor).forEach((scaled, i) => {
+      chunk[i].assign(scaled);
+      scaled.dispose();
+    });
+  }
 }
 
 /** Each tensor times a scalar tensor (read on the device, never synced), as new tensors. */

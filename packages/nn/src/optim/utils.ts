@@ -1,4 +1,4 @@
-import { noGrad, opError, scaleEach, sumOfSquares, tidy, keep, type Tensor } from '@sparsegrad/core';
+import { noGrad, opError, scaleEachInPlace, sumOfSquares, tidy, keep, type Tensor } from '@sparsegrad/core';
 
 /**
  * Scales all gradients so that their global L2 norm is at most maxNorm. Returns the norm before
@@ -14,7 +14,7 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
     const norm = tidy(() => sumOfSquares(grads).sqrt());
     tidy(() => {
       const scale = norm.add(1e-6).div(maxNorm).maximum(1).pow(-1); // min(1, maxNorm / norm)
-      scaleEach(grads, scale).forEach((scaled, i) => grads[i].assign(scaled));
+      scaleEachInPlace(grads, scale);
     });
     return keep(norm);
   });
