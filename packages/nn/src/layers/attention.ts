@@ -115,7 +115,8 @@ export class TransformerBlock extends Module {
   /**
    * x + dropout(y). The branch output y (and its dropped-out copy) is read by no gradient rule
    * (add and dropout's product with a constant mask don't read it), so it is freed here instead of
-   * at the end of the tidy scope: two [B, T, D] activations less per block through backward.
+   * at the end of the tidy scope: two [B, T, D] activations less per block through backward. A
+   * module put in place of attention or mlp must therefore not keep its output for later use.
    */
   private residual(x: Tensor, y: Tensor): Tensor {
     const d = this.dropout.forward(y);
