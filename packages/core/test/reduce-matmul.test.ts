@@ -224,3 +224,23 @@ for (const backend of await backendsUnderTest()) {
 
   test.run();
 }
+
+// The CPU backend keeps every tensor in one WebAssembly memory of up to 4 GiB; byte offsets past
+// 2 GiB do not fit a signed 32-bit shift (a batch-32 GPT step reaches there).
+const cpuMemory = suite('cpu backend memory');
+cpuMemory('products whose operands and scratch sit above 2 GiB of the WebAssembly memory stay correct', async () => {
+  const be = sg.createCpuBackend({ threads: 1 });
+  const filler = be.alloc(2 ** 29 + 4096, 'float32'); // 2 GiB + 16 KiB, never written
+  // m = 5 and n = 3: the product goes through padded scratch copies (gather, copy back).
+  const [m, k, n] = [5, 7, 3];
+  const a = f32(randomArray(m * k, 1));
+  const b = f32(randomArray(k * n, 2));
+  const ref = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) for (let q = 0; q < k; q++) ref[i * n + j] += a[i * k + q] * b[q * n + j];
+  const ta = tensor(Float32Array.from(a), [m, k], { backend: be });
+  const tb = tensor(Float32Array.from(b), [k, n], { backend: be });
+  assertClose(await sg.matmul(ta, tb).toArray(), ref, 1e-5, 'A B above 2 GiB');
+  assertClose(await sg.matmul(ta.T.contiguous().T, tb).toArray(), ref, 1e-5, 'transposed A above 2 GiB');
+  be.free(filler);
+});
+cpuMemory.run();

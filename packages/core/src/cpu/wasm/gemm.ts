@@ -91,8 +91,8 @@ export class WasmKernels {
   /** Copies an r x c strided matrix into rows of length ld (>= c) at byte `dst`, zero-padding to rowsPad x ld. */
   private gatherRows(src: HeapMatrix, r: number, c: number, ld: number, rowsPad: number, dst: number): void {
     const f = this.heap.f32;
-    const s0 = src.ptr >> 2;
-    const d0 = dst >> 2;
+    const s0 = src.ptr / 4;
+    const d0 = dst / 4;
     for (let i = 0; i < r; i++) {
       const s = s0 + i * src.rowStride;
       const d = d0 + i * ld;
@@ -104,7 +104,7 @@ export class WasmKernels {
   }
 
   private putInts(values: ArrayLike<number>, dst: number): void {
-    this.heap.i32.set(values, dst >> 2);
+    this.heap.i32.set(values, dst / 4);
   }
 
   /** out (byte offset, [m, n] contiguous) = a (m x k) @ b (k x n). */
@@ -120,7 +120,7 @@ export class WasmKernels {
         if (a.rowStride === 1) {
           // A is a transposed view: transpose its k x m storage inside linear memory.
           this.k.transpose(a.ptr, k, m, a.colStride, aBuf);
-          this.heap.f32.fill(0, (aBuf >> 2) + m * k, (aBuf >> 2) + mPad * k);
+          this.heap.f32.fill(0, (aBuf / 4) + m * k, (aBuf / 4) + mPad * k);
         } else {
           this.gatherRows(a, m, k, k, mPad, aBuf);
         }
@@ -142,7 +142,7 @@ export class WasmKernels {
       this.bsmm(aPtr, lda, mPad / 4, idx, idx + 8, 1, nPad, k, bp, cInPlace ? out : cBuf, nPad, 2 * m * n * k);
       if (!cInPlace) {
         const f = this.heap.f32;
-        for (let i = 0; i < m; i++) f.copyWithin((out >> 2) + i * n, (cBuf >> 2) + i * nPad, (cBuf >> 2) + i * nPad + n);
+        for (let i = 0; i < m; i++) f.copyWithin((out / 4) + i * n, (cBuf / 4) + i * nPad, (cBuf / 4) + i * nPad + n);
       }
     });
   }
@@ -164,7 +164,7 @@ export class WasmKernels {
       this.putInts(order, op);
       this.k.packBlocks(blocks, op, nnz, bs, transposeBlocks ? 1 : 0, wp);
       this.bsmm(inPlace ? x : xBuf, K, mPad / 4, pp, kp, outBlocks, bs, bs, wp, inPlace ? out : cBuf, N, 2 * m * nnz * bs * bs);
-      if (!inPlace) this.heap.f32.copyWithin(out >> 2, cBuf >> 2, (cBuf >> 2) + m * N);
+      if (!inPlace) this.heap.f32.copyWithin(out / 4, cBuf / 4, (cBuf / 4) + m * N);
     });
   }
 

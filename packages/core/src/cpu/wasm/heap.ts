@@ -48,7 +48,9 @@ export class WasmHeap {
       if (this.memory.buffer.byteLength / PAGE + pages > MAX_PAGES) {
         throw new Error(`cpu backend: out of memory (asked for ${bytes} bytes; WebAssembly memory is limited to 4 GiB)`);
       }
-      this.memory.grow(Math.max(pages, (this.memory.buffer.byteLength / PAGE) >> 2)); // grow by >= 25% to amortise
+      // Grow by >= 25% to amortise, but never past the 4 GiB cap.
+      const current = this.memory.buffer.byteLength / PAGE;
+      this.memory.grow(Math.min(MAX_PAGES - current, Math.max(pages, current >> 2)));
     }
     this.top = end;
     return ptr;
