@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util';
 import { getBackend, memory, resetPeakMemory, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
 import { GPT_SEQ, createGptStep } from './gpt.ts';
-import { median } from './util.ts';
+import { median, warmUp } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -29,7 +29,7 @@ console.log('| --- | --- | --- | --- |');
 for (const density of [1, ...values.densities!.split(',').map(Number)]) {
   const gpt = await createGptStep(batch, density);
   const step = () => gpt.run();
-  for (let i = 0; i < 3; i++) await step();
+  await warmUp(step);
   resetPeakMemory();
   const runs = [];
   for (let i = 0; i < steps; i++) runs.push(await step());

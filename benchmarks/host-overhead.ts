@@ -12,7 +12,7 @@ import { registerBackend, setBackend, setFloat32MatmulPrecision, type MatmulPrec
 import { createCudaBackend } from '../packages/cuda/src/backend.ts';
 import type { Addon } from '../packages/cuda/src/native.ts';
 import { createGptStep } from './gpt.ts';
-import { median, usPerChainedOp } from './util.ts';
+import { median, usPerChainedOp, warmUp } from './util.ts';
 
 let next = 4096;
 /** Work items the backend queued (kernel launches, cuBLAS calls, memsets, copies): deterministic, unlike the times. */
@@ -53,7 +53,7 @@ setFloat32MatmulPrecision(values.precision as MatmulPrecision);
 console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);
 for (const density of [1, 0.25]) {
   const gpt = await createGptStep(32, density);
-  for (let i = 0; i < 3; i++) await gpt.run();
+  await warmUp(() => gpt.run());
   const host: number[] = [];
   const before = queued;
   launches.clear();

@@ -8,6 +8,18 @@ export function median(xs: number[]): number {
 }
 
 /**
+ * Runs `step` until at least `minSteps` steps and `minSeconds` have passed. A training step's
+ * JavaScript reaches its steady speed only after tens of steps (V8 optimizes the ~500 op calls
+ * per step over time: with the no-op CUDA addon a GPT step's host time went 10.1 -> 5.6 -> 3.3 ms
+ * over three consecutive runs of 13 steps), so a fixed 3-step warm-up overstated the host time of
+ * whatever variant ran first; a time budget adapts to fast GPU steps and slow CPU ones alike.
+ */
+export async function warmUp(step: () => Promise<unknown>, minSteps = 3, minSeconds = 3): Promise<void> {
+  const t0 = performance.now();
+  for (let i = 0; i < minSteps || performance.now() - t0 < minSeconds * 1000; i++) await step();
+}
+
+/**
  * Host-side cost of an op on the current backend: a chain of 1000 dependent adds on a tiny tensor
  * through the Tensor API, then one readback; microseconds per op, median over `repeats` after one
  * warm-up chain.

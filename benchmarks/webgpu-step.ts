@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { getBackend, setBackend } from '@sparsegrad/core';
 import { GPT_SEQ, createGptStep } from './gpt.ts';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { median } from './util.ts';
+import { median, warmUp } from './util.ts';
 
 const { values } = parseArgs({ options: { batch: { type: 'string', default: '32' }, density: { type: 'string', default: '0.25' }, steps: { type: 'string', default: '8' } } });
 const batch = Number(values.batch);
@@ -24,7 +24,7 @@ console.log(`device: ${getBackend().device.description}; GPT 6 layers, d_model 5
 for (const density of [1, Number(values.density)]) {
   const gpt = await createGptStep(batch, density);
   const step = () => gpt.run();
-  for (let i = 0; i < 3; i++) await step();
+  await warmUp(step);
   const runs = [];
   for (let i = 0; i < steps; i++) runs.push(await step());
   const wall = median(runs.map((r) => r.wall));
