@@ -8,7 +8,7 @@ export type { AdamBuffers, AdamStepSpec, MatmulPrecision, Backend, BackendBuffer
 export { KERNELS, MATMUL_PRECISIONS, adamCoefficients } from './backend.ts';
 export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
 export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
-export { Tensor, tidy, keep, type NestedArray } from './tensor.ts';
+export { Tensor, tidy, releasing, keep, type NestedArray } from './tensor.ts';
 export { release } from './autograd/graph.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
 export {

@@ -3,7 +3,7 @@ import { engine } from './engine.ts';
 import { fmtShape, opError } from './errors.ts';
 import { contiguousStrides, isContiguous, sizeOf, type Shape } from './shape.ts';
 import type { GradNode } from './autograd/graph.ts';
-import { backward } from './autograd/graph.ts';
+import { backward, release } from './autograd/graph.ts';
 import * as ew from './ops/elementwise.ts';
 import * as red from './ops/reduce.ts';
 import * as mv from './ops/movement.ts';
@@ -298,6 +298,30 @@ export function tidy<T>(fn: () => T): T {
     if (kept.has(t)) parent?.add(t);
     else t.dispose();
   }
+  return result;
+}
+
+/**
+ * Runs fn and releases (see release()) every tensor created inside it except those it returns:
+ * each is freed as soon as no recorded op still has to read it, during backward at the latest.
+ * Model code wraps its forward in it so that a training step frees the activations layer by layer
+ * as backward passes them, as PyTorch frees saved tensors, instead of when the step's tidy scope
+ * ends; what is still allocated then is disposed there as usual. fn must be synchronous.
+ */
+export function releasing<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  engine.scopes.push(scope);
+  const parent = engine.scopes[engine.scopes.length - 2];
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    engine.scopes.pop();
+    for (const t of scope) parent?.add(t);
+  }
+  const kept = new Set<Tensor>();
+  collect(result, kept);
+  for (const t of scope) if (!kept.has(t)) release(t);
   return result;
 }
 

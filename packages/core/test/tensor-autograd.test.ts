@@ -4,7 +4,7 @@ import ndarray from 'ndarray';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
-import { gradRules } from '../src/autograd/rules.ts';
+import { gradRules, shapeOnlyRules } from '../src/autograd/rules.ts';
 import { assertClose, assertRejects, assertThrows, backendsUnderTest } from './helpers.ts';
 
 for (const backend of await backendsUnderTest()) {
@@ -145,6 +145,60 @@ for (const backend of await backendsUnderTest()) {
     // `out` must be meant to.
     const reading = Object.entries(gradRules).filter(([, r]) => r.length > 2).map(([op]) => op);
     assert.equal(reading.sort(), ['attentionWeights', 'div', 'exp', 'logSoftmax', 'max', 'min', 'pow', 'sigmoid', 'softmax', 'sqrt', 'tanh']);
+    // Rules that read no input values: a tensor consumed only by these is freed before backward.
+    assert.equal([...shapeOnlyRules].sort(), ['add', 'cat', 'contiguous', 'expand', 'gather', 'indexSelect', 'mean', 'neg', 'permute', 'reshape', 'slice', 'sub', 'sum', 'where']);
+  });
+
+  test('release waits for the rules that read a tensor; releasing() frees a forward pass as backward passes it', async () => {
+    const x = tensor([[0.5, -1, 2], [1.5, 0.25, -0.75]], undefined, { ...opts, requiresGrad: true });
+    const w = tensor([[0.1, 0.2, -0.3], [0.4, -0.5, 0.6]], undefined, { ...opts, requiresGrad: true });
+    // y is read by mul's rule: released, it stays until that rule has run.
+    const y = sg.linear(x, w, null);
+    const z = y.mul(y).sum();
+    sg.release(y);
+    assert.ok(!y.isDisposed, 'mul still has to read y');
+    z.backward();
+    assert.ok(y.isDisposed, 'freed once mul backward ran');
+    // dz/dW = 2 y^T x, in float64 from the same numbers.
+    const [xa, wa] = [await x.toArray(), await w.toArray()];
+    const ya = [0, 1].flatMap((i) => [0, 1].map((o) => [0, 1, 2].reduce((acc, k) => acc + xa[i * 3 + k] * wa[o * 3 + k], 0)));
+    const dw = [0, 1].flatMap((o) => [0, 1, 2].map((k) => [0, 1].reduce((acc, i) => acc + 2 * ya[i * 2 + o] * xa[i * 3 + k], 0)));
+    assertClose(await w.grad!.toArray(), dw, 1e-5, 'gradient through a released tensor');
+    for (const v of [x.grad!, w.grad!]) v.dispose();
+    x.grad = null;
+    w.grad = null;
+
+    // A small two-layer network, with and without releasing: same gradients; with it, nothing of
+    // the forward pass is left after backward; with retainGraph nothing is freed and a second
+    // backward works.
+    const w2 = tensor([[0.7, -0.2], [0.3, 0.9]], undefined, { ...opts, requiresGrad: true });
+    const step = (mode: 'plain' | 'releasing' | 'retain') =>
+      sg.tidy(() => {
+        const forward = () => sg.tanh(sg.linear(sg.gelu(sg.linear(x, w, null)), w2, null)).sum();
+        const before = sg.memory(backend).tensors;
+        const loss = mode === 'plain' ? forward() : sg.releasing(forward);
+        loss.backward(undefined, { retainGraph: mode === 'retain' });
+        if (mode === 'retain') loss.backward();
+        const left = sg.memory(backend).tensors - before;
+        return { left, gx: x.grad!, gw: w.grad! };
+      });
+    const results = [];
+    for (const mode of ['plain', 'releasing', 'retain'] as const) {
+      const r = step(mode);
+      results.push({ left: r.left, gx: await r.gx.toArray(), gw: await r.gw.toArray() });
+      r.gx.dispose();
+      r.gw.dispose();
+      w2.grad!.dispose();
+      x.grad = null;
+      w.grad = null;
+      w2.grad = null;
+    }
+    const [plain, released, retained] = results;
+    assertClose(released.gx, plain.gx, 0, 'releasing changes no gradient (x)');
+    assertClose(released.gw, plain.gw, 0, 'releasing changes no gradient (w)');
+    assertClose(retained.gx, plain.gx.map((v) => 2 * v), 1e-6, 'two backward passes over a retained, released graph');
+    assert.ok(released.left < plain.left, `tensors left after backward: ${released.left} with releasing, ${plain.left} without`);
+    assert.is(released.left, 4, 'only the loss and the three gradients are left');
   });
 
   test('assign, dispose and readback of views', async () => {

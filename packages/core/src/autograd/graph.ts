@@ -1,10 +1,10 @@
 import { engine } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { sameShape } from '../shape.ts';
-import { tidy, type Tensor } from '../tensor.ts';
+import { Tensor, tidy } from '../tensor.ts';
 import { ones } from '../creation.ts';
 import { add } from '../ops/elementwise.ts';
-import { gradRules } from './rules.ts';
+import { gradRules, shapeOnlyRules } from './rules.ts';
 
 /** What an op records so that its gradient rule can run later. */
 export interface GradNode {
@@ -23,7 +23,31 @@ export function record(op: string, inputs: readonly Tensor[], out: Tensor, attrs
   if (!gradRules[op]) throw opError(op, 'has no gradient rule (internal error)');
   out.requiresGrad = true;
   out.gradNode = { op, inputs, attrs };
+  for (const t of valuesRead(out.gradNode)) readers.set(t, (readers.get(t) ?? 0) + 1);
   return out;
+}
+
+/** How many recorded ops still have to read each tensor's values in backward: what release() waits for. */
+const readers = new WeakMap<Tensor, number>();
+/** Tensors released while recorded ops still had to read them: backward frees them once none does. */
+const pending = new WeakSet<Tensor>();
+
+/**
+ * The tensors whose values the rule of `node` reads, besides the op's output: its inputs unless
+ * the rule reads only their shapes, and the tensors it keeps among its attrs (statistics, masks,
+ * indexes).
+ */
+function valuesRead(node: GradNode): Tensor[] {
+  const read = shapeOnlyRules.has(node.op) ? [] : [...node.inputs];
+  for (const v of Object.values(node.attrs)) if (v instanceof Tensor && !node.inputs.includes(v)) read.push(v);
+  return read;
+}
+
+/** Frees a released tensor once no rule has to read it (`ran`: its own op's rule has run). */
+function freeIfDone(t: Tensor, ran: boolean): void {
+  if (!pending.has(t) || (readers.get(t) ?? 0) > 0 || (!ran && readsOutput(t.gradNode))) return;
+  pending.delete(t);
+  t.dispose();
 }
 
 function topoOrder(root: Tensor): Tensor[] {
@@ -106,6 +130,13 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
         }
       });
       g.dispose();
+      if (!retainGraph) {
+        for (const r of valuesRead(node)) {
+          readers.set(r, (readers.get(r) ?? 1) - 1);
+          freeIfDone(r, false);
+        }
+        freeIfDone(t, true);
+      }
     }
   } finally {
     engine.gradEnabled = prevGrad;
@@ -115,15 +146,15 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
 }
 
 /**
- * Frees `t` for a caller that will not use it again, unless backward still needs its values:
- * when the gradient rule of the op that produced it reads that op's output (the rules that
- * declare their third parameter, `out`). The caller vouches for the rest: no op that consumed `t`
- * has a rule reading it (its consumers were e.g. add, reshape, permute, or a product with a
- * constant). Module code uses it for intermediates that would otherwise stay allocated until
- * their tidy scope ends, through the whole backward pass.
+ * Declares that the caller will not use `t` again. It is freed now if no recorded op's gradient
+ * rule reads its values (nor its own op's rule, for ops whose rule reads their output: the rules
+ * that declare their third parameter, `out`); otherwise backward frees it as soon as the last of
+ * those rules has run. Parameters (leaves that require gradients) are never released.
  */
 export function release(t: Tensor): void {
-  if (!t.isDisposed && !readsOutput(t.gradNode)) t.dispose();
+  if (t.isDisposed || (t.isLeaf && t.requiresGrad)) return;
+  if ((readers.get(t) ?? 0) > 0 || readsOutput(t.gradNode)) pending.add(t);
+  else t.dispose();
 }
 
 /** Whether backward reads the output of the op recorded in `node`. */

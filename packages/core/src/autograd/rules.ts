@@ -51,6 +51,15 @@ function extremumBinary(g: Tensor, node: GradNode, wins: typeof gt): Grads {
   return binaryGrads(node, () => mul(g, add(wins(a, b), tie())), () => mul(g, add(wins(b, a), tie())));
 }
 
+/**
+ * Ops whose rules read only the shapes and attrs of their inputs, never their values: a tensor
+ * consumed only by these can be freed before backward (see release() in graph.ts). A test pins
+ * the list.
+ */
+export const shapeOnlyRules: ReadonlySet<string> = new Set([
+  'add', 'sub', 'neg', 'where', 'sum', 'mean', 'reshape', 'contiguous', 'permute', 'expand', 'slice', 'cat', 'indexSelect', 'gather',
+]);
+
 export const gradRules: Record<string, GradRule> = {
   add: (g, node) => binaryGrads(node, () => g, () => g),
   sub: (g, node) => binaryGrads(node, () => g, () => neg(g)),

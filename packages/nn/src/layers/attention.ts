@@ -1,4 +1,4 @@
-import { attentionWeights, opError, release, type Tensor } from '@sparsegrad/core';
+import { attentionWeights, opError, releasing, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { Dropout, GELU, LayerNorm, type Callable } from './basic.ts';
 import { Linear } from './linear.ts';
@@ -34,11 +34,18 @@ export class MultiHeadAttention extends Module {
     this.attnDropout = this.registerModule('attnDropout', new Dropout(opts.dropout ?? 0));
   }
 
-  /** x [B, T, D]; attentionMask [B, T] with 1 for tokens to attend to and 0 for padding. */
+  /**
+   * x [B, T, D]; attentionMask [B, T] with 1 for tokens to attend to and 0 for padding. The
+   * intermediates are released (freed as soon as backward no longer needs them, see releasing()).
+   */
   forward(x: Tensor, attentionMask?: Tensor): Tensor {
     if (x.rank !== 3 || x.shape[2] !== this.dModel) {
       throw opError('MultiHeadAttention', `expected input [batch, seq, ${this.dModel}], got [${x.shape.join(', ')}]`);
     }
+    return releasing(() => this.attend(x, attentionMask));
+  }
+
+  private attend(x: Tensor, attentionMask?: Tensor): Tensor {
     const [b, t] = x.shape;
     const split = (y: Tensor) => y.reshape(b, t, this.heads, this.headDim).permute(0, 2, 1, 3); // [B, H, T, hd]
     const q = split(this.query.forward(x));
@@ -55,13 +62,7 @@ export class MultiHeadAttention extends Module {
     // causal cut live inside it, so only the weights are kept for backward.
     const weights = attentionWeights(q, k, { scale: 1 / Math.sqrt(this.headDim), causal: this.causal, mask });
     const probs = this.attnDropout.forward(weights);
-    // The heads' outputs [B, H, T, hd] and their permuted view are copied into [B, T, D] by the
-    // reshape and read by no gradient rule: freed now rather than at the end of the tidy scope.
-    const heads = probs.matmul(v);
-    const perm = heads.permute(0, 2, 1, 3);
-    const context = perm.reshape(b, t, this.dModel);
-    release(perm);
-    release(heads);
+    const context = probs.matmul(v).permute(0, 2, 1, 3).reshape(b, t, this.dModel);
     return this.output.forward(context);
   }
 
@@ -82,7 +83,7 @@ export class MLP extends Module {
     this.fc2 = this.registerModule('fc2', new Linear(hidden, dModel));
   }
   forward(x: Tensor): Tensor {
-    return this.fc2.forward(this.act.forward(this.fc1.forward(x)));
+    return releasing(() => this.fc2.forward(this.act.forward(this.fc1.forward(x))));
   }
 }
 
@@ -108,22 +109,16 @@ export class TransformerBlock extends Module {
     this.mlp = this.registerModule('mlp', new MLP(dModel, Math.round(dModel * (opts.mlpRatio ?? 4))));
     this.dropout = this.registerModule('dropout', new Dropout(opts.dropout ?? 0));
   }
-  forward(x: Tensor, attentionMask?: Tensor): Tensor {
-    const h = this.residual(x, this.attention.forward(this.ln1.forward(x), attentionMask));
-    return this.residual(h, this.mlp.forward(this.ln2.forward(h)));
-  }
   /**
-   * x + dropout(y). The branch output y (and its dropped-out copy) is read by no gradient rule
-   * (add and dropout's product with a constant mask don't read it), so it is freed here instead of
-   * at the end of the tidy scope: two [B, T, D] activations less per block through backward. A
-   * module put in place of attention or mlp must therefore not keep its output for later use.
+   * The intermediates are released (see releasing()): the branch outputs, read by no gradient
+   * rule once added, are freed in the forward pass, the rest as backward passes them. A module put
+   * in place of a submodule must therefore not keep its output or intermediates for later use.
    */
-  private residual(x: Tensor, y: Tensor): Tensor {
-    const d = this.dropout.forward(y);
-    const out = x.add(d);
-    release(d);
-    release(y);
-    return out;
+  forward(x: Tensor, attentionMask?: Tensor): Tensor {
+    return releasing(() => {
+      const h = x.add(this.dropout.forward(this.attention.forward(this.ln1.forward(x), attentionMask)));
+      return h.add(this.dropout.forward(this.mlp.forward(this.ln2.forward(h))));
+    });
   }
 }
 

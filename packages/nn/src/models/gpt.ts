@@ -1,4 +1,4 @@
-import { arange, crossEntropy, opError, type Tensor } from '@sparsegrad/core';
+import { arange, crossEntropy, opError, releasing, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { checkTransformerSizes } from './config.ts';
 import { Dropout, Embedding, LayerNorm, ModuleList } from '../layers/basic.ts';
@@ -47,10 +47,13 @@ export class GPT extends Module {
     if (ids.rank !== 2 || ids.dtype !== 'int32') throw opError('GPT', `expected int32 token ids [batch, seq], got ${ids.dtype} [${ids.shape.join(', ')}]`);
     const t = ids.shape[1];
     if (t > this.config.seqLen) throw opError('GPT', `sequence length ${t} exceeds the model's seqLen ${this.config.seqLen}`);
-    const positions = arange(0, t, 1, { backend: ids.backend });
-    let h = this.drop.forward(this.tokenEmbedding.forward(ids).add(this.positionEmbedding.forward(positions)));
-    for (const layer of this.layers) h = layer.forward(h);
-    return this.head.forward(this.norm.forward(h));
+    // The activations are released (freed as backward passes them, see releasing()).
+    return releasing(() => {
+      const positions = arange(0, t, 1, { backend: ids.backend });
+      let h = this.drop.forward(this.tokenEmbedding.forward(ids).add(this.positionEmbedding.forward(positions)));
+      for (const layer of this.layers) h = layer.forward(h);
+      return this.head.forward(this.norm.forward(h));
+    });
   }
 
   /** Mean next-token cross entropy of ids [B, T] predicting targets [B, T]. */
