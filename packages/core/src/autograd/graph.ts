@@ -23,7 +23,7 @@ export function record(op: string, inputs: readonly Tensor[], out: Tensor, attrs
   if (!gradRules[op]) throw opError(op, 'has no gradient rule (internal error)');
   out.requiresGrad = true;
   out.gradNode = { op, inputs, attrs };
-  for (const t of valuesRead(out.gradNode)) readers.set(t, (readers.get(t) ?? 0) + 1);
+  forEachValueRead(out.gradNode, (t) => readers.set(t, (readers.get(t) ?? 0) + 1));
   return out;
 }
 
@@ -33,14 +33,16 @@ const readers = new WeakMap<Tensor, number>();
 const pending = new WeakSet<Tensor>();
 
 /**
- * The tensors whose values the rule of `node` reads, besides the op's output: its inputs unless
- * the rule reads only their shapes, and the tensors it keeps among its attrs (statistics, masks,
- * indexes).
+ * Calls fn with each tensor whose values the rule of `node` reads, besides the op's output: its
+ * inputs unless the rule reads only their shapes, and the tensors it keeps among its attrs
+ * (statistics, masks, indexes). Called for every recorded op and every backward node: no arrays.
  */
-function valuesRead(node: GradNode): Tensor[] {
-  const read = shapeOnlyRules.has(node.op) ? [] : [...node.inputs];
-  for (const v of Object.values(node.attrs)) if (v instanceof Tensor && !node.inputs.includes(v)) read.push(v);
-  return read;
+function forEachValueRead(node: GradNode, fn: (t: Tensor) => void): void {
+  if (!shapeOnlyRules.has(node.op)) for (const t of node.inputs) fn(t);
+  for (const k in node.attrs) {
+    const v = node.attrs[k];
+    if (v instanceof Tensor && !node.inputs.includes(v)) fn(v);
+  }
 }
 
 /** Frees a released tensor once no rule has to read it (`ran`: its own op's rule has run). */
@@ -131,10 +133,10 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
       });
       g.dispose();
       if (!retainGraph) {
-        for (const r of valuesRead(node)) {
+        forEachValueRead(node, (r) => {
           readers.set(r, (readers.get(r) ?? 1) - 1);
           freeIfDone(r, false);
-        }
+        });
         freeIfDone(t, true);
       }
     }
