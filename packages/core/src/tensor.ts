@@ -319,6 +319,7 @@ export function releasing<T>(fn: () => T): T {
     engine.scopes.pop();
     for (const t of scope) parent?.add(t);
   }
+  if (result instanceof Promise) throw opError('releasing', 'the function returned a Promise; it must be synchronous');
   const kept = new Set<Tensor>();
   collect(result, kept);
   for (const t of scope) if (!kept.has(t)) release(t);
