@@ -4,8 +4,8 @@ import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor, type Tensor } from '@sparsegrad/core';
 import {
-  Bert, BlockSparseLinear, BlockSparseModelPatcher, Dropout, GPT, LayerNorm, Linear, ModelPatcher, Module, ModuleList,
-  PseudoBlockSparseLinear, ReLU, Sequential,
+  Bert, BertLayer, BlockSparseLinear, BlockSparseModelPatcher, Dropout, GPT, LayerNorm, Linear, ModelPatcher, Module, ModuleList,
+  PseudoBlockSparseLinear, ReLU, Sequential, TransformerBlock,
 } from '@sparsegrad/nn';
 import { assertClose, assertRejects, assertThrows, backendsUnderTest, gradCheck, randomArray } from '../../core/test/helpers.ts';
 
@@ -169,6 +169,17 @@ for (const backend of await backendsUnderTest()) {
     const generic = await new ModelPatcher().addPattern('layers\\.[0-9]+\\.act', () => new Dropout(0.1)).patchModel(net);
     assert.is(generic.patched.length, 2);
     assert.ok(net.getModule('layers.1.act') instanceof Dropout);
+  });
+
+  test('Transformer and BERT layers, whose forward releases its intermediates, match finite differences', async () => {
+    // Backward frees each released activation after the last rule reading it: a tensor freed too
+    // early would throw or change the gradient.
+    sg.manualSeed(6);
+    const x = { data: randomArray(2 * 3 * 8, 7), shape: [2, 3, 8] };
+    const gpt = new TransformerBlock(8, 2, { causal: true });
+    await gradCheck((xx) => gpt.forward(xx), [x], { backend });
+    const bert = new BertLayer(8, 2, 16, 0);
+    await gradCheck((xx) => bert.forward(xx), [x], { backend });
   });
 
   test('GPT: shapes, errors, and a tiny model learns (loss goes down)', async () => {

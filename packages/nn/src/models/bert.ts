@@ -1,4 +1,4 @@
-import { arange, opError, type Tensor } from '@sparsegrad/core';
+import { arange, opError, releasing, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { checkTransformerSizes } from './config.ts';
 import { Dropout, Embedding, GELU, LayerNorm, ModuleList } from '../layers/basic.ts';
@@ -35,10 +35,13 @@ export class BertLayer extends Module {
     this.outputNorm = this.registerModule('outputNorm', new LayerNorm(dModel, 1e-12));
     this.dropout = this.registerModule('dropout', new Dropout(dropout));
   }
+  /** The intermediates are released (freed as soon as backward no longer needs them, see releasing()). */
   forward(x: Tensor, attentionMask?: Tensor): Tensor {
-    const h = this.attentionNorm.forward(x.add(this.dropout.forward(this.attention.forward(x, attentionMask))));
-    const ff = this.output.forward(this.act.forward(this.intermediate.forward(h)));
-    return this.outputNorm.forward(h.add(this.dropout.forward(ff)));
+    return releasing(() => {
+      const h = this.attentionNorm.forward(x.add(this.dropout.forward(this.attention.forward(x, attentionMask))));
+      const ff = this.output.forward(this.act.forward(this.intermediate.forward(h)));
+      return this.outputNorm.forward(h.add(this.dropout.forward(ff)));
+    });
   }
 }
 
@@ -89,6 +92,7 @@ export class Bert extends Module {
   forward(ids: Tensor, attentionMask?: Tensor): Tensor {
     if (ids.rank !== 2 || ids.dtype !== 'int32') throw opError('Bert', `expected int32 token ids [batch, seq], got ${ids.dtype} [${ids.shape.join(', ')}]`);
     if (ids.shape[1] > this.config.seqLen) throw opError('Bert', `sequence length ${ids.shape[1]} exceeds the model's seqLen ${this.config.seqLen}`);
-    return this.encoder.forward(this.embeddings.forward(ids), attentionMask);
+    // The activations are released (freed as backward passes them, see releasing()).
+    return releasing(() => this.encoder.forward(this.embeddings.forward(ids), attentionMask));
   }
 }
