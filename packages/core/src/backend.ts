@@ -198,6 +198,8 @@ export interface Backend {
    *   g' = g + d p (unless decoupled);  p' = p (1 - lr d) (if decoupled, else p);
    *   m' = b1 m + (1 - b1) g';  v' = b2 v + (1 - b2) g'^2;
    *   pOut = p' - (lr / bc1) m' / (sqrt(v' / bc2) + eps).
+   * pOut, mOut and vOut are either three fresh buffers or p, m and v themselves (an in-place
+   * update, which core asks for where the tensors own their buffers alone); backends support both.
    */
   adamStep(params: readonly AdamBuffers[], spec: AdamStepSpec): void;
   /** out[0] = the sum of x^2 over every element of every buffer (xs[i] holds sizes[i] floats). */

@@ -20,6 +20,10 @@ export class Storage {
   retain(): void {
     this.refs++;
   }
+  /** Held by one tensor handle only: no view elsewhere sees its values. */
+  get exclusive(): boolean {
+    return this.refs === 1;
+  }
   release(): void {
     if (--this.refs === 0) {
       this.backend.free(this.buffer);
@@ -73,6 +77,14 @@ export class Tensor {
   /** Contiguous and starting at element 0: laid out exactly as the first `size` elements of its buffer, as bare-buffer kernels expect. */
   get isFlat(): boolean {
     return this.offset === 0 && this.isContiguous;
+  }
+
+  /**
+   * Alone on its whole buffer: flat, covering the buffer, and no other handle or view shares it.
+   * Writing its buffer in place is then invisible to everything else (list updates do).
+   */
+  get ownsBuffer(): boolean {
+    return this._storage !== null && this._storage.exclusive && this.isFlat && this.size === this._storage.buffer.size;
   }
 
   /** The storage, or an error naming `op` if this tensor was disposed. */

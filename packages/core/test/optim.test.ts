@@ -66,17 +66,41 @@ for (const backend of await backendsUnderTest()) {
     adamSteps([], { lr: 1, beta1: 0.9, beta2: 0.9, eps: 1, weightDecay: 0, decoupled: false, biasCorrection1: 1, biasCorrection2: 1 });
   });
 
+  test('adamSteps updates tensors that own their buffers in place: same buffers, same values, no memory', async () => {
+    const spec: AdamStepSpec = { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, decoupled: true, biasCorrection1: 0.1, biasCorrection2: 0.001 };
+    const init = [1, 2, 3, 4].map((s) => f32(randomArray(1029, 40 + s)));
+    const make = () => ({ p: T(init[0], [1029]), g: T(init[1], [1029]), m: T(init[2], [1029]), v: T(init[3].map(Math.abs), [1029]) });
+    const own = make();
+    const shared = make();
+    const view = shared.p.detach(); // forces the fresh-buffer path for `shared`
+    const buffers = [own.p, own.m, own.v].map((t) => t.bufferFor('test'));
+    resetPeakMemory(backend);
+    const base = memory(backend).peakBytes;
+    adamSteps([own], spec);
+    assert.is(memory(backend).peakBytes, base, 'an in-place update allocates nothing');
+    adamSteps([shared], spec);
+    [own.p, own.m, own.v].forEach((t, i) => assert.ok(t.bufferFor('test') === buffers[i], 'same buffer after the update'));
+    assert.ok(shared.p.bufferFor('test') !== view.bufferFor('test'), 'a shared parameter gets a fresh buffer');
+    for (const k of ['p', 'm', 'v'] as const) assert.equal(await own[k].toArray(), await shared[k].toArray(), `${k}: in place and fresh agree`);
+    assertClose(await view.toArray(), init[0], 0, 'the view keeps the old values');
+    for (const t of [...Object.values(own), ...Object.values(shared), view]) t.dispose();
+  });
+
   test('list updates run in chunks: each tensor gets its own values, the extra memory is one chunk', async () => {
     // Five tensors of just over 2^21 floats: no two fit one chunk of 2^22, so five chunks.
     const n = (1 << 21) + 3;
     const chunkBytes = 4 * n;
     const spec: AdamStepSpec = { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, decoupled: true, biasCorrection1: 1, biasCorrection2: 1 };
     const slots = [1, 2, 3, 4, 5].map((k) => ({ p: T(new Float32Array(n).fill(k), [n]), g: T(new Float32Array(n).fill(k % 2 ? k : -k), [n]), m: T(new Float32Array(n), [n]), v: T(new Float32Array(n), [n]) }));
+    // Views of the parameters held elsewhere: the update must not write under them, so it takes
+    // fresh buffers (in chunks) instead of working in place.
+    const views = slots.map((s) => s.p.detach());
     resetPeakMemory(backend);
     const base = memory(backend).peakBytes;
     adamSteps(slots, spec);
     const adamExtra = memory(backend).peakBytes - base;
-    assert.ok(adamExtra <= 3 * chunkBytes, `adamSteps needed ${adamExtra} bytes beyond its tensors, expected at most 3 x ${chunkBytes} (one chunk of p, m and v)`);
+    // One chunk of new p, m and v at a time, plus the old p of every slot, which its view keeps.
+    assert.ok(adamExtra <= (3 + 5) * chunkBytes, `adamSteps needed ${adamExtra} bytes beyond its tensors, expected at most (3 + 5) x ${chunkBytes} (one chunk of p, m and v; the old values the views hold)`);
     for (const [i, s] of slots.entries()) {
       const [k, g] = [i + 1, (i + 1) % 2 ? i + 1 : -(i + 1)];
       const m = 0.1 * g;
@@ -84,7 +108,9 @@ for (const backend of await backendsUnderTest()) {
       const p = await s.p.toArray();
       assertClose([p[0], p[n - 1]], [ref, ref], 1e-6, `p ${i}`);
       assertClose([(await s.m.toArray())[n - 1]], [m], 1e-6, `m ${i}`);
+      assertClose([(await views[i].toArray())[n - 1]], [k], 0, `the view of p ${i} keeps the old values`);
     }
+    views.forEach((v) => v.dispose());
     const grads = slots.map((s) => s.g);
     resetPeakMemory(backend);
     const base2 = memory(backend).peakBytes;

@@ -479,7 +479,18 @@ ${rowMain(sg)}
     },
     adamStep(list, spec) {
       // One dispatch per parameter: a bind group holds a fixed set of buffers, so a list cannot
-      // go to one dispatch as it does on CUDA.
+      // go to one dispatch as it does on CUDA. In place (outputs = inputs) needs its own kernel:
+      // a buffer may not be bound twice where one binding is writable.
+      const inPlace = pipe('adamStepInPlace', () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Pio: array<f32>;
+@group(0) @binding(2) var<storage, read> Gr: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Mio: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Vio: array<f32>;`)}\n${perElement(`
+    let pv = Pio[i];
+    let gi = Gr[i] + pf(1u) * pv;
+    let mi = pf(3u) * Mio[i] + (1.0 - pf(3u)) * gi;
+    let vi = pf(4u) * Vio[i] + (1.0 - pf(4u)) * gi * gi;
+    Mio[i] = mi; Vio[i] = vi;
+    Pio[i] = pv * pf(2u) - pf(5u) * mi / (sqrt(vi / pf(6u)) + pf(7u));`)}`);
       const pipeline = pipe('adamStep', () => `${HEAD(`@group(0) @binding(1) var<storage, read> Pin: array<f32>;
 @group(0) @binding(2) var<storage, read> Gr: array<f32>;
 @group(0) @binding(3) var<storage, read> Min: array<f32>;
@@ -495,7 +506,10 @@ ${rowMain(sg)}
       const { coupled, shrink, step } = adamCoefficients(spec);
       const coefficients: Param[] = [coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }));
       for (const { p, g, m, v, size, pOut, mOut, vOut } of list) {
-        if (size > 0) ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), [u(size), ...coefficients], perElementThreads(size));
+        if (size === 0) continue;
+        const params = [u(size), ...coefficients];
+        if (pOut === p && mOut === m && vOut === v) ctx.dispatch('adamStep', inPlace, [p, g, m, v].map(G), params, perElementThreads(size));
+        else ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), params, perElementThreads(size));
       }
     },
     sumOfSquares(xs, sizes, out) {

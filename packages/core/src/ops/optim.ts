@@ -66,13 +66,19 @@ export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void 
   });
 }
 
+/**
+ * A parameter, its moments and gradient that own their buffers alone are updated in place (their
+ * buffers stay the same from step to step, so a GPU backend's bind groups and a training step's
+ * memory stay put); the others get fresh buffers that they take over.
+ */
 function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Backend): void {
   const op = 'adamStep';
   const work = slots.map((s) => {
     const ins = [s.p, s.g, s.m, s.v];
     const flat = ins.map(asFlat);
-    const outs = [s.p, s.m, s.v].map(() => empty(s.p.shape, 'float32', backend));
-    return { ins, flat, outs };
+    const inPlace = s.p.ownsBuffer && s.m.ownsBuffer && s.v.ownsBuffer;
+    const outs = inPlace ? [s.p, s.m, s.v] : [s.p, s.m, s.v].map(() => empty(s.p.shape, 'float32', backend));
+    return { ins, flat, outs, inPlace };
   });
   backend.adamStep(
     work.map(({ flat, outs }) => ({
@@ -81,8 +87,9 @@ function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Back
     })),
     spec,
   );
-  for (const { ins, flat, outs } of work) {
+  for (const { ins, flat, outs, inPlace } of work) {
     flat.forEach((f, i) => f !== ins[i] && f.dispose());
+    if (inPlace) continue;
     [ins[0], ins[2], ins[3]].forEach((t, i) => {
       t.assign(outs[i]);
       outs[i].dispose();
