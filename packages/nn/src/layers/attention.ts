@@ -110,9 +110,10 @@ export class TransformerBlock extends Module {
     this.dropout = this.registerModule('dropout', new Dropout(opts.dropout ?? 0));
   }
   /**
-   * The intermediates are released (see releasing()): the branch outputs, read by no gradient
-   * rule once added, are freed in the forward pass, the rest as backward passes them. A module put
-   * in place of a submodule must therefore not keep its output or intermediates for later use.
+   * The intermediates are released (see releasing()): what no gradient rule reads (the branch
+   * outputs once added, without dropout) is freed in the forward pass, the rest as backward passes
+   * it. A module put in place of a submodule must therefore not keep its output or intermediates
+   * for later use.
    */
   forward(x: Tensor, attentionMask?: Tensor): Tensor {
     return releasing(() => {
