@@ -19,10 +19,10 @@ export interface AdamSlot {
 }
 
 /**
- * List updates write fresh buffers that the tensors then take over (as assign() does, so views of
- * the old values held elsewhere never change under them). They run in chunks of at most this many
- * floats, so that an update needs that much memory beyond its tensors, not a copy of them all: a
- * GPT step's Adam update allocated 3x the parameters at once, on top of the activations the step
+ * Where a list update writes fresh buffers that the tensors then take over (as assign() does, so
+ * views of the old values held elsewhere never change under them), it runs in chunks of at most
+ * this many floats, so that it needs that much memory beyond its tensors, not a copy of them all:
+ * a GPT step's Adam update allocated 3x the parameters at once, on top of the activations the step
  * still held.
  */
 const CHUNK_FLOATS = 2 ** 22;
@@ -45,7 +45,7 @@ function chunks<T>(items: readonly T[], size: (t: T) => number): T[][] {
   return out;
 }
 
-/** One Adam(W) step on every parameter of the list (new values taken over chunk by chunk, see CHUNK_FLOATS). */
+/** One Adam(W) step on every parameter of the list, in place where it can be (see adamChunk), in chunks (see CHUNK_FLOATS). */
 export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void {
   const op = 'adamStep';
   if (slots.length === 0) return;
@@ -67,9 +67,9 @@ export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void 
 }
 
 /**
- * A parameter, its moments and gradient that own their buffers alone are updated in place (their
- * buffers stay the same from step to step, so a GPU backend's bind groups and a training step's
- * memory stay put); the others get fresh buffers that they take over.
+ * A parameter whose value and moments own their buffers alone is updated in place (its buffers
+ * stay the same from step to step, so a GPU backend's bind groups and a training step's memory stay
+ * put); the others get fresh buffers that they take over.
  */
 function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Backend): void {
   const op = 'adamStep';
