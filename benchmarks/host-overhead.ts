@@ -6,11 +6,17 @@
  *
  *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium]
  *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
+ *
+ * With --real (GPU host) the real addon runs underneath, each of its calls timed on the host, so
+ * the step's host time splits into the framework's JavaScript and the driver calls (per function,
+ * and per kernel for launches). With --real --kernels each queued item is also bracketed by device
+ * events, behind ~50 ms of queued copies so that the device never waits for the host and each
+ * pair times its kernel alone: the step's device time per kernel (cuBLAS calls by shape).
  */
 import { parseArgs } from 'node:util';
 import { registerBackend, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
 import { createCudaBackend } from '../packages/cuda/src/backend.ts';
-import type { Addon } from '../packages/cuda/src/native.ts';
+import { loadAddon, type Addon } from '../packages/cuda/src/native.ts';
 import { createGptStep } from './gpt.ts';
 import { median, usPerChainedOp, warmUp } from './util.ts';
 
@@ -45,10 +51,65 @@ const noop: Addon = {
   releaseEvents: () => {},
   gemm: () => void queued++,
 };
-registerBackend({ name: 'cuda-noop', priority: -1, create: () => createCudaBackend(noop, noop.init()) });
-await setBackend('cuda-noop');
-const { values } = parseArgs({ options: { precision: { type: 'string', default: 'highest' } } });
+const { values } = parseArgs({ options: { precision: { type: 'string', default: 'highest' }, real: { type: 'boolean', default: false }, kernels: { type: 'boolean', default: false } } });
+/** Device time per queued item (--kernels): event pairs of the current step, by label. */
+let bracket: { label: string; start: number; end: number }[] | undefined;
+/** Host milliseconds spent in each addon function ('launch <kernel>' for launches) and its calls. */
+const inAddon = new Map<string, { ms: number; calls: number }>();
+/** The real addon, each call timed and counted like the no-op one's. */
+function timed(real: Addon): Addon {
+  const names = new Map<number, string>();
+  const wrapped = { ...real } as Record<string, unknown>;
+  for (const [key, f] of Object.entries(real) as [string, (...a: unknown[]) => unknown][]) {
+    wrapped[key] = (...args: unknown[]) => {
+      const label = key === 'launch' ? `launch ${names.get(args[0] as number)}` : key === 'gemm' ? `gemm ${args.slice(2, 5).join('x')} batch ${args[14]}` : key;
+      const queues = key === 'launch' || key === 'gemm' || key === 'memset32' || key === 'copy';
+      const start = bracket && queues ? real.recordEvent() : -1;
+      const t0 = performance.now();
+      const out = f(...args);
+      if (start >= 0) bracket!.push({ label, start, end: real.recordEvent() });
+      const e = inAddon.get(label) ?? { ms: 0, calls: 0 };
+      e.ms += performance.now() - t0;
+      e.calls++;
+      inAddon.set(label, e);
+      if (key === 'fn') names.set(out as number, args[0] as string);
+      if (key === 'launch' || key === 'gemm' || key === 'memset32' || key === 'copy') queued++;
+      if (key === 'launch') launches.set(args[0] as number, (launches.get(args[0] as number) ?? 0) + 1);
+      if (key === 'fn') ids.set(args[0] as string, out as number);
+      return out;
+    };
+  }
+  return wrapped as unknown as Addon;
+}
+const addon = values.real ? timed(loadAddon()) : noop;
+registerBackend({ name: 'cuda-timed', priority: -1, create: () => createCudaBackend(addon, addon.init()) });
+await setBackend('cuda-timed');
 setFloat32MatmulPrecision(values.precision as MatmulPrecision);
+
+/** One step with every queued item timed on the device; prints the device time per label. */
+async function deviceTimes(gpt: { run(): Promise<unknown> }): Promise<void> {
+  const real = addon;
+  const bytes = 512 * 2 ** 20;
+  const [a, b] = [real.malloc(bytes), real.malloc(bytes)];
+  for (let i = 0; i < 150; i++) real.copy(a, b, bytes);
+  bracket = [];
+  await gpt.run();
+  const byLabel = new Map<string, { ms: number; n: number }>();
+  for (const { label, start, end } of bracket) {
+    const e = byLabel.get(label) ?? { ms: 0, n: 0 };
+    e.ms += real.elapsed(start, end);
+    e.n++;
+    byLabel.set(label, e);
+  }
+  bracket = undefined;
+  real.releaseEvents();
+  real.free(a);
+  real.free(b);
+  const rows = [...byLabel].sort((x, y) => y[1].ms - x[1].ms);
+  console.log(`  device time of the queued items: ${rows.reduce((s, [, e]) => s + e.ms, 0).toFixed(2)} ms per step`);
+  console.log('| item | ms | count |\n| --- | --- | --- |');
+  for (const [label, e] of rows.slice(0, 30)) console.log(`| ${label} | ${e.ms.toFixed(3)} | ${e.n} |`);
+}
 
 console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);
 for (const density of [1, 0.25]) {
@@ -57,8 +118,20 @@ for (const density of [1, 0.25]) {
   const host: number[] = [];
   const before = queued;
   launches.clear();
-  for (let i = 0; i < 10; i++) host.push((await gpt.run()).host);
-  console.log(`GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time, ${(queued - before) / 10} launches`);
+  const wall: number[] = [];
+  inAddon.clear();
+  for (let i = 0; i < 10; i++) {
+    const r = await gpt.run();
+    host.push(r.host);
+    wall.push(r.wall);
+  }
+  console.log(`GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time${values.real ? ` (wall ${median(wall).toFixed(2)} ms)` : ''}, ${(queued - before) / 10} launches`);
+  if (values.real) {
+    const rows = [...inAddon].sort((a, b) => b[1].ms - a[1].ms);
+    const total = rows.reduce((s, [, e]) => s + e.ms, 0) / 10;
+    console.log(`  in addon calls: ${total.toFixed(2)} ms per step; most: ${rows.slice(0, 12).map(([k, e]) => `${k} ${(e.ms / 10).toFixed(2)} ms (${(1000 * e.ms / e.calls).toFixed(1)} us x ${e.calls / 10})`).join(', ')}`);
+  }
+  if (values.kernels) await deviceTimes(gpt);
   const names = new Map([...ids].map(([name, id]) => [id, name]));
   const top = [...launches].sort((a, b) => b[1] - a[1]).slice(0, 6);
   console.log(`  most launched per step: ${top.map(([id, n]) => `${names.get(id)} ${n / 10}`).join(', ')}`);

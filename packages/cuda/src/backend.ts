@@ -12,7 +12,7 @@ import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { Args } from './args.ts';
 import { listChunks, listStruct } from './lists.ts';
-import { outputOperand, stridedLayout, viewOperand } from './layout.ts';
+import { float4Layout, outputOperand, stridedLayout, viewOperand } from './layout.ts';
 import type { Addon, DeviceProperties } from './native.ts';
 
 
@@ -165,27 +165,33 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
         addon.copy(P(dst.buffer) + 4 * L.ops[0].offset, P(src.buffer) + 4 * L.ops[1].offset, 4 * L.n);
         return;
       }
-      launch('copy', `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`, [blocksFor(L.n), 1, 1], THREADS,
-        args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
+      const v4 = src.buffer.dtype === 'float32' && dst.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
+      const V = v4 ?? L;
+      launch('copy', v4 ? 'copy_f32x4' : `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`, [blocksFor(V.n), 1, 1], THREADS,
+        args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(V.n, V.shape, V.flat, V.ops));
     },
 
     unary(op, x, out) {
       const L = stridedLayout(op, x.shape, [outputOperand(x.shape), viewOperand(x)]);
-      launch(op, `unary_${tname(x.buffer.dtype)}`, [blocksFor(L.n), 1, 1], THREADS,
-        args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(L.n, L.shape, L.flat, L.ops));
+      const v4 = x.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
+      const V = v4 ?? L;
+      launch(op, v4 ? 'unary_f32x4' : `unary_${tname(x.buffer.dtype)}`, [blocksFor(V.n), 1, 1], THREADS,
+        args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(V.n, V.shape, V.flat, V.ops));
     },
     binary(op, a, b, out) {
       const views = [a, b].filter((v): v is View => typeof v !== 'number');
       const shape = views[0].shape;
       const dtype = views[0].buffer.dtype;
       const L = stridedLayout(op, shape, [outputOperand(shape), ...views.map(viewOperand)]);
-      const kernel = dtype === 'float32' ? 'binary_f32' : COMPARISONS.has(op) ? 'compare_i32' : 'binary_i32';
+      const v4 = dtype === 'float32' ? float4Layout(L) : undefined;
+      const kernel = v4 ? 'binary_f32x4' : dtype === 'float32' ? 'binary_f32' : COMPARISONS.has(op) ? 'compare_i32' : 'binary_i32';
       const scalars = (typeof a === 'number' ? 1 : 0) | (typeof b === 'number' ? 2 : 0);
       const s = (v: View | number) => (typeof v === 'number' ? v : 0);
       args.reset().ptr(typeof a === 'number' ? 0 : P(a.buffer)).ptr(typeof b === 'number' ? 0 : P(b.buffer)).ptr(P(out)).i32(BINARY_OPS.indexOf(op)).i32(scalars);
       if (dtype === 'float32') args.f32(s(a)).f32(s(b));
       else args.i32(s(a)).i32(s(b));
-      launch(op, kernel, [blocksFor(L.n), 1, 1], THREADS, args.strided(L.n, L.shape, L.flat, L.ops));
+      const V = v4 ?? L;
+      launch(op, kernel, [blocksFor(V.n), 1, 1], THREADS, args.strided(V.n, V.shape, V.flat, V.ops));
     },
     where(cond, a, b, out) {
       const L = stridedLayout('where', cond.shape, [outputOperand(cond.shape), viewOperand(cond), viewOperand(a), viewOperand(b)]);

@@ -31,3 +31,23 @@ export function stridedLayout(op: string, shape: readonly number[], operands: { 
 /** The output operand of a fresh contiguous buffer. */
 export const outputOperand = (shape: readonly number[]) => ({ offset: 0, strides: contiguousStrides(shape) });
 export const viewOperand = (v: View) => ({ offset: v.offset, strides: v.strides });
+
+/**
+ * The layout in units of 4 floats, for the kernels' float4 forms (native/kernels/elementwise.cu),
+ * where the innermost dim is contiguous in every operand and a multiple of 4 long and every offset
+ * and outer stride is a multiple of 4 (device buffers are 256-byte aligned, so such a float4 is
+ * 16-byte aligned); undefined otherwise.
+ */
+export function float4Layout(L: StridedLayout): StridedLayout | undefined {
+  const r = L.shape.length;
+  if (r === 0 || L.shape[r - 1] % 4 !== 0) return undefined;
+  for (const o of L.ops) {
+    if (o.offset % 4 !== 0 || o.strides[r - 1] !== 1 || o.strides.some((s, d) => d < r - 1 && s % 4 !== 0)) return undefined;
+  }
+  return {
+    n: L.n / 4,
+    shape: L.shape.map((s, d) => (d === r - 1 ? s / 4 : s)),
+    flat: L.flat,
+    ops: L.ops.map((o) => ({ offset: o.offset / 4, strides: o.strides.map((s, d) => (d === r - 1 ? 1 : s / 4)) })),
+  };
+}

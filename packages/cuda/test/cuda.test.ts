@@ -11,6 +11,7 @@ import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
 import { Args } from '../src/args.ts';
+import { float4Layout, stridedLayout } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
@@ -54,6 +55,26 @@ test('64x64 blocks as 32x32 quadrants: every quadrant points at its own values',
     }
   }
   W.data.dispose();
+});
+
+test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled, anything else is left to the scalar kernels', () => {
+  // [2, 3, 4, 8] permuted to [2, 4, 3, 8] into a contiguous output
+  const p = stridedLayout('copy', [2, 4, 3, 8], [{ offset: 0, strides: [96, 24, 8, 1] }, { offset: 4, strides: [96, 8, 32, 1] }]);
+  assert.equal(float4Layout(p), {
+    n: 48, shape: [2, 4, 3, 2], flat: false,
+    ops: [{ offset: 0, strides: [24, 6, 2, 1] }, { offset: 1, strides: [24, 2, 8, 1] }],
+  });
+  // a bias row broadcast over rows: its outer stride 0 stays 0
+  const bias = stridedLayout('add', [6, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [8, 1] }, { offset: 0, strides: [0, 1] }]);
+  assert.equal(float4Layout(bias)?.ops.map((o) => o.strides), [[2, 1], [2, 1], [0, 1]]);
+  const unaligned = stridedLayout('exp', [6, 8], [{ offset: 0, strides: [8, 1] }, { offset: 2, strides: [16, 1] }]);
+  assert.is(float4Layout(unaligned), undefined, 'offset 2');
+  const column = stridedLayout('add', [6, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [8, 1] }, { offset: 0, strides: [1, 0] }]);
+  assert.is(float4Layout(column), undefined, 'a column broadcast along rows');
+  const odd = stridedLayout('neg', [5, 6], [{ offset: 0, strides: [6, 1] }, { offset: 0, strides: [6, 1] }]);
+  assert.is(float4Layout(odd), undefined, '30 elements');
+  const transposed = stridedLayout('copy', [8, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [1, 8] }]);
+  assert.is(float4Layout(transposed), undefined, 'a transpose');
 });
 
 test('allocator size classes cover the request with bounded slack', () => {

@@ -16,16 +16,21 @@ struct Strided {
   int32_t strides[MAX_OPERANDS][MAX_RANK];
 };
 
-__device__ __forceinline__ uint32_t viewOffset(const Strided& L, uint32_t i, int k) {
-  if (L.flat) return L.offset[k] + i;
-  uint32_t off = L.offset[k];
+// The offsets of element i in operands 0..K-1: the index is decomposed into coordinates once and
+// the coordinates serve every operand (a 32-bit division per dim and element is what these
+// memory-bound kernels spend their instructions on).
+template <int K>
+__device__ __forceinline__ void viewOffsets(const Strided& L, uint32_t i, uint32_t (&off)[K]) {
+#pragma unroll
+  for (int k = 0; k < K; k++) off[k] = L.offset[k] + (L.flat ? i : 0u);
+  if (L.flat) return;
   uint32_t rem = i;
   for (int d = L.rank - 1; d >= 0; d--) {
-    uint32_t dim = L.shape[d];
-    off += (rem % dim) * L.strides[k][d];
+    const uint32_t dim = L.shape[d], c = rem % dim;
     rem /= dim;
+#pragma unroll
+    for (int k = 0; k < K; k++) off[k] += c * L.strides[k][d];
   }
-  return off;
 }
 
 // NaN-propagating max/min, as PyTorch (fmaxf would drop the NaN).
