@@ -145,6 +145,22 @@ for (const backend of await backendsUnderTest()) {
     }
   });
 
+  // GPU backends copy these through shared-memory tiles: partial tiles, one and two batch dims, int32.
+  test('transposed views made contiguous', async () => {
+    for (const shape of [[2, 40, 33], [1, 5, 7], [2, 3, 9, 10], [70, 4]]) {
+      const r = shape.length;
+      const [I, J] = shape.slice(-2);
+      const batch = size(shape) / (I * J);
+      const d = f32(randomArray(size(shape), 23));
+      const expect = new Float64Array(d.length);
+      for (let b = 0; b < batch; b++) for (let i = 0; i < I; i++) for (let j = 0; j < J; j++) expect[(b * J + j) * I + i] = d[(b * I + i) * J + j];
+      assertClose(await T(d, shape).transpose(r - 2, r - 1).contiguous().toArray(), expect, 0, `float32 ${shape}`);
+      const ints = Int32Array.from(d, (v) => Math.round(v * 1000));
+      const got = await tensor(ints, shape, { backend }).transpose(r - 2, r - 1).contiguous().toArray();
+      assert.equal([...got], [...expect].map((v) => Math.round(v * 1000)), `int32 ${shape}`);
+    }
+  });
+
   test('comparisons, where, clamp and cast', async () => {
     const a = T([1, 2, 3, 4], [4]);
     const b = T([4, 2, 1, 4], [4]);

@@ -32,6 +32,8 @@ const THREADS = 256;
 const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
 /** SDDMM tiles are one block row by this many columns (several blocks of the row). */
 const SDDMM_COLUMNS = 128;
+/** TMA descriptors kept at most (see tensorMap in blockSparseKernels). */
+const MAX_MAPS = 1024;
 
 export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | 'bsrMatmulGradInput' | 'bsrSddmm'> {
   // Device copies of block layouts' indexes and work tables, freed with the layout.
@@ -149,7 +151,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       const swizzle = 32 * es;
       const map = (ptr: number, inner: number, outer: number, boxOuter: number) => {
         try {
-          return h.addon.tensorMap(ptr, k.bf16 ? 1 : 0, inner, outer, inner * es, 32, boxOuter, swizzle);
+          return tensorMap(ptr, k.bf16 ? 1 : 0, inner, outer, inner * es, 32, boxOuter, swizzle);
         } catch (e) {
           throw new Error(`cuda: ${op}: ${(e as Error).message}`);
         }
@@ -161,6 +163,23 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
     }
     for (const [b, bytes] of temps) h.allocator.release(b, bytes);
+  }
+  /**
+   * TMA descriptors by their arguments: one depends on nothing else, and a training step asks for
+   * the same few dozen each step (the caching allocator hands out the same pointers), while
+   * encoding one took ~5 us of host time on the H100 host. Bounded: cleared when it grows past
+   * MAX_MAPS (pointers of freed buffers would otherwise accumulate).
+   */
+  const maps = new Map<string, Uint8Array>();
+  function tensorMap(ptr: number, bf16: number, inner: number, outer: number, rowStrideBytes: number, boxInner: number, boxOuter: number, swizzle: number): Uint8Array {
+    const key = `${ptr},${bf16},${inner},${outer},${rowStrideBytes},${boxInner},${boxOuter},${swizzle}`;
+    let m = maps.get(key);
+    if (!m) {
+      if (maps.size >= MAX_MAPS) maps.clear();
+      m = h.addon.tensorMap(ptr, bf16, inner, outer, rowStrideBytes, boxInner, boxOuter, swizzle);
+      maps.set(key, m);
+    }
+    return m;
   }
   /**
    * A 64x64 layout as 32x32 sub-blocks (each block's four quadrants), and per sub-block where its

@@ -51,3 +51,16 @@ export function float4Layout(L: StridedLayout): StridedLayout | undefined {
     ops: L.ops.map((o) => ({ offset: o.offset / 4, strides: o.strides.map((s, d) => (d === r - 1 ? 1 : s / 4)) })),
   };
 }
+
+/**
+ * Whether a copy's layout (operand 0 the destination, 1 the source) transposes its last two dims:
+ * the destination contiguous along the last, the source along the one before, as a transposed
+ * view made contiguous. The tiled kernel then takes it (grid limits: batch and row tiles < 2^16).
+ */
+export function isTransposingCopy(L: StridedLayout): boolean {
+  const r = L.shape.length;
+  if (r < 2 || L.shape[r - 1] < 4 || L.shape[r - 2] < 4) return false;
+  const [dst, src] = L.ops;
+  const batch = L.shape.slice(0, r - 2).reduce((a, b) => a * b, 1);
+  return dst.strides[r - 1] === 1 && src.strides[r - 2] === 1 && src.strides[r - 1] !== 1 && batch < 65536 && Math.ceil(L.shape[r - 2] / 32) < 65536;
+}

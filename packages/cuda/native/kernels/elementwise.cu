@@ -198,6 +198,36 @@ extern "C" __global__ void copy_i32_i32(const int32_t* x, int32_t* y, Strided L)
 extern "C" __global__ void copy_i32_f32(const int32_t* x, float* y, Strided L) { copyBody(x, y, L, [](int32_t v) { return (float)v; }); }
 extern "C" __global__ void copy_f32_i32(const float* x, int32_t* y, Strided L) { copyBody(x, y, L, [](float v) { return toInt32(v); }); }
 
+// A copy that transposes its last two dims (dst [.., I, J] with J contiguous, src with I
+// contiguous), e.g. a transposed view made contiguous: 32 x 32 tiles through shared memory, so
+// that reads run along I and writes along J, both coalesced (the element-wise copy reads or
+// writes with a stride). Grid (J tiles, I tiles, batch); the batch dims are L's leading dims.
+// 32-bit elements of either dtype, copied as bits.
+extern "C" __global__ void transpose_32(const uint32_t* x, uint32_t* y, Strided L) {
+  __shared__ uint32_t tile[32][33];  // 33: a column of the tile spans all banks
+  const int r = L.rank;
+  const uint32_t I = L.shape[r - 2], J = L.shape[r - 1];
+  uint32_t out = L.offset[0], in = L.offset[1], rem = blockIdx.z;
+  for (int d = r - 3; d >= 0; d--) {
+    const uint32_t c = rem % L.shape[d];
+    rem /= L.shape[d];
+    out += c * L.strides[0][d];
+    in += c * L.strides[1][d];
+  }
+  const uint32_t tx = threadIdx.x % 32, ty = threadIdx.x / 32, i0 = blockIdx.y * 32, j0 = blockIdx.x * 32;
+#pragma unroll
+  for (int k = 0; k < 32; k += 8) {
+    const uint32_t i = i0 + tx, j = j0 + ty + k;
+    if (i < I && j < J) tile[ty + k][tx] = x[in + i + j * L.strides[1][r - 1]];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < 32; k += 8) {
+    const uint32_t i = i0 + ty + k, j = j0 + tx;
+    if (i < I && j < J) y[out + i * L.strides[0][r - 2] + j] = tile[tx][ty + k];
+  }
+}
+
 // core's counter-based generator (random.ts), bit for bit.
 __device__ __forceinline__ uint32_t fmix(uint32_t h) {
   h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
