@@ -29,5 +29,5 @@ export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';
 export { opError, fmtShape } from './errors.ts';
-export { collapse as collapseDims } from './cpu/strided.ts';
+export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
 export { contiguousStrides, sizeOf } from './shape.ts';

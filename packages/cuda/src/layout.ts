@@ -1,5 +1,5 @@
 /** Strided operands of the elementwise kernels (mirrors struct Strided in native/kernels/common.cuh). */
-import { collapseDims, contiguousStrides, opError, type View } from '@sparsegrad/core';
+import { collapseDims, contiguousStrides, isTranspose, opError, vectorize, type View } from '@sparsegrad/core';
 
 export const MAX_RANK = 6;
 export const MAX_OPERANDS = 4;
@@ -32,35 +32,15 @@ export function stridedLayout(op: string, shape: readonly number[], operands: { 
 export const outputOperand = (shape: readonly number[]) => ({ offset: 0, strides: contiguousStrides(shape) });
 export const viewOperand = (v: View) => ({ offset: v.offset, strides: v.strides });
 
-/**
- * The layout in units of 4 floats, for the kernels' float4 forms (native/kernels/elementwise.cu),
- * where the innermost dim is contiguous in every operand and a multiple of 4 long and every offset
- * and outer stride is a multiple of 4 (device buffers are 256-byte aligned, so such a float4 is
- * 16-byte aligned); undefined otherwise.
- */
+/** The layout in units of 4 floats for the kernels' float4 forms (core's vectorize), or undefined. */
 export function float4Layout(L: StridedLayout): StridedLayout | undefined {
-  const r = L.shape.length;
-  if (r === 0 || L.shape[r - 1] % 4 !== 0) return undefined;
-  for (const o of L.ops) {
-    if (o.offset % 4 !== 0 || o.strides[r - 1] !== 1 || o.strides.some((s, d) => d < r - 1 && s % 4 !== 0)) return undefined;
-  }
-  return {
-    n: L.n / 4,
-    shape: L.shape.map((s, d) => (d === r - 1 ? s / 4 : s)),
-    flat: L.flat,
-    ops: L.ops.map((o) => ({ offset: o.offset / 4, strides: o.strides.map((s, d) => (d === r - 1 ? 1 : s / 4)) })),
-  };
+  const v = vectorize(L.shape, L.ops, 4);
+  return v && { n: L.n / 4, shape: v.shape, flat: L.flat, ops: v.ops };
 }
 
-/**
- * Whether a copy's layout (operand 0 the destination, 1 the source) transposes its last two dims:
- * the destination contiguous along the last, the source along the one before, as a transposed
- * view made contiguous. The tiled kernel then takes it (grid limits: batch and row tiles < 2^16).
- */
+/** Whether a copy transposes its last two dims (core's isTranspose) within the tiled kernel's grid limits (< 2^16 batches and row tiles). */
 export function isTransposingCopy(L: StridedLayout): boolean {
   const r = L.shape.length;
-  if (r < 2 || L.shape[r - 1] < 4 || L.shape[r - 2] < 4) return false;
-  const [dst, src] = L.ops;
   const batch = L.shape.slice(0, r - 2).reduce((a, b) => a * b, 1);
-  return dst.strides[r - 1] === 1 && src.strides[r - 2] === 1 && src.strides[r - 1] !== 1 && batch < 65536 && Math.ceil(L.shape[r - 2] / 32) < 65536;
+  return isTranspose(L.shape, L.ops) && batch < 65536 && Math.ceil(L.shape[r - 2] / 32) < 65536;
 }

@@ -5,12 +5,12 @@
  * contiguous dims). Matrix products come from gemm.ts, reductions from reductions.ts, and their
  * tile shapes from tiles.ts.
  */
-import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, collapseDims, contiguousStrides, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
-import { GpuBuffer, GpuContext, INDEX_WGSL, WG, type Kernel, type Param } from './context.ts';
+import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, collapseDims, contiguousStrides, isTranspose, vectorize, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
 import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
-import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, STRIDED, UNARY_WGSL, wgslType } from './wgsl.ts';
+import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
 const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
@@ -20,11 +20,14 @@ const u = (v: number): Param => ({ u32: v >>> 0 });
 /** Merged shape and operand layouts as uniform words: [n, rank, shape[6], (offset, strides[6]) per operand]. */
 function layoutParams(op: string, shape: readonly number[], views: { offset: number; strides: readonly number[] }[]): Param[] {
   const { shape: cs, ops } = collapseDims(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
-  if (cs.length > MAX_RANK) throw new Error(`webgpu: ${op}: views of rank ${cs.length} after merging dims are not supported (max ${MAX_RANK})`);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const words: Param[] = [u(n), u(cs.length)];
-  for (let d = 0; d < MAX_RANK; d++) words.push(u(cs[d] ?? 1));
-  ops.slice(1).forEach((o) => {
+  return layoutWords(op, shape.reduce((a, b) => a * b, 1), cs, ops.slice(1));
+}
+/** The words of an already merged layout (its views only, not the contiguous output). */
+function layoutWords(op: string, n: number, shape: readonly number[], views: { offset: number; strides: readonly number[] }[]): Param[] {
+  if (shape.length > MAX_RANK) throw new Error(`webgpu: ${op}: views of rank ${shape.length} after merging dims are not supported (max ${MAX_RANK})`);
+  const words: Param[] = [u(n), u(shape.length)];
+  for (let d = 0; d < MAX_RANK; d++) words.push(u(shape[d] ?? 1));
+  views.forEach((o) => {
     words.push(u(o.offset));
     for (let d = 0; d < MAX_RANK; d++) words.push(u(o.strides[d] ?? 0));
   });
@@ -49,37 +52,53 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   /** A kernel over `count` buffers of a list (see packs()), cached per count. */
   const packedKernel = (name: string, count: number, wgsl: (count: number) => string) => pipe(`${name}|${count}`, () => wgsl(count));
 
+  /**
+   * An elementwise kernel Y[i] = expr over inputs a, b, c (views or scalars). Where the output and
+   * every input are float32 and the merged layout allows it (core's vectorize: rows of 4k
+   * contiguous floats at offsets of 4k), it moves vec4s: a quarter of the index arithmetic and 16-
+   * byte accesses, the scalar expression applied per component.
+   */
   function elementwise(op: string, key: string, inputs: (View | number)[], inTypes: DType[], out: BackendBuffer, expr: string, extra = ''): void {
     const views = inputs.filter((v): v is View => typeof v !== 'number');
     const shape = views[0].shape;
+    const n = shape.reduce((a, b) => a * b, 1);
+    let merged = collapseDims(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
+    const floats = out.dtype === 'float32' && inTypes.every((t) => t === 'float32');
+    const v4 = floats ? vectorize(merged.shape, merged.ops, 4) : undefined;
+    if (v4) merged = v4;
+    const count = v4 ? n / 4 : n;
     // When every operand is one contiguous run, index directly (no per-dim division).
-    const merged = collapseDims(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
     const flat = merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1);
     const names = ['a', 'b', 'c'];
+    const t = (k: number) => (v4 ? 'vec4<f32>' : wgslType(inTypes[k]));
     let vi = 0;
     const bindings: string[] = [];
     const loads: string[] = [];
     const scalars: Param[] = [];
     inputs.forEach((v, k) => {
-      const t = wgslType(inTypes[k]);
       if (typeof v === 'number') {
         // Scalars travel in words 40.. of the uniform block.
         scalars.push(inTypes[k] === 'int32' ? { i32: v } : { f32: v });
-        loads.push(`let ${names[k]} = ${t === 'i32' ? `pi(${40 + scalars.length - 1}u)` : `pf(${40 + scalars.length - 1}u)`};`);
+        const word = `${inTypes[k] === 'int32' ? 'pi' : 'pf'}(${40 + scalars.length - 1}u)`;
+        loads.push(`let ${names[k]} = ${v4 ? `vec4<f32>(${word})` : word};`);
       } else {
-        bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${k}: array<${t}>;`);
-        loads.push(`let ${names[k]} = X${k}[${flat ? `p(${8 + vi * 7}u) + i` : `viewOffset(i, ${vi}u)`}];`);
+        bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${k}: array<${t(k)}>;`);
+        loads.push(`let ${names[k]} = X${k}[${flat ? `p(${8 + vi * 7}u) + i` : `o[${vi}]`}];`);
         vi++;
       }
     });
-    const outT = wgslType(out.dtype);
-    bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${outT}>;`);
-    const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}|${flat ? 'flat' : 'strided'}`;
-    const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${STRIDED}\n${extra}\n${perElement(`${loads.join(' ')} Y[i] = ${outT}(${expr});`)}`);
-    const params = layoutParams(op, shape, views);
+    const outT = v4 ? 'f32' : wgslType(out.dtype);
+    bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${v4 ? 'vec4<f32>' : outT}>;`);
+    const args = names.slice(0, inputs.length);
+    // vec4: the scalar expression as a function, applied to each component.
+    const fn = v4 ? `fn elem(${args.map((a) => `${a}: f32`).join(', ')}) -> f32 { return ${expr}; }` : '';
+    const value = v4 ? `vec4<f32>(${['x', 'y', 'z', 'w'].map((c) => `elem(${args.map((a) => `${a}.${c}`).join(', ')})`).join(', ')})` : `${outT}(${expr})`;
+    const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}|${flat ? 'flat' : 'strided'}${v4 ? '|vec4' : ''}`;
+    const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${flat ? '' : stridedOffsets(vi)}\n${extra}\n${fn}\n${perElement(`${flat ? '' : 'let o = viewOffsets(i);'} ${loads.join(' ')} Y[i] = ${value};`)}`);
+    const params = layoutWords(op, count, merged.shape, merged.ops.slice(1));
     while (params.length < 40) params.push(u(0));
     params.push(...scalars);
-    ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, perElementThreads(out.size === 0 ? 0 : shape.reduce((a, b) => a * b, 1)));
+    ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, perElementThreads(out.size === 0 ? 0 : count));
   }
 
   const backend: WebGPUBackend = {
@@ -124,8 +143,26 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         ctx.dispatch('copy', flat, [G(src.buffer), G(dst.buffer)], [n, merged.ops[0].offset, merged.ops[1].offset].map(u), perElementThreads(n));
         return;
       }
-      const pipeline = pipe(`copy|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${STRIDED}\n${perElement(`Y[viewOffset(i, 1u)] = ${dt}(X[viewOffset(i, 0u)]);`)}`);
-      ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutParams('copy', src.shape, [src, dst]), perElementThreads(src.shape.reduce((a, b) => a * b, 1)));
+      // Layout words: views 0 = source, 1 = destination (merged against each other only).
+      if (st === dt && isTranspose(merged.shape, [merged.ops[1], merged.ops[0]])) {
+        // A transposed view made contiguous: 32 x 32 tiles through workgroup memory, so that
+        // reads and writes both run along a contiguous dim.
+        const r = merged.shape.length;
+        const tiles = Math.ceil(merged.shape[r - 1] / 32) * Math.ceil(merged.shape[r - 2] / 32);
+        const batch = merged.shape.slice(0, r - 2).reduce((a, b) => a * b, 1);
+        const kernel = pipe(`transpose|${st}`, () => transposeKernel(st));
+        const params = layoutWords('copy', tiles, merged.shape, merged.ops);
+        const groups = tiles * batch;
+        const x = Math.min(groups, MAX_GROUPS_X);
+        ctx.dispatchGrid('copy', kernel, [G(src.buffer), G(dst.buffer)], params, [x, Math.ceil(groups / x), 1]);
+        return;
+      }
+      const v4 = st === 'f32' && dt === 'f32' ? vectorize(merged.shape, merged.ops, 4) : undefined;
+      const L = v4 ?? merged;
+      const vt = (t: string) => (v4 ? 'vec4<f32>' : t);
+      const count = src.shape.reduce((a, b) => a * b, 1) / (v4 ? 4 : 1);
+      const pipeline = pipe(`copy|${st}|${dt}${v4 ? '|vec4' : ''}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${vt(st)}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${vt(dt)}>;`)}\n${stridedOffsets(2)}\n${perElement(`let o = viewOffsets(i); Y[o[1]] = ${vt(dt)}(X[o[0]]);`)}`);
+      ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutWords('copy', count, L.shape, L.ops), perElementThreads(count));
     },
 
     unary(op: UnaryOp, x, out) {
@@ -756,3 +793,50 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
 }
 
 type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>;
+
+/**
+ * A copy that transposes its last two dims (see copy): workgroup (tile, batch) moves a 32 x 32
+ * tile, reading along I (contiguous in the source) and writing along J (contiguous in the
+ * destination). Words: 0 tiles per batch, then the merged layout of the source (view 0) and the
+ * destination (view 1); the batch dims are the leading ones.
+ */
+function transposeKernel(t: string): string {
+  return `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${t}>;`)}
+var<workgroup> tile: array<${t}, ${32 * 33}>;
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = p(1u);
+  let I = p(r);
+  let J = p(r + 1u);
+  let id = wg.x + wg.y * nwg.x;
+  let tileId = id % p(0u);
+  var rem = id / p(0u);
+  var src = p(8u);
+  var dst = p(15u);
+  for (var d = i32(r) - 3; d >= 0; d--) {
+    let dim = p(2u + u32(d));
+    let c = rem % dim;
+    rem /= dim;
+    src += c * p(9u + u32(d));
+    dst += c * p(16u + u32(d));
+  }
+  if (rem > 0u) { return; } // past the last batch: the grid is rounded up
+  let tilesJ = (J + 31u) / 32u;
+  let i0 = (tileId / tilesJ) * 32u;
+  let j0 = (tileId % tilesJ) * 32u;
+  let tx = lid % 32u;
+  let ty = lid / 32u;
+  let sj = p(9u + r - 1u);
+  let di = p(16u + r - 2u);
+  for (var k = 0u; k < 32u; k += 8u) {
+    let i = i0 + tx;
+    let j = j0 + ty + k;
+    if (i < I && j < J) { tile[(ty + k) * 33u + tx] = X[src + i + j * sj]; }
+  }
+  workgroupBarrier();
+  for (var k = 0u; k < 32u; k += 8u) {
+    let i = i0 + ty + k;
+    let j = j0 + tx;
+    if (i < I && j < J) { Y[dst + i * di + j] = tile[tx * 33u + ty + k]; }
+  }
+}`;
+}

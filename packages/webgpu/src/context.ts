@@ -13,7 +13,7 @@ const MAX_BATCH = 256;
 /** Uniform blocks are bound at multiples of this offset alignment. */
 const UNIFORM_STRIDE = 256;
 const WORKGROUP = 256;
-const MAX_GROUPS_X = 65535;
+export const MAX_GROUPS_X = 65535;
 
 /** A tensor's buffer: a pooled GPU buffer (at least 16 bytes, so never an empty binding) and its logical size. */
 export class GpuBuffer implements BackendBuffer {

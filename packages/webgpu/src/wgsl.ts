@@ -12,20 +12,27 @@ fn pi(i: u32) -> i32 { return bitcast<i32>(p(i)); }`;
 
 export const MAX_RANK = 6;
 
-/** Offset of element `i` (row-major over the shape in params 2..8) in operand k's view. */
-export const STRIDED = /* wgsl */ `
-fn viewOffset(i: u32, k: u32) -> u32 {
-  let rank = p(1u);
-  let base = 8u + k * 7u;
+/**
+ * viewOffsets(i): the offsets of element `i` (row-major over the shape in params 2..8) in the views
+ * 0..k-1 (offset and strides of view j at params 8 + 7j..), the index decomposed into coordinates
+ * once for all views: a u32 division per dim is what these memory-bound kernels spend their
+ * instructions on.
+ */
+export function stridedOffsets(k: number): string {
+  const views = Array.from({ length: k }, (_, j) => j);
+  return /* wgsl */ `
+fn viewOffsets(i: u32) -> array<u32, ${k}> {
+  ${views.map((j) => `var o${j} = p(${8 + 7 * j}u);`).join(' ')}
   var rem = i;
-  var off = p(base);
-  for (var d = i32(rank) - 1; d >= 0; d--) {
+  for (var d = i32(p(1u)) - 1; d >= 0; d--) {
     let dim = p(2u + u32(d));
-    off += (rem % dim) * p(base + 1u + u32(d));
+    let c = rem % dim;
     rem /= dim;
+    ${views.map((j) => `o${j} += c * p(${9 + 7 * j}u + u32(d));`).join(' ')}
   }
-  return off;
+  return array<u32, ${k}>(${views.map((j) => `o${j}`).join(', ')});
 }`;
+}
 
 export const ERF = /* wgsl */ `
 fn erf1(x: f32) -> f32 {

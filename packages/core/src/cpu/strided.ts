@@ -30,6 +30,36 @@ export function collapse(shape: readonly number[], operands: { offset: number; s
 }
 
 /**
+ * A collapsed layout in units of `width` elements, for GPU kernels that move vectors (float4):
+ * possible where the innermost dim is a multiple of `width` long and contiguous in every operand,
+ * and every offset and outer stride is a multiple of `width` (so each vector is aligned, given
+ * buffers aligned to 16 bytes); undefined otherwise.
+ */
+export function vectorize(shape: readonly number[], ops: readonly Operand[], width: number): { shape: number[]; ops: Operand[] } | undefined {
+  const r = shape.length;
+  if (r === 0 || shape[r - 1] % width !== 0) return undefined;
+  for (const o of ops) {
+    if (o.offset % width !== 0 || o.strides[r - 1] !== 1 || o.strides.some((s, d) => d < r - 1 && s % width !== 0)) return undefined;
+  }
+  return {
+    shape: shape.map((s, d) => (d === r - 1 ? s / width : s)),
+    ops: ops.map((o) => ({ offset: o.offset / width, strides: o.strides.map((s, d) => (d === r - 1 ? 1 : s / width)) })),
+  };
+}
+
+/**
+ * Whether a copy's collapsed layout (operand 0 the destination, 1 the source) transposes its last
+ * two dims: the destination contiguous along the last, the source along the one before, as a
+ * transposed view made contiguous. GPU backends copy these through shared-memory tiles.
+ */
+export function isTranspose(shape: readonly number[], ops: readonly Operand[]): boolean {
+  const r = shape.length;
+  if (r < 2 || shape[r - 1] < 4 || shape[r - 2] < 4) return false;
+  const [dst, src] = ops;
+  return dst.strides[r - 1] === 1 && src.strides[r - 2] === 1 && src.strides[r - 1] !== 1;
+}
+
+/**
  * Calls row(starts, n) for each run along the innermost dimension, where starts[k] is operand k's
  * first element of the run; the output (operand 0 by convention) advances contiguously.
  */
