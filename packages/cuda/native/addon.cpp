@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 #include "driver.h"
+#include "gemm_lt.h"
 
 // The fatbins (kernels/*.cu compiled by nvcc for sm_80, sm_90a and compute_90 PTX), embedded by
 // build.mjs through fatbins.S.
@@ -19,6 +20,11 @@ Driver cu;
 Blas blas;
 bool blasLoaded = false;
 std::string blasError;
+// cuBLASLt with a plan per shape where it loads (SPARSEGRAD_CUDA_CUBLASLT=0 keeps the legacy call).
+GemmLt lt;
+bool ltLoaded = false;
+CUdeviceptr blasWorkspace = 0;
+constexpr size_t BLAS_WORKSPACE = 32u << 20;
 CUcontext ctx = nullptr;
 CUstream stream = nullptr;
 cublasHandle_t blasHandle = nullptr;
@@ -319,20 +325,26 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     // profile of 22 GPT steps on an H100 its calls took 595 ms of host time, 330 ms with this.
     // 32 MiB is what NVIDIA recommends for Hopper.
     if (s == 0) {
-      CUdeviceptr ws = 0;
-      check(env, "cuMemAlloc (cuBLAS workspace)", cu.cuMemAlloc_(&ws, 32u << 20));
-      s = blas.setWorkspace(blasHandle, (void*)ws, 32u << 20);
+      check(env, "cuMemAlloc (cuBLAS workspace)", cu.cuMemAlloc_(&blasWorkspace, BLAS_WORKSPACE));
+      s = blas.setWorkspace(blasHandle, (void*)blasWorkspace, BLAS_WORKSPACE);
     }
     if (s != 0) {
       blasError = std::string("cublasCreate: ") + blas.statusString(s);
       throw Napi::Error::New(env, blasError);
     }
     blasLoaded = true;
+    const char* useLt = getenv("SPARSEGRAD_CUDA_CUBLASLT");
+    std::string ltWhy;
+    ltLoaded = !(useLt && std::string(useLt) == "0") && lt.load(ltWhy);
   }
   auto i32 = [&](int i) { return info[i].As<Napi::Number>().Int32Value(); };
   auto i64 = [&](int i) { return (long long)info[i].As<Napi::Number>().DoubleValue(); };
   const int compute = i32(15);
   const int type = compute == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : compute == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  if (ltLoaded && lt.gemm(i32(0), i32(1), i32(2), i32(3), i32(4), (const void*)ptrArg(info[5]), i32(6), i64(7), (const void*)ptrArg(info[8]),
+                         i32(9), i64(10), (void*)ptrArg(info[11]), i32(12), i64(13), i32(14), type, (void*)blasWorkspace, BLAS_WORKSPACE,
+                         stream) == 0)
+    return env.Undefined();
   const float one = 1.f, zero = 0.f;
   cublasStatus_t s = blas.gemmStridedBatchedEx(blasHandle, i32(0), i32(1), i32(2), i32(3), i32(4), &one,
       (const void*)ptrArg(info[5]), CUDA_R_32F_, i32(6), i64(7), (const void*)ptrArg(info[8]), CUDA_R_32F_, i32(9), i64(10), &zero,

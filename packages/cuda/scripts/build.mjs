@@ -63,7 +63,7 @@ try {
   await run(process.env.CXX ?? 'g++', [
     '-O2', '-std=c++17', '-shared', '-fPIC', '-fvisibility=hidden', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS',
     `-I${nodeInclude}`, `-I${addonApi}`, `-I${join(cuda, 'include')}`,
-    join(native, 'addon.cpp'), join(native, 'driver.cpp'), join(build, 'fatbins.S'),
+    join(native, 'addon.cpp'), join(native, 'driver.cpp'), join(native, 'gemm_lt.cpp'), join(build, 'fatbins.S'),
     '-ldl', '-o', join(build, 'Release', 'sparsegrad_cuda.node'),
   ], { maxBuffer: 1 << 24 });
 } catch (e) {
