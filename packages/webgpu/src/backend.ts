@@ -17,12 +17,10 @@ const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
 const MAIN = '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
 const u = (v: number): Param => ({ u32: v >>> 0 });
 
-/** Merged shape and operand layouts as uniform words: [n, rank, shape[6], (offset, strides[6]) per operand]. */
-function layoutParams(op: string, shape: readonly number[], views: { offset: number; strides: readonly number[] }[]): Param[] {
-  const { shape: cs, ops } = collapseDims(shape, [{ offset: 0, strides: contiguousStrides(shape) }, ...views]);
-  return layoutWords(op, shape.reduce((a, b) => a * b, 1), cs, ops.slice(1));
-}
-/** The words of an already merged layout (its views only, not the contiguous output). */
+/**
+ * A merged layout (collapseDims) as uniform words: [n, rank, shape[6], (offset, strides[6]) per
+ * view]; the views only, not a contiguous output.
+ */
 function layoutWords(op: string, n: number, shape: readonly number[], views: { offset: number; strides: readonly number[] }[]): Param[] {
   if (shape.length > MAX_RANK) throw new Error(`webgpu: ${op}: views of rank ${shape.length} after merging dims are not supported (max ${MAX_RANK})`);
   const words: Param[] = [u(n), u(shape.length)];
