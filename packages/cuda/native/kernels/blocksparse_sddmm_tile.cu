@@ -114,21 +114,10 @@ __device__ __forceinline__ void sddmmTile(const float* dy, const float* x, const
 
   Consumer consumer;
   consumer.init(item);
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; s++) {
-    if (s < steps) issue(s);
-    cpAsyncCommit();
-  }
-  for (int step = 0; step < steps; step++) {
-    cpAsyncWait<STAGES - 2>();
-    __syncthreads();
-    // The stage refilled now was read in the previous step, which every thread has finished.
-    if (step + STAGES - 1 < steps) issue(step + STAGES - 1);
-    cpAsyncCommit();
+  cpAsyncPipeline<STAGES>(steps, issue, [&](int step) {
     const float* sa = smem + (step % STAGES) * STAGE_FLOATS;
     consumer.step(sa, sa + BK * LDA);
-  }
-  cpAsyncWait<0>();
+  });
   consumer.store(out + (size_t)blockIdx.y * nnz * BS * BS);
 }
 
