@@ -22,6 +22,9 @@ struct Plan {
   size_t workspace = 0;
 };
 std::map<Key, Plan> plans;
+// Plans kept at most: shapes that keep changing (sampling with a growing sequence) would otherwise
+// accumulate descriptors for the life of the process.
+constexpr size_t MAX_PLANS = 4096;
 }  // namespace
 
 struct GemmLt::Fns {
@@ -33,6 +36,8 @@ struct GemmLt::Fns {
   int (*prefCreate)(void**);
   int (*prefSet)(void*, int, const void*, size_t);
   int (*prefDestroy)(void*);
+  int (*descDestroy)(void*);
+  int (*layoutDestroy)(void*);
   int (*heuristic)(void*, void*, void*, void*, void*, void*, void*, int, HeuristicResult*, int*);
   int (*matmul)(void*, void*, const void*, const void*, void*, const void*, void*, const void*, const void*, void*, void*, void*,
                 const Algo*, void*, size_t, CUstream);
@@ -50,6 +55,7 @@ bool GemmLt::load(std::string& why) {
       {(void**)&f->descSet, "cublasLtMatmulDescSetAttribute"}, {(void**)&f->layoutCreate, "cublasLtMatrixLayoutCreate"},
       {(void**)&f->layoutSet, "cublasLtMatrixLayoutSetAttribute"}, {(void**)&f->prefCreate, "cublasLtMatmulPreferenceCreate"},
       {(void**)&f->prefSet, "cublasLtMatmulPreferenceSetAttribute"}, {(void**)&f->prefDestroy, "cublasLtMatmulPreferenceDestroy"},
+      {(void**)&f->descDestroy, "cublasLtMatmulDescDestroy"}, {(void**)&f->layoutDestroy, "cublasLtMatrixLayoutDestroy"},
       {(void**)&f->heuristic, "cublasLtMatmulAlgoGetHeuristic"}, {(void**)&f->matmul, "cublasLtMatmul"}};
   for (auto& s : syms) {
     *s.first = dlsym(lib, s.second);
@@ -74,6 +80,15 @@ int GemmLt::gemm(int transa, int transb, int m, int n, int k, const void* A, int
   const Key key{transa, transb, m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batch, computeType};
   auto it = plans.find(key);
   if (it == plans.end()) {
+    if (plans.size() >= MAX_PLANS) {
+      // Queued products keep their own copies of what they need; the descriptors may go.
+      for (auto& kv : plans) {
+        if (kv.second.desc) f_->descDestroy(kv.second.desc);
+        for (void* l : {kv.second.a, kv.second.b, kv.second.c})
+          if (l) f_->layoutDestroy(l);
+      }
+      plans.clear();
+    }
     Plan p;
     const int32_t ta = transa, tb = transb, count = batch;
     // Stored shapes of A and B (column-major): op(A) is m x k, op(B) k x n.
@@ -96,7 +111,7 @@ int GemmLt::gemm(int transa, int transb, int m, int n, int k, const void* A, int
     ok = ok && f_->prefCreate(&pref) == 0 && f_->prefSet(pref, PREF_MAX_WORKSPACE_BYTES, &wsBytes, sizeof wsBytes) == 0 &&
          f_->heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found) == 0 && found > 0 && result.state == 0;
     if (pref) f_->prefDestroy(pref);
-    // A shape without a plan keeps ok = false (descriptors leak: a handful per shape, once).
+    // A shape without a plan keeps ok = false (the legacy call serves it).
     p.ok = ok;
     p.algo = result.algo;
     p.workspace = result.workspaceSize;
