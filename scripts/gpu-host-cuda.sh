@@ -3,7 +3,7 @@
 # the shared suite on cpu + cuda with outputs poisoned, the block-sparse kernels under
 # compute-sanitizer (memcheck, racecheck), the kernel benchmark, and the GPT step against PyTorch.
 # Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
-#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [tune-webgpu]
+#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [profile] [webgpu] [tune-webgpu]
 # BENCH_ARGS go to benchmarks/cuda.ts (with --write, the updated docs/benchmarks.md is copied to
 # $OUT); PRECISIONS (default "highest high") to the step and compare parts.
 set -uo pipefail
@@ -39,6 +39,19 @@ for part in $parts; do
           --densities 0.5,0.25,0.1 --out "$OUT/compare-$p" > "$OUT/compare-$p.log" 2>&1
         summary+=("compare $p: exit $?")
       done ;;
+    profile)
+      # The step's host time per addon call and device time per queued item (benchmarks/host-overhead.ts).
+      for p in ${PRECISIONS:-highest high}; do
+        timeout 150 npx tsx benchmarks/host-overhead.ts --real --kernels --precision $p >> "$OUT/profile.log" 2>&1
+      done
+      summary+=("profile: see profile.log") ;;
+    webgpu)
+      SPARSEGRAD_TEST_BACKENDS=cpu,webgpu timeout 300 npm test > "$OUT/webgpu-tests.log" 2>&1
+      summary+=("webgpu tests: $(tail -1 "$OUT/webgpu-tests.log")")
+      timeout 150 npx tsx benchmarks/webgpu-step.ts --batch 32 > "$OUT/webgpu-step.log" 2>&1
+      timeout 300 npx sparsegrad compare --backend webgpu --layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 300 \
+        --densities 0.5,0.25,0.1 --out "$OUT/compare-webgpu" > "$OUT/compare-webgpu.log" 2>&1
+      summary+=("webgpu step and compare: exit $?") ;;
     tune-webgpu)
       timeout 300 npx tsx benchmarks/webgpu.ts --tune --tune-only > "$OUT/tune-webgpu.log" 2>&1
       summary+=("webgpu tuning: exit $?") ;;
