@@ -72,10 +72,12 @@ function timed(real: Addon): Addon {
       e.ms += performance.now() - t0;
       e.calls++;
       inAddon.set(label, e);
-      if (key === 'fn') names.set(out as number, args[0] as string);
-      if (key === 'launch' || key === 'gemm' || key === 'memset32' || key === 'copy') queued++;
+      if (queues) queued++;
       if (key === 'launch') launches.set(args[0] as number, (launches.get(args[0] as number) ?? 0) + 1);
-      if (key === 'fn') ids.set(args[0] as string, out as number);
+      if (key === 'fn') {
+        names.set(out as number, args[0] as string);
+        ids.set(args[0] as string, out as number);
+      }
       return out;
     };
   }
