@@ -132,28 +132,24 @@ extern "C" __global__ void compare_i32(const int32_t* a, const int32_t* b, float
 __device__ __forceinline__ float4 map4(float4 a, float4 b, int op) {
   return make_float4(binaryF(op, a.x, b.x), binaryF(op, a.y, b.y), binaryF(op, a.z, b.z), binaryF(op, a.w, b.w));
 }
+// OP >= 0: the op fixed at compile time; -1: the runtime `op`.
 template <int OP>
-__device__ __forceinline__ void binary4(const float4* a, const float4* b, float4* y, int scalars, float sa, float sb, const Strided& L) {
+__device__ __forceinline__ void binary4(const float4* a, const float4* b, float4* y, int op, int scalars, float sa, float sb, const Strided& L) {
   const float4 va = make_float4(sa, sa, sa, sa), vb = make_float4(sb, sb, sb, sb);
   GRID_STRIDE(i, L.n) {
     uint32_t o[3];
     viewOffsets(L, i, o);
-    y[i] = map4(scalars & 1 ? va : a[o[1]], scalars & 2 ? vb : b[o[scalars & 1 ? 1 : 2]], OP);
+    y[i] = map4(scalars & 1 ? va : a[o[1]], scalars & 2 ? vb : b[o[scalars & 1 ? 1 : 2]], OP >= 0 ? OP : op);
   }
 }
 extern "C" __global__ void binary_f32x4(const float4* a, const float4* b, float4* y, int op, int scalars, float sa, float sb, Strided L) {
   switch (op) {  // the arithmetic ops, each with its own loop; the rest share one
-    case 0: return binary4<0>(a, b, y, scalars, sa, sb, L);
-    case 1: return binary4<1>(a, b, y, scalars, sa, sb, L);
-    case 2: return binary4<2>(a, b, y, scalars, sa, sb, L);
-    case 3: return binary4<3>(a, b, y, scalars, sa, sb, L);
+    case 0: return binary4<0>(a, b, y, op, scalars, sa, sb, L);
+    case 1: return binary4<1>(a, b, y, op, scalars, sa, sb, L);
+    case 2: return binary4<2>(a, b, y, op, scalars, sa, sb, L);
+    case 3: return binary4<3>(a, b, y, op, scalars, sa, sb, L);
   }
-  const float4 va = make_float4(sa, sa, sa, sa), vb = make_float4(sb, sb, sb, sb);
-  GRID_STRIDE(i, L.n) {
-    uint32_t o[3];
-    viewOffsets(L, i, o);
-    y[i] = map4(scalars & 1 ? va : a[o[1]], scalars & 2 ? vb : b[o[scalars & 1 ? 1 : 2]], op);
-  }
+  binary4<-1>(a, b, y, op, scalars, sa, sb, L);
 }
 extern "C" __global__ void unary_f32x4(const float4* x, float4* y, int op, Strided L) {
   GRID_STRIDE(i, L.n) {
