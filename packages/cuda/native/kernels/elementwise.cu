@@ -103,14 +103,15 @@ __device__ double binaryI(int op, int32_t a, int32_t b) {
 }
 
 // A scalar operand has no view: `scalars` says which (bit 0: a, bit 1: b) and its value is sa/sb.
-// Views are numbered in order among the non-scalar operands (1, 2).
+// Views are numbered in order among the non-scalar operands (1, 2). b's offset is chosen between
+// two registers: indexing o[] with a run-time value put the array in local memory.
 template <typename T, typename R, typename F>
 __device__ __forceinline__ void binaryBody(const T* a, const T* b, R* y, int scalars, T sa, T sb, const Strided& L, F f) {
   GRID_STRIDE(i, L.n) {
     uint32_t o[3];
     viewOffsets(L, i, o);
     const T x0 = scalars & 1 ? sa : a[o[1]];
-    const T x1 = scalars & 2 ? sb : b[o[scalars & 1 ? 1 : 2]];
+    const T x1 = scalars & 2 ? sb : b[scalars & 1 ? o[1] : o[2]];
     y[i] = f(x0, x1);
   }
 }
@@ -139,7 +140,7 @@ __device__ __forceinline__ void binary4(const float4* a, const float4* b, float4
   GRID_STRIDE(i, L.n) {
     uint32_t o[3];
     viewOffsets(L, i, o);
-    y[i] = map4(scalars & 1 ? va : a[o[1]], scalars & 2 ? vb : b[o[scalars & 1 ? 1 : 2]], OP >= 0 ? OP : op);
+    y[i] = map4(scalars & 1 ? va : a[o[1]], scalars & 2 ? vb : b[scalars & 1 ? o[1] : o[2]], OP >= 0 ? OP : op);
   }
 }
 extern "C" __global__ void binary_f32x4(const float4* a, const float4* b, float4* y, int op, int scalars, float sa, float sb, Strided L) {
