@@ -12,7 +12,7 @@ import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { Args } from './args.ts';
 import { listChunks, listStruct } from './lists.ts';
-import { float4Layout, isTransposingCopy, outputOperand, stridedLayout, viewOperand } from './layout.ts';
+import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from './layout.ts';
 import type { Addon, DeviceProperties } from './native.ts';
 
 
@@ -165,11 +165,9 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
         addon.copy(P(dst.buffer) + 4 * L.ops[0].offset, P(src.buffer) + 4 * L.ops[1].offset, 4 * L.n);
         return;
       }
-      if (src.buffer.dtype === dst.buffer.dtype && isTransposingCopy(L)) {
-        const r = L.shape.length;
-        const batch = L.shape.slice(0, r - 2).reduce((x, y) => x * y, 1);
-        launch('copy', 'transpose_32', [Math.ceil(L.shape[r - 1] / 32), Math.ceil(L.shape[r - 2] / 32), batch], THREADS,
-          args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
+      const tiles = src.buffer.dtype === dst.buffer.dtype ? transposeGrid(L) : undefined;
+      if (tiles) {
+        launch('copy', 'transpose_32', tiles, THREADS, args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
         return;
       }
       const v4 = src.buffer.dtype === 'float32' && dst.buffer.dtype === 'float32' ? float4Layout(L) : undefined;

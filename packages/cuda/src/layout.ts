@@ -38,9 +38,15 @@ export function float4Layout(L: StridedLayout): StridedLayout | undefined {
   return v && { n: L.n / 4, shape: v.shape, flat: L.flat, ops: v.ops };
 }
 
-/** Whether a copy transposes its last two dims (core's isTranspose) within the tiled kernel's grid limits (< 2^16 batches and row tiles). */
-export function isTransposingCopy(L: StridedLayout): boolean {
+/**
+ * The grid of the tiled transposing copy (32 x 32 tiles of the last two dims, batches on z) where
+ * the copy transposes its last two dims (core's isTranspose) within the grid's limits (< 2^16
+ * batches and row tiles); undefined otherwise.
+ */
+export function transposeGrid(L: StridedLayout): [number, number, number] | undefined {
+  if (!isTranspose(L.shape, L.ops)) return undefined;
   const r = L.shape.length;
   const batch = L.shape.slice(0, r - 2).reduce((a, b) => a * b, 1);
-  return isTranspose(L.shape, L.ops) && batch < 65536 && Math.ceil(L.shape[r - 2] / 32) < 65536;
+  const grid: [number, number, number] = [Math.ceil(L.shape[r - 1] / 32), Math.ceil(L.shape[r - 2] / 32), batch];
+  return batch < 65536 && grid[1] < 65536 ? grid : undefined;
 }

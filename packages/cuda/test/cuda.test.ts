@@ -11,7 +11,7 @@ import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
 import { Args } from '../src/args.ts';
-import { float4Layout, isTransposingCopy, stridedLayout } from '../src/layout.ts';
+import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
@@ -75,12 +75,12 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
   assert.is(float4Layout(odd), undefined, '30 elements');
   const transposed = stridedLayout('copy', [8, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [1, 8] }]);
   assert.is(float4Layout(transposed), undefined, 'a transpose');
-  assert.ok(isTransposingCopy(transposed), 'a transpose goes to the tiled kernel');
+  assert.equal(transposeGrid(transposed), [1, 1, 1], 'a transpose goes to the tiled kernel');
   const batched = stridedLayout('copy', [32, 512, 256], [{ offset: 0, strides: [131072, 256, 1] }, { offset: 0, strides: [131072, 1, 512] }]);
-  assert.ok(isTransposingCopy(batched), 'a batch of transposes');
-  assert.not.ok(isTransposingCopy(p), 'a permute that keeps the last dim');
+  assert.equal(transposeGrid(batched), [8, 16, 32], 'a batch of transposes');
+  assert.is(transposeGrid(p), undefined, 'a permute that keeps the last dim');
   const gathered = stridedLayout('copy', [8, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [2, 16] }]);
-  assert.not.ok(isTransposingCopy(gathered), 'no contiguous source dim');
+  assert.is(transposeGrid(gathered), undefined, 'no contiguous source dim');
 });
 
 test('allocator size classes cover the request with bounded slack', () => {
