@@ -86,17 +86,8 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
       if (blk >= 0) cpAsync16(s + A_WORDS + g * B_WORDS + row * LDW + ch * 4, wb + (size_t)blk * BS * BS + row * BS + ch * 8, true);
     }
   };
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; s++) {
-    if (s < steps) issue(s);
-    cpAsyncCommit();
-  }
-  for (int step = 0; step < steps; step++) {
-    cpAsyncWait<STAGES - 2>();
-    __syncthreads();
-    if (step + STAGES - 1 < steps) issue(step + STAGES - 1);
-    cpAsyncCommit();
-    if (unionBlk[(first + step) * G + mine] < 0) continue;  // warp-uniform
+  cpAsyncPipeline<STAGES>(steps, issue, [&](int step) {
+    if (unionBlk[(first + step) * G + mine] < 0) return;  // warp-uniform
     const uint32_t* sa = sm + (step % STAGES) * STAGE_WORDS;
     const uint32_t* sb = sa + A_WORDS + mine * B_WORDS;
 #pragma unroll
@@ -121,8 +112,7 @@ __device__ void unionBf16(const uint16_t* act, const uint16_t* wb, const int32_t
 #pragma unroll
         for (int j = 0; j < 4; j++) mmaBf16(c[i][j], a[i], b[j]);
     }
-  }
-  cpAsyncWait<0>();
+  });
   const uint32_t ob = grp * G + mine;
   if (ob * BS >= outCols) return;
 #pragma unroll

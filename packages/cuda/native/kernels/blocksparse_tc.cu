@@ -125,19 +125,9 @@ struct TcGemm {
       copyTile<TA, BM, A_KCONTIG>(s, [&](int r, int k, bool& v) { return p.a(step, r, k, v); });
       copyTile<TB, BN, B_KCONTIG>(s + TA::FLOATS, [&](int r, int k, bool& v) { return p.b(step, r, k, v); });
     };
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; s++) {
-      if (s < steps) issue(s);
-      cpAsyncCommit();
-    }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int wm = (warp / WARPS_N) * (BM / WARPS_M), wn = (warp % WARPS_N) * (BN / WARPS_N);
-    for (int step = 0; step < steps; step++) {
-      cpAsyncWait<STAGES - 2>();
-      __syncthreads();
-      // The stage refilled now was read in the previous step, which every thread has finished.
-      if (step + STAGES - 1 < steps) issue(step + STAGES - 1);
-      cpAsyncCommit();
+    cpAsyncPipeline<STAGES>(steps, issue, [&](int step) {
       const float* sa = smem + (step % STAGES) * STAGE_FLOATS;
       const float* sb = sa + TA::FLOATS;
 #pragma unroll
@@ -152,8 +142,7 @@ struct TcGemm {
 #pragma unroll
           for (int j = 0; j < NT; j++) MMA::run(c[i][j], a[i], b[j]);
       }
-    }
-    cpAsyncWait<0>();
+    });
   }
 
   // Calls out(row, col, v0, v1) for each pair of adjacent outputs of this thread (col even).
@@ -396,17 +385,8 @@ __device__ void tcUnion(const float* act, const float* w, const int32_t* unionPt
       cpAsync16(s + TA::FLOATS + g * TB::FLOATS + r * TB::LD + col, w + (size_t)blk * BS * BS + r * BS + col, true);
     }
   };
-#pragma unroll
-  for (int s = 0; s < U::STAGES - 1; s++) {
-    if (s < steps) issue(s);
-    cpAsyncCommit();
-  }
-  for (int step = 0; step < steps; step++) {
-    cpAsyncWait<U::STAGES - 2>();
-    __syncthreads();
-    if (step + U::STAGES - 1 < steps) issue(step + U::STAGES - 1);
-    cpAsyncCommit();
-    if (unionBlk[(first + step) * G + mine] < 0) continue;  // warp-uniform: this row has no block here
+  cpAsyncPipeline<U::STAGES>(steps, issue, [&](int step) {
+    if (unionBlk[(first + step) * G + mine] < 0) return;  // warp-uniform: this row has no block here
     const float* sa = smem + (step % U::STAGES) * U::STAGE_FLOATS;
     const float* sb = sa + TA::FLOATS + mine * TB::FLOATS;
 #pragma unroll
@@ -421,8 +401,7 @@ __device__ void tcUnion(const float* act, const float* w, const int32_t* unionPt
 #pragma unroll
         for (int j = 0; j < U::NT; j++) MMA::run(c[i][j], a[i], b[j]);
     }
-  }
-  cpAsyncWait<0>();
+  });
   const uint32_t ob = grp * G + mine;
   if (ob * BS >= outCols) return;
 #pragma unroll
