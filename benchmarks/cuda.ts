@@ -15,7 +15,7 @@
  */
 import { parseArgs } from 'node:util';
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
-import type { CudaBackend } from '@sparsegrad/cuda';
+import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
 import { median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
@@ -83,7 +83,7 @@ const densities = [0.5, 0.25, 0.1];
 function blockSparseTables(label: string): void {
   for (const p of precisions) {
     for (const bs of values.blocks!.split(',').map(Number)) {
-      say(`Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
+      say(`Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X); † the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).`);
       say();
       say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
       say('| --- | --- | --- | --- | --- | --- |');
@@ -106,8 +106,10 @@ function blockSparseTables(label: string): void {
           const f = time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
           const gi = time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
           const gw = time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
-          const r = (ms: number, d: number) => `${ms.toFixed(3)} (${(d / ms).toFixed(2)}x)`;
-          say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
+          // † where the backend took the dense route (cuBLAS on a dense copy; src/dense-route.ts).
+          const r = (ms: number, d: number, product: 'forward' | 'gradInput' | 'sddmm') =>
+            `${ms.toFixed(3)} (${(d / ms).toFixed(2)}x${takesDenseRoute(W.layout, product, p) ? ' †' : ''})`;
+          say(`| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
           W.data.dispose();
         }
         for (const b of [x, dy, w, y, dw]) be.free(b);

@@ -129,6 +129,9 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const bsr = blockSparseKernels({
     addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor, hopper: props.computeCapability === '9.0',
     sumMiddle: (x, outer, n, inner, out) => reduceF32('sum', x, outer, n, inner, out),
+    alloc: (size) => alloc(size, 'float32'),
+    fill: (out, size, value) => backend.fill(out, size, value),
+    matmul: (...a) => backend.matmul(...a),
   });
 
   const backend: CudaBackend = {

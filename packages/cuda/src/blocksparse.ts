@@ -7,6 +7,7 @@
 import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
+import { denseRoute, takesDenseRoute } from './dense-route.ts';
 import type { Addon } from './native.ts';
 
 /** What the block-sparse products need from the backend. */
@@ -25,6 +26,10 @@ export interface KernelHost {
   blocksFor(n: number, perBlock?: number): number;
   /** out [outer, inner] = x [outer, n, inner] summed over n (device pointers). */
   sumMiddle(x: number, outer: number, n: number, inner: number, out: number): void;
+  /** The backend's own: the dense route (dense-route.ts) runs through them. */
+  alloc(size: number): BackendBuffer;
+  fill: Backend['fill'];
+  matmul: Backend['matmul'];
 }
 
 const THREADS = 256;
@@ -321,8 +326,22 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   }
 
 
+  const dense = denseRoute({
+    alloc: h.alloc,
+    free: h.free,
+    fill: h.fill,
+    matmul: h.matmul,
+    blocksDense(op, blocks, d, layout, toDense) {
+      const size = layout.nnzBlocks * layout.blockSize ** 2;
+      if (size === 0) return;
+      const idx = indexBuffers(layout);
+      h.launch(op, 'bsr_blocks_dense', [h.blocksFor(size), 1, 1], THREADS,
+        h.args.reset().ptr(h.ptr(blocks)).ptr(h.ptr(d)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).u32(layout.nnzBlocks).u32(layout.blockSize).u32(layout.cols).i32(toDense ? 1 : 0));
+    },
+  });
   return {
     bsrMatmul(x, blocks, layout, m, out, precision) {
+      if (takesDenseRoute(layout, 'forward', precision)) return dense.forward(x, blocks, layout, m, out, precision);
       const bs = layout.blockSize;
       if (viaUnionTiles('bsrMatmul', 'forward', x, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
@@ -331,6 +350,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         h.args.reset().ptr(h.ptr(x)).ptr(h.ptr(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
+      if (takesDenseRoute(layout, 'gradInput', precision)) return dense.gradInput(dy, blocks, layout, m, out, precision);
       const bs = layout.blockSize;
       if (viaUnionTiles('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
@@ -339,6 +359,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
     bsrSddmm(dy, x, layout, m, out, precision) {
+      if (takesDenseRoute(layout, 'sddmm', precision)) return dense.sddmm(dy, x, layout, m, out, precision);
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
       checkBlockSize('bsrSddmm', bs);
       const size = nnz * bs * bs;

@@ -18,3 +18,4 @@ registerBackend({
   },
 });
 export type { CudaBackend } from './backend.ts';
+export { takesDenseRoute } from './dense-route.ts';

@@ -6,10 +6,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, backends, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import { BlockSparseMatrix, backends, buildLayout, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
+import { blockDensity, takesDenseRoute } from '../src/dense-route.ts';
 import { Args } from '../src/args.ts';
 import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
@@ -81,6 +82,37 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
   assert.is(transposeGrid(p), undefined, 'a permute that keeps the last dim');
   const gathered = stridedLayout('copy', [8, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [2, 16] }]);
   assert.is(transposeGrid(gathered), undefined, 'no contiguous source dim');
+});
+
+test('dense route: taken from the measured density up, per precision and product; forced by SPARSEGRAD_CUDA_DENSE_ROUTE; never past the temporary bound', () => {
+  // The first `count` blocks of a [rows, cols] grid, row by row.
+  const layout = (rows: number, cols: number, bs: number, count: number) => {
+    const coords: [number, number][] = [];
+    for (let i = 0; i < count; i++) coords.push([Math.floor(i / (cols / bs)), i % (cols / bs)]);
+    return buildLayout(rows, cols, bs, coords).layout;
+  };
+  const saved = process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
+  try {
+    delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
+    const half = layout(1024, 512, 32, 256); // 32 x 16 blocks, 256 of them
+    assert.is(blockDensity(half), 0.5);
+    // 32x32 at 0.5: the TF32 SDDMM and forward go dense; the TF32 dX and every fp32 product stay.
+    assert.ok(takesDenseRoute(half, 'sddmm', 'high') && takesDenseRoute(half, 'forward', 'high'));
+    assert.not.ok(takesDenseRoute(half, 'gradInput', 'high'));
+    for (const p of ['forward', 'gradInput', 'sddmm'] as const) assert.not.ok(takesDenseRoute(half, p, 'highest'), p);
+    // 16x16 on tensor cores: dense from density ~0.1; at 0.05 the kernels.
+    assert.ok(takesDenseRoute(layout(512, 512, 16, 103), 'forward', 'medium'));
+    assert.not.ok(takesDenseRoute(layout(512, 512, 16, 51), 'forward', 'medium'));
+    // A dense temporary over 1 GiB: the kernels, whatever the density.
+    assert.not.ok(takesDenseRoute(layout(32768, 16384, 64, 32 * 256), 'sddmm', 'high'));
+    process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = '1';
+    assert.ok(takesDenseRoute(layout(512, 512, 16, 1), 'forward', 'highest'));
+    process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = '0';
+    assert.not.ok(takesDenseRoute(half, 'sddmm', 'high'));
+  } finally {
+    if (saved === undefined) delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
+    else process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = saved;
+  }
 });
 
 test('allocator size classes cover the request with bounded slack', () => {
@@ -162,15 +194,18 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
-      // Every kernel variant: the default choice (TMA kernels on compute capability 9.0, TF32 for
-      // 'medium' at this size), bf16 operands forced, and the mma.sync kernels with union tiles
-      // forced on and off.
-      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA'] as const;
+      // Every kernel variant (the dense route off): the default choice (TMA kernels on compute
+      // capability 9.0, TF32 for 'medium' at this size), bf16 operands forced, and the mma.sync
+      // kernels with union tiles forced on and off; then the dense route forced, and the default
+      // (at density 0.6 some products take it, by block size and precision).
+      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA', 'SPARSEGRAD_CUDA_DENSE_ROUTE'] as const;
       const variants: Partial<Record<(typeof keys)[number], string>>[] = [
+        { SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_DENSE_ROUTE: '1' },
         {},
-        { SPARSEGRAD_CUDA_BF16U: '1' },
-        { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_TMA: '0' },
-        { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_TMA: '0' },
       ];
       for (const [v, precision] of variants.flatMap((v) => (['highest', 'high', 'medium'] as MatmulPrecision[]).map((p) => [v, p] as const))) {
         const saved = keys.map((k) => process.env[k]);
@@ -248,6 +283,8 @@ if (gpu) {
     const L = W.layout;
     const w = await W.data.toArray();
     const saved = process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
+    const savedRoute = process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
+    process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = '0'; // the kernels, whatever the density
     for (const m of [37, 1500]) {
       const x = Float32Array.from(randomArray(m * cols, seed + m));
       const dy = Float32Array.from(randomArray(m * rows, seed + m + 1));
@@ -277,6 +314,8 @@ if (gpu) {
     }
     if (saved === undefined) delete process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
     else process.env.SPARSEGRAD_CUDA_SDDMM_TILE = saved;
+    if (savedRoute === undefined) delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
+    else process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = savedRoute;
     W.data.dispose();
   });
 

@@ -284,3 +284,19 @@ BSR_KERNELS(16, 256, 16, 8, 4, 16, 4, 4)
 BSR_KERNELS(32, 128, 16, 8, 4, 16, 8, 4)
 BSR_KERNELS(64, 128, 16, 8, 8, 16, 8, 8)
 
+
+// Between block data [nnz, bs, bs] and a dense row-major matrix [rows, cols] (the dense route of
+// src/dense-route.ts, where cuBLAS outruns the block-sparse kernels): toDense writes every block
+// into the dense matrix (zeroed beforehand), otherwise every block is read from it. Block b lies
+// at block row rowIdx[b] and block column colIdx[b] (the layout's CSR order, as the block data).
+extern "C" __global__ void bsr_blocks_dense(float* blocks, float* dense, const int32_t* rowIdx, const int32_t* colIdx, uint32_t nnz, uint32_t bs,
+                                            uint32_t cols, int32_t toDense) {
+  const size_t per = (size_t)bs * bs, total = nnz * per;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t b = i / per;
+    const uint32_t e = (uint32_t)(i - b * per), r = e / bs, c = e - r * bs;
+    float* d = dense + ((size_t)rowIdx[b] * bs + r) * cols + (size_t)colIdx[b] * bs + c;
+    if (toDense) *d = blocks[i];
+    else blocks[i] = *d;
+  }
+}

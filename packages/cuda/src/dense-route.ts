@@ -1,0 +1,102 @@
+/**
+ * The dense route of the block-sparse trio: above a density where cuBLAS on dense operands runs a
+ * product faster than our block-sparse kernel, the backend takes cuBLAS instead. The forward and
+ * dX multiply by a dense copy of W (zeroed, the blocks scattered into it); the SDDMM computes the
+ * whole dY^T X and gathers W's blocks out of it. Results are the same products (the absent blocks
+ * contribute zeros; dW outside the blocks is never read), so only speed and a temporary
+ * [rows, cols] matrix change. The point: no layout runs much slower than the dense layer it
+ * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
+ * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
+ */
+import type { BackendBuffer, BlockLayout, MatmulPrecision, MatrixView } from '@sparsegrad/core';
+
+export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
+
+/**
+ * Densities from which the dense route is faster, per precision, block size and product: where
+ * each kernel's time, interpolated linearly in density between the measured densities 0.1, 0.25
+ * and 0.5 (extrapolated past 0.5), meets cuBLAS dense in the same run, averaged over the two
+ * benchmark shapes (X [16384, 1024] by W [4096, 1024] and X [16384, 4096] by W [1024, 4096]; H100,
+ * `benchmarks/cuda.ts`, docs/benchmarks.md, 2026-11-23). Other GPUs run other kernels and were not
+ * measured; these are the best estimate there is for them.
+ */
+const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, number>>> = {
+  highest: {
+    16: { forward: 0.46, gradInput: 0.46, sddmm: 0.36 },
+    32: { forward: 0.87, gradInput: 0.82, sddmm: 0.62 },
+    64: { forward: 0.77, gradInput: 0.73, sddmm: 0.72 },
+  },
+  high: {
+    16: { forward: 0.066, gradInput: 0.089, sddmm: 0.145 },
+    32: { forward: 0.465, gradInput: 0.54, sddmm: 0.37 },
+    64: { forward: 0.51, gradInput: 0.62, sddmm: 0.48 },
+  },
+  medium: {
+    16: { forward: 0.088, gradInput: 0.11, sddmm: 0.15 },
+    32: { forward: 0.57, gradInput: 0.69, sddmm: 0.37 },
+    64: { forward: 0.6, gradInput: 0.76, sddmm: 0.46 },
+  },
+};
+/** The dense temporary is bounded: beyond it the kernels run whatever the density. */
+const MAX_DENSE_BYTES = 1 << 30;
+
+/** The layout's fraction of blocks present. */
+export function blockDensity(layout: BlockLayout): number {
+  const bs = layout.blockSize;
+  return layout.nnzBlocks / ((layout.rows / bs) * (layout.cols / bs));
+}
+
+/**
+ * Whether `product` takes the dense route. SPARSEGRAD_CUDA_DENSE_ROUTE=0 / =1 forces the kernels /
+ * the dense route (tests and kernel benchmarks).
+ */
+export function takesDenseRoute(layout: BlockLayout, product: BsrProduct, precision: MatmulPrecision): boolean {
+  const forced = process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
+  if (forced === '0' || forced === '1') return forced === '1';
+  if (layout.rows * layout.cols * 4 > MAX_DENSE_BYTES) return false;
+  const from = DENSE_FROM[precision][layout.blockSize]?.[product];
+  return from !== undefined && blockDensity(layout) >= from;
+}
+
+/** What the dense route needs from the backend. */
+export interface DenseRouteHost {
+  alloc(size: number): BackendBuffer;
+  free(b: BackendBuffer): void;
+  fill(out: BackendBuffer, size: number, value: number): void;
+  matmul(a: MatrixView, b: MatrixView, out: BackendBuffer, batch: number, m: number, n: number, k: number, precision: MatmulPrecision): void;
+  /** Block data <-> dense [rows, cols] (bsr_blocks_dense); op names the product in errors. */
+  blocksDense(op: string, blocks: BackendBuffer, dense: BackendBuffer, layout: BlockLayout, toDense: boolean): void;
+}
+
+const view = (buffer: BackendBuffer, rowStride: number, colStride: number): MatrixView => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
+
+export function denseRoute(h: DenseRouteHost) {
+  /** W as a dense [rows, cols] temporary. */
+  const denseW = (op: string, blocks: BackendBuffer, layout: BlockLayout): BackendBuffer => {
+    const w = h.alloc(layout.rows * layout.cols);
+    h.fill(w, layout.rows * layout.cols, 0);
+    h.blocksDense(op, blocks, w, layout, true);
+    return w;
+  };
+  return {
+    /** out [m, rows] = x [m, cols] W^T */
+    forward(x: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
+      const w = denseW('bsrMatmul', blocks, layout);
+      h.matmul(view(x, layout.cols, 1), view(w, 1, layout.cols), out, 1, m, layout.rows, layout.cols, precision);
+      h.free(w);
+    },
+    /** out [m, cols] = dy [m, rows] W */
+    gradInput(dy: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
+      const w = denseW('bsrMatmulGradInput', blocks, layout);
+      h.matmul(view(dy, layout.rows, 1), view(w, layout.cols, 1), out, 1, m, layout.cols, layout.rows, precision);
+      h.free(w);
+    },
+    /** out [nnz, bs, bs] = W's blocks of dy^T x */
+    sddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
+      const d = h.alloc(layout.rows * layout.cols);
+      h.matmul(view(dy, 1, layout.rows), view(x, layout.cols, 1), d, 1, layout.rows, layout.cols, m, precision);
+      h.blocksDense('bsrSddmm', out, d, layout, false);
+      h.free(d);
+    },
+  };
+}
