@@ -17,8 +17,11 @@ export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
  * each kernel's time, interpolated linearly in density between the measured densities 0.1, 0.25
  * and 0.5 (extrapolated past 0.5), meets cuBLAS dense in the same run, averaged over the two
  * benchmark shapes (X [16384, 1024] by W [4096, 1024] and X [16384, 4096] by W [1024, 4096]; H100,
- * `benchmarks/cuda.ts`, docs/benchmarks.md, 2026-11-23). Other GPUs run other kernels and were not
- * measured; these are the best estimate there is for them.
+ * `benchmarks/cuda.ts`, docs/benchmarks.md, 2026-11-23). One exception, measured with the route
+ * in place: the TF32 forward with 32x32 blocks, whose crossover (0.465) lies where the route's
+ * own cost (zeroing and filling the dense W: 0.016-0.05 ms) made it slower than the kernel at 0.5
+ * for X [16384, 4096] (0.392 ms against 0.357), so it starts at 0.6. Other GPUs run other
+ * kernels and were not measured; these are the best estimate there is for them.
  */
 const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, number>>> = {
   highest: {
@@ -28,7 +31,7 @@ const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, numb
   },
   high: {
     16: { forward: 0.066, gradInput: 0.089, sddmm: 0.145 },
-    32: { forward: 0.465, gradInput: 0.54, sddmm: 0.37 },
+    32: { forward: 0.6, gradInput: 0.54, sddmm: 0.37 },
     64: { forward: 0.51, gradInput: 0.62, sddmm: 0.48 },
   },
   medium: {
