@@ -8,7 +8,7 @@
  * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
-import type { BackendBuffer, BlockLayout, MatmulPrecision, MatrixView } from '@sparsegrad/core';
+import type { Backend, BackendBuffer, BlockLayout, MatmulPrecision, MatrixView } from '@sparsegrad/core';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
 
@@ -65,8 +65,8 @@ export function takesDenseRoute(layout: BlockLayout, product: BsrProduct, precis
 export interface DenseRouteHost {
   alloc(size: number): BackendBuffer;
   free(b: BackendBuffer): void;
-  fill(out: BackendBuffer, size: number, value: number): void;
-  matmul(a: MatrixView, b: MatrixView, out: BackendBuffer, batch: number, m: number, n: number, k: number, precision: MatmulPrecision): void;
+  fill: Backend['fill'];
+  matmul: Backend['matmul'];
   /** Block data <-> dense [rows, cols] (bsr_blocks_dense); op names the product in errors. */
   blocksDense(op: string, blocks: BackendBuffer, dense: BackendBuffer, layout: BlockLayout, toDense: boolean): void;
 }
