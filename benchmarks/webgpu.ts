@@ -7,7 +7,11 @@
  * timestamps, wall time of the launches plus one readback.
  *
  *   npx tsx benchmarks/webgpu.ts [--quick] [--write] [--tune [--tune-union] [--tune-only]]
+ *     [--blocks 32,16,64] [--variants ENV=a,b,...] [--block-sparse-only]
  *
+ * --variants repeats the block-sparse tables with the environment variable ENV set to each value
+ * in turn (e.g. SPARSEGRAD_WEBGPU_DX_TRANSPOSED=0,1), so kernel variants are compared against the
+ * same dense baselines in one run; --block-sparse-only skips the bandwidth and dispatch parts.
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
@@ -17,6 +21,11 @@ import { median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
+const argValue = (name: string) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const blockSizes = (argValue('--blocks') ?? '32,16,64').split(',').map(Number);
 // Dawn rounds timestamps to 65.5 us unless told otherwise; benchmarks want them exact.
 process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
 await setBackend('webgpu');
@@ -63,7 +72,7 @@ const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 
 const date = new Date().toISOString().slice(0, 10);
 say(`Device: ${be.device.description}. Date: ${date}. Timer: ${ctx.canTime ? 'device timestamps' : 'wall clock (no timestamp-query)'}.`);
-say(`Command: \`npx tsx benchmarks/webgpu.ts${quick ? ' --quick' : ''}${write ? ' --write' : ''}\``);
+say(`Command: \`npx tsx benchmarks/webgpu.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``);
 say();
 
 // ---- tile-shape tuning (--tune): each candidate through SPARSEGRAD_WEBGPU_TILES ----
@@ -155,40 +164,51 @@ if (process.argv.includes('--tune')) {
 // ---- block-sparse trio against dense of the same shapes and layouts ----
 const M = quick ? 256 : 16384;
 const densities = [0.5, 0.25, 0.1];
-for (const bs of [32, 16, 64]) {
-  say(`Block-sparse, ${bs}x${bs} blocks: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
-  say();
-  say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
-  say('| --- | --- | --- | --- | --- | --- |');
-  for (const [rows, cols] of [[4096, 1024], [1024, 4096]] as const) {
-    const x = randomBuffer(M * cols, 3);
-    const dy = randomBuffer(M * rows, 4);
-    const w = randomBuffer(rows * cols, 5);
-    const y = be.alloc(M * Math.max(rows, cols), 'float32');
-    const dw = be.alloc(rows * cols, 'float32');
-    const dense = {
-      forward: await time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, 'highest'), 3),
-      dX: await time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, 'highest'), 3),
-      dW: await time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, 'highest'), 3),
-    };
-    const flops = 2 * M * rows * cols;
-    say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(2)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(2)} | ${dense.dW.toFixed(2)} | |`);
-    for (const density of densities) {
-      const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
-      const layout: BlockLayout = W.layout;
-      const blocks = buf(W.data);
-      const f = await time(() => be.bsrMatmul(x, blocks, layout, M, y, 'highest'), 3);
-      const gi = await time(() => be.bsrMatmulGradInput(dy, blocks, layout, M, y, 'highest'), 3);
-      const gw = await time(() => be.bsrSddmm(dy, x, layout, M, dw, 'highest'), 3);
-      const r = (ms: number, d: number) => `${ms.toFixed(2)} (${(d / ms).toFixed(2)}x)`;
-      const stored = layout.nnzBlocks * bs * bs;
-      say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * stored, f)} |`);
-      W.data.dispose();
+async function blockSparseTables(label: string): Promise<void> {
+  for (const bs of blockSizes) {
+    say(`Block-sparse, ${bs}x${bs} blocks${label}: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
+    say();
+    say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
+    say('| --- | --- | --- | --- | --- | --- |');
+    for (const [rows, cols] of [[4096, 1024], [1024, 4096]] as const) {
+      const x = randomBuffer(M * cols, 3);
+      const dy = randomBuffer(M * rows, 4);
+      const w = randomBuffer(rows * cols, 5);
+      const y = be.alloc(M * Math.max(rows, cols), 'float32');
+      const dw = be.alloc(rows * cols, 'float32');
+      const dense = {
+        forward: await time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, 'highest'), 3),
+        dX: await time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, 'highest'), 3),
+        dW: await time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, 'highest'), 3),
+      };
+      const flops = 2 * M * rows * cols;
+      say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(2)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(2)} | ${dense.dW.toFixed(2)} | |`);
+      for (const density of densities) {
+        const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
+        const layout: BlockLayout = W.layout;
+        const blocks = buf(W.data);
+        const f = await time(() => be.bsrMatmul(x, blocks, layout, M, y, 'highest'), 3);
+        const gi = await time(() => be.bsrMatmulGradInput(dy, blocks, layout, M, y, 'highest'), 3);
+        const gw = await time(() => be.bsrSddmm(dy, x, layout, M, dw, 'highest'), 3);
+        const r = (ms: number, d: number) => `${ms.toFixed(2)} (${(d / ms).toFixed(2)}x)`;
+        const stored = layout.nnzBlocks * bs * bs;
+        say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * stored, f)} |`);
+        W.data.dispose();
+      }
+      for (const b of [x, dy, w, y, dw]) be.free(b);
     }
-    for (const b of [x, dy, w, y, dw]) be.free(b);
+    say();
   }
-  say();
 }
+const [variantEnv, variantValues] = argValue('--variants')?.split('=') ?? [];
+if (variantEnv) {
+  for (const v of variantValues.split(',')) {
+    process.env[variantEnv] = v;
+    await blockSparseTables(` (${variantEnv}=${v})`);
+  }
+  delete process.env[variantEnv];
+} else await blockSparseTables('');
+if (process.argv.includes('--block-sparse-only')) process.exit(0);
 
 // ---- bandwidth ----
 {
