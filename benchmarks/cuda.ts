@@ -14,9 +14,9 @@
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
 import { parseArgs } from 'node:util';
-import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision } from '@sparsegrad/core';
 import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseRows, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -53,7 +53,6 @@ function randomBuffer(size: number, key: number): BackendBuffer {
   be.random(b, size, { kind: 'normal', key, a: 0, b: 1 });
   return b;
 }
-const buf = (t: Tensor) => t.storageFor('benchmark').buffer;
 const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
 const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 const precisions = values.precisions!.split(',') as MatmulPrecision[];
@@ -80,40 +79,15 @@ say();
 // ---- block-sparse trio against cuBLAS dense of the same operands ----
 const M = quick ? 512 : 16384;
 const densities = [0.5, 0.25, 0.1];
-function blockSparseTables(label: string): void {
+async function blockSparseTables(label: string): Promise<void> {
   for (const p of precisions) {
     for (const bs of values.blocks!.split(',').map(Number)) {
       say(`Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X); † the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).`);
       say();
-      say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
-      say('| --- | --- | --- | --- | --- | --- |');
-      for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
-        const x = randomBuffer(M * cols, 3);
-        const dy = randomBuffer(M * rows, 4);
-        const w = randomBuffer(rows * cols, 5);
-        const y = be.alloc(M * Math.max(rows, cols), 'float32');
-        const dw = be.alloc(rows * cols, 'float32');
-        const dense = {
-          forward: time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, p)),
-          dX: time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
-          dW: time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
-        };
-        const flops = 2 * M * rows * cols;
-        say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(3)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(3)} | ${dense.dW.toFixed(3)} | |`);
-        for (const density of densities) {
-          const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
-          const blocks = buf(W.data);
-          const f = time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
-          const gi = time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
-          const gw = time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
-          // † where the backend took the dense route (cuBLAS on a dense copy; src/dense-route.ts).
-          const r = (ms: number, d: number, product: 'forward' | 'gradInput' | 'sddmm') =>
-            `${ms.toFixed(3)} (${(d / ms).toFixed(2)}x${takesDenseRoute(W.layout, product, p) ? ' †' : ''})`;
-          say(`| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
-          W.data.dispose();
-        }
-        for (const b of [x, dy, w, y, dw]) be.free(b);
-      }
+      await blockSparseRows({
+        be, M, bs, precision: p, densities, digits: 3, say, time: (record) => time(record), random: randomBuffer,
+        mark: (layout, product) => (takesDenseRoute(layout, product, p) ? ' †' : ''),
+      });
       say();
     }
   }
@@ -122,10 +96,10 @@ const [variantEnv, variantValues] = values.variants?.split('=') ?? [];
 if (variantEnv) {
   for (const v of variantValues.split(',')) {
     process.env[variantEnv] = v;
-    blockSparseTables(` (${variantEnv}=${v})`);
+    await blockSparseTables(` (${variantEnv}=${v})`);
   }
   delete process.env[variantEnv];
-} else blockSparseTables('');
+} else await blockSparseTables('');
 
 // ---- bandwidth ----
 if (!values['block-sparse-only']) {

@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { randn, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -53,4 +53,55 @@ export function writeDocSection(name: string, lines: readonly string[]): void {
   const i = doc.indexOf(begin);
   writeFileSync(path, i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length));
   console.log('\nwrote docs/benchmarks.md');
+}
+
+export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
+
+/**
+ * The rows of a block-sparse benchmark table (the GPU backends' benchmarks share it): for X
+ * [M, cols] by W [rows, cols] in both shapes of the issues, the backend's dense forward, dX and dW
+ * of the same operands, then the block-sparse trio at each density with its speedup over them.
+ * `time` gives milliseconds per launch of what `record` queues; `mark` may annotate a cell.
+ */
+export async function blockSparseRows(o: {
+  be: Backend;
+  M: number;
+  bs: number;
+  precision: MatmulPrecision;
+  densities: readonly number[];
+  digits: number;
+  say: (line?: string) => void;
+  time: (record: () => void) => number | Promise<number>;
+  random: (size: number, key: number) => BackendBuffer;
+  mark?: (layout: BlockLayout, product: BsrProduct) => string;
+}): Promise<void> {
+  const { be, M, bs, precision: p, digits } = o;
+  const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
+  const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
+  o.say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
+  o.say('| --- | --- | --- | --- | --- | --- |');
+  for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
+    const x = o.random(M * cols, 3);
+    const dy = o.random(M * rows, 4);
+    const w = o.random(rows * cols, 5);
+    const y = be.alloc(M * Math.max(rows, cols), 'float32');
+    const dw = be.alloc(rows * cols, 'float32');
+    const dense = {
+      forward: await o.time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, p)),
+      dX: await o.time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
+      dW: await o.time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
+    };
+    o.say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(digits)} (${tflops(2 * M * rows * cols, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(digits)} | ${dense.dW.toFixed(digits)} | |`);
+    for (const density of o.densities) {
+      const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs, backend: be });
+      const blocks = W.data.storageFor('benchmark').buffer;
+      const f = await o.time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
+      const gi = await o.time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
+      const gw = await o.time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
+      const r = (ms: number, d: number, product: BsrProduct) => `${ms.toFixed(digits)} (${(d / ms).toFixed(2)}x${o.mark?.(W.layout, product) ?? ''})`;
+      o.say(`| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
+      W.data.dispose();
+    }
+    for (const b of [x, dy, w, y, dw]) be.free(b);
+  }
 }

@@ -15,9 +15,9 @@
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
-import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type BlockLayout, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type Tensor } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseRows, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -168,35 +168,7 @@ async function blockSparseTables(label: string): Promise<void> {
   for (const bs of blockSizes) {
     say(`Block-sparse, ${bs}x${bs} blocks${label}: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
     say();
-    say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
-    say('| --- | --- | --- | --- | --- | --- |');
-    for (const [rows, cols] of [[4096, 1024], [1024, 4096]] as const) {
-      const x = randomBuffer(M * cols, 3);
-      const dy = randomBuffer(M * rows, 4);
-      const w = randomBuffer(rows * cols, 5);
-      const y = be.alloc(M * Math.max(rows, cols), 'float32');
-      const dw = be.alloc(rows * cols, 'float32');
-      const dense = {
-        forward: await time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, 'highest'), 3),
-        dX: await time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, 'highest'), 3),
-        dW: await time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, 'highest'), 3),
-      };
-      const flops = 2 * M * rows * cols;
-      say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(2)} (${tflops(flops, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(2)} | ${dense.dW.toFixed(2)} | |`);
-      for (const density of densities) {
-        const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs });
-        const layout: BlockLayout = W.layout;
-        const blocks = buf(W.data);
-        const f = await time(() => be.bsrMatmul(x, blocks, layout, M, y, 'highest'), 3);
-        const gi = await time(() => be.bsrMatmulGradInput(dy, blocks, layout, M, y, 'highest'), 3);
-        const gw = await time(() => be.bsrSddmm(dy, x, layout, M, dw, 'highest'), 3);
-        const r = (ms: number, d: number) => `${ms.toFixed(2)} (${(d / ms).toFixed(2)}x)`;
-        const stored = layout.nnzBlocks * bs * bs;
-        say(`| | ${density} | ${r(f, dense.forward)} | ${r(gi, dense.dX)} | ${r(gw, dense.dW)} | ${tflops(2 * M * stored, f)} |`);
-        W.data.dispose();
-      }
-      for (const b of [x, dy, w, y, dw]) be.free(b);
-    }
+    await blockSparseRows({ be, M, bs, precision: 'highest', densities, digits: 2, say, time: (record) => time(record, 3), random: randomBuffer });
     say();
   }
 }
