@@ -16,7 +16,7 @@
 import { parseArgs } from 'node:util';
 import { getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision } from '@sparsegrad/core';
 import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { blockSparseRows, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -92,14 +92,7 @@ async function blockSparseTables(label: string): Promise<void> {
     }
   }
 }
-const [variantEnv, variantValues] = values.variants?.split('=') ?? [];
-if (variantEnv) {
-  for (const v of variantValues.split(',')) {
-    process.env[variantEnv] = v;
-    await blockSparseTables(` (${variantEnv}=${v})`);
-  }
-  delete process.env[variantEnv];
-} else await blockSparseTables('');
+await forEachVariant(values.variants, blockSparseTables);
 
 // ---- bandwidth ----
 if (!values['block-sparse-only']) {

@@ -105,3 +105,17 @@ export async function blockSparseRows(o: {
     for (const b of [x, dy, w, y, dw]) be.free(b);
   }
 }
+
+/**
+ * Runs `run` once per value of a `--variants ENV=a,b,...` spec with ENV set to that value (the
+ * label names it), or once with no label where there is no spec; ENV is unset afterwards.
+ */
+export async function forEachVariant(spec: string | undefined, run: (label: string) => Promise<void>): Promise<void> {
+  const [name, list] = spec?.split('=') ?? [];
+  if (!name) return run('');
+  for (const v of list.split(',')) {
+    process.env[name] = v;
+    await run(` (${name}=${v})`);
+  }
+  delete process.env[name];
+}

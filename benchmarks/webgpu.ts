@@ -17,7 +17,7 @@
  */
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type Tensor } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { blockSparseRows, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -172,14 +172,7 @@ async function blockSparseTables(label: string): Promise<void> {
     say();
   }
 }
-const [variantEnv, variantValues] = argValue('--variants')?.split('=') ?? [];
-if (variantEnv) {
-  for (const v of variantValues.split(',')) {
-    process.env[variantEnv] = v;
-    await blockSparseTables(` (${variantEnv}=${v})`);
-  }
-  delete process.env[variantEnv];
-} else await blockSparseTables('');
+await forEachVariant(argValue('--variants'), blockSparseTables);
 if (process.argv.includes('--block-sparse-only')) process.exit(0);
 
 // ---- bandwidth ----
