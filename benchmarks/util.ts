@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { BlockSparseMatrix, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import type { BsrProduct } from '@sparsegrad/cuda';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -54,8 +55,6 @@ export function writeDocSection(name: string, lines: readonly string[]): void {
   writeFileSync(path, i < 0 ? `${doc.trimEnd()}\n\n${section}\n` : doc.slice(0, i) + section + doc.slice(doc.indexOf(end) + end.length));
   console.log('\nwrote docs/benchmarks.md');
 }
-
-export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
 
 /**
  * The rows of a block-sparse benchmark table (the GPU backends' benchmarks share it): for X

@@ -8,7 +8,7 @@
  * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
-import type { Backend, BackendBuffer, BlockLayout, MatmulPrecision, MatrixView } from '@sparsegrad/core';
+import { layoutDensity, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type MatrixView } from '@sparsegrad/core';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
 
@@ -43,12 +43,6 @@ const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, numb
 /** The dense temporary is bounded: beyond it the kernels run whatever the density. */
 const MAX_DENSE_BYTES = 1 << 30;
 
-/** The layout's fraction of blocks present. */
-export function blockDensity(layout: BlockLayout): number {
-  const bs = layout.blockSize;
-  return layout.nnzBlocks / ((layout.rows / bs) * (layout.cols / bs));
-}
-
 /**
  * Whether `product` takes the dense route. SPARSEGRAD_CUDA_DENSE_ROUTE=0 / =1 forces the kernels /
  * the dense route (tests and kernel benchmarks).
@@ -58,7 +52,7 @@ export function takesDenseRoute(layout: BlockLayout, product: BsrProduct, precis
   if (forced === '0' || forced === '1') return forced === '1';
   if (layout.rows * layout.cols * 4 > MAX_DENSE_BYTES) return false;
   const from = DENSE_FROM[precision][layout.blockSize]?.[product];
-  return from !== undefined && blockDensity(layout) >= from;
+  return from !== undefined && layoutDensity(layout) >= from;
 }
 
 /** What the dense route needs from the backend. */

@@ -18,4 +18,4 @@ registerBackend({
   },
 });
 export type { CudaBackend } from './backend.ts';
-export { takesDenseRoute } from './dense-route.ts';
+export { takesDenseRoute, type BsrProduct } from './dense-route.ts';

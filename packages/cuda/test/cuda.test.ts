@@ -6,11 +6,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, backends, buildLayout, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import { BlockSparseMatrix, backends, buildLayout, layoutDensity, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
-import { blockDensity, takesDenseRoute } from '../src/dense-route.ts';
+import { takesDenseRoute } from '../src/dense-route.ts';
 import { Args } from '../src/args.ts';
 import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
@@ -95,7 +95,7 @@ test('dense route: taken from the measured density up, per precision and product
   try {
     delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
     const half = layout(1024, 512, 32, 256); // 32 x 16 blocks, 256 of them
-    assert.is(blockDensity(half), 0.5);
+    assert.is(layoutDensity(half), 0.5);
     // 32x32 at 0.5: the TF32 SDDMM goes dense; the TF32 forward and dX and every fp32 product stay.
     assert.ok(takesDenseRoute(half, 'sddmm', 'high'));
     assert.not.ok(takesDenseRoute(half, 'forward', 'high') || takesDenseRoute(half, 'gradInput', 'high'));

@@ -97,6 +97,12 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
   return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
 }
 
+/** The fraction of the layout's blocks that are stored. */
+export function layoutDensity(layout: BlockLayout): number {
+  const { rows, cols, blockSize: bs } = layout;
+  return layout.nnzBlocks / ((rows / bs) * (cols / bs));
+}
+
 /** Limits of a 2-D SDDMM tile (see buildTileItems): block rows, block columns and blocks per item. */
 export interface TileLimits {
   rows: number;

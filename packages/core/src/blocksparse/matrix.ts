@@ -9,7 +9,7 @@ import { mul } from '../ops/elementwise.ts';
 import { contiguous, permute, reshape, transpose } from '../ops/movement.ts';
 import { sum } from '../ops/reduce.ts';
 import { Tensor, tidy, keep } from '../tensor.ts';
-import { buildLayout, checkBlockGeometry } from './layout.ts';
+import { buildLayout, checkBlockGeometry, layoutDensity } from './layout.ts';
 
 export interface BlockCountOptions {
   /** Fraction of blocks kept, in (0, 1]. */
@@ -50,8 +50,7 @@ export class BlockSparseMatrix {
   }
   /** Fraction of blocks stored. */
   get density(): number {
-    const { rows, cols, blockSize: bs } = this.layout;
-    return this.layout.nnzBlocks / ((rows / bs) * (cols / bs));
+    return layoutDensity(this.layout);
   }
   /** Block coordinates [blockRow, blockCol] in storage order. */
   get blockCoords(): [number, number][] {
