@@ -107,12 +107,14 @@ export async function blockSparseRows(o: {
 
 /**
  * Runs `run` once per value of a `--variants ENV=a,b,...` spec with ENV set to that value (the
- * label names it), or once with no label where there is no spec; ENV is unset afterwards.
+ * label names it), or once with no label where there is no spec; ENV is unset afterwards. Values
+ * that hold commas themselves are separated by '|' instead (ENV=x=1,2|x=3,4).
  */
 export async function forEachVariant(spec: string | undefined, run: (label: string) => Promise<void>): Promise<void> {
-  const [name, list] = spec?.split('=') ?? [];
-  if (!name) return run('');
-  for (const v of list.split(',')) {
+  const at = spec?.indexOf('=') ?? -1;
+  if (!spec || at <= 0) return run('');
+  const [name, list] = [spec.slice(0, at), spec.slice(at + 1)];
+  for (const v of list.split(list.includes('|') ? '|' : ',')) {
     process.env[name] = v;
     await run(` (${name}=${v})`);
   }
