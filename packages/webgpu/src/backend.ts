@@ -9,7 +9,7 @@ import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, col
 import { GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -315,11 +315,8 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const { shape, vec } = bsrTiles(bs);
-      // EXPERIMENT (not yet timed on a GPU): SPARSEGRAD_WEBGPU_DX_TRANSPOSED=1 transposes the blocks
-      // first (one tiled copy), so dX reads them k-contiguous as the forward does.
-      const transposed = env('SPARSEGRAD_WEBGPU_DX_TRANSPOSED') === '1';
-      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}|${transposed}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: transposed ? 'k' : 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
+      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
@@ -327,19 +324,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
 @group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
         setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
-  let L = bs; let aRS = rows; let aKS = 1u; ${transposed ? 'let bKS = 1u; let bNS = bs;' : 'let bKS = bs; let bNS = 1u;'}`,
+  let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
         segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
         segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(rowIdx[blk]) * bs; bBase = blk * bs * bs; }`,
         store: (r, c, v) => `Y[(m0 + ${r}) * cols + bc * bs + ${c}] = ${v};`,
       })}`);
-      const size = layout.nnzBlocks * bs * bs;
-      const w = transposed ? ctx.alloc(Math.max(size, 1), 'float32') : G(blocks);
-      if (transposed && size > 0) {
-        backend.copy({ buffer: blocks, offset: 0, shape: [layout.nnzBlocks, bs, bs], strides: [bs * bs, 1, bs] }, { buffer: w, offset: 0, shape: [layout.nnzBlocks, bs, bs], strides: [bs * bs, bs, 1] });
-      }
       tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), w, idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
-      if (transposed) ctx.free(w); // reuse is ordered after these dispatches on the queue
+        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
     },
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
