@@ -2,10 +2,13 @@ import type { Backend } from '@sparsegrad/core';
 import { createWebGPUBackend } from './backend.ts';
 import { GpuContext } from './context.ts';
 
-/** Requests an adapter and a device with the adapter's largest buffer limits; throws with a reason when there is none. */
-export async function createFromGPU(gpu: GPU): Promise<Backend> {
+/**
+ * Requests an adapter and a device with the adapter's largest buffer limits; throws with a reason
+ * when there is none (`noAdapterHint` adds what the caller's platform can do about it).
+ */
+export async function createFromGPU(gpu: GPU, noAdapterHint = ''): Promise<Backend> {
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw new Error('no WebGPU adapter found (on a machine without a GPU, run npm run setup:vulkan-sw for a software one)');
+  if (!adapter) throw new Error(`no WebGPU adapter found${noAdapterHint}`);
   const limits = adapter.limits;
   // Timestamps let benchmarks time kernels on the device; subgroups speed up reductions.
   const requiredFeatures = (['timestamp-query', 'subgroups'] as GPUFeatureName[]).filter((f) => adapter.features.has(f));

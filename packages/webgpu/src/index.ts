@@ -27,7 +27,7 @@ registerBackend({
     } catch (e) {
       throw new Error(`Dawn (npm package webgpu) could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }
-    return createFromGPU(gpu);
+    return createFromGPU(gpu, ' (on a machine without a GPU, run npm run setup:vulkan-sw for a software one)');
   },
 });
 export type { WebGPUBackend } from './backend.ts';
