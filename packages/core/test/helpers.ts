@@ -139,6 +139,17 @@ export async function assertRejects(fn: () => Promise<unknown>, pattern: RegExp)
   assert.unreachable(`expected a rejection matching ${pattern}`);
 }
 
+/** ||got - ref|| / ||ref|| over all elements: the error measure of the reduced-precision products. */
+export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let j = 0; j < ref.length; j++) {
+    num += (got[j] - ref[j]) ** 2;
+    den += ref[j] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
 /**
  * float64 references of the block-sparse trio from a layout's block list: Y = X W^T [m, rows],
  * dX = dY W [m, cols] and dW = dY^T X on the stored blocks (block b at b * bs * bs).

@@ -13,7 +13,7 @@ import { quadrants } from '../src/blocksparse.ts';
 import { takesDenseRoute } from '../src/dense-route.ts';
 import { Args } from '../src/args.ts';
 import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
-import { assertRejects, assertThrows, blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
+import { assertRejects, assertThrows, blockSparseRefs, randomArray, relativeError } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   const a = new Args().ptr(2 ** 40 + 5).i32(-3).ptr(7).f32(1.5).u32(2 ** 32 - 1);
@@ -143,34 +143,29 @@ if (status?.available) {
 
 if (gpu) {
   const be = gpu;
-  /** ||got - ref|| / ||ref|| against a float64 product. */
-  async function relativeError(m: number, k: number, n: number, precision: 'highest' | 'high' | 'medium'): Promise<number> {
+  /** ||got - ref|| / ||ref|| of a dense product against float64. */
+  async function matmulError(m: number, k: number, n: number, precision: 'highest' | 'high' | 'medium'): Promise<number> {
     const a = randomArray(m * k, 11);
     const b = randomArray(k * n, 12);
     setFloat32MatmulPrecision(precision);
     try {
       const c = matmul(tensor(Float32Array.from(a), [m, k], { backend: be }), tensor(Float32Array.from(b), [k, n], { backend: be }));
-      const got = await c.toArray();
-      let num = 0;
-      let den = 0;
+      const ref = new Float64Array(m * n);
       for (let i = 0; i < m; i++) {
         for (let j = 0; j < n; j++) {
-          let ref = 0;
-          for (let q = 0; q < k; q++) ref += Math.fround(a[i * k + q]) * Math.fround(b[q * n + j]);
-          num += (got[i * n + j] - ref) ** 2;
-          den += ref ** 2;
+          for (let q = 0; q < k; q++) ref[i * n + j] += Math.fround(a[i * k + q]) * Math.fround(b[q * n + j]);
         }
       }
-      return Math.sqrt(num / den);
+      return relativeError(await c.toArray(), ref);
     } finally {
       setFloat32MatmulPrecision('highest');
     }
   }
 
   test('matmul precision: fp32, TF32 and BF16 tensor cores land where their formats put them', async () => {
-    const highest = await relativeError(130, 257, 96, 'highest');
-    const high = await relativeError(130, 257, 96, 'high');
-    const medium = await relativeError(130, 257, 96, 'medium');
+    const highest = await matmulError(130, 257, 96, 'highest');
+    const high = await matmulError(130, 257, 96, 'high');
+    const medium = await matmulError(130, 257, 96, 'medium');
     assert.ok(highest < 1e-5, `fp32 error ${highest}`);
     assert.ok(high < 2e-3, `TF32 error ${high}`);
     assert.ok(medium < 2e-2, `BF16 error ${medium}`);
@@ -216,14 +211,7 @@ if (gpu) {
         be.bsrSddmm(dyb, xb, L, m, outs[2], precision);
         const refs = [y, dx, dw];
         for (let i = 0; i < 3; i++) {
-          const got = await be.read(outs[i], refs[i].length);
-          let num = 0;
-          let den = 0;
-          for (let j = 0; j < got.length; j++) {
-            num += (got[j] - refs[i][j]) ** 2;
-            den += refs[i][j] ** 2;
-          }
-          const err = Math.sqrt(num / den);
+          const err = relativeError(await be.read(outs[i], refs[i].length), refs[i]);
           assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}' ${JSON.stringify(v)}: relative error ${err} (seed ${seed})`);
           be.free(outs[i]);
         }
@@ -257,14 +245,8 @@ if (gpu) {
         const out = be.alloc(m * n, 'float32');
         if (i === 0) be.bsrMatmul(xb, blocks, L, m, out, precision);
         else be.bsrMatmulGradInput(xb, blocks, L, m, out, precision);
-        const got = await be.read(out, m * n);
-        let num = 0;
-        let den = 0;
-        for (let j = 0; j < got.length; j++) {
-          num += (got[j] - ref[j]) ** 2;
-          den += ref[j] ** 2;
-        }
-        assert.ok(Math.sqrt(num / den) < (precision === 'highest' ? 1e-5 : 2e-3), `${i ? 'dX' : 'forward'} '${precision}': relative error ${Math.sqrt(num / den)} (seed ${seed})`);
+        const err = relativeError(await be.read(out, m * n), ref);
+        assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `${i ? 'dX' : 'forward'} '${precision}': relative error ${err} (seed ${seed})`);
         be.free(out);
       }
     }
@@ -297,14 +279,7 @@ if (gpu) {
           // 'high' runs the tensor-core kernel either way: a check that the switch leaves it alone.
           const out = be.alloc(dw.length, 'float32');
           be.bsrSddmm(dyb, xb, L, m, out, precision);
-          const got = await be.read(out, dw.length);
-          let num = 0;
-          let den = 0;
-          for (let j = 0; j < got.length; j++) {
-            num += (got[j] - dw[j]) ** 2;
-            den += dw[j] ** 2;
-          }
-          const err = Math.sqrt(num / den);
+          const err = relativeError(await be.read(out, dw.length), dw);
           assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, '${precision}': relative error ${err} (seed ${seed})`);
           be.free(out);
         }
