@@ -1,7 +1,8 @@
+/** Checkpoint files in Node (the only Node-specific part of @sparsegrad/nn: see portable.ts). */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { opError } from '@sparsegrad/core';
 import type { LoadResult, Module } from '../module.ts';
-import { decodeSafetensors, encodeSafetensors } from './safetensors.ts';
+import { loadFromBytes, saveToBytes } from './state.ts';
 
 /**
  * Writes bytes to a temporary file beside `path`, flushes it to disk, then renames it over
@@ -29,8 +30,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array | string): void 
 /** Saves the model's stateDict as safetensors (atomically). Metadata strings are stored in the header. */
 export async function save(model: Module, path: string, metadata: Record<string, string> = {}): Promise<void> {
   if (typeof path !== 'string' || !path) throw opError('save', `expected a file path, got ${String(path)}`);
-  const bytes = await encodeSafetensors(model.stateDict(), { format: 'pt', ...metadata });
-  writeFileAtomic(path, bytes);
+  writeFileAtomic(path, await saveToBytes(model, metadata));
 }
 
 /** Loads a safetensors file into the model (strict by default); returns the file's metadata too. */
@@ -41,12 +41,5 @@ export async function load(model: Module, path: string, opts: { strict?: boolean
   } catch (e) {
     throw opError('load', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const backend = model.parameters()[0]?.backend;
-  const { tensors, metadata } = decodeSafetensors(bytes, path, { backend });
-  try {
-    const result = await model.loadStateDict(tensors, opts);
-    return { ...result, metadata };
-  } finally {
-    for (const t of Object.values(tensors)) t.dispose();
-  }
+  return loadFromBytes(model, bytes, { ...opts, source: path });
 }
