@@ -4,22 +4,28 @@
  * esbuild, then run in a fresh V8 context that holds only what a page has (no `process`,
  * `require`, `Buffer` or Dawn). The WebGPU entry must register the backend on the `GPU` object it
  * is given and report that object's missing adapter; the CPU backend must train a block-sparse
- * layer there and carry its state through safetensors bytes into another layer.
+ * layer there and carry its state through safetensors bytes into another layer. Where Dawn finds
+ * an adapter (a GPU, or Mesa's software driver in CI), the page gets Dawn's `GPU` object as it
+ * would get `navigator.gpu`, and the bundled WebGPU backend must compute a block-sparse product.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { build } from 'esbuild';
 import vm from 'node:vm';
 import { join } from 'node:path';
+import { buildLayout, backends } from '@sparsegrad/core';
+import '@sparsegrad/webgpu';
+import { blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
 
 const root = join(import.meta.dirname, '..', '..', '..');
 
-test('the browser entry bundles without Node or Dawn and runs in a page-like context', async () => {
+/** The page's bundle: the browser entries of webgpu and nn, and core, as an IIFE named sparsegrad. */
+async function bundle() {
   const result = await build({
     stdin: {
       contents: [
         "export { registerWebGPU } from '@sparsegrad/webgpu/browser';",
-        "export { backends, setBackend, tensor, manualSeed } from '@sparsegrad/core';",
+        "export { backends, setBackend, tensor, manualSeed, BlockSparseMatrix, bsrMatmul } from '@sparsegrad/core';",
         "export { BlockSparseLinear, SGD, saveToBytes, loadFromBytes } from '@sparsegrad/nn';",
       ].join('\n'),
       resolveDir: root,
@@ -33,13 +39,21 @@ test('the browser entry bundles without Node or Dawn and runs in a page-like con
     metafile: true,
     logLevel: 'silent',
   });
-  const inputs = Object.keys(result.metafile.inputs);
+  return { code: result.outputFiles[0].text, inputs: Object.keys(result.metafile.inputs) };
+}
+
+/** A fresh V8 context holding what a page has (and `extra`, e.g. the WebGPU constants), with the bundle run in it. */
+function page(code: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const context = vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask, structuredClone, URL, ...extra });
+  vm.runInContext(code, context);
+  return context.sparsegrad as Record<string, unknown>;
+}
+
+test('the browser entries bundle without Node or Dawn and run in a page-like context', async () => {
+  const { code, inputs } = await bundle();
   assert.ok(inputs.some((f) => f.endsWith('packages/webgpu/src/browser.ts')), 'the bundle holds the browser entry');
   assert.not.ok(inputs.some((f) => f.includes('node_modules/webgpu/') || f.endsWith('packages/webgpu/src/index.ts')), `no Dawn in the bundle: ${inputs.join(', ')}`);
   assert.not.ok(inputs.some((f) => f.endsWith('serialize/checkpoint.ts')), 'no checkpoint files (node:fs) in the bundle');
-
-  const page = vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, queueMicrotask, structuredClone, URL });
-  vm.runInContext(result.outputFiles[0].text, page);
   // The page's module, typed as far as the test uses it (the bundle's own types live in its realm).
   interface PageTensor {
     add(t: PageTensor): PageTensor;
@@ -53,7 +67,7 @@ test('the browser entry bundles without Node or Dawn and runs in a page-like con
     forward(x: PageTensor): PageTensor;
     parameters(): unknown[];
   }
-  const sg = page.sparsegrad as {
+  const sg = page(code) as unknown as {
     registerWebGPU(gpu: unknown): void;
     backends(): Promise<{ name: string; available: boolean; reason?: string }[]>;
     setBackend(name: string): Promise<void>;
@@ -94,5 +108,39 @@ test('the browser entry bundles without Node or Dawn and runs in a page-like con
   await sg.loadFromBytes(copy, await sg.saveToBytes(layer));
   assert.equal([...(await copy.forward(x).toArray())], [...(await layer.forward(x).toArray())]);
 });
+
+// Node's own WebGPU backend tells whether Dawn has an adapter here; the page test needs one.
+const dawnStatus = (await backends()).find((b) => b.name === 'webgpu');
+if (dawnStatus?.available) {
+  test('the bundled WebGPU backend computes a block-sparse product in the page on the GPU object it is handed', async () => {
+    const { code } = await bundle();
+    const dawn = await import('webgpu');
+    // What a browser page has: navigator.gpu's object and the WebGPU constants.
+    const globals = dawn.globals as Record<string, unknown>;
+    const sg = page(code, { GPUBufferUsage: globals.GPUBufferUsage, GPUMapMode: globals.GPUMapMode, GPUShaderStage: globals.GPUShaderStage }) as unknown as {
+      registerWebGPU(gpu: unknown): void;
+      setBackend(name: string): Promise<{ device: { name: string } }>;
+      tensor(values: number[], shape: number[]): unknown;
+      BlockSparseMatrix: { fromCoords(shape: number[], blockSize: number, coords: number[][], data: unknown): { layout: unknown; data: unknown } };
+      bsrMatmul(x: unknown, blocks: unknown, layout: unknown): { toArray(): Promise<Float32Array> };
+    };
+    sg.registerWebGPU(dawn.create([]));
+    const backend = await sg.setBackend('webgpu');
+    assert.is(backend.device.name, 'webgpu');
+    // Everything the page computes with is made in the page (plain arrays in, as a page would).
+    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const coords: [number, number][] = [[0, 1], [1, 0], [1, 2], [2, 2]]; // storage order already
+    const [m, w, x] = [37, randomArray(4 * 1024, seed), randomArray(37 * 96, seed + 1)];
+    const W = sg.BlockSparseMatrix.fromCoords([96, 96], 32, coords, sg.tensor(Array.from(w), [4, 32, 32]));
+    const got = await sg.bsrMatmul(sg.tensor(Array.from(x), [m, 96]), W.data, W.layout).toArray();
+    const { layout } = buildLayout(96, 96, 32, coords);
+    const { y } = blockSparseRefs(layout, Float32Array.from(w), Float32Array.from(x), new Float64Array(m * 96), m);
+    let worst = 0;
+    for (let i = 0; i < y.length; i++) worst = Math.max(worst, Math.abs(got[i] - y[i]) / (1 + Math.abs(y[i])));
+    assert.ok(worst < 1e-4, `WebGPU in the page: error ${worst} (seed ${seed})`);
+  });
+} else {
+  console.log(`  skipping the WebGPU-in-a-page test: ${dawnStatus?.reason}`);
+}
 
 test.run();
