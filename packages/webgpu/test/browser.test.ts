@@ -109,6 +109,23 @@ test('the browser entries bundle without Node or Dawn and run in a page-like con
   assert.equal([...(await copy.forward(x).toArray())], [...(await layer.forward(x).toArray())]);
 });
 
+test('examples/browser/main.ts bundles for the browser and trains its model in a page without WebGPU', async () => {
+  // An app with top-level await: bundled as a module, run as the body of an async function.
+  const result = await build({ entryPoints: [join(root, 'examples/browser/main.ts')], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
+  const log = { textContent: '' };
+  const link = { href: '', textContent: '' };
+  const document = { querySelector: (selector: string) => (selector === '#log' ? log : selector === '#download' ? link : null) };
+  const context = vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, setInterval, clearInterval,
+    queueMicrotask, structuredClone, URL, Blob, document, navigator: {} });
+  await vm.runInContext(`(async () => {\n${result.outputFiles[0].text}\n})()`, context);
+  const losses = [...log.textContent.matchAll(/step (\d+): loss ([\d.]+)/g)].map((m) => Number(m[2]));
+  assert.match(log.textContent, /backend: host CPU/);
+  assert.is(losses.length, 4, log.textContent);
+  assert.ok(losses[3] < losses[0], `the example's loss fell: ${losses.join(', ')}`);
+  assert.match(link.textContent, /model\.safetensors \([\d,]+ bytes\)/);
+  assert.match(link.href, /^blob:/);
+});
+
 // Node's own WebGPU backend tells whether Dawn has an adapter here; the page test needs one.
 const dawnStatus = (await backends()).find((b) => b.name === 'webgpu');
 if (dawnStatus?.available) {

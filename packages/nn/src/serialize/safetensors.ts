@@ -17,7 +17,7 @@ interface HeaderEntry {
 }
 
 /** Serialises named tensors (read back from their backend) with optional string metadata. */
-export async function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Promise<Uint8Array> {
+export async function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Promise<Uint8Array<ArrayBuffer>> {
   const names = Object.keys(tensors).sort();
   const header: Record<string, HeaderEntry | Record<string, string>> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;

@@ -6,7 +6,7 @@ import type { LoadResult, Module } from '../module.ts';
 import { decodeSafetensors, encodeSafetensors } from './safetensors.ts';
 
 /** The model's stateDict as safetensors bytes; metadata strings are stored in the header. */
-export function saveToBytes(model: Module, metadata: Record<string, string> = {}): Promise<Uint8Array> {
+export function saveToBytes(model: Module, metadata: Record<string, string> = {}): Promise<Uint8Array<ArrayBuffer>> {
   return encodeSafetensors(model.stateDict(), { format: 'pt', ...metadata });
 }
 
