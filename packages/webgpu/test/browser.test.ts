@@ -42,9 +42,14 @@ async function bundle() {
   return { code: result.outputFiles[0].text, inputs: Object.keys(result.metafile.inputs) };
 }
 
-/** A fresh V8 context holding what a page has (and `extra`, e.g. the WebGPU constants), with the bundle run in it. */
+/** A fresh V8 context holding what a page has (and `extra`, e.g. the WebGPU constants or a document). */
+function pageContext(extra: Record<string, unknown> = {}): vm.Context {
+  return vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask, structuredClone, URL, Blob, ...extra });
+}
+
+/** The bundle run in a fresh page context: its exports. */
 function page(code: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const context = vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask, structuredClone, URL, ...extra });
+  const context = pageContext(extra);
   vm.runInContext(code, context);
   return context.sparsegrad as Record<string, unknown>;
 }
@@ -115,9 +120,7 @@ test('examples/browser/main.ts bundles for the browser and trains its model in a
   const log = { textContent: '' };
   const link = { href: '', textContent: '' };
   const document = { querySelector: (selector: string) => (selector === '#log' ? log : selector === '#download' ? link : null) };
-  const context = vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, setInterval, clearInterval,
-    queueMicrotask, structuredClone, URL, Blob, document, navigator: {} });
-  await vm.runInContext(`(async () => {\n${result.outputFiles[0].text}\n})()`, context);
+  await vm.runInContext(`(async () => {\n${result.outputFiles[0].text}\n})()`, pageContext({ document, navigator: {} }));
   const losses = [...log.textContent.matchAll(/step (\d+): loss ([\d.]+)/g)].map((m) => Number(m[2]));
   assert.match(log.textContent, /backend: host CPU/);
   assert.is(losses.length, 4, log.textContent);
