@@ -16,7 +16,7 @@
 import { parseArgs } from 'node:util';
 import { getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision } from '@sparsegrad/core';
 import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection, mat } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -53,7 +53,6 @@ function randomBuffer(size: number, key: number): BackendBuffer {
   be.random(b, size, { kind: 'normal', key, a: 0, b: 1 });
   return b;
 }
-const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
 const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 const precisions = values.precisions!.split(',') as MatmulPrecision[];
 

@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { BlockSparseMatrix, manualSeed, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, manualSeed, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type MatrixView, type Tensor } from '@sparsegrad/core';
 import type { BsrProduct } from '@sparsegrad/cuda';
 
 export function median(xs: number[]): number {
@@ -56,6 +56,9 @@ export function writeDocSection(name: string, lines: readonly string[]): void {
   console.log('\nwrote docs/benchmarks.md');
 }
 
+/** A backend matrix view of a whole buffer (no batch) with the given strides. */
+export const mat = (buffer: BackendBuffer, rowStride: number, colStride: number): MatrixView => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
+
 /**
  * The rows of a block-sparse benchmark table (the GPU backends' benchmarks share it): for X
  * [M, cols] by W [rows, cols] in both shapes of the issues, the backend's dense forward, dX and dW
@@ -75,7 +78,6 @@ export async function blockSparseRows(o: {
   mark?: (layout: BlockLayout, product: BsrProduct) => string;
 }): Promise<void> {
   const { be, M, bs, precision: p, digits } = o;
-  const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
   const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
   o.say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
   o.say('| --- | --- | --- | --- | --- | --- |');

@@ -17,7 +17,7 @@
  */
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type Tensor } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection, mat } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -67,7 +67,6 @@ function randomBuffer(size: number, key: number): BackendBuffer {
   return b;
 }
 const buf = (t: Tensor) => t.storageFor('benchmark').buffer;
-const mat = (buffer: BackendBuffer, rowStride: number, colStride: number) => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
 const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 
 const date = new Date().toISOString().slice(0, 10);
