@@ -72,12 +72,15 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     if (force === '1') return true;
     return precision === 'high' && (forward || (layout.nnzBlocks * 1024) / (layout.rows * layout.cols) >= 0.2);
   };
-  /** The union table of a layout for the forward (groups of block rows) or dX (groups of block columns). */
-  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group): UnionTable {
-    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}`, () => {
-      const host = buildUnionTable(layout, forward, group);
-      const t = { ptr: h.upload(host.ptr), idx: h.upload(host.idx), blk: h.upload(host.blk), groups: host.ptr.length - 1 };
-      return { value: t, buffers: [t.ptr, t.idx, t.blk] };
+  /**
+   * The union table of a layout for the forward (groups of block rows) or dX (groups of block
+   * columns); `clustered` groups members that share activation blocks (buildUnionTable).
+   */
+  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group, clustered = false): UnionTable {
+    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}:${clustered}`, () => {
+      const host = buildUnionTable(layout, forward, group, clustered);
+      const t = { ptr: h.upload(host.ptr), idx: h.upload(host.idx), blk: h.upload(host.blk), members: h.upload(host.members), groups: host.ptr.length - 1 };
+      return { value: t, buffers: [t.ptr, t.idx, t.blk, t.members] };
     });
   }
   // BF16 union tiles on bf16 copies of the operands (blocksparse_bf16.cu), for 'medium' 32x32
@@ -130,7 +133,10 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     k: UnionKernel): void {
     const forward = kind === 'forward';
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
-    const t = unionTable(layout, forward, k.group);
+    // EXPERIMENT (SPARSEGRAD_CUDA_UNION_CLUSTER=1, not yet run on a GPU): the TMA tensor-core
+    // kernels on groups of block rows (columns) that share activation blocks, not consecutive ones.
+    const clustered = !!k.tma && k.group > 1 && process.env.SPARSEGRAD_CUDA_UNION_CLUSTER === '1';
+    const t = unionTable(layout, forward, k.group, clustered);
     const temps: [number, number][] = [];
     const temp = (bytes: number) => {
       const b = h.allocator.alloc(bytes);
@@ -162,7 +168,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         }
       };
       h.launch(op, k.name, grid, k.threads ?? 384, h.args.reset().raw(map(a, actCols, m, k.tokens), 64).raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
-        .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(outCols), k.smem);
+        .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(clustered ? t.members.ptr : 0).ptr(h.ptr(out)).u32(m).u32(outCols), k.smem);
     } else {
       h.launch(op, k.name, grid, 256,
         h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
@@ -420,5 +426,7 @@ interface UnionTable {
   ptr: CudaBuffer;
   idx: CudaBuffer;
   blk: CudaBuffer;
+  /** Each group slot's block row (column), -1 where none. */
+  members: CudaBuffer;
   groups: number;
 }

@@ -9,7 +9,7 @@ import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, col
 import { GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -615,7 +615,10 @@ ${rowMain(sg)}
     const group = width / bs;
     // The table is built (and uploaded) only where union tiles may run: 16x16 blocks, or forced.
     let cached: ReturnType<typeof unionTable> | undefined;
-    const tableFor = () => (cached ??= unionTable(layout, forward, group));
+    // EXPERIMENT (SPARSEGRAD_WEBGPU_UNION_CLUSTER=1, not yet timed on a GPU): groups of block rows
+    // (columns) that share activation blocks instead of consecutive ones (buildUnionTable).
+    const clustered = env('SPARSEGRAD_WEBGPU_UNION_CLUSTER') === '1';
+    const tableFor = () => (cached ??= unionTable(layout, forward, group, clustered));
     if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group))) return false;
     const table = tableFor();
     // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
@@ -626,8 +629,10 @@ ${rowMain(sg)}
 @group(0) @binding(3) var<storage, read> Ptr: array<i32>;
 @group(0) @binding(4) var<storage, read> Idx: array<i32>;
 @group(0) @binding(5) var<storage, read> Blk: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
-      // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups.
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
+      // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
+      // group's slot g stores to block row (column) Mem[grp * group + g].
       setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
   let N = min(${width}u, outs - grp * ${width}u); let L = ${bs}u; let aRS = feats; let aKS = 1u; let bKS = ${forward ? 1 : bs}u; let bNS = 0u;`,
       segBegin: 'u32(Ptr[grp])', segEnd: 'u32(Ptr[grp + 1u])',
@@ -635,21 +640,23 @@ ${rowMain(sg)}
       bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
       bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
       bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
-      store: (r, c, v) => `Y[(m0 + ${r}) * outs + grp * ${width}u + ${c}] = ${v};`,
+      store: (r, c, v) => `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};`,
     })}`);
     const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
     tokenTiles(m, tileRows(shape), (first, count) =>
-      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out)], [m, outs, feats, first].map(u), [table.groups, count, 1]));
+      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members], [m, outs, feats, first].map(u), [table.groups, count, 1]));
     return true;
   }
 
   /** A layout's union table (see buildUnionTable) on the device; cached per layout. */
-  function unionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; groups: number; entries: number } {
-    return layouts.get(layout, `union:${forward}:${group}`, () => {
-      const t = buildUnionTable(layout, forward, group);
+  function unionTable(layout: BlockLayout, forward: boolean, group: number, clustered: boolean):
+    { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; members: GpuBuffer; groups: number; entries: number } {
+    return layouts.get(layout, `union:${forward}:${group}:${clustered}`, () => {
+      const t = buildUnionTable(layout, forward, group, clustered);
       // An empty table still needs a buffer to bind.
-      const value = { ptr: upload(t.ptr), idx: upload(t.idx.length ? t.idx : new Int32Array(1)), blk: upload(t.blk.length ? t.blk : new Int32Array(1)), groups: t.ptr.length - 1, entries: t.idx.length };
-      return { value, buffers: [value.ptr, value.idx, value.blk] };
+      const nonEmpty = (a: Int32Array) => upload(a.length ? a : new Int32Array(1));
+      const value = { ptr: upload(t.ptr), idx: nonEmpty(t.idx), blk: nonEmpty(t.blk), members: nonEmpty(t.members), groups: t.ptr.length - 1, entries: t.idx.length };
+      return { value, buffers: [value.ptr, value.idx, value.blk, value.members] };
     });
   }
 

@@ -75,6 +75,6 @@ export function fitShape(shape: GemmShape, limit: number): GemmShape {
 }
 
 /** An environment variable in Node; undefined in a browser. */
-function env(name: string): string | undefined {
+export function env(name: string): string | undefined {
   return (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
 }

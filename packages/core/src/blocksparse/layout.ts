@@ -64,25 +64,43 @@ export function blockRowRuns(layout: BlockLayout, per: number): Int32Array {
 
 /**
  * The work table of union tiles (GPU kernels that multiply `group` block rows, or block columns,
- * at once and load each activation block once for all of them): groups of `group` consecutive
- * block rows (forward) or block columns (dX); per group the sorted union of the activation blocks
- * they touch (columns, resp. rows), and for each union entry the block of each member at that
+ * at once and load each activation block once for all of them): groups of `group` block rows
+ * (forward) or block columns (dX), `members` naming the block row (column) of each group's slots
+ * (-1: an empty slot of the last group); per group the sorted union of the activation blocks they
+ * touch (columns, resp. rows), and for each union entry the block of each member at that
  * position (-1: none). CSR over groups.
+ *
+ * Groups are consecutive members, or with `clustered` chosen greedily so that members share
+ * their activation blocks: a group starts from the member with the most blocks left and adds the
+ * member that widens its union least. Union tiles move each union entry's activation tile once
+ * per group, so fewer entries are less traffic: for random 32x32 layouts of 128 block rows by 32
+ * block columns, 14% / 22% / 29% fewer entries at density 0.5 / 0.25 / 0.1 (4-8% for 32 by 128).
  */
-export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number): { ptr: Int32Array; idx: Int32Array; blk: Int32Array } {
+export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number, clustered = false):
+  { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array } {
   const bs = layout.blockSize;
-  const members = (forward ? layout.rows : layout.cols) / bs;
+  const count = (forward ? layout.rows : layout.cols) / bs;
+  // A member's blocks as (activation block, block) pairs.
+  const entriesOf = (r: number): [number, number][] => {
+    const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
+    const out: [number, number][] = [];
+    for (let e = begin; e < end; e++) {
+      const b = forward ? e : layout.cscBlock[e];
+      out.push([forward ? layout.colIdx[b] : layout.rowIdx[b], b]);
+    }
+    return out;
+  };
+  const order = clustered ? clusterMembers(count, group, (r) => entriesOf(r).map(([other]) => other)) : [...Array(count).keys()];
   const ptr = [0];
   const idx: number[] = [];
   const blk: number[] = [];
-  for (let g0 = 0; g0 < members; g0 += group) {
+  const members = new Int32Array(Math.ceil(count / group) * group).fill(-1);
+  for (let g0 = 0; g0 < count; g0 += group) {
     const at = new Map<number, number[]>();
-    for (let g = 0; g < group && g0 + g < members; g++) {
-      const r = g0 + g;
-      const [begin, end] = forward ? [layout.rowPtr[r], layout.rowPtr[r + 1]] : [layout.colPtr[r], layout.colPtr[r + 1]];
-      for (let e = begin; e < end; e++) {
-        const b = forward ? e : layout.cscBlock[e];
-        const other = forward ? layout.colIdx[b] : layout.rowIdx[b];
+    for (let g = 0; g < group && g0 + g < count; g++) {
+      const r = order[g0 + g];
+      members[g0 + g] = r;
+      for (const [other, b] of entriesOf(r)) {
         let slot = at.get(other);
         if (!slot) at.set(other, (slot = new Array<number>(group).fill(-1)));
         slot[g] = b;
@@ -94,7 +112,34 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
     }
     ptr.push(idx.length);
   }
-  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk) };
+  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk), members };
+}
+
+/** Members 0 .. count-1 ordered into groups of `group` (see buildUnionTable): greedy, deterministic. */
+function clusterMembers(count: number, group: number, columnsOf: (member: number) => number[]): number[] {
+  const columns = Array.from({ length: count }, (_, r) => columnsOf(r));
+  const left = new Set(Array.from({ length: count }, (_, r) => r));
+  const order: number[] = [];
+  while (left.size > 0) {
+    let seed = -1;
+    for (const r of left) if (seed < 0 || columns[r].length > columns[seed].length) seed = r;
+    left.delete(seed);
+    order.push(seed);
+    const union = new Set(columns[seed]);
+    for (let g = 1; g < group && left.size > 0; g++) {
+      let best = -1;
+      let bestGrowth = Infinity;
+      for (const r of left) {
+        let growth = 0;
+        for (const c of columns[r]) if (!union.has(c)) growth++;
+        if (growth < bestGrowth) [best, bestGrowth] = [r, growth];
+      }
+      left.delete(best);
+      order.push(best);
+      for (const c of columns[best]) union.add(c);
+    }
+  }
+  return order;
 }
 
 /** The fraction of the layout's blocks that are stored. */

@@ -99,13 +99,15 @@ __device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32
 
 // act: tensor map of the activations [m, actCols] (box TOKENS rows x 32); w: tensor map of the
 // blocks as rows [nnz * 32, 32] (box 32 x 32; dX passes transposed blocks); union table in groups
-// of G; out [m, outCols]. F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead of wgmma.
+// of G, unionRows naming each group slot's output block row or column (-1: none; null: groups of
+// consecutive ones); out [m, outCols]. F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead
+// of wgmma.
 // PENDING: groups of wgmma a consumer leaves in flight before releasing a stage. AREG: the
 // activation fragments go through registers (loaded once per step for every block) instead of
 // being read from shared memory by each instruction.
 template <int G, int S, int PENDING, bool AREG, bool BF, bool F32 = false>
 __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
-                         float* out, uint32_t m, uint32_t outCols) {
+                         const int32_t* unionRows, float* out, uint32_t m, uint32_t outCols) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using T = TmaShape<G, S, BF>;
   static_assert(!AREG || PENDING == 0, "register fragments are reloaded each step");
@@ -219,8 +221,8 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
     const int limit = (int)min((uint32_t)TOKENS, m - m0);
 #pragma unroll
     for (int g = 0; g < G; g++) {
-      const uint32_t ob = group * G + g;
-      if (ob * BS >= outCols) break;
+      const int ob = unionRows ? unionRows[group * G + g] : (int)(group * G + g);
+      if (ob < 0 || ob * BS >= (int)outCols) continue;
 #pragma unroll
       for (int i = 0; i < MT; i++) storeTile(acc[i][g], out, outCols, m0, tok + 64 * i, limit, ob * BS);
     }
@@ -234,8 +236,8 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
 // Both take 4 stages (192 KB in TF32); the fp32 kernel 2 (two CTAs per multiprocessor).
 #define TMA_KERNEL(NAME, G, S, P, AREG, BF, F32)                                                                                \
   extern "C" __global__ void __launch_bounds__(F32 ? F32_THREADS : THREADS, F32 ? 2 : 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
-      const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, float* out, uint32_t m, \
-      uint32_t outCols) { tmaUnion<G, S, P, AREG, BF, F32>(act, w, up, ui, ub, out, m, outCols); }
+      const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, const int32_t* ur, float* out, \
+      uint32_t m, uint32_t outCols) { tmaUnion<G, S, P, AREG, BF, F32>(act, w, up, ui, ub, ur, out, m, outCols); }
 TMA_KERNEL(tf32, TC_GROUP, 4, 1, false, false, false)
 TMA_KERNEL(bf16, TC_GROUP, 4, 0, true, true, false)
 TMA_KERNEL(f32, 1, F32_STAGES, 0, false, false, true)
