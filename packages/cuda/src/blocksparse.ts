@@ -290,8 +290,11 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   const useSddmmTile = (layout: BlockLayout, precision: MatmulPrecision) =>
     h.hopper && layout.blockSize === 32 && precision === 'highest' && process.env.SPARSEGRAD_CUDA_SDDMM_TILE !== '0';
   function tileItems(layout: BlockLayout): { buffer: CudaBuffer; count: number } {
-    return layouts.get(layout, 'sddmm-tiles', () => {
-      const t = buildTileItems(layout, sddmmTile.limits);
+    // EXPERIMENT (SPARSEGRAD_CUDA_SDDMM_FILL=1, not yet run on a GPU): items filled to 32 blocks
+    // where whole columns leave thread slots idle (buildTileItems' `fill`).
+    const fill = process.env.SPARSEGRAD_CUDA_SDDMM_FILL === '1';
+    return layouts.get(layout, `sddmm-tiles:${fill}`, () => {
+      const t = buildTileItems(layout, sddmmTile.limits, fill);
       const buffer = h.upload(t.items.length ? t.items : new Int32Array(1));
       return { value: { buffer, count: t.count }, buffers: [buffer] };
     });

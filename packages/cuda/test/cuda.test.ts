@@ -273,17 +273,20 @@ if (gpu) {
       const { dw } = blockSparseRefs(L, w, x, dy, m);
       const xb = be.upload(x);
       const dyb = be.upload(dy);
-      for (const tile of ['1', '0']) {
+      // 2-D tiles on whole-column items, on filled items (columns split between items), then off.
+      for (const [tile, fill] of [['1', '0'], ['1', '1'], ['0', '0']]) {
         process.env.SPARSEGRAD_CUDA_SDDMM_TILE = tile;
+        process.env.SPARSEGRAD_CUDA_SDDMM_FILL = fill;
         for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
           // 'high' runs the tensor-core kernel either way: a check that the switch leaves it alone.
           const out = be.alloc(dw.length, 'float32');
           be.bsrSddmm(dyb, xb, L, m, out, precision);
           const err = relativeError(await be.read(out, dw.length), dw);
-          assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, '${precision}': relative error ${err} (seed ${seed})`);
+          assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, fill ${fill}, '${precision}': relative error ${err} (seed ${seed})`);
           be.free(out);
         }
       }
+      delete process.env.SPARSEGRAD_CUDA_SDDMM_FILL;
       be.free(xb);
       be.free(dyb);
     }
