@@ -262,12 +262,28 @@ layouts('clustered union groups put block rows that share columns together', () 
   W.data.dispose();
 });
 
-layouts('tile items cover every block once, inside their limits, at its row and column', () => {
+layouts('filled tile items take fewer two-block passes where whole columns leave items half full', () => {
+  // One group of 8 block rows over 4 columns of 5, 5, 5 and 1 blocks, items of at most 8 blocks
+  // (4 two-block slots): whole columns give 5 + 5 + 6 blocks (3 items, 2 passes each: 6 passes),
+  // filled items 8 + 8 (2 items of 2 passes: 4), the third column split between them.
+  const coords: [number, number][] = [];
+  for (const [c, n] of [[0, 5], [1, 5], [2, 5], [3, 1]]) for (let r = 0; r < n; r++) coords.push([r, c]);
+  const { layout } = buildLayout(32 * 8, 32 * 4, 32, coords);
+  const limits = { rows: 8, cols: 4, blocks: 8 };
+  const sizes = (fill: boolean) => {
+    const t = buildTileItems(layout, limits, fill);
+    return Array.from({ length: t.count }, (_, i) => t.items[i * t.stride + 2]);
+  };
+  assert.equal(sizes(false), [5, 5, 6]);
+  assert.equal(sizes(true), [8, 8]);
+});
+
+layouts('tile items cover every block once, inside their limits, at its row and column (whole or split columns)', () => {
   const limits = { rows: 8, cols: 6, blocks: 12 };
-  for (const density of [0.05, 0.5, 1]) {
+  for (const [density, fill] of [0.05, 0.5, 1].flatMap((d) => [[d, false], [d, true]] as const)) {
     const W = BlockSparseMatrix.random([32 * 19, 32 * 23], { density, blockSize: 32, backend: createCpuBackend() });
     const L = W.layout;
-    const { items, count, stride } = buildTileItems(L, limits);
+    const { items, count, stride } = buildTileItems(L, limits, fill);
     assert.is(stride, 4 + 6 + 24);
     const seen = new Uint8Array(L.nnzBlocks);
     for (let i = 0; i < count; i++) {
@@ -283,7 +299,7 @@ layouts('tile items cover every block once, inside their limits, at its row and 
         seen[b]++;
       }
     }
-    assert.ok(seen.every((n) => n === 1), `density ${density}: every block in exactly one item`);
+    assert.ok(seen.every((n) => n === 1), `density ${density}${fill ? ', fill' : ''}: every block in exactly one item`);
     W.data.dispose();
   }
   assertThrows(() => buildTileItems(BlockSparseMatrix.random([64, 64], { density: 1, blockSize: 32, backend: createCpuBackend() }).layout, { rows: 8, cols: 4, blocks: 4 }), /8 block rows per tile exceed its 4 blocks/);

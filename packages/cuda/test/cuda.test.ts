@@ -191,14 +191,14 @@ if (gpu) {
       const blocks = W.data.storageFor('test').buffer;
       // Every kernel variant (the dense route off): the default choice (TMA kernels on compute
       // capability 9.0, TF32 for 'medium' at this size), bf16 operands forced, and the mma.sync
-      // kernels with union tiles forced on and off, the TMA kernels on clustered groups (9 block
-      // rows: the last group has empty slots); then the dense route forced, and the default (at
+      // kernels with union tiles forced on and off, the TMA kernels on consecutive groups (by
+      // default clustered; 9 block rows: the last group has empty slots); then the dense route forced, and the default (at
       // density 0.6 some products take it, by block size and precision).
       const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA', 'SPARSEGRAD_CUDA_DENSE_ROUTE', 'SPARSEGRAD_CUDA_UNION_CLUSTER'] as const;
       const variants: Partial<Record<(typeof keys)[number], string>>[] = [
         { SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_UNION_CLUSTER: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_UNION_CLUSTER: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_UNION_CLUSTER: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_UNION_CLUSTER: '0', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
@@ -276,17 +276,21 @@ if (gpu) {
       const { dw } = blockSparseRefs(L, w, x, dy, m);
       const xb = be.upload(x);
       const dyb = be.upload(dy);
-      for (const tile of ['1', '0']) {
+      // 2-D tiles on whole-column items, on filled items (columns split between items, the
+      // default), then off.
+      for (const [tile, fill] of [['1', '0'], ['1', '1'], ['0', '0']]) {
         process.env.SPARSEGRAD_CUDA_SDDMM_TILE = tile;
+        process.env.SPARSEGRAD_CUDA_SDDMM_FILL = fill;
         for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
           // 'high' runs the tensor-core kernel either way: a check that the switch leaves it alone.
           const out = be.alloc(dw.length, 'float32');
           be.bsrSddmm(dyb, xb, L, m, out, precision);
           const err = relativeError(await be.read(out, dw.length), dw);
-          assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, '${precision}': relative error ${err} (seed ${seed})`);
+          assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, fill ${fill}, '${precision}': relative error ${err} (seed ${seed})`);
           be.free(out);
         }
       }
+      delete process.env.SPARSEGRAD_CUDA_SDDMM_FILL;
       be.free(xb);
       be.free(dyb);
     }

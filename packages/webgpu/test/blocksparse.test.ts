@@ -44,12 +44,12 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
-      // Union tiles by default, off, on, and on over clustered groups (SPARSEGRAD_WEBGPU_UNION_CLUSTER).
-      for (const [union, clustered] of [[undefined, false], ['0', false], ['1', false], ['1', true]] as const) {
+      // Union tiles by default, off, on (over clustered groups), and on over consecutive groups.
+      for (const [union, consecutive] of [[undefined, false], ['0', false], ['1', false], ['1', true]] as const) {
         const saved = process.env.SPARSEGRAD_WEBGPU_UNION;
         if (union === undefined) delete process.env.SPARSEGRAD_WEBGPU_UNION;
         else process.env.SPARSEGRAD_WEBGPU_UNION = union;
-        if (clustered) process.env.SPARSEGRAD_WEBGPU_UNION_CLUSTER = '1';
+        if (consecutive) process.env.SPARSEGRAD_WEBGPU_UNION_CLUSTER = '0';
         // Poisoned outputs: every element must be written.
         const outs = [y, dx, dw].map((r) => be.upload(new Float32Array(r.length).fill(Number.NaN)));
         be.bsrMatmul(xb, blocks, L, m, outs[0], 'highest');
@@ -63,7 +63,7 @@ if (gpu) {
           const got = await be.read(outs[i], refs[i].length);
           let worst = 0;
           for (let j = 0; j < got.length; j++) worst = Math.max(worst, Math.abs(got[j] - refs[i][j]) / (1 + Math.abs(refs[i][j])));
-          assert.ok(worst < 1e-4, `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} union=${union ?? 'default'}${clustered ? ' clustered' : ''}: error ${worst} (seed ${seed})`);
+          assert.ok(worst < 1e-4, `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} union=${union ?? 'default'}${consecutive ? ' consecutive' : ''}: error ${worst} (seed ${seed})`);
           be.free(outs[i]);
         }
       }

@@ -161,16 +161,21 @@ export interface TileLimits {
  * block of its row or column): per group of block rows, the block columns its blocks use, in
  * order, cut into items of at most `cols` columns and `blocks` blocks, with about as many blocks
  * each (a small last item would reload the group's row slabs for a few blocks).
+ * With `fill`, a group may instead be cut into items of exactly `blocks` blocks (a column's
+ * blocks then split between two items, each loading its slab), where that takes fewer passes of
+ * the kernel's thread slots: a kernel whose threads hold two blocks each (of `blocks` / 2 slots)
+ * takes as long for an item of 17 blocks as for one of 32 (the CUDA fp32 kernel: ceil(b / 16)).
  * Each item is a record of `stride` ints: first block row, columns, blocks, 0, the columns' block
  * indexes [cols], the blocks' indexes in the layout [blocks], their positions row * cols + column
  * in the tile [blocks]; blocks in row-major order; unused entries 0.
  */
-export function buildTileItems(layout: BlockLayout, limits: TileLimits): { items: Int32Array; count: number; stride: number } {
+export function buildTileItems(layout: BlockLayout, limits: TileLimits, fill = false): { items: Int32Array; count: number; stride: number } {
   const { rows: perGroup, cols: maxCols, blocks: maxBlocks } = limits;
   if (perGroup > maxBlocks) throw new Error(`buildTileItems: ${perGroup} block rows per tile exceed its ${maxBlocks} blocks (a column must fit an item)`);
   const stride = 4 + maxCols + 2 * maxBlocks;
   const records: Int32Array[] = [];
   const blockRows = layout.rows / layout.blockSize;
+  const passes = (items: Item[]) => items.reduce((n, it) => n + Math.ceil(it.length / (maxBlocks / 2)), 0);
   for (let r0 = 0; r0 < blockRows; r0 += perGroup) {
     // The group's blocks by column: block c holds [(row in group, block index)...].
     const byCol = new Map<number, [number, number][]>();
@@ -182,35 +187,74 @@ export function buildTileItems(layout: BlockLayout, limits: TileLimits): { items
       }
     }
     const columns = [...byCol.keys()].sort((a, b) => a - b);
-    const total = columns.reduce((s, c) => s + byCol.get(c)!.length, 0);
-    if (total === 0) continue;
-    const target = Math.ceil(total / Math.max(Math.ceil(columns.length / maxCols), Math.ceil(total / maxBlocks)));
-    let cur: number[] = [];
-    let count = 0;
-    const flush = () => {
+    if (columns.length === 0) continue;
+    let items = cutByColumns(columns, byCol, maxCols, maxBlocks);
+    if (fill) {
+      const filled = cutFull(columns, byCol, maxCols, maxBlocks);
+      if (passes(filled) < passes(items)) items = filled;
+    }
+    for (const item of items) {
+      const cols = [...new Set(item.map(([c]) => c))];
       const rec = new Int32Array(stride);
       rec[0] = r0;
-      rec[1] = cur.length;
-      rec.set(cur, 4);
-      const blocks = cur.flatMap((c, i) => byCol.get(c)!.map(([row, e]) => [row * maxCols + i, e] as const)).sort((a, b) => a[0] - b[0]);
+      rec[1] = cols.length;
+      rec.set(cols, 4);
+      const blocks = item.map(([c, row, e]) => [row * maxCols + cols.indexOf(c), e] as const).sort((a, b) => a[0] - b[0]);
       rec[2] = blocks.length;
       blocks.forEach(([pos, e], k) => {
         rec[4 + maxCols + k] = e;
         rec[4 + maxCols + maxBlocks + k] = pos;
       });
       records.push(rec);
-      cur = [];
-      count = 0;
-    };
-    for (const c of columns) {
-      const n = byCol.get(c)!.length;
-      if (cur.length > 0 && (cur.length === maxCols || count + n > maxBlocks || count >= target)) flush();
-      cur.push(c);
-      count += n;
     }
-    flush();
   }
   const items = new Int32Array(records.length * stride);
   records.forEach((r, i) => items.set(r, i * stride));
   return { items, count: records.length, stride };
+}
+
+/** An SDDMM tile item: its blocks as (column, row in group, block index), by column. */
+type Item = [number, number, number][];
+
+/** Whole columns per item, about as many blocks each (see buildTileItems). */
+function cutByColumns(columns: number[], byCol: Map<number, [number, number][]>, maxCols: number, maxBlocks: number): Item[] {
+  const total = columns.reduce((s, c) => s + byCol.get(c)!.length, 0);
+  const target = Math.ceil(total / Math.max(Math.ceil(columns.length / maxCols), Math.ceil(total / maxBlocks)));
+  const items: Item[] = [];
+  let cur: Item = [];
+  let ncols = 0;
+  for (const c of columns) {
+    const n = byCol.get(c)!.length;
+    if (ncols > 0 && (ncols === maxCols || cur.length + n > maxBlocks || cur.length >= target)) {
+      items.push(cur);
+      [cur, ncols] = [[], 0];
+    }
+    for (const [row, e] of byCol.get(c)!) cur.push([c, row, e]);
+    ncols++;
+  }
+  items.push(cur);
+  return items;
+}
+
+/** Items of exactly `maxBlocks` blocks (but the last), a column split where an item fills up. */
+function cutFull(columns: number[], byCol: Map<number, [number, number][]>, maxCols: number, maxBlocks: number): Item[] {
+  const items: Item[] = [];
+  let cur: Item = [];
+  let ncols = 0;
+  for (const c of columns) {
+    if (ncols === maxCols) {
+      items.push(cur);
+      [cur, ncols] = [[], 0];
+    }
+    ncols++;
+    for (const [row, e] of byCol.get(c)!) {
+      if (cur.length === maxBlocks) {
+        items.push(cur);
+        [cur, ncols] = [[], 1];
+      }
+      cur.push([c, row, e]);
+    }
+  }
+  if (cur.length > 0) items.push(cur);
+  return items;
 }
