@@ -4,7 +4,7 @@
  * argument packing, but nothing launches. On the GPU host the GPT step with tensor cores is bound
  * by this cost (docs/benchmarks.md), so it can be profiled and cut on any machine:
  *
- *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium]
+ *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium] [--densities 1,0.25]
  *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
  *
  * With --real (GPU host) the real addon runs underneath, each of its calls timed on the host, so
@@ -51,7 +51,9 @@ const noop: Addon = {
   releaseEvents: () => {},
   gemm: () => void queued++,
 };
-const { values } = parseArgs({ options: { precision: { type: 'string', default: 'highest' }, real: { type: 'boolean', default: false }, kernels: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: { precision: { type: 'string', default: 'highest' }, real: { type: 'boolean', default: false }, kernels: { type: 'boolean', default: false }, densities: { type: 'string', default: '1,0.25' } },
+});
 /** Device time per queued item (--kernels): event pairs of the current step, by label. */
 let bracket: { label: string; start: number; end: number }[] | undefined;
 /** Host milliseconds spent in each addon function ('launch <kernel>' for launches) and its calls. */
@@ -114,7 +116,7 @@ async function deviceTimes(gpt: { run(): Promise<unknown> }): Promise<void> {
 }
 
 console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);
-for (const density of [1, 0.25]) {
+for (const density of values.densities.split(',').map(Number)) {
   const gpt = await createGptStep(32, density);
   await warmUp(() => gpt.run());
   const host: number[] = [];

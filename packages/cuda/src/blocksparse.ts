@@ -154,7 +154,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       [a, w] = [actBf, wBf];
     } else if (!forward) {
       const wT = temp(layout.nnzBlocks * 1024 * 4);
-      h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks * 1024), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).u32(layout.nnzBlocks));
+      h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks, 1), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).u32(layout.nnzBlocks));
       w = wT;
     }
     const grid: [number, number, number] = [t.groups, tokenTiles(op, m, k.tokens), 1];
