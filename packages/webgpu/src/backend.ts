@@ -43,7 +43,12 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   const layouts = new LayoutDeviceCache<GpuBuffer>((b) => ctx.free(b));
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
   /** Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and 64x64 blocks, slower for 16x16. */
-  const bsrTiles = (bs: number) => ({ shape: fit(tuned(`bsr${bs}`) ?? bsrShape(bs)), vec: bs !== 16 });
+  const bsrTiles = (bs: number) => {
+    const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
+    // A tuned shape (SPARSEGRAD_WEBGPU_TILES) must keep the tile one block wide.
+    if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
+    return { shape, vec: bs !== 16 };
+  };
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
   const storageBuffers = ctx.device.limits.maxStorageBuffersPerShaderStage;
@@ -334,7 +339,8 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     },
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs));
+      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, nnz / (rows / bs)));
+      if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
       // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
       // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
       // tokens are split further (partial sums, then one reduction) so the GPU has enough work.

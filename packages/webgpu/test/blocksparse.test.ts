@@ -44,26 +44,35 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       const blocks = W.data.storageFor('test').buffer;
-      // Union tiles by default, off, on (over clustered groups), and on over consecutive groups.
-      for (const [union, consecutive] of [[undefined, false], ['0', false], ['1', false], ['1', true]] as const) {
-        const saved = process.env.SPARSEGRAD_WEBGPU_UNION;
-        if (union === undefined) delete process.env.SPARSEGRAD_WEBGPU_UNION;
-        else process.env.SPARSEGRAD_WEBGPU_UNION = union;
-        if (consecutive) process.env.SPARSEGRAD_WEBGPU_UNION_CLUSTER = '0';
+      // Union tiles by default, off, on (over clustered groups), and on over consecutive groups;
+      // then the SDDMM's 128-column tiles forced for 32x32 blocks (rows of at most 4 blocks take
+      // 64-column ones by default).
+      const keys = ['SPARSEGRAD_WEBGPU_UNION', 'SPARSEGRAD_WEBGPU_UNION_CLUSTER', 'SPARSEGRAD_WEBGPU_TILES'] as const;
+      const variants: Partial<Record<(typeof keys)[number], string>>[] = [
+        {},
+        { SPARSEGRAD_WEBGPU_UNION: '0' },
+        { SPARSEGRAD_WEBGPU_UNION: '1' },
+        { SPARSEGRAD_WEBGPU_UNION: '1', SPARSEGRAD_WEBGPU_UNION_CLUSTER: '0' },
+        { SPARSEGRAD_WEBGPU_TILES: 'sddmm32=4,32,8,4,8' },
+      ];
+      for (const v of variants) {
+        const saved = keys.map((k) => process.env[k]);
+        Object.assign(process.env, v);
         // Poisoned outputs: every element must be written.
         const outs = [y, dx, dw].map((r) => be.upload(new Float32Array(r.length).fill(Number.NaN)));
         be.bsrMatmul(xb, blocks, L, m, outs[0], 'highest');
         be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], 'highest');
         be.bsrSddmm(dyb, xb, L, m, outs[2], 'highest');
-        if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_UNION;
-        else process.env.SPARSEGRAD_WEBGPU_UNION = saved;
-        delete process.env.SPARSEGRAD_WEBGPU_UNION_CLUSTER;
+        keys.forEach((k, i) => {
+          if (saved[i] === undefined) delete process.env[k];
+          else process.env[k] = saved[i];
+        });
         const refs = [y, dx, dw];
         for (let i = 0; i < 3; i++) {
           const got = await be.read(outs[i], refs[i].length);
           let worst = 0;
           for (let j = 0; j < got.length; j++) worst = Math.max(worst, Math.abs(got[j] - refs[i][j]) / (1 + Math.abs(refs[i][j])));
-          assert.ok(worst < 1e-4, `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} union=${union ?? 'default'}${consecutive ? ' consecutive' : ''}: error ${worst} (seed ${seed})`);
+          assert.ok(worst < 1e-4, `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} ${JSON.stringify(v)}: error ${worst} (seed ${seed})`);
           be.free(outs[i]);
         }
       }
