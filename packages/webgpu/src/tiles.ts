@@ -11,9 +11,12 @@ export const SDDMM_TARGET_GROUPS = 1024;
 
 /** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall (tuned on an H100). */
 export function bsrShape(bs: number): GemmShape {
-  // 128 threads, 8 x 4 (8 x 8 for 64x64 blocks) outputs each: 128 tokens x one block (256 tokens
-  // for 16x16); half a 32x32 block per k-step.
-  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 8, tm: 8, tn: 4, bk: 16 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
+  // 128 tokens x one block: 8 x 8 outputs per thread for 32x32 and 64x64 blocks (64 and 128
+  // threads), 8 x 4 for 16x16 (256 tokens, 128 threads). For 32x32 the 8 x 8 tile reads one byte
+  // of workgroup memory per multiply-add where 8 x 4 read 1.5: 3-4% faster forward and dX on an
+  // H100 (density 0.5: 2.23 -> 2.16 ms forward, 2.26 -> 2.17 dX) than 128 threads of 8 x 4 with a
+  // k-step of 16; a k-step of 16 with 8 x 8 lost 10%.
+  return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 4, tm: 8, tn: 8, bk: 8 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
 }
 
 /**
