@@ -63,7 +63,9 @@ export const mat = (buffer: BackendBuffer, rowStride: number, colStride: number)
  * The rows of a block-sparse benchmark table (the GPU backends' benchmarks share it): for X
  * [M, cols] by W [rows, cols] in both shapes of the issues, the backend's dense forward, dX and dW
  * of the same operands, then the block-sparse trio at each density with its speedup over them.
- * `time` gives milliseconds per launch of what `record` queues; `mark` may annotate a cell.
+ * `time` gives milliseconds per launch of what `record` queues; `mark` may annotate a cell. Every
+ * timed block-sparse product is also checked (checkBlockSparse): a kernel variant that computes
+ * the wrong thing fast stops the run instead of entering the table.
  */
 export async function blockSparseRows(o: {
   be: Backend;
@@ -92,6 +94,8 @@ export async function blockSparseRows(o: {
       dX: await o.time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
       dW: await o.time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
     };
+    // What the checks compare against: the dense dW just computed, and the first tokens' rows.
+    const refs = { denseDw: await be.read(dw, rows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * rows) };
     o.say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(digits)} (${tflops(2 * M * rows * cols, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(digits)} | ${dense.dW.toFixed(digits)} | |`);
     for (const density of o.densities) {
       // The same layout for a shape, block size and density in every run and every --variants
@@ -101,14 +105,63 @@ export async function blockSparseRows(o: {
       manualSeed(100_000 * bs + 10 * Math.round(density * 1000) + (rows > cols ? 0 : 1));
       const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs, backend: be });
       const blocks = W.data.storageFor('benchmark').buffer;
+      const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
+      const w32 = await W.data.toArray();
       const f = await o.time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
+      check('forward', await be.read(y, CHECK_TOKENS * rows));
       const gi = await o.time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
+      check('gradInput', await be.read(y, CHECK_TOKENS * cols));
       const gw = await o.time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
+      check('sddmm', await be.read(dw, W.layout.nnzBlocks * bs * bs));
       const r = (ms: number, d: number, product: BsrProduct) => `${ms.toFixed(digits)} (${(d / ms).toFixed(2)}x${o.mark?.(W.layout, product) ?? ''})`;
       o.say(`| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
       W.data.dispose();
     }
     for (const b of [x, dy, w, y, dw]) be.free(b);
+  }
+}
+
+/** Tokens whose forward and dX outputs the benchmark checks against a float64 product on the host. */
+const CHECK_TOKENS = 2;
+/** Largest relative error (norm of the difference over the norm of the reference) per precision. */
+const CHECK_TOLERANCE: Record<MatmulPrecision, number> = { highest: 1e-4, high: 1e-2, medium: 3e-2 };
+
+/**
+ * Checks a block-sparse product's output: the forward and dX rows of the first CHECK_TOKENS tokens
+ * against float64 products of the same rows and blocks, dW's blocks against the backend's dense dW
+ * of the same operands. Throws, naming the product, where they differ beyond the precision's
+ * tolerance (or any output is not finite).
+ */
+export function checkBlockSparse(product: BsrProduct, L: BlockLayout, w: ArrayLike<number>, refs: { denseDw: ArrayLike<number>; x: ArrayLike<number>; dy: ArrayLike<number> },
+  got: ArrayLike<number>, precision: MatmulPrecision): void {
+  const { rows, cols, blockSize: bs, nnzBlocks } = L;
+  const ref = new Float64Array(got.length);
+  for (let b = 0; b < nnzBlocks; b++) {
+    const [r0, c0, wb] = [L.rowIdx[b] * bs, L.colIdx[b] * bs, b * bs * bs];
+    if (product === 'sddmm') {
+      for (let i = 0; i < bs; i++) for (let j = 0; j < bs; j++) ref[wb + i * bs + j] = refs.denseDw[(r0 + i) * cols + c0 + j];
+      continue;
+    }
+    for (let t = 0; t < CHECK_TOKENS; t++) {
+      for (let i = 0; i < bs; i++) {
+        for (let j = 0; j < bs; j++) {
+          const v = w[wb + i * bs + j];
+          if (product === 'forward') ref[t * rows + r0 + i] += v * refs.x[t * cols + c0 + j];
+          else ref[t * cols + c0 + j] += v * refs.dy[t * rows + r0 + i];
+        }
+      }
+    }
+  }
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (!Number.isFinite(got[i])) throw new Error(`benchmark check: block-sparse ${product} wrote ${got[i]} at element ${i}`);
+    diff += (got[i] - ref[i]) ** 2;
+    norm += ref[i] ** 2;
+  }
+  const err = Math.sqrt(diff / Math.max(norm, 1e-30));
+  if (err > CHECK_TOLERANCE[precision]) {
+    throw new Error(`benchmark check: block-sparse ${product} (${rows} x ${cols}, ${bs}x${bs}, '${precision}') is off by ${err.toExponential(2)} relative to its reference (tolerance ${CHECK_TOLERANCE[precision]})`);
   }
 }
 
