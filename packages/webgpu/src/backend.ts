@@ -9,7 +9,7 @@ import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, col
 import { GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, type Kernel, type Param } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 const G = (b: BackendBuffer) => b as GpuBuffer;
@@ -347,7 +347,9 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const perGroup = tileCols(shape) / bs;
       const groups = sddmmGroups(layout, perGroup);
       const ng = groups.size / 2;
-      const splits = Math.max(1, Math.min(Math.ceil(SDDMM_TARGET_GROUPS / ng), Math.floor(m / 256)));
+      // SPARSEGRAD_WEBGPU_SDDMM_GROUPS overrides the target (benchmarks: tuning the split).
+      const target = Number(env('SPARSEGRAD_WEBGPU_SDDMM_GROUPS')) || SDDMM_TARGET_GROUPS;
+      const splits = Math.max(1, Math.min(Math.ceil(target / ng), Math.floor(m / SDDMM_MIN_CHUNK)));
       const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
       const used = Math.max(1, Math.ceil(m / chunk));
       const idx = indexBuffers(layout);
@@ -370,12 +372,12 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         bColumn: (c) => `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`,
         store: (r, c, v) => `Y[((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs] = ${v};`,
       })}`);
-      const target = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
+      const partials = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
       const gx = Math.min(ng, MAX_GRID);
-      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, target], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
+      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
       if (used > 1) {
-        backend.reduce('sum', target, 1, used, nnz * bs * bs, out);
-        ctx.free(target);
+        backend.reduce('sum', partials, 1, used, nnz * bs * bs, out);
+        ctx.free(partials);
       }
     },
 

@@ -81,6 +81,39 @@ if (gpu) {
       W.data.dispose();
     }
   });
+
+  test('SDDMM over token chunks (partial sums, then their reduction) matches float64', async () => {
+    // 2500 tokens: two chunks of at least SDDMM_MIN_CHUNK (1024), the last shorter; 32x32 blocks
+    // in rows of few blocks (the 64-column tiles) and, forced, the 128-column ones.
+    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    manualSeed(seed);
+    const [bs, nr, nc, m] = [32, 6, 5, 2500];
+    const mk = mask(nr + 8, nc, seed).slice(8);
+    const nnz = mk.flat().reduce((a, b) => a + b, 0);
+    const data = tensor(Float32Array.from(randomArray(nnz * bs * bs, seed + 1)), [nnz, bs, bs], { backend: be });
+    const W = BlockSparseMatrix.fromMask(mk, bs, { backend: be, data });
+    const L = W.layout;
+    const x = Float32Array.from(randomArray(m * nc * bs, seed + 2));
+    const dy = Float32Array.from(randomArray(m * nr * bs, seed + 3));
+    const { dw } = blockSparseRefs(L, await W.data.toArray(), x, dy, m);
+    const [xb, dyb] = [be.upload(x), be.upload(dy)];
+    const saved = process.env.SPARSEGRAD_WEBGPU_TILES;
+    for (const tiles of [undefined, 'sddmm32=4,32,8,4,8']) {
+      if (tiles) process.env.SPARSEGRAD_WEBGPU_TILES = tiles;
+      const out = be.upload(new Float32Array(dw.length).fill(Number.NaN));
+      be.bsrSddmm(dyb, xb, L, m, out, 'highest');
+      const got = await be.read(out, dw.length);
+      let worst = 0;
+      for (let j = 0; j < got.length; j++) worst = Math.max(worst, Math.abs(got[j] - dw[j]) / (1 + Math.abs(dw[j])));
+      assert.ok(worst < 1e-3, `dW over chunks, tiles ${tiles ?? 'default'}: error ${worst} (seed ${seed})`);
+      be.free(out);
+      if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_TILES;
+      else process.env.SPARSEGRAD_WEBGPU_TILES = saved;
+    }
+    be.free(xb);
+    be.free(dyb);
+    W.data.dispose();
+  });
 }
 
 test.run();
