@@ -105,8 +105,8 @@ export async function blockSparseRows(o: {
       manualSeed(100_000 * bs + 10 * Math.round(density * 1000) + (rows > cols ? 0 : 1));
       const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs, backend: be });
       const blocks = W.data.storageFor('benchmark').buffer;
-      const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
       const w32 = await W.data.toArray();
+      const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
       const f = await o.time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
       check('forward', await be.read(y, CHECK_TOKENS * rows));
       const gi = await o.time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
