@@ -14,9 +14,9 @@
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
 import { parseArgs } from 'node:util';
-import { getBackend, manualSeed, setBackend, type BackendBuffer, type MatmulPrecision } from '@sparsegrad/core';
+import { getBackend, manualSeed, matrixAt, setBackend, type BackendBuffer, type MatmulPrecision } from '@sparsegrad/core';
 import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection, mat } from './util.ts';
+import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -67,8 +67,8 @@ say();
   const b = randomBuffer(N * N, 2);
   const c = be.alloc(N * N, 'float32');
   for (const p of precisions) {
-    const nn = time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N, p), 10);
-    const nt = time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N, p), 10);
+    const nn = time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, N, 1), c, 1, N, N, N, p), 10);
+    const nt = time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, 1, N), c, 1, N, N, N, p), 10);
     say(`cuBLAS ${N}^3, precision '${p}': **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(3)} ms); with B transposed ${tflops(2 * N ** 3, nt)}.`);
   }
   say();

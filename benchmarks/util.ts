@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { BlockSparseMatrix, manualSeed, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type MatrixView, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, manualSeed, matrixAt, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
 import type { BsrProduct } from '@sparsegrad/cuda';
 
 export function median(xs: number[]): number {
@@ -56,9 +56,6 @@ export function writeDocSection(name: string, lines: readonly string[]): void {
   console.log('\nwrote docs/benchmarks.md');
 }
 
-/** A backend matrix view of a whole buffer (no batch) with the given strides. */
-export const mat = (buffer: BackendBuffer, rowStride: number, colStride: number): MatrixView => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
-
 /**
  * The rows of a block-sparse benchmark table (the GPU backends' benchmarks share it): for X
  * [M, cols] by W [rows, cols] in both shapes of the issues, the backend's dense forward, dX and dW
@@ -90,9 +87,9 @@ export async function blockSparseRows(o: {
     const y = be.alloc(M * Math.max(rows, cols), 'float32');
     const dw = be.alloc(rows * cols, 'float32');
     const dense = {
-      forward: await o.time(() => be.matmul(mat(x, cols, 1), mat(w, 1, cols), y, 1, M, rows, cols, p)),
-      dX: await o.time(() => be.matmul(mat(dy, rows, 1), mat(w, cols, 1), y, 1, M, cols, rows, p)),
-      dW: await o.time(() => be.matmul(mat(dy, 1, rows), mat(x, cols, 1), dw, 1, rows, cols, M, p)),
+      forward: await o.time(() => be.matmul(matrixAt(x, cols, 1), matrixAt(w, 1, cols), y, 1, M, rows, cols, p)),
+      dX: await o.time(() => be.matmul(matrixAt(dy, rows, 1), matrixAt(w, cols, 1), y, 1, M, cols, rows, p)),
+      dW: await o.time(() => be.matmul(matrixAt(dy, 1, rows), matrixAt(x, cols, 1), dw, 1, rows, cols, M, p)),
     };
     // What the checks compare against: the dense dW just computed, and the first tokens' rows.
     const refs = { denseDw: await be.read(dw, rows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * rows) };

@@ -15,9 +15,9 @@
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
-import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type BackendBuffer, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, getBackend, manualSeed, matrixAt, setBackend, type BackendBuffer, type Tensor } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
-import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection, mat } from './util.ts';
+import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -84,9 +84,9 @@ if (process.argv.includes('--tune')) {
   const tiles = (spec: string) => (process.env.SPARSEGRAD_WEBGPU_TILES = spec);
   for (const shape of ['16,16,8,8,4']) {
     tiles(`matmul=${shape}`);
-    const ms = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10);
-    const mt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N, 'highest'), 10);
-    const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10);
+    const ms = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10);
+    const mt = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, 1, N), c, 1, N, N, N, 'highest'), 10);
+    const tn = await time(() => be.matmul(matrixAt(a, 1, N), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10);
     say(`tune matmul ${shape}: ${tflops(2 * N ** 3, ms)} TFLOP/s, B transposed ${tflops(2 * N ** 3, mt)}, A transposed ${tflops(2 * N ** 3, tn)}`);
   }
   const x = randomBuffer(m * 1024, 3);
@@ -152,9 +152,9 @@ if (process.argv.includes('--tune')) {
   const a = randomBuffer(N * N, 1);
   const b = randomBuffer(N * N, 2);
   const c = be.alloc(N * N, 'float32');
-  const nn = await time(() => be.matmul(mat(a, N, 1), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
-  const nt = await time(() => be.matmul(mat(a, N, 1), mat(b, 1, N), c, 1, N, N, N, 'highest'), 10, 9);
-  const tn = await time(() => be.matmul(mat(a, 1, N), mat(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
+  const nn = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
+  const nt = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, 1, N), c, 1, N, N, N, 'highest'), 10, 9);
+  const tn = await time(() => be.matmul(matrixAt(a, 1, N), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
   say(`Dense f32 matmul ${N}^3: **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(2)} ms); with B transposed ${tflops(2 * N ** 3, nt)}, with A transposed ${tflops(2 * N ** 3, tn)}.`);
   say();
   for (const x of [a, b, c]) be.free(x);

@@ -42,6 +42,11 @@ export interface MatrixView {
   readonly colStride: number;
 }
 
+/** A single matrix at the start of `buffer` as a MatrixView (no batch). */
+export function matrixAt(buffer: BackendBuffer, rowStride: number, colStride: number): MatrixView {
+  return { buffer, offset: 0, batchStride: 0, rowStride, colStride };
+}
+
 export type UnaryOp =
   | 'neg' | 'exp' | 'log' | 'sqrt' | 'abs' | 'sign' | 'tanh' | 'sigmoid' | 'relu'
   | 'geluTanh' | 'geluErf'

@@ -5,7 +5,7 @@
 import './cpu/backend.ts'; // registers 'cpu'
 
 export type { AdamBuffers, AdamStepSpec, MatmulPrecision, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
-export { KERNELS, MATMUL_PRECISIONS, adamCoefficients } from './backend.ts';
+export { KERNELS, MATMUL_PRECISIONS, adamCoefficients, matrixAt } from './backend.ts';
 export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
 export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
 export { Tensor, tidy, releasing, keep, type NestedArray } from './tensor.ts';

@@ -8,7 +8,7 @@
  * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
-import { layoutDensity, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type MatrixView } from '@sparsegrad/core';
+import { layoutDensity, matrixAt, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
 
@@ -65,8 +65,6 @@ export interface DenseRouteHost {
   blocksDense(op: string, blocks: BackendBuffer, dense: BackendBuffer, layout: BlockLayout, toDense: boolean): void;
 }
 
-const view = (buffer: BackendBuffer, rowStride: number, colStride: number): MatrixView => ({ buffer, offset: 0, batchStride: 0, rowStride, colStride });
-
 export function denseRoute(h: DenseRouteHost) {
   /** W as a dense [rows, cols] temporary. */
   const denseW = (op: string, blocks: BackendBuffer, layout: BlockLayout): BackendBuffer => {
@@ -79,19 +77,19 @@ export function denseRoute(h: DenseRouteHost) {
     /** out [m, rows] = x [m, cols] W^T */
     forward(x: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
       const w = denseW('bsrMatmul', blocks, layout);
-      h.matmul(view(x, layout.cols, 1), view(w, 1, layout.cols), out, 1, m, layout.rows, layout.cols, precision);
+      h.matmul(matrixAt(x, layout.cols, 1), matrixAt(w, 1, layout.cols), out, 1, m, layout.rows, layout.cols, precision);
       h.free(w);
     },
     /** out [m, cols] = dy [m, rows] W */
     gradInput(dy: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
       const w = denseW('bsrMatmulGradInput', blocks, layout);
-      h.matmul(view(dy, layout.rows, 1), view(w, layout.cols, 1), out, 1, m, layout.cols, layout.rows, precision);
+      h.matmul(matrixAt(dy, layout.rows, 1), matrixAt(w, layout.cols, 1), out, 1, m, layout.cols, layout.rows, precision);
       h.free(w);
     },
     /** out [nnz, bs, bs] = W's blocks of dy^T x */
     sddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
       const d = h.alloc(layout.rows * layout.cols);
-      h.matmul(view(dy, 1, layout.rows), view(x, layout.cols, 1), d, 1, layout.rows, layout.cols, m, precision);
+      h.matmul(matrixAt(dy, 1, layout.rows), matrixAt(x, layout.cols, 1), d, 1, layout.rows, layout.cols, m, precision);
       h.blocksDense('bsrSddmm', out, d, layout, false);
       h.free(d);
     },
