@@ -349,7 +349,9 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       const ng = groups.size / 2;
       // SPARSEGRAD_WEBGPU_SDDMM_GROUPS overrides the target (benchmarks: tuning the split).
       const target = Number(env('SPARSEGRAD_WEBGPU_SDDMM_GROUPS')) || SDDMM_TARGET_GROUPS;
-      const splits = Math.max(1, Math.min(Math.ceil(target / ng), Math.floor(m / SDDMM_MIN_CHUNK)));
+      // The partial sums are one storage binding: no more chunks than the device's binding limit holds.
+      const bindable = Math.floor(ctx.device.limits.maxStorageBufferBindingSize / (nnz * bs * bs * 4));
+      const splits = Math.max(1, Math.min(Math.ceil(target / ng), Math.floor(m / SDDMM_MIN_CHUNK), bindable));
       const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
       const used = Math.max(1, Math.ceil(m / chunk));
       const idx = indexBuffers(layout);
