@@ -3,19 +3,18 @@
  * Kernels are generated per op, dtype and specialisation and cached by key; strided operands are
  * described in the uniform block (shape and per-operand offset/strides, rank <= 6 after merging
  * contiguous dims). Matrix products come from gemm.ts, reductions from reductions.ts, and their
- * tile shapes from tiles.ts.
+ * tile shapes from tiles.ts; the block-sparse trio lives in blocksparse.ts.
  */
-import { LayoutDeviceCache, adamCoefficients, blockRowRuns, buildUnionTable, collapseDims, contiguousStrides, isTranspose, vectorize, type Backend, type BackendBuffer, type BinaryOp, type BlockLayout, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
-import { GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, type Kernel, type Param } from './context.ts';
+import { adamCoefficients, collapseDims, contiguousStrides, isTranspose, vectorize, type Backend, type BackendBuffer, type BinaryOp, type DType, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core';
+import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from './context.ts';
+import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
-const G = (b: BackendBuffer) => b as GpuBuffer;
 const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
 const MAIN = '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
-const u = (v: number): Param => ({ u32: v >>> 0 });
 
 /**
  * A merged layout (collapseDims) as uniform words: [n, rank, shape[6], (offset, strides[6]) per
@@ -39,21 +38,14 @@ export interface WebGPUBackend extends Backend {
 
 export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBackend {
   const pipe = ctx.pipeline.bind(ctx);
-  // Device copies of block layouts' indexes and work tables, freed with the layout.
-  const layouts = new LayoutDeviceCache<GpuBuffer>((b) => ctx.free(b));
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
-  /** Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and 64x64 blocks, slower for 16x16. */
-  const bsrTiles = (bs: number) => {
-    const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
-    // A tuned shape (SPARSEGRAD_WEBGPU_TILES) must keep the tile one block wide.
-    if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
-    return { shape, vec: bs !== 16 };
-  };
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
   const storageBuffers = ctx.device.limits.maxStorageBuffersPerShaderStage;
   /** A kernel over `count` buffers of a list (see packs()), cached per count. */
   const packedKernel = (name: string, count: number, wgsl: (count: number) => string) => pipe(`${name}|${count}`, () => wgsl(count));
+  // The block-sparse trio (blocksparse.ts); its token chunks' partial sums fold through reduce.
+  const blockSparse = blockSparseKernels(ctx, { sumPartials: (partials, parts, size, out) => backend.reduce('sum', partials, 1, parts, size, out) });
 
   /**
    * An elementwise kernel Y[i] = expr over inputs a, b, c (views or scalars). Where the output and
@@ -285,103 +277,16 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       }
       const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
       // The grid's z dimension is limited: long batches go in slices, each with its own offsets.
-      for (let b0 = 0; b0 < batch; b0 += MAX_GRID) {
+      for (let b0 = 0; b0 < batch; b0 += MAX_GROUPS_X) {
         const slice = [...params, u(b0 * m * n), u(0xffffffff)];
         slice[3] = u(a.offset + b0 * a.batchStride);
         slice[7] = u(b.offset + b0 * b.batchStride);
-        ctx.dispatchGrid(op, pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, grid(Math.min(MAX_GRID, batch - b0)));
+        ctx.dispatchGrid(op, pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, grid(Math.min(MAX_GROUPS_X, batch - b0)));
       }
     },
 
-    bsrMatmul(x, blocks, layout, m, out) {
-      if (unionProduct('bsrMatmul', true, x, blocks, layout, m, out)) return;
-      const idx = indexBuffers(layout);
-      const bs = layout.blockSize;
-      const { shape, vec } = bsrTiles(bs);
-      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
-        bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
-@group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
-        // Grid: x = block rows, y = token tiles, so workgroups running together share one X tile in L2.
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
-  let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
-        segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
-        segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
-        store: (r, c, v) => `Y[(m0 + ${r}) * rows + br * bs + ${c}] = ${v};`,
-      })}`);
-      tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.rows / bs, count, 1]));
-    },
-    bsrMatmulGradInput(dy, blocks, layout, m, out) {
-      if (unionProduct('bsrMatmulGradInput', false, dy, blocks, layout, m, out)) return;
-      const idx = indexBuffers(layout);
-      const bs = layout.blockSize;
-      const { shape, vec } = bsrTiles(bs);
-      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(3) var<storage, read> colPtr: array<i32>;
-@group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
-@group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
-  let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
-        segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
-        segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(rowIdx[blk]) * bs; bBase = blk * bs * bs; }`,
-        store: (r, c, v) => `Y[(m0 + ${r}) * cols + bc * bs + ${c}] = ${v};`,
-      })}`);
-      tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
-    },
-    bsrSddmm(dy, x, layout, m, out) {
-      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, nnz / (rows / bs)));
-      if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
-      // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
-      // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
-      // tokens are split further (partial sums, then one reduction) so the GPU has enough work.
-      const perGroup = tileCols(shape) / bs;
-      const groups = sddmmGroups(layout, perGroup);
-      const ng = groups.size / 2;
-      // SPARSEGRAD_WEBGPU_SDDMM_GROUPS overrides the target (benchmarks: tuning the split).
-      const target = Number(env('SPARSEGRAD_WEBGPU_SDDMM_GROUPS')) || SDDMM_TARGET_GROUPS;
-      // The partial sums are one storage binding: no more chunks than the device's binding limit holds.
-      const bindable = Math.floor(ctx.device.limits.maxStorageBufferBindingSize / (nnz * bs * bs * 4));
-      const splits = Math.max(1, Math.min(Math.ceil(target / ng), Math.floor(m / SDDMM_MIN_CHUNK), bindable));
-      const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
-      const used = Math.max(1, Math.ceil(m / chunk));
-      const idx = indexBuffers(layout);
-      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X', aVec: true, bVec: true,
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
-@group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read> Groups: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
-        setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
-  let grp = wg.x + wg.z * ${MAX_GRID}u; let split = wg.y; let t0 = split * chunk;
-  if (grp >= ng) { return; }
-  let first = u32(Groups[2u * grp]); let M = bs; let N = u32(Groups[2u * grp + 1u]) * bs; let m0 = 0u; let n0 = 0u;
-  let L = min(chunk, tokens - t0); let aRS = 1u; let aKS = rows; let bKS = cols; let bNS = 1u;`,
-        segBegin: '0u', segEnd: '1u',
-        segment: `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
-        // Columns past the group's last block are never loaded; the clamp keeps their offsets in range.
-        bColumn: (c) => `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`,
-        store: (r, c, v) => `Y[((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs] = ${v};`,
-      })}`);
-      const partials = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
-      const gx = Math.min(ng, MAX_GRID);
-      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
-      if (used > 1) {
-        backend.reduce('sum', partials, 1, used, nnz * bs * bs, out);
-        ctx.free(partials);
-      }
-    },
+
+    ...blockSparse,
 
     gather(x, idx, outer, n, inner, count, out) {
       const t = wgslType(x.dtype);
@@ -569,7 +474,7 @@ ${rowMain(sg)}
         const firsts = prefix(pack.map((t) => t.parts));
         const groups = firsts[pack.length];
         const params = [at, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
-        ctx.dispatchGrid('sumOfSquares', packedKernel('sumOfSquares', pack.length, sumOfSquaresWgsl), [...pack.map((t) => t.x), partial], params, [Math.min(groups, MAX_GRID), Math.ceil(groups / MAX_GRID), 1]);
+        ctx.dispatchGrid('sumOfSquares', packedKernel('sumOfSquares', pack.length, sumOfSquaresWgsl), [...pack.map((t) => t.x), partial], params, [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1]);
         at += groups;
       }
       backend.reduce('sum', partial, 1, total, 1, out);
@@ -583,7 +488,7 @@ ${rowMain(sg)}
         const firsts = prefix(pack.map((t) => t.parts));
         const groups = firsts[pack.length];
         const params = [0, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
-        ctx.dispatchGrid('scaleBuffers', packedKernel('scaleBuffers', pack.length, scaleBuffersWgsl), [G(factor), ...pack.map((t) => t.x), ...pack.map((t) => t.y)], params, [Math.min(groups, MAX_GRID), Math.ceil(groups / MAX_GRID), 1]);
+        ctx.dispatchGrid('scaleBuffers', packedKernel('scaleBuffers', pack.length, scaleBuffersWgsl), [G(factor), ...pack.map((t) => t.x), ...pack.map((t) => t.y)], params, [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1]);
       }
     },
   };
@@ -603,7 +508,7 @@ ${rowMain(sg)}
     splits = Math.max(1, Math.ceil(n / chunk));
     const targets = splits === 1 ? outs : outs.map(() => ctx.alloc(splits * outer * inner, 'float32'));
     const pairs = xg * outer;
-    const gx = Math.min(pairs, MAX_GRID);
+    const gx = Math.min(pairs, MAX_GROUPS_X);
     ctx.dispatchGrid(op, kernel, [...inputs, ...targets], [outer, n, inner, chunk, xg].map(u), [gx, Math.ceil(pairs / gx), splits]);
     if (splits > 1) {
       finish(targets, splits);
@@ -611,90 +516,8 @@ ${rowMain(sg)}
     }
   }
 
-  /**
-   * Forward Y = X W^T (act = X, groups of block rows) or dX = dY W (act = dY, groups of block
-   * columns) on union tiles: a workgroup computes 128 tokens of `group` consecutive block rows
-   * (columns) over the union of the activation blocks they touch, loading each activation tile
-   * once for all of them; the bands of absent blocks skip their multiply-adds. Returns false
-   * (nothing launched) where union tiles do not pay (see useUnionTiles).
-   */
-  function unionProduct(op: string, forward: boolean, act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): boolean {
-    const bs = layout.blockSize;
-    const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`) ?? unionShape(forward));
-    const width = tileCols(shape);
-    const group = width / bs;
-    // The table is built (and uploaded) only where union tiles may run: 16x16 blocks, or forced.
-    let cached: ReturnType<typeof unionTable> | undefined;
-    // Groups of block rows (columns) that share activation blocks instead of consecutive ones
-    // (buildUnionTable): fewer union steps, 16x16 blocks 5-13% faster at density 0.25-0.5 on the
-    // H100 (NOTES 15; SPARSEGRAD_WEBGPU_UNION_CLUSTER=0 groups consecutive rows).
-    const clustered = env('SPARSEGRAD_WEBGPU_UNION_CLUSTER') !== '0';
-    const tableFor = () => (cached ??= unionTable(layout, forward, group, clustered));
-    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group))) return false;
-    const table = tableFor();
-    // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
-    const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
-      shape, aContiguous: 'k', bContiguous: forward ? 'k' : 'n', kChecked: false, a: 'A', b: 'W', aVec: true, bVec: true,
-      bindings: `@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> Ptr: array<i32>;
-@group(0) @binding(4) var<storage, read> Idx: array<i32>;
-@group(0) @binding(5) var<storage, read> Blk: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
-      // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
-      // group's slot g stores to block row (column) Mem[grp * group + g].
-      setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
-  let N = min(${width}u, outs - grp * ${width}u); let L = ${bs}u; let aRS = feats; let aKS = 1u; let bKS = ${forward ? 1 : bs}u; let bNS = 0u;`,
-      segBegin: 'u32(Ptr[grp])', segEnd: 'u32(Ptr[grp + 1u])',
-      segment: `aBase = m0 * feats + u32(Idx[s]) * ${bs}u; bBase = 0u;`,
-      bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
-      bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
-      bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
-      store: (r, c, v) => `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};`,
-    })}`);
-    const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
-    tokenTiles(m, tileRows(shape), (first, count) =>
-      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members], [m, outs, feats, first].map(u), [table.groups, count, 1]));
-    return true;
-  }
-
-  /** A layout's union table (see buildUnionTable) on the device; cached per layout. */
-  function unionTable(layout: BlockLayout, forward: boolean, group: number, clustered: boolean):
-    { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; members: GpuBuffer; groups: number; entries: number } {
-    return layouts.get(layout, `union:${forward}:${group}:${clustered}`, () => {
-      const t = buildUnionTable(layout, forward, group, clustered);
-      // An empty table still needs a buffer to bind.
-      const nonEmpty = (a: Int32Array) => upload(a.length ? a : new Int32Array(1));
-      const value = { ptr: upload(t.ptr), idx: nonEmpty(t.idx), blk: nonEmpty(t.blk), members: nonEmpty(t.members), groups: t.ptr.length - 1, entries: t.idx.length };
-      return { value, buffers: [value.ptr, value.idx, value.blk, value.members] };
-    });
-  }
-
-  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
-  function sddmmGroups(layout: BlockLayout, per: number): GpuBuffer {
-    return layouts.get(layout, `groups:${per}`, () => {
-      const buffer = upload(blockRowRuns(layout, per));
-      return { value: buffer, buffers: [buffer] };
-    });
-  }
-
-  /** Device copies of a layout's index arrays, uploaded on first use. */
-  function indexBuffers(layout: BlockLayout): LayoutIndex {
-    return layouts.get(layout, 'index', () => {
-      const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
-      return { value: index, buffers: Object.values(index) };
-    });
-  }
-
-  function upload(a: Int32Array): GpuBuffer {
-    const b = ctx.alloc(a.length, 'int32');
-    ctx.upload(b, a);
-    return b;
-  }
 }
 
-const MAX_GRID = 65535;
 /** Buffers up to this many floats are packed several to a dispatch by the list kernels. */
 const PACK_MAX_FLOATS = 1 << 20;
 
@@ -733,7 +556,7 @@ function prefix(counts: readonly number[]): number[] {
  * [base, (n, first workgroup) per buffer, workgroups]; the grid may be 2-D, its last row partly idle.
  */
 function packedHead(count: number, chunk: number): string {
-  return `let w = wg.x + wg.y * ${MAX_GRID}u;
+  return `let w = wg.x + wg.y * ${MAX_GROUPS_X}u;
   if (w >= p(${1 + 2 * count}u)) { return; }
   var i = 0u;
   for (var j = 1u; j < ${count}u; j++) { if (w >= p(2u + 2u * j)) { i = j; } }
@@ -802,13 +625,6 @@ function perElement(body: string): string {
   }
 }`;
 }
-/** Splits `m` tokens into dispatches of at most MAX_GRID tiles along the grid's y dimension. */
-function tokenTiles(m: number, tile: number, dispatch: (first: number, count: number) => void): void {
-  const tiles = Math.ceil(m / tile);
-  for (let first = 0; first < tiles; first += MAX_GRID) dispatch(first, Math.min(MAX_GRID, tiles - first));
-}
-
-type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>;
 
 /**
  * A copy that transposes its last two dims (see copy): workgroup (tile, batch) moves a 32 x 32

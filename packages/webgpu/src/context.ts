@@ -21,6 +21,9 @@ export class GpuBuffer implements BackendBuffer {
 }
 
 export type Param = { u32: number } | { i32: number } | { f32: number };
+/** A backend buffer as this backend's own; a u32 kernel parameter. */
+export const G = (b: BackendBuffer) => b as GpuBuffer;
+export const u = (v: number): Param => ({ u32: v >>> 0 });
 
 /** A compiled kernel: its pipeline and the explicit bind-group layout parsed from its WGSL. */
 export interface Kernel {

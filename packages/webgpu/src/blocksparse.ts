@@ -1,0 +1,213 @@
+/**
+ * The block-sparse trio of the WebGPU backend (forward Y = X W^T, dX = dY W, dW = dY^T X on W's
+ * blocks): which tile kind and shape a product runs (tiles.ts holds the shapes and the rules, each
+ * citing its H100 measurement), the WGSL from gemm.ts's generator, and the per-layout index and
+ * work tables on the device, freed with the layout.
+ */
+import { LayoutDeviceCache, blockRowRuns, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout } from '@sparsegrad/core';
+import { G, GpuBuffer, GpuContext, MAX_GROUPS_X, u } from './context.ts';
+import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
+import { SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { PARAMS } from './wgsl.ts';
+
+/** What the block-sparse kernels need from the backend besides the context. */
+export interface BlockSparseHost {
+  /** out [size] = the sum of `parts` consecutive [size] partial results in `partials`. */
+  sumPartials(partials: GpuBuffer, parts: number, size: number, out: BackendBuffer): void;
+}
+
+export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick<Backend, 'bsrMatmul' | 'bsrMatmulGradInput' | 'bsrSddmm'> {
+  const pipe = ctx.pipeline.bind(ctx);
+  // Device copies of block layouts' indexes and work tables, freed with the layout.
+  const layouts = new LayoutDeviceCache<GpuBuffer>((b) => ctx.free(b));
+  const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
+  /** Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and 64x64 blocks, slower for 16x16. */
+  const bsrTiles = (bs: number) => {
+    const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
+    // A tuned shape (SPARSEGRAD_WEBGPU_TILES) must keep the tile one block wide.
+    if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
+    return { shape, vec: bs !== 16 };
+  };
+
+  return {
+    bsrMatmul(x, blocks, layout, m, out) {
+      if (unionProduct('bsrMatmul', true, x, blocks, layout, m, out)) return;
+      const idx = indexBuffers(layout);
+      const bs = layout.blockSize;
+      const { shape, vec } = bsrTiles(bs);
+      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
+        bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
+@group(0) @binding(4) var<storage, read> colIdx: array<i32>;
+@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
+        // Grid: x = block rows, y = token tiles, so workgroups running together share one X tile in L2.
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
+  let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
+        segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
+        segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
+        store: (r, c, v) => `Y[(m0 + ${r}) * rows + br * bs + ${c}] = ${v};`,
+      })}`);
+      tokenTiles(m, tileRows(shape), (first, count) =>
+        ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.rows / bs, count, 1]));
+    },
+    bsrMatmulGradInput(dy, blocks, layout, m, out) {
+      if (unionProduct('bsrMatmulGradInput', false, dy, blocks, layout, m, out)) return;
+      const idx = indexBuffers(layout);
+      const bs = layout.blockSize;
+      const { shape, vec } = bsrTiles(bs);
+      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(3) var<storage, read> colPtr: array<i32>;
+@group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
+@group(0) @binding(5) var<storage, read> rowIdx: array<i32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
+  let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
+        segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
+        segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(rowIdx[blk]) * bs; bBase = blk * bs * bs; }`,
+        store: (r, c, v) => `Y[(m0 + ${r}) * cols + bc * bs + ${c}] = ${v};`,
+      })}`);
+      tokenTiles(m, tileRows(shape), (first, count) =>
+        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.rowIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
+    },
+    bsrSddmm(dy, x, layout, m, out) {
+      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
+      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, nnz / (rows / bs)));
+      if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
+      // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
+      // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
+      // tokens are split further (partial sums, then one reduction) so the GPU has enough work.
+      const perGroup = tileCols(shape) / bs;
+      const groups = sddmmGroups(layout, perGroup);
+      const ng = groups.size / 2;
+      // SPARSEGRAD_WEBGPU_SDDMM_GROUPS overrides the target (benchmarks: tuning the split).
+      const target = Number(env('SPARSEGRAD_WEBGPU_SDDMM_GROUPS')) || SDDMM_TARGET_GROUPS;
+      // The partial sums are one storage binding: no more chunks than the device's binding limit holds.
+      const bindable = Math.floor(ctx.device.limits.maxStorageBufferBindingSize / (nnz * bs * bs * 4));
+      const splits = Math.max(1, Math.min(Math.ceil(target / ng), Math.floor(m / SDDMM_MIN_CHUNK), bindable));
+      const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
+      const used = Math.max(1, Math.ceil(m / chunk));
+      const idx = indexBuffers(layout);
+      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X', aVec: true, bVec: true,
+        bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
+@group(0) @binding(4) var<storage, read> colIdx: array<i32>;
+@group(0) @binding(5) var<storage, read> Groups: array<i32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+        setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
+  let grp = wg.x + wg.z * ${MAX_GROUPS_X}u; let split = wg.y; let t0 = split * chunk;
+  if (grp >= ng) { return; }
+  let first = u32(Groups[2u * grp]); let M = bs; let N = u32(Groups[2u * grp + 1u]) * bs; let m0 = 0u; let n0 = 0u;
+  let L = min(chunk, tokens - t0); let aRS = 1u; let aKS = rows; let bKS = cols; let bNS = 1u;`,
+        segBegin: '0u', segEnd: '1u',
+        segment: `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
+        // Columns past the group's last block are never loaded; the clamp keeps their offsets in range.
+        bColumn: (c) => `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`,
+        store: (r, c, v) => `Y[((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs] = ${v};`,
+      })}`);
+      const partials = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
+      const gx = Math.min(ng, MAX_GROUPS_X);
+      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
+      if (used > 1) {
+        host.sumPartials(partials, used, nnz * bs * bs, out);
+        ctx.free(partials);
+      }
+    },
+  };
+
+  /**
+   * Forward Y = X W^T (act = X, groups of block rows) or dX = dY W (act = dY, groups of block
+   * columns) on union tiles: a workgroup computes 128 tokens of `group` block rows (columns), by
+   * default grouped by the blocks they share, over the union of the activation blocks they touch, loading each activation tile
+   * once for all of them; the bands of absent blocks skip their multiply-adds. Returns false
+   * (nothing launched) where union tiles do not pay (see useUnionTiles).
+   */
+  function unionProduct(op: string, forward: boolean, act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): boolean {
+    const bs = layout.blockSize;
+    const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`) ?? unionShape(forward));
+    const width = tileCols(shape);
+    const group = width / bs;
+    // The table is built (and uploaded) only where union tiles may run: 16x16 blocks, or forced.
+    let cached: ReturnType<typeof unionTable> | undefined;
+    // Groups of block rows (columns) that share activation blocks instead of consecutive ones
+    // (buildUnionTable): fewer union steps, 16x16 blocks 5-13% faster at density 0.25-0.5 on the
+    // H100 (NOTES 15; SPARSEGRAD_WEBGPU_UNION_CLUSTER=0 groups consecutive rows).
+    const clustered = env('SPARSEGRAD_WEBGPU_UNION_CLUSTER') !== '0';
+    const tableFor = () => (cached ??= unionTable(layout, forward, group, clustered));
+    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group))) return false;
+    const table = tableFor();
+    // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
+    const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
+      shape, aContiguous: 'k', bContiguous: forward ? 'k' : 'n', kChecked: false, a: 'A', b: 'W', aVec: true, bVec: true,
+      bindings: `@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> Ptr: array<i32>;
+@group(0) @binding(4) var<storage, read> Idx: array<i32>;
+@group(0) @binding(5) var<storage, read> Blk: array<i32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
+      // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
+      // group's slot g stores to block row (column) Mem[grp * group + g].
+      setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
+  let N = min(${width}u, outs - grp * ${width}u); let L = ${bs}u; let aRS = feats; let aKS = 1u; let bKS = ${forward ? 1 : bs}u; let bNS = 0u;`,
+      segBegin: 'u32(Ptr[grp])', segEnd: 'u32(Ptr[grp + 1u])',
+      segment: `aBase = m0 * feats + u32(Idx[s]) * ${bs}u; bBase = 0u;`,
+      bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
+      bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
+      bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
+      store: (r, c, v) => `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};`,
+    })}`);
+    const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
+    tokenTiles(m, tileRows(shape), (first, count) =>
+      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members], [m, outs, feats, first].map(u), [table.groups, count, 1]));
+    return true;
+  }
+
+  /** A layout's union table (see buildUnionTable) on the device; cached per layout. */
+  function unionTable(layout: BlockLayout, forward: boolean, group: number, clustered: boolean):
+    { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; members: GpuBuffer; groups: number; entries: number } {
+    return layouts.get(layout, `union:${forward}:${group}:${clustered}`, () => {
+      const t = buildUnionTable(layout, forward, group, clustered);
+      // An empty table still needs a buffer to bind.
+      const nonEmpty = (a: Int32Array) => upload(a.length ? a : new Int32Array(1));
+      const value = { ptr: upload(t.ptr), idx: nonEmpty(t.idx), blk: nonEmpty(t.blk), members: nonEmpty(t.members), groups: t.ptr.length - 1, entries: t.idx.length };
+      return { value, buffers: [value.ptr, value.idx, value.blk, value.members] };
+    });
+  }
+
+  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
+  function sddmmGroups(layout: BlockLayout, per: number): GpuBuffer {
+    return layouts.get(layout, `groups:${per}`, () => {
+      const buffer = upload(blockRowRuns(layout, per));
+      return { value: buffer, buffers: [buffer] };
+    });
+  }
+
+  /** Device copies of a layout's index arrays, uploaded on first use. */
+  function indexBuffers(layout: BlockLayout): LayoutIndex {
+    return layouts.get(layout, 'index', () => {
+      const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock) };
+      return { value: index, buffers: Object.values(index) };
+    });
+  }
+
+  function upload(a: Int32Array): GpuBuffer {
+    const b = ctx.alloc(a.length, 'int32');
+    ctx.upload(b, a);
+    return b;
+  }
+}
+
+/** Splits `m` tokens into dispatches of at most MAX_GROUPS_X tiles along the grid's y dimension. */
+function tokenTiles(m: number, tile: number, dispatch: (first: number, count: number) => void): void {
+  const tiles = Math.ceil(m / tile);
+  for (let first = 0; first < tiles; first += MAX_GROUPS_X) dispatch(first, Math.min(MAX_GROUPS_X, tiles - first));
+}
+
+type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', GpuBuffer>;
