@@ -4,7 +4,7 @@
  * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
  * cites the H100 measurement behind it.
  */
-import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import { denseRoute, takesDenseRoute } from './dense-route.ts';
@@ -70,7 +70,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     const force = process.env.SPARSEGRAD_CUDA_UNION;
     if (layout.blockSize !== 32 || precision === 'highest' || force === '0') return false;
     if (force === '1') return true;
-    return precision === 'high' && (forward || (layout.nnzBlocks * 1024) / (layout.rows * layout.cols) >= 0.2);
+    return precision === 'high' && (forward || layoutDensity(layout) >= 0.2);
   };
   /**
    * The union table of a layout for the forward (groups of block rows) or dX (groups of block
@@ -96,7 +96,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
     if (layout.blockSize !== 32 || precision !== 'medium' || force === '0') return false;
-    const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
+    const density = layoutDensity(layout);
     return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
   };
 
@@ -118,7 +118,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
     if (!h.hopper || layout.blockSize !== 32 || process.env.SPARSEGRAD_CUDA_TMA === '0' || actCols / 32 > tma.maxSteps) return null;
     if (precision === 'highest') return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads };
-    const density = (layout.nnzBlocks * 1024) / (layout.rows * layout.cols);
+    const density = layoutDensity(layout);
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
     const bf16 = precision === 'medium' && force !== '0' && (force === '1' || density * outCols >= 1024);
     return { name: `bsr_tma_${bf16 ? 'bf16' : 'tf32'}_32`, group: tma.group, tokens: tma.tokens, smem: bf16 ? tma.smem.bf16 : tma.smem.tf32, bf16, tma: true };
