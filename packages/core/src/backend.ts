@@ -87,6 +87,11 @@ export interface BlockLayout {
   /** CSC: the blocks of block-column c are cscBlock[colPtr[c] .. colPtr[c+1]-1] (for dX = dY W). */
   readonly colPtr: Int32Array;
   readonly cscBlock: Int32Array;
+  /**
+   * The block row of each CSC position, rowIdx[cscBlock[s]]: kernels walking a block column read
+   * it independently of cscBlock[s] instead of after it.
+   */
+  readonly cscRow: Int32Array;
 }
 
 export interface RandomSpec {

@@ -45,6 +45,7 @@ for (const backend of await backendsUnderTest()) {
     assert.equal([...l.rowIdx], [0, 0, 1, 2, 2]);
     assert.equal([...l.colPtr], [0, 1, 3, 3, 5]);
     assert.equal([...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]), [[0, 0], [1, 1], [2, 1], [0, 3], [2, 3]]);
+    assert.equal([...l.cscRow], [0, 1, 2, 0, 2]);
     assert.equal(W.blockMask(), [[1, 0, 0, 1], [0, 1, 0, 0], [0, 1, 0, 1]]);
     W.data.dispose();
   });

@@ -45,7 +45,8 @@ export function buildLayout(rows: number, cols: number, blockSize: number, coord
   const cscBlock = new Int32Array(nnz);
   // CSR order visits rows ascending, so each column's list comes out sorted by row.
   for (let b = 0; b < nnz; b++) cscBlock[fillPos[colIdx[b]]++] = b;
-  const layout: BlockLayout = Object.freeze({ rows, cols, blockSize, nnzBlocks: nnz, rowPtr, colIdx, rowIdx, colPtr, cscBlock });
+  const cscRow = Int32Array.from(cscBlock, (b) => rowIdx[b]);
+  const layout: BlockLayout = Object.freeze({ rows, cols, blockSize, nnzBlocks: nnz, rowPtr, colIdx, rowIdx, colPtr, cscBlock, cscRow });
   return { layout, order };
 }
 

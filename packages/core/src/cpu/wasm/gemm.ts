@@ -175,9 +175,7 @@ export class WasmKernels {
 
   /** out [m, cols] = dy [m, rows] @ W */
   bsrMatmulGradInput(dy: number, blocks: number, l: BlockLayout, m: number, out: number): void {
-    const kIdx = new Int32Array(l.nnzBlocks);
-    for (let e = 0; e < l.nnzBlocks; e++) kIdx[e] = l.rowIdx[l.cscBlock[e]];
-    this.blockProduct(dy, m, l.rows, l.cols / l.blockSize, l.blockSize, l.colPtr, kIdx, l.cscBlock, false, blocks, out);
+    this.blockProduct(dy, m, l.rows, l.cols / l.blockSize, l.blockSize, l.colPtr, l.cscRow, l.cscBlock, false, blocks, out);
   }
 
   /** out [nnz, bs, bs] = (dy^T x) on W's blocks; dy [m, rows], x [m, cols]. */
