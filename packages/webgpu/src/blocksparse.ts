@@ -41,13 +41,13 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<f32>;`,
+@group(0) @binding(5) var<storage, read_write> Y: array<vec4<f32>>;`,
         // Grid: x = block rows, y = token tiles, so workgroups running together share one X tile in L2.
         setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
   let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
         segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
         segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
-        store: (r, c, v) => `Y[(m0 + ${r}) * rows + br * bs + ${c}] = ${v};`,
+        storeVec4: (r, c, v) => `Y[((m0 + ${r}) * rows + br * bs + ${c}) / 4u] = ${v};`,
       })}`);
       tokenTiles(m, tileRows(shape), (first, count) =>
         ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.rows / bs, count, 1]));
@@ -64,14 +64,14 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> cscRow: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;`,
         setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
   let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
         segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
         // cscRow[s], not rowIdx[blk]: two independent loads per block instead of two dependent ones
         // (2% on dX of 32x32 blocks at density 0.5, NOTES 18).
         segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(cscRow[s]) * bs; bBase = blk * bs * bs; }`,
-        store: (r, c, v) => `Y[(m0 + ${r}) * cols + bc * bs + ${c}] = ${v};`,
+        storeVec4: (r, c, v) => `Y[((m0 + ${r}) * cols + bc * bs + ${c}) / 4u] = ${v};`,
       })}`);
       tokenTiles(m, tileRows(shape), (first, count) =>
         ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.cscRow, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
@@ -101,7 +101,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read> Groups: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;`,
+@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;`,
         setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
   let grp = wg.x + wg.z * ${MAX_GROUPS_X}u; let split = wg.y; let t0 = split * chunk;
   if (grp >= ng) { return; }
@@ -111,7 +111,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
         segment: `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
         // Columns past the group's last block are never loaded; the clamp keeps their offsets in range.
         bColumn: (c) => `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`,
-        store: (r, c, v) => `Y[((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs] = ${v};`,
+        storeVec4: (r, c, v) => `Y[(((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs) / 4u] = ${v};`,
       })}`);
       const partials = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
       const gx = Math.min(ng, MAX_GROUPS_X);
@@ -152,7 +152,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(3) var<storage, read> Ptr: array<i32>;
 @group(0) @binding(4) var<storage, read> Idx: array<i32>;
 @group(0) @binding(5) var<storage, read> Blk: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
       // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
       // group's slot g stores to block row (column) Mem[grp * group + g].
@@ -163,7 +163,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
       bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
       bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
-      store: (r, c, v) => `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};`,
+      storeVec4: (r, c, v) => `Y[((m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u) / 4u] = ${v};`,
     })}`);
     const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
     tokenTiles(m, tileRows(shape), (first, count) =>

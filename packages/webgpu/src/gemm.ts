@@ -71,8 +71,15 @@ export interface GemmSpec {
    * `s` and the thread's `band`) is false.
    */
   bands?: { width: number; live: string };
-  /** Writes one output: a WGSL statement given row (from m0), col (from n0) and value `v` (f32). */
-  store: (row: string, col: string, v: string) => string;
+  /**
+   * How outputs are written, one of two. `store`: one output, a WGSL statement given row (from
+   * m0), col (from n0) and value `v` (f32). `storeVec4`: four outputs of a row at once, given row,
+   * col (a multiple of 4, from n0) and `v`, the vec4 of columns col..col+3: whole 16-byte pieces
+   * instead of scattered scalars (each thread's columns come in runs of 4; the caller guarantees
+   * that N - n0 is a multiple of 4 and the addresses aligned).
+   */
+  store?: (row: string, col: string, v: string) => string;
+  storeVec4?: (row: string, col: string, v: string) => string;
 }
 
 export function tileRows(s: GemmShape): number {
@@ -136,6 +143,7 @@ export function gemmKernel(spec: GemmSpec): string {
   const BN = wn * tn;
   const gm = tm / 4; // vec4 groups per thread along rows
   const gn = tn / 4;
+  if (!spec.store === !spec.storeVec4) throw new Error('gemmKernel: give exactly one of store and storeVec4');
   const A = operand(spec, 'a', BM, bk, T);
   const B = operand(spec, 'b', BN, bk, T);
   const [aPer, bPer] = [A.per, B.per];
@@ -259,10 +267,15 @@ export function gemmKernel(spec: GemmSpec): string {
   for (let g = 0; g < gm; g++) {
     for (let i = 0; i < 4; i++) {
       for (let h = 0; h < gn; h++) {
+        if (spec.storeVec4) {
+          const row = `${g * 4 * wm}u + ty * 4u + ${i}u`;
+          L(`  { let row = ${row}; let col = (${colVec(h)}) * 4u; if (row < M - m0 && col < N - n0) { ${spec.storeVec4('row', 'col', `c${g * 4 + i}_${h}`)} } }`);
+          continue;
+        }
         for (let j = 0; j < 4; j++) {
           const row = `${g * 4 * wm}u + ty * 4u + ${i}u`;
           const col = `(${colVec(h)}) * 4u + ${j}u`;
-          L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${spec.store('row', 'col', `c${g * 4 + i}_${h}[${j}]`)} } }`);
+          L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${spec.store!('row', 'col', `c${g * 4 + i}_${h}[${j}]`)} } }`);
         }
       }
     }
