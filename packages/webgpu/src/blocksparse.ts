@@ -4,7 +4,7 @@
  * citing its H100 measurement), the WGSL from gemm.ts's generator, and the per-layout index and
  * work tables on the device, freed with the layout.
  */
-import { LayoutDeviceCache, blockRowRuns, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout } from '@sparsegrad/core';
 import { G, GpuBuffer, GpuContext, MAX_GROUPS_X, u } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
@@ -78,14 +78,11 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     },
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, nnz / (rows / bs)));
-      if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
-      // A workgroup computes up to G blocks of one block row at once (they share dY's columns, so
-      // each dY value loaded serves G blocks), over one chunk of the tokens. With few groups the
-      // tokens are split further (partial sums, then one reduction) so the GPU has enough work.
-      const perGroup = tileCols(shape) / bs;
-      const groups = sddmmGroups(layout, perGroup);
-      const ng = groups.size / 2;
+      // A workgroup computes up to G blocks of one block row (sharing dY's columns, so each dY
+      // value loaded serves G blocks) or of one block column (sharing X's columns), over one chunk
+      // of the tokens; see sddmmPlan for which. With few groups the tokens are split further
+      // (partial sums, then one reduction) so the GPU has enough work.
+      const { shape, byColumn, groups, count: ng } = sddmmPlan(layout);
       // SPARSEGRAD_WEBGPU_SDDMM_GROUPS overrides the target (benchmarks: tuning the split).
       const target = Number(env('SPARSEGRAD_WEBGPU_SDDMM_GROUPS')) || SDDMM_TARGET_GROUPS;
       // The partial sums are one storage binding: no more chunks than the device's binding limit holds.
@@ -94,28 +91,36 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       const chunk = Math.ceil(m / splits / shape.bk) * shape.bk;
       const used = Math.max(1, Math.ceil(m / chunk));
       const idx = indexBuffers(layout);
-      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|v4`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: 'D', b: 'X', aVec: true, bVec: true,
+      // Rows: A(i, t) = dY[t, row block + i], B(t, j) = X[t, the j-th block's column block + j % bs],
+      // the product is the blocks themselves. Columns: A = X's columns of the block column, B = dY's
+      // columns of each block's row, the product is the blocks transposed (stored 4 rows at a time).
+      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|${byColumn ? 'col' : 'row'}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: byColumn ? 'X' : 'D', b: byColumn ? 'D' : 'X', aVec: true, bVec: true,
         bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read> Groups: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;`,
+@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> cscBlock: array<i32>;`,
         setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
   let grp = wg.x + wg.z * ${MAX_GROUPS_X}u; let split = wg.y; let t0 = split * chunk;
   if (grp >= ng) { return; }
   let first = u32(Groups[2u * grp]); let M = bs; let N = u32(Groups[2u * grp + 1u]) * bs; let m0 = 0u; let n0 = 0u;
-  let L = min(chunk, tokens - t0); let aRS = 1u; let aKS = rows; let bKS = cols; let bNS = 1u;`,
+  let L = min(chunk, tokens - t0); let aRS = 1u; ${byColumn ? 'let aKS = cols; let bKS = rows;' : 'let aKS = rows; let bKS = cols;'} let bNS = 1u;`,
         segBegin: '0u', segEnd: '1u',
-        segment: `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
+        segment: byColumn
+          ? `aBase = t0 * cols + u32(colIdx[cscBlock[first]]) * bs; bBase = t0 * rows;`
+          : `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
         // Columns past the group's last block are never loaded; the clamp keeps their offsets in range.
-        bColumn: (c) => `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`,
-        storeVec4: (r, c, v) => `Y[(((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs) / 4u] = ${v};`,
+        bColumn: (c) => (byColumn ? `u32(rowIdx[cscBlock[min(first + ${c} / bs, nnz - 1u)]]) * bs + ${c} % bs` : `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`),
+        ...(byColumn
+          ? { storeVec4Rows: (r: string, c: string, v: string) => `Y[(((split * nnz + u32(cscBlock[first + ${c} / bs])) * bs + ${c} % bs) * bs + ${r}) / 4u] = ${v};` }
+          : { storeVec4: (r: string, c: string, v: string) => `Y[(((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs) / 4u] = ${v};` }),
       })}`);
       const partials = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
       const gx = Math.min(ng, MAX_GROUPS_X);
-      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
+      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials, idx.cscBlock], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
       if (used > 1) {
         host.sumPartials(partials, used, nnz * bs * bs, out);
         ctx.free(partials);
@@ -183,11 +188,30 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     });
   }
 
-  /** Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs; cached per layout. */
-  function sddmmGroups(layout: BlockLayout, per: number): GpuBuffer {
-    return layouts.get(layout, `groups:${per}`, () => {
-      const buffer = upload(blockRowRuns(layout, per));
-      return { value: buffer, buffers: [buffer] };
+  /**
+   * The SDDMM's work items for a layout: runs of up to G blocks of one block row, or of one block
+   * column, whichever axis leaves fewer of the items' block slots empty (the multiply-adds of an
+   * empty slot are still done). A block row of a W [4096, 1024] holds 32 block columns, a block
+   * column 128 block rows: at density 0.25, rows of ~8 blocks in runs of 4 leave ~16% of the slots
+   * empty, columns of ~32 ~5%. SPARSEGRAD_WEBGPU_SDDMM_AXIS=row / column forces one (tests,
+   * benchmarks). Cached per layout.
+   */
+  function sddmmPlan(layout: BlockLayout): { shape: GemmShape; byColumn: boolean; groups: GpuBuffer; count: number } {
+    const bs = layout.blockSize;
+    const forced = env('SPARSEGRAD_WEBGPU_SDDMM_AXIS');
+    return layouts.get(layout, `sddmm:${forced}:${env('SPARSEGRAD_WEBGPU_TILES')}`, () => {
+      const option = (byColumn: boolean) => {
+        const lines = (byColumn ? layout.cols : layout.rows) / bs;
+        const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, layout.nnzBlocks / lines));
+        if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
+        const per = tileCols(shape) / bs;
+        const runs = (byColumn ? blockColumnRuns : blockRowRuns)(layout, per);
+        return { shape, byColumn, runs, slots: (runs.length / 2) * per };
+      };
+      const [row, column] = [option(false), option(true)];
+      const pick = forced === 'row' ? row : forced === 'column' ? column : column.slots < row.slots ? column : row;
+      const groups = upload(pick.runs);
+      return { value: { shape: pick.shape, byColumn: pick.byColumn, groups, count: pick.runs.length / 2 }, buffers: [groups] };
     });
   }
 

@@ -80,6 +80,12 @@ export interface GemmSpec {
    */
   store?: (row: string, col: string, v: string) => string;
   storeVec4?: (row: string, col: string, v: string) => string;
+  /**
+   * Or four outputs of a column at once: row (a multiple of 4), col and `v`, the vec4 of rows
+   * row..row+3 at column col (each thread's rows come in runs of 4 too), for callers that store
+   * the product transposed; M - m0 a multiple of 4.
+   */
+  storeVec4Rows?: (row: string, col: string, v: string) => string;
 }
 
 export function tileRows(s: GemmShape): number {
@@ -143,7 +149,7 @@ export function gemmKernel(spec: GemmSpec): string {
   const BN = wn * tn;
   const gm = tm / 4; // vec4 groups per thread along rows
   const gn = tn / 4;
-  if (!spec.store === !spec.storeVec4) throw new Error('gemmKernel: give exactly one of store and storeVec4');
+  if ([spec.store, spec.storeVec4, spec.storeVec4Rows].filter(Boolean).length !== 1) throw new Error('gemmKernel: give exactly one of store, storeVec4 and storeVec4Rows');
   const A = operand(spec, 'a', BM, bk, T);
   const B = operand(spec, 'b', BN, bk, T);
   const [aPer, bPer] = [A.per, B.per];
@@ -263,20 +269,17 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      workgroupBarrier();`);
   L(`    }`);
   L(`  }`);
-  // Store: row = g*4*wm + ty*4 + i, col = colVec(h)*4 + j.
+  // Store: accumulator c{g*4+i}_h holds row g*4*wm + ty*4 + i, columns colVec(h)*4 + j (j < 4).
+  const stored = (row: string, col: string, put: string) => L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${put} } }`);
   for (let g = 0; g < gm; g++) {
-    for (let i = 0; i < 4; i++) {
-      for (let h = 0; h < gn; h++) {
-        if (spec.storeVec4) {
-          const row = `${g * 4 * wm}u + ty * 4u + ${i}u`;
-          L(`  { let row = ${row}; let col = (${colVec(h)}) * 4u; if (row < M - m0 && col < N - n0) { ${spec.storeVec4('row', 'col', `c${g * 4 + i}_${h}`)} } }`);
-          continue;
-        }
-        for (let j = 0; j < 4; j++) {
-          const row = `${g * 4 * wm}u + ty * 4u + ${i}u`;
-          const col = `(${colVec(h)}) * 4u + ${j}u`;
-          L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${spec.store!('row', 'col', `c${g * 4 + i}_${h}[${j}]`)} } }`);
-        }
+    for (let h = 0; h < gn; h++) {
+      const col = `(${colVec(h)}) * 4u`;
+      for (let q = 0; q < 4; q++) {
+        const row = `${g * 4 * wm}u + ty * 4u + ${q}u`;
+        // Rows at once: q is the column within the run (the vec4 gathers the 4 rows' values).
+        if (spec.storeVec4Rows) stored(`${g * 4 * wm}u + ty * 4u`, `${col} + ${q}u`, spec.storeVec4Rows('row', 'col', `vec4<f32>(${[0, 1, 2, 3].map((i) => `c${g * 4 + i}_${h}[${q}]`).join(', ')})`));
+        else if (spec.storeVec4) stored(row, col, spec.storeVec4('row', 'col', `c${g * 4 + q}_${h}`));
+        else for (let j = 0; j < 4; j++) stored(row, `${col} + ${j}u`, spec.store!('row', 'col', `c${g * 4 + q}_${h}[${j}]`));
       }
     }
   }

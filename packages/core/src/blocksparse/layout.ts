@@ -56,9 +56,21 @@ export function buildLayout(rows: number, cols: number, blockSize: number, coord
  * columns).
  */
 export function blockRowRuns(layout: BlockLayout, per: number): Int32Array {
+  return runs(layout.rowPtr, per);
+}
+
+/**
+ * Runs of at most `per` consecutive blocks of one block column, as (first CSC position, count)
+ * pairs: SDDMM work items whose blocks share X's columns instead (see blockRowRuns).
+ */
+export function blockColumnRuns(layout: BlockLayout, per: number): Int32Array {
+  return runs(layout.colPtr, per);
+}
+
+function runs(ptr: Int32Array, per: number): Int32Array {
   const pairs: number[] = [];
-  for (let r = 0; r + 1 < layout.rowPtr.length; r++) {
-    for (let e = layout.rowPtr[r]; e < layout.rowPtr[r + 1]; e += per) pairs.push(e, Math.min(per, layout.rowPtr[r + 1] - e));
+  for (let r = 0; r + 1 < ptr.length; r++) {
+    for (let e = ptr[r]; e < ptr[r + 1]; e += per) pairs.push(e, Math.min(per, ptr[r + 1] - e));
   }
   return Int32Array.from(pairs);
 }
