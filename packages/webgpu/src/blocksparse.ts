@@ -190,28 +190,24 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 
   /**
    * The SDDMM's work items for a layout: runs of up to G blocks of one block row, or of one block
-   * column, whichever axis leaves fewer of the items' block slots empty (the multiply-adds of an
-   * empty slot are still done). A block row of a W [4096, 1024] holds 32 block columns, a block
-   * column 128 block rows: at density 0.25, rows of ~8 blocks in runs of 4 leave ~16% of the slots
-   * empty, columns of ~32 ~5%. SPARSEGRAD_WEBGPU_SDDMM_AXIS=row / column forces one (tests,
+   * column where W is taller than wide (its block columns are then the longer lines, so fewer
+   * runs end part-filled; an empty slot's multiply-adds are still done). On an H100 (NOTES 22),
+   * dW of W [4096, 1024] by columns: 32x32 at density 0.5 2.03 -> 1.98 ms, 0.25 1.11 -> 1.07, 0.1
+   * 0.50 -> 0.48, 16x16 at 0.1 0.79 -> 0.65; W [1024, 4096] by columns lost as much the other
+   * way (32x32 at 0.25 1.04 -> 1.15). SPARSEGRAD_WEBGPU_SDDMM_AXIS=row / column forces one (tests,
    * benchmarks). Cached per layout.
    */
   function sddmmPlan(layout: BlockLayout): { shape: GemmShape; byColumn: boolean; groups: GpuBuffer; count: number } {
     const bs = layout.blockSize;
     const forced = env('SPARSEGRAD_WEBGPU_SDDMM_AXIS');
     return layouts.get(layout, `sddmm:${forced}:${env('SPARSEGRAD_WEBGPU_TILES')}`, () => {
-      const option = (byColumn: boolean) => {
-        const lines = (byColumn ? layout.cols : layout.rows) / bs;
-        const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, layout.nnzBlocks / lines));
-        if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
-        const per = tileCols(shape) / bs;
-        const runs = (byColumn ? blockColumnRuns : blockRowRuns)(layout, per);
-        return { shape, byColumn, runs, slots: (runs.length / 2) * per };
-      };
-      const [row, column] = [option(false), option(true)];
-      const pick = forced === 'row' ? row : forced === 'column' ? column : column.slots < row.slots ? column : row;
-      const groups = upload(pick.runs);
-      return { value: { shape: pick.shape, byColumn: pick.byColumn, groups, count: pick.runs.length / 2 }, buffers: [groups] };
+      const byColumn = forced === 'row' || forced === 'column' ? forced === 'column' : layout.rows > layout.cols;
+      const lines = (byColumn ? layout.cols : layout.rows) / bs;
+      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, layout.nnzBlocks / lines));
+      if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
+      const runs = (byColumn ? blockColumnRuns : blockRowRuns)(layout, tileCols(shape) / bs);
+      const groups = upload(runs);
+      return { value: { shape, byColumn, groups, count: runs.length / 2 }, buffers: [groups] };
     });
   }
 

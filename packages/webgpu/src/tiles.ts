@@ -49,7 +49,8 @@ export function useUnionTiles(blockSize: number, liveFraction: () => number): bo
 }
 
 /**
- * SDDMM: a workgroup computes several blocks of one block row, which share each dY value it loads.
+ * SDDMM: a workgroup computes several blocks of one block row, which share each dY value it loads
+ * (or of one block column, sharing X's: blocksparse.ts's sddmmPlan; "row" below is either).
  * One block row tall, 128 columns wide (128 / bs blocks of the row), 128 threads; for 32x32 blocks
  * in rows of under 5 blocks on average, 64 columns (64 threads), so that fewer block slots stay
  * empty. On an H100 (dW of W [4096, 1024], X [16384, 1024]): 3.2 blocks per row 0.71 -> 0.59 ms
