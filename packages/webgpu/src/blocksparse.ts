@@ -150,14 +150,18 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group))) return false;
     const table = tableFor();
     // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
-    const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}`, () => `${PARAMS}\n${gemmKernel({
+    // vec4 output stores for dX only: on an H100 (16x16 blocks, NOTES 23) they took the union dX
+    // from 2.74 to 2.68 ms at density 0.5 and 0.87 -> 0.73 at 0.1, but the union forward from
+    // 2.47 to 3.27 (not understood: the compiled shader cannot be inspected here).
+    const v4 = !forward;
+    const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}|${v4}`, () => `${PARAMS}\n${gemmKernel({
       shape, aContiguous: 'k', bContiguous: forward ? 'k' : 'n', kChecked: false, a: 'A', b: 'W', aVec: true, bVec: true,
       bindings: `@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> Ptr: array<i32>;
 @group(0) @binding(4) var<storage, read> Idx: array<i32>;
 @group(0) @binding(5) var<storage, read> Blk: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> Y: array<${v4 ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
       // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
       // group's slot g stores to block row (column) Mem[grp * group + g].
@@ -168,7 +172,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
       bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
       bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
-      storeVec4: (r, c, v) => `Y[((m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u) / 4u] = ${v};`,
+      ...(v4
+        ? { storeVec4: (r: string, c: string, v: string) => `Y[((m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u) / 4u] = ${v};` }
+        : { store: (r: string, c: string, v: string) => `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};` }),
     })}`);
     const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
     tokenTiles(m, tileRows(shape), (first, count) =>
