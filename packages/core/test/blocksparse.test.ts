@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, buildLayout, buildTileItems, buildUnionTable, createCpuBackend, manualSeed, setBackend, tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, buildLayout, buildTileItems, buildUnionTable, createCpuBackend, manualSeed, setBackend, tensor, transposedLayout } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -46,6 +46,11 @@ for (const backend of await backendsUnderTest()) {
     assert.equal([...l.colPtr], [0, 1, 3, 3, 5]);
     assert.equal([...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]), [[0, 0], [1, 1], [2, 1], [0, 3], [2, 3]]);
     assert.equal([...l.cscRow], [0, 1, 2, 0, 2]);
+    // W^T's blocks in CSR order are W's in CSC order, at swapped coordinates.
+    const t = transposedLayout(l);
+    assert.equal([t.rows, t.cols], [64, 48]);
+    assert.equal([...t.rowIdx].map((r, s) => [t.colIdx[s], r]), [...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]));
+    assert.is(transposedLayout(l), t);
     assert.equal(W.blockMask(), [[1, 0, 0, 1], [0, 1, 0, 0], [0, 1, 0, 1]]);
     W.data.dispose();
   });

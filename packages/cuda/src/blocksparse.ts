@@ -4,7 +4,7 @@
  * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
  * cites the H100 measurement behind it.
  */
-import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, transposedLayout, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import { denseRoute, takesDenseRoute } from './dense-route.ts';
@@ -154,7 +154,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       [a, w] = [actBf, wBf];
     } else if (!forward) {
       const wT = temp(layout.nnzBlocks * 1024 * 4);
-      h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks, 1), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).u32(layout.nnzBlocks));
+      h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks, 1), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).ptr(0).u32(layout.nnzBlocks));
       w = wT;
     }
     const grid: [number, number, number] = [t.groups, tokenTiles(op, m, k.tokens), 1];
@@ -320,11 +320,11 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return best;
   }
   /** The partial sums of `used` token chunks land in a temporary; the column reduction sums them into out. */
-  function sddmmLaunch(out: BackendBuffer, used: number, size: number, launch: (target: number) => void): void {
-    const target = used > 1 ? h.allocator.alloc(used * size * 4) : h.ptr(out);
+  function sddmmLaunch(out: number, used: number, size: number, launch: (target: number) => void): void {
+    const target = used > 1 ? h.allocator.alloc(used * size * 4) : out;
     launch(target);
     if (used > 1) {
-      h.sumMiddle(target, 1, used, size, h.ptr(out));
+      h.sumMiddle(target, 1, used, size, out);
       h.allocator.release(target, used * size * 4);
     }
   }
@@ -350,6 +350,46 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         h.args.reset().ptr(h.ptr(blocks)).ptr(h.ptr(d)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).u32(layout.nnzBlocks).u32(layout.blockSize).u32(layout.cols).i32(toDense ? 1 : 0));
     },
   });
+  /**
+   * Whether the SDDMM runs on W^T: EXPERIMENT (NOTES 39, not yet timed) for 32x32 layouts taller
+   * than wide, whose dW ran 10-30% slower than the wide shape's with the same work (the 'highest'
+   * 2-D tile kernel; the TF32 one at density 0.1). SPARSEGRAD_CUDA_SDDMM_TRANSPOSE=0 / 1 turns it
+   * off / forces it for any 32x32 layout.
+   */
+  function sddmmTransposes(layout: BlockLayout): boolean {
+    const forced = process.env.SPARSEGRAD_CUDA_SDDMM_TRANSPOSE;
+    if (layout.blockSize !== 32 || layout.nnzBlocks === 0 || forced === '0') return false;
+    return forced === '1' || layout.rows > layout.cols;
+  }
+
+  /** out [nnz, bs, bs] (device pointer) = (dy^T x) on the layout's blocks, by the kernels. */
+  function sddmmKernels(dy: number, x: number, layout: BlockLayout, m: number, out: number, precision: MatmulPrecision): void {
+    const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
+    const size = nnz * bs * bs;
+    if (useSddmmTile(layout, precision)) {
+      const items = tileItems(layout);
+      if (items.count === 0) return;
+      const splits = tileSplits(items.count, m);
+      const chunk = Math.ceil(m / splits / sddmmTile.tokenStep) * sddmmTile.tokenStep;
+      const used = Math.ceil(m / chunk);
+      sddmmLaunch(out, used, size, (target) =>
+        h.launch('bsrSddmm', 'bsr_sddmm_tile_f32_32', [items.count, used, 1], sddmmTile.threads,
+          h.args.reset().ptr(dy).ptr(x).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), sddmmTile.smem));
+      return;
+    }
+    const idx = indexBuffers(layout);
+    const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
+    if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
+    // Tokens are cut into chunks (partial sums, then a column reduction) until ~4 CTAs per SM run.
+    const splits = Math.max(1, Math.min(Math.ceil((4 * h.sms) / groups.count), Math.floor(m / 256), 65535));
+    const chunk = Math.ceil(m / splits / 16) * 16;
+    const used = Math.ceil(m / chunk);
+    const k = bsrKernel('sddmm', bs, precision);
+    sddmmLaunch(out, used, size, (target) =>
+      h.launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
+        h.args.reset().ptr(dy).ptr(x).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem));
+  }
+
   return {
     bsrMatmul(x, blocks, layout, m, out, precision) {
       if (takesDenseRoute(layout, 'forward', precision)) return dense.forward(x, blocks, layout, m, out, precision);
@@ -371,31 +411,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     },
     bsrSddmm(dy, x, layout, m, out, precision) {
       if (takesDenseRoute(layout, 'sddmm', precision)) return dense.sddmm(dy, x, layout, m, out, precision);
-      const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
-      checkBlockSize('bsrSddmm', bs);
-      const size = nnz * bs * bs;
-      if (useSddmmTile(layout, precision)) {
-        const items = tileItems(layout);
-        if (items.count === 0) return;
-        const splits = tileSplits(items.count, m);
-        const chunk = Math.ceil(m / splits / sddmmTile.tokenStep) * sddmmTile.tokenStep;
-        const used = Math.ceil(m / chunk);
-        sddmmLaunch(out, used, size, (target) =>
-          h.launch('bsrSddmm', 'bsr_sddmm_tile_f32_32', [items.count, used, 1], sddmmTile.threads,
-            h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(x)).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), sddmmTile.smem));
-        return;
-      }
-      const idx = indexBuffers(layout);
-      const groups = sddmmGroups(layout, SDDMM_COLUMNS / bs);
-      if (groups.count > 65535) throw new Error(`cuda: bsrSddmm: ${groups.count} block groups exceed the kernel's grid`);
-      // Tokens are cut into chunks (partial sums, then a column reduction) until ~4 CTAs per SM run.
-      const splits = Math.max(1, Math.min(Math.ceil((4 * h.sms) / groups.count), Math.floor(m / 256), 65535));
-      const chunk = Math.ceil(m / splits / 16) * 16;
-      const used = Math.ceil(m / chunk);
-      const k = bsrKernel('sddmm', bs, precision);
-      sddmmLaunch(out, used, size, (target) =>
-        h.launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
-          h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(x)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem));
+      checkBlockSize('bsrSddmm', layout.blockSize);
+      if (!sddmmTransposes(layout)) return sddmmKernels(h.ptr(dy), h.ptr(x), layout, m, h.ptr(out), precision);
+      // dW^T's blocks are the SDDMM of the swapped operands on W^T's layout (X^T dY), computed
+      // there and transposed back into W's order: W^T's block s is W's block cscBlock[s].
+      const bytes = layout.nnzBlocks * 1024 * 4;
+      const blocksT = h.allocator.alloc(bytes);
+      sddmmKernels(h.ptr(x), h.ptr(dy), transposedLayout(layout), m, blocksT, precision);
+      h.launch('bsrSddmm', 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks, 1), 1, 1], THREADS,
+        h.args.reset().ptr(blocksT).ptr(h.ptr(out)).ptr(indexBuffers(layout).cscBlock.ptr).u32(layout.nnzBlocks));
+      h.allocator.release(blocksT, bytes);
     },
   };
 }

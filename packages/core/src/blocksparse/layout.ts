@@ -50,6 +50,23 @@ export function buildLayout(rows: number, cols: number, blockSize: number, coord
   return { layout, order };
 }
 
+const transposed = new WeakMap<BlockLayout, BlockLayout>();
+
+/**
+ * The layout of W^T, cached per layout: its block s (CSR order) is W's block cscBlock[s]
+ * transposed, since W's CSC order is W^T's CSR order. For kernels that run faster on the
+ * transposed problem (a wide W's SDDMM instead of a tall one's).
+ */
+export function transposedLayout(layout: BlockLayout): BlockLayout {
+  let t = transposed.get(layout);
+  if (!t) {
+    const coords = Array.from(layout.cscBlock, (b) => [layout.colIdx[b], layout.rowIdx[b]] as const);
+    t = buildLayout(layout.cols, layout.rows, layout.blockSize, coords).layout;
+    transposed.set(layout, t);
+  }
+  return t;
+}
+
 /**
  * Runs of at most `per` consecutive blocks of one block row, as (first block, count) pairs: the
  * work items of GPU SDDMM kernels that compute several blocks of a row at once (they share dY's

@@ -430,16 +430,18 @@ extern "C" __global__ void bsr_union_params(int32_t* out) {
   out[3] = UnionTiles<BF16>::SMEM_BYTES;
 }
 
-// 32x32 blocks transposed (out[b][c][r] = w[b][r][c]): dX on the union tiles runs as a forward
-// product of dY with the transposed blocks, which reads them k-contiguous. 256 threads take a block
-// at a time through a padded shared tile, so that both the reads and the writes are whole rows
-// (writing columns straight from the reads cost 14 us per GPT layer's W on the H100).
-extern "C" __global__ void __launch_bounds__(256) blocks_transpose_32(const float* w, float* out, uint32_t nnz) {
+// 32x32 blocks transposed (out[to[b]][c][r] = w[b][r][c]; to null: to[b] = b): dX on the union
+// tiles runs as a forward product of dY with the transposed blocks, which reads them
+// k-contiguous; the SDDMM of a tall W runs on W^T's layout and scatters its blocks back. 256
+// threads take a block at a time through a padded shared tile, so that both the reads and the
+// writes are whole rows (writing columns straight from the reads cost 14 us per GPT layer's W on
+// the H100).
+extern "C" __global__ void __launch_bounds__(256) blocks_transpose_32(const float* w, float* out, const int32_t* to, uint32_t nnz) {
   __shared__ float tile[32][33];
   const uint32_t x = threadIdx.x % 32, y = threadIdx.x / 32;
   for (uint32_t b = blockIdx.x; b < nnz; b += gridDim.x) {
     const float* src = w + (size_t)b * 1024;
-    float* dst = out + (size_t)b * 1024;
+    float* dst = out + (size_t)(to ? to[b] : b) * 1024;
 #pragma unroll
     for (uint32_t r = y; r < 32; r += 8) tile[r][x] = src[r * 32 + x];
     __syncthreads();
