@@ -351,15 +351,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     },
   });
   /**
-   * Whether the SDDMM runs on W^T: EXPERIMENT (NOTES 39, not yet timed) for 32x32 layouts taller
-   * than wide, whose dW ran 10-30% slower than the wide shape's with the same work (the 'highest'
-   * 2-D tile kernel; the TF32 one at density 0.1). SPARSEGRAD_CUDA_SDDMM_TRANSPOSE=0 / 1 turns it
-   * off / forces it for any 32x32 layout.
+   * Whether the SDDMM runs on W^T: for 32x32 layouts taller than wide, with the 'highest' 2-D tile
+   * kernel, or below density 0.2 with the tensor-core one. On an H100 (NOTES 39) dW of W [4096,
+   * 1024] went 1.16 -> 1.02-1.03 ms at density 0.25 and 0.65 -> 0.58 at 0.1 in 'highest' (0.5
+   * unchanged), and 0.23 -> 0.20 at 0.1 in TF32 / BF16, where 0.25 ran 2% slower.
+   * SPARSEGRAD_CUDA_SDDMM_TRANSPOSE=0 / 1 turns it off / forces it for any 32x32 layout.
    */
-  function sddmmTransposes(layout: BlockLayout): boolean {
+  function sddmmTransposes(layout: BlockLayout, precision: MatmulPrecision): boolean {
     const forced = process.env.SPARSEGRAD_CUDA_SDDMM_TRANSPOSE;
     if (layout.blockSize !== 32 || layout.nnzBlocks === 0 || forced === '0') return false;
-    return forced === '1' || layout.rows > layout.cols;
+    return forced === '1' || (layout.rows > layout.cols && (useSddmmTile(layout, precision) || layoutDensity(layout) < 0.2));
   }
 
   /** out [nnz, bs, bs] (device pointer) = (dy^T x) on the layout's blocks, by the kernels. */
@@ -412,7 +413,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     bsrSddmm(dy, x, layout, m, out, precision) {
       if (takesDenseRoute(layout, 'sddmm', precision)) return dense.sddmm(dy, x, layout, m, out, precision);
       checkBlockSize('bsrSddmm', layout.blockSize);
-      if (!sddmmTransposes(layout)) return sddmmKernels(h.ptr(dy), h.ptr(x), layout, m, h.ptr(out), precision);
+      if (!sddmmTransposes(layout, precision)) return sddmmKernels(h.ptr(dy), h.ptr(x), layout, m, h.ptr(out), precision);
       // dW^T's blocks are the SDDMM of the swapped operands on W^T's layout (X^T dY), computed
       // there and transposed back into W's order: W^T's block s is W's block cscBlock[s].
       const bytes = layout.nnzBlocks * 1024 * 4;
