@@ -273,11 +273,11 @@ export function gemmKernel(spec: GemmSpec): string {
   const stored = (row: string, col: string, put: string) => L(`  { let row = ${row}; let col = ${col}; if (row < M - m0 && col < N - n0) { ${put} } }`);
   for (let g = 0; g < gm; g++) {
     for (let h = 0; h < gn; h++) {
-      const col = `(${colVec(h)}) * 4u`;
+      const [rows, col] = [`${g * 4 * wm}u + ty * 4u`, `(${colVec(h)}) * 4u`]; // the first of each run of 4
       for (let q = 0; q < 4; q++) {
-        const row = `${g * 4 * wm}u + ty * 4u + ${q}u`;
+        const row = `${rows} + ${q}u`;
         // Rows at once: q is the column within the run (the vec4 gathers the 4 rows' values).
-        if (spec.storeVec4Rows) stored(`${g * 4 * wm}u + ty * 4u`, `${col} + ${q}u`, spec.storeVec4Rows('row', 'col', `vec4<f32>(${[0, 1, 2, 3].map((i) => `c${g * 4 + i}_${h}[${q}]`).join(', ')})`));
+        if (spec.storeVec4Rows) stored(rows, `${col} + ${q}u`, spec.storeVec4Rows('row', 'col', `vec4<f32>(${[0, 1, 2, 3].map((i) => `c${g * 4 + i}_${h}[${q}]`).join(', ')})`));
         else if (spec.storeVec4) stored(row, col, spec.storeVec4('row', 'col', `c${g * 4 + q}_${h}`));
         else for (let j = 0; j < 4; j++) stored(row, `${col} + ${j}u`, spec.store!('row', 'col', `c${g * 4 + q}_${h}[${j}]`));
       }
