@@ -24,7 +24,7 @@ export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, m
 export { bsrMatmul } from './ops/blocksparse.ts';
 export { adamStep, adamSteps, scaleEach, scaleEachInPlace, sumOfSquares, type AdamSlot } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
-export { BLOCK_SIZES, blockColumnRuns, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, transposedLayout, type TileLimits } from './blocksparse/layout.ts';
+export { BLOCK_SIZES, blockColumnRuns, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, linesLongestFirst, transposedLayout, unionGroupsLongestFirst, type TileLimits } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';

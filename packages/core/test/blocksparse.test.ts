@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, buildLayout, buildTileItems, buildUnionTable, createCpuBackend, manualSeed, setBackend, tensor, transposedLayout } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, buildLayout, buildTileItems, buildUnionTable, createCpuBackend, linesLongestFirst, manualSeed, setBackend, tensor, transposedLayout, unionGroupsLongestFirst } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -245,6 +245,29 @@ layouts('union tables list every block of a group once, at its column, columns s
       }
       assert.is(seen, L.nnzBlocks);
     }
+  }
+  W.data.dispose();
+});
+
+layouts('longest-first orders: lines by block count, union groups by union length, each group keeping its blocks and members', () => {
+  // Block rows of 2, 0, 3, 2 and 1 blocks: longest first, ties in index order.
+  const coords: [number, number][] = [[0, 0], [0, 3], [2, 0], [2, 1], [2, 2], [3, 1], [3, 2], [4, 3]];
+  const { layout } = buildLayout(32 * 5, 32 * 4, 32, coords);
+  assert.equal([...linesLongestFirst(layout.rowPtr)], [2, 0, 3, 4, 1]);
+  // Every block column holds 2: index order.
+  assert.equal([...linesLongestFirst(layout.colPtr)], [0, 1, 2, 3]);
+  const W = BlockSparseMatrix.random([32 * 13, 32 * 9], { density: 0.4, blockSize: 32, backend: createCpuBackend() });
+  for (const [group, clustered] of [[1, false], [4, false], [4, true]] as const) {
+    const t = buildUnionTable(W.layout, true, group, clustered);
+    const o = unionGroupsLongestFirst(t);
+    const steps = (u: typeof t, g: number) => u.ptr[g + 1] - u.ptr[g];
+    // Each group of the original appears once in the reordered table, with its entries, blocks and
+    // members unchanged, and the union lengths do not increase.
+    const key = (u: typeof t, g: number) =>
+      JSON.stringify([[...u.members.subarray(g * group, (g + 1) * group)], [...u.idx.subarray(u.ptr[g], u.ptr[g + 1])], [...u.blk.subarray(u.ptr[g] * group, u.ptr[g + 1] * group)]]);
+    const groups = t.ptr.length - 1;
+    assert.equal(Array.from({ length: groups }, (_, g) => key(o, g)).sort(), Array.from({ length: groups }, (_, g) => key(t, g)).sort());
+    for (let g = 1; g < groups; g++) assert.ok(steps(o, g) <= steps(o, g - 1), `group ${g}: ${steps(o, g)} after ${steps(o, g - 1)}`);
   }
   W.data.dispose();
 });

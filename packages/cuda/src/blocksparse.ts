@@ -4,7 +4,7 @@
  * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
  * cites the H100 measurement behind it.
  */
-import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, transposedLayout, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, transposedLayout, unionGroupsLongestFirst, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import { denseRoute, takesDenseRoute } from './dense-route.ts';
@@ -39,6 +39,8 @@ const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
 const SDDMM_COLUMNS = 128;
 /** TMA descriptors kept at most (see tensorMap in blockSparseKernels). */
 const MAX_MAPS = 1024;
+/** Tokens per band of the fp32 TMA kernel's grid order (orderBand). */
+const ORDER_BAND_TOKENS = 2048;
 
 export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | 'bsrMatmulGradInput' | 'bsrSddmm'> {
   // Device copies of block layouts' indexes and work tables, freed with the layout.
@@ -76,9 +78,10 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * The union table of a layout for the forward (groups of block rows) or dX (groups of block
    * columns); `clustered` groups members that share activation blocks (buildUnionTable).
    */
-  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group, clustered = false): UnionTable {
-    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}:${clustered}`, () => {
-      const host = buildUnionTable(layout, forward, group, clustered);
+  function unionTable(layout: BlockLayout, forward: boolean, group = unionParams.group, clustered = false, longestFirst = false): UnionTable {
+    return layouts.get(layout, `union:${forward ? 'forward' : 'grad_input'}:${group}:${clustered}:${longestFirst}`, () => {
+      const built = buildUnionTable(layout, forward, group, clustered);
+      const host = longestFirst ? unionGroupsLongestFirst(built) : built;
       const t = { ptr: h.upload(host.ptr), idx: h.upload(host.idx), blk: h.upload(host.blk), members: h.upload(host.members), groups: host.ptr.length - 1 };
       return { value: t, buffers: [t.ptr, t.idx, t.blk, t.members] };
     });
@@ -117,7 +120,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   function tmaKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
     if (!h.hopper || layout.blockSize !== 32 || process.env.SPARSEGRAD_CUDA_TMA === '0' || actCols / 32 > tma.maxSteps) return null;
-    if (precision === 'highest') return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads };
+    if (precision === 'highest') return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads, ordered: true };
     const density = layoutDensity(layout);
     const force = process.env.SPARSEGRAD_CUDA_BF16U;
     const bf16 = precision === 'medium' && force !== '0' && (force === '1' || density * outCols >= 1024);
@@ -137,7 +140,9 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     // not consecutive ones: fewer union steps, 4-9% faster on the H100 (NOTES 34;
     // SPARSEGRAD_CUDA_UNION_CLUSTER=0 groups consecutive rows).
     const clustered = !!k.tma && k.group > 1 && process.env.SPARSEGRAD_CUDA_UNION_CLUSTER !== '0';
-    const t = unionTable(layout, forward, k.group, clustered);
+    const tiles = tokenTiles(op, m, k.tokens);
+    const band = k.ordered ? orderBand(k.tokens, tiles, layout.nnzBlocks / (outCols / 32)) : 0;
+    const t = unionTable(layout, forward, k.group, clustered, band > 0);
     const temps: [number, number][] = [];
     const temp = (bytes: number) => {
       const b = h.allocator.alloc(bytes);
@@ -157,7 +162,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       h.launch(op, 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks, 1), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wT).ptr(0).u32(layout.nnzBlocks));
       w = wT;
     }
-    const grid: [number, number, number] = [t.groups, tokenTiles(op, m, k.tokens), 1];
+    const grid: [number, number, number] = [t.groups, tiles, 1];
     if (k.tma) {
       const es = k.bf16 ? 2 : 4;
       const swizzle = 32 * es;
@@ -169,7 +174,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         }
       };
       h.launch(op, k.name, grid, k.threads ?? 384, h.args.reset().raw(map(a, actCols, m, k.tokens), 64).raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
-        .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(clustered ? t.members.ptr : 0).ptr(h.ptr(out)).u32(m).u32(outCols), k.smem);
+        .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(clustered || band > 0 ? t.members.ptr : 0).ptr(h.ptr(out)).u32(m).u32(outCols).u32(Math.max(1, band)), k.smem);
     } else {
       h.launch(op, k.name, grid, 256,
         h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
@@ -329,6 +334,23 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     }
   }
 
+  /**
+   * Token tiles per band of the fp32 TMA kernel's grid order (blocksparse_tma.cu): within a band
+   * the block rows (columns) run longest first, each over the band's token tiles, so that the
+   * CTAs still running at the end are short ones while the band's activations stay in L2. 0: the
+   * plain order (lines in index order within one token tile), kept for lines of under 4 blocks
+   * on average, whose CTAs are short enough that the order costs more locality than it saves
+   * tail. On an H100 (NOTES 40) bands of 2048 tokens took 'highest' forward and dX at density
+   * 0.5 from 1.66-1.68 to 1.62-1.66 ms, 0.25 from 0.87-0.90 to 0.82-0.90; at 0.1 lines of 12.8
+   * blocks gained 4-5% and lines of 3.2 lost 5%. SPARSEGRAD_CUDA_BAND_TILES sets the band (0:
+   * plain; tests, benchmarks).
+   */
+  function orderBand(tileTokens: number, tiles: number, blocksPerLine: number): number {
+    const forced = process.env.SPARSEGRAD_CUDA_BAND_TILES;
+    const band = forced ? Number(forced) : blocksPerLine >= 4 ? Math.round(ORDER_BAND_TOKENS / tileTokens) : 0;
+    return band > 0 ? Math.min(tiles, band) : 0;
+  }
+
   /** Token tiles go on the grid's y dimension (at most 65535). */
   function tokenTiles(op: string, m: number, tile: number): number {
     const tiles = Math.ceil(m / tile);
@@ -452,6 +474,8 @@ interface UnionKernel {
   tma?: boolean;
   /** Threads per CTA where not 384 (a producer warpgroup and two consumer warpgroups). */
   threads?: number;
+  /** Whether its grid runs longest first in bands of token tiles (orderBand; TMA kernels only). */
+  ordered?: boolean;
 }
 interface UnionTable {
   ptr: CudaBuffer;

@@ -193,9 +193,11 @@ if (gpu) {
       // capability 9.0, TF32 for 'medium' at this size), bf16 operands forced, and the mma.sync
       // kernels with union tiles forced on and off, the TMA kernels on consecutive groups (by
       // default clustered; 9 block rows: the last group has empty slots), the 32x32 SDDMM on W
-      // itself and on W^T for every precision (by default only 'highest' runs on W^T here); then the dense route forced, and the default (at
-      // density 0.6 some products take it, by block size and precision).
-      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA', 'SPARSEGRAD_CUDA_DENSE_ROUTE', 'SPARSEGRAD_CUDA_UNION_CLUSTER', 'SPARSEGRAD_CUDA_SDDMM_TRANSPOSE'] as const;
+      // itself and on W^T for every precision (by default only 'highest' runs on W^T here), the fp32
+      // TMA kernel's grid in the plain order and in bands of 3 token tiles (of 4: the last band
+      // partial); then the dense route forced, and the default (at density 0.6 some products take
+      // it, by block size and precision).
+      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA', 'SPARSEGRAD_CUDA_DENSE_ROUTE', 'SPARSEGRAD_CUDA_UNION_CLUSTER', 'SPARSEGRAD_CUDA_SDDMM_TRANSPOSE', 'SPARSEGRAD_CUDA_BAND_TILES'] as const;
       const variants: Partial<Record<(typeof keys)[number], string>>[] = [
         { SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_UNION_CLUSTER: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
@@ -205,6 +207,8 @@ if (gpu) {
         { SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_BAND_TILES: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
+        { SPARSEGRAD_CUDA_BAND_TILES: '3', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
         { SPARSEGRAD_CUDA_DENSE_ROUTE: '1' },
         {},
       ];

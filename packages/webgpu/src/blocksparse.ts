@@ -4,10 +4,10 @@
  * citing its H100 measurement), the WGSL from gemm.ts's generator, and the per-layout index and
  * work tables on the device, freed with the layout.
  */
-import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, type Backend, type BackendBuffer, type BlockLayout } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, type Backend, type BackendBuffer, type BlockLayout } from '@sparsegrad/core';
 import { G, GpuBuffer, GpuContext, MAX_GROUPS_X, u } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, bsrShape, env, fitShape, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, bsrShape, env, fitShape, orderBand, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { PARAMS } from './wgsl.ts';
 
 /** What the block-sparse kernels need from the backend besides the context. */
@@ -41,16 +41,17 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<vec4<f32>>;`,
-        // Grid: x = block rows, y = token tiles, so workgroups running together share one X tile in L2.
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let br = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
+@group(0) @binding(5) var<storage, read_write> Y: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> Order: array<i32>;`,
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('br', 'rows / bs', tileRows(shape))} let n0 = 0u; let N = bs;
   let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
         segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
         segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
         storeVec4: (r, c, v) => `Y[((m0 + ${r}) * rows + br * bs + ${c}) / 4u] = ${v};`,
       })}`);
+      const order = workOrder(layout, true, m, tileRows(shape));
       tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.rows / bs, count, 1]));
+        ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out), order.lines], [m, layout.rows, layout.cols, bs, first, count, order.band].map(u), [layout.rows / bs, count, 1]));
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out) {
       if (unionProduct('bsrMatmulGradInput', false, dy, blocks, layout, m, out)) return;
@@ -64,8 +65,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> cscRow: array<i32>;
-@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;`,
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let bc = wg.x; let m0 = (wg.y + p(4u)) * ${tileRows(shape)}u; let n0 = 0u; let N = bs;
+@group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> Order: array<i32>;`,
+        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('bc', 'cols / bs', tileRows(shape))} let n0 = 0u; let N = bs;
   let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
         segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
         // cscRow[s], not rowIdx[blk]: two independent loads per block instead of two dependent ones
@@ -73,8 +75,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
         segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(cscRow[s]) * bs; bBase = blk * bs * bs; }`,
         storeVec4: (r, c, v) => `Y[((m0 + ${r}) * cols + bc * bs + ${c}) / 4u] = ${v};`,
       })}`);
+      const order = workOrder(layout, false, m, tileRows(shape));
       tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.cscRow, G(out)], [m, layout.rows, layout.cols, bs, first].map(u), [layout.cols / bs, count, 1]));
+        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.cscRow, G(out), order.lines], [m, layout.rows, layout.cols, bs, first, count, order.band].map(u), [layout.cols / bs, count, 1]));
     },
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
@@ -217,6 +220,23 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     });
   }
 
+  /**
+   * The order in which the one-block-wide forward (lines = block rows) and dX (block columns)
+   * hand out their (line, token tile) work: in bands of token tiles (orderBand), each band's lines
+   * longest first, so that the workgroups still running at the end of the grid are short ones
+   * and the band's activation tiles stay in L2. Band 0 is the plain order: lines in index order
+   * within one token tile. The line table is cached per layout.
+   */
+  function workOrder(layout: BlockLayout, forward: boolean, m: number, tileTokens: number): { lines: GpuBuffer; band: number } {
+    const band = orderBand(tileTokens, Math.ceil(m / tileTokens));
+    const lines = layouts.get(layout, `order:${forward}:${band > 0}`, () => {
+      const ptr = forward ? layout.rowPtr : layout.colPtr;
+      const b = upload(band > 0 ? linesLongestFirst(ptr) : Int32Array.from({ length: ptr.length - 1 }, (_, i) => i));
+      return { value: b, buffers: [b] };
+    });
+    return { lines, band: Math.max(1, band) };
+  }
+
   /** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {
     return layouts.get(layout, 'index', () => {
@@ -239,3 +259,15 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
 }
 
 type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock' | 'cscRow', GpuBuffer>;
+
+/**
+ * WGSL of the one-block-wide kernels' setup: the workgroup's line `name` (a block row or column)
+ * and first token m0, from its grid position (x = lines, y = token tiles of this dispatch) in
+ * the banded order of workOrder: params p(4) first tile, p(5) tiles in the dispatch, p(6) tiles
+ * per band; Order holds the lines longest first.
+ */
+function orderedTile(name: string, lines: string, tokens: number): string {
+  return `let oLines = ${lines}; let oTiles = p(5u); let oBand = p(6u); let oUnit = wg.y * oLines + wg.x;
+  let oFirst = oUnit / (oBand * oLines) * oBand; let oIn = oUnit % (oBand * oLines); let oWidth = min(oBand, oTiles - oFirst);
+  let ${name} = u32(Order[oIn / oWidth]); let m0 = (oFirst + oIn % oWidth + p(4u)) * ${tokens}u;`;
+}

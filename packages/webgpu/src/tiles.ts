@@ -28,6 +28,22 @@ export function bsrShape(bs: number): GemmShape {
 }
 
 /**
+ * Token tiles per band of the one-block-wide forward and dX's work order (blocksparse.ts's
+ * workOrder): the workgroups of a band run its lines (block rows or columns) longest first, each
+ * line over the band's token tiles, so that the workgroups still running at the end are short
+ * ones while the band's activations stay in L2. 0 is the plain order (lines in index order within
+ * one token tile). On an H100 (NOTES 25), bands of 4096 tokens took the 32x32 forward at density
+ * 0.5 from 2.11-2.14 to 2.06-2.07 ms and dX from 2.10-2.11 to 2.05-2.06; bands of 1024, 2048 and
+ * 8192 tokens gained less. SPARSEGRAD_WEBGPU_BAND_TILES sets the band (0: plain; tests, benchmarks).
+ */
+export function orderBand(tileTokens: number, tiles: number): number {
+  const forced = env('SPARSEGRAD_WEBGPU_BAND_TILES');
+  const band = forced ? Number(forced) : Math.round(ORDER_BAND_TOKENS / tileTokens);
+  return band > 0 ? Math.min(tiles, band) : 0;
+}
+const ORDER_BAND_TOKENS = 4096;
+
+/**
  * Union tiles of the block-sparse forward and dX: 128 tokens x 64-128 outputs (tuned on an H100
  * for 16x16 blocks), so several block rows (or columns) share each loaded activation tile; a band
  * of outputs is one block wide and its threads whole warps.

@@ -46,8 +46,10 @@ if (gpu) {
       const blocks = W.data.storageFor('test').buffer;
       // Union tiles by default, off, on (over clustered groups), and on over consecutive groups;
       // then the SDDMM's 128-column tiles forced for 32x32 blocks (rows of at most 4 blocks take
-      // 64-column ones by default), and its work items along block rows, then block columns.
-      const keys = ['SPARSEGRAD_WEBGPU_UNION', 'SPARSEGRAD_WEBGPU_UNION_CLUSTER', 'SPARSEGRAD_WEBGPU_TILES', 'SPARSEGRAD_WEBGPU_SDDMM_AXIS'] as const;
+      // 64-column ones by default), and its work items along block rows, then block columns; last,
+      // the one-block-wide tiles in the plain work order and in bands of 2 token tiles (of 3: the
+      // last band partial).
+      const keys = ['SPARSEGRAD_WEBGPU_UNION', 'SPARSEGRAD_WEBGPU_UNION_CLUSTER', 'SPARSEGRAD_WEBGPU_TILES', 'SPARSEGRAD_WEBGPU_SDDMM_AXIS', 'SPARSEGRAD_WEBGPU_BAND_TILES'] as const;
       const variants: Partial<Record<(typeof keys)[number], string>>[] = [
         {},
         { SPARSEGRAD_WEBGPU_UNION: '0' },
@@ -57,6 +59,8 @@ if (gpu) {
         { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'row' },
         { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column' },
         { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column', SPARSEGRAD_WEBGPU_TILES: 'sddmm32=4,32,8,4,8' },
+        { SPARSEGRAD_WEBGPU_UNION: '0', SPARSEGRAD_WEBGPU_BAND_TILES: '0' },
+        { SPARSEGRAD_WEBGPU_UNION: '0', SPARSEGRAD_WEBGPU_BAND_TILES: '2' },
       ];
       for (const v of variants) {
         const saved = keys.map((k) => process.env[k]);

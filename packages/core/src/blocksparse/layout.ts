@@ -84,6 +84,18 @@ export function blockColumnRuns(layout: BlockLayout, per: number): Int32Array {
   return runs(layout.colPtr, per);
 }
 
+/**
+ * The lines of a CSR / CSC pointer array (block rows of rowPtr, block columns of colPtr) ordered
+ * longest first, ties in index order. GPU kernels that give each (line, token tile) to one
+ * workgroup launch the long lines first, so that the last workgroups to finish are short ones
+ * (list scheduling with the longest jobs first ends with less idle hardware).
+ */
+export function linesLongestFirst(ptr: Int32Array): Int32Array {
+  const lines = Array.from({ length: ptr.length - 1 }, (_, i) => i);
+  lines.sort((a, b) => ptr[b + 1] - ptr[b] - (ptr[a + 1] - ptr[a]) || a - b);
+  return Int32Array.from(lines);
+}
+
 function runs(ptr: Int32Array, per: number): Int32Array {
   const pairs: number[] = [];
   for (let r = 0; r + 1 < ptr.length; r++) {
@@ -142,6 +154,30 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
     }
     ptr.push(idx.length);
   }
+  return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk), members };
+}
+
+/**
+ * A union table (buildUnionTable) with its groups reordered longest union first, ties in table
+ * order; `members` moves with them, so a kernel must store through it. GPU kernels that hand out
+ * (group, token tile) work in table order then end on short groups (see linesLongestFirst).
+ */
+export function unionGroupsLongestFirst(t: { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array }):
+  { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array } {
+  const group = t.members.length / (t.ptr.length - 1);
+  const order = linesLongestFirst(t.ptr);
+  const ptr = [0];
+  const idx: number[] = [];
+  const blk: number[] = [];
+  const members = new Int32Array(t.members.length);
+  order.forEach((g, i) => {
+    for (let e = t.ptr[g]; e < t.ptr[g + 1]; e++) {
+      idx.push(t.idx[e]);
+      for (let j = 0; j < group; j++) blk.push(t.blk[e * group + j]);
+    }
+    ptr.push(idx.length);
+    members.set(t.members.subarray(g * group, (g + 1) * group), i * group);
+  });
   return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk), members };
 }
 

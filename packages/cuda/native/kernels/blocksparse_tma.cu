@@ -47,7 +47,7 @@ struct TmaShape : WgTypes<BF> {
 // The interleaved rows land on distinct 16-byte chunks of the 128-byte swizzle, so the reads are
 // conflict-free, and lanes sharing a row share the load.
 template <class T, int S>
-__device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32_t empty, int steps, const uint8_t* smemRaw, float* out, uint32_t m, uint32_t m0, uint32_t outCols, uint32_t group) {
+__device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32_t empty, int steps, const uint8_t* smemRaw, float* out, uint32_t m, uint32_t m0, uint32_t outCols, const int32_t* unionRows, uint32_t group) {
   const int ct = threadIdx.x - 32, w = ct / 32, lane = ct % 32;  // after the producer warp
   const int tok0 = (w % 4) * 64 + lane / 4, out0 = (w / 4) * 16 + lane % 4;
   // Row r's 16-byte chunk c sits at r * 128 + ((c ^ (r % 8)) << 4); a thread's activation rows
@@ -85,12 +85,13 @@ __device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32
     if (lane == 0) arrive(empty + 8 * s);  // this warp is done reading the stage
   }
   const int limit = (int)min((uint32_t)TOKENS, m - m0);
-  if (group * BS >= outCols) return;
+  const uint32_t outBlock = unionRows ? unionRows[group] : group;  // read here: not live across the loop
+  if (outBlock * BS >= outCols) return;
 #pragma unroll
   for (int i = 0; i < 8; i++) {
     const int r = tok0 + 8 * i;
     if (r >= limit) continue;
-    float* row = out + (size_t)(m0 + r) * outCols + group * BS + out0;
+    float* row = out + (size_t)(m0 + r) * outCols + outBlock * BS + out0;
 #pragma unroll
     for (int j = 0; j < 4; j++) row[4 * j] = acc[i][j];
   }
@@ -100,21 +101,27 @@ __device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32
 // act: tensor map of the activations [m, actCols] (box TOKENS rows x 32); w: tensor map of the
 // blocks as rows [nnz * 32, 32] (box 32 x 32; dX passes transposed blocks); union table in groups
 // of G, unionRows naming each group slot's output block row or column (-1: none; null: groups of
-// consecutive ones); out [m, outCols]. F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead
+// consecutive ones); out [m, outCols]; band: token tiles per band of the grid's order (above). F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead
 // of wgmma.
 // PENDING: groups of wgmma a consumer leaves in flight before releasing a stage. AREG: the
 // activation fragments go through registers (loaded once per step for every block) instead of
 // being read from shared memory by each instruction.
 template <int G, int S, int PENDING, bool AREG, bool BF, bool F32 = false>
 __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
-                         const int32_t* unionRows, float* out, uint32_t m, uint32_t outCols) {
+                         const int32_t* unionRows, float* out, uint32_t m, uint32_t outCols, uint32_t band) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using T = TmaShape<G, S, BF>;
   static_assert(!AREG || PENDING == 0, "register fragments are reloaded each step");
   extern __shared__ __align__(16) uint8_t smemRaw[];
   const uint32_t base = (smemAddr(smemRaw) + 1023) & ~1023u;
   const uint32_t full = base + S * T::STAGE_BYTES, empty = full + 8 * S;
-  const uint32_t group = blockIdx.x, m0 = blockIdx.y * TOKENS;
+  // The grid is (groups, token tiles), handed out in bands of `band` token tiles: within a band
+  // the groups in table order (the host lists them longest first), each over the band's tiles,
+  // so that the CTAs still running at the end of the grid are short ones and a band's activation
+  // tiles stay in L2. band = 1 is the plain order (blockIdx.x = group, blockIdx.y = token tile).
+  const uint32_t unit = blockIdx.y * gridDim.x + blockIdx.x, perBand = band * gridDim.x;
+  const uint32_t bandFirst = unit / perBand * band, inBand = unit % perBand, width = min(band, gridDim.y - bandFirst);
+  const uint32_t group = inBand / width, m0 = (bandFirst + inBand % width) * TOKENS;
   const int first = unionPtr[group], steps = unionPtr[group + 1] - first;
   // Warpgroup 0 (the fp32 kernel: warp 0) produces. Broadcast from lane 0: the compiler then knows
   // the value is warp-uniform, and does not serialize the wgmma instructions on paths that depend on it.
@@ -162,7 +169,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
       }
     }
   } else if constexpr (F32) {
-    fmaConsumer<T, S>(base, full, empty, steps, smemRaw, out, m, m0, outCols, group);
+    fmaConsumer<T, S>(base, full, empty, steps, smemRaw, out, m, m0, outCols, unionRows, group);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     // Consumers: warpgroup wg - 1 multiplies tokens (wg - 1) 64 MT .. + 64 MT - 1.
@@ -237,7 +244,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
 #define TMA_KERNEL(NAME, G, S, P, AREG, BF, F32)                                                                                \
   extern "C" __global__ void __launch_bounds__(F32 ? F32_THREADS : THREADS, F32 ? 2 : 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
       const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, const int32_t* ur, float* out, \
-      uint32_t m, uint32_t outCols) { tmaUnion<G, S, P, AREG, BF, F32>(act, w, up, ui, ub, ur, out, m, outCols); }
+      uint32_t m, uint32_t outCols, uint32_t band) { tmaUnion<G, S, P, AREG, BF, F32>(act, w, up, ui, ub, ur, out, m, outCols, band); }
 TMA_KERNEL(tf32, TC_GROUP, 4, 1, false, false, false)
 TMA_KERNEL(bf16, TC_GROUP, 4, 0, true, true, false)
 TMA_KERNEL(f32, 1, F32_STAGES, 0, false, false, true)
