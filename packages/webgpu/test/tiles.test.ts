@@ -1,7 +1,7 @@
-/** Tile shapes shrink to fit the workgroup memory a device offers (WebGPU guarantees 16 KB). */
+/** Tile shapes shrink to fit the workgroup memory a device offers (WebGPU guarantees 16 KB); work-order bands. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fitShape } from '../src/tiles.ts';
+import { fitShape, orderBand } from '../src/tiles.ts';
 
 /** Exact bytes of the two stages of A and B for the largest padding the generator can choose. */
 const bytes = (s: { wm: number; wn: number; tm: number; tn: number; bk: number }) => 2 * s.bk * ((s.wm * s.tm) / 4 + 8 + (s.wn * s.tn) / 4 + 8) * 16;
@@ -21,6 +21,24 @@ test('shapes that fit are kept; larger ones give up k-step, then rows, never wid
   assert.equal(fitShape(big, 16384), { wm: 16, wn: 8, tm: 8, tn: 4, bk: 8 });
   assert.equal(fitShape(big, 8192), { wm: 16, wn: 8, tm: 8, tn: 4, bk: 4 });
   assert.equal(fitShape(big, 6000), { wm: 16, wn: 8, tm: 4, tn: 4, bk: 4 });
+});
+
+
+test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles there are; 16x16 and 0 plain', () => {
+  const saved = process.env.SPARSEGRAD_WEBGPU_BAND_TILES;
+  delete process.env.SPARSEGRAD_WEBGPU_BAND_TILES;
+  try {
+    assert.is(orderBand(32, 128, 128), 32);
+    assert.is(orderBand(64, 128, 10), 10);
+    assert.is(orderBand(16, 256, 64), 0);
+    process.env.SPARSEGRAD_WEBGPU_BAND_TILES = '3';
+    assert.is(orderBand(16, 256, 64), 3);
+    process.env.SPARSEGRAD_WEBGPU_BAND_TILES = '0';
+    assert.is(orderBand(32, 128, 128), 0);
+  } finally {
+    if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_BAND_TILES;
+    else process.env.SPARSEGRAD_WEBGPU_BAND_TILES = saved;
+  }
 });
 
 test.run();
