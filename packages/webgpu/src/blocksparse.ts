@@ -228,8 +228,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
    * within one token tile. The line table is cached per layout.
    */
   function workOrder(layout: BlockLayout, forward: boolean, m: number, tileTokens: number): { lines: GpuBuffer; band: number } {
-    const count = (forward ? layout.rows : layout.cols) / layout.blockSize;
-    const band = orderBand(layout.blockSize, layout.nnzBlocks / count, tileTokens, Math.ceil(m / tileTokens));
+    const band = orderBand(layout.blockSize, tileTokens, Math.ceil(m / tileTokens));
     const lines = layouts.get(layout, `order:${forward}:${band > 0}`, () => {
       const ptr = forward ? layout.rowPtr : layout.colPtr;
       const b = upload(band > 0 ? linesLongestFirst(ptr) : Int32Array.from({ length: ptr.length - 1 }, (_, i) => i));

@@ -34,15 +34,13 @@ export function bsrShape(bs: number): GemmShape {
  * ones while the band's activations stay in L2. 0 is the plain order (lines in index order within
  * one token tile). On an H100 (NOTES 25), bands of 4096 tokens took the 32x32 forward at density
  * 0.5 from 2.11-2.14 to 2.06-2.07 ms and dX from 2.10-2.11 to 2.05-2.06, 64x64 forward 1.75-1.82
- * to 1.72-1.78; bands of 1024, 2048 and 8192 tokens gained less. Plain where lines hold under 4
- * blocks on average (short workgroups leave little tail to save; the CUDA kernel lost 5% there)
- * and for 16x16 blocks (256-token tiles; bands of 8192 tokens made them 9-16% slower at density
- * 0.1). SPARSEGRAD_WEBGPU_BAND_TILES sets the band everywhere (0: plain; tests, benchmarks).
+ * to 1.72-1.78; bands of 1024, 2048 and 8192 tokens gained less. 16x16 blocks (256-token tiles)
+ * keep the plain order: bands of 8192 tokens made them 9-16% slower at density 0.1.
+ * SPARSEGRAD_WEBGPU_BAND_TILES sets the band for every block size (0: plain; tests, benchmarks).
  */
-export function orderBand(blockSize: number, blocksPerLine: number, tileTokens: number, tiles: number): number {
+export function orderBand(blockSize: number, tileTokens: number, tiles: number): number {
   const forced = env('SPARSEGRAD_WEBGPU_BAND_TILES');
-  const ordered = blockSize !== 16 && blocksPerLine >= 4;
-  const band = forced ? Number(forced) : ordered ? Math.round(ORDER_BAND_TOKENS / tileTokens) : 0;
+  const band = forced ? Number(forced) : blockSize === 16 ? 0 : Math.round(ORDER_BAND_TOKENS / tileTokens);
   return band > 0 ? Math.min(tiles, band) : 0;
 }
 const ORDER_BAND_TOKENS = 4096;
