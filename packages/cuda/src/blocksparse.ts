@@ -9,7 +9,6 @@ import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import { denseRoute, takesDenseRoute } from './dense-route.ts';
 import type { Addon } from './native.ts';
-import { streamKSchedule } from './stream-k.ts';
 
 /** What the block-sparse products need from the backend. */
 export interface KernelHost {
@@ -40,8 +39,6 @@ const BSR_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
 const SDDMM_COLUMNS = 128;
 /** TMA descriptors kept at most (see tensorMap in blockSparseKernels). */
 const MAX_MAPS = 1024;
-/** The shortest token range of a stream-K segment of the fp32 tile SDDMM (stream-k.ts), unless it ends its item. */
-const STREAM_MIN_TOKENS = 256;
 /** Tokens per band of the fp32 TMA kernel's grid order (orderBand). */
 const ORDER_BAND_TOKENS = 2048;
 
@@ -304,7 +301,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   })();
   const useSddmmTile = (layout: BlockLayout, precision: MatmulPrecision) =>
     h.hopper && layout.blockSize === 32 && precision === 'highest' && process.env.SPARSEGRAD_CUDA_SDDMM_TILE !== '0';
-  function tileItems(layout: BlockLayout): { buffer: CudaBuffer; count: number; passes: Int32Array } {
+  function tileItems(layout: BlockLayout): { buffer: CudaBuffer; count: number } {
     // Items filled to their block limit, splitting a column where whole columns would leave thread
     // slots idle (buildTileItems' `fill`): dW 4-10% faster at density 0.25-0.5 on the H100 (NOTES
     // 35; SPARSEGRAD_CUDA_SDDMM_FILL=0 keeps columns whole).
@@ -312,25 +309,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return layouts.get(layout, `sddmm-tiles:${fill}`, () => {
       const t = buildTileItems(layout, sddmmTile.limits, fill);
       const buffer = h.upload(t.items.length ? t.items : new Int32Array(1));
-      // A token step costs an item one pass of the kernel's 16 two-block thread slots per 16 blocks.
-      const passes = Int32Array.from({ length: t.count }, (_, i) => Math.ceil(t.items[i * t.stride + 2] / (sddmmTile.limits.blocks / 2)));
-      return { value: { buffer, count: t.count, passes }, buffers: [buffer] };
-    });
-  }
-  /**
-   * The stream-K schedule of a layout's tile items over m tokens (stream-k.ts): one share of the
-   * work per multiprocessor; cached per layout and token count.
-   */
-  function streamK(layout: BlockLayout, m: number): { segPtr: CudaBuffer; segs: CudaBuffer; slots: number } {
-    const fill = process.env.SPARSEGRAD_CUDA_SDDMM_FILL !== '0';
-    return layouts.get(layout, `sddmm-stream:${fill}:${m}`, () => {
-      const { passes } = tileItems(layout);
-      const steps = Math.ceil(m / sddmmTile.tokenStep);
-      const sched = streamKSchedule(passes, steps, h.sms, Math.ceil(STREAM_MIN_TOKENS / sddmmTile.tokenStep));
-      // Token steps to tokens: the kernel takes (item, first token, tokens, slot).
-      const segs = sched.segs.map((v, i) => (i % 4 === 1 ? v * sddmmTile.tokenStep : i % 4 === 2 ? Math.min(v * sddmmTile.tokenStep, m - sched.segs[i - 1] * sddmmTile.tokenStep) : v));
-      const value = { segPtr: h.upload(sched.segPtr), segs: h.upload(segs.length ? segs : new Int32Array(4)), slots: sched.slots };
-      return { value, buffers: [value.segPtr, value.segs] };
+      return { value: { buffer, count: t.count }, buffers: [buffer] };
     });
   }
   /**
@@ -413,23 +392,12 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     if (useSddmmTile(layout, precision)) {
       const items = tileItems(layout);
       if (items.count === 0) return;
-      if (process.env.SPARSEGRAD_CUDA_SDDMM_STREAM !== '0') {
-        // Stream-K: one equal share of the items' work per multiprocessor (stream-k.ts); an item's
-        // segments write slots 0.., so the slots it leaves unwritten are zeroed first.
-        const sched = streamK(layout, m);
-        sddmmLaunch(out, sched.slots, size, (target) => {
-          if (sched.slots > 1) h.addon.memset32(target, 0, sched.slots * size);
-          h.launch('bsrSddmm', 'bsr_sddmm_tile_f32_32', [h.sms, 1, 1], sddmmTile.threads,
-            h.args.reset().ptr(dy).ptr(x).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(0).ptr(sched.segPtr.ptr).ptr(sched.segs.ptr), sddmmTile.smem);
-        });
-        return;
-      }
       const splits = tileSplits(items.count, m);
       const chunk = Math.ceil(m / splits / sddmmTile.tokenStep) * sddmmTile.tokenStep;
       const used = Math.ceil(m / chunk);
       sddmmLaunch(out, used, size, (target) =>
         h.launch('bsrSddmm', 'bsr_sddmm_tile_f32_32', [items.count, used, 1], sddmmTile.threads,
-          h.args.reset().ptr(dy).ptr(x).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk).ptr(0).ptr(0), sddmmTile.smem));
+          h.args.reset().ptr(dy).ptr(x).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), sddmmTile.smem));
       return;
     }
     const idx = indexBuffers(layout);

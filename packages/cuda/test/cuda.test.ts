@@ -11,44 +11,9 @@ import '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
 import { takesDenseRoute } from '../src/dense-route.ts';
-import { streamKSchedule } from '../src/stream-k.ts';
 import { Args } from '../src/args.ts';
 import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, randomArray, relativeError } from '../../core/test/helpers.ts';
-
-test('stream-K schedules cover every item\'s token steps once, in equal shares, with one slot per segment of an item', () => {
-  for (const [passes, steps, ctas, min] of [[[2, 2, 1, 2, 2], 100, 7, 4], [Array.from({ length: 67 }, (_, i) => 1 + (i % 2)), 1024, 132, 16], [[1], 5, 8, 16], [[2, 1], 3, 1, 1]] as const) {
-    const s = streamKSchedule(passes, steps, ctas, min);
-    assert.is(s.segPtr.length, ctas + 1);
-    assert.is(s.segPtr[ctas], s.segs.length / 4);
-    // Every (item, step) exactly once, slots numbered in order within an item.
-    const seen = passes.map(() => new Uint8Array(steps));
-    const slots = passes.map(() => 0);
-    const work: number[] = [];
-    for (let c = 0; c < ctas; c++) {
-      let w = 0;
-      for (let g = s.segPtr[c]; g < s.segPtr[c + 1]; g++) {
-        const [item, first, count, slot] = s.segs.subarray(4 * g, 4 * g + 4);
-        assert.ok(count >= Math.min(min, steps - first) && first + count <= steps, `segment ${g}: ${first} + ${count} of ${steps}`);
-        assert.is(slot, slots[item]++);
-        for (let t = first; t < first + count; t++) seen[item][t]++;
-        w += count * passes[item];
-      }
-      work.push(w);
-    }
-    assert.ok(seen.every((a) => a.every((n) => n === 1)));
-    assert.is(s.slots, Math.max(...slots));
-    // Shares within one segment's minimum (plus rounding) of the mean.
-    const mean = work.reduce((a, b) => a + b, 0) / ctas;
-    const most = Math.max(...passes) * (min + 1);
-    assert.ok(work.every((w) => w <= mean + most), `shares ${work} around ${mean}`);
-  }
-  // 67 items of 2 passes on 132 multiprocessors: every item in 2-3 segments, every CTA busy.
-  const big = streamKSchedule(new Array(67).fill(2), 512, 132, 16);
-  assert.ok(big.slots <= 3);
-  for (let c = 0; c < 132; c++) assert.ok(big.segPtr[c + 1] > big.segPtr[c], `CTA ${c} has work`);
-  assertThrows(() => streamKSchedule([1], 0, 4, 1), /streamKSchedule: 4 CTAs and 0 token steps/);
-});
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   const a = new Args().ptr(2 ** 40 + 5).i32(-3).ptr(7).f32(1.5).u32(2 ** 32 - 1);
@@ -319,22 +284,20 @@ if (gpu) {
       const xb = be.upload(x);
       const dyb = be.upload(dy);
       // 2-D tiles on whole-column items, on filled items (columns split between items, the
-      // default), each in a stream-K schedule (the default) and on a grid of token chunks, then off.
-      for (const [tile, fill, stream] of [['1', '0', '1'], ['1', '1', '1'], ['1', '0', '0'], ['1', '1', '0'], ['0', '0', '1']]) {
+      // default), then off.
+      for (const [tile, fill] of [['1', '0'], ['1', '1'], ['0', '0']]) {
         process.env.SPARSEGRAD_CUDA_SDDMM_TILE = tile;
         process.env.SPARSEGRAD_CUDA_SDDMM_FILL = fill;
-        process.env.SPARSEGRAD_CUDA_SDDMM_STREAM = stream;
         for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
           // 'high' runs the tensor-core kernel either way: a check that the switch leaves it alone.
           const out = be.alloc(dw.length, 'float32');
           be.bsrSddmm(dyb, xb, L, m, out, precision);
           const err = relativeError(await be.read(out, dw.length), dw);
-          assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, fill ${fill}, stream ${stream}, '${precision}': relative error ${err} (seed ${seed})`);
+          assert.ok(err < (precision === 'highest' ? 1e-5 : 2e-3), `m ${m}, tiles ${tile}, fill ${fill}, '${precision}': relative error ${err} (seed ${seed})`);
           be.free(out);
         }
       }
       delete process.env.SPARSEGRAD_CUDA_SDDMM_FILL;
-      delete process.env.SPARSEGRAD_CUDA_SDDMM_STREAM;
       be.free(xb);
       be.free(dyb);
     }

@@ -2,8 +2,8 @@
 // and up to 16 of the block columns their blocks use (an "item" of the host's table, built by
 // buildTileItems in core), loads the dY slab of each row and the X slab of each column once per
 // token step into shared memory ([token][column], as they lie in memory), and computes only the
-// blocks present in the tile (at most 32). Tokens are cut into chunks on the grid's y dimension, or
-// into the segments of a stream-K schedule; out[slot][block] holds partial sums that the host adds up.
+// blocks present in the tile (at most 32). Tokens are cut into chunks on the grid's y dimension;
+// out[split][block] holds partial sums that the host adds up.
 //
 // fp32 FMA: each thread 8 x 8 outputs of a block, an outer product per token (4 float4 reads for
 // 64 FMA). A TF32 mma.sync consumer of the same pipeline measured no faster than the one-row
@@ -81,12 +81,15 @@ struct Fp32Consumer {
   }
 };
 
-// One segment: tokens [t0, t0 + len) of one item, its partial sums to out[slot].
 template <class Consumer>
-__device__ __forceinline__ void sddmmSegment(const float* dy, const float* x, const int32_t* item, float* out, uint32_t rows, uint32_t cols,
-                                             uint32_t t0, int len, float* smem) {
+__device__ __forceinline__ void sddmmTile(const float* dy, const float* x, const int32_t* items, float* out, uint32_t m, uint32_t rows, uint32_t cols,
+                                          uint32_t nnz, uint32_t chunk) {
+  extern __shared__ __align__(16) float smem[];
+  const int32_t* item = items + (size_t)blockIdx.x * ITEM_INTS;
   const int r0 = item[0] * BS, ncols = item[1];
   const int rowCols = min(ROWS * BS, (int)rows - r0);  // dY columns of this tile inside the matrix
+  const uint32_t t0 = blockIdx.y * chunk;
+  const int len = (int)min(chunk, m - t0);
   const int steps = (len + BK - 1) / BK;
 
   // A stage: the dY slab (16 bytes x 4 per thread) and the X slabs of the item's columns (up to 8).
@@ -115,34 +118,13 @@ __device__ __forceinline__ void sddmmSegment(const float* dy, const float* x, co
     const float* sa = smem + (step % STAGES) * STAGE_FLOATS;
     consumer.step(sa, sa + BK * LDA);
   });
-  consumer.store(out);
+  consumer.store(out + (size_t)blockIdx.y * nnz * BS * BS);
 }
 
-// Grid (items, token chunks), each CTA one chunk of one item; or, with `segPtr` (stream-K: the
-// host cuts the items' token ranges into equal shares of work, one per CTA, so that a share may
-// end one item and begin the next), a 1-D grid whose CTA c runs segments segPtr[c] ..
-// segPtr[c + 1] - 1 of `segs` (item, first token, tokens, partial-sum slot).
-template <class Consumer>
-__device__ __forceinline__ void sddmmTile(const float* dy, const float* x, const int32_t* items, float* out, uint32_t m, uint32_t rows, uint32_t cols,
-                                          uint32_t nnz, uint32_t chunk, const int32_t* segPtr, const int4* segs) {
-  extern __shared__ __align__(16) float smem[];
-  if (!segPtr) {
-    const uint32_t t0 = blockIdx.y * chunk;
-    sddmmSegment<Consumer>(dy, x, items + (size_t)blockIdx.x * ITEM_INTS, out + (size_t)blockIdx.y * nnz * BS * BS, rows, cols, t0, (int)min(chunk, m - t0), smem);
-    return;
-  }
-  const int last = segPtr[blockIdx.x + 1];
-  for (int g = segPtr[blockIdx.x]; g < last; g++) {
-    const int4 sg = segs[g];
-    sddmmSegment<Consumer>(dy, x, items + (size_t)sg.x * ITEM_INTS, out + (size_t)sg.w * nnz * BS * BS, rows, cols, sg.y, sg.z, smem);
-    __syncthreads();  // every thread is done with the stages before the next segment refills them
-  }
-}
-
+// Grid (items, token chunks); bsr_sddmm_tile_params' threads and dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(THREADS, 1) bsr_sddmm_tile_f32_32(const float* dy, const float* x, const int32_t* items, float* out,
-                                                                             uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk,
-                                                                             const int32_t* segPtr, const int4* segs) {
-  sddmmTile<Fp32Consumer>(dy, x, items, out, m, rows, cols, nnz, chunk, segPtr, segs);
+                                                                             uint32_t m, uint32_t rows, uint32_t cols, uint32_t nnz, uint32_t chunk) {
+  sddmmTile<Fp32Consumer>(dy, x, items, out, m, rows, cols, nnz, chunk);
 }
 
 // For the host: the item limits and the kernels' launch shape.
