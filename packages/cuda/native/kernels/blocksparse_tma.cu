@@ -101,8 +101,8 @@ __device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32
 // act: tensor map of the activations [m, actCols] (box TOKENS rows x 32); w: tensor map of the
 // blocks as rows [nnz * 32, 32] (box 32 x 32; dX passes transposed blocks); union table in groups
 // of G, unionRows naming each group slot's output block row or column (-1: none; null: groups of
-// consecutive ones); out [m, outCols]; band: token tiles per band of the grid's order (above). F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead
-// of wgmma.
+// consecutive ones); out [m, outCols]; band: token tiles per band of the grid's order (below).
+// F32: fp32 FMA on the CUDA cores ('highest', G = 1) instead of wgmma.
 // PENDING: groups of wgmma a consumer leaves in flight before releasing a stage. AREG: the
 // activation fragments go through registers (loaded once per step for every block) instead of
 // being read from shared memory by each instruction.
