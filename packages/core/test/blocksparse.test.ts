@@ -291,6 +291,46 @@ layouts('clustered union groups put block rows that share columns together', () 
   W.data.dispose();
 });
 
+layouts('clustered union groups follow the greedy rule (a set-based reference) on random layouts', () => {
+  // The reference: seed = most columns left (lowest index on ties), then group - 1 times the member
+  // adding the fewest new columns to the union (lowest index on ties).
+  const reference = (members: number[][], group: number): number[] => {
+    const left = members.map((_, r) => r);
+    const order: number[] = [];
+    while (left.length) {
+      const seed = left.reduce((a, r) => (members[r].length > members[a].length ? r : a));
+      left.splice(left.indexOf(seed), 1);
+      order.push(seed);
+      const union = new Set(members[seed]);
+      for (let g = 1; g < group && left.length; g++) {
+        const growth = (r: number) => members[r].filter((c) => !union.has(c)).length;
+        const best = left.reduce((a, r) => (growth(r) < growth(a) ? r : a));
+        left.splice(left.indexOf(best), 1);
+        order.push(best);
+        for (const c of members[best]) union.add(c);
+      }
+    }
+    return order;
+  };
+  manualSeed(11);
+  for (const [rows, cols, density, group] of [[37, 70, 0.3, 4], [64, 33, 0.5, 8], [9, 100, 0.1, 2], [40, 64, 0.02, 4]] as const) {
+    const W = BlockSparseMatrix.random([16 * rows, 16 * cols], { density, blockSize: 16, backend: createCpuBackend() });
+    const L = W.layout;
+    for (const forward of [true, false]) {
+      const count = forward ? rows : cols;
+      const members = Array.from({ length: count }, (_, r) => {
+        const out: number[] = [];
+        if (forward) for (let e = L.rowPtr[r]; e < L.rowPtr[r + 1]; e++) out.push(L.colIdx[e]);
+        else for (let e = L.colPtr[r]; e < L.colPtr[r + 1]; e++) out.push(L.cscRow[e]);
+        return out;
+      });
+      const t = buildUnionTable(L, forward, group, true);
+      assert.equal([...t.members.slice(0, count)], reference(members, group), `${rows}x${cols} blocks, density ${density}, forward ${forward}`);
+    }
+    W.data.dispose();
+  }
+});
+
 layouts('filled tile items take fewer two-block passes where whole columns leave items half full', () => {
   // One group of 8 block rows over 4 columns of 5, 5, 5 and 1 blocks, items of at most 8 blocks
   // (4 two-block slots): whole columns give 5 + 5 + 6 blocks (3 items, 2 passes each: 6 passes),

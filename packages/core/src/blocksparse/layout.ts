@@ -181,31 +181,50 @@ export function unionGroupsLongestFirst(t: { ptr: Int32Array; idx: Int32Array; b
   return { ptr: Int32Array.from(ptr), idx: Int32Array.from(idx), blk: Int32Array.from(blk), members };
 }
 
-/** Members 0 .. count-1 ordered into groups of `group` (see buildUnionTable): greedy, deterministic. */
+/**
+ * Members 0 .. count-1 ordered into groups of `group` (see buildUnionTable): greedy, deterministic.
+ * Each group starts from the member with the most columns left and adds, `group - 1` times, the
+ * member that widens the group's union least (the lowest index on ties). Columns are bitsets, so
+ * a member's growth costs cols / 32 word operations instead of a set lookup per block: the
+ * 16x16 forward table of a [16384, 4096] layout at density 0.5 took ~0.9 s with sets.
+ */
 function clusterMembers(count: number, group: number, columnsOf: (member: number) => number[]): number[] {
   const columns = Array.from({ length: count }, (_, r) => columnsOf(r));
-  const left = new Set(Array.from({ length: count }, (_, r) => r));
+  let width = 0;
+  for (const cs of columns) for (const c of cs) width = Math.max(width, c + 1);
+  const words = Math.ceil(width / 32);
+  const bits = new Uint32Array(count * words);
+  columns.forEach((cs, r) => cs.forEach((c) => (bits[r * words + (c >>> 5)] |= 1 << (c & 31))));
+  const union = new Uint32Array(words);
+  const taken = new Uint8Array(count);
   const order: number[] = [];
-  while (left.size > 0) {
+  while (order.length < count) {
     let seed = -1;
-    for (const r of left) if (seed < 0 || columns[r].length > columns[seed].length) seed = r;
-    left.delete(seed);
+    for (let r = 0; r < count; r++) if (!taken[r] && (seed < 0 || columns[r].length > columns[seed].length)) seed = r;
+    taken[seed] = 1;
     order.push(seed);
-    const union = new Set(columns[seed]);
-    for (let g = 1; g < group && left.size > 0; g++) {
+    union.set(bits.subarray(seed * words, (seed + 1) * words));
+    for (let g = 1; g < group && order.length < count; g++) {
       let best = -1;
       let bestGrowth = Infinity;
-      for (const r of left) {
+      for (let r = 0; r < count && bestGrowth > 0; r++) {
+        if (taken[r]) continue;
         let growth = 0;
-        for (const c of columns[r]) if (!union.has(c)) growth++;
+        for (let w = 0; w < words; w++) growth += popcount(bits[r * words + w] & ~union[w]);
         if (growth < bestGrowth) [best, bestGrowth] = [r, growth];
       }
-      left.delete(best);
+      taken[best] = 1;
       order.push(best);
-      for (const c of columns[best]) union.add(c);
+      for (let w = 0; w < words; w++) union[w] |= bits[best * words + w];
     }
   }
   return order;
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
 }
 
 /** The fraction of the layout's blocks that are stored. */
