@@ -10,7 +10,7 @@ import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel,
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, fitShape, shapeKey, tuned } from './tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
@@ -209,6 +209,22 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
           return;
         }
         ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(outer * n)], gridFor(outer));
+        return;
+      }
+      if (t === 'f32' && op === 'sum' && env('SPARSEGRAD_WEBGPU_FEW_ROWS') !== '0' && n <= FEW_ROWS && inner % 4 === 0 && outer * inner >= FEW_ROWS_MIN_FLOATS) {
+        // A few long rows (the SDDMM's partial sums: 16 x 1-4M floats): one thread per vec4 of a
+        // column walks all n rows, so every load is a whole 16-byte piece and no workgroup memory
+        // or second pass is needed; columnKernel's lanes and splits serve tall columns instead.
+        const pipeline = pipe('reduceFewRows', () => `${HEAD('@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;\n@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;')}\n${MAIN}
+  let outer = p(0u); let n = p(1u); let q = p(2u);
+  if (i >= outer * q) { return; }
+  let base = (i / q) * n * q + i % q;
+  var acc = vec4<f32>(0.0); var k = 0u;
+  for (; k + 4u <= n; k += 4u) { acc += (X[base + k * q] + X[base + (k + 1u) * q]) + (X[base + (k + 2u) * q] + X[base + (k + 3u) * q]); }
+  for (; k < n; k++) { acc += X[base + k * q]; }
+  Y[i] = acc;
+}`);
+        ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner / 4)], outer * (inner / 4));
         return;
       }
       if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
@@ -526,6 +542,9 @@ ${rowMain(sg)}
 
 /** Buffers up to this many floats are packed several to a dispatch by the list kernels. */
 const PACK_MAX_FLOATS = 1 << 20;
+/** Sums over at most FEW_ROWS rows of at least FEW_ROWS_MIN_FLOATS outputs in all take reduceFewRows. */
+const FEW_ROWS = 64;
+const FEW_ROWS_MIN_FLOATS = 1 << 14;
 
 /**
  * A list's buffers in dispatches: up to `per` buffers of at most PACK_MAX_FLOATS floats share one
