@@ -147,6 +147,7 @@ export function gemmKernel(spec: GemmSpec): string {
   const T = wm * wn;
   const BM = wm * tm;
   const BN = wn * tn;
+  if (tm % 4 !== 0 || tn % 4 !== 0 || tm < 4 || tn < 4) throw new Error(`gemmKernel: outputs per thread must be multiples of 4 along rows and columns (got ${tm} x ${tn})`);
   const gm = tm / 4; // vec4 groups per thread along rows
   const gn = tn / 4;
   if ([spec.store, spec.storeVec4, spec.storeVec4Rows].filter(Boolean).length !== 1) throw new Error('gemmKernel: give exactly one of store, storeVec4 and storeVec4Rows');

@@ -55,10 +55,10 @@ if (gpu) {
         { SPARSEGRAD_WEBGPU_UNION: '0' },
         { SPARSEGRAD_WEBGPU_UNION: '1' },
         { SPARSEGRAD_WEBGPU_UNION: '1', SPARSEGRAD_WEBGPU_UNION_CLUSTER: '0' },
-        { SPARSEGRAD_WEBGPU_TILES: 'sddmm32=4,32,8,4,8' },
+        { SPARSEGRAD_WEBGPU_TILES: 'sddmm32=8,16,4,8,8' },
         { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'row' },
         { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column' },
-        { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column', SPARSEGRAD_WEBGPU_TILES: 'sddmm32=4,32,8,4,8' },
+        { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column', SPARSEGRAD_WEBGPU_TILES: 'sddmm32=8,16,4,8,8' },
         { SPARSEGRAD_WEBGPU_UNION: '0', SPARSEGRAD_WEBGPU_BAND_TILES: '0' },
         { SPARSEGRAD_WEBGPU_UNION: '0', SPARSEGRAD_WEBGPU_BAND_TILES: '2' },
       ];
@@ -105,7 +105,7 @@ if (gpu) {
     const { dw } = blockSparseRefs(L, await W.data.toArray(), x, dy, m);
     const [xb, dyb] = [be.upload(x), be.upload(dy)];
     const saved = process.env.SPARSEGRAD_WEBGPU_TILES;
-    for (const tiles of [undefined, 'sddmm32=4,32,8,4,8']) {
+    for (const tiles of [undefined, 'sddmm32=8,16,4,8,8']) {
       if (tiles) process.env.SPARSEGRAD_WEBGPU_TILES = tiles;
       const out = be.upload(new Float32Array(dw.length).fill(Number.NaN));
       be.bsrSddmm(dyb, xb, L, m, out, 'highest');
