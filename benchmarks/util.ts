@@ -95,12 +95,7 @@ export async function blockSparseRows(o: {
     const refs = { denseDw: await be.read(dw, rows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * rows) };
     o.say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(digits)} (${tflops(2 * M * rows * cols, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(digits)} | ${dense.dW.toFixed(digits)} | |`);
     for (const density of o.densities) {
-      // The same layout for a shape, block size and density in every run and every --variants
-      // pass, so that variants are compared on identical work. With a layout drawn afresh per
-      // pass, single cells of the same code moved by up to 25% (WebGPU dW at density 0.1: 0.56
-      // vs 0.71 ms); layouts differ in their longest block rows, the likely cause.
-      manualSeed(100_000 * bs + 10 * Math.round(density * 1000) + (rows > cols ? 0 : 1));
-      const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: bs, backend: be });
+      const W = benchmarkLayout(be, rows, cols, bs, density);
       const blocks = W.data.storageFor('benchmark').buffer;
       const w32 = await W.data.toArray();
       const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
@@ -160,6 +155,17 @@ export function checkBlockSparse(product: BsrProduct, L: BlockLayout, w: ArrayLi
   if (err > CHECK_TOLERANCE[precision]) {
     throw new Error(`benchmark check: block-sparse ${product} (${rows} x ${cols}, ${bs}x${bs}, '${precision}') is off by ${err.toExponential(2)} relative to its reference (tolerance ${CHECK_TOLERANCE[precision]})`);
   }
+}
+
+/**
+ * The block-sparse benchmarks' W for a shape, block size and density: the same layout in every run
+ * and every --variants pass, so that variants are compared on identical work. With a layout drawn
+ * afresh per pass, single cells of the same code moved by up to 25% (WebGPU dW at density 0.1: 0.56
+ * vs 0.71 ms); layouts differ in their longest block rows, the likely cause.
+ */
+export function benchmarkLayout(be: Backend, rows: number, cols: number, bs: number, density: number): BlockSparseMatrix {
+  manualSeed(100_000 * bs + 10 * Math.round(density * 1000) + (rows > cols ? 0 : 1));
+  return BlockSparseMatrix.random([rows, cols], { density, blockSize: bs, backend: be });
 }
 
 /**

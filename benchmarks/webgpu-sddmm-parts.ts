@@ -5,8 +5,9 @@
  *
  *   npx tsx benchmarks/webgpu-sddmm-parts.ts
  */
-import { BlockSparseMatrix, getBackend, manualSeed, setBackend } from '@sparsegrad/core';
+import { getBackend, setBackend } from '@sparsegrad/core';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
+import { benchmarkLayout } from './util.ts';
 // Dawn rounds timestamps to 65.5 us unless told otherwise.
 process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
 await setBackend('webgpu');
@@ -16,8 +17,7 @@ const M = 16384;
 const rnd = (n: number, key: number) => { const b = be.alloc(n, 'float32'); be.random(b, n, { kind: 'normal', key, a: 0, b: 1 }); return b; };
 for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
   for (const density of [0.5, 0.25, 0.1]) {
-    manualSeed(100_000 * 32 + 10 * Math.round(density * 1000) + (rows > cols ? 0 : 1));
-    const W = BlockSparseMatrix.random([rows, cols], { density, blockSize: 32, backend: be });
+    const W = benchmarkLayout(be, rows, cols, 32, density);
     const x = rnd(M * cols, 3), dy = rnd(M * rows, 4), dw = be.alloc(W.layout.nnzBlocks * 1024, 'float32');
     for (let i = 0; i < 3; i++) be.bsrSddmm(dy, x, W.layout, M, dw, 'highest');
     await be.read(dw, 1);

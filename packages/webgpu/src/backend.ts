@@ -212,7 +212,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
         return;
       }
       if (t === 'f32' && op === 'sum' && env('SPARSEGRAD_WEBGPU_FEW_ROWS') !== '0' && n <= FEW_ROWS && inner % 4 === 0 && outer * inner >= FEW_ROWS_MIN_FLOATS) {
-        // A few long rows (the SDDMM's partial sums: 16 x 1-4M floats): one thread per vec4 of a
+        // A few long rows (the SDDMM's partial sums: 8-16 rows of 1-2M floats): one thread per vec4 of a
         // column walks all n rows, so every load is a whole 16-byte piece and no workgroup memory
         // or second pass is needed; columnKernel's lanes and splits serve tall columns instead.
         const pipeline = pipe('reduceFewRows', () => `${HEAD('@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;\n@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;')}\n${MAIN}
