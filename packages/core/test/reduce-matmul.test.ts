@@ -69,8 +69,8 @@ for (const backend of await backendsUnderTest()) {
 
   test('sum over a few long rows (the shapes of partial-sum reductions)', async () => {
     // A few rows of many columns: on the GPU backends the path that sums whole vec4s of a column
-    // (n of 16 and 5: whole groups of four rows and a remainder; two outer slices).
-    for (const shape of [[2, 16, 8196], [1, 5, 16384]]) {
+    // (n of 16, 5 and 23: whole groups of four rows, a remainder, both; two outer slices).
+    for (const shape of [[2, 16, 8196], [1, 5, 16384], [1, 23, 16384]]) {
       const x = f32(randomArray(size(shape), 31));
       const ref = refReduce(x, shape, [1], 'sum');
       assertClose(await sg.sum(T(x, shape), [1]).toArray(), ref.out, 1e-5, `sum over rows of ${shape}`);
