@@ -156,8 +156,9 @@ for (const backend of await backendsUnderTest()) {
     const cases: [number[], number[]][] = [
       [[1, 1], [1, 1]], [[7, 33], [33, 5]], [[33, 17], [17, 9]], [[2, 5, 7], [7, 3]], [[4, 1, 3, 6], [5, 6, 2]],
       [[5, 1023], [1023, 1]], [[64, 64], [64, 64]], [[3, 0], [0, 4]],
-      // A long shared dimension with few outputs (GPU backends split k): uneven chunks.
-      [[33, 2501], [2501, 17]],
+      // A long shared dimension with few outputs (GPU backends split k): uneven chunks, one
+      // output tile and several (both edges partial).
+      [[33, 2501], [2501, 17]], [[200, 1500], [1500, 300]],
     ];
     for (const [as, bs] of cases) {
       const a = f32(randomArray(size(as), 31));
@@ -174,6 +175,11 @@ for (const backend of await backendsUnderTest()) {
     const at = T(a, [6, 4]).T; // [4, 6]
     const ref = refMatmul(Array.from({ length: 24 }, (_, i) => a[(i % 6) * 4 + Math.floor(i / 6)]), [4, 6], b, [6, 3]);
     assertClose(await at.matmul(T(b, [6, 3])).toArray(), ref.out, 1e-5, 'transposed');
+    // A weight gradient's layout, X^T dY (A read down its columns), over a k that GPU backends split.
+    const xs = f32(randomArray(1500 * 200, 3));
+    const dys = f32(randomArray(1500 * 300, 4));
+    const xsT = Array.from({ length: xs.length }, (_, i) => xs[(i % 1500) * 200 + Math.floor(i / 1500)]);
+    assertClose(await T(xs, [1500, 200]).T.matmul(T(dys, [1500, 300])).toArray(), refMatmul(xsT, [200, 1500], dys, [1500, 300]).out, 3e-5, 'X^T dY');
     // Many products in one batch take GPU backends' large-tile kernels; both operands as
     // transposed views (the other contiguous axis), with edges that fill no tile evenly.
     const ad = f32(randomArray(256 * 40 * 65, 7));

@@ -10,7 +10,7 @@ import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel,
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
-import { DENSE_LARGE, DENSE_SMALL, SPLIT_K_BELOW_TILES, SPLIT_K_MIN, env, fitShape, shapeKey, tuned } from './tiles.ts';
+import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
@@ -252,12 +252,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     },
 
     matmul(a: MatrixView, b: MatrixView, out, batch, m, n, k) {
-      // Large products take 128x128 tiles; smaller ones 64x64 so enough workgroups fill the GPU.
+      // The tile and any split of k: tiles.ts's denseTiling.
       const aC = a.colStride === 1 ? 'k' : 'm';
       const bC = b.colStride === 1 ? 'n' : 'k';
       // Measured on an H100: with both operands row-major a k-step of 4 beats 8 (40 vs 37 TFLOP/s).
       const large = aC === 'k' && bC === 'n' ? { ...DENSE_LARGE, bk: 4 } : DENSE_LARGE;
-      const shape = fit(tuned('matmul') ?? (Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 256 ? large : DENSE_SMALL));
+      const tiling = denseTiling(m, n, k, batch, large);
+      const shape = fit(tuned('matmul') ?? tiling.shape);
       const kChecked = k % shape.bk !== 0;
       // Outputs as vec4 stores where rows are multiples of 4 (every row and batch then starts
       // aligned), only for X W^T's layout: on an H100 that went 3.61 -> 3.53 ms for [16384, 1024]
@@ -280,15 +281,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
           ? { storeVec4: (r: string, c: string, v: string) => `C[(p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}) / 4u] = ${v};` }
           : { store: (r: string, c: string, v: string) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};` }),
       })}`);
-      const tiles = Math.ceil(m / tileRows(shape)) * Math.ceil(n / tileCols(shape));
       // Profiles tell products apart by shape and layout.
       const op = ctx.profiling ? `matmul ${batch}x${m}x${n}x${k} ${aC}${bC}` : 'matmul';
       const grid = (count: number): [number, number, number] => [Math.ceil(n / tileCols(shape)), Math.ceil(m / tileRows(shape)), count];
-      if (batch === 1 && tiles < SPLIT_K_BELOW_TILES && k >= SPLIT_K_MIN) {
-        // Few output tiles over a long k (weight gradients: dW = dY^T X): split k into chunks run
-        // as a batch writing partial products, then sum them, so every multiprocessor has work.
-        const splits = Math.min(Math.ceil((2 * SPLIT_K_BELOW_TILES) / tiles), Math.floor(k / (SPLIT_K_MIN / 2)));
-        const chunk = Math.ceil(k / splits / shape.bk) * shape.bk;
+      if (tiling.splits > 1) {
+        // Few output tiles over a long k (weight gradients: dW = dY^T X): k in chunks run as a
+        // batch writing partial products, then summed, so every multiprocessor has work.
+        const chunk = Math.ceil(k / tiling.splits / shape.bk) * shape.bk;
         const used = Math.ceil(k / chunk);
         const partial = ctx.alloc(used * m * n, 'float32');
         const params = [m, n, chunk, a.offset, chunk * a.colStride, a.rowStride, a.colStride, b.offset, chunk * b.rowStride, b.rowStride, b.colStride, 0, k].map(u);

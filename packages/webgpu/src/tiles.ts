@@ -7,6 +7,48 @@ export const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
 export const SPLIT_K_BELOW_TILES = 132;
 export const SPLIT_K_MIN = 1024;
 /**
+ * Workgroups of the 128 x 128 tile taken as running at once on an H100 (two per multiprocessor):
+ * the wave that split k fills. Measured on the GPT's weight gradients (NOTES 34): 264 beat 132
+ * and 528 (512 x 512 x 8192: 3.20 ms per step against 3.25 and 3.37). SPARSEGRAD_WEBGPU_SPLIT_SLOTS
+ * overrides it (benchmarks).
+ */
+const WAVE_SLOTS = 264;
+/** Split-k chunks are at least this many steps of k long. */
+const SPLIT_MIN_CHUNK = 256;
+
+/**
+ * The dense matmul's tile and k split. Products with at least 256 tiles of 128 x 128 take them
+ * whole (8 x 8 outputs per thread); fewer tiles over a long k (weight gradients, dW = dY^T X)
+ * keep those tiles and split k into chunks (partial products, then a sum) so that tiles x chunks
+ * fill whole waves of the GPU (waveSplits); short ones take 64 x 64 tiles (4 x 4 per thread).
+ * On an H100 (NOTES 34) the GPT's weight gradients went from 64 x 64 tiles (4 x 4 per thread,
+ * at most 5 chunks) to these: [2048, 512] over k = 8192 0.667 -> 0.445 ms, [512, 512] 0.190 ->
+ * 0.133. SPARSEGRAD_WEBGPU_SPLIT_LARGE=0 restores the earlier rule (64 x 64 tiles below 256
+ * large ones, k split below SPLIT_K_BELOW_TILES of them).
+ */
+export function denseTiling(m: number, n: number, k: number, batch: number, large: GemmShape): { shape: GemmShape; splits: number } {
+  const tilesOf = (s: GemmShape) => Math.ceil(m / (s.wm * s.tm)) * Math.ceil(n / (s.wn * s.tn)) * batch;
+  const longK = batch === 1 && k >= SPLIT_K_MIN;
+  if (tilesOf(large) >= 256) return { shape: large, splits: 1 };
+  if (longK && env('SPARSEGRAD_WEBGPU_SPLIT_LARGE') !== '0') return { shape: large, splits: waveSplits(tilesOf(large), k) };
+  const tiles = tilesOf(DENSE_SMALL);
+  if (!longK || tiles >= SPLIT_K_BELOW_TILES) return { shape: DENSE_SMALL, splits: 1 };
+  return { shape: DENSE_SMALL, splits: Math.min(Math.ceil((2 * SPLIT_K_BELOW_TILES) / tiles), Math.floor(k / (SPLIT_K_MIN / 2))) };
+}
+
+/**
+ * Chunks of k for `tiles` output tiles: the count s (chunks of at least SPLIT_MIN_CHUNK) that
+ * minimises waves(tiles x s) / s, the run time in units of the whole k, fewest on ties (each chunk
+ * adds a partial product to sum).
+ */
+export function waveSplits(tiles: number, k: number): number {
+  const slots = Number(env('SPARSEGRAD_WEBGPU_SPLIT_SLOTS')) || WAVE_SLOTS;
+  const time = (s: number) => Math.ceil((tiles * s) / slots) / s;
+  let best = 1;
+  for (let s = 2; s <= Math.floor(k / SPLIT_MIN_CHUNK); s++) if (time(s) < time(best) - 1e-9) best = s;
+  return best;
+}
+/**
  * The SDDMM splits its tokens into chunks (partial sums, then one reduction) until it has this many
  * workgroups, with chunks of at least SDDMM_MIN_CHUNK tokens. Many short workgroups balance better
  * than a few long ones (the last of ~1000 workgroups of 8192 tokens set the time); on an H100 the

@@ -1,7 +1,7 @@
-/** Tile shapes shrink to fit the workgroup memory a device offers (WebGPU guarantees 16 KB); work-order bands. */
+/** Tile shapes shrink to fit the workgroup memory a device offers (WebGPU guarantees 16 KB); work-order bands; dense tiles and k splits. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fitShape, orderBand } from '../src/tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, denseTiling, fitShape, orderBand, waveSplits } from '../src/tiles.ts';
 
 /** Exact bytes of the two stages of A and B for the largest padding the generator can choose. */
 const bytes = (s: { wm: number; wn: number; tm: number; tn: number; bk: number }) => 2 * s.bk * ((s.wm * s.tm) / 4 + 8 + (s.wn * s.tn) / 4 + 8) * 16;
@@ -42,3 +42,32 @@ test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles 
 });
 
 test.run();
+
+test('dense tiles: 128 x 128 from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {
+  const saved = [process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE, process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS];
+  delete process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE;
+  delete process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS;
+  try {
+    const L = DENSE_LARGE;
+    assert.equal(denseTiling(8192, 512, 512, 1, L), { shape: L, splits: 1 }); // 256 tiles
+    assert.equal(denseTiling(256, 256, 64, 256, L), { shape: L, splits: 1 }); // a batch of 256
+    // 64 tiles of the GPT's MLP weight gradients: 4 chunks fill one wave of 264 workgroups exactly.
+    assert.equal(denseTiling(2048, 512, 8192, 1, L), { shape: L, splits: 4 });
+    assert.equal(denseTiling(512, 512, 8192, 1, L), { shape: L, splits: 16 });
+    // 8 tiles: as many chunks as 256-long pieces of k allow (32), one wave.
+    assert.equal(denseTiling(200, 512, 8192, 1, L), { shape: L, splits: 32 });
+    assert.equal(denseTiling(512, 512, 512, 1, L), { shape: DENSE_SMALL, splits: 1 }); // short k
+    // Against a brute-force reading of the rule: no other count runs fewer waves per unit of k.
+    for (const [tiles, k] of [[64, 8192], [16, 8192], [100, 4096], [1, 2501], [300, 1024]]) {
+      const s = waveSplits(tiles, k);
+      const time = (c: number) => Math.ceil((tiles * c) / 264) / c;
+      for (let c = 1; c <= Math.floor(k / 256); c++) assert.ok(time(s) <= time(c) + 1e-9 && (time(c) > time(s) + 1e-9 || c >= s), `${tiles} tiles, k ${k}: ${s} chunks against ${c}`);
+    }
+    process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE = '0';
+    assert.equal(denseTiling(2048, 512, 8192, 1, L), { shape: DENSE_SMALL, splits: 1 });
+    assert.equal(denseTiling(512, 512, 8192, 1, L), { shape: DENSE_SMALL, splits: 5 });
+  } finally {
+    const keys = ['SPARSEGRAD_WEBGPU_SPLIT_LARGE', 'SPARSEGRAD_WEBGPU_SPLIT_SLOTS'];
+    keys.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+  }
+});
