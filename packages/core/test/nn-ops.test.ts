@@ -24,7 +24,8 @@ for (const backend of await backendsUnderTest()) {
   const I = (d: number[], shape?: number[]) => tensor(Int32Array.from(d), shape, { backend });
 
   test('softmax and logSoftmax on the last and other axes', async () => {
-    for (const n of [1, 7, 33, 1023]) {
+    // Rows up to 1024 take the GPU backends' short-row kernels, 1500 the workgroup-per-row ones.
+    for (const n of [1, 7, 33, 1023, 1500]) {
       const x = f32(randomArray(3 * n, n, 5));
       assertClose(await T(x, [3, n]).softmax().toArray(), refSoftmaxRows(x, 3, n, false), 1e-6, `softmax n=${n}`);
       assertClose(await T(x, [3, n]).logSoftmax().toArray(), refSoftmaxRows(x, 3, n, true), 1e-5, `logSoftmax n=${n}`);
@@ -37,11 +38,30 @@ for (const backend of await backendsUnderTest()) {
     assertClose(await T([1000, 0, -1000], [3]).softmax().toArray(), [1, 0, 0], 1e-6);
     await gradCheck((t) => t.softmax(), [{ data: randomArray(12, 1), shape: [3, 4] }], { backend });
     await gradCheck((t) => t.logSoftmax(0), [{ data: randomArray(12, 2), shape: [3, 4] }], { backend });
+    // Longer rows (both GPU kernel kinds, 9 rows: a partial workgroup of rows) against the
+    // closed forms in float64: softmax dx = y (dy - sum(dy y)), logSoftmax dx = dy - e^y sum(dy).
+    for (const n of [33, 300, 1500]) {
+      const x = f32(randomArray(9 * n, n, 3));
+      const dy = f32(randomArray(9 * n, n + 1));
+      for (const log of [false, true]) {
+        const y = refSoftmaxRows(x, 9, n, log);
+        const ref = new Float64Array(9 * n);
+        for (let r = 0; r < 9; r++) {
+          let dot = 0;
+          for (let j = 0; j < n; j++) dot += log ? dy[r * n + j] : dy[r * n + j] * y[r * n + j];
+          for (let j = 0; j < n; j++) ref[r * n + j] = log ? dy[r * n + j] - Math.exp(y[r * n + j]) * dot : y[r * n + j] * (dy[r * n + j] - dot);
+        }
+        const t = T(x, [9, n]).requiresGrad_();
+        (log ? t.logSoftmax() : t.softmax()).mul(T(dy, [9, n])).sum().backward();
+        assertClose(await t.grad!.toArray(), ref, 1e-5, `${log ? 'logSoftmax' : 'softmax'} gradient n=${n}`);
+      }
+    }
   });
 
   test('causalSoftmax: row i of each [T, T] matrix over columns 0..i, exact zeros above the diagonal', async () => {
-    // T = 300 takes the GPU kernels' block-per-row path; 1 and 7 the warp path.
-    for (const t of [1, 7, 33, 300]) {
+    // T = 300 takes the CUDA kernels' block-per-row path, 1 and 7 the warp path; WebGPU takes
+    // its short-row kernel up to 1024 and one workgroup per row for 1030.
+    for (const t of [1, 7, 33, 300, 1030]) {
       const x = f32(randomArray(2 * t * t, t, 4));
       const ref = new Float64Array(2 * t * t);
       for (let r = 0; r < 2 * t; r++) {

@@ -9,7 +9,7 @@ import { adamCoefficients, collapseDims, contiguousStrides, isTranspose, vectori
 import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from './context.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANES, LANE_ROW, LANE_ROWS_PER_GROUP, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
@@ -352,6 +352,22 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
 
     softmax(x, rows, n, log, causal, out) {
       // Causal: row i of each [n, n] matrix keeps columns 0..i; the rest is written as 0.
+      if (laneRows(n)) {
+        // Short rows (attention scores), LANES invocations each: one pass for the maximum, one
+        // for the sum, one writing; the causal cut's zeros in the last.
+        ctx.dispatchGrid('softmax', pipe(`softmaxLanes|${log}|${causal}`, () => laneRowKernel(`
+  let len = select(0u, ${causal ? 'row % n + 1u' : 'n'}, live);
+  var m = -3.4e38;
+  for (var j = lane; j < len; j += ${LANES}u) { m = max(m, X[base + j]); }
+  let mx = laneMax(m, l);
+  var s = 0.0;
+  for (var j = lane; j < len; j += ${LANES}u) { s += exp(X[base + j] - mx); }
+  let total = laneSum(s, l);
+  for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
+  for (var j = len + lane; j < select(0u, n, live); j += ${LANES}u) { Y[base + j] = 0.0; }` : ''}`, false)),
+        [G(x), G(out)], [u(rows), u(n)], gridFor(Math.ceil(rows / LANE_ROWS_PER_GROUP)));
+        return;
+      }
       ctx.dispatchGrid('softmax', pipe(`softmax|${log}|${causal}`, () => rowKernel(`
   let len = ${causal ? 'row % n + 1u' : 'n'};
   var m = -3.4e38;
@@ -365,6 +381,16 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       [G(x), G(out)], [u(rows), u(n)], gridFor(rows));
     },
     softmaxBackward(y, dy, rows, n, log, out) {
+      if (laneRows(n)) {
+        ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackwardLanes|${log}`, () => laneRowKernel(`
+  let len = select(0u, n, live);
+  var s = 0.0;
+  for (var j = lane; j < len; j += ${LANES}u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
+  let total = laneSum(s, l);
+  for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, true)),
+          [G(y), G(dy), G(out)], [u(rows), u(n)], gridFor(Math.ceil(rows / LANE_ROWS_PER_GROUP)));
+        return;
+      }
       ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackward|${log}`, () => rowKernel(`
   var s = 0.0;
   for (var j = l; j < n; j += 256u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
@@ -544,6 +570,14 @@ const PACK_MAX_FLOATS = 1 << 20;
 /** Sums over at most FEW_ROWS rows of at least FEW_ROWS_MIN_FLOATS outputs in all take reduceFewRows. */
 const FEW_ROWS = 64;
 const FEW_ROWS_MIN_FLOATS = 1 << 14;
+
+/**
+ * Whether a softmax (or its backward) over rows of n takes laneRowKernel: rows up to LANE_ROW.
+ * On an H100 the GPT step's attention softmax (rows of 256) went from 0.19 to 0.049 ms per call,
+ * its backward from 0.14 to 0.07 (NOTES 35). SPARSEGRAD_WEBGPU_LANE_ROWS=0 keeps one workgroup per
+ * row (benchmarks).
+ */
+const laneRows = (n: number) => n <= LANE_ROW && env('SPARSEGRAD_WEBGPU_LANE_ROWS') !== '0';
 
 /**
  * A list's buffers in dispatches: up to `per` buffers of at most PACK_MAX_FLOATS floats share one

@@ -161,6 +161,42 @@ ${rowMain(subgroups)}
 }`;
 }
 
+/** Rows up to LANE_ROW long go LANES invocations to a row, WG / LANES rows per workgroup (laneRowKernel). */
+export const LANE_ROW = 1024;
+export const LANES = 32;
+export const LANE_ROWS_PER_GROUP = WG / LANES;
+
+/**
+ * A kernel for short rows (softmax over attention scores: rows of 256): LANES invocations per row
+ * of X (and Dy), LANE_ROWS_PER_GROUP rows per workgroup, each lane striding its row by LANES.
+ * One workgroup per row would leave most of its 256 invocations a single element and pay four
+ * barriers per row; here a workgroup's rows share them. `laneSum` / `laneMax` reduce over the
+ * lanes of the caller's row through workgroup memory (a tree, so no assumption about subgroup
+ * size or layout); every invocation calls them, rows past the end included (`live` false: the
+ * body must not touch memory there).
+ */
+export function laneRowKernel(body: string, withDy: boolean): string {
+  const tree = (combine: string) => `lanes[l] = v; workgroupBarrier();
+  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) { if (l % ${LANES}u < s) { lanes[l] = ${combine}; } workgroupBarrier(); }
+  let r = lanes[l - l % ${LANES}u]; workgroupBarrier(); return r;`;
+  return `${PARAMS}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
+@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
+var<workgroup> lanes: array<f32, ${WG}>;
+fn laneSum(v: f32, l: u32) -> f32 {
+  ${tree('lanes[l] + lanes[l + s]')}
+}
+fn laneMax(v: f32, l: u32) -> f32 {
+  ${tree('max(lanes[l], lanes[l + s])')}
+}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let row = (wg.x + wg.y * 65535u) * ${LANE_ROWS_PER_GROUP}u + l / ${LANES}u; let lane = l % ${LANES}u; let n = p(1u);
+  let live = row < p(0u);
+  let base = row * n;${body}
+}`;
+}
+
 export function gridFor(rows: number): [number, number, number] {
   const x = Math.min(rows, 65535);
   return [x, Math.ceil(rows / x), 1];
