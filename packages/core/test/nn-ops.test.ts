@@ -130,26 +130,40 @@ for (const backend of await backendsUnderTest()) {
     assertThrows(() => sg.layerNorm(T(x, [4, n]), 8), /layerNorm: normalizedShape \[8\] does not match the trailing dimensions of input \[4, 33\]/);
   });
 
-  test('layerNorm parameter gradients over many rows match float64 sums', async () => {
-    const [rows, n] = [300, 70];
-    const x = f32(randomArray(rows * n, 11));
-    const dy = f32(randomArray(rows * n, 12));
-    const g = T(randomArray(n, 13), [n]).requiresGrad_();
-    const b = T(randomArray(n, 14), [n]).requiresGrad_();
-    sg.layerNorm(T(x, [rows, n]), n, g, b).backward(T(dy, [rows, n]));
-    const dg = new Float64Array(n);
-    const db = new Float64Array(n);
-    for (let r = 0; r < rows; r++) {
-      const row = Array.from(x.subarray(r * n, (r + 1) * n));
-      const mu = row.reduce((a, v) => a + v, 0) / n;
-      const rstd = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / n + 1e-5);
-      row.forEach((v, j) => {
-        dg[j] += dy[r * n + j] * (v - mu) * rstd;
-        db[j] += dy[r * n + j];
-      });
+  test('layerNorm over many rows, short and long: output, input and parameter gradients match float64', async () => {
+    // n = 70 takes the GPU backends' short-row kernels, 1100 one workgroup per row (WebGPU).
+    for (const [rows, n] of [[300, 70], [37, 1100]]) {
+      const x = f32(randomArray(rows * n, 11));
+      const dy = f32(randomArray(rows * n, 12));
+      const gd = f32(randomArray(n, 13));
+      const g = T(gd, [n]).requiresGrad_();
+      const b = T(randomArray(n, 14), [n]).requiresGrad_();
+      const xt = T(x, [rows, n]).requiresGrad_();
+      const y = sg.layerNorm(xt, n, g, b);
+      y.backward(T(dy, [rows, n]));
+      const [yRef, dx] = [new Float64Array(rows * n), new Float64Array(rows * n)];
+      const [dg, db] = [new Float64Array(n), new Float64Array(n)];
+      const bd = await b.toArray();
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from(x.subarray(r * n, (r + 1) * n));
+        const mu = row.reduce((a, v) => a + v, 0) / n;
+        const rstd = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / n + 1e-5);
+        const xh = row.map((v) => (v - mu) * rstd);
+        const d = xh.map((_, j) => dy[r * n + j] * gd[j]);
+        const md = d.reduce((a, v) => a + v, 0) / n;
+        const mdx = d.reduce((a, v, j) => a + v * xh[j], 0) / n;
+        xh.forEach((h, j) => {
+          yRef[r * n + j] = h * gd[j] + bd[j];
+          dx[r * n + j] = rstd * (d[j] - md - h * mdx);
+          dg[j] += dy[r * n + j] * h;
+          db[j] += dy[r * n + j];
+        });
+      }
+      assertClose(await y.toArray(), yRef, 1e-5, `output n=${n}`);
+      assertClose(await xt.grad!.toArray(), dx, 1e-4, `dx n=${n}`);
+      assertClose(await g.grad!.toArray(), dg, 1e-4, `dgamma n=${n}`);
+      assertClose(await b.grad!.toArray(), db, 1e-4, `dbeta n=${n}`);
     }
-    assertClose(await g.grad!.toArray(), dg, 1e-4, 'dgamma');
-    assertClose(await b.grad!.toArray(), db, 1e-4, 'dbeta');
   });
 
   test('dropout: keeps about 1-p of the entries, scaled; identity in eval', async () => {

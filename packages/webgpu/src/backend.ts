@@ -9,7 +9,7 @@ import { adamCoefficients, collapseDims, contiguousStrides, isTranspose, vectori
 import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from './context.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANES, LANE_ROW, LANE_ROWS_PER_GROUP, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgsl, reduceWgslOps, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANES, LANE_ROW, LANE_ROWS_PER_GROUP, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgsl, reduceWgslOps, rowBindings, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
@@ -355,7 +355,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       if (laneRows(n)) {
         // Short rows (attention scores), LANES invocations each: one pass for the maximum, one
         // for the sum, one writing; the causal cut's zeros in the last.
-        ctx.dispatchGrid('softmax', pipe(`softmaxLanes|${log}|${causal}`, () => laneRowKernel(`
+        ctx.dispatchGrid('softmax', pipe(`softmaxLanes|${log}|${causal}`, () => laneRowKernel(rowBindings(false), `
   let len = select(0u, ${causal ? 'row % n + 1u' : 'n'}, live);
   var m = -3.4e38;
   for (var j = lane; j < len; j += ${LANES}u) { m = max(m, X[base + j]); }
@@ -364,7 +364,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
   for (var j = lane; j < len; j += ${LANES}u) { s += exp(X[base + j] - mx); }
   let total = laneSum(s, l);
   for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
-  for (var j = len + lane; j < select(0u, n, live); j += ${LANES}u) { Y[base + j] = 0.0; }` : ''}`, false)),
+  for (var j = len + lane; j < select(0u, n, live); j += ${LANES}u) { Y[base + j] = 0.0; }` : ''}`)),
         [G(x), G(out)], [u(rows), u(n)], gridFor(Math.ceil(rows / LANE_ROWS_PER_GROUP)));
         return;
       }
@@ -382,12 +382,12 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     },
     softmaxBackward(y, dy, rows, n, log, out) {
       if (laneRows(n)) {
-        ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackwardLanes|${log}`, () => laneRowKernel(`
+        ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackwardLanes|${log}`, () => laneRowKernel(rowBindings(true), `
   let len = select(0u, n, live);
   var s = 0.0;
   for (var j = lane; j < len; j += ${LANES}u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
   let total = laneSum(s, l);
-  for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, true)),
+  for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`)),
           [G(y), G(dy), G(out)], [u(rows), u(n)], gridFor(Math.ceil(rows / LANE_ROWS_PER_GROUP)));
         return;
       }
@@ -401,59 +401,75 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
       const g = !!gamma;
       const b = !!beta;
-      const pipeline = pipe(`layerNorm|${g}|${b}`, () => `${PARAMS}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
+      const lanes = laneRows(n);
+      const bindings = `@group(0) @binding(1) var<storage, read> X: array<f32>;
 ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 ${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''}
 @group(0) @binding(${2 + +g + +b}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${3 + +g + +b}) var<storage, read_write> Mean: array<f32>;
-@group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;
+@group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;`;
+      // The mean, then the variance about it (two passes: no cancellation), then the output.
+      const body = (len: string, step: string, sum: (v: string) => string, first: string) => `
+  var s = 0.0;
+  for (var j = ${first}; j < ${len}; j += ${step}) { s += X[base + j]; }
+  let mu = ${sum('s')} / f32(n);
+  var v = 0.0;
+  for (var j = ${first}; j < ${len}; j += ${step}) { let d = X[base + j] - mu; v += d * d; }
+  let rs = 1.0 / sqrt(${sum('v')} / f32(n) + pf(2u));
+  for (var j = ${first}; j < ${len}; j += ${step}) {
+    Y[base + j] = (X[base + j] - mu) * rs${g ? ' * Gm[j]' : ''}${b ? ' + Bt[j]' : ''};
+  }`;
+      const pipeline = lanes
+        ? pipe(`layerNormLanes|${g}|${b}`, () => laneRowKernel(bindings, `
+  let len = select(0u, n, live);${body('len', `${LANES}u`, (v) => `laneSum(${v}, l)`, 'lane')}
+  if (live && lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }`))
+        : pipe(`layerNorm|${g}|${b}`, () => `${PARAMS}
+${bindings}
 ${reduceWgsl(sg)}
 ${rowMain(sg)}
   let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
   if (row >= p(0u)) { return; }
-  let base = row * n;
-  var s = 0.0;
-  for (var j = l; j < n; j += 256u) { s += X[base + j]; }
-  let mu = reduceSum(s, l) / f32(n);
-  var v = 0.0;
-  for (var j = l; j < n; j += 256u) { let d = X[base + j] - mu; v += d * d; }
-  let rs = 1.0 / sqrt(reduceSum(v, l) / f32(n) + pf(2u));
+  let base = row * n;${body('n', '256u', (v) => `reduceSum(${v}, l)`, 'l')}
   if (l == 0u) { Mean[row] = mu; Rstd[row] = rs; }
-  for (var j = l; j < n; j += 256u) {
-    Y[base + j] = (X[base + j] - mu) * rs${g ? ' * Gm[j]' : ''}${b ? ' + Bt[j]' : ''};
-  }
 }`);
       const bufs = [G(x), ...(gamma ? [G(gamma)] : []), ...(beta ? [G(beta)] : []), G(out), G(mean), G(rstd)];
-      ctx.dispatchGrid('layerNorm', pipeline, bufs, [u(rows), u(n), { f32: eps }], gridFor(rows));
+      ctx.dispatchGrid('layerNorm', pipeline, bufs, [u(rows), u(n), { f32: eps }], gridFor(lanes ? Math.ceil(rows / LANE_ROWS_PER_GROUP) : rows));
     },
     layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
       const g = !!gamma;
-      const pipeline = pipe(`layerNormBackward|${g}`, () => `${PARAMS}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
+      const lanes = laneRows(n);
+      const bindings = `@group(0) @binding(1) var<storage, read> X: array<f32>;
 ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 @group(0) @binding(${2 + +g}) var<storage, read> Mean: array<f32>;
 @group(0) @binding(${3 + +g}) var<storage, read> Rstd: array<f32>;
 @group(0) @binding(${4 + +g}) var<storage, read> Dy: array<f32>;
-@group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;
+@group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;`;
+      // dx = rstd (d - mean(d) - x^ mean(d x^)), d = dy * gamma.
+      const body = (len: string, step: string, sum: (v: string) => string, first: string) => `
+  var sd = 0.0; var sdx = 0.0;
+  for (var j = ${first}; j < ${len}; j += ${step}) {
+    let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
+    sd += d; sdx += d * xh;
+  }
+  let md = ${sum('sd')} / f32(n);
+  let mdx = ${sum('sdx')} / f32(n);
+  for (var j = ${first}; j < ${len}; j += ${step}) {
+    let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
+    Dx[base + j] = rs * (d - md - xh * mdx);
+  }`;
+      const pipeline = lanes
+        ? pipe(`layerNormBackwardLanes|${g}`, () => laneRowKernel(bindings, `
+  let len = select(0u, n, live);
+  let mu = select(0.0, Mean[min(row, p(0u) - 1u)], live); let rs = select(0.0, Rstd[min(row, p(0u) - 1u)], live);${body('len', `${LANES}u`, (v) => `laneSum(${v}, l)`, 'lane')}`))
+        : pipe(`layerNormBackward|${g}`, () => `${PARAMS}
+${bindings}
 ${reduceWgsl(sg)}
 ${rowMain(sg)}
   let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
   if (row >= p(0u)) { return; }
-  let base = row * n; let mu = Mean[row]; let rs = Rstd[row];
-  var sd = 0.0; var sdx = 0.0;
-  for (var j = l; j < n; j += 256u) {
-    let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
-    sd += d; sdx += d * xh;
-  }
-  let md = reduceSum(sd, l) / f32(n);
-  let mdx = reduceSum(sdx, l) / f32(n);
-  for (var j = l; j < n; j += 256u) {
-    let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
-    Dx[base + j] = rs * (d - md - xh * mdx);
-  }
+  let base = row * n; let mu = Mean[row]; let rs = Rstd[row];${body('n', '256u', (v) => `reduceSum(${v}, l)`, 'l')}
 }`);
-      ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], gridFor(rows));
+      ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], gridFor(lanes ? Math.ceil(rows / LANE_ROWS_PER_GROUP) : rows));
       if (dgamma || dbeta) {
         // Column sums over the rows, split across workgroups (see columnKernel).
         const pipeline2 = pipe('layerNormParams', () => columnKernel(`@group(0) @binding(1) var<storage, read> X: array<f32>;
@@ -572,9 +588,10 @@ const FEW_ROWS = 64;
 const FEW_ROWS_MIN_FLOATS = 1 << 14;
 
 /**
- * Whether a softmax (or its backward) over rows of n takes laneRowKernel: rows up to LANE_ROW.
+ * Whether a softmax or layer norm (or their backward) over rows of n takes laneRowKernel: rows
+ * up to LANE_ROW.
  * On an H100 the GPT step's attention softmax (rows of 256) went from 0.19 to 0.049 ms per call,
- * its backward from 0.14 to 0.07 (NOTES 35). SPARSEGRAD_WEBGPU_LANE_ROWS=0 keeps one workgroup per
+ * its backward from 0.14 to 0.07, layer norm (rows of 512) from 0.035 to 0.022 (NOTES 35). SPARSEGRAD_WEBGPU_LANE_ROWS=0 keeps one workgroup per
  * row (benchmarks).
  */
 const laneRows = (n: number) => n <= LANE_ROW && env('SPARSEGRAD_WEBGPU_LANE_ROWS') !== '0';

@@ -147,12 +147,17 @@ var<workgroup> red: array<f32, ${R * WG}>;
 }`;
 }
 
+/** Bindings of a row kernel reading X (and Dy) and writing Y. */
+export function rowBindings(withDy: boolean): string {
+  return `@group(0) @binding(1) var<storage, read> X: array<f32>;
+${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
+@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;`;
+}
+
 /** A kernel with one workgroup per row of X (and Dy), writing Y. */
 export function rowKernel(body: string, withDy: boolean, subgroups: boolean): string {
   return `${PARAMS}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
-@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
+${rowBindings(withDy)}
 ${reduceWgsl(subgroups)}
 ${rowMain(subgroups)}
   let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
@@ -167,22 +172,20 @@ export const LANES = 32;
 export const LANE_ROWS_PER_GROUP = WG / LANES;
 
 /**
- * A kernel for short rows (softmax over attention scores: rows of 256): LANES invocations per row
- * of X (and Dy), LANE_ROWS_PER_GROUP rows per workgroup, each lane striding its row by LANES.
+ * A kernel for short rows (softmax over attention scores: rows of 256; layer norm): LANES
+ * invocations per row, LANE_ROWS_PER_GROUP rows per workgroup, each lane striding its row by LANES.
  * One workgroup per row would leave most of its 256 invocations a single element and pay four
  * barriers per row; here a workgroup's rows share them. `laneSum` / `laneMax` reduce over the
  * lanes of the caller's row through workgroup memory (a tree, so no assumption about subgroup
  * size or layout); every invocation calls them, rows past the end included (`live` false: the
  * body must not touch memory there).
  */
-export function laneRowKernel(body: string, withDy: boolean): string {
+export function laneRowKernel(bindings: string, body: string): string {
   const tree = (combine: string) => `lanes[l] = v; workgroupBarrier();
   for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) { if (l % ${LANES}u < s) { lanes[l] = ${combine}; } workgroupBarrier(); }
   let r = lanes[l - l % ${LANES}u]; workgroupBarrier(); return r;`;
   return `${PARAMS}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
-@group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;
+${bindings}
 var<workgroup> lanes: array<f32, ${WG}>;
 fn laneSum(v: f32, l: u32) -> f32 {
   ${tree('lanes[l] + lanes[l + s]')}
