@@ -41,7 +41,6 @@ test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles 
   }
 });
 
-test.run();
 
 test('dense tiles: 128 x 128 from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {
   const saved = [process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE, process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS];
@@ -71,3 +70,5 @@ test('dense tiles: 128 x 128 from 256 tiles or a long k (split to fill whole wav
     keys.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
   }
 });
+
+test.run();
