@@ -9,7 +9,7 @@ import { adamCoefficients, collapseDims, contiguousStrides, isTranspose, vectori
 import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from './context.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANES, LANE_ROW, LANE_ROWS_PER_GROUP, ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgsl, reduceWgslOps, rowBindings, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_GROUP, SHORT_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, reduceWgsl, reduceWgslOps, rowBindings, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
@@ -36,8 +36,19 @@ export interface WebGPUBackend extends Backend {
   readonly context: GpuContext;
 }
 
-export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBackend {
+export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgroups = 0): WebGPUBackend {
   const pipe = ctx.pipeline.bind(ctx);
+  /**
+   * A short-row kernel (laneRowKernel) and its grid: a row per subgroup where probeRowSubgroups
+   * found them usable (rowSubgroups, their size), else rows of TREE_LANES invocations reducing in
+   * workgroup memory. SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0 forces the latter (tests, benchmarks).
+   */
+  const laneKernel = (key: string, bindings: string, body: string) => {
+    const subgroups = rowSubgroups > 0 && env('SPARSEGRAD_WEBGPU_ROW_SUBGROUPS') !== '0';
+    const lanes = subgroups ? rowSubgroups : TREE_LANES;
+    const kernel = pipe(`${key}|${lanes}|${subgroups}`, () => laneRowKernel(bindings, body, lanes, subgroups));
+    return { kernel, grid: (rows: number) => gridFor(Math.ceil(rows / (WG / lanes))) };
+  };
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
   // Reductions inside row kernels use subgroup operations where the device has them.
   const sg = ctx.device.features.has('subgroups');
@@ -355,17 +366,17 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
       if (laneRows(n)) {
         // Short rows (attention scores), LANES invocations each: one pass for the maximum, one
         // for the sum, one writing; the causal cut's zeros in the last.
-        ctx.dispatchGrid('softmax', pipe(`softmaxLanes|${log}|${causal}`, () => laneRowKernel(rowBindings(false), `
+        const k = laneKernel(`softmaxLanes|${log}|${causal}`, rowBindings(false), `
   let len = select(0u, ${causal ? 'row % n + 1u' : 'n'}, live);
   var m = -3.4e38;
-  for (var j = lane; j < len; j += ${LANES}u) { m = max(m, X[base + j]); }
+  for (var j = lane; j < len; j += LANES) { m = max(m, X[base + j]); }
   let mx = laneMax(m, l);
   var s = 0.0;
-  for (var j = lane; j < len; j += ${LANES}u) { s += exp(X[base + j] - mx); }
+  for (var j = lane; j < len; j += LANES) { s += exp(X[base + j] - mx); }
   let total = laneSum(s, l);
-  for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
-  for (var j = len + lane; j < select(0u, n, live); j += ${LANES}u) { Y[base + j] = 0.0; }` : ''}`)),
-        [G(x), G(out)], [u(rows), u(n)], gridFor(Math.ceil(rows / LANE_ROWS_PER_GROUP)));
+  for (var j = lane; j < len; j += LANES) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
+  for (var j = len + lane; j < select(0u, n, live); j += LANES) { Y[base + j] = 0.0; }` : ''}`);
+        ctx.dispatchGrid('softmax', k.kernel, [G(x), G(out)], [u(rows), u(n)], k.grid(rows));
         return;
       }
       ctx.dispatchGrid('softmax', pipe(`softmax|${log}|${causal}`, () => rowKernel(`
@@ -382,13 +393,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false): WebGPUBa
     },
     softmaxBackward(y, dy, rows, n, log, out) {
       if (laneRows(n)) {
-        ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackwardLanes|${log}`, () => laneRowKernel(rowBindings(true), `
+        const k = laneKernel(`softmaxBackwardLanes|${log}`, rowBindings(true), `
   let len = select(0u, n, live);
   var s = 0.0;
-  for (var j = lane; j < len; j += ${LANES}u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
+  for (var j = lane; j < len; j += LANES) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
   let total = laneSum(s, l);
-  for (var j = lane; j < len; j += ${LANES}u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`)),
-          [G(y), G(dy), G(out)], [u(rows), u(n)], gridFor(Math.ceil(rows / LANE_ROWS_PER_GROUP)));
+  for (var j = lane; j < len; j += LANES) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`);
+        ctx.dispatchGrid('softmaxBackward', k.kernel, [G(y), G(dy), G(out)], [u(rows), u(n)], k.grid(rows));
         return;
       }
       ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackward|${log}`, () => rowKernel(`
@@ -419,10 +430,13 @@ ${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''
   for (var j = ${first}; j < ${len}; j += ${step}) {
     Y[base + j] = (X[base + j] - mu) * rs${g ? ' * Gm[j]' : ''}${b ? ' + Bt[j]' : ''};
   }`;
-      const pipeline = lanes
-        ? pipe(`layerNormLanes|${g}|${b}`, () => laneRowKernel(bindings, `
-  let len = select(0u, n, live);${body('len', `${LANES}u`, (v) => `laneSum(${v}, l)`, 'lane')}
-  if (live && lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }`))
+      const short = lanes
+        ? laneKernel(`layerNormLanes|${g}|${b}`, bindings, `
+  let len = select(0u, n, live);${body('len', 'LANES', (v) => `laneSum(${v}, l)`, 'lane')}
+  if (live && lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }`)
+        : undefined;
+      const pipeline = short
+        ? short.kernel
         : pipe(`layerNorm|${g}|${b}`, () => `${PARAMS}
 ${bindings}
 ${reduceWgsl(sg)}
@@ -433,7 +447,7 @@ ${rowMain(sg)}
   if (l == 0u) { Mean[row] = mu; Rstd[row] = rs; }
 }`);
       const bufs = [G(x), ...(gamma ? [G(gamma)] : []), ...(beta ? [G(beta)] : []), G(out), G(mean), G(rstd)];
-      ctx.dispatchGrid('layerNorm', pipeline, bufs, [u(rows), u(n), { f32: eps }], gridFor(lanes ? Math.ceil(rows / LANE_ROWS_PER_GROUP) : rows));
+      ctx.dispatchGrid('layerNorm', pipeline, bufs, [u(rows), u(n), { f32: eps }], short ? short.grid(rows) : gridFor(rows));
     },
     layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
       const g = !!gamma;
@@ -457,10 +471,13 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
     let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
     Dx[base + j] = rs * (d - md - xh * mdx);
   }`;
-      const pipeline = lanes
-        ? pipe(`layerNormBackwardLanes|${g}`, () => laneRowKernel(bindings, `
+      const short = lanes
+        ? laneKernel(`layerNormBackwardLanes|${g}`, bindings, `
   let len = select(0u, n, live);
-  let mu = select(0.0, Mean[min(row, p(0u) - 1u)], live); let rs = select(0.0, Rstd[min(row, p(0u) - 1u)], live);${body('len', `${LANES}u`, (v) => `laneSum(${v}, l)`, 'lane')}`))
+  let mu = select(0.0, Mean[min(row, p(0u) - 1u)], live); let rs = select(0.0, Rstd[min(row, p(0u) - 1u)], live);${body('len', 'LANES', (v) => `laneSum(${v}, l)`, 'lane')}`)
+        : undefined;
+      const pipeline = short
+        ? short.kernel
         : pipe(`layerNormBackward|${g}`, () => `${PARAMS}
 ${bindings}
 ${reduceWgsl(sg)}
@@ -469,7 +486,7 @@ ${rowMain(sg)}
   if (row >= p(0u)) { return; }
   let base = row * n; let mu = Mean[row]; let rs = Rstd[row];${body('n', '256u', (v) => `reduceSum(${v}, l)`, 'l')}
 }`);
-      ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], gridFor(lanes ? Math.ceil(rows / LANE_ROWS_PER_GROUP) : rows));
+      ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], short ? short.grid(rows) : gridFor(rows));
       if (dgamma || dbeta) {
         // Column sums over the rows, split across workgroups (see columnKernel).
         const pipeline2 = pipe('layerNormParams', () => columnKernel(`@group(0) @binding(1) var<storage, read> X: array<f32>;

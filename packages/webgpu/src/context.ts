@@ -150,7 +150,7 @@ export class GpuContext {
     if (!k) {
       // Subgroup builtins need the extension enabled at the top of the module.
       const source = code();
-      const module_ = /\bsubgroup(?:Add|Max|Min|_size|_invocation_id)\b/.test(source) ? `enable subgroups;\n${source}` : source;
+      const module_ = /\bsubgroup(?:Add|Max|Min|BroadcastFirst|_size|_invocation_id)\b/.test(source) ? `enable subgroups;\n${source}` : source;
       const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } }];
       for (const m of source.matchAll(/@binding\((\d+)\)\s*var<storage(?:,\s*(read_write|read))?>/g)) {
         entries.push({ binding: Number(m[1]), visibility: GPUShaderStage.COMPUTE, buffer: { type: m[2] === 'read_write' ? 'storage' : 'read-only-storage' } });

@@ -1,6 +1,7 @@
 import type { Backend } from '@sparsegrad/core';
 import { createWebGPUBackend } from './backend.ts';
 import { GpuContext } from './context.ts';
+import { probeRowSubgroups } from './subgroups.ts';
 
 /**
  * Requests an adapter and a device with the adapter's largest buffer limits; throws with a reason
@@ -30,5 +31,6 @@ export async function createFromGPU(gpu: GPU, noAdapterHint = ''): Promise<Backe
   // Dawn's Node bindings destroy the native instance when the GPU object is garbage collected,
   // taking the device down with it at a random later moment: keep both alive with the context.
   ctx.owners.push(gpu, adapter);
-  return createWebGPUBackend(ctx, software);
+  // Whether short-row kernels can give each row one subgroup (measured on the device).
+  return createWebGPUBackend(ctx, software, await probeRowSubgroups(ctx));
 }

@@ -166,35 +166,41 @@ ${rowMain(subgroups)}
 }`;
 }
 
-/** Rows up to LANE_ROW long go LANES invocations to a row, WG / LANES rows per workgroup (laneRowKernel). */
+/** Rows up to LANE_ROW long take laneRowKernel. */
 export const LANE_ROW = 1024;
-export const LANES = 32;
-export const LANE_ROWS_PER_GROUP = WG / LANES;
+/** Invocations per row of laneRowKernel where subgroups do not serve (a tree in workgroup memory). */
+export const TREE_LANES = 32;
 
 /**
- * A kernel for short rows (softmax over attention scores: rows of 256; layer norm): LANES
- * invocations per row, LANE_ROWS_PER_GROUP rows per workgroup, each lane striding its row by LANES.
- * One workgroup per row would leave most of its 256 invocations a single element and pay four
- * barriers per row; here a workgroup's rows share them. `laneSum` / `laneMax` reduce over the
- * lanes of the caller's row through workgroup memory (a tree, so no assumption about subgroup
- * size or layout); every invocation calls them, rows past the end included (`live` false: the
- * body must not touch memory there).
+ * A kernel for short rows (softmax over attention scores: rows of 256; layer norm): `lanes`
+ * invocations per row, WG / lanes rows per workgroup, each lane striding its row by LANES (a
+ * WGSL constant). One workgroup per row would leave most of its 256 invocations a single element
+ * and pay four barriers per row. `laneSum` / `laneMax` reduce over the lanes of the caller's row:
+ * with `subgroups`, a row is one subgroup (lanes = the subgroup size, where probeRowSubgroups
+ * found subgroups of consecutive invocations) and they are subgroup operations, with no barrier;
+ * without, a tree in workgroup memory. Every invocation calls them, rows past the end included
+ * (`live` false: the body must not touch memory there).
  */
-export function laneRowKernel(bindings: string, body: string): string {
+export function laneRowKernel(bindings: string, body: string, lanes: number, subgroups: boolean): string {
   const tree = (combine: string) => `lanes[l] = v; workgroupBarrier();
-  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) { if (l % ${LANES}u < s) { lanes[l] = ${combine}; } workgroupBarrier(); }
-  let r = lanes[l - l % ${LANES}u]; workgroupBarrier(); return r;`;
-  return `${PARAMS}
-${bindings}
-var<workgroup> lanes: array<f32, ${WG}>;
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) { if (l % LANES < s) { lanes[l] = ${combine}; } workgroupBarrier(); }
+  let r = lanes[l - l % LANES]; workgroupBarrier(); return r;`;
+  const reductions = subgroups
+    ? `fn laneSum(v: f32, l: u32) -> f32 { return subgroupAdd(v); }
+fn laneMax(v: f32, l: u32) -> f32 { return subgroupMax(v); }`
+    : `var<workgroup> lanes: array<f32, ${WG}>;
 fn laneSum(v: f32, l: u32) -> f32 {
   ${tree('lanes[l] + lanes[l + s]')}
 }
 fn laneMax(v: f32, l: u32) -> f32 {
   ${tree('max(lanes[l], lanes[l + s])')}
-}
+}`;
+  return `${PARAMS}
+${bindings}
+const LANES = ${lanes}u;
+${reductions}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let row = (wg.x + wg.y * 65535u) * ${LANE_ROWS_PER_GROUP}u + l / ${LANES}u; let lane = l % ${LANES}u; let n = p(1u);
+  let row = (wg.x + wg.y * 65535u) * ${WG / lanes}u + l / LANES; let lane = l % LANES; let n = p(1u);
   let live = row < p(0u);
   let base = row * n;${body}
 }`;

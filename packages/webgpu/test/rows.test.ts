@@ -1,0 +1,66 @@
+/**
+ * The short-row kernels (softmax, layer norm and their backward over rows up to 1024) in both of
+ * their forms: a row per subgroup where the device's subgroups passed the probe, and rows of 32
+ * invocations reducing in workgroup memory (SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0), each against the
+ * CPU backend on the same inputs. Core's shared suites cover the default form on every backend.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { backends, getBackend, setBackend, tensor, type Backend, type Tensor } from '@sparsegrad/core';
+import * as sg from '@sparsegrad/core';
+import '@sparsegrad/webgpu';
+import type { WebGPUBackend } from '@sparsegrad/webgpu';
+import { probeRowSubgroups } from '../src/subgroups.ts';
+import { assertClose, randomArray } from '../../core/test/helpers.ts';
+
+const status = (await backends()).find((b) => b.name === 'webgpu');
+let gpu: Backend | null = null;
+if (status?.available) gpu = await setBackend('webgpu');
+else console.log(`  skipping WebGPU short-row tests: ${status?.reason}`);
+const cpu = await setBackend('cpu');
+
+/** Softmax (plain and causal, with its gradient) and layer norm (with its gradients) of fixed inputs on `be`. */
+async function outputs(be: Backend): Promise<Float32Array[]> {
+  const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend: be });
+  const out: Float32Array[] = [];
+  // 37 rows: a partial workgroup of rows in both forms; rows of 1, 7, 256 and 1000.
+  for (const n of [1, 7, 256, 1000]) {
+    const x = T(randomArray(37 * n, n, 3), [37, n]).requiresGrad_();
+    const y = x.softmax();
+    y.mul(T(randomArray(37 * n, n + 1), [37, n])).sum().backward();
+    out.push(await y.toArray(), await x.grad!.toArray(), await x.logSoftmax().toArray());
+    const g = T(randomArray(n, 5), [n]).requiresGrad_();
+    const b = T(randomArray(n, 6), [n]).requiresGrad_();
+    const xl = T(randomArray(37 * n, 7, 2), [37, n]).requiresGrad_();
+    const z: Tensor = sg.layerNorm(xl, n, g, b);
+    z.backward(T(randomArray(37 * n, 8), [37, n]));
+    out.push(await z.toArray(), await xl.grad!.toArray(), await g.grad!.toArray());
+  }
+  out.push(await sg.causalSoftmax(T(randomArray(3 * 50 * 50, 9, 4), [3, 50, 50])).toArray());
+  return out;
+}
+
+if (gpu) {
+  const be = gpu;
+  test('the subgroup probe answers 0 or a size dividing the workgroup', async () => {
+    const size = await probeRowSubgroups((be as WebGPUBackend).context);
+    assert.ok(size === 0 || (size >= 4 && 256 % size === 0), `probe answered ${size}`);
+  });
+
+  test('softmax and layer norm (and their gradients) match the CPU backend in both short-row forms', async () => {
+    const ref = await outputs(cpu);
+    const saved = process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS;
+    try {
+      for (const mode of ['0', '1']) {
+        process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS = mode;
+        const got = await outputs(be);
+        got.forEach((g, i) => assertClose(g, ref[i], 2e-5, `output ${i}, ROW_SUBGROUPS=${mode}`));
+      }
+    } finally {
+      if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS;
+      else process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS = saved;
+    }
+  });
+}
+
+test.run();
