@@ -20,9 +20,9 @@ else console.log(`  skipping WebGPU short-row tests: ${status?.reason}`);
 const cpu = await setBackend('cpu');
 
 /** Softmax (plain and causal, with its gradient) and layer norm (with its gradients) of fixed inputs on `be`. */
-async function outputs(be: Backend): Promise<Float32Array[]> {
+async function outputs(be: Backend): Promise<ArrayLike<number>[]> {
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend: be });
-  const out: Float32Array[] = [];
+  const out: ArrayLike<number>[] = [];
   // 37 rows: a partial workgroup of rows in both forms; rows of 1, 7, 256 and 1000.
   for (const n of [1, 7, 256, 1000]) {
     const x = T(randomArray(37 * n, n, 3), [37, n]).requiresGrad_();
