@@ -272,9 +272,11 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       const shape = fit(tuned('matmul') ?? tiling.shape);
       const kChecked = k % shape.bk !== 0;
       // Outputs as vec4 stores where rows are multiples of 4 (every row and batch then starts
-      // aligned), only for X W^T's layout: on an H100 that went 3.61 -> 3.53 ms for [16384, 1024]
-      // by [4096, 1024]^T, but dY W (k-contiguous by n-contiguous) 3.44 -> 3.54 (NOTES 21).
-      const v4 = aC === 'k' && bC === 'k' && n % 4 === 0;
+      // aligned), except dY W's layout (k-contiguous by n-contiguous) over a long k: on an H100
+      // X W^T of [16384, 1024] by [4096, 1024]^T went 3.61 -> 3.53 ms, but dY W 3.44 -> 3.54
+      // (NOTES 21); in the GPT step (k <= 2048, NOTES 37) every product was as fast or faster,
+      // the attention scores 0.143 -> 0.088 ms.
+      const v4 = n % 4 === 0 && !(aC === 'k' && bC === 'n' && k > DENSE_SCALAR_STORE_K);
       const key = `matmul|${shapeKey(shape)}|${aC}${bC}|${kChecked}|${v4}`;
       const pipeline = pipe(key, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: aC, bContiguous: bC, kChecked, a: 'A', b: 'B',
@@ -603,6 +605,8 @@ const PACK_MAX_FLOATS = 1 << 20;
 /** Sums over at most FEW_ROWS rows of at least FEW_ROWS_MIN_FLOATS outputs in all take reduceFewRows. */
 const FEW_ROWS = 64;
 const FEW_ROWS_MIN_FLOATS = 1 << 14;
+/** dY W's layout keeps scalar output stores above this k (measured slower with vec4s at 4096). */
+const DENSE_SCALAR_STORE_K = 2048;
 
 /**
  * Whether a softmax or layer norm (or their backward) over rows of n takes laneRowKernel: rows
