@@ -272,11 +272,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       const shape = fit(tuned('matmul') ?? tiling.shape);
       const kChecked = k % shape.bk !== 0;
       // Outputs as vec4 stores where rows are multiples of 4 (every row and batch then starts
-      // aligned), except dY W's layout (k-contiguous by n-contiguous) over a long k: on an H100
-      // X W^T of [16384, 1024] by [4096, 1024]^T went 3.61 -> 3.53 ms, but dY W 3.44 -> 3.54
-      // (NOTES 21); in the GPT step (k <= 2048, NOTES 37) every product was as fast or faster,
-      // the attention scores 0.143 -> 0.088 ms.
-      const v4 = n % 4 === 0 && !(aC === 'k' && bC === 'n' && k > DENSE_SCALAR_STORE_K);
+      // aligned): always for X W^T's layout (k-contiguous operands), for the others only over a
+      // short k per workgroup. On an H100 X W^T of [16384, 1024] by [4096, 1024]^T went 3.61 ->
+      // 3.53 ms, but dY W (k- by n-contiguous) 3.44 -> 3.54 at k = 4096 and 3.49 -> 3.53 at 1024
+      // (NOTES 21, 37); in the GPT step (k 64-512 per workgroup) every product was as fast or
+      // faster with them, the attention scores 0.143 -> 0.088 ms.
+      const kPerGroup = tiling.splits > 1 ? Math.ceil(k / tiling.splits / shape.bk) * shape.bk : k;
+      const v4 = n % 4 === 0 && ((aC === 'k' && bC === 'k') || kPerGroup <= (aC === 'k' && bC === 'n' ? VEC_STORE_KN_MAX_K : VEC_STORE_MAX_K));
       const key = `matmul|${shapeKey(shape)}|${aC}${bC}|${kChecked}|${v4}`;
       const pipeline = pipe(key, () => `${PARAMS}\n${gemmKernel({
         shape, aContiguous: aC, bContiguous: bC, kChecked, a: 'A', b: 'B',
@@ -300,7 +302,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       if (tiling.splits > 1) {
         // Few output tiles over a long k (weight gradients: dW = dY^T X): k in chunks run as a
         // batch writing partial products, then summed, so every multiprocessor has work.
-        const chunk = Math.ceil(k / tiling.splits / shape.bk) * shape.bk;
+        const chunk = kPerGroup;
         const used = Math.ceil(k / chunk);
         const partial = ctx.alloc(used * m * n, 'float32');
         const params = [m, n, chunk, a.offset, chunk * a.colStride, a.rowStride, a.colStride, b.offset, chunk * b.rowStride, b.rowStride, b.colStride, 0, k].map(u);
@@ -605,8 +607,12 @@ const PACK_MAX_FLOATS = 1 << 20;
 /** Sums over at most FEW_ROWS rows of at least FEW_ROWS_MIN_FLOATS outputs in all take reduceFewRows. */
 const FEW_ROWS = 64;
 const FEW_ROWS_MIN_FLOATS = 1 << 14;
-/** dY W's layout keeps scalar output stores above this k (measured slower with vec4s at 4096). */
-const DENSE_SCALAR_STORE_K = 2048;
+/**
+ * Dense products other than X W^T's layout store vec4s up to this k per workgroup (dY W's layout:
+ * the first; measured slower at 1024 and 4096, NOTES 37); longer ones store scalars.
+ */
+const VEC_STORE_KN_MAX_K = 512;
+const VEC_STORE_MAX_K = 2048;
 
 /**
  * Whether a softmax or layer norm (or their backward) over rows of n takes laneRowKernel: rows
