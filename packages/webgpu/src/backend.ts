@@ -9,7 +9,7 @@ import { adamCoefficients, collapseDims, contiguousStrides, isTranspose, vectori
 import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from './context.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_GROUP, SHORT_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, reduceWgsl, reduceWgslOps, rowBindings, rowKernel, rowMain, shortRowsKernel } from './reductions.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_GROUP, SHORT_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, rowKernel, shortRowsKernel, type RowReduction } from './reductions.ts';
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
@@ -39,15 +39,20 @@ export interface WebGPUBackend extends Backend {
 export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgroups = 0): WebGPUBackend {
   const pipe = ctx.pipeline.bind(ctx);
   /**
-   * A short-row kernel (laneRowKernel) and its grid: a row per subgroup where probeRowSubgroups
-   * found them usable (rowSubgroups, their size), else rows of TREE_LANES invocations reducing in
-   * workgroup memory. SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0 forces the latter (tests, benchmarks).
+   * Dispatches a row-wise kernel (laneRowKernel) over `rows` rows of n in the form that suits n:
+   * rows up to LANE_ROW several to a workgroup, a row per subgroup where probeRowSubgroups found
+   * them usable (rowSubgroups, their size) or TREE_LANES invocations reducing in workgroup memory;
+   * longer rows a workgroup each. On an H100 the GPT step's attention softmax (rows of 256) went
+   * from 0.19 ms per call a workgroup per row to 0.049 in rows of 32 and 0.046 a subgroup each,
+   * layer norm (rows of 512) from 0.035 to 0.021 (NOTES 35). SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0
+   * forces the tree, SPARSEGRAD_WEBGPU_LANE_ROWS=0 a workgroup per row (tests, benchmarks).
    */
-  const laneKernel = (key: string, bindings: string, body: string) => {
-    const subgroups = rowSubgroups > 0 && env('SPARSEGRAD_WEBGPU_ROW_SUBGROUPS') !== '0';
-    const lanes = subgroups ? rowSubgroups : TREE_LANES;
-    const kernel = pipe(`${key}|${lanes}|${subgroups}`, () => laneRowKernel(bindings, body, lanes, subgroups));
-    return { kernel, grid: (rows: number) => gridFor(Math.ceil(rows / (WG / lanes))) };
+  const rowOp = (op: string, key: string, rows: number, n: number, bindings: string, body: string, buffers: GpuBuffer[], params: Param[]) => {
+    const reduction: RowReduction =
+      n > LANE_ROW || env('SPARSEGRAD_WEBGPU_LANE_ROWS') === '0' ? 'workgroup' : rowSubgroups > 0 && env('SPARSEGRAD_WEBGPU_ROW_SUBGROUPS') !== '0' ? 'subgroup' : 'tree';
+    const lanes = { workgroup: WG, subgroup: rowSubgroups, tree: TREE_LANES }[reduction];
+    const kernel = pipe(`${key}|${reduction}|${lanes}`, () => laneRowKernel(bindings, body, lanes, reduction, sg));
+    ctx.dispatchGrid(op, kernel, buffers, params, gridFor(Math.ceil(rows / (WG / lanes))));
   };
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
   // Reductions inside row kernels use subgroup operations where the device has them.
@@ -366,12 +371,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
     },
 
     softmax(x, rows, n, log, causal, out) {
-      // Causal: row i of each [n, n] matrix keeps columns 0..i; the rest is written as 0.
-      if (laneRows(n)) {
-        // Short rows (attention scores), LANES invocations each: one pass for the maximum, one
-        // for the sum, one writing; the causal cut's zeros in the last.
-        const k = laneKernel(`softmaxLanes|${log}|${causal}`, rowBindings(false), `
-  let len = select(0u, ${causal ? 'row % n + 1u' : 'n'}, live);
+      // Causal: row i of each [n, n] matrix keeps columns 0..i; the rest is written as 0. Passes:
+      // the maximum, the sum, the output (and the causal cut's zeros).
+      rowOp('softmax', `softmax|${log}|${causal}`, rows, n, rowBindings(false), `
+  let end = select(0u, n, live); let len = ${causal ? 'min(row % n + 1u, end)' : 'end'};
   var m = -3.4e38;
   for (var j = lane; j < len; j += LANES) { m = max(m, X[base + j]); }
   let mx = laneMax(m, l);
@@ -379,118 +382,60 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
   for (var j = lane; j < len; j += LANES) { s += exp(X[base + j] - mx); }
   let total = laneSum(s, l);
   for (var j = lane; j < len; j += LANES) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
-  for (var j = len + lane; j < select(0u, n, live); j += LANES) { Y[base + j] = 0.0; }` : ''}`);
-        ctx.dispatchGrid('softmax', k.kernel, [G(x), G(out)], [u(rows), u(n)], k.grid(rows));
-        return;
-      }
-      ctx.dispatchGrid('softmax', pipe(`softmax|${log}|${causal}`, () => rowKernel(`
-  let len = ${causal ? 'row % n + 1u' : 'n'};
-  var m = -3.4e38;
-  for (var j = l; j < len; j += 256u) { m = max(m, X[base + j]); }
-  let mx = reduceMax(m, l);
-  var s = 0.0;
-  for (var j = l; j < len; j += 256u) { s += exp(X[base + j] - mx); }
-  let total = reduceSum(s, l);
-  for (var j = l; j < len; j += 256u) { Y[base + j] = ${log ? 'X[base + j] - mx - log(total)' : 'exp(X[base + j] - mx) / total'}; }${causal ? `
-  for (var j = len + l; j < n; j += 256u) { Y[base + j] = 0.0; }` : ''}`, false, sg)),
-      [G(x), G(out)], [u(rows), u(n)], gridFor(rows));
+  for (var j = len + lane; j < end; j += LANES) { Y[base + j] = 0.0; }` : ''}`, [G(x), G(out)], [u(rows), u(n)]);
     },
     softmaxBackward(y, dy, rows, n, log, out) {
-      if (laneRows(n)) {
-        const k = laneKernel(`softmaxBackwardLanes|${log}`, rowBindings(true), `
+      rowOp('softmaxBackward', `softmaxBackward|${log}`, rows, n, rowBindings(true), `
   let len = select(0u, n, live);
   var s = 0.0;
   for (var j = lane; j < len; j += LANES) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
   let total = laneSum(s, l);
-  for (var j = lane; j < len; j += LANES) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`);
-        ctx.dispatchGrid('softmaxBackward', k.kernel, [G(y), G(dy), G(out)], [u(rows), u(n)], k.grid(rows));
-        return;
-      }
-      ctx.dispatchGrid('softmaxBackward', pipe(`softmaxBackward|${log}`, () => rowKernel(`
-  var s = 0.0;
-  for (var j = l; j < n; j += 256u) { s += ${log ? 'Dy[base + j]' : 'Dy[base + j] * X[base + j]'}; }
-  let total = reduceSum(s, l);
-  for (var j = l; j < n; j += 256u) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, true, sg)),
-      [G(y), G(dy), G(out)], [u(rows), u(n)], gridFor(rows));
+  for (var j = lane; j < len; j += LANES) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`, [G(y), G(dy), G(out)], [u(rows), u(n)]);
     },
     layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
       const g = !!gamma;
       const b = !!beta;
-      const lanes = laneRows(n);
-      const bindings = `@group(0) @binding(1) var<storage, read> X: array<f32>;
+      // The mean, then the variance about it (two passes: no cancellation), then the output.
+      rowOp('layerNorm', `layerNorm|${g}|${b}`, rows, n, `@group(0) @binding(1) var<storage, read> X: array<f32>;
 ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 ${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''}
 @group(0) @binding(${2 + +g + +b}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${3 + +g + +b}) var<storage, read_write> Mean: array<f32>;
-@group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;`;
-      // The mean, then the variance about it (two passes: no cancellation), then the output.
-      const body = (len: string, step: string, sum: (v: string) => string, first: string) => `
+@group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;`, `
+  let len = select(0u, n, live);
   var s = 0.0;
-  for (var j = ${first}; j < ${len}; j += ${step}) { s += X[base + j]; }
-  let mu = ${sum('s')} / f32(n);
+  for (var j = lane; j < len; j += LANES) { s += X[base + j]; }
+  let mu = laneSum(s, l) / f32(n);
   var v = 0.0;
-  for (var j = ${first}; j < ${len}; j += ${step}) { let d = X[base + j] - mu; v += d * d; }
-  let rs = 1.0 / sqrt(${sum('v')} / f32(n) + pf(2u));
-  for (var j = ${first}; j < ${len}; j += ${step}) {
+  for (var j = lane; j < len; j += LANES) { let d = X[base + j] - mu; v += d * d; }
+  let rs = 1.0 / sqrt(laneSum(v, l) / f32(n) + pf(2u));
+  if (live && lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }
+  for (var j = lane; j < len; j += LANES) {
     Y[base + j] = (X[base + j] - mu) * rs${g ? ' * Gm[j]' : ''}${b ? ' + Bt[j]' : ''};
-  }`;
-      const short = lanes
-        ? laneKernel(`layerNormLanes|${g}|${b}`, bindings, `
-  let len = select(0u, n, live);${body('len', 'LANES', (v) => `laneSum(${v}, l)`, 'lane')}
-  if (live && lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }`)
-        : undefined;
-      const pipeline = short
-        ? short.kernel
-        : pipe(`layerNorm|${g}|${b}`, () => `${PARAMS}
-${bindings}
-${reduceWgsl(sg)}
-${rowMain(sg)}
-  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
-  if (row >= p(0u)) { return; }
-  let base = row * n;${body('n', '256u', (v) => `reduceSum(${v}, l)`, 'l')}
-  if (l == 0u) { Mean[row] = mu; Rstd[row] = rs; }
-}`);
-      const bufs = [G(x), ...(gamma ? [G(gamma)] : []), ...(beta ? [G(beta)] : []), G(out), G(mean), G(rstd)];
-      ctx.dispatchGrid('layerNorm', pipeline, bufs, [u(rows), u(n), { f32: eps }], short ? short.grid(rows) : gridFor(rows));
+  }`, [G(x), ...(gamma ? [G(gamma)] : []), ...(beta ? [G(beta)] : []), G(out), G(mean), G(rstd)], [u(rows), u(n), { f32: eps }]);
     },
     layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
       const g = !!gamma;
-      const lanes = laneRows(n);
-      const bindings = `@group(0) @binding(1) var<storage, read> X: array<f32>;
+      // dx = rstd (d - mean(d) - x^ mean(d x^)), d = dy * gamma; rows past the end read row 0's statistics.
+      rowOp('layerNormBackward', `layerNormBackward|${g}`, rows, n, `@group(0) @binding(1) var<storage, read> X: array<f32>;
 ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 @group(0) @binding(${2 + +g}) var<storage, read> Mean: array<f32>;
 @group(0) @binding(${3 + +g}) var<storage, read> Rstd: array<f32>;
 @group(0) @binding(${4 + +g}) var<storage, read> Dy: array<f32>;
-@group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;`;
-      // dx = rstd (d - mean(d) - x^ mean(d x^)), d = dy * gamma.
-      const body = (len: string, step: string, sum: (v: string) => string, first: string) => `
+@group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;`, `
+  let len = select(0u, n, live); let at = select(0u, row, live);
+  let mu = Mean[at]; let rs = Rstd[at];
   var sd = 0.0; var sdx = 0.0;
-  for (var j = ${first}; j < ${len}; j += ${step}) {
+  for (var j = lane; j < len; j += LANES) {
     let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
     sd += d; sdx += d * xh;
   }
-  let md = ${sum('sd')} / f32(n);
-  let mdx = ${sum('sdx')} / f32(n);
-  for (var j = ${first}; j < ${len}; j += ${step}) {
+  let md = laneSum(sd, l) / f32(n);
+  let mdx = laneSum(sdx, l) / f32(n);
+  for (var j = lane; j < len; j += LANES) {
     let xh = (X[base + j] - mu) * rs; let d = Dy[base + j]${g ? ' * Gm[j]' : ''};
     Dx[base + j] = rs * (d - md - xh * mdx);
-  }`;
-      const short = lanes
-        ? laneKernel(`layerNormBackwardLanes|${g}`, bindings, `
-  let len = select(0u, n, live);
-  let mu = select(0.0, Mean[min(row, p(0u) - 1u)], live); let rs = select(0.0, Rstd[min(row, p(0u) - 1u)], live);${body('len', 'LANES', (v) => `laneSum(${v}, l)`, 'lane')}`)
-        : undefined;
-      const pipeline = short
-        ? short.kernel
-        : pipe(`layerNormBackward|${g}`, () => `${PARAMS}
-${bindings}
-${reduceWgsl(sg)}
-${rowMain(sg)}
-  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
-  if (row >= p(0u)) { return; }
-  let base = row * n; let mu = Mean[row]; let rs = Rstd[row];${body('n', '256u', (v) => `reduceSum(${v}, l)`, 'l')}
-}`);
-      ctx.dispatchGrid('layerNormBackward', pipeline, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)], short ? short.grid(rows) : gridFor(rows));
+  }`, [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)], [u(rows), u(n)]);
       if (dgamma || dbeta) {
         // Column sums over the rows, split across workgroups (see columnKernel).
         const pipeline2 = pipe('layerNormParams', () => columnKernel(`@group(0) @binding(1) var<storage, read> X: array<f32>;
@@ -614,14 +559,6 @@ const FEW_ROWS_MIN_FLOATS = 1 << 14;
 const VEC_STORE_KN_MAX_K = 512;
 const VEC_STORE_MAX_K = 2048;
 
-/**
- * Whether a softmax or layer norm (or their backward) over rows of n takes laneRowKernel: rows
- * up to LANE_ROW.
- * On an H100 the GPT step's attention softmax (rows of 256) went from 0.19 to 0.049 ms per call,
- * its backward from 0.14 to 0.07, layer norm (rows of 512) from 0.035 to 0.022 (NOTES 35). SPARSEGRAD_WEBGPU_LANE_ROWS=0 keeps one workgroup per
- * row (benchmarks).
- */
-const laneRows = (n: number) => n <= LANE_ROW && env('SPARSEGRAD_WEBGPU_LANE_ROWS') !== '0';
 
 /**
  * A list's buffers in dispatches: up to `per` buffers of at most PACK_MAX_FLOATS floats share one

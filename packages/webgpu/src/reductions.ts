@@ -166,40 +166,53 @@ ${rowMain(subgroups)}
 }`;
 }
 
-/** Rows up to LANE_ROW long take laneRowKernel. */
+/** Rows up to LANE_ROW long go several to a workgroup in laneRowKernel; longer ones one each. */
 export const LANE_ROW = 1024;
 /** Invocations per row of laneRowKernel where subgroups do not serve (a tree in workgroup memory). */
 export const TREE_LANES = 32;
 
 /**
- * A kernel for short rows (softmax over attention scores: rows of 256; layer norm): `lanes`
- * invocations per row, WG / lanes rows per workgroup, each lane striding its row by LANES (a
- * WGSL constant). One workgroup per row would leave most of its 256 invocations a single element
- * and pay four barriers per row. `laneSum` / `laneMax` reduce over the lanes of the caller's row:
- * with `subgroups`, a row is one subgroup (lanes = the subgroup size, where probeRowSubgroups
- * found subgroups of consecutive invocations) and they are subgroup operations, with no barrier;
- * without, a tree in workgroup memory. Every invocation calls them, rows past the end included
- * (`live` false: the body must not touch memory there).
+ * How laneRowKernel reduces over a row: 'subgroup' (a row is one subgroup: lanes = the subgroup
+ * size, where probeRowSubgroups found subgroups of consecutive invocations; no barrier), 'tree'
+ * (TREE_LANES invocations, a tree in workgroup memory) or 'workgroup' (a row per workgroup of WG
+ * invocations, reduceWgsl: subgroups where the device has them).
  */
-export function laneRowKernel(bindings: string, body: string, lanes: number, subgroups: boolean): string {
+export type RowReduction = 'subgroup' | 'tree' | 'workgroup';
+
+/**
+ * A row-wise kernel (softmax, layer norm and their backward): `lanes` invocations per row, WG /
+ * lanes rows per workgroup, each lane striding its row by LANES (a WGSL constant) from `lane`.
+ * Short rows go several to a workgroup: one workgroup per row of 256 would leave most of its
+ * invocations one element and pay its barriers per row. `laneSum` / `laneMax` reduce over the
+ * lanes of the caller's row (see RowReduction). Every invocation calls them, rows past the end
+ * included (`live` false: the body must not touch memory there).
+ */
+export function laneRowKernel(bindings: string, body: string, lanes: number, reduction: RowReduction, subgroups: boolean): string {
   const tree = (combine: string) => `lanes[l] = v; workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) { if (l % LANES < s) { lanes[l] = ${combine}; } workgroupBarrier(); }
   let r = lanes[l - l % LANES]; workgroupBarrier(); return r;`;
-  const reductions = subgroups
-    ? `fn laneSum(v: f32, l: u32) -> f32 { return subgroupAdd(v); }
-fn laneMax(v: f32, l: u32) -> f32 { return subgroupMax(v); }`
-    : `var<workgroup> lanes: array<f32, ${WG}>;
+  const reductions = {
+    subgroup: `fn laneSum(v: f32, l: u32) -> f32 { return subgroupAdd(v); }
+fn laneMax(v: f32, l: u32) -> f32 { return subgroupMax(v); }`,
+    tree: `var<workgroup> lanes: array<f32, ${WG}>;
 fn laneSum(v: f32, l: u32) -> f32 {
   ${tree('lanes[l] + lanes[l + s]')}
 }
 fn laneMax(v: f32, l: u32) -> f32 {
   ${tree('max(lanes[l], lanes[l + s])')}
-}`;
+}`,
+    workgroup: `${reduceWgsl(subgroups)}
+fn laneSum(v: f32, l: u32) -> f32 { return reduceSum(v, l); }
+fn laneMax(v: f32, l: u32) -> f32 { return reduceMax(v, l); }`,
+  }[reduction];
+  // reduceWgsl's subgroup form reads the invocation's subgroup lane and size from private variables.
+  const sgBuiltins = reduction === 'workgroup' && subgroups;
   return `${PARAMS}
 ${bindings}
 const LANES = ${lanes}u;
 ${reductions}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32${sgBuiltins ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32' : ''}) {${sgBuiltins ? `
+  sgLane = sgl; sgSize = sgs;` : ''}
   let row = (wg.x + wg.y * 65535u) * ${WG / lanes}u + l / LANES; let lane = l % LANES; let n = p(1u);
   let live = row < p(0u);
   let base = row * n;${body}
