@@ -9,7 +9,7 @@ import { adamCoefficients, collapseDims, contiguousStrides, isTranspose, vectori
 import { G, GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from './context.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_GROUP, SHORT_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, rowKernel, shortRowsKernel, type RowReduction } from './reductions.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_GROUP, SHORT_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, shortRowsKernel, type RowReduction } from './reductions.ts';
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
@@ -209,11 +209,12 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
           ctx.dispatchGrid(op, short, [G(x), G(out)], [u(outer), u(n)], gridFor(Math.ceil(outer / ROWS_PER_GROUP)));
           return;
         }
-        const pipeline = pipe(`reduceRows|${op}`, () => rowKernel(`
+        // A workgroup per row (its last chunk may end early: p(2) is the whole input's length).
+        const pipeline = pipe(`reduceRows|${op}`, () => laneRowKernel(rowBindings(false), `
   var acc = ${init};
-  for (var j = l; j < n && base + j < p(2u); j += 256u) { let v = X[base + j]; acc = ${combine('acc', 'v')}; }
-  let r = ${op === 'sum' ? 'reduceSum(acc, l)' : op === 'max' ? 'reduceMax(acc, l)' : '-reduceMax(-acc, l)'};
-  if (l == 0u) { Y[row] = r; }`, false, sg));
+  for (var j = lane; live && j < n && base + j < p(2u); j += LANES) { let v = X[base + j]; acc = ${combine('acc', 'v')}; }
+  let r = ${op === 'sum' ? 'laneSum(acc, l)' : op === 'max' ? 'laneMax(acc, l)' : '-laneMax(-acc, l)'};
+  if (live && lane == 0u) { Y[row] = r; }`, WG, 'workgroup', sg));
         const CHUNK = 16384;
         if (outer === 1 && n > 4 * CHUNK) {
           // One long row (a full-tensor reduction): partial results per chunk, then one more pass.

@@ -1,7 +1,8 @@
 /**
- * WGSL generators of the reductions: workgroup-wide sum/max (subgroups where available), row
- * kernels (a workgroup per row: softmax, layer norm, long rows), several short rows per workgroup,
- * and column reductions split across workgroups.
+ * WGSL generators of the reductions: workgroup-wide sum/max (subgroups where available), row-wise
+ * kernels (laneRowKernel: softmax, layer norm, long row reductions; a row per subgroup, per 32
+ * invocations or per workgroup), several short rows per workgroup for plain reductions, and column
+ * reductions split across workgroups.
  */
 import { WG } from './context.ts';
 import { PARAMS } from './wgsl.ts';
@@ -50,14 +51,6 @@ fn reduceMax(v: f32, l: u32) -> f32 {
   workgroupBarrier();
   return total;
 }`;
-}
-
-/** Entry point of a row kernel (one workgroup per row); sets the subgroup lane when reductions use subgroups. */
-export function rowMain(subgroups: boolean): string {
-  return subgroups
-    ? `@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32) {
-  sgLane = sgl; sgSize = sgs;`
-    : '@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {';
 }
 
 /** WGSL pieces of a float reduction: its identity, how two values combine, and the subgroup operation. */
@@ -152,18 +145,6 @@ export function rowBindings(withDy: boolean): string {
   return `@group(0) @binding(1) var<storage, read> X: array<f32>;
 ${withDy ? '@group(0) @binding(2) var<storage, read> Dy: array<f32>;' : ''}
 @group(0) @binding(${withDy ? 3 : 2}) var<storage, read_write> Y: array<f32>;`;
-}
-
-/** A kernel with one workgroup per row of X (and Dy), writing Y. */
-export function rowKernel(body: string, withDy: boolean, subgroups: boolean): string {
-  return `${PARAMS}
-${rowBindings(withDy)}
-${reduceWgsl(subgroups)}
-${rowMain(subgroups)}
-  let row = wg.x + wg.y * 65535u; let l = lid.x; let n = p(1u);
-  if (row >= p(0u)) { return; }
-  let base = row * n;${body}
-}`;
 }
 
 /** Rows up to LANE_ROW long go several to a workgroup in laneRowKernel; longer ones one each. */
