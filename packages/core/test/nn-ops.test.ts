@@ -24,8 +24,9 @@ for (const backend of await backendsUnderTest()) {
   const I = (d: number[], shape?: number[]) => tensor(Int32Array.from(d), shape, { backend });
 
   test('softmax and logSoftmax on the last and other axes', async () => {
-    // Rows up to 1024 take the GPU backends' short-row kernels, 1500 the workgroup-per-row ones.
-    for (const n of [1, 7, 33, 1023, 1500]) {
+    // Short rows take the GPU backends' several-rows-per-workgroup kernels (WebGPU: up to 512),
+    // 1023 and 1500 the workgroup-per-row ones.
+    for (const n of [1, 7, 33, 300, 1023, 1500]) {
       const x = f32(randomArray(3 * n, n, 5));
       assertClose(await T(x, [3, n]).softmax().toArray(), refSoftmaxRows(x, 3, n, false), 1e-6, `softmax n=${n}`);
       assertClose(await T(x, [3, n]).logSoftmax().toArray(), refSoftmaxRows(x, 3, n, true), 1e-5, `logSoftmax n=${n}`);
@@ -60,7 +61,7 @@ for (const backend of await backendsUnderTest()) {
 
   test('causalSoftmax: row i of each [T, T] matrix over columns 0..i, exact zeros above the diagonal', async () => {
     // T = 300 takes the CUDA kernels' block-per-row path, 1 and 7 the warp path; WebGPU takes
-    // its short-row kernel up to 1024 and one workgroup per row for 1030.
+    // its short-row kernel up to 512 and one workgroup per row for 1030.
     for (const t of [1, 7, 33, 300, 1030]) {
       const x = f32(randomArray(2 * t * t, t, 4));
       const ref = new Float64Array(2 * t * t);

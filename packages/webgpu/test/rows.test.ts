@@ -1,5 +1,5 @@
 /**
- * The short-row kernels (softmax, layer norm and their backward over rows up to 1024) in both of
+ * The short-row kernels (softmax, layer norm and their backward over rows up to 512) in both of
  * their forms: a row per subgroup where the device's subgroups passed the probe, and rows of 32
  * invocations reducing in workgroup memory (SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0), each against the
  * CPU backend on the same inputs. Core's shared suites cover the default form on every backend.
