@@ -11,7 +11,9 @@
  * child process runs the op once with Dawn's dump_shaders toggle; the SPIR-V Dawn logged for the
  * op's pipelines is assembled with spirv-as and compiled again by benchmarks/tools/vk-shader-stats,
  * which prints the driver's statistics. Needs SPIRV_AS and VK_SHADER_STATS (paths; default
- * .gpu-host/tools/), built as that tool's header says.
+ * .gpu-host/tools/): spirv-as from Debian's spirv-tools, vk-shader-stats built as its header says
+ * against the headers of Debian's libvulkan-dev (`apt-get download spirv-tools libvulkan-dev`,
+ * `dpkg-deb -x` each; neither needs installing).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, writeSync } from 'node:fs';
