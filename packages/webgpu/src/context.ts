@@ -1,15 +1,22 @@
 /**
  * The WebGPU engine: device, buffer pool, pipeline cache and lazy command submission. Kernels
  * call `dispatch`, which records into the current command encoder; work is submitted at a read
- * or after MAX_BATCH dispatches, and only reads wait for the GPU. Per-dispatch parameters go into
- * one uniform arena per batch, uploaded just before its submit (queue order guarantees the
- * previous batch has consumed the arena by then).
+ * or once a batch is full, and only reads wait for the GPU. After a read the GPU has nothing
+ * queued, so batches start small and double up to MAX_BATCH: the GPU starts on the first
+ * FIRST_BATCH dispatches instead of idling while the host encodes MAX_BATCH of them. Per-dispatch
+ * parameters go into one uniform arena per batch, uploaded just before its submit (queue order
+ * guarantees the previous batch has consumed the arena by then).
  */
 import type { BackendBuffer, DType } from '@sparsegrad/core';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
 import { mapForReading } from './readback.ts';
 
 const MAX_BATCH = 256;
+/**
+ * The first batch after a read (see above); SPARSEGRAD_WEBGPU_FIRST_BATCH overrides it
+ * (benchmarks; MAX_BATCH turns the ramp off).
+ */
+const FIRST_BATCH = 16;
 /** Uniform blocks are bound at multiples of this offset alignment. */
 const UNIFORM_STRIDE = 256;
 const WORKGROUP = 256;
@@ -39,6 +46,9 @@ export class GpuContext {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private dispatches = 0;
+  /** Dispatches the current batch takes before it is submitted (ramps from firstBatch to MAX_BATCH). */
+  private batchLimit: number;
+  private readonly firstBatch: number;
   private readonly arena: GPUBuffer;
   private readonly arenaData = new ArrayBuffer(MAX_BATCH * UNIFORM_STRIDE);
   private readonly pipelines = new Map<string, Kernel>();
@@ -58,6 +68,8 @@ export class GpuContext {
   readonly owners: unknown[] = [];
 
   constructor(readonly device: GPUDevice, readonly description: string) {
+    const first = Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SPARSEGRAD_WEBGPU_FIRST_BATCH);
+    this.firstBatch = this.batchLimit = Number.isInteger(first) && first > 0 ? Math.min(first, MAX_BATCH) : FIRST_BATCH;
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
       this.error ??= `${this.lastOp}: ${(e as GPUUncapturedErrorEvent).error.message}`;
@@ -129,6 +141,7 @@ export class GpuContext {
     this.encoder!.copyBufferToBuffer(b.buffer, 0, staging, 0, Math.min(staging.size, b.buffer.size));
     this.flush();
     await mapForReading(staging);
+    this.batchLimit = this.firstBatch; // the GPU has run dry: start it again soon
     const copy = staging.getMappedRange().slice(0, size * 4);
     staging.unmap();
     // Staging buffers are reused: creating and destroying one per read crashed Dawn's Node bindings.
@@ -211,7 +224,7 @@ export class GpuContext {
     if (grid[0] * grid[1] * grid[2] <= 0) return;
     this.check();
     this.lastOp = op;
-    if (this.dispatches === MAX_BATCH) this.flush();
+    if (this.dispatches >= this.batchLimit) this.flush();
     this.ensureEncoder();
     const offset = this.dispatches * UNIFORM_STRIDE;
     const view = new DataView(this.arenaData, offset, UNIFORM_STRIDE);
@@ -273,7 +286,11 @@ export class GpuContext {
     const encoder = this.encoder!;
     this.pass = encoder.beginComputePass({ timestampWrites: { querySet: querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
     const pass = this.pass;
+    // A whole batch for the timed work, which must not be split.
+    const limit = this.batchLimit;
+    this.batchLimit = MAX_BATCH;
     record();
+    this.batchLimit = limit;
     if (this.encoder !== encoder || this.pass !== pass) throw new Error('webgpu: timePass: the timed work was split across passes');
     this.endPass();
     encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
@@ -296,6 +313,7 @@ export class GpuContext {
     collect?.();
     this.encoder = null;
     this.dispatches = 0;
+    this.batchLimit = Math.min(MAX_BATCH, 2 * this.batchLimit);
   }
 }
 
