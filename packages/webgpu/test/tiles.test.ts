@@ -42,7 +42,7 @@ test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles 
 });
 
 
-test('dense tiles: 128 x 128 from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {
+test('dense tiles: 128 x 128 (halved where the output fills half of it) from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {
   const saved = [process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE, process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS];
   delete process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE;
   delete process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS;
@@ -50,6 +50,10 @@ test('dense tiles: 128 x 128 from 256 tiles or a long k (split to fill whole wav
     const L = DENSE_LARGE;
     assert.equal(denseTiling(8192, 512, 512, 1, L), { shape: L, splits: 1 }); // 256 tiles
     assert.equal(denseTiling(256, 256, 64, 256, L), { shape: L, splits: 1 }); // a batch of 256
+    // Outputs at most 64 wide (tall) take the tile halved along that side.
+    assert.equal(denseTiling(256, 64, 256, 256, L), { shape: { ...L, wn: L.wn / 2 }, splits: 1 });
+    assert.equal(denseTiling(64, 256, 256, 256, L), { shape: { ...L, wm: L.wm / 2 }, splits: 1 });
+    assert.equal(denseTiling(256, 65, 256, 256, L), { shape: L, splits: 1 });
     // 64 tiles of the GPT's MLP weight gradients: 4 chunks fill one wave of 264 workgroups exactly.
     assert.equal(denseTiling(2048, 512, 8192, 1, L), { shape: L, splits: 4 });
     assert.equal(denseTiling(512, 512, 8192, 1, L), { shape: L, splits: 16 });
