@@ -458,19 +458,22 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
       }
     },
     adamStep(list, spec) {
-      // One dispatch per parameter: a bind group holds a fixed set of buffers, so a list cannot
-      // go to one dispatch as it does on CUDA. In place (outputs = inputs) needs its own kernel:
-      // a buffer may not be bound twice where one binding is writable.
-      const inPlace = pipe('adamStepInPlace', () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Pio: array<f32>;
-@group(0) @binding(2) var<storage, read> Gr: array<f32>;
-@group(0) @binding(3) var<storage, read_write> Mio: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Vio: array<f32>;`)}\n${perElement(`
-    let pv = Pio[i];
-    let gi = Gr[i] + pf(1u) * pv;
-    let mi = pf(3u) * Mio[i] + (1.0 - pf(3u)) * gi;
-    let vi = pf(4u) * Vio[i] + (1.0 - pf(4u)) * gi * gi;
-    Mio[i] = mi; Vio[i] = vi;
-    Pio[i] = pv * pf(2u) - pf(5u) * mi / (sqrt(vi / pf(6u)) + pf(7u));`)}`);
+      // A bind group holds a fixed set of buffers, so a list cannot go to one dispatch as it does
+      // on CUDA: in place (outputs = inputs, what core asks for in training), parameters of up to
+      // PACK_MAX_FLOATS go as many to a dispatch as the bind group holds (4 buffers each: two with
+      // 10 bindings), larger ones alone; otherwise one dispatch per parameter (7 buffers). In place
+      // needs its own kernel: a buffer may not be bound twice where one binding is writable.
+      const { coupled, shrink, step } = adamCoefficients(spec);
+      const coefficients: Param[] = [coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }));
+      const live = list.filter((t) => t.size > 0);
+      const inPlace = live.filter((t) => t.pOut === t.p && t.mOut === t.m && t.vOut === t.v);
+      const chunk = WG * PER_THREAD;
+      for (const pack of packs(inPlace, (t) => t.size, Math.floor(storageBuffers / 4))) {
+        const firsts = prefix(pack.map((t) => Math.ceil(t.size / chunk)));
+        const groups = firsts[pack.length];
+        const params = [u(0), ...pack.flatMap((t, i) => [u(t.size), u(firsts[i])]), u(groups), ...coefficients];
+        ctx.dispatchGrid('adamStep', packedKernel('adamStepInPlace', pack.length, adamInPlaceWgsl), pack.flatMap((t) => [t.p, t.g, t.m, t.v].map(G)), params, [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1]);
+      }
       const pipeline = pipe('adamStep', () => `${HEAD(`@group(0) @binding(1) var<storage, read> Pin: array<f32>;
 @group(0) @binding(2) var<storage, read> Gr: array<f32>;
 @group(0) @binding(3) var<storage, read> Min: array<f32>;
@@ -483,13 +486,11 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
     let vi = pf(4u) * Vin[i] + (1.0 - pf(4u)) * gi * gi;
     Mo[i] = mi; Vo[i] = vi;
     Po[i] = Pin[i] * pf(2u) - pf(5u) * mi / (sqrt(vi / pf(6u)) + pf(7u));`)}`);
-      const { coupled, shrink, step } = adamCoefficients(spec);
-      const coefficients: Param[] = [coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }));
-      for (const { p, g, m, v, size, pOut, mOut, vOut } of list) {
-        if (size === 0) continue;
-        const params = [u(size), ...coefficients];
-        if (pOut === p && mOut === m && vOut === v) ctx.dispatch('adamStep', inPlace, [p, g, m, v].map(G), params, perElementThreads(size));
-        else ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), params, perElementThreads(size));
+      const packed = new Set(inPlace);
+      for (const t of live) {
+        if (packed.has(t)) continue;
+        const { p, g, m, v, size, pOut, mOut, vOut } = t;
+        ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), [u(size), ...coefficients], perElementThreads(size));
       }
     },
     sumOfSquares(xs, sizes, out) {
@@ -623,6 +624,32 @@ var<workgroup> red: array<f32, ${WG}>;
   workgroupBarrier();
   for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
   if (l == 0u) { Part[p(0u) + w] = red[0]; }
+}`;
+}
+
+/**
+ * One Adam(W) step in place over one chunk of WG * PER_THREAD elements of parameter <i> (buffers
+ * P, G, M, V); the coefficients follow packedHead's params, as adamStep's separate kernel takes them.
+ */
+function adamInPlaceWgsl(count: number): string {
+  const c = 2 + 2 * count; // first coefficient: coupled, shrink, beta1, beta2, step, 1 - beta2^t, eps
+  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) {
+      let pv = P${k}[j];
+      let gi = G${k}[j] + pf(${c}u) * pv;
+      let mi = pf(${c + 2}u) * M${k}[j] + (1.0 - pf(${c + 2}u)) * gi;
+      let vi = pf(${c + 3}u) * V${k}[j] + (1.0 - pf(${c + 3}u)) * gi * gi;
+      M${k}[j] = mi; V${k}[j] = vi;
+      P${k}[j] = pv * pf(${c + 1}u) - pf(${c + 4}u) * mi / (sqrt(vi / pf(${c + 5}u)) + pf(${c + 6}u)); } }`).join('\n    ');
+  const bind = (k: number, i: number, name: string, access: string) => `@group(0) @binding(${4 * k + i + 1}) var<storage, ${access}> ${name}${k}: array<f32>;`;
+  return `${PARAMS}
+${Array.from({ length: count }, (_, k) => [bind(k, 0, 'P', 'read_write'), bind(k, 1, 'G', 'read'), bind(k, 2, 'M', 'read_write'), bind(k, 3, 'V', 'read_write')].join('\n')).join('\n')}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  ${packedHead(count, WG * PER_THREAD)}
+  let end = min(n, start + ${WG * PER_THREAD}u);
+  switch i {
+    ${cases}
+    default: {}
+  }
 }`;
 }
 
