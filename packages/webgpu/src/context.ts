@@ -51,6 +51,11 @@ export class GpuContext {
   private readonly firstBatch: number;
   private readonly arena: GPUBuffer;
   private readonly arenaData = new ArrayBuffer(MAX_BATCH * UNIFORM_STRIDE);
+  private readonly arenaView = new DataView(this.arenaData);
+  /** The dynamic offset of the next setBindGroup (one array, not one per dispatch). */
+  private readonly offsets = new Uint32Array(1);
+  /** The pipeline last set in the open pass, so that runs of one kernel set it once. */
+  private passPipeline: GPUComputePipeline | null = null;
   private readonly pipelines = new Map<string, Kernel>();
   private readonly bindGroups = new Map<string, GPUBindGroup>();
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
@@ -205,6 +210,7 @@ export class GpuContext {
   private endPass(): void {
     this.pass?.end();
     this.pass = null;
+    this.passPipeline = null;
   }
 
   /**
@@ -227,18 +233,29 @@ export class GpuContext {
     if (this.dispatches >= this.batchLimit) this.flush();
     this.ensureEncoder();
     const offset = this.dispatches * UNIFORM_STRIDE;
-    const view = new DataView(this.arenaData, offset, UNIFORM_STRIDE);
-    params.forEach((p, i) => {
-      if ('u32' in p) view.setUint32(i * 4, p.u32, true);
-      else if ('i32' in p) view.setInt32(i * 4, p.i32, true);
-      else view.setFloat32(i * 4, p.f32, true);
-    });
+    const view = this.arenaView;
+    for (let i = 0; i < params.length; i++) {
+      const p = params[i];
+      if ('u32' in p) view.setUint32(offset + i * 4, p.u32, true);
+      else if ('i32' in p) view.setInt32(offset + i * 4, p.i32, true);
+      else view.setFloat32(offset + i * 4, p.f32, true);
+    }
     const group = this.bindGroup(kernel, buffers);
-    if (this.profiler) this.pass = this.profiler.pass(this.encoder!, op);
-    this.pass ??= this.encoder!.beginComputePass();
-    this.pass.setPipeline(kernel.pipeline);
-    this.pass.setBindGroup(0, group, [offset]);
-    this.pass.dispatchWorkgroups(...grid);
+    if (this.profiler) {
+      this.pass = this.profiler.pass(this.encoder!, op);
+      this.passPipeline = null;
+    }
+    if (!this.pass) {
+      this.pass = this.encoder!.beginComputePass();
+      this.passPipeline = null;
+    }
+    if (this.passPipeline !== kernel.pipeline) {
+      this.pass.setPipeline(kernel.pipeline);
+      this.passPipeline = kernel.pipeline;
+    }
+    this.offsets[0] = offset;
+    this.pass.setBindGroup(0, group, this.offsets, 0, 1);
+    this.pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
     if (this.profiler) this.endPass();
     this.dispatches++;
   }
