@@ -80,34 +80,43 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
     const count = v4 ? n / 4 : n;
     // When every operand is one contiguous run, index directly (no per-dim division).
     const flat = merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1);
-    const names = ['a', 'b', 'c'];
-    const t = (k: number) => (v4 ? 'vec4<f32>' : wgslType(inTypes[k]));
-    let vi = 0;
-    const bindings: string[] = [];
-    const loads: string[] = [];
+    // Scalars travel in words 40.. of the uniform block.
     const scalars: Param[] = [];
-    inputs.forEach((v, k) => {
-      if (typeof v === 'number') {
-        // Scalars travel in words 40.. of the uniform block.
-        scalars.push(inTypes[k] === 'int32' ? { i32: v } : { f32: v });
-        const word = `${inTypes[k] === 'int32' ? 'pi' : 'pf'}(${40 + scalars.length - 1}u)`;
-        loads.push(`let ${names[k]} = ${v4 ? `vec4<f32>(${word})` : word};`);
-      } else {
-        bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${k}: array<${t(k)}>;`);
-        loads.push(`let ${names[k]} = X${k}[${flat ? `p(${8 + vi * 7}u) + i` : `o[${vi}]`}];`);
-        vi++;
-      }
+    for (let k = 0; k < inputs.length; k++) {
+      const v = inputs[k];
+      if (typeof v === 'number') scalars.push(inTypes[k] === 'int32' ? { i32: v } : { f32: v });
+    }
+    let k = `${key}|`;
+    for (let j = 0; j < inputs.length; j++) k += (typeof inputs[j] === 'number' ? 's' : 'v') + inTypes[j];
+    k += `|${out.dtype}|${flat ? 'flat' : 'strided'}${v4 ? '|vec4' : ''}`;
+    // The WGSL is built only when the pipeline is not cached yet (most calls find it).
+    const pipeline = pipe(k, () => {
+      const names = ['a', 'b', 'c'];
+      const t = (j: number) => (v4 ? 'vec4<f32>' : wgslType(inTypes[j]));
+      let vi = 0;
+      let si = 0;
+      const bindings: string[] = [];
+      const loads: string[] = [];
+      inputs.forEach((v, j) => {
+        if (typeof v === 'number') {
+          const word = `${inTypes[j] === 'int32' ? 'pi' : 'pf'}(${40 + si++}u)`;
+          loads.push(`let ${names[j]} = ${v4 ? `vec4<f32>(${word})` : word};`);
+        } else {
+          bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${j}: array<${t(j)}>;`);
+          loads.push(`let ${names[j]} = X${j}[${flat ? `p(${8 + vi * 7}u) + i` : `o[${vi}]`}];`);
+          vi++;
+        }
+      });
+      const outT = v4 ? 'f32' : wgslType(out.dtype);
+      bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${v4 ? 'vec4<f32>' : outT}>;`);
+      const args = names.slice(0, inputs.length);
+      // vec4: the scalar expression as a function, applied to each component.
+      const fn = v4 ? `fn elem(${args.map((a) => `${a}: f32`).join(', ')}) -> f32 { return ${expr}; }` : '';
+      const value = v4 ? `vec4<f32>(${['x', 'y', 'z', 'w'].map((c) => `elem(${args.map((a) => `${a}.${c}`).join(', ')})`).join(', ')})` : `${outT}(${expr})`;
+      return `${HEAD(bindings.join('\n'))}\n${flat ? '' : stridedOffsets(vi)}\n${extra}\n${fn}\n${perElement(`${flat ? '' : 'let o = viewOffsets(i);'} ${loads.join(' ')} Y[i] = ${value};`)}`;
     });
-    const outT = v4 ? 'f32' : wgslType(out.dtype);
-    bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read_write> Y: array<${v4 ? 'vec4<f32>' : outT}>;`);
-    const args = names.slice(0, inputs.length);
-    // vec4: the scalar expression as a function, applied to each component.
-    const fn = v4 ? `fn elem(${args.map((a) => `${a}: f32`).join(', ')}) -> f32 { return ${expr}; }` : '';
-    const value = v4 ? `vec4<f32>(${['x', 'y', 'z', 'w'].map((c) => `elem(${args.map((a) => `${a}.${c}`).join(', ')})`).join(', ')})` : `${outT}(${expr})`;
-    const k = `${key}|${inputs.map((v, j) => (typeof v === 'number' ? 's' : 'v') + inTypes[j]).join('')}|${out.dtype}|${flat ? 'flat' : 'strided'}${v4 ? '|vec4' : ''}`;
-    const pipeline = pipe(k, () => `${HEAD(bindings.join('\n'))}\n${flat ? '' : stridedOffsets(vi)}\n${extra}\n${fn}\n${perElement(`${flat ? '' : 'let o = viewOffsets(i);'} ${loads.join(' ')} Y[i] = ${value};`)}`);
     const params = layoutWords(op, count, merged.shape, merged.ops.slice(1));
-    while (params.length < 40) params.push(u(0));
+    params.length = 40; // words up to 40 unread: left as holes, not written
     params.push(...scalars);
     ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, perElementThreads(out.size === 0 ? 0 : count));
   }

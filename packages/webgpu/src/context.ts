@@ -27,10 +27,11 @@ export class GpuBuffer implements BackendBuffer {
   constructor(readonly buffer: GPUBuffer, readonly size: number, readonly dtype: DType) {}
 }
 
-export type Param = { u32: number } | { i32: number } | { f32: number };
+/** A word of a dispatch's uniform block: a plain number is a u32 (no object per word); holes are left as they are. */
+export type Param = number | { i32: number } | { f32: number } | undefined;
 /** A backend buffer as this backend's own; a u32 kernel parameter. */
 export const G = (b: BackendBuffer) => b as GpuBuffer;
-export const u = (v: number): Param => ({ u32: v >>> 0 });
+export const u = (v: number): Param => v >>> 0;
 
 /** A compiled kernel: its pipeline and the explicit bind-group layout parsed from its WGSL. */
 export interface Kernel {
@@ -236,7 +237,8 @@ export class GpuContext {
     const view = this.arenaView;
     for (let i = 0; i < params.length; i++) {
       const p = params[i];
-      if ('u32' in p) view.setUint32(offset + i * 4, p.u32, true);
+      if (typeof p === 'number') view.setUint32(offset + i * 4, p, true);
+      else if (p === undefined) continue;
       else if ('i32' in p) view.setInt32(offset + i * 4, p.i32, true);
       else view.setFloat32(offset + i * 4, p.f32, true);
     }
