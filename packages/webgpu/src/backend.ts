@@ -489,12 +489,9 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 @group(0) @binding(4) var<storage, read> Vin: array<f32>;
 @group(0) @binding(5) var<storage, read_write> Po: array<f32>;
 @group(0) @binding(6) var<storage, read_write> Mo: array<f32>;
-@group(0) @binding(7) var<storage, read_write> Vo: array<f32>;`)}\n${perElement(`
-    let gi = Gr[i] + pf(1u) * Pin[i];
-    let mi = pf(3u) * Min[i] + (1.0 - pf(3u)) * gi;
-    let vi = pf(4u) * Vin[i] + (1.0 - pf(4u)) * gi * gi;
-    Mo[i] = mi; Vo[i] = vi;
-    Po[i] = Pin[i] * pf(2u) - pf(5u) * mi / (sqrt(vi / pf(6u)) + pf(7u));`)}`);
+@group(0) @binding(7) var<storage, read_write> Vo: array<f32>;`)}\n${ADAM_WGSL}\n${perElement(`
+    let r = adam(Pin[i], Gr[i], Min[i], Vin[i], 1u);
+    Po[i] = r.x; Mo[i] = r.y; Vo[i] = r.z;`)}`);
       const packed = new Set(inPlace);
       for (const t of live) {
         if (packed.has(t)) continue;
@@ -637,20 +634,28 @@ var<workgroup> red: array<f32, ${WG}>;
 }
 
 /**
+ * One Adam(W) update of an element: p, g, m, v in, (p', m', v') out. Its coefficients are the
+ * uniform words c.. (adamCoefficients' coupled and shrink, beta1, beta2, step, 1 - beta2^t, eps).
+ */
+const ADAM_WGSL = /* wgsl */ `
+fn adam(pv: f32, gr: f32, mv: f32, vv: f32, c: u32) -> vec3<f32> {
+  let gi = gr + pf(c) * pv;
+  let mi = pf(c + 2u) * mv + (1.0 - pf(c + 2u)) * gi;
+  let vi = pf(c + 3u) * vv + (1.0 - pf(c + 3u)) * gi * gi;
+  return vec3<f32>(pv * pf(c + 1u) - pf(c + 4u) * mi / (sqrt(vi / pf(c + 5u)) + pf(c + 6u)), mi, vi);
+}`;
+
+/**
  * One Adam(W) step in place over one chunk of WG * PER_THREAD elements of parameter <i> (buffers
  * P, G, M, V); the coefficients follow packedHead's params, as adamStep's separate kernel takes them.
  */
 function adamInPlaceWgsl(count: number): string {
-  const c = 2 + 2 * count; // first coefficient: coupled, shrink, beta1, beta2, step, 1 - beta2^t, eps
+  const c = 2 + 2 * count; // the first coefficient (ADAM_WGSL), after packedHead's words
   const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) {
-      let pv = P${k}[j];
-      let gi = G${k}[j] + pf(${c}u) * pv;
-      let mi = pf(${c + 2}u) * M${k}[j] + (1.0 - pf(${c + 2}u)) * gi;
-      let vi = pf(${c + 3}u) * V${k}[j] + (1.0 - pf(${c + 3}u)) * gi * gi;
-      M${k}[j] = mi; V${k}[j] = vi;
-      P${k}[j] = pv * pf(${c + 1}u) - pf(${c + 4}u) * mi / (sqrt(vi / pf(${c + 5}u)) + pf(${c + 6}u)); } }`).join('\n    ');
+      let r = adam(P${k}[j], G${k}[j], M${k}[j], V${k}[j], ${c}u); P${k}[j] = r.x; M${k}[j] = r.y; V${k}[j] = r.z; } }`).join('\n    ');
   const bind = (k: number, i: number, name: string, access: string) => `@group(0) @binding(${4 * k + i + 1}) var<storage, ${access}> ${name}${k}: array<f32>;`;
   return `${PARAMS}
+${ADAM_WGSL}
 ${Array.from({ length: count }, (_, k) => [bind(k, 0, 'P', 'read_write'), bind(k, 1, 'G', 'read'), bind(k, 2, 'M', 'read_write'), bind(k, 3, 'V', 'read_write')].join('\n')).join('\n')}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   ${packedHead(count, WG * PER_THREAD)}

@@ -10,6 +10,7 @@
 import type { BackendBuffer, DType } from '@sparsegrad/core';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
 import { mapForReading } from './readback.ts';
+import { env } from './tiles.ts';
 
 const MAX_BATCH = 256;
 /**
@@ -74,7 +75,7 @@ export class GpuContext {
   readonly owners: unknown[] = [];
 
   constructor(readonly device: GPUDevice, readonly description: string) {
-    const first = Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SPARSEGRAD_WEBGPU_FIRST_BATCH);
+    const first = Number(env('SPARSEGRAD_WEBGPU_FIRST_BATCH'));
     this.firstBatch = this.batchLimit = Number.isInteger(first) && first > 0 ? Math.min(first, MAX_BATCH) : FIRST_BATCH;
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
