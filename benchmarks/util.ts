@@ -174,12 +174,20 @@ export function benchmarkLayout(be: Backend, rows: number, cols: number, bs: num
  * that hold commas themselves are separated by '|' instead (ENV=x=1,2|x=3,4).
  */
 export async function forEachVariant(spec: string | undefined, run: (label: string) => Promise<void>): Promise<void> {
-  const at = spec?.indexOf('=') ?? -1;
-  if (!spec || at <= 0) return run('');
-  const [name, list] = [spec.slice(0, at), spec.slice(at + 1)];
-  for (const v of list.split(list.includes('|') ? '|' : ',')) {
+  const variants = parseVariants(spec);
+  if (!variants) return run('');
+  const { name, values } = variants;
+  for (const v of values) {
     process.env[name] = v;
     await run(` (${name}=${v})`);
   }
   delete process.env[name];
+}
+
+/** A `--variants ENV=a,b,...` spec (values holding commas separated by '|'), or undefined where there is none. */
+export function parseVariants(spec: string | undefined): { name: string; values: string[] } | undefined {
+  const at = spec?.indexOf('=') ?? -1;
+  if (!spec || at <= 0) return undefined;
+  const list = spec.slice(at + 1);
+  return { name: spec.slice(0, at), values: list.split(list.includes('|') ? '|' : ',') };
 }

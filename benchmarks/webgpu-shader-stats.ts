@@ -20,7 +20,7 @@ import { mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { matrixAt, setBackend } from '@sparsegrad/core';
-import { benchmarkLayout } from './util.ts';
+import { benchmarkLayout, parseVariants } from './util.ts';
 
 const argValue = (name: string) => {
   const i = process.argv.indexOf(name);
@@ -59,10 +59,10 @@ function report(): void {
   const spirvAs = process.env.SPIRV_AS ?? join(tools, 'spirv-as');
   const stats = process.env.VK_SHADER_STATS ?? join(tools, 'vk-shader-stats');
   const ops = (argValue('--ops')?.split(',') ?? OPS) as Op[];
-  // --variants ENV=a,b (values holding commas: ENV=x,y|z), as benchmarks/webgpu.ts takes it.
-  const spec = argValue('--variants');
-  const [name, list] = spec ? [spec.slice(0, spec.indexOf('=')), spec.slice(spec.indexOf('=') + 1)] : ['', ''];
-  const values = spec ? list.split(list.includes('|') ? '|' : ',') : [undefined];
+  // --variants as benchmarks/webgpu.ts takes it; each value goes to a child's environment.
+  const variants = parseVariants(argValue('--variants'));
+  const name = variants?.name ?? '';
+  const values: (string | undefined)[] = variants?.values ?? [undefined];
   const dir = mkdtempSync(join(tmpdir(), 'shader-stats-'));
   for (const value of values) {
     const label = value === undefined ? '' : ` (${name}=${value})`;
