@@ -126,6 +126,8 @@ int main(int argc, char **argv) {
   DLOAD(vkGetPipelineExecutablePropertiesKHR);
   DLOAD(vkGetPipelineExecutableStatisticsKHR);
   DLOAD(vkGetPipelineExecutableInternalRepresentationsKHR);
+  DLOAD(vkCreatePipelineCache);
+  DLOAD(vkGetPipelineCacheData);
 
   size_t size;
   uint32_t *code = readFile(argv[1], &size);
@@ -153,7 +155,27 @@ int main(int argc, char **argv) {
       .layout = layout,
   };
   VkPipeline pipeline;
-  CHECK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &cpci, NULL, &pipeline));
+  // VK_SHADER_STATS_CACHE=FILE: the pipeline is built through a pipeline cache whose data (on
+  // NVIDIA, the machine code with the driver's header) is written to FILE, for a disassembler.
+  const char *cachePath = getenv("VK_SHADER_STATS_CACHE");
+  VkPipelineCache cache = VK_NULL_HANDLE;
+  if (cachePath) {
+    VkPipelineCacheCreateInfo pcci = {VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+    CHECK(vkCreatePipelineCache(dev, &pcci, NULL, &cache));
+  }
+  CHECK(vkCreateComputePipelines(dev, cache, 1, &cpci, NULL, &pipeline));
+  if (cachePath) {
+    size_t size = 0;
+    CHECK(vkGetPipelineCacheData(dev, cache, &size, NULL));
+    void *data = malloc(size);
+    CHECK(vkGetPipelineCacheData(dev, cache, &size, data));
+    FILE *f = fopen(cachePath, "wb");
+    if (!f || fwrite(data, 1, size, f) != size) {
+      fprintf(stderr, "vk-shader-stats: cannot write %s\n", cachePath);
+      exit(1);
+    }
+    fclose(f);
+  }
 
   VkPipelineInfoKHR pinfo = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pipeline};
   uint32_t ne = 0;

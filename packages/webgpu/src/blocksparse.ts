@@ -21,12 +21,16 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
   // Device copies of block layouts' indexes and work tables, freed with the layout.
   const layouts = new LayoutDeviceCache<GpuBuffer>((b) => ctx.free(b));
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
-  /** Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and 64x64 blocks, slower for 16x16. */
+  /**
+   * Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and
+   * 64x64 blocks, slower for 16x16. Their loop is `straight` (gemm.ts; SPARSEGRAD_WEBGPU_STRAIGHT_LOOP=0
+   * keeps the default loop, for benchmarks).
+   */
   const bsrTiles = (bs: number) => {
     const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
     // A tuned shape (SPARSEGRAD_WEBGPU_TILES) must keep the tile one block wide.
     if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
-    return { shape, vec: bs !== 16 };
+    return { shape, vec: bs !== 16, straight: env('SPARSEGRAD_WEBGPU_STRAIGHT_LOOP') !== '0' };
   };
 
   return {
@@ -34,9 +38,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       if (unionProduct('bsrMatmul', true, x, blocks, layout, m, out)) return;
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
-      const { shape, vec } = bsrTiles(bs);
-      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
+      const { shape, vec, straight } = bsrTiles(bs);
+      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}|${straight}`, () => `${PARAMS}\n${gemmKernel({
+        shape, straight, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
@@ -57,9 +61,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       if (unionProduct('bsrMatmulGradInput', false, dy, blocks, layout, m, out)) return;
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
-      const { shape, vec } = bsrTiles(bs);
-      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
+      const { shape, vec, straight } = bsrTiles(bs);
+      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}|${straight}`, () => `${PARAMS}\n${gemmKernel({
+        shape, straight, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
         bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;

@@ -56,6 +56,16 @@ export interface GemmSpec {
    */
   aVec?: boolean;
   bVec?: boolean;
+  /**
+   * Loop shape. By default a step loads the next tiles inside `if (more)` and leaves the loop
+   * between its multiply-adds and its stores to workgroup memory. `straight`: the loads are
+   * predicated on `more` instead and the loop ends after the barrier, so its body is one path
+   * (the last step stores one unused stage). The NVIDIA compiler then keeps the prefetched tiles
+   * and the accumulators in place, where the two-path body made it copy ~60 registers at every
+   * back edge: the one-block-wide 32x32 dX went 2.04 -> 1.92 ms on an H100 (NOTES 45); the dense
+   * 128 x 128 tile (3.41 -> 3.66) and the SDDMM (1.93 -> 2.04) lost, so they keep the default.
+   */
+  straight?: boolean;
   /** Whether a segment length may be a non-multiple of BK. */
   kChecked: boolean;
   /**
@@ -165,7 +175,7 @@ export function gemmKernel(spec: GemmSpec): string {
 
   // Loader: unit e of the tile (a float, or a vec4 along the operand's contiguous axis) -> its
   // first row/col r and first k kk.
-  const load = (X: Operand) => {
+  const load = (X: Operand, when = '') => {
     const a = X.name === 'a';
     const lim = a ? 'M - m0' : 'N - n0';
     const out: string[] = [];
@@ -175,7 +185,7 @@ export function gemmKernel(spec: GemmSpec): string {
       const live = !a && spec.bColumnLive ? ` && blive${l}` : '';
       out.push(`{ let e = ${l * T}u + tid; let r = ${X.r}; let kk = k0 + ${X.k};
       var v = ${X.zero};
-      if (r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}${live}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
+      if (${when}r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}${live}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
       ${X.name}r${l} = v; }`);
     }
     return out.join('\n      ');
@@ -244,12 +254,14 @@ export function gemmKernel(spec: GemmSpec): string {
   if (bands) L(`      let curLive = live;`); // the segment of the stage being multiplied
   L(`      t += 1u;`);
   L(`      let more = t < total;`);
+  const straight = !!spec.straight;
   L(`      if (more) {`);
   L(`        k0 += ${bk}u;`);
   L(`        if (k0 >= L) { k0 = 0u; s += 1u; ${spec.segment} ${columns} }`);
-  L(`      ${load(A)}`);
-  L(`      ${load(B)}`);
-  L(`      }`);
+  if (straight) L(`      }`);
+  L(`      ${load(A, straight ? 'more && ' : '')}`);
+  L(`      ${load(B, straight ? 'more && ' : '')}`);
+  if (!straight) L(`      }`);
   // Multiply the current stage: for each k, gm vec4s of A (rows) and gn vec4s of B (cols).
   if (bands) L(`      if (curLive) {`);
   for (let k = 0; k < bk; k++) {
@@ -263,11 +275,12 @@ export function gemmKernel(spec: GemmSpec): string {
     }
   }
   if (bands) L(`      }`);
-  L(`      if (!more) { break; }`);
+  if (!straight) L(`      if (!more) { break; }`);
   L(`      st = 1u - cur;`);
   L(`      ${stash(A)}`);
   L(`      ${stash(B)}`);
   L(`      workgroupBarrier();`);
+  if (straight) L(`      if (!more) { break; }`);
   L(`    }`);
   L(`  }`);
   // Store: accumulator c{g*4+i}_h holds row g*4*wm + ty*4 + i, columns colVec(h)*4 + j (j < 4).
