@@ -23,14 +23,15 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
   const fit = (shape: GemmShape) => fitShape(shape, ctx.device.limits.maxComputeWorkgroupStorageSize);
   /**
    * Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and
-   * 64x64 blocks, slower for 16x16. Their loop is `straight` (gemm.ts; SPARSEGRAD_WEBGPU_STRAIGHT_LOOP=0
-   * keeps the default loop, for benchmarks).
+   * 64x64 blocks, slower for 16x16. Those two also run the `straight` loop (gemm.ts; NOTES 45: on
+   * an H100 64x64 forward at density 0.5 1.72 -> 1.60 ms, 32x32 dX 2.04 -> 1.92; 16x16 at 0.1
+   * lost, 0.82 -> 0.86). SPARSEGRAD_WEBGPU_STRAIGHT_LOOP=0 keeps the default loop (benchmarks).
    */
   const bsrTiles = (bs: number) => {
     const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
     // A tuned shape (SPARSEGRAD_WEBGPU_TILES) must keep the tile one block wide.
     if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
-    return { shape, vec: bs !== 16, straight: env('SPARSEGRAD_WEBGPU_STRAIGHT_LOOP') !== '0' };
+    return { shape, vec: bs !== 16, straight: bs !== 16 && env('SPARSEGRAD_WEBGPU_STRAIGHT_LOOP') !== '0' };
   };
 
   return {
@@ -101,8 +102,11 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       // Rows: A(i, t) = dY[t, row block + i], B(t, j) = X[t, the j-th block's column block + j % bs],
       // the product is the blocks themselves. Columns: A = X's columns of the block column, B = dY's
       // columns of each block's row, the product is the blocks transposed (stored 4 rows at a time).
-      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|${byColumn ? 'col' : 'row'}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'm', bContiguous: 'n', kChecked: true, a: byColumn ? 'X' : 'D', b: byColumn ? 'D' : 'X', aVec: true, bVec: true,
+      // Chunks are multiples of the k-step, so only a token count that is not needs k checked:
+      // the checks cost 3% of dW at density 0.25 on an H100 (NOTES 46).
+      const kChecked = m % shape.bk !== 0;
+      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|${byColumn ? 'col' : 'row'}|${kChecked}`, () => `${PARAMS}\n${gemmKernel({
+        shape, aContiguous: 'm', bContiguous: 'n', kChecked, bUnguarded: true, a: byColumn ? 'X' : 'D', b: byColumn ? 'D' : 'X', aVec: true, bVec: true,
         bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
@@ -119,7 +123,8 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
         segment: byColumn
           ? `aBase = t0 * cols + u32(colIdx[cscBlock[first]]) * bs; bBase = t0 * rows;`
           : `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
-        // Columns past the group's last block are never loaded; the clamp keeps their offsets in range.
+        // Columns past the group's last block load another block's values (bUnguarded; never
+        // stored); the clamp keeps their offsets in range.
         bColumn: (c) => (byColumn ? `u32(rowIdx[cscBlock[min(first + ${c} / bs, nnz - 1u)]]) * bs + ${c} % bs` : `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`),
         ...(byColumn
           ? { storeVec4Rows: (r: string, c: string, v: string) => `Y[(((split * nnz + u32(cscBlock[first + ${c} / bs])) * bs + ${c} % bs) * bs + ${r}) / 4u] = ${v};` }

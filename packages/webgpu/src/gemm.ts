@@ -66,6 +66,13 @@ export interface GemmSpec {
    * 128 x 128 tile (3.41 -> 3.66) and the SDDMM (1.93 -> 2.04) lost, so they keep the default.
    */
   straight?: boolean;
+  /**
+   * B's loads skip their column bound (N - n0): the caller guarantees a valid address for every
+   * column of the tile (bColumn clamps it), and columns past N only feed outputs never stored. The
+   * SDDMM's part-filled items; with k unchecked (token counts that are multiples of BK) it took
+   * the 32x32 dW at density 0.25 from 1.05 to 1.01 ms on an H100 (NOTES 46).
+   */
+  bUnguarded?: boolean;
   /** Whether a segment length may be a non-multiple of BK. */
   kChecked: boolean;
   /**
@@ -185,7 +192,7 @@ export function gemmKernel(spec: GemmSpec): string {
       const live = !a && spec.bColumnLive ? ` && blive${l}` : '';
       out.push(`{ let e = ${l * T}u + tid; let r = ${X.r}; let kk = k0 + ${X.k};
       var v = ${X.zero};
-      if (${when}r < ${lim}${spec.kChecked ? ' && kk < L' : ''}${guard}${live}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
+      if (${when}${a || !spec.bUnguarded ? `r < ${lim}` : 'true'}${spec.kChecked ? ' && kk < L' : ''}${guard}${live}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
       ${X.name}r${l} = v; }`);
     }
     return out.join('\n      ');

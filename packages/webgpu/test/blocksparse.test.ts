@@ -22,6 +22,13 @@ function mask(rows: number, cols: number, seed: number): number[][] {
   return Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => (i >= 8 && j !== 2 && r[i * cols + j] > 0 ? 1 : 0)));
 }
 
+/** `a` followed by `n` NaNs: a kernel that reads past the tokens it was given turns its outputs NaN. */
+function nanTail(a: Float32Array, n: number): Float32Array {
+  const out = new Float32Array(a.length + n).fill(Number.NaN);
+  out.set(a);
+  return out;
+}
+
 if (gpu) {
   const be = gpu;
   test('block-sparse forward, dX and dW match float64 references on both tile kinds', async () => {
@@ -29,8 +36,9 @@ if (gpu) {
     const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
     manualSeed(seed);
     for (const bs of [16, 32, 64]) {
-      // 17 block rows and 5 block columns: partial union groups at every block size.
-      const [nr, nc, m] = [17, 5, 301];
+      // 17 block rows and 5 block columns: partial union groups at every block size. 304 tokens
+      // for 32x32 blocks: a multiple of the SDDMM's k-step, which then loads without k checks.
+      const [nr, nc, m] = [17, 5, bs === 32 ? 304 : 301];
       const [rows, cols] = [nr * bs, nc * bs];
       const mk = mask(nr, nc, seed + bs);
       const nnz = mk.flat().reduce((a, b) => a + b, 0);
@@ -41,8 +49,8 @@ if (gpu) {
       const x = Float32Array.from(randomArray(m * cols, seed + bs + 2));
       const dy = Float32Array.from(randomArray(m * rows, seed + bs + 3));
       const { y, dx, dw } = blockSparseRefs(L, w, x, dy, m);
-      const xb = be.upload(x);
-      const dyb = be.upload(dy);
+      const xb = be.upload(nanTail(x, 8 * cols));
+      const dyb = be.upload(nanTail(dy, 8 * rows));
       const blocks = W.data.storageFor('test').buffer;
       // Union tiles by default, off, on (over clustered groups), and on over consecutive groups;
       // then the SDDMM's 128-column tiles forced for 32x32 blocks (rows of at most 4 blocks take
@@ -103,7 +111,7 @@ if (gpu) {
     const x = Float32Array.from(randomArray(m * nc * bs, seed + 2));
     const dy = Float32Array.from(randomArray(m * nr * bs, seed + 3));
     const { dw } = blockSparseRefs(L, await W.data.toArray(), x, dy, m);
-    const [xb, dyb] = [be.upload(x), be.upload(dy)];
+    const [xb, dyb] = [be.upload(nanTail(x, 8 * nc * bs)), be.upload(nanTail(dy, 8 * nr * bs))];
     const saved = process.env.SPARSEGRAD_WEBGPU_TILES;
     for (const tiles of [undefined, 'sddmm32=8,16,4,8,8']) {
       if (tiles) process.env.SPARSEGRAD_WEBGPU_TILES = tiles;
