@@ -24,7 +24,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
   /**
    * Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and
    * 64x64 blocks, slower for 16x16. Those two also run the `straight` loop (gemm.ts; NOTES 45: on
-   * an H100 64x64 forward at density 0.5 1.72 -> 1.60 ms, 32x32 dX 2.04 -> 1.92; 16x16 at 0.1
+   * an H100 at density 0.5 the 64x64 forward 1.72 -> 1.64 ms, 32x32 dX 2.04 -> 1.85; 16x16 at 0.1
    * lost, 0.82 -> 0.86). SPARSEGRAD_WEBGPU_STRAIGHT_LOOP=0 keeps the default loop (benchmarks).
    */
   const bsrTiles = (bs: number) => {

@@ -59,11 +59,12 @@ export interface GemmSpec {
   /**
    * Loop shape. By default a step loads the next tiles inside `if (more)` and leaves the loop
    * between its multiply-adds and its stores to workgroup memory. `straight`: the loads are
-   * predicated on `more` instead and the loop ends after the barrier, so its body is one path
-   * (the last step stores one unused stage). The NVIDIA compiler then keeps the prefetched tiles
-   * and the accumulators in place, where the two-path body made it copy ~60 registers at every
-   * back edge: the one-block-wide 32x32 dX went 2.04 -> 1.92 ms on an H100 (NOTES 45); the dense
-   * 128 x 128 tile (3.41 -> 3.66) and the SDDMM (1.93 -> 2.04) lost, so they keep the default.
+   * outside the branch and the loop ends after the barrier, so its body is one path (the last
+   * step loads its own tile again, into the stage no one reads). The NVIDIA compiler then keeps
+   * the prefetched tiles and the accumulators in place, where the two-path body made it copy ~60
+   * registers at every back edge: on an H100 (NOTES 45) the one-block-wide 32x32 dX at density 0.5
+   * went 2.04 -> 1.85 ms, the forward 2.05 -> 1.90; the dense 128 x 128 tile (3.41 -> 3.66) and
+   * the SDDMM (1.93 -> 2.04) lost, so they keep the default.
    */
   straight?: boolean;
   /**
@@ -182,18 +183,19 @@ export function gemmKernel(spec: GemmSpec): string {
 
   // Loader: unit e of the tile (a float, or a vec4 along the operand's contiguous axis) -> its
   // first row/col r and first k kk.
-  const load = (X: Operand, when = '') => {
+  const load = (X: Operand) => {
     const a = X.name === 'a';
-    const lim = a ? 'M - m0' : 'N - n0';
     const out: string[] = [];
     for (let l = 0; l < X.per; l++) {
-      const guard = (l + 1) * T > X.units ? ` && e < ${X.units}u` : '';
       const addr = a ? 'aBase + r * aRS + kk * aKS' : `bBase + kk * bKS + ${spec.bColumn ? `bcol${l}` : 'r * bNS'}`;
-      const live = !a && spec.bColumnLive ? ` && blive${l}` : '';
+      const conds: string[] = [];
+      if (a || !spec.bUnguarded) conds.push(`r < ${a ? 'M - m0' : 'N - n0'}`);
+      if (spec.kChecked) conds.push('kk < L');
+      if ((l + 1) * T > X.units) conds.push(`e < ${X.units}u`);
+      if (!a && spec.bColumnLive) conds.push(`blive${l}`);
+      const value = `${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]`;
       out.push(`{ let e = ${l * T}u + tid; let r = ${X.r}; let kk = k0 + ${X.k};
-      var v = ${X.zero};
-      if (${when}${a || !spec.bUnguarded ? `r < ${lim}` : 'true'}${spec.kChecked ? ' && kk < L' : ''}${guard}${live}) { v = ${a ? spec.a : spec.b}[${X.vec ? `(${addr}) / 4u` : addr}]; }
-      ${X.name}r${l} = v; }`);
+      ${conds.length ? `var v = ${X.zero}; if (${conds.join(' && ')}) { v = ${value}; } ${X.name}r${l} = v;` : `${X.name}r${l} = ${value};`} }`);
     }
     return out.join('\n      ');
   };
@@ -265,9 +267,11 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`      if (more) {`);
   L(`        k0 += ${bk}u;`);
   L(`        if (k0 >= L) { k0 = 0u; s += 1u; ${spec.segment} ${columns} }`);
+  // Straight: the last step loads its own tile again (the position did not move: valid
+  // addresses), into the stage no one reads.
   if (straight) L(`      }`);
-  L(`      ${load(A, straight ? 'more && ' : '')}`);
-  L(`      ${load(B, straight ? 'more && ' : '')}`);
+  L(`      ${load(A)}`);
+  L(`      ${load(B)}`);
   if (!straight) L(`      }`);
   // Multiply the current stage: for each k, gm vec4s of A (rows) and gn vec4s of B (cols).
   if (bands) L(`      if (curLive) {`);
