@@ -4,7 +4,10 @@
  * profiler on the GPU host, and tile shapes that should win have lost by 10-40% (NOTES 14, 16, 33)
  * with occupancy as the unconfirmed guess; this reads the register counts behind it.
  *
- *   npx tsx benchmarks/webgpu-shader-stats.ts [--ops dense-nn,bsr-dx,...] [--variants ENV=a,b | 'ENV=x,y|z']
+ *   npx tsx benchmarks/webgpu-shader-stats.ts [--ops dense-nn,bsr-dx,...] [--variants ENV=a,b | 'ENV=x,y|z'] [--cache-dir DIR]
+ *
+ * --cache-dir keeps each pipeline's driver cache data (the machine code) as DIR/OP-I[-VALUE].cache,
+ * for benchmarks/webgpu-sass.ts to disassemble.
  *
  * For each op (dense-nn = dY W, dense-nt = X W^T, both on the 128 x 128 tile; bsr-forward, bsr-dx,
  * sddmm on the benchmark's 32x32 layouts at density 0.5) and each value of the variant's variable, a
