@@ -67,6 +67,8 @@ function report(): void {
   const name = variants?.name ?? '';
   const values: (string | undefined)[] = variants?.values ?? [undefined];
   const dir = mkdtempSync(join(tmpdir(), 'shader-stats-'));
+  // --cache-dir: the driver's pipeline-cache data of each kernel (machine code) is kept there.
+  const cacheDir = argValue('--cache-dir');
   for (const value of values) {
     const label = value === undefined ? '' : ` (${name}=${value})`;
     for (const op of ops) {
@@ -82,8 +84,6 @@ function report(): void {
         writeFileSync(`${base}.spvasm`, spirv.replace(/^.*(MaximallyReconvergesKHR|SPV_KHR_maximal_reconvergence).*$/gm, ''));
         execFileSync(spirvAs, ['--target-env', 'vulkan1.1spv1.4', '-o', `${base}.spv`, `${base}.spvasm`]);
         const entry = /OpEntryPoint GLCompute %\w+ "(\w+)"/.exec(spirv)?.[1] ?? 'main';
-        // --cache-dir: the driver's pipeline-cache data of each kernel (machine code) is kept there.
-        const cacheDir = argValue('--cache-dir');
         const cacheEnv = cacheDir ? { ...process.env, VK_SHADER_STATS_CACHE: join(cacheDir, `${op}-${i}${value === undefined ? '' : `-${value}`}.cache`) } : process.env;
         const out = execFileSync(stats, [`${base}.spv`, entry, bindings(spirv)], { encoding: 'utf8', env: cacheEnv });
         console.log(`## ${op} pipeline ${i}${label}\n${out}`);

@@ -69,9 +69,9 @@ export interface GemmSpec {
   straight?: boolean;
   /**
    * B's loads skip their column bound (N - n0): the caller guarantees a valid address for every
-   * column of the tile (bColumn clamps it), and columns past N only feed outputs never stored. The
-   * SDDMM's part-filled items; with k unchecked (token counts that are multiples of BK) it took
-   * the 32x32 dW at density 0.25 from 1.05 to 1.01 ms on an H100 (NOTES 46).
+   * column of the tile (bColumn clamps it), and columns past N only feed outputs never stored.
+   * For the SDDMM's part-filled items: with k unchecked too (token counts that are multiples of
+   * BK) it took the 32x32 dW at density 0.25 from 1.05 to 1.01 ms on an H100 (NOTES 46).
    */
   bUnguarded?: boolean;
   /** Whether a segment length may be a non-multiple of BK. */
