@@ -67,17 +67,20 @@ test('train prints backend, tree and patch report, writes a checkpoint; sample a
   assert.equal(readFileSync(join(out, 'step-000006', 'model.safetensors')), before);
 });
 
-test('resuming reproduces an uninterrupted run exactly', () => {
-  const straight = join(dir, 'straight');
-  const split = join(dir, 'split');
-  assert.is(run('train', ...TINY, '--steps', '8', '--out', straight).code, 0);
-  const first = run('train', ...TINY, '--steps', '8', '--stop-after', '4', '--out', split);
-  assert.is(first.code, 0, first.err);
-  assert.match(first.out, /stopped \(--stop-after\) at step 4/);
-  const resumed = run('train', '--resume', '--out', split, '--backend', 'cpu');
-  assert.is(resumed.code, 0, resumed.err);
-  assert.match(resumed.out, /resuming .* at step 4 of 8/);
-  assert.equal(readFileSync(join(split, 'step-000008', 'model.safetensors')), readFileSync(join(straight, 'step-000008', 'model.safetensors')));
+test('resuming reproduces an uninterrupted run exactly, dense and block-sparse', () => {
+  const SPARSE = ['--sparsify', String.raw`layers\.[0-9]+\.mlp\.fc[12]`, '--density', '0.5', '--block-size', '16'];
+  for (const [name, extra] of [['dense', []], ['sparse', SPARSE]] as const) {
+    const straight = join(dir, `straight-${name}`);
+    const split = join(dir, `split-${name}`);
+    assert.is(run('train', ...TINY, ...extra, '--steps', '8', '--out', straight).code, 0);
+    const first = run('train', ...TINY, ...extra, '--steps', '8', '--stop-after', '4', '--out', split);
+    assert.is(first.code, 0, first.err);
+    assert.match(first.out, /stopped \(--stop-after\) at step 4/);
+    const resumed = run('train', '--resume', '--out', split, '--backend', 'cpu');
+    assert.is(resumed.code, 0, resumed.err);
+    assert.match(resumed.out, /resuming .* at step 4 of 8/);
+    assert.equal(readFileSync(join(split, 'step-000008', 'model.safetensors')), readFileSync(join(straight, 'step-000008', 'model.safetensors')), name);
+  }
 });
 
 test('compare writes report.md, metrics.json and loss plots, and prints the table', () => {

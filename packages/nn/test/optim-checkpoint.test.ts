@@ -118,6 +118,62 @@ for (const backend of await backendsUnderTest()) {
     assert.is(header.__metadata__.format, 'pt');
   });
 
+  test('a block-sparse GPT stopped, saved and resumed (optimizer built before loading) equals an uninterrupted run', async () => {
+    const config = { vocabSize: 16, seqLen: 8, dModel: 32, heads: 2, layers: 1 };
+    const build = async (seed: number) => {
+      sg.manualSeed(seed);
+      const m = new GPT(config);
+      await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density: 0.5, blockSize: 16 }).patchModel(m);
+      return m;
+    };
+    const x = tensor(Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 16), [2, 8], { dtype: 'int32', backend });
+    const y = tensor(Int32Array.from({ length: 16 }, (_, i) => (i * 5 + 3) % 16), [2, 8], { dtype: 'int32', backend });
+    const train = (m: GPT, opt: AdamW, steps: number) => {
+      for (let i = 0; i < steps; i++) sg.tidy(() => {
+        sg.crossEntropy(m.forward(x), y).backward();
+        opt.step();
+        opt.zeroGrad();
+      });
+    };
+    const straight = await build(1);
+    train(straight, new AdamW(straight.parameters(), { lr: 1e-2 }), 4);
+    const first = await build(1);
+    const firstOpt = new AdamW(first.parameters(), { lr: 1e-2 });
+    train(first, firstOpt, 2);
+    const fc1 = () => first.getModule('layers.0.mlp.fc1') as BlockSparseLinear;
+    const halfway = await fc1().weight.toArray();
+    const modelBytes = await encodeSafetensors(first.stateDict());
+    const optBytes = await encodeSafetensors(firstOpt.stateDict().tensors);
+    // Another seed: another block pattern, which loading must replace in place.
+    const resumed = await build(2);
+    const opt = new AdamW(resumed.parameters(), { lr: 1e-2 });
+    const weightBefore = (resumed.getModule('layers.0.mlp.fc1') as BlockSparseLinear).weight;
+    await resumed.loadStateDict(decodeSafetensors(modelBytes, 'model', { backend }).tensors);
+    opt.loadStateDict({ tensors: decodeSafetensors(optBytes, 'optimizer', { backend }).tensors, step: 2 });
+    assert.ok((resumed.getModule('layers.0.mlp.fc1') as BlockSparseLinear).weight === weightBefore, 'the parameter keeps its identity');
+    train(resumed, opt, 2);
+    const tol = backend.name === 'cpu' ? 0 : 1e-5;
+    const want = straight.stateDict();
+    for (const [name, t] of Object.entries(resumed.stateDict())) {
+      const got = await t.toArray();
+      const ref = await want[name].toArray();
+      if (tol === 0) assert.equal([...got], [...ref], `${name} bit for bit`);
+      else assertClose(got, ref, tol, name);
+    }
+    const moved = await (resumed.getModule('layers.0.mlp.fc1') as BlockSparseLinear).weight.toArray();
+    assert.ok(moved.some((v, i) => v !== halfway[i]), 'the block-sparse weight kept training after the resume');
+  });
+
+  test('an optimizer whose parameter was replaced by a load of another block count throws instead of skipping it', async () => {
+    sg.manualSeed(3);
+    const small = new BlockSparseLinear(32, 32, { density: 0.25, blockSize: 16 });
+    const big = new BlockSparseLinear(32, 32, { density: 0.75, blockSize: 16 });
+    const opt = new SGD(big.parameters(), { lr: 0.1 });
+    await big.loadStateDict(small.stateDict());
+    assert.is(big.weight.shape[0], 1);
+    assertThrows(() => opt.step(), /SGD\.step: parameter 0 \(shape \[3, 16, 16\]\) was disposed/);
+  });
+
   test('broken, foreign and mismatched files get clear errors; a failed save leaves the old file intact', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sparsegrad-'));
     const path = join(dir, 'm.safetensors');

@@ -107,22 +107,40 @@ export class BlockSparseLinear extends Module {
     return this.matrix.toDense();
   }
 
-  /** The sparsity pattern comes from the state: coordinates are read first, then the blocks. */
+  /**
+   * The sparsity pattern comes from the state: coordinates are read first, then the blocks. As in
+   * PyTorch, the weight and coordinate tensors keep their identity (their contents are replaced),
+   * so an optimizer built before loading still trains them; a different pattern with the same
+   * block count rebuilds the layout in place. A state with another block count cannot fit the
+   * existing tensors: the weight becomes a new tensor, and an optimizer that still holds the old
+   * one throws at its next step instead of silently skipping it.
+   */
   protected override async loadOwnState(prefix: string, state: StateDict, used: Set<string>, missing: string[]): Promise<void> {
     const coords = state[prefix + 'blockCoords'];
     const weight = state[prefix + 'weight'];
     if (coords && weight) {
       const bs = this.blockSize;
-      if (coords.dtype !== 'int32' || coords.rank !== 2 || coords.shape[1] !== 2 || weight.rank !== 3 || weight.shape[0] !== coords.shape[0] || weight.shape[1] !== bs || weight.shape[2] !== bs) {
-        throw opError('loadStateDict', `'${prefix}weight' [${weight.shape.join(', ')}] and '${prefix}blockCoords' [${coords.shape.join(', ')}] do not describe ${bs}x${bs} blocks of a block-sparse weight`);
+      if (coords.dtype !== 'int32' || coords.rank !== 2 || coords.shape[1] !== 2 || weight.dtype !== 'float32' || weight.rank !== 3 || weight.shape[0] !== coords.shape[0] || weight.shape[1] !== bs || weight.shape[2] !== bs) {
+        throw opError('loadStateDict', `'${prefix}weight' [${weight.shape.join(', ')}] (${weight.dtype}) and '${prefix}blockCoords' [${coords.shape.join(', ')}] (${coords.dtype}) do not describe ${bs}x${bs} blocks of a block-sparse weight`);
       }
       const flat = await coords.toArray();
       const list = Array.from({ length: coords.shape[0] }, (_, i) => [flat[2 * i], flat[2 * i + 1]] as const);
       const data = tensor(await weight.toArray(), [...weight.shape], { backend: this.weight.backend });
-      this.matrix = BlockSparseMatrix.fromCoords([this.outFeatures, this.inFeatures], bs, list, data);
-      if (this.matrix.data !== data) data.dispose();
-      this.replaceParameter('weight', this.matrix.data);
-      this.replaceBuffer('blockCoords', coordsTensor(this.matrix));
+      const loaded = BlockSparseMatrix.fromCoords([this.outFeatures, this.inFeatures], bs, list, data);
+      if (loaded.data !== data) data.dispose();
+      if (loaded.nnzBlocks === this.matrix.nnzBlocks) {
+        this.weight.grad = null;
+        this.weight.assign(loaded.data);
+        loaded.data.dispose();
+        this.matrix = BlockSparseMatrix.fromBlocks(loaded.layout, this.weight);
+        const newCoords = coordsTensor(this.matrix);
+        this.blockCoords.assign(newCoords);
+        newCoords.dispose();
+      } else {
+        this.matrix = loaded;
+        this.replaceParameter('weight', loaded.data);
+        this.replaceBuffer('blockCoords', coordsTensor(loaded));
+      }
       used.add(prefix + 'weight');
       used.add(prefix + 'blockCoords');
       if (this.bias) {
@@ -131,7 +149,7 @@ export class BlockSparseLinear extends Module {
         else {
           used.add(prefix + 'bias');
           if (b.shape.join() !== this.bias.shape.join()) throw opError('loadStateDict', `'${prefix}bias' has shape [${b.shape.join(', ')}], expected [${this.bias.shape.join(', ')}]`);
-          this.bias.assign(b);
+          this.bias.assign(b.backend === this.bias.backend ? b : tensor(await b.toArray(), [...b.shape], { backend: this.bias.backend }));
         }
       }
       return;

@@ -28,6 +28,13 @@ export abstract class Optimizer {
   /** Applies one update from the current .grad of every parameter (those without a gradient are skipped). */
   step(): void {
     if (!(this.lr >= 0) || !Number.isFinite(this.lr)) throw opError(`${this.constructor.name}.step`, `lr must be a finite non-negative number, got ${this.lr}`);
+    // A disposed parameter was replaced behind the optimizer's back (e.g. a state load that changed
+    // its shape): skipping it would stop training it without a word.
+    const gone = this.params.findIndex((p) => p.isDisposed);
+    if (gone >= 0) {
+      const p = this.params[gone];
+      throw opError(`${this.constructor.name}.step`, `parameter ${gone} (shape [${p.shape.join(', ')}]) was disposed; the module replaced it after this optimizer was built (build the optimizer after loading state that changes parameter shapes)`);
+    }
     this.stepCount++;
     noGrad(() => this.updateAll(this.params.filter((p) => p.grad)));
   }
