@@ -201,6 +201,15 @@ for (const backend of await backendsUnderTest()) {
     assert.is(released.left, 4, 'only the loss and the three gradients are left');
   });
 
+  test('backward() after a leaf was disposed is an error, not a lost gradient', () => {
+    const w = tensor([1, 2], undefined, { ...opts, requiresGrad: true });
+    const b = tensor([3, 4], undefined, { ...opts, requiresGrad: true });
+    const y = w.mul(2).add(b).sum();
+    b.dispose();
+    assertThrows(() => y.backward(), /backward: leaf tensor #\d+ of shape \[2\] that requires gradients was disposed before backward\(\)/);
+    assert.is(w.grad, null, 'nothing was accumulated');
+  });
+
   test('assign, dispose and readback of views', async () => {
     const a = tensor([[1, 2], [3, 4]], undefined, opts);
     const v = a.T;

@@ -32,6 +32,8 @@ export interface PatchRecord<P> {
   /** Feature sizes when the replaced module has them (Linear and its sparse replacements). */
   inFeatures?: number;
   outFeatures?: number;
+  /** The density actually built (a whole number of blocks, at least one), when the replacement has one. */
+  density?: number;
   parametersBefore: number;
   parametersAfter: number;
 }
@@ -57,34 +59,54 @@ export class ModelPatcher<P = ModuleFactory> {
     return this;
   }
 
+  /** Throws if `module` at `path` cannot become what `params` asks for; runs for every match before anything is replaced. */
+  protected check(_module: Module, _path: string, _params: P): void {}
+
   protected replace(module: Module, path: string, params: P): Module | Promise<Module> {
     if (typeof params !== 'function') throw opError('patchModel', `pattern for '${path}' has no factory function`);
     return (params as unknown as ModuleFactory)(module, path);
   }
 
-  /** Patches `model` in place and reports every replacement. Warns when a pattern matched nothing. */
+  /**
+   * Patches `model` in place and reports every replacement. Warns when a pattern matched nothing.
+   * All or nothing: every match is checked and every replacement built before the first one is
+   * swapped in, so an error leaves the model as it was. A module inside a replaced one is not
+   * visited (it goes with its parent).
+   */
   async patchModel(model: Module, opts: { warn?: (message: string) => void } = {}): Promise<PatchReport<P>> {
     if (!(model instanceof Module)) throw opError('patchModel', `expected a Module, got ${typeof model}`);
     const warn = opts.warn ?? ((m: string) => console.warn(m));
     const before = model.parameterCount();
-    const patched: PatchRecord<P>[] = [];
     for (const p of this.patterns) p.matches = 0;
-    // Snapshot first: replacing modules while walking the tree would visit the new ones.
-    const candidates = [...model.namedModules()].filter(([path]) => path !== '');
-    for (const [path, module] of candidates) {
+    const matches: { path: string; module: Module; pattern: Pattern<P> }[] = [];
+    for (const [path, module] of model.namedModules()) {
+      if (path === '' || matches.some((m) => path.startsWith(m.path + '.'))) continue;
       const pattern = this.patterns.find((p) => p.regex.test(path));
       if (!pattern) continue;
       pattern.matches++;
-      const replacement = await this.replace(module, path, pattern.params);
+      this.check(module, path, pattern.params);
+      matches.push({ path, module, pattern });
+    }
+    const replacements: Module[] = [];
+    try {
+      for (const { path, module, pattern } of matches) replacements.push(await this.replace(module, path, pattern.params));
+    } catch (e) {
+      matches.forEach(({ module }, i) => replacements[i] && replacements[i] !== module && replacements[i].dispose());
+      throw e;
+    }
+    const patched = matches.map(({ path, module, pattern }, i): PatchRecord<P> => {
+      const replacement = replacements[i];
       model.setModule(path, replacement);
       const sizes = module as Partial<Record<'inFeatures' | 'outFeatures', number>>;
-      patched.push({
+      const built = replacement as Partial<Record<'density', number>>;
+      const record: PatchRecord<P> = {
         path, pattern: pattern.source, from: module.describe(), to: replacement.describe(), params: pattern.params,
-        inFeatures: sizes.inFeatures, outFeatures: sizes.outFeatures,
+        inFeatures: sizes.inFeatures, outFeatures: sizes.outFeatures, density: built.density,
         parametersBefore: module.parameterCount(), parametersAfter: replacement.parameterCount(),
-      });
+      };
       if (replacement !== module) module.dispose();
-    }
+      return record;
+    });
     const unmatched = this.patterns.filter((p) => p.matches === 0).map((p) => p.source);
     for (const u of unmatched) warn(`patchModel: pattern /${u}/ matched no module`);
     return { patched, unmatched, parametersBefore: before, parametersAfter: model.parameterCount() };
@@ -111,7 +133,7 @@ export class BlockSparseModelPatcher extends ModelPatcher<BlockSparsePatternPara
     return super.addPattern(pattern, params);
   }
 
-  protected override replace(module: Module, path: string, params: BlockSparsePatternParams): Promise<Module> {
+  protected override check(module: Module, path: string, params: BlockSparsePatternParams): void {
     if (!(module instanceof Linear)) {
       throw opError('patchModel', `'${path}' matches a pattern but is a ${module.constructor.name}, not a Linear`);
     }
@@ -119,8 +141,13 @@ export class BlockSparseModelPatcher extends ModelPatcher<BlockSparsePatternPara
     if (module.inFeatures % bs || module.outFeatures % bs) {
       throw opError('patchModel', `'${path}' is Linear(${module.inFeatures} -> ${module.outFeatures}); both sizes must be multiples of the block size ${bs}`);
     }
-    const opts = { density: params.density, blockSize: bs };
-    return params.pseudo ? PseudoBlockSparseLinear.fromLinear(module, opts) : BlockSparseLinear.fromLinear(module, opts);
+  }
+
+  protected override replace(module: Module, path: string, params: BlockSparsePatternParams): Promise<Module> {
+    this.check(module, path, params);
+    const linear = module as Linear;
+    const opts = { density: params.density, blockSize: params.blockSize ?? 32 };
+    return params.pseudo ? PseudoBlockSparseLinear.fromLinear(linear, opts) : BlockSparseLinear.fromLinear(linear, opts);
   }
 
   /** Paths of every Linear that a pattern could target, with its sizes. */

@@ -165,6 +165,23 @@ for (const backend of await backendsUnderTest()) {
     assertThrows(() => new BlockSparseLinear(64, 64, { density: 0 }), /density must be in \(0, 1\], got 0/);
     const odd = new Sequential(new Linear(40, 64));
     await assertRejects(() => new BlockSparseModelPatcher().addPattern('0', { density: 0.5, blockSize: 32 }).patchModel(odd), /patchModel: '0' is Linear\(40 -> 64\); both sizes must be multiples of the block size 32/);
+    // All or nothing: a bad match anywhere leaves every earlier match in place and working.
+    const fc1 = net.getModule('layers.0.fc1');
+    await assertRejects(() => new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.(fc1|act)`, { density: 0.5 }).patchModel(net), /'layers.0.act' matches a pattern but is a ReLU/);
+    assert.ok(net.getModule('layers.0.fc1') === fc1 && !(fc1 as Linear).weight.isDisposed, 'the model is untouched after a check failed');
+    let calls = 0;
+    const failing = new ModelPatcher().addPattern(String.raw`layers\.[0-9]+\.fc1`, () => {
+      if (++calls === 2) throw new Error('factory failed');
+      return new Dropout(0.1);
+    });
+    await assertRejects(() => failing.patchModel(net), /factory failed/);
+    assert.ok(net.getModule('layers.0.fc1') === fc1, 'the model is untouched after a factory failed');
+    // A density below one block is built as one block, and the report says what was built.
+    const tiny = new Sequential(new Linear(64, 64));
+    const tinyReport = await new BlockSparseModelPatcher().addPattern('0', { density: 0.001, blockSize: 32 }).patchModel(tiny);
+    assert.is(tinyReport.patched[0].params.density, 0.001);
+    assert.is(tinyReport.patched[0].density, 0.25);
+    assert.is((tiny.getModule('0') as BlockSparseLinear).layout.nnzBlocks, 1);
     // the generic patcher takes any factory
     const generic = await new ModelPatcher().addPattern('layers\\.[0-9]+\\.act', () => new Dropout(0.1)).patchModel(net);
     assert.is(generic.patched.length, 2);

@@ -189,6 +189,22 @@ for (const backend of await backendsUnderTest()) {
     await assertRejects(() => load(model, join(dir, 'missing.safetensors')), /load: cannot read .*missing.safetensors: ENOENT/);
     await assertRejects(() => load(new Linear(4, 3), path), /loadStateDict: 'weight' has shape \[2, 4\] \(float32\) in the state but \[3, 4\] \(float32\) in the model/);
     await assertRejects(() => load(new Linear(4, 2, { bias: false }), path), /loadStateDict: state does not match the model: missing keys \[\], unexpected keys \[bias\]/);
+    // Byte ranges that overlap, leave a gap or leave bytes over are damage, not data.
+    const handMade = (entries: Record<string, [number, number]>, dataBytes: number) => {
+      const header: Record<string, unknown> = {};
+      for (const [name, offsets] of Object.entries(entries)) header[name] = { dtype: 'F32', shape: [(offsets[1] - offsets[0]) / 4], data_offsets: offsets };
+      const json = Buffer.from(JSON.stringify(header));
+      const out = Buffer.alloc(8 + json.length + dataBytes);
+      out.writeBigUInt64LE(BigInt(json.length), 0);
+      json.copy(out, 8);
+      return out;
+    };
+    assert.is(Object.keys(decodeSafetensors(handMade({ a: [0, 8], b: [8, 12] }, 12), 'ok').tensors).length, 2);
+    assertThrows(() => decodeSafetensors(handMade({ a: [0, 8], b: [4, 12] }, 12), 'overlap.safetensors'), /load: overlap\.safetensors is damaged: tensor 'b' \(bytes 4-12\) overlaps the tensor before it, which ends at byte 8/);
+    assertThrows(() => decodeSafetensors(handMade({ a: [0, 4], b: [8, 12] }, 12), 'gap.safetensors'), /load: gap\.safetensors is damaged: bytes 4-8 of the data belong to no tensor \(gap before 'b'\)/);
+    assertThrows(() => decodeSafetensors(handMade({ a: [4, 8] }, 8), 'lead.safetensors'), /bytes 0-4 of the data belong to no tensor/);
+    assertThrows(() => decodeSafetensors(handMade({ a: [0, 4] }, 8), 'tail.safetensors'), /tail\.safetensors is damaged: the header describes 4 bytes of tensor data but the file holds 8/);
+    assertThrows(() => decodeSafetensors(handMade({ a: [0, 8], b: [0, 8] }, 8), 'alias.safetensors'), /tensor '.' \(bytes 0-8\) overlaps/);
     // A save that fails half-way (a disposed parameter) must not touch the existing checkpoint.
     const broken = new Linear(4, 2);
     broken.bias!.dispose();

@@ -32,7 +32,10 @@ export function printPatchReport(trainee: Trainee, log: (s: string) => void): vo
   if (!r) return;
   log(`patched ${r.patched.length} layers: parameters ${r.parametersBefore.toLocaleString('en-US')} -> ${r.parametersAfter.toLocaleString('en-US')}`);
   for (const p of r.patched) {
-    log(`  ${p.path}: ${p.inFeatures} -> ${p.outFeatures}, density ${p.params.density}, ${p.params.blockSize ?? 32}x${p.params.blockSize ?? 32} blocks, parameters ${p.parametersBefore.toLocaleString('en-US')} -> ${p.parametersAfter.toLocaleString('en-US')}`);
+    // What was built: a layer holds a whole number of blocks (at least one), so the density can differ from the one asked for.
+    const built = p.density ?? p.params.density;
+    const density = `density ${Number(built.toPrecision(4))}${built === p.params.density ? '' : ` (requested ${p.params.density}: a whole number of blocks, at least one)`}`;
+    log(`  ${p.path}: ${p.inFeatures} -> ${p.outFeatures}, ${density}, ${p.params.blockSize ?? 32}x${p.params.blockSize ?? 32} blocks, parameters ${p.parametersBefore.toLocaleString('en-US')} -> ${p.parametersAfter.toLocaleString('en-US')}`);
   }
 }
 

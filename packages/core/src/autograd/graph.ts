@@ -86,6 +86,9 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
     throw opError('backward', `gradient shape ${fmtShape(gradient.shape)} does not match output shape ${fmtShape(root.shape)}`);
   }
   const order = topoOrder(root);
+  // A disposed leaf cannot receive its gradient: without this check it would be dropped without a word.
+  const gone = order.find((t) => t.isLeaf && t.isDisposed);
+  if (gone) throw opError('backward', `leaf tensor #${gone.id} of shape ${fmtShape(gone.shape)} that requires gradients was disposed before backward(); its gradient would be lost`);
   // Every gradient handle in `grads` is owned by this function and disposed once consumed, so
   // backward leaks nothing even outside a tidy scope. Storage is refcounted, so disposing a
   // handle whose storage a view still uses is safe.

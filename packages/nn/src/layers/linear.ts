@@ -48,7 +48,10 @@ export class Linear extends Module {
 }
 
 export interface BlockSparseOptions {
-  /** Fraction of weight blocks kept, in (0, 1]. */
+  /**
+   * Fraction of weight blocks kept, in (0, 1]. The layer keeps round(density x blocks) blocks and
+   * at least one; its `density` getter reports the fraction actually built.
+   */
   density: number;
   blockSize?: number;
   bias?: boolean;

@@ -60,19 +60,22 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
   if (8 + headerLen > bytes.length) throw opError(op, `${source} is truncated: the header needs ${headerLen} bytes but only ${bytes.length - 8} follow`);
   let header: Record<string, unknown>;
   try {
-      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
-    } catch {
-      throw opError(op, `${source} is not a safetensors file (its header is not valid JSON)`);
-    }
-    if (!header || typeof header !== 'object' || Array.isArray(header)) throw opError(op, `${source} is not a safetensors file (header is not a JSON object)`);
-    const dataStart = 8 + headerLen;
-    const dataLen = bytes.length - dataStart;
-    const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
-    const tensors: Record<string, Tensor> = {};
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+  } catch {
+    throw opError(op, `${source} is not a safetensors file (its header is not valid JSON)`);
+  }
+  if (!header || typeof header !== 'object' || Array.isArray(header)) throw opError(op, `${source} is not a safetensors file (header is not a JSON object)`);
+  const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+  const data = bytes.subarray(8 + headerLen);
+  const entries = checkEntries(header, data.length, source);
+  const tensors: Record<string, Tensor> = {};
   try {
-    const end = readTensors(header, bytes.subarray(8 + headerLen), source, tensors, opts.backend);
-    if (end !== bytes.length - 8 - headerLen) {
-      throw opError(op, `${source} is damaged: the header describes ${end} bytes of tensor data but the file holds ${bytes.length - 8 - headerLen}`);
+    for (const [name, e, dtype] of entries) {
+      const [begin, end] = e.data_offsets;
+      // A fresh, aligned copy (Buffer.slice would return a view into Node's shared pool).
+      const copy = new Uint8Array(end - begin);
+      copy.set(data.subarray(begin, end));
+      tensors[name] = tensor(dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer), e.shape, { dtype, backend: opts.backend });
     }
   } catch (e) {
     for (const t of Object.values(tensors)) t.dispose();
@@ -81,29 +84,39 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
   return { tensors, metadata };
 }
 
-/** Creates one tensor per header entry into `into`; returns the end offset of the described data. */
-function readTensors(header: Record<string, unknown>, data: Uint8Array, source: string, into: Record<string, Tensor>, backend?: Backend): number {
+/**
+ * Validates every header entry before anything is allocated. As in the reference reader, the
+ * tensors' byte ranges must tile the data exactly: sorted by offset, each begins where the
+ * previous one ends, the first at 0 and the last at the end of the file (no overlap, no gap).
+ */
+function checkEntries(header: Record<string, unknown>, dataLength: number, source: string): [string, HeaderEntry, 'float32' | 'int32'][] {
   const op = 'load';
-  let expectedEnd = 0;
+  const out: [string, HeaderEntry, 'float32' | 'int32'][] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const e = raw as HeaderEntry;
     const dtype = FROM_CODE[e?.dtype];
     if (!dtype) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32 and I32`);
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0) || !Array.isArray(e.data_offsets)) {
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0) || !Array.isArray(e.data_offsets)
+      || e.data_offsets.length !== 2 || !e.data_offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
       throw opError(op, `${source}: tensor '${name}' has a malformed header entry`);
     }
     const [begin, end] = e.data_offsets;
     const count = e.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== count * 4 || begin < 0) {
+    if (end - begin !== count * 4) {
       throw opError(op, `${source}: tensor '${name}' of shape [${e.shape.join(', ')}] has ${end - begin} bytes of data, expected ${count * 4}`);
     }
-    if (end > data.length) throw opError(op, `${source} is truncated: tensor '${name}' ends at byte ${end} of the data but the file has ${data.length}`);
-    expectedEnd = Math.max(expectedEnd, end);
-    // A fresh, aligned copy (Buffer.slice would return a view into Node's shared pool).
-    const copy = new Uint8Array(end - begin);
-    copy.set(data.subarray(begin, end));
-    into[name] = tensor(dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer), e.shape, { dtype, backend });
+    if (end > dataLength) throw opError(op, `${source} is truncated: tensor '${name}' ends at byte ${end} of the data but the file has ${dataLength}`);
+    out.push([name, e, dtype]);
   }
-  return expectedEnd;
+  const sorted = [...out].sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0] || a[1].data_offsets[1] - b[1].data_offsets[1]);
+  let at = 0;
+  for (const [name, e] of sorted) {
+    const [begin, end] = e.data_offsets;
+    if (begin < at) throw opError(op, `${source} is damaged: tensor '${name}' (bytes ${begin}-${end}) overlaps the tensor before it, which ends at byte ${at}`);
+    if (begin > at) throw opError(op, `${source} is damaged: bytes ${at}-${begin} of the data belong to no tensor (gap before '${name}')`);
+    at = end;
+  }
+  if (at !== dataLength) throw opError(op, `${source} is damaged: the header describes ${at} bytes of tensor data but the file holds ${dataLength}`);
+  return out;
 }
