@@ -13,6 +13,22 @@
  * - Inputs described by a `View` may be non-contiguous (transposed, sliced, broadcast with
  *   stride 0); inputs passed as a bare buffer are contiguous and start at element 0.
  * - Kernels are enqueued in program order; only `read` waits for them.
+ *
+ * Edge cases: every backend gives the same answer (the CPU backend is the reference, and the
+ * shared test suite checks each rule on every backend):
+ * - NaN propagates as in PyTorch: relu(NaN), maximum/minimum with a NaN operand and max/min
+ *   reductions over a NaN are NaN; argmax/argmin return the first NaN's index. The identity of
+ *   max is -Infinity (of min +Infinity), never the largest finite float.
+ * - float32 -> int32 (`copy` between dtypes) is JavaScript's ToInt32, what storing into an
+ *   Int32Array does: truncate toward zero, wrap modulo 2^32, NaN and infinities give 0.
+ * - int32 arithmetic wraps modulo 2^32 (add, sub, mul, neg, abs; products exactly, not through
+ *   doubles). Division truncates toward zero and a zero divisor gives 0 (also 0 / 0); INT_MIN / -1
+ *   wraps to INT_MIN. pow is exact and wraps; a negative exponent gives the truncated power: 1 for
+ *   a base of 1, +-1 for -1, 0 otherwise (0 for a base of 0, as division by zero).
+ * - Index operands (`gather`, `scatterAdd`: embedding ids, cross-entropy targets, indexSelect) out
+ *   of [0, n) are an Error naming the op, the index and n. The CPU backend throws at once; a GPU
+ *   backend writes 0 for the element, records the first bad index in a device-side flag and
+ *   rejects the next `read` with that Error, so no value computed after it reaches the user.
  */
 
 export type DType = 'float32' | 'int32';

@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, bsrMatmul, buildLayout, buildTileItems, buildUnionTable, createCpuBackend, linesLongestFirst, manualSeed, setBackend, tensor, transposedLayout, unionGroupsLongestFirst } from '@sparsegrad/core';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
-import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
+import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray } from './helpers.ts';
 
 /** Dense float64 W [rows, cols] with the matrix's blocks in place and zeros elsewhere. */
 function denseRef(coords: [number, number][], blocks: ArrayLike<number>, rows: number, cols: number, bs: number): Float64Array {
@@ -29,8 +29,7 @@ const transpose = (a: ArrayLike<number>, r: number, c: number) => {
   return t;
 };
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`blocksparse [${backend.name}]`);
+for (const { backend, test } of await backendSuites('blocksparse')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const opts = { backend };

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor, type Tensor } from '@sparsegrad/core';
-import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
+import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
 
 /** Float64 broadcasting reference: out[idx] = fn(a[idx'], b[idx'']). */
 function refBinary(a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs: number[], fn: (x: number, y: number) => number) {
@@ -60,8 +60,7 @@ const BINARY: [string, (a: Tensor | number, b: Tensor | number) => Tensor, (x: n
   ['minimum', sg.minimum, Math.min],
 ];
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`elementwise [${backend.name}]`);
+for (const { backend, test } of await backendSuites('elementwise')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
@@ -180,6 +179,69 @@ for (const backend of await backendsUnderTest()) {
     const ints = tensor([5, 7, 9], undefined, { dtype: 'int32', backend });
     assert.equal([...(await ints.add(1).toArray())], [6, 8, 10]);
     assert.is(ints.add(1).dtype, 'int32');
+  });
+
+  test('edge-case rules of the backend contract: NaN propagation, float-to-int casts, integer division and powers', async () => {
+    const nan = NaN;
+    const I = (d: number[]) => tensor(Int32Array.from(d), [d.length], { dtype: 'int32', backend });
+    const arr = async (t: sg.Tensor) => [...(await t.toArray())];
+    // NaN propagates through relu, maximum, minimum and max/min reductions; argmax/argmin point at the first NaN.
+    assert.equal(await arr(T([nan, -1, 2, 0], [4]).relu()), [nan, 0, 2, 0]);
+    assert.equal(await arr(sg.maximum(T([nan, 1, 3], [3]), T([1, nan, 2], [3]))), [nan, nan, 3]);
+    assert.equal(await arr(sg.minimum(T([nan, 1, 3], [3]), 2)), [nan, 1, 2]);
+    assert.equal(await arr(T([nan, 1, -1, 0], [4]).max()), [nan]);
+    assert.equal(await arr(T([nan, 1, -1, 0], [4]).argmax()), [0]);
+    assert.equal(await arr(T([1, -1, nan, 0], [4]).argmin()), [2]);
+    assert.equal(await arr(T([-Infinity, -Infinity], [2]).max()), [-Infinity], 'the identity of max is -Infinity, not the largest finite float');
+    assert.equal(await arr(T([Infinity, Infinity], [2]).min()), [Infinity]);
+    // Rows and columns of the shapes each GPU reduction route takes: short, long, one very long row, columns.
+    for (const [rows, n] of [[64, 7], [16, 300], [4, 5000], [1, 300000]]) {
+      const data = Float32Array.from(randomArray(rows * n, rows + n));
+      for (let r = 0; r < rows; r += 2) data[r * n + ((r * 7) % n)] = nan; // every other row holds one NaN
+      const x = T(data, [rows, n]);
+      const expect = (op: 'max' | 'min') => Array.from({ length: rows }, (_, r) => (r % 2 === 0 ? nan : Math.fround(Math[op](...data.subarray(r * n, (r + 1) * n)))));
+      assert.equal(await arr(x.max(1)), expect('max'), `row max of [${rows}, ${n}]`);
+      assert.equal(await arr(x.min(1)), expect('min'), `row min of [${rows}, ${n}]`);
+      const cols = await arr(x.transpose(0, 1).contiguous().max(0));
+      assert.equal(cols, expect('max'), `column max of [${n}, ${rows}]`);
+    }
+    // float -> int32 as JavaScript's ToInt32 (storing into an Int32Array): truncate, wrap mod 2^32, NaN and infinities give 0.
+    const floats = [3e9, -3e9, nan, Infinity, -Infinity, -3.7, 2.9, 2147483520, -2147483648, 2 ** 31, 1e20, -0.5];
+    assert.equal(await arr(T(floats, [floats.length]).cast('int32')), [...Int32Array.from(floats.map(Math.fround))]);
+    // Integer division truncates and a zero divisor gives 0; integer products and powers wrap exactly.
+    assert.equal(await arr(I([5, -7, 7, 0, -2147483648]).div(I([0, 2, -2, 0, -1]))), [0, -3, -3, 0, -2147483648]);
+    assert.equal(await arr(I([-7, 2, 3, 1, -1, -1, 0, 5, 46341]).pow(I([2, 31, -1, -5, -3, -2, -1, 0, 2]))), [49, -2147483648, 0, 1, -1, 1, 0, 1, -2147479015]);
+    assert.equal(await arr(I([2147483647, 65537, -3]).mul(I([2147483647, 65537, 1431655765]))), [1, 131073, Math.imul(-3, 1431655765)]);
+    assert.equal(await arr(I([2, -2]).pow(3)), [8, -8]);
+  });
+
+  test('GELU and its derivative kernels match float64 formulas to 1e-5', async () => {
+    // erf(x) = 2/sqrt(pi) exp(-x^2) sum 2^n x^(2n+1) / (1 3 5 ... (2n+1)): positive terms, exact in float64 for any x.
+    const erf = (x: number) => {
+      let term = x;
+      let total = x;
+      for (let n = 0; Math.abs(term) > 1e-17 * Math.abs(total); n++) total += (term *= (2 * x * x) / (2 * n + 3));
+      return (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x) * total;
+    };
+    const c = Math.sqrt(2 / Math.PI);
+    const refs = {
+      geluErf: (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+      geluErfGrad: (x: number) => 0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI),
+      geluTanh: (x: number) => 0.5 * x * (1 + Math.tanh(c * (x + 0.044715 * x ** 3))),
+      geluTanhGrad: (x: number) => {
+        const t = Math.tanh(c * (x + 0.044715 * x ** 3));
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
+      },
+    };
+    const xs = f32([...Array.from(randomArray(2000, 21), (v) => v * 8), 0, -0, 1e-4, -1e-4, 0.5, -0.5, 3, -3, 10, -10]);
+    for (const approximate of ['none', 'tanh'] as const) {
+      const x = tensor(Float32Array.from(xs), [xs.length], { backend, requiresGrad: true });
+      const y = x.gelu(approximate);
+      y.sum().backward();
+      const name = approximate === 'none' ? 'geluErf' : 'geluTanh';
+      assertClose(await y.toArray(), xs.map(refs[name]), 1e-5, name);
+      assertClose(await x.grad!.toArray(), xs.map(refs[`${name}Grad`]), 1e-5, `${name}Grad`);
+    }
   });
 
   test('bad input', () => {

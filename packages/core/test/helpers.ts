@@ -1,23 +1,72 @@
 /**
- * Shared test helpers. Suites are written once as functions of a backend name and registered for
- * every backend in SPARSEGRAD_TEST_BACKENDS (comma-separated, default "cpu"); a backend that cannot
- * run here is skipped with its reason printed.
+ * Shared test helpers. Suites are written once as functions of a backend and registered for every
+ * backend in SPARSEGRAD_TEST_BACKENDS (comma-separated, default "cpu"). A backend that cannot run
+ * here still registers its tests, as skipped with the reason, so the closing line's count is true.
  */
+import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { backends, setBackend, Tensor, tensor, tidy, noGrad, type Backend, type BlockLayout } from '@sparsegrad/core';
+import { backends, setBackend, Tensor, tensor, tidy, noGrad, type Backend, type BlockLayout, type BackendStatus } from '@sparsegrad/core';
 
-export async function backendsUnderTest(): Promise<Backend[]> {
-  const names = (process.env.SPARSEGRAD_TEST_BACKENDS ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
-  const out: Backend[] = [];
-  for (const name of names) {
+export type Test = ReturnType<typeof suite>;
+
+/**
+ * A uvu test function for tests that cannot run here: each test it registers counts as skipped
+ * (uvu's test.skip), hooks never run, and the suite is titled as skipped (callers print the reason).
+ */
+export function skippedSuite(title: string, reason: string): Test {
+  const s = suite(`${title} (skipped)`);
+  const skip = () => s.skip();
+  const noop = Object.assign(() => {}, { each: () => {} });
+  return Object.assign(skip, { before: noop, after: noop, only: skip, skip, run: () => s.run() }) as unknown as Test;
+}
+
+/** A suite of tests that need `name`'s backend: real when it is available, otherwise skipped with the reason. */
+export function deviceSuite(title: string, status: BackendStatus | undefined): Test {
+  if (status?.available) return suite(title);
+  console.log(`  skipping ${title}: ${status?.reason ?? 'backend not registered'}`);
+  return skippedSuite(title, status?.reason ?? 'backend not registered');
+}
+
+/** Stands in for a backend that is not available: its tests are skipped, so nothing but its name may be read. */
+function unavailableBackend(name: string): Backend {
+  return new Proxy({} as Backend, {
+    get(_, key) {
+      if (key === 'name') return name;
+      throw new Error(`test setup touched the unavailable backend '${name}' (${String(key)}) outside a test body`);
+    },
+  });
+}
+
+/** One suite per backend under test, titled `title [name]`; unavailable backends get skipped suites. */
+export async function backendSuites(title: string): Promise<{ backend: Backend; test: Test }[]> {
+  const out: { backend: Backend; test: Test }[] = [];
+  for (const name of testBackendNames()) {
     try {
-      out.push(await setBackend(name));
+      out.push({ backend: await setBackend(name), test: suite(`${title} [${name}]`) });
     } catch (e) {
       const status = (await backends()).find((b) => b.name === name);
-      console.log(`  skipping ${name} tests: ${status?.reason ?? (e as Error).message}`);
+      const reason = status?.reason ?? (e as Error).message;
+      console.log(`  skipping ${title} [${name}]: ${reason}`);
+      out.push({ backend: unavailableBackend(name), test: skippedSuite(`${title} [${name}]`, reason) });
     }
   }
   return out;
+}
+
+function testBackendNames(): string[] {
+  return (process.env.SPARSEGRAD_TEST_BACKENDS ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * The seed of a randomized test: SPARSEGRAD_TEST_SEED when set (to reproduce a failure), else
+ * fresh from the clock. Tests put it in every failure message.
+ */
+export function testSeed(): number {
+  const fixed = process.env.SPARSEGRAD_TEST_SEED;
+  if (fixed === undefined || fixed === '') return Date.now() % 1e9;
+  const seed = Number(fixed);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`SPARSEGRAD_TEST_SEED must be a non-negative integer, got '${fixed}'`);
+  return seed;
 }
 
 /** A deterministic pseudo-random float64 array (independent of the library's generator). */

@@ -3,10 +3,9 @@ import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
-import { assertThrows, backendsUnderTest, gradCheck, randomArray } from './helpers.ts';
+import { assertThrows, backendSuites, gradCheck, randomArray } from './helpers.ts';
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`movement and indexing [${backend.name}]`);
+for (const { backend, test } of await backendSuites('movement and indexing')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });

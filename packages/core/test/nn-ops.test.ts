@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
-import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray } from './helpers.ts';
+import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray } from './helpers.ts';
 
 function refSoftmaxRows(x: ArrayLike<number>, rows: number, n: number, log: boolean): Float64Array {
   const out = new Float64Array(rows * n);
@@ -16,8 +16,7 @@ function refSoftmaxRows(x: ArrayLike<number>, rows: number, n: number, log: bool
   return out;
 }
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`nn ops [${backend.name}]`);
+for (const { backend, test } of await backendSuites('nn ops')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });

@@ -1,14 +1,13 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { adamStep, adamSteps, memory, resetPeakMemory, scaleEach, scaleEachInPlace, setBackend, sumOfSquares, tensor, type AdamStepSpec } from '@sparsegrad/core';
-import { assertClose, assertThrows, backendsUnderTest, f32, randomArray } from './helpers.ts';
+import { assertClose, assertThrows, backendSuites, f32, randomArray } from './helpers.ts';
 
 // Lists longer than a GPU launch takes (48 tensors on CUDA), sizes from empty to several blocks,
 // and one of over 2^20 floats (WebGPU packs only smaller buffers several to a dispatch).
 const SIZES = Array.from({ length: 101 }, (_, i) => (i === 50 ? (1 << 20) + 5 : [0, 1, 7, 33, 1023, 4099][i % 6] + (i % 7)));
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`optimizer lists [${backend.name}]`);
+for (const { backend, test } of await backendSuites('optimizer lists')) {
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });
 

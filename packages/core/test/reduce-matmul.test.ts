@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
-import { assertClose, assertThrows, backendsUnderTest, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
+import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
 
 /** Float64 reduction reference over arbitrary axes. */
 function refReduce(x: ArrayLike<number>, shape: number[], axes: number[], fn: 'sum' | 'max' | 'min' | 'argmax'): { out: number[]; shape: number[] } {
@@ -61,8 +61,7 @@ function refMatmul(a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs:
   return { out, shape: [...batch, m, n] };
 }
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`reduce and matmul [${backend.name}]`);
+for (const { backend, test } of await backendSuites('reduce and matmul')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, { backend });

@@ -5,10 +5,9 @@ import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import { gradRules, shapeOnlyRules } from '../src/autograd/rules.ts';
-import { assertClose, assertRejects, assertThrows, backendsUnderTest } from './helpers.ts';
+import { assertClose, assertRejects, assertThrows, backendSuites } from './helpers.ts';
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`tensors and autograd [${backend.name}]`);
+for (const { backend, test } of await backendSuites('tensors and autograd')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const opts = { backend };

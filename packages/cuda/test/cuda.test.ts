@@ -13,7 +13,7 @@ import { quadrants } from '../src/blocksparse.ts';
 import { takesDenseRoute } from '../src/dense-route.ts';
 import { Args } from '../src/args.ts';
 import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
-import { assertRejects, assertThrows, blockSparseRefs, randomArray, relativeError } from '../../core/test/helpers.ts';
+import { assertRejects, assertThrows, blockSparseRefs, deviceSuite, randomArray, relativeError, testSeed } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   const a = new Args().ptr(2 ** 40 + 5).i32(-3).ptr(7).f32(1.5).u32(2 ** 32 - 1);
@@ -129,20 +129,22 @@ test('allocator size classes cover the request with bounded slack', () => {
 });
 
 const status = (await backends()).find((b) => b.name === 'cuda');
-let gpu: Backend | null = null;
-if (status?.available) {
-  const { setBackend } = await import('@sparsegrad/core');
-  gpu = await setBackend('cuda');
-} else {
-  console.log(`  skipping CUDA device tests: ${status?.reason}`);
+if (!status?.available) {
   test('without a usable GPU the backend reports why', () => {
     assert.is(status?.available, false);
     assert.match(status?.reason ?? '', /libcuda|driver|CUDA device|addon was not built|toolkit/);
   });
 }
+const onGpu = deviceSuite('CUDA device', status);
+let gpu: Backend | null = null;
+if (status?.available) {
+  const { setBackend } = await import('@sparsegrad/core');
+  gpu = await setBackend('cuda');
+}
 
-if (gpu) {
-  const be = gpu;
+{
+  // Read only inside test bodies, which do not run when the suite is skipped.
+  const be = gpu as Backend;
   /** ||got - ref|| / ||ref|| of a dense product against float64. */
   async function matmulError(m: number, k: number, n: number, precision: 'highest' | 'high' | 'medium'): Promise<number> {
     const a = randomArray(m * k, 11);
@@ -162,7 +164,7 @@ if (gpu) {
     }
   }
 
-  test('matmul precision: fp32, TF32 and BF16 tensor cores land where their formats put them', async () => {
+  onGpu('matmul precision: fp32, TF32 and BF16 tensor cores land where their formats put them', async () => {
     const highest = await matmulError(130, 257, 96, 'highest');
     const high = await matmulError(130, 257, 96, 'high');
     const medium = await matmulError(130, 257, 96, 'medium');
@@ -171,10 +173,10 @@ if (gpu) {
     assert.ok(medium < 2e-2, `BF16 error ${medium}`);
   });
 
-  test('block-sparse products in TF32 and BF16 match float64 references within their formats', async () => {
+  onGpu('block-sparse products in TF32 and BF16 match float64 references within their formats', async () => {
     const tol: Record<MatmulPrecision, number> = { highest: 1e-5, high: 2e-3, medium: 2e-2 };
     // Fresh inputs every run (SPARSEGRAD_TEST_SEED repeats one); the seed is in every failure message.
-    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const seed = testSeed();
     manualSeed(seed);
     for (const bs of [16, 32, 64]) {
       // Tokens: not a multiple of any tile (32x32: several token tiles of the TMA kernels, and the
@@ -236,11 +238,11 @@ if (gpu) {
     }
   });
 
-  test('block-sparse products whose activations exceed the TMA kernels\' table stay correct (they fall back)', async () => {
+  onGpu('block-sparse products whose activations exceed the TMA kernels\' table stay correct (they fall back)', async () => {
     // 520 column blocks (the TMA kernels keep at most 512 per CTA in shared memory), both ways.
     const n = 32 * 520;
     const m = 5;
-    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const seed = testSeed();
     manualSeed(seed);
     const W = BlockSparseMatrix.random([n, n], { density: 0.01, blockSize: 32, backend: be });
     const L = W.layout;
@@ -264,11 +266,11 @@ if (gpu) {
     W.data.dispose();
   });
 
-  test('fp32 SDDMM on 2-D tiles: groups cut into many items, one and several token chunks, match float64, as the one-row kernel does', async () => {
+  onGpu('fp32 SDDMM on 2-D tiles: groups cut into many items, one and several token chunks, match float64, as the one-row kernel does', async () => {
     // 40 block columns at density 0.6: ~190 blocks per group of 8 block rows, cut into items of at
     // most 16 columns and 32 blocks; 9 block rows leave a partial group; token counts below and
     // above one chunk, not multiples of the 16-token step.
-    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const seed = testSeed();
     manualSeed(seed);
     const [rows, cols] = [32 * 9, 32 * 40];
     const W = BlockSparseMatrix.random([rows, cols], { density: 0.6, blockSize: 32, backend: be });
@@ -308,14 +310,14 @@ if (gpu) {
     W.data.dispose();
   });
 
-  test('out of memory is an Error naming the op, and the backend keeps working', async () => {
+  onGpu('out of memory is an Error naming the op, and the backend keeps working', async () => {
     assertThrows(() => be.alloc(2 ** 45, 'float32'), /cuda: alloc: out of device memory/);
     const t = tensor([1, 2, 3], [3], { backend: be }).mul(2);
     assert.equal([...(await t.toArray())], [2, 4, 6]);
   });
 
   // 20 large cuBLAS products take minutes under compute-sanitizer, which sets SPARSEGRAD_SANITIZE.
-  if (process.env.SPARSEGRAD_SANITIZE !== '1') test('readback waits off the event loop', async () => {
+  if (process.env.SPARSEGRAD_SANITIZE !== '1') onGpu('readback waits off the event loop', async () => {
     const n = 4096;
     const a = tensor(Float32Array.from(randomArray(n * n, 3)), [n, n], { backend: be });
     let c = a;
@@ -327,7 +329,7 @@ if (gpu) {
     assert.ok(ticks > 0, `the event loop ran ${ticks} times while ~20 large products computed`);
   });
 
-  test('bad kernel input is reported, not a crash', async () => {
+  onGpu('bad kernel input is reported, not a crash', async () => {
     await assertRejects(async () => {
       const x = tensor([1, 2], [2], { backend: be });
       return x.reshape(3).toArray();
@@ -336,3 +338,4 @@ if (gpu) {
 }
 
 test.run();
+onGpu.run();

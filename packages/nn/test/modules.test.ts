@@ -7,7 +7,7 @@ import {
   Bert, BertLayer, BlockSparseLinear, BlockSparseModelPatcher, Dropout, GPT, LayerNorm, Linear, ModelPatcher, Module, ModuleList,
   PseudoBlockSparseLinear, ReLU, Sequential, TransformerBlock,
 } from '@sparsegrad/nn';
-import { assertClose, assertRejects, assertThrows, backendsUnderTest, gradCheck, randomArray } from '../../core/test/helpers.ts';
+import { assertClose, assertRejects, assertThrows, backendSuites, gradCheck, randomArray } from '../../core/test/helpers.ts';
 
 class Block extends Module {
   fc1: Linear;
@@ -44,8 +44,7 @@ function denseLinearRef(x: ArrayLike<number>, m: number, w: ArrayLike<number>, o
   return y;
 }
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`nn modules [${backend.name}]`);
+for (const { backend, test } of await backendSuites('nn modules')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
 

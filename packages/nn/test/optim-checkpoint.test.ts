@@ -10,10 +10,9 @@ import {
   Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, clipGradNorm, decodeSafetensors, encodeSafetensors,
   load, save, warmupCosine,
 } from '@sparsegrad/nn';
-import { assertClose, assertRejects, assertThrows, backendsUnderTest } from '../../core/test/helpers.ts';
+import { assertClose, assertRejects, assertThrows, backendSuites } from '../../core/test/helpers.ts';
 
-for (const backend of await backendsUnderTest()) {
-  const test = suite(`optimizers and checkpoints [${backend.name}]`);
+for (const { backend, test } of await backendSuites('optimizers and checkpoints')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: number[]) => tensor(d, undefined, { backend, requiresGrad: true });

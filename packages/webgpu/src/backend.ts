@@ -13,6 +13,8 @@ import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
+/** A value of WGSL type `from` converted to `to` (float to int by core's rule: toI32). */
+const cast = (from: string, to: string, value: string) => (from === 'f32' && to === 'i32' ? `toI32(${value})` : `${to}(${value})`);
 const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
 const MAIN = '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
 
@@ -158,7 +160,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       const merged = collapseDims(src.shape, [src, dst]);
       if (merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1)) {
         // Both sides one contiguous run: no index arithmetic.
-        const flat = pipe(`copyflat|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`Y[p(2u) + i] = ${dt}(X[p(1u) + i]);`)}`);
+        const flat = pipe(`copyflat|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`Y[p(2u) + i] = ${cast(st, dt, 'X[p(1u) + i]')};`)}`);
         const n = merged.shape[0];
         ctx.dispatch('copy', flat, [G(src.buffer), G(dst.buffer)], [n, merged.ops[0].offset, merged.ops[1].offset].map(u), perElementThreads(n));
         return;
@@ -181,7 +183,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       const L = v4 ?? merged;
       const vt = (t: string) => (v4 ? 'vec4<f32>' : t);
       const count = src.shape.reduce((a, b) => a * b, 1) / (v4 ? 4 : 1);
-      const pipeline = pipe(`copy|${st}|${dt}${v4 ? '|vec4' : ''}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${vt(st)}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${vt(dt)}>;`)}\n${stridedOffsets(2)}\n${perElement(`let o = viewOffsets(i); Y[o[1]] = ${vt(dt)}(X[o[0]]);`)}`);
+      const pipeline = pipe(`copy|${st}|${dt}${v4 ? '|vec4' : ''}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${vt(st)}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${vt(dt)}>;`)}\n${stridedOffsets(2)}\n${perElement(`let o = viewOffsets(i); Y[o[1]] = ${v4 ? 'X[o[0]]' : cast(st, dt, 'X[o[0]]')};`)}`);
       ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutWords('copy', count, L.shape, L.ops), perElementThreads(count));
     },
 
@@ -194,7 +196,10 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       const t = typeof a === 'number' ? (b as View).buffer.dtype : a.buffer.dtype;
       const ft = wgslType(out.dtype);
       let expr = BINARY_WGSL[op].replace(/CMP\((.*)\)/, `select(${ft}(0), ${ft}(1), $1)`);
-      if (op === 'pow') expr = t === 'int32' ? 'i32(pow(f32(a), f32(b)))' : 'pow(a, b)';
+      if (op === 'pow') expr = t === 'int32' ? 'ipow(a, b)' : 'pow(a, b)';
+      // Integers: no NaN to propagate; division truncates and a zero divisor gives 0 (core's rules).
+      if (t === 'int32' && (op === 'maximum' || op === 'minimum')) expr = op === 'maximum' ? 'max(a, b)' : 'min(a, b)';
+      if (t === 'int32' && op === 'div') expr = 'select(a / b, 0, b == 0)';
       if (op === 'pow' && t === 'float32') {
         // WGSL pow is undefined for negative bases; match IEEE pow for integral exponents.
         expr = 'select(pow(abs(a), b) * select(1.0, -1.0, (abs(b) % 2.0) == 1.0), pow(a, b), a >= 0.0 || fract(b) != 0.0)';
@@ -271,7 +276,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
   ${op === 'sum'
     ? `var acc = ${t}(0); for (var k = 0u; k < n; k++) { acc += X[base + k * inner]; } Y[i] = acc;`
     : `var best = X[base]; var at = 0u;
-  for (var k = 1u; k < n; k++) { let v = X[base + k * inner]; if (v ${better} best || (v != v && best == best)) { best = v; at = k; } }
+  for (var k = 1u; k < n; k++) { let v = X[base + k * inner]; if (v ${better} best${t === 'f32' ? ' || (isNan(v) && !isNan(best))' : ''}) { best = v; at = k; } }
   Y[i] = ${arg ? 'i32(at)' : 'best'};`}
 }`);
       ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner)], outer * inner);

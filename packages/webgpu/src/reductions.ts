@@ -5,7 +5,7 @@
  * reductions split across workgroups.
  */
 import { WG } from './context.ts';
-import { PARAMS } from './wgsl.ts';
+import { PARAMS, SUBGROUP_NAN } from './wgsl.ts';
 
 /**
  * Workgroup-wide sum and max over 256 invocations. With subgroups: one subgroup reduction, one
@@ -23,11 +23,11 @@ fn reduceSum(v: f32, l: u32) -> f32 {
 }
 fn reduceMax(v: f32, l: u32) -> f32 {
   red[l] = v; workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] = max(red[l], red[l + s]); } workgroupBarrier(); }
+  for (var s = 128u; s > 0u; s >>= 1u) { if (l < s) { red[l] = nmax(red[l], red[l + s]); } workgroupBarrier(); }
   let r = red[0]; workgroupBarrier(); return r;
 }`;
   }
-  return /* wgsl */ `
+  return /* wgsl */ `${SUBGROUP_NAN}
 var<workgroup> red: array<f32, 256>;
 var<private> sgLane: u32;
 var<private> sgSize: u32;
@@ -42,23 +42,26 @@ fn reduceSum(v: f32, l: u32) -> f32 {
   return total;
 }
 fn reduceMax(v: f32, l: u32) -> f32 {
-  let s = subgroupMax(v);
-  red[l] = select(-3.4e38, s, sgLane == 0u);
+  let s = sgMaxN(v);
+  red[l] = select(-posInf(), s, sgLane == 0u);
   workgroupBarrier();
-  var r = -3.4e38;
-  for (var j = sgLane; j < 256u; j += sgSize) { r = max(r, red[j]); }
-  let total = subgroupMax(r);
+  var r = -posInf();
+  for (var j = sgLane; j < 256u; j += sgSize) { r = nmax(r, red[j]); }
+  let total = sgMaxN(r);
   workgroupBarrier();
   return total;
 }`;
 }
 
-/** WGSL pieces of a float reduction: its identity, how two values combine, and the subgroup operation. */
+/**
+ * WGSL pieces of a float reduction: its identity, how two values combine, and the subgroup
+ * operation. max and min propagate NaN (core's edge-case rules).
+ */
 export function reduceWgslOps(op: 'sum' | 'max' | 'min'): { init: string; combine: (a: string, v: string) => string; subgroupOp: string } {
   return {
-    init: op === 'sum' ? '0.0' : op === 'max' ? '-3.4e38' : '3.4e38',
-    combine: (a, v) => (op === 'sum' ? `${a} + ${v}` : `${op}(${a}, ${v})`),
-    subgroupOp: op === 'sum' ? 'subgroupAdd' : op === 'max' ? 'subgroupMax' : 'subgroupMin',
+    init: op === 'sum' ? '0.0' : op === 'max' ? '-posInf()' : 'posInf()',
+    combine: (a, v) => (op === 'sum' ? `${a} + ${v}` : `n${op}(${a}, ${v})`),
+    subgroupOp: op === 'sum' ? 'subgroupAdd' : op === 'max' ? 'sgMaxN' : 'sgMinN',
   };
 }
 
@@ -124,6 +127,7 @@ export function shortRowsKernel(init: string, combine: (a: string, v: string) =>
   const R = ROWS_PER_GROUP;
   const rows = Array.from({ length: R }, (_, r) => r);
   return `${PARAMS}
+${SUBGROUP_NAN}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 var<workgroup> red: array<f32, ${R * WG}>;
@@ -178,13 +182,14 @@ export function laneRowKernel(bindings: string, body: string, lanes: number, red
   let r = lanes[l - l % LANES]; workgroupBarrier(); return r;`;
   const reductions = {
     subgroup: `fn laneSum(v: f32, l: u32) -> f32 { return subgroupAdd(v); }
-fn laneMax(v: f32, l: u32) -> f32 { return subgroupMax(v); }`,
+${SUBGROUP_NAN}
+fn laneMax(v: f32, l: u32) -> f32 { return sgMaxN(v); }`,
     tree: `var<workgroup> lanes: array<f32, ${WG}>;
 fn laneSum(v: f32, l: u32) -> f32 {
   ${tree('lanes[l] + lanes[l + s]')}
 }
 fn laneMax(v: f32, l: u32) -> f32 {
-  ${tree('max(lanes[l], lanes[l + s])')}
+  ${tree('nmax(lanes[l], lanes[l + s])')}
 }`,
     workgroup: `${reduceWgsl(subgroups)}
 fn laneSum(v: f32, l: u32) -> f32 { return reduceSum(v, l); }

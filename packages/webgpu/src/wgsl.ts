@@ -8,7 +8,39 @@ export const PARAMS = /* wgsl */ `
 @group(0) @binding(0) var<uniform> P: array<vec4<u32>, 16>;
 fn p(i: u32) -> u32 { return P[i / 4u][i % 4u]; }
 fn pf(i: u32) -> f32 { return bitcast<f32>(p(i)); }
-fn pi(i: u32) -> i32 { return bitcast<i32>(p(i)); }`;
+fn pi(i: u32) -> i32 { return bitcast<i32>(p(i)); }
+${/* wgsl */ `
+// The edge-case rules of core's backend contract (backend.ts), shared by every kernel. NaN is
+// tested on the bits: a compiler may assume x != x is false. Infinity comes from a private
+// variable because a constant expression may not be infinite.
+var<private> INF_BITS: u32 = 0x7f800000u;
+fn posInf() -> f32 { return bitcast<f32>(INF_BITS); }
+fn nanF() -> f32 { return bitcast<f32>(INF_BITS | 0x400000u); }
+fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn nmax(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, isNan(a) || isNan(b)); }
+fn nmin(a: f32, b: f32) -> f32 { return select(min(a, b), a + b, isNan(a) || isNan(b)); }
+// float -> int32 as JavaScript's ToInt32: NaN and infinities give 0, others truncate and wrap mod 2^32.
+fn toI32(x: f32) -> i32 {
+  let bits = bitcast<u32>(x);
+  let e = (bits >> 23u) & 0xffu;
+  if (e == 0xffu) { return 0; }
+  if (e < 158u) { return i32(x); }
+  let shift = e - 150u;
+  let m = select(((bits & 0x7fffffu) | 0x800000u) << min(shift, 31u), 0u, shift >= 32u);
+  return bitcast<i32>(select(m, 0u - m, (bits >> 31u) != 0u));
+}
+// int32 a^b: exact, wrapping mod 2^32; a negative exponent truncates a^b toward zero (0 unless |a| = 1).
+fn ipow(a: i32, b: i32) -> i32 {
+  if (b < 0) { return select(select(0, select(1, -1, (b & 1) != 0), a == -1), 1, a == 1); }
+  var r = 1u; var base = bitcast<u32>(a); var e = u32(b);
+  while (e != 0u) { if ((e & 1u) != 0u) { r *= base; } base *= base; e >>= 1u; }
+  return bitcast<i32>(r);
+}`}`;
+
+/** NaN-propagating subgroup max/min (subgroupMax alone may drop a NaN); for kernels that enable subgroups. */
+export const SUBGROUP_NAN = /* wgsl */ `
+fn sgMaxN(v: f32) -> f32 { return select(subgroupMax(v), nanF(), subgroupAny(isNan(v))); }
+fn sgMinN(v: f32) -> f32 { return select(subgroupMin(v), nanF(), subgroupAny(isNan(v))); }`;
 
 export const MAX_RANK = 6;
 
@@ -55,7 +87,7 @@ export const UNARY_WGSL: Record<UnaryOp, string> = {
   // Overflow-safe forms (exp(large) = inf gives the right limits).
   tanh: '1.0 - 2.0 / (exp(2.0 * a) + 1.0)',
   sigmoid: 'sigm(a)',
-  relu: 'select(0.0, a, a > 0.0)',
+  relu: 'select(0.0, a, a > 0.0 || isNan(a))',
   geluTanh: `a * sigm(2.0 * ${C} * (a + 0.044715 * a * a * a))`,
   geluErf: '0.5 * a * (1.0 + erf1(a * 0.7071067811865476))',
   geluTanhGrad: `gtg(a)`,
@@ -70,7 +102,7 @@ fn gtg(x: f32) -> f32 {
 export const BINARY_WGSL: Record<BinaryOp, string> = {
   add: 'a + b', sub: 'a - b', mul: 'a * b', div: 'a / b',
   pow: 'POW',
-  maximum: 'max(a, b)', minimum: 'min(a, b)',
+  maximum: 'nmax(a, b)', minimum: 'nmin(a, b)',
   eq: 'CMP(a == b)', ne: 'CMP(a != b)', lt: 'CMP(a < b)', le: 'CMP(a <= b)', gt: 'CMP(a > b)', ge: 'CMP(a >= b)',
 };
 

@@ -4,18 +4,18 @@
  * (a scalar add) crosses the ramp's boundaries and two reads in the middle, which restart it; the
  * result must equal the float64 sum of the same chain.
  */
-import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backends, setBackend, tensor, type Backend } from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
+import { deviceSuite } from '../../core/test/helpers.ts';
 
 const status = (await backends()).find((b) => b.name === 'webgpu');
-let gpu: Backend | null = null;
-if (status?.available) gpu = await setBackend('webgpu');
-else console.log(`  skipping WebGPU batching tests: ${status?.reason}`);
+const test = deviceSuite('WebGPU batching', status);
+const gpu: Backend | null = status?.available ? await setBackend('webgpu') : null;
 
-if (gpu) {
-  const be = gpu;
+{
+  // Read only inside test bodies, which do not run when the suite is skipped.
+  const be = gpu as Backend;
   test('a chain of 700 scalar adds across batch boundaries and reads matches float64', async () => {
     const start = [0.5, -1.25, 3, 7.75, -2, 0, 1.5, 9];
     let x = tensor(Float32Array.from(start), [8], { backend: be });

@@ -5,16 +5,14 @@
  * evenly, and every block size. The shared suites of core cover the default path on every
  * backend under test.
  */
-import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, setBackend, tensor, type Backend } from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
-import { blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
+import { blockSparseRefs, randomArray, deviceSuite, testSeed } from '../../core/test/helpers.ts';
 
 const status = (await backends()).find((b) => b.name === 'webgpu');
-let gpu: Backend | null = null;
-if (status?.available) gpu = await setBackend('webgpu');
-else console.log(`  skipping WebGPU kernel tests: ${status?.reason}`);
+const test = deviceSuite('WebGPU block-sparse kernels', status);
+const gpu: Backend | null = status?.available ? await setBackend('webgpu') : null;
 
 /** A pseudo-random block mask with block rows 0..7 and block column 2 empty (whole empty groups). */
 function mask(rows: number, cols: number, seed: number): number[][] {
@@ -29,11 +27,12 @@ function nanTail(a: Float32Array, n: number): Float32Array {
   return out;
 }
 
-if (gpu) {
-  const be = gpu;
+{
+  // Read only inside test bodies, which do not run when the suite is skipped.
+  const be = gpu as Backend;
   test('block-sparse forward, dX and dW match float64 references on both tile kinds', async () => {
     // Fresh inputs every run (SPARSEGRAD_TEST_SEED repeats one); the seed is in every failure message.
-    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const seed = testSeed();
     manualSeed(seed);
     for (const bs of [16, 32, 64]) {
       // 17 block rows and 5 block columns: partial union groups at every block size. 304 tokens
@@ -100,7 +99,7 @@ if (gpu) {
   test('SDDMM over token chunks (partial sums, then their reduction) matches float64', async () => {
     // 2500 tokens: two chunks of at least SDDMM_MIN_CHUNK (1024), the last shorter; 32x32 blocks
     // in rows of few blocks (the 64-column tiles) and, forced, the 128-column ones.
-    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const seed = testSeed();
     manualSeed(seed);
     const [bs, nr, nc, m] = [32, 6, 5, 2500];
     const mk = mask(nr + 8, nc, seed).slice(8);

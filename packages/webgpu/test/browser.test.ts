@@ -15,7 +15,7 @@ import vm from 'node:vm';
 import { join } from 'node:path';
 import { buildLayout, backends } from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
-import { blockSparseRefs, randomArray } from '../../core/test/helpers.ts';
+import { blockSparseRefs, deviceSuite, randomArray, testSeed } from '../../core/test/helpers.ts';
 
 const root = join(import.meta.dirname, '..', '..', '..');
 
@@ -131,8 +131,9 @@ test('examples/browser/main.ts bundles for the browser and trains its model in a
 
 // Node's own WebGPU backend tells whether Dawn has an adapter here; the page test needs one.
 const dawnStatus = (await backends()).find((b) => b.name === 'webgpu');
-if (dawnStatus?.available) {
-  test('the bundled WebGPU backend computes a block-sparse product in the page on the GPU object it is handed', async () => {
+const onGpu = deviceSuite('the WebGPU backend in a page', dawnStatus);
+{
+  onGpu('the bundled WebGPU backend computes a block-sparse product in the page on the GPU object it is handed', async () => {
     const { code } = await bundle();
     const dawn = await import('webgpu');
     // What a browser page has: navigator.gpu's object and the WebGPU constants.
@@ -148,7 +149,7 @@ if (dawnStatus?.available) {
     const backend = await sg.setBackend('webgpu');
     assert.is(backend.device.name, 'webgpu');
     // Everything the page computes with is made in the page (plain arrays in, as a page would).
-    const seed = Number(process.env.SPARSEGRAD_TEST_SEED ?? Date.now() % 1e9);
+    const seed = testSeed();
     const coords: [number, number][] = [[0, 1], [1, 0], [1, 2], [2, 2]]; // storage order already
     const [m, w, x] = [37, randomArray(4 * 1024, seed), randomArray(37 * 96, seed + 1)];
     const W = sg.BlockSparseMatrix.fromCoords([96, 96], 32, coords, sg.tensor(Array.from(w), [4, 32, 32]));
@@ -159,8 +160,7 @@ if (dawnStatus?.available) {
     for (let i = 0; i < y.length; i++) worst = Math.max(worst, Math.abs(got[i] - y[i]) / (1 + Math.abs(y[i])));
     assert.ok(worst < 1e-4, `WebGPU in the page: error ${worst} (seed ${seed})`);
   });
-} else {
-  console.log(`  skipping the WebGPU-in-a-page test: ${dawnStatus?.reason}`);
 }
 
 test.run();
+onGpu.run();

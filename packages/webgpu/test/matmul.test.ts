@@ -3,19 +3,18 @@
  * output tiles for the 128 x 128 tile, halved where the output is at most 64 wide or tall
  * (tiles.ts's fitOutput), with A row-major and transposed; each against a float64 product.
  */
-import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backends, setBackend, tensor, type Backend } from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
-import { randomArray } from '../../core/test/helpers.ts';
+import { randomArray, deviceSuite } from '../../core/test/helpers.ts';
 
 const status = (await backends()).find((b) => b.name === 'webgpu');
-let gpu: Backend | null = null;
-if (status?.available) gpu = await setBackend('webgpu');
-else console.log(`  skipping WebGPU dense tile tests: ${status?.reason}`);
+const test = deviceSuite('WebGPU dense tiles', status);
+const gpu: Backend | null = status?.available ? await setBackend('webgpu') : null;
 
-if (gpu) {
-  const be = gpu;
+{
+  // Read only inside test bodies, which do not run when the suite is skipped.
+  const be = gpu as Backend;
   test('batched products 64 wide and 64 tall match float64, A row-major and transposed', async () => {
     // 128 products: 256 tiles of 128 x 64 (or 64 x 128), the tile the rule picks for such outputs.
     const batch = 128;

@@ -4,19 +4,17 @@
  * invocations reducing in workgroup memory (SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0), each against the
  * CPU backend on the same inputs. Core's shared suites cover the default form on every backend.
  */
-import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backends, getBackend, setBackend, tensor, type Backend, type Tensor } from '@sparsegrad/core';
 import * as sg from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
 import { probeRowSubgroups } from '../src/subgroups.ts';
-import { assertClose, randomArray } from '../../core/test/helpers.ts';
+import { assertClose, randomArray, deviceSuite } from '../../core/test/helpers.ts';
 
 const status = (await backends()).find((b) => b.name === 'webgpu');
-let gpu: Backend | null = null;
-if (status?.available) gpu = await setBackend('webgpu');
-else console.log(`  skipping WebGPU short-row tests: ${status?.reason}`);
+const test = deviceSuite('WebGPU short rows', status);
+const gpu: Backend | null = status?.available ? await setBackend('webgpu') : null;
 const cpu = await setBackend('cpu');
 
 /** Softmax (plain and causal, with its gradient) and layer norm (with its gradients) of fixed inputs on `be`. */
@@ -40,8 +38,9 @@ async function outputs(be: Backend): Promise<ArrayLike<number>[]> {
   return out;
 }
 
-if (gpu) {
-  const be = gpu;
+{
+  // Read only inside test bodies, which do not run when the suite is skipped.
+  const be = gpu as Backend;
   test('the subgroup probe answers 0 or a size dividing the workgroup', async () => {
     const size = await probeRowSubgroups((be as WebGPUBackend).context);
     assert.ok(size === 0 || (size >= 4 && 256 % size === 0), `probe answered ${size}`);

@@ -41,6 +41,16 @@ const BINARY: Record<BinaryOp, string> = {
   ge: 'a >= b ? 1 : 0',
 };
 
+/**
+ * int32 results where computing in doubles and storing through ToInt32 would differ from exact
+ * integer arithmetic (core's edge-case rules): products beyond 2^53 lose low bits, so multiply
+ * and power wrap exactly.
+ */
+const INT_BINARY: Partial<Record<BinaryOp, string>> = {
+  mul: 'Math.imul(a, b)',
+  pow: 'M.ipow(a, b)',
+};
+
 type Loop = (out: TypedArray, o: number, n: number, x: (TypedArray | number)[], starts: number[], inner: number[]) => void;
 const loops = new Map<string, Loop>();
 
@@ -84,7 +94,8 @@ export function binary(op: BinaryOp, a: View | number, b: View | number, out: Ty
   const operand = (v: View | number): Operand =>
     typeof v === 'number' ? { data: out instanceof Int32Array ? Math.trunc(v) : Math.fround(v), offset: 0, strides: shape.map(() => 0) } : { data: data(v), offset: v.offset, strides: v.strides };
   const views = [operand(a), operand(b)];
-  run(loopFor(`b_${op}`, kindsOf(views), BINARY[op]), out, views, shape);
+  const intExpr = out instanceof Int32Array ? INT_BINARY[op] : undefined;
+  run(loopFor(intExpr ? `bi_${op}` : `b_${op}`, kindsOf(views), intExpr ?? BINARY[op]), out, views, shape);
 }
 
 export function where(cond: View, a: View, b: View, out: TypedArray, data: Data): void {

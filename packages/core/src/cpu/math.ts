@@ -29,3 +29,15 @@ export function geluErf(x: number): number {
 export function geluErfGrad(x: number): number {
   return 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
 }
+
+/** int32 a^b, exact and wrapping mod 2^32; a negative exponent truncates a^b toward zero (0 unless |a| = 1). */
+export function ipow(a: number, b: number): number {
+  if (b < 0) return a === 1 ? 1 : a === -1 ? (b & 1 ? -1 : 1) : 0;
+  let r = 1;
+  let base = a | 0;
+  for (let e = b; e !== 0; e >>>= 1) {
+    if (e & 1) r = Math.imul(r, base);
+    base = Math.imul(base, base);
+  }
+  return r;
+}

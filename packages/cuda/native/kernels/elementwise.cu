@@ -1,5 +1,5 @@
 // Elementwise kernels, fills and the fused Adam step. Op codes follow the order of UNARY_OPS and
-// BINARY_OPS in src/kernels.ts.
+// BINARY_OPS in src/backend.ts (test/kernel-names.test.ts checks both lists against these switches).
 #include "common.cuh"
 #include <cmath>
 
@@ -82,14 +82,25 @@ __device__ float binaryF(int op, float a, float b) {
   }
   return 0.f;
 }
-// Integer arithmetic wraps like the CPU backend's (which computes in doubles and stores through ToInt32).
+// int32 a^b, exact and wrapping mod 2^32; a negative exponent truncates a^b toward zero (0 unless |a| = 1).
+__device__ int32_t ipow(int32_t a, int32_t b) {
+  if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
+  uint32_t r = 1u, base = (uint32_t)a;
+  for (uint32_t e = (uint32_t)b; e; e >>= 1) {
+    if (e & 1u) r *= base;
+    base *= base;
+  }
+  return (int32_t)r;
+}
+// Integer arithmetic wraps (core's edge-case rules); division goes through doubles, so it
+// truncates and a zero divisor gives 0 (toInt32 of an infinity or NaN).
 __device__ double binaryI(int op, int32_t a, int32_t b) {
   switch (op) {
     case 0: return (int32_t)((uint32_t)a + (uint32_t)b);
     case 1: return (int32_t)((uint32_t)a - (uint32_t)b);
     case 2: return (int32_t)((uint32_t)a * (uint32_t)b);
     case 3: return (double)a / (double)b;
-    case 4: return pow((double)a, (double)b);
+    case 4: return ipow(a, b);
     case 5: return a > b ? a : b;
     case 6: return a < b ? a : b;
     case 7: return a == b;
