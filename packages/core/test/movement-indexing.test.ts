@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
-import { assertThrows, backendSuites, gradCheck, randomArray } from './helpers.ts';
+import { assertRejects, assertThrows, backendSuites, gradCheck, randomArray } from './helpers.ts';
 
 for (const { backend, test } of await backendSuites('movement and indexing')) {
   // Modules and creation functions without an explicit backend use the current one.
@@ -75,7 +75,32 @@ for (const { backend, test } of await backendSuites('movement and indexing')) {
     await gradCheck((x) => x.gather(1, I([0, 2, 1, 1, 2, 2], [3, 2])), [{ data: randomArray(9, 5), shape: [3, 3] }], { backend });
     assertThrows(() => table.indexSelect(0, T([1], [1])), /indexSelect: index must be an int32 tensor, got float32/);
     assertThrows(() => table.gather(1, I([0, 1], [2, 1])), /gather: index shape \[2, 1\] must equal input shape \[4, 3\] except along axis 1/);
-    if (backend.name === 'cpu') assertThrows(() => table.indexSelect(0, I([4])), /gather: index 4 is out of range for a dimension of size 4/);
+  });
+
+  test('out-of-range indices are an Error naming the op and the index before any value is returned, on every backend', async () => {
+    // The CPU backend throws when the op runs, a GPU backend at the next read: either way the caller gets no number.
+    const table = T(iota(12), [4, 3]);
+    const fails = (f: () => sg.Tensor, pattern: RegExp) => assertRejects(async () => await f().toArray(), pattern);
+    await fails(() => table.indexSelect(0, I([1, 4])), /gather: index 4 is out of range for a dimension of size 4/);
+    await fails(() => table.indexSelect(0, I([-1])), /gather: index -1 is out of range for a dimension of size 4/);
+    await fails(() => table.gather(1, I([0, 3, 1, 1, 2, 0, 0, 0], [4, 2])), /gather: index 3 is out of range for a dimension of size 3/);
+    // A later value read from the same queue is not trusted either: the error comes at the first read.
+    await fails(() => table.indexSelect(0, I([5000])).sum().add(1), /gather: index 5000 is out of range for a dimension of size 4/);
+    const logits = T(randomArray(3 * 64, 8), [3, 64]);
+    await fails(() => sg.crossEntropy(logits, I([1, 5000, 2])), /gather: index 5000 is out of range for a dimension of size 64/);
+    assert.ok(Number.isFinite(await sg.crossEntropy(logits, I([1, -100, 2])).item()), 'ignoreIndex targets are not out of range');
+    // Scatter-add, the gradient kernel of gather, checks too.
+    const src = backend.upload(Float32Array.of(1, 2, 3));
+    const idx = backend.upload(Int32Array.of(0, 7, 1));
+    const out = backend.alloc(4, 'float32');
+    const scattered = async () => {
+      backend.scatterAdd(src, { buffer: idx, shape: [1, 3, 1], strides: [3, 1, 0], offset: 0 }, 1, 4, 1, 3, out);
+      return backend.read(out, 4);
+    };
+    await assertRejects(scattered, /scatterAdd: index 7 is out of range for a dimension of size 4/);
+    for (const b of [src, idx, out]) backend.free(b);
+    // The backend keeps working, and the error is not reported twice.
+    assert.equal(await table.indexSelect(0, I([3, 0])).toNested(), [[9, 10, 11], [0, 1, 2]]);
   });
 
   test.run();

@@ -14,13 +14,15 @@ import { Args } from './args.ts';
 import { listChunks, listStruct } from './lists.ts';
 import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from './layout.ts';
 import type { Addon, DeviceProperties } from './native.ts';
+import { deviceIndexErrors, isIndexError } from './index-errors.ts';
 
 
-// Op codes of the elementwise kernels (the switch statements in native/kernels/elementwise.cu).
-const UNARY_OPS: readonly UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'tanh', 'sigmoid', 'relu', 'geluTanh', 'geluErf', 'geluTanhGrad', 'geluErfGrad'];
-const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+// Op codes of the elementwise kernels: positions in these lists are the cases of the switch
+// statements in native/kernels/elementwise.cu (test/kernel-names.test.ts checks them by name).
+export const UNARY_OPS: readonly UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'tanh', 'sigmoid', 'relu', 'geluTanh', 'geluErf', 'geluTanhGrad', 'geluErfGrad'];
+export const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
 const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
-const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
+export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
 const PRECISION_CODE: Record<MatmulPrecision, number> = { highest: 0, high: 1, medium: 2 };
 
 const THREADS = 256;
@@ -126,6 +128,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     }
   }
 
+  const indexErrors = deviceIndexErrors(addon);
+
   const bsr = blockSparseKernels({
     addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor, hopper: props.computeCapability === '9.0',
     sumMiddle: (x, outer, n, inner, out) => reduceF32('sum', x, outer, n, inner, out),
@@ -142,12 +146,13 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     alloc,
     upload,
     async read(b, size) {
+      let bytes: ArrayBuffer;
       try {
-        const bytes = await addon.read(P(b), size * 4);
-        return b.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
+        [bytes] = await Promise.all([addon.read(P(b), size * 4), indexErrors.check()]);
       } catch (e) {
-        throw new Error(`cuda: read: ${(e as Error).message}`);
+        throw isIndexError(e) ? e : new Error(`cuda: read: ${(e as Error).message}`);
       }
+      return b.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
     },
     free,
     memory: () => ({ buffers: allocator.liveBlocks, bytes: liveBytes }),
@@ -250,14 +255,14 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const total = outer * count * inner;
       if (total === 0) return;
       launch('gather', `gather_${tname(x.dtype)}`, [blocksFor(total), 1, 1], THREADS,
-        args.reset().ptr(P(x)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]));
+        args.reset().ptr(P(x)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]).ptr(indexErrors.pointer()));
     },
     scatterAdd(src, idx, outer, n, inner, count, out) {
       addon.memset32(P(out), 0, outer * n * inner);
       const total = outer * count * inner;
       if (total === 0) return;
       launch('scatterAdd', `scatter_add_${tname(src.dtype)}`, [blocksFor(total), 1, 1], THREADS,
-        args.reset().ptr(P(src)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]));
+        args.reset().ptr(P(src)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]).ptr(indexErrors.pointer()));
     },
 
     softmax(x, rows, n, log, causal, out) {

@@ -11,7 +11,7 @@ import { blockSparseKernels } from './blocksparse.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, LANE_ROW, ROWS_PER_GROUP, SHORT_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, shortRowsKernel, type RowReduction } from './reductions.ts';
 import { DENSE_LARGE, denseTiling, env, fitShape, shapeKey, tuned } from './tiles.ts';
-import { BINARY_WGSL, ERF, GELU_TANH_GRAD, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
+import { BINARY_WGSL, ERF, GELU_TANH_GRAD, INDEX_ERRORS, MAX_RANK, PARAMS, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from './wgsl.ts';
 
 /** A value of WGSL type `from` converted to `to` (float to int by core's rule: toI32). */
 const cast = (from: string, to: string, value: string) => (from === 'f32' && to === 'i32' ? `toI32(${value})` : `${to}(${value})`);
@@ -348,18 +348,19 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       const t = wgslType(x.dtype);
       const pipeline = pipe(`gather|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;
 @group(0) @binding(2) var<storage, read> I: array<i32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<${t}>;`)}\n${MAIN}
+@group(0) @binding(3) var<storage, read_write> Y: array<${t}>;
+${INDEX_ERRORS(4)}`)}\n${MAIN}
   let outer = p(0u); let n = p(1u); let inner = p(2u); let count = p(3u);
   if (i >= outer * count * inner) { return; }
   let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
   let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
-  // Out-of-range indices read as 0 (checking would need a readback), and X is read only in range:
+  // Out-of-range indices read as 0 and are reported at the next read; X is read only in range:
   // Node runs Dawn without its robustness clamps (see index.ts).
   var v = ${t}(0);
-  if (k >= 0 && u32(k) < n) { v = X[(o * n + u32(k)) * inner + q]; }
+  if (k >= 0 && u32(k) < n) { v = X[(o * n + u32(k)) * inner + q]; } else { reportIndex(1, k, n); }
   Y[i] = v;
 }`);
-      ctx.dispatch('gather', pipeline, [G(x), G(idx.buffer), G(out)], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
+      ctx.dispatch('gather', pipeline, [G(x), G(idx.buffer), G(out), ctx.indexErrors()], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
     },
     scatterAdd(src, idx, outer, n, inner, count, out) {
       const isInt = src.dtype === 'int32';
@@ -367,12 +368,13 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
       // Float atomics do not exist in WGSL: add through a compare-exchange loop on the bits.
       const pipeline = pipe(`scatterAdd|${src.dtype}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> S: array<${isInt ? 'i32' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> I: array<i32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<atomic<${isInt ? 'i32' : 'u32'}>>;`)}\n${MAIN}
+@group(0) @binding(3) var<storage, read_write> Y: array<atomic<${isInt ? 'i32' : 'u32'}>>;
+${INDEX_ERRORS(4)}`)}\n${MAIN}
   let outer = p(0u); let n = p(1u); let inner = p(2u); let count = p(3u);
   if (i >= outer * count * inner) { return; }
   let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
   let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
-  if (k < 0 || u32(k) >= n) { return; }
+  if (k < 0 || u32(k) >= n) { reportIndex(2, k, n); return; }
   let at = (o * n + u32(k)) * inner + q;
   let v = S[i];
   ${isInt ? 'atomicAdd(&Y[at], v);' : `var old = atomicLoad(&Y[at]);
@@ -382,7 +384,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
     old = r.old_value;
   }`}
 }`);
-      ctx.dispatch('scatterAdd', pipeline, [G(src), G(idx.buffer), G(out)], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
+      ctx.dispatch('scatterAdd', pipeline, [G(src), G(idx.buffer), G(out), ctx.indexErrors()], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
     },
 
     softmax(x, rows, n, log, causal, out) {

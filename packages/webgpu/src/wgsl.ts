@@ -37,6 +37,19 @@ fn ipow(a: i32, b: i32) -> i32 {
   return bitcast<i32>(r);
 }`}`;
 
+/**
+ * The index flags of gather and scatter-add at `binding` (GpuContext.indexErrors): the first
+ * invocation to find an index out of range records [op code, index, n]; the next read throws.
+ */
+export const INDEX_ERRORS = (binding: number) => /* wgsl */ `@group(0) @binding(${binding}) var<storage, read_write> E: array<atomic<i32>, 4>;
+fn reportIndex(code: i32, k: i32, n: u32) {
+  loop {
+    let r = atomicCompareExchangeWeak(&E[0], 0, code);
+    if (r.exchanged) { atomicStore(&E[1], k); atomicStore(&E[2], i32(n)); break; }
+    if (r.old_value != 0) { break; }
+  }
+}`;
+
 /** NaN-propagating subgroup max/min (subgroupMax alone may drop a NaN); for kernels that enable subgroups. */
 export const SUBGROUP_NAN = /* wgsl */ `
 fn sgMaxN(v: f32) -> f32 { return select(subgroupMax(v), nanF(), subgroupAny(isNan(v))); }

@@ -21,30 +21,30 @@ __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x))
 
 __device__ float unaryF(int op, float a) {
   switch (op) {
-    case 0: return -a;
-    case 1: return expf(a);
-    case 2: return logf(a);
-    case 3: return sqrtf(a);
-    case 4: return fabsf(a);
-    case 5: return a > 0.f ? 1.f : a < 0.f ? -1.f : a;  // keeps 0, -0 and NaN, as Math.sign
-    case 6: return tanhf(a);
-    case 7: return sigm(a);
-    case 8: return a > 0.f ? a : (a == a ? 0.f : a);
-    case 9: return a * sigm(2.f * GELU_C * (a + 0.044715f * a * a * a));
-    case 10: return 0.5f * a * (1.f + erff(a * 0.7071067811865476f));
-    case 11: {
+    case 0: return -a;  // neg
+    case 1: return expf(a);  // exp
+    case 2: return logf(a);  // log
+    case 3: return sqrtf(a);  // sqrt
+    case 4: return fabsf(a);  // abs
+    case 5: return a > 0.f ? 1.f : a < 0.f ? -1.f : a;  // sign: keeps 0, -0 and NaN, as Math.sign
+    case 6: return tanhf(a);  // tanh
+    case 7: return sigm(a);  // sigmoid
+    case 8: return a > 0.f ? a : (a == a ? 0.f : a);  // relu
+    case 9: return a * sigm(2.f * GELU_C * (a + 0.044715f * a * a * a));  // geluTanh
+    case 10: return 0.5f * a * (1.f + erff(a * 0.7071067811865476f));  // geluErf
+    case 11: {  // geluTanhGrad
       float s = sigm(2.f * GELU_C * (a + 0.044715f * a * a * a));
       return s + a * 2.f * s * (1.f - s) * GELU_C * (1.f + 3.f * 0.044715f * a * a);
     }
-    case 12: return 0.5f * (1.f + erff(a * 0.7071067811865476f)) + a * 0.3989422804014327f * expf(-0.5f * a * a);
+    case 12: return 0.5f * (1.f + erff(a * 0.7071067811865476f)) + a * 0.3989422804014327f * expf(-0.5f * a * a);  // geluErfGrad
   }
   return a;
 }
 __device__ int32_t unaryI(int op, int32_t a) {
   switch (op) {
-    case 0: return (int32_t)(0u - (uint32_t)a);
-    case 4: return a < 0 ? (int32_t)(0u - (uint32_t)a) : a;
-    case 5: return (a > 0) - (a < 0);
+    case 0: return (int32_t)(0u - (uint32_t)a);  // neg
+    case 4: return a < 0 ? (int32_t)(0u - (uint32_t)a) : a;  // abs
+    case 5: return (a > 0) - (a < 0);  // sign
   }
   return a;  // core allows only neg/abs/sign on integers
 }
@@ -66,19 +66,19 @@ extern "C" __global__ void unary_i32(const int32_t* x, int32_t* y, int op, Strid
 
 __device__ float binaryF(int op, float a, float b) {
   switch (op) {
-    case 0: return a + b;
-    case 1: return a - b;
-    case 2: return a * b;
-    case 3: return a / b;
-    case 4: return powf(a, b);
-    case 5: return nanMax(a, b);
-    case 6: return nanMin(a, b);
-    case 7: return a == b;
-    case 8: return a != b;
-    case 9: return a < b;
-    case 10: return a <= b;
-    case 11: return a > b;
-    case 12: return a >= b;
+    case 0: return a + b;  // add
+    case 1: return a - b;  // sub
+    case 2: return a * b;  // mul
+    case 3: return a / b;  // div
+    case 4: return powf(a, b);  // pow
+    case 5: return nanMax(a, b);  // maximum
+    case 6: return nanMin(a, b);  // minimum
+    case 7: return a == b;  // eq
+    case 8: return a != b;  // ne
+    case 9: return a < b;  // lt
+    case 10: return a <= b;  // le
+    case 11: return a > b;  // gt
+    case 12: return a >= b;  // ge
   }
   return 0.f;
 }
@@ -96,19 +96,19 @@ __device__ int32_t ipow(int32_t a, int32_t b) {
 // truncates and a zero divisor gives 0 (toInt32 of an infinity or NaN).
 __device__ double binaryI(int op, int32_t a, int32_t b) {
   switch (op) {
-    case 0: return (int32_t)((uint32_t)a + (uint32_t)b);
-    case 1: return (int32_t)((uint32_t)a - (uint32_t)b);
-    case 2: return (int32_t)((uint32_t)a * (uint32_t)b);
-    case 3: return (double)a / (double)b;
-    case 4: return ipow(a, b);
-    case 5: return a > b ? a : b;
-    case 6: return a < b ? a : b;
-    case 7: return a == b;
-    case 8: return a != b;
-    case 9: return a < b;
-    case 10: return a <= b;
-    case 11: return a > b;
-    case 12: return a >= b;
+    case 0: return (int32_t)((uint32_t)a + (uint32_t)b);  // add
+    case 1: return (int32_t)((uint32_t)a - (uint32_t)b);  // sub
+    case 2: return (int32_t)((uint32_t)a * (uint32_t)b);  // mul
+    case 3: return (double)a / (double)b;  // div
+    case 4: return ipow(a, b);  // pow
+    case 5: return a > b ? a : b;  // maximum
+    case 6: return a < b ? a : b;  // minimum
+    case 7: return a == b;  // eq
+    case 8: return a != b;  // ne
+    case 9: return a < b;  // lt
+    case 10: return a <= b;  // le
+    case 11: return a > b;  // gt
+    case 12: return a >= b;  // ge
   }
   return 0;
 }

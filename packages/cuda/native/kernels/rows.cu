@@ -180,28 +180,40 @@ extern "C" __global__ void layer_norm_params(const float* x, const float* mean, 
   }
 }
 
-// out[o, j, i] = x[o, idx[o, j, i], i]; out-of-range indices read 0 (core checks them where cheap).
+// An index outside [0, n): the first one is recorded in err [op code, index, n] (read back by the
+// host at its next read, which then throws; core's edge-case rules) and the element reads as 0.
+__device__ __forceinline__ void reportIndex(int32_t* err, int32_t code, int32_t k, uint32_t n) {
+  if (atomicCAS(&err[0], 0, code) == 0) {
+    err[1] = k;
+    err[2] = (int32_t)n;
+  }
+}
+
+// out[o, j, i] = x[o, idx[o, j, i], i].
 template <typename T>
 __device__ void gatherBody(const T* x, const int32_t* idx, T* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count,
-                           uint32_t io, int32_t is0, int32_t is1, int32_t is2) {
+                           uint32_t io, int32_t is0, int32_t is1, int32_t is2, int32_t* err) {
   for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < outer * count * inner; t += gridDim.x * blockDim.x) {
     const uint32_t q = t % inner, j = (t / inner) % count, o = t / (inner * count);
     const int32_t k = idx[io + o * is0 + j * is1 + q * is2];
-    y[t] = k >= 0 && (uint32_t)k < n ? x[((size_t)o * n + k) * inner + q] : T(0);
+    const bool in = k >= 0 && (uint32_t)k < n;
+    if (!in) reportIndex(err, 1, k, n);
+    y[t] = in ? x[((size_t)o * n + k) * inner + q] : T(0);
   }
 }
-extern "C" __global__ void gather_f32(const float* x, const int32_t* idx, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2) { gatherBody(x, idx, y, outer, n, inner, count, io, s0, s1, s2); }
-extern "C" __global__ void gather_i32(const int32_t* x, const int32_t* idx, int32_t* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2) { gatherBody(x, idx, y, outer, n, inner, count, io, s0, s1, s2); }
+extern "C" __global__ void gather_f32(const float* x, const int32_t* idx, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2, int32_t* err) { gatherBody(x, idx, y, outer, n, inner, count, io, s0, s1, s2, err); }
+extern "C" __global__ void gather_i32(const int32_t* x, const int32_t* idx, int32_t* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2, int32_t* err) { gatherBody(x, idx, y, outer, n, inner, count, io, s0, s1, s2, err); }
 
 // out (zeroed before) [outer, n, inner]; out[o, idx[o, j, i], i] += src[o, j, i].
 template <typename T>
 __device__ void scatterAddBody(const T* src, const int32_t* idx, T* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count,
-                               uint32_t io, int32_t is0, int32_t is1, int32_t is2) {
+                               uint32_t io, int32_t is0, int32_t is1, int32_t is2, int32_t* err) {
   for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < outer * count * inner; t += gridDim.x * blockDim.x) {
     const uint32_t q = t % inner, j = (t / inner) % count, o = t / (inner * count);
     const int32_t k = idx[io + o * is0 + j * is1 + q * is2];
     if (k >= 0 && (uint32_t)k < n) atomicAdd(&y[((size_t)o * n + k) * inner + q], src[t]);
+    else reportIndex(err, 2, k, n);
   }
 }
-extern "C" __global__ void scatter_add_f32(const float* s, const int32_t* idx, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2) { scatterAddBody(s, idx, y, outer, n, inner, count, io, s0, s1, s2); }
-extern "C" __global__ void scatter_add_i32(const int32_t* s, const int32_t* idx, int32_t* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2) { scatterAddBody(s, idx, y, outer, n, inner, count, io, s0, s1, s2); }
+extern "C" __global__ void scatter_add_f32(const float* s, const int32_t* idx, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2, int32_t* err) { scatterAddBody(s, idx, y, outer, n, inner, count, io, s0, s1, s2, err); }
+extern "C" __global__ void scatter_add_i32(const int32_t* s, const int32_t* idx, int32_t* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t count, uint32_t io, int32_t s0, int32_t s1, int32_t s2, int32_t* err) { scatterAddBody(s, idx, y, outer, n, inner, count, io, s0, s1, s2, err); }

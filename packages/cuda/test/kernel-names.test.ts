@@ -1,0 +1,208 @@
+/**
+ * Without a GPU: every kernel the TypeScript side launches exists in the compiled fatbins, and the
+ * elementwise op codes mean the same op on both sides. A misspelt kernel name would otherwise fail
+ * only on a GPU, and only on its route. The backend runs over a recording stand-in for the addon
+ * (no values are computed) through every op and every block-sparse route: each precision, block
+ * size, density and the route switches the benchmarks use.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as sg from '@sparsegrad/core';
+import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, tensor, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
+import type { Addon, DeviceProperties } from '../src/native.ts';
+import { skippedSuite } from '../../core/test/helpers.ts';
+
+const pkg = join(import.meta.dirname, '..');
+const build = join(pkg, 'build');
+const fatbins = existsSync(build) ? readdirSync(build).filter((f) => f.endsWith('.fatbin')) : [];
+const test = fatbins.length ? suite('CUDA kernel names and op codes') : skippedSuite('CUDA kernel names and op codes', 'the CUDA addon was not built here (no fatbins)');
+if (!fatbins.length) console.log('  skipping CUDA kernel names and op codes: the CUDA addon was not built here (no fatbins in packages/cuda/build)');
+
+/** Kernel names in the fatbins: each cubin has a `.text.<name>` section per kernel. */
+function compiledKernels(): Set<string> {
+  const names = new Set<string>();
+  for (const f of fatbins) for (const m of readFileSync(join(build, f), 'latin1').matchAll(/\.text\.([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1]);
+  return names;
+}
+
+/** An addon that computes nothing: it hands out addresses and records the kernels asked for. */
+function recordingAddon(launched: Set<string>): Addon {
+  let next = 0x10000;
+  const ids: string[] = [];
+  return {
+    init: () => props,
+    fn: (name) => (launched.add(name), ids.push(name) - 1),
+    launch: () => {},
+    setSharedMemory: () => {},
+    tensorMap: () => new Uint8Array(128),
+    malloc: (bytes) => ((next += Math.ceil(bytes / 256) * 256 + 256), next),
+    free: () => {},
+    upload: () => {},
+    memset32: () => {},
+    copy: () => {},
+    read: async (_ptr, bytes) => new ArrayBuffer(bytes),
+    // Setup tables (blocksparse.ts readTable): a group size first, as the kernels define it (4: the
+    // bf16 union kernel is named by it), then tile sizes, shared memory and step limits large
+    // enough that every route stays open.
+    readSync: (_ptr, bytes) => {
+      const table = new Int32Array(bytes / 4).fill(128);
+      table[0] = 4;
+      return table.buffer;
+    },
+    synchronize: () => {},
+    memInfo: () => [64 * 2 ** 30, 80 * 2 ** 30],
+    recordEvent: () => 0,
+    elapsed: () => 0,
+    releaseEvents: () => {},
+    gemm: () => {},
+  };
+}
+const props: DeviceProperties = { name: 'recording stand-in', computeCapability: '9.0', multiprocessors: 132, sharedMemoryPerBlock: 232448, totalMemory: 80 * 2 ** 30, driverVersion: 13000 };
+
+/** Every op of core once or in each of its kernel forms (vectorized, strided, warp/block rows, columns, ints). */
+async function everyOp(be: Backend): Promise<void> {
+  const f = (shape: number[]) => zeros(shape, { backend: be });
+  const i = (shape: number[]) => zeros(shape, { backend: be, dtype: 'int32' });
+  for (const x of [f([64, 256]), f([64, 256]).transpose(0, 1), f([33, 7])]) {
+    for (const op of ['neg', 'exp', 'log', 'sqrt', 'abs', 'tanh', 'sigmoid', 'relu'] as const) x[op]();
+    sg.sign(x);
+    x.gelu('tanh');
+    x.gelu('none');
+    for (const op of ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'] as const) {
+      x[op](x);
+      x[op](2);
+    }
+    x.cast('int32');
+    x.contiguous();
+    sg.where(x.gt(0), x, x);
+    for (const axis of [0, 1]) for (const op of ['sum', 'max', 'min', 'argmax', 'argmin'] as const) x[op](axis);
+  }
+  for (const x of [i([8, 5]), i([8, 5]).transpose(0, 1)]) {
+    x.neg(); x.abs();
+    for (const op of ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'lt'] as const) x[op](x);
+    x.cast('float32');
+    sg.where(x, x, x);
+    sg.where(x, x.cast('float32'), x.cast('float32'));
+    sg.where(x.cast('float32'), x, x);
+    x.sum(0); x.max(1);
+  }
+  for (const n of [100, 5000, 300000]) {
+    const x = f([4, n]).requiresGrad_();
+    x.sum(1); x.max(1); x.min(1); x.sum();
+    tidyBackward(() => x.softmax(-1).mul(x).sum());
+    tidyBackward(() => x.logSoftmax(-1).sum());
+    const g = f([n]).requiresGrad_();
+    tidyBackward(() => sg.layerNorm(x, [n], g, g).sum());
+  }
+  tidyBackward(() => sg.causalSoftmax(f([2, 64, 64]).requiresGrad_()).sum());
+  sg.randn([1000], { backend: be });
+  sg.rand([1000], { backend: be });
+  const table = f([50, 16]).requiresGrad_();
+  const ids = i([4, 8]);
+  tidyBackward(() => table.indexSelect(0, ids.flatten()).sum());
+  tidyBackward(() => table.gather(1, i([50, 3])).sum());
+  tidyBackward(() => sg.crossEntropy(f([8, 50]).requiresGrad_(), i([8])));
+  const w = f([32, 16]).requiresGrad_();
+  tidyBackward(() => sg.linear(f([8, 16]), w, null).sum());
+  const p = keep(f([1000]));
+  const g = keep(f([1000]));
+  const m = keep(f([1000]));
+  const v = keep(f([1000]));
+  adamSteps([{ p, g, m, v }], { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, decoupled: true, biasCorrection1: 0.1, biasCorrection2: 0.001 });
+  sg.sumOfSquares([p, g]);
+  sg.scaleEach([p, g], f([1]));
+  sg.scaleEachInPlace([p, g], f([1]));
+}
+
+function tidyBackward(f: () => sg.Tensor): void {
+  sg.tidy(() => f().backward());
+}
+
+/** The block-sparse trio (forward, dX, dW) on every route: block sizes, densities, token counts, precisions. */
+function everyBlockSparseRoute(be: Backend): void {
+  for (const precision of ['highest', 'high', 'medium'] as MatmulPrecision[]) {
+    setFloat32MatmulPrecision(precision);
+    for (const blockSize of [16, 32, 64]) {
+      for (const density of [0.05, 0.25, 0.5, 0.9]) {
+        for (const [rows, cols] of [[1024, 256], [256, 1024], [512, 512]]) {
+          for (const m of [48, 4096]) {
+            sg.tidy(() => {
+              const w = BlockSparseMatrix.random([rows, cols], { density, blockSize, backend: be });
+              w.data.requiresGrad = true;
+              const x = zeros([m, cols], { backend: be }).requiresGrad_();
+              w.apply(x, zeros([rows], { backend: be })).sum().backward();
+              w.data.dispose();
+            });
+          }
+        }
+      }
+    }
+  }
+  setFloat32MatmulPrecision('highest');
+}
+
+/** Route switches of the benchmarks (each forces a variant that the defaults may not reach). */
+const SWITCHES: Record<string, string>[] = [
+  {},
+  { SPARSEGRAD_CUDA_UNION: '1' }, { SPARSEGRAD_CUDA_UNION: '0' },
+  { SPARSEGRAD_CUDA_BF16U: '1' }, { SPARSEGRAD_CUDA_BF16U: '0' },
+  { SPARSEGRAD_CUDA_TMA: '0' }, { SPARSEGRAD_CUDA_UNION_CLUSTER: '0' },
+  { SPARSEGRAD_CUDA_SDDMM_TILE: '0' }, { SPARSEGRAD_CUDA_SDDMM_FILL: '0' },
+  { SPARSEGRAD_CUDA_SDDMM_TRANSPOSE: '1' }, { SPARSEGRAD_CUDA_SDDMM_TRANSPOSE: '0' },
+  { SPARSEGRAD_CUDA_BAND_TILES: '0' }, { SPARSEGRAD_CUDA_BAND_TILES: '4' },
+  { SPARSEGRAD_CUDA_DENSE_ROUTE: '0' }, { SPARSEGRAD_CUDA_DENSE_ROUTE: '1' },
+];
+
+test('every kernel the backend launches is in the fatbins', async () => {
+  const compiled = compiledKernels();
+  assert.ok(compiled.has('unary_f32') && compiled.has('gather_f32'), `the fatbins' kernel names were found (${compiled.size})`);
+  const launched = new Set<string>();
+  manualSeed(1);
+  for (const env of SWITCHES) {
+    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+    Object.assign(process.env, env);
+    try {
+      const be = createCudaBackend(recordingAddon(launched), props);
+      if (Object.keys(env).length === 0) await everyOp(be);
+      everyBlockSparseRoute(be);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  }
+  const missing = [...launched].filter((n) => !compiled.has(n)).sort();
+  assert.equal(missing, [], `kernels launched by src/ but absent from native/ (of ${launched.size} launched)`);
+  // The walk reached the kernel families it is meant to cover.
+  for (const family of ['bsr_tma_', 'bsr_union_', 'bsr_sddmm_tile_', 'bsr_forward_tc_', 'bsr_grad_input_', 'softmax_', 'layer_norm_', 'scatter_add_', 'adam_step_list']) {
+    assert.ok([...launched].some((n) => n.startsWith(family)), `no ${family}* kernel was launched: the walk misses a route`);
+  }
+});
+
+test('op codes: the position of each op in src/backend.ts is its case in native/kernels/elementwise.cu', () => {
+  const source = readFileSync(join(pkg, 'native', 'kernels', 'elementwise.cu'), 'utf8');
+  /** `case N: ... // name` lines of the switch in the function whose signature starts with `signature`. */
+  const cases = (signature: string) => {
+    const start = source.indexOf(signature);
+    assert.ok(start >= 0, `${signature} in elementwise.cu`);
+    const body = source.slice(start, source.indexOf('\n}\n', start));
+    return [...body.matchAll(/case (\d+):.*\/\/ (\w+)/g)].map((m) => [Number(m[1]), m[2]] as const);
+  };
+  const check = (signature: string, ops: readonly string[], all: boolean) => {
+    const found = cases(signature);
+    if (all) assert.equal(found.map(([c]) => c), ops.map((_, i) => i), `${signature}: one case per op, in order`);
+    for (const [code, name] of found) assert.is(ops[code], name, `${signature}: case ${code}`);
+  };
+  check('__device__ float unaryF(', UNARY_OPS, true);
+  check('__device__ int32_t unaryI(', UNARY_OPS, false);
+  check('__device__ float binaryF(', BINARY_OPS, true);
+  check('__device__ double binaryI(', BINARY_OPS, true);
+  const rows = readFileSync(join(pkg, 'native', 'kernels', 'rows.cu'), 'utf8');
+  assert.ok(rows.includes(`op: ${REDUCE_OPS.map((o, i) => `${i} ${o}`).join(', ')}.`), 'rows.cu documents the reduce op codes of REDUCE_OPS');
+});
+
+test.run();
