@@ -32,12 +32,27 @@ export const TRAINING_FLAGS: Options = {
   help: { type: 'boolean', short: 'h', default: false },
 };
 
-export function parse(command: string, argv: string[], options: Options) {
+export type Values = Record<string, string | string[] | boolean | undefined>;
+
+/**
+ * Parses a command's flags. `--name=value` and `--name value` are the same, a negative number
+ * included (`--steps -5` reaches the validators, which say what was expected). `given` holds the
+ * names of the flags written on the command line (defaults are not), for --resume.
+ */
+export function parse(command: string, argv: string[], options: Options): Values & { given: Set<string> } {
+  const args = argv.map((a, i) => (/^-\d|^-\.\d/.test(a) && i > 0 && isValueFlag(argv[i - 1], options) ? `${argv[i - 1]}=${a}` : a))
+    .filter((a, i, all) => !(isValueFlag(a, options) && all[i + 1]?.startsWith(`${a}=`)));
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | string[] | boolean | undefined>;
+    const { values, tokens } = parseArgs({ args, options, strict: true, allowPositionals: false, tokens: true });
+    const given = new Set(tokens.filter((t) => t.kind === 'option').map((t) => (t as { name: string }).name));
+    return Object.assign(values as Values, { given });
   } catch (e) {
     throw new CliError(`${command}: ${(e as Error).message.split('\n')[0]}`);
   }
+}
+
+function isValueFlag(arg: string | undefined, options: Options): boolean {
+  return !!arg && arg.startsWith('--') && !arg.includes('=') && options[arg.slice(2)]?.type === 'string';
 }
 
 export function int(values: Record<string, unknown>, name: string, min = 1): number {

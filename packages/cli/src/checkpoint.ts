@@ -33,6 +33,8 @@ export interface RunConfig {
   /** --data path or 'default', and how many characters of it were used. */
   data: string;
   maxChars: number;
+  /** Steps between checkpoints (absent in checkpoints written before it was stored: 100). */
+  checkpointEvery?: number;
 }
 
 export interface TrainingState {
@@ -89,6 +91,8 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
     throw new CliError(`${pointer} is damaged (not valid JSON)`);
   }
   if (meta.format !== FORMAT || typeof meta.latest !== 'string' || !meta.config?.model) throw new CliError(`${pointer} is not a sparsegrad checkpoint`);
+  const latest = /^step-(\d{6,})$/.exec(meta.latest);
+  if (!latest) throw new CliError(`${pointer} is damaged: it names '${meta.latest}', not a step-NNNNNN folder`);
   const step = join(dir, meta.latest);
   let state: TrainingState;
   try {
@@ -96,6 +100,10 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
   } catch {
     throw new CliError(`checkpoint ${step} is incomplete or damaged (state.json missing or invalid)`);
   }
+  // A damaged state must never become a run at another step (or a step-undefined/ folder).
+  const valid = state && typeof state === 'object' && Number.isInteger(state.step) && state.step === Number(latest[1])
+    && Number.isInteger(state.samplerPosition) && Array.isArray(state.history);
+  if (!valid) throw new CliError(`checkpoint ${step} is damaged: its state.json does not hold the step (${Number(latest[1])}), sampler position and history of that step`);
   return { config: meta.config, dir: step, state };
 }
 

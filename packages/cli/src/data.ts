@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { tensor, type Tensor } from '@sparsegrad/core';
@@ -32,7 +32,8 @@ export function defaultCorpus(): Corpus {
   return { source: 'nlp-corpus (100,000 English sentences)', text: parts.join('\n') };
 }
 
-export function fileCorpus(path: string): Corpus {
+/** Opens --data and checks that it is a non-empty file; returns its size in bytes. */
+function checkDataFile(path: string): number {
   let size: number;
   try {
     const st = statSync(path);
@@ -43,7 +44,57 @@ export function fileCorpus(path: string): Corpus {
     throw new CliError(`--data ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   if (size === 0) throw new CliError(`--data ${path} is empty`);
-  return { source: path, text: readFileSync(path, 'utf8') };
+  return size;
+}
+
+/** The first `limit` bytes of a file (all of it if smaller), read without loading the rest. */
+function readPrefix(path: string, limit: number): Uint8Array {
+  const size = checkDataFile(path);
+  const bytes = new Uint8Array(Math.min(size, limit));
+  const fd = openSync(path, 'r');
+  try {
+    let at = 0;
+    while (at < bytes.length) {
+      const n = readSync(fd, bytes, at, bytes.length - at, at);
+      if (n === 0) break;
+      at += n;
+    }
+    return bytes.subarray(0, at);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The first `maxChars` characters of a UTF-8 text file: at most 4 bytes a character are read, so
+ * a file far larger than the limit is never loaded whole. A file that is not valid UTF-8 is read
+ * with replacement characters, and `warn` says so (--tokenizer byte reads any file exactly).
+ */
+export function fileCorpus(path: string, maxChars: number, warn: (s: string) => void): Corpus {
+  const bytes = readPrefix(path, maxChars * 4);
+  let text: string;
+  try {
+    // stream: a character cut by the read limit is held back instead of failing the decode.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes, { stream: true });
+  } catch {
+    warn(`warning: --data ${path} is not valid UTF-8; undecodable bytes become U+FFFD (use --tokenizer byte to train on the bytes)`);
+    text = new TextDecoder('utf-8').decode(bytes, { stream: true });
+  }
+  return { source: path, text: text.length > maxChars ? sliceChars(text, maxChars) : text };
+}
+
+/** The first `n` code points of a string. */
+function sliceChars(text: string, n: number): string {
+  let end = 0;
+  for (let i = 0; i < n && end < text.length; i++) end += text.codePointAt(end)! > 0xffff ? 2 : 1;
+  return text.slice(0, end);
+}
+
+/** The first `maxBytes` bytes of --data (or of the default corpus in UTF-8), for the byte tokenizer. */
+export function byteCorpus(path: string | undefined, maxBytes: number): { source: string; bytes: Uint8Array } {
+  if (path) return { source: path, bytes: readPrefix(path, maxBytes) };
+  const corpus = defaultCorpus();
+  return { source: corpus.source, bytes: new TextEncoder().encode(corpus.text).subarray(0, maxBytes) };
 }
 
 export function makeTokenizer(kind: string, text: string): Tokenizer {

@@ -3,6 +3,12 @@ import { COMPARE_HELP, compareCommand } from './commands/compare.ts';
 import { SAMPLE_HELP, sampleCommand } from './commands/sample.ts';
 import { TRAIN_HELP, trainCommand } from './commands/train.ts';
 import { CliError } from './errors.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+function version(): string {
+  return (JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 const USAGE = `usage: sparsegrad <command> [options]
 
@@ -11,6 +17,8 @@ commands:
   compare    train dense and sparsified variants on the same budget and write a report with plots
   sample     generate text from a checkpoint
   backends   list the backends, whether they are available here, and why not
+
+sparsegrad --version prints the version.
 
 ${TRAIN_HELP}
 
@@ -27,7 +35,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'train': return await trainCommand(rest, log);
       case 'compare': return await compareCommand(rest, log);
       case 'sample': return await sampleCommand(rest, log, (s) => process.stdout.write(s));
-      case 'backends': return await backendsCommand(log);
+      case 'backends': return await backendsCommand(rest, log);
+      case '--version': case '-v': case 'version':
+        log(`sparsegrad ${version()}`);
+        return 0;
       case undefined: case 'help': case '--help': case '-h':
         log(USAGE);
         return command === undefined ? 1 : 0;

@@ -1,8 +1,8 @@
 import { MATMUL_PRECISIONS, setBackend, setFloat32MatmulPrecision, engine, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { CliError } from './errors.ts';
-import { defaultCorpus, fileCorpus, makeTokenizer, splitDataset, unigramLoss, type Dataset } from './data.ts';
+import { byteCorpus, defaultCorpus, fileCorpus, makeTokenizer, splitDataset, unigramLoss, type Dataset } from './data.ts';
 import type { Tokenizer } from './tokenizer.ts';
-import { tokenizerFromSpec, type TokenizerSpec } from './tokenizer.ts';
+import { byteTokenizer, tokenizerFromSpec, type TokenizerSpec } from './tokenizer.ts';
 
 export async function chooseBackend(name: string, log: (s: string) => void, precision = 'highest'): Promise<Backend> {
   const allowed = ['auto', 'cpu', 'webgpu', 'cuda'];
@@ -28,15 +28,31 @@ export interface PreparedData {
   unigram: number;
 }
 
-/** Loads the text (file or default corpus), builds or reuses a tokenizer, splits 95/5 and computes the unigram baseline. */
+/**
+ * Loads the data (at most --max-chars characters of the file or the default corpus; bytes for the
+ * byte tokenizer, which reads any file exactly), builds or reuses a tokenizer, splits 95/5 and
+ * computes the unigram baseline.
+ */
 export function prepareData(opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number }, log: (s: string) => void): PreparedData {
-  const corpus = opts.data ? fileCorpus(opts.data) : defaultCorpus();
-  const text = corpus.text.length > opts.maxChars ? corpus.text.slice(0, opts.maxChars) : corpus.text;
-  const tokenizer = typeof opts.tokenizer === 'string' ? makeTokenizer(opts.tokenizer, text) : tokenizerFromSpec(opts.tokenizer);
-  const ids = tokenizer.encode(text);
+  const kind = typeof opts.tokenizer === 'string' ? opts.tokenizer : opts.tokenizer.type;
+  let tokenizer: Tokenizer;
+  let ids: Int32Array;
+  let read: string;
+  if (kind === 'byte') {
+    const { source, bytes } = byteCorpus(opts.data, opts.maxChars);
+    tokenizer = byteTokenizer();
+    ids = Int32Array.from(bytes);
+    read = `${source}, ${bytes.length.toLocaleString('en-US')} bytes`;
+  } else {
+    const corpus = opts.data ? fileCorpus(opts.data, opts.maxChars, log) : defaultCorpus();
+    const text = opts.data ? corpus.text : corpus.text.slice(0, opts.maxChars);
+    tokenizer = typeof opts.tokenizer === 'string' ? makeTokenizer(opts.tokenizer, text) : tokenizerFromSpec(opts.tokenizer);
+    ids = tokenizer.encode(text);
+    read = `${corpus.source}, ${text.length.toLocaleString('en-US')} characters`;
+  }
   const data = splitDataset(ids, 0.05, opts.seq);
   const unigram = unigramLoss(data.train, data.valid, tokenizer.vocabSize);
-  log(`data: ${corpus.source}, ${text.length.toLocaleString('en-US')} characters -> ${ids.length.toLocaleString('en-US')} ${tokenizer.spec.type} tokens (vocabulary ${tokenizer.vocabSize}); ${data.valid.length.toLocaleString('en-US')} held out`);
+  log(`data: ${read} -> ${ids.length.toLocaleString('en-US')} ${tokenizer.spec.type} tokens (vocabulary ${tokenizer.vocabSize}); ${data.valid.length.toLocaleString('en-US')} held out`);
   log(`unigram baseline: ${unigram.toFixed(4)} nats/token on the held-out text`);
   return { source: opts.data ?? 'default', tokenizer, data, unigram };
 }

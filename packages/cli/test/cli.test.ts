@@ -1,8 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync, cpSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, cpSync, statSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -115,6 +115,109 @@ test('bad input: one line, non-zero exit', () => {
   fails(/--steps must be an integer >= 1, got 'many'/, 'train', '--data', DATA, '--steps', 'many');
   fails(/train: Unknown option '--colour'/, 'train', '--colour');
   fails(/is not a sparsegrad checkpoint \(no checkpoint\.json\)/, 'sample', '--checkpoint', dir);
+});
+
+test('--out is checked before anything trains: a file, a path under a file, an uncreatable path', () => {
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'x');
+  const early = (pattern: RegExp, out: string) => {
+    const r = run('train', ...TINY, '--steps', '2', '--out', out);
+    assert.is.not(r.code, 0);
+    assert.match(r.err, pattern);
+    assert.not.match(r.out, /backend:/, 'it failed before choosing a backend');
+  };
+  early(/--out .*a-file is a file, not a folder/, file);
+  early(/--out .*a-file\/run is under .*a-file, which is a file/, join(file, 'run'));
+  if (existsSync('/proc/self')) early(/--out \/proc\/sparsegrad-x: cannot create \/proc\/sparsegrad-x in \/proc \(E[A-Z]+\)/, '/proc/sparsegrad-x');
+});
+
+test('--out is locked while a run writes to it; a stale lock is taken over; a killed save\'s temporary folder is removed', () => {
+  const out = join(dir, 'locked');
+  mkdirSync(out);
+  writeFileSync(join(out, '.lock'), JSON.stringify({ pid: process.pid, host: hostname(), started: 'now' }));
+  fails(new RegExp(`--out .*locked is in use by another sparsegrad run \\(process ${process.pid} on`), 'train', ...TINY, '--steps', '2', '--out', out);
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+  writeFileSync(join(out, '.lock'), JSON.stringify({ pid: dead, host: hostname(), started: 'then' }));
+  mkdirSync(join(out, '.step-000001.tmp-999999'));
+  const r = run('train', ...TINY, '--steps', '2', '--out', out);
+  assert.is(r.code, 0, r.err);
+  assert.equal(readdirSync(out).filter((f) => f.startsWith('.')), [], 'the lock is released and the temporary folder removed');
+});
+
+test('--resume: contradicting flags are errors, changeable ones persist, --steps=N equals --steps N, a damaged state is refused', () => {
+  const out = join(dir, 'resumable');
+  assert.is(run('train', ...TINY, '--steps', '3', '--out', out).code, 0);
+  fails(/--lr 0\.001 contradicts the checkpoint, which was trained with 0\.003; leave it out with --resume \(flags that may change: --steps, --eval-every/, 'train', '--resume', '--out', out, '--steps', '5', '--lr', '1e-3', '--backend', 'cpu');
+  fails(/--d-model 64 contradicts the checkpoint, which was trained with 32/, 'train', '--resume', '--out', out, '--steps', '5', '--d-model', '64', '--backend', 'cpu');
+  fails(/--sparsify contradicts the checkpoint, whose patterns are none \(a dense model\)/, 'train', '--resume', '--out', out, '--steps', '5', '--sparsify', 'head', '--density', '0.5', '--backend', 'cpu');
+  const same = run('train', '--resume', '--out', out, '--steps=5', '--eval-every=2', '--checkpoint-every', '7', '--lr', '3e-3', ...TINY.slice(0, 2), '--backend', 'cpu');
+  assert.is(same.code, 0, same.err);
+  assert.match(same.out, /resuming .* at step 3 of 5/);
+  const config = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')).config;
+  assert.equal([config.training.steps, config.training.evalEvery, config.checkpointEvery], [5, 2, 7], 'changed flags are stored');
+  writeFileSync(join(out, 'step-000005', 'state.json'), '{}');
+  fails(/checkpoint .*step-000005 is damaged: its state\.json does not hold the step \(5\)/, 'train', '--resume', '--out', out, '--steps', '9', '--backend', 'cpu');
+  assert.equal(readdirSync(out).filter((f) => f.startsWith('step-')), ['step-000005'], 'no step-undefined folder');
+});
+
+test('compare never writes into an earlier run and checks every variant before training any', () => {
+  const out = join(dir, 'compare-again');
+  mkdirSync(out);
+  writeFileSync(join(out, 'report.md'), 'an earlier report');
+  fails(/--out .*compare-again is not empty \(an earlier run\?\); compare never overwrites results/, 'compare', ...TINY, '--steps', '2', '--out', out);
+  assert.is(readFileSync(join(out, 'report.md'), 'utf8'), 'an earlier report');
+  const bad = run('compare', ...TINY, '--steps', '2', '--d-model', '48', '--block-size', '32', '--out', join(dir, 'compare-bad'));
+  assert.is.not(bad.code, 0);
+  assert.match(bad.err, /'layers\.0\.mlp\.fc1' is Linear\(48 -> 192\); both sizes must be multiples of the block size 32/);
+  assert.not.match(bad.out, /== dense ==/, 'nothing trained');
+});
+
+test('SIGTERM saves a checkpoint and exits like Ctrl-C', async () => {
+  const out = join(dir, 'terminated');
+  const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], { env: { ...process.env, FORCE_COLOR: '0' } });
+  let stdout = '';
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (/step \d+\/100000/.test(stdout) && !child.killed) child.kill('SIGTERM');
+    });
+    child.on('exit', (c) => resolve(c));
+  });
+  assert.is(code, 143);
+  const step = Number(stdout.match(/interrupted at step (\d+)/)![1]);
+  assert.is(JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')).latest, `step-${String(step).padStart(6, '0')}`);
+  assert.ok(!existsSync(join(out, '.lock')));
+});
+
+test('data: bytes for --tokenizer byte, a warning for text that is not UTF-8, a huge file read only as far as needed', () => {
+  const binary = join(dir, 'binary.bin');
+  const bytes = Buffer.concat([Buffer.from([0xff, 0xfe, 0x80, 0xc3]), readFileSync(DATA)]);
+  writeFileSync(binary, bytes);
+  const tiny = TINY.filter((_, i) => i > 1);
+  const asBytes = run('train', '--data', binary, '--tokenizer', 'byte', ...tiny, '--steps', '1', '--out', join(dir, 'bytes'));
+  assert.is(asBytes.code, 0, asBytes.err);
+  assert.match(asBytes.out, new RegExp(`data: .*binary\\.bin, ${bytes.length.toLocaleString('en-US')} bytes -> ${bytes.length.toLocaleString('en-US')} byte tokens`));
+  const asText = run('train', '--data', binary, ...tiny, '--steps', '1', '--out', join(dir, 'text'));
+  assert.is(asText.code, 0, asText.err);
+  assert.match(asText.out, /warning: --data .*binary\.bin is not valid UTF-8/);
+  // 3 GB (sparse: no disk used) after the text: reading it whole would fail (V8's string limit).
+  const huge = join(dir, 'huge.txt');
+  cpSync(DATA, huge);
+  truncateSync(huge, 3e9);
+  const big = run('train', '--data', huge, ...tiny, '--max-chars', '30000', '--steps', '1', '--out', join(dir, 'huge'));
+  assert.is(big.code, 0, big.err);
+  assert.match(big.out, /data: .*huge\.txt, 30,000 characters/);
+  rmSync(huge);
+});
+
+test('small things: --version, backends --help, negative numbers, the density actually built', () => {
+  assert.match(run('--version').out, /^sparsegrad \d+\.\d+\.\d+/);
+  assert.match(run('backends', '--help').out, /sparsegrad backends\n\s+Lists cpu, webgpu and cuda/);
+  fails(/--steps must be an integer >= 1, got '-5'/, 'train', ...TINY, '--steps', '-5');
+  fails(/--lr must be a positive number, got '-0\.1'/, 'train', ...TINY, '--lr', '-0.1');
+  const r = run('train', ...TINY, '--steps', '1', '--sparsify', String.raw`layers\.0\.mlp\.fc1`, '--density', '0.001', '--block-size', '16', '--out', join(dir, 'tiny-density'));
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /layers\.0\.mlp\.fc1: 32 -> 128, density 0\.0625 \(requested 0\.001: a whole number of blocks, at least one\), 16x16 blocks/);
 });
 
 test('broken checkpoints are reported, never loaded', () => {

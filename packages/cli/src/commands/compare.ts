@@ -1,9 +1,9 @@
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { TRAINING_FLAGS, blockSize, checkRegex, density, int, modelConfig, parse, trainingSpec } from '../args.ts';
-import type { PatchSpec, RunConfig } from '../checkpoint.ts';
+import { TRAINING_FLAGS, blockSize, checkRegex, density, int, modelConfig, parse, trainingSpec, type Values } from '../args.ts';
+import type { PatchSpec, RunConfig, TrainingSpec } from '../checkpoint.ts';
 import { CliError } from '../errors.ts';
-import { buildModel } from '../model.ts';
+import { buildModel, checkPatches } from '../model.ts';
+import { hasEntries, openRunDir } from '../rundir.ts';
 import { Progress } from '../progress.ts';
 import { comparisonTable, writePlots, writeReport, type VariantResult } from '../report.ts';
 import { chooseBackend, prepareData } from '../setup.ts';
@@ -34,15 +34,35 @@ export async function compareCommand(argv: string[], log: (s: string) => void): 
   const training = trainingSpec(values);
   const maxChars = int(values, 'max-chars');
   modelConfig(values, 1);
+  const out = (values.out as string | undefined) ?? join('runs', `compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  // A compare writes a whole folder (report, plots, a checkpoint per variant): it never writes into
+  // one that holds anything, an earlier run's results included.
+  if (hasEntries(out)) throw new CliError(`--out ${out} is not empty (an earlier run?); compare never overwrites results: choose another --out`);
+  const runDir = openRunDir(out);
+  try {
+    return await compareIn(values, argv, { pattern, densities, bs, training, maxChars, out }, log);
+  } finally {
+    runDir.release();
+  }
+}
+
+async function compareIn(values: Values, argv: string[], opts: { pattern: string; densities: number[]; bs: number; training: TrainingSpec; maxChars: number; out: string },
+  log: (s: string) => void): Promise<number> {
+  const { pattern, densities, bs, training, maxChars, out } = opts;
   const backend = await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = prepareData({ data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) }, log);
   const model = modelConfig(values, prepared.tokenizer.vocabSize);
-  const out = (values.out as string | undefined) ?? join('runs', `compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  mkdirSync(out, { recursive: true });
   const variants: { name: string; patches: PatchSpec[] }[] = [
     { name: 'dense', patches: [] },
     ...densities.map((d) => ({ name: `sparse ${d}`, patches: [{ pattern, density: d, blockSize: bs }] })),
   ];
+  // Every variant's patterns and block sizes are checked before the first one trains.
+  const probe = await buildModel(model, [], training.seed);
+  try {
+    for (const v of variants) checkPatches(probe.model, v.patches, { allowUnmatched: !!values['allow-unmatched'] });
+  } finally {
+    probe.model.dispose();
+  }
   const results: VariantResult[] = [];
   const interrupt = interruptFlag(log);
   try {
@@ -58,7 +78,7 @@ export async function compareCommand(argv: string[], log: (s: string) => void): 
       });
       results.push({ name: v.name, parameters: trainee.model.parameterCount(), result });
       trainee.model.dispose();
-      if (result.interrupted) throw new CliError(`compare interrupted during '${v.name}' (its checkpoint was saved); no report written`, 130);
+      if (result.interrupted) throw new CliError(`compare interrupted during '${v.name}' (its checkpoint was saved); no report written`, interrupt.exitCode());
     }
   } finally {
     interrupt.dispose();

@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { TRAINING_FLAGS, int, modelConfig, parse, patchSpecs, trainingSpec } from '../args.ts';
-import { readCheckpoint, type RunConfig } from '../checkpoint.ts';
+import { TRAINING_FLAGS, int, modelConfig, parse, patchSpecs, trainingSpec, type Values } from '../args.ts';
+import { readCheckpoint, type LoadedCheckpoint, type RunConfig } from '../checkpoint.ts';
+import { checkResumeFlags } from '../resume.ts';
+import { openRunDir } from '../rundir.ts';
 import { CliError } from '../errors.ts';
 import { buildModel, type Trainee } from '../model.ts';
 import { Progress } from '../progress.ts';
@@ -19,7 +21,8 @@ export const TRAIN_HELP = `sparsegrad train [options]
   --out DIR           checkpoint folder (default runs/train-<time>); --checkpoint-every N steps (default 100)
   --resume            continue from the checkpoint in --out
   --stop-after N      train at most N steps in this invocation, then checkpoint and exit (resume later)
-Ctrl-C saves a checkpoint and exits.`;
+Ctrl-C, SIGTERM and SIGHUP save a checkpoint and exit. With --resume only --steps, --eval-every,
+--checkpoint-every, --stop-after, --backend and --precision may differ from the checkpoint.`;
 
 export function printModel(trainee: Trainee, log: (s: string) => void): void {
   log(`model (${trainee.model.parameterCount().toLocaleString('en-US')} parameters):`);
@@ -39,16 +42,28 @@ export function printPatchReport(trainee: Trainee, log: (s: string) => void): vo
   }
 }
 
-/** Installs a Ctrl-C handler that asks the loop to stop after the current step; a second Ctrl-C aborts. */
-export function interruptFlag(log: (s: string) => void): { stop: () => boolean; dispose: () => void } {
-  let requested = false;
-  const handler = () => {
-    if (requested) process.exit(130);
-    requested = true;
-    log('\ninterrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)');
+/**
+ * Asks the training loop to stop after the current step (it then evaluates and saves) on Ctrl-C,
+ * SIGTERM (a container stop) or SIGHUP (a closed terminal); a second signal aborts at once.
+ */
+export function interruptFlag(log: (s: string) => void): { stop: () => boolean; exitCode: () => number; dispose: () => void } {
+  const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
+  let received: keyof typeof SIGNALS | null = null;
+  const handlers = Object.keys(SIGNALS).map((name) => {
+    const signal = name as keyof typeof SIGNALS;
+    const handler = () => {
+      if (received) process.exit(128 + SIGNALS[signal]);
+      received = signal;
+      log(`\n${signal === 'SIGINT' ? 'interrupt' : signal}: finishing the current step and saving a checkpoint (again to abort)`);
+    };
+    process.on(signal, handler);
+    return [signal, handler] as const;
+  });
+  return {
+    stop: () => received !== null,
+    exitCode: () => 128 + SIGNALS[received ?? 'SIGINT'],
+    dispose: () => handlers.forEach(([signal, handler]) => process.off(signal, handler)),
   };
-  process.on('SIGINT', handler);
-  return { stop: () => requested, dispose: () => process.off('SIGINT', handler) };
 }
 
 export async function trainCommand(argv: string[], log: (s: string) => void): Promise<number> {
@@ -64,9 +79,9 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     log(TRAIN_HELP);
     return 0;
   }
-  // Arguments and checkpoints are checked before a backend is chosen: loading a GPU backend takes
-  // time (and its native library may print warnings), which a mistyped flag should not cost.
-  const checkpointEvery = int(values, 'checkpoint-every');
+  // Arguments, checkpoints and the --out folder are checked before a backend is chosen: loading a
+  // GPU backend takes time (and its native library may print warnings), which a mistyped flag or
+  // an unwritable folder should not cost.
   const stopAfter = values['stop-after'] === undefined ? undefined : int(values, 'stop-after');
   let config: RunConfig;
   let resume;
@@ -75,9 +90,12 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     if (!values.out) throw new CliError('--resume needs --out DIR naming the checkpoint folder to continue');
     resume = readCheckpoint(out);
     config = resume.config;
-    if (argv.includes('--steps')) config.training.steps = int(values, 'steps');
+    checkResumeFlags(values, config);
+    // Flags that may change on resume; their new values are saved with the next checkpoint.
+    if (values.given.has('steps')) config.training.steps = int(values, 'steps');
+    if (values.given.has('eval-every')) config.training.evalEvery = int(values, 'eval-every');
+    if (values.given.has('checkpoint-every')) config.checkpointEvery = int(values, 'checkpoint-every');
     if (resume.state.step >= config.training.steps) throw new CliError(`the checkpoint in ${out} already reached step ${resume.state.step} of ${config.training.steps}; pass a larger --steps`);
-    log(`resuming ${out} at step ${resume.state.step} of ${config.training.steps}`);
   } else {
     if (values.out && existsSync(join(out, 'checkpoint.json'))) {
       throw new CliError(`${out} already holds a checkpoint; pass --resume to continue it or choose another --out`);
@@ -87,8 +105,21 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     config = {
       model: modelConfig(values, 1), tokenizer: { type: 'char' }, patches, training,
       data: (values.data as string | undefined) ?? 'default', maxChars: int(values, 'max-chars'),
+      checkpointEvery: int(values, 'checkpoint-every'),
     };
   }
+  const checkpointEvery = config.checkpointEvery ?? 100;
+  const runDir = openRunDir(out);
+  if (resume) log(`resuming ${out} at step ${resume.state.step} of ${config.training.steps}`);
+  try {
+    return await trainIn(values, config, resume, out, checkpointEvery, stopAfter, log);
+  } finally {
+    runDir.release();
+  }
+}
+
+async function trainIn(values: Values, config: RunConfig, resume: LoadedCheckpoint | undefined, out: string, checkpointEvery: number,
+  stopAfter: number | undefined, log: (s: string) => void): Promise<number> {
   await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = prepareData({
     data: config.data === 'default' ? undefined : config.data,
@@ -108,7 +139,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     const stoppedEarly = result.interrupted && !interrupt.stop();
     log(`${stoppedEarly ? 'stopped (--stop-after) at' : result.interrupted ? 'interrupted at' : 'finished'} step ${result.step}: eval loss ${result.evalLoss.toFixed(4)} (unigram baseline ${prepared.unigram.toFixed(4)}), ${Math.round(result.tokensPerSec)} tokens/s, ${result.msPerStep.toFixed(1)} ms/step`);
     log(`checkpoint: ${result.checkpoint} (sample with: sparsegrad sample --checkpoint ${out} --prompt "The ")`);
-    return result.interrupted && !stoppedEarly ? 130 : 0;
+    return result.interrupted && !stoppedEarly ? interrupt.exitCode() : 0;
   } finally {
     interrupt.dispose();
   }
