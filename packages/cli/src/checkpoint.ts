@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeSafetensors, encodeSafetensors, writeFileAtomic, type Optimizer } from '@sparsegrad/nn';
+import type { Tensor } from '@sparsegrad/core';
 import type { GPTConfig } from '@sparsegrad/nn';
 import { CliError } from './errors.ts';
 import type { TokenizerSpec } from './tokenizer.ts';
@@ -61,7 +62,7 @@ export async function saveCheckpoint(dir: string, config: RunConfig, run: Traine
   try {
     writeFileAtomic(join(tmp, 'model.safetensors'), await encodeSafetensors(run.model.stateDict(), { format: 'pt', step: String(state.step) }));
     const opt = optimizer.stateDict();
-    writeFileAtomic(join(tmp, 'optimizer.safetensors'), await encodeSafetensors(opt.tensors, { step: String(opt.step) }));
+    writeFileAtomic(join(tmp, 'optimizer.safetensors'), await encodeSafetensors(byParameterName(opt.tensors, run, optimizer), { step: String(opt.step) }));
     writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state));
     rmSync(join(dir, name), { recursive: true, force: true });
     renameSync(tmp, join(dir, name));
@@ -134,9 +135,38 @@ export async function loadCheckpointWeights(ckpt: LoadedCheckpoint, run: Trainee
   if (optimizer) {
     const opt = read('optimizer.safetensors');
     try {
-      optimizer.loadStateDict({ tensors: opt.tensors, step: Number(opt.metadata.step ?? 0) });
+      optimizer.loadStateDict({ tensors: byOptimizerIndex(opt.tensors, run, optimizer), step: Number(opt.metadata.step ?? 0) });
+    } catch (e) {
+      throw new CliError(`checkpoint's optimizer state does not fit the model: ${(e as Error).message}`);
     } finally {
       for (const t of Object.values(opt.tensors)) t.dispose();
     }
   }
+}
+
+/**
+ * Optimizer state is stored under parameter names ("layers.0.mlp.fc1.weight.expAvg"), not the
+ * optimizer's parameter positions, which depend on how its groups are formed: a checkpoint then
+ * never hands one parameter's moments to another.
+ */
+function byParameterName(tensors: Record<string, Tensor>, run: Trainee, optimizer: Optimizer): Record<string, Tensor> {
+  const names = new Map([...run.model.namedParameters()].map(([n, p]) => [p, n]));
+  return Object.fromEntries(Object.entries(tensors).map(([key, t]) => {
+    const dot = key.indexOf('.');
+    return [`${names.get(optimizer.params[Number(key.slice(0, dot))])}.${key.slice(dot + 1)}`, t];
+  }));
+}
+
+/** The inverse of byParameterName; checkpoints written before it keyed state by position in model.parameters(). */
+function byOptimizerIndex(tensors: Record<string, Tensor>, run: Trainee, optimizer: Optimizer): Record<string, Tensor> {
+  const named = new Map(run.model.namedParameters());
+  const ordered = run.model.parameters();
+  return Object.fromEntries(Object.entries(tensors).map(([key, t]) => {
+    const dot = key.lastIndexOf('.');
+    const legacy = /^(\d+)\.(\w+)$/.exec(key);
+    const p = legacy ? ordered[Number(legacy[1])] : named.get(key.slice(0, dot));
+    const index = p ? optimizer.params.indexOf(p) : -1;
+    if (index < 0) throw new CliError(`optimizer state '${key}' names no parameter of the model`);
+    return [`${index}.${legacy ? legacy[2] : key.slice(dot + 1)}`, t];
+  }));
 }

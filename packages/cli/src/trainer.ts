@@ -1,5 +1,5 @@
 import { crossEntropy, memory, noGrad, resetPeakMemory, tidy, type Tensor } from '@sparsegrad/core';
-import { AdamW, clipGradNorm, warmupCosine } from '@sparsegrad/nn';
+import { AdamW, clipGradNorm, decayGroups, warmupCosine } from '@sparsegrad/nn';
 import { loadCheckpointWeights, saveCheckpoint, type LoadedCheckpoint, type RunConfig, type TrainingState } from './checkpoint.ts';
 import { BatchSampler, type Dataset } from './data.ts';
 import type { Trainee } from './model.ts';
@@ -55,7 +55,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const t = config.training;
   const seq = config.model.seqLen;
   const model = trainee.model;
-  const optimizer = new AdamW(model.parameters(), { lr: t.lr, weightDecay: t.weightDecay });
+  // No weight decay on biases, LayerNorm weights and embeddings (nanoGPT's and most Transformer recipes).
+  const optimizer = new AdamW(decayGroups(model, t.weightDecay), { lr: t.lr, weightDecay: t.weightDecay });
   const schedule = warmupCosine({ lr: t.lr, warmupSteps: Math.min(t.warmup, t.steps - 1), totalSteps: t.steps });
   const sampler = new BatchSampler(data.train, t.batch, seq, t.seed + 1);
   const evalSampler = new BatchSampler(data.valid, t.batch, seq, t.seed + 2);

@@ -56,9 +56,15 @@ export abstract class Module {
     for (const [name, m] of this._modules) yield* m.namedModules(prefix ? `${prefix}.${name}` : name);
   }
 
+  /** Every parameter under its first dotted name; a parameter shared by two modules (tied) appears once. */
   *namedParameters(prefix = ''): Generator<[string, Tensor]> {
+    const seen = new Set<Tensor>();
     for (const [path, m] of this.namedModules(prefix)) {
-      for (const [name, p] of m._parameters) yield [path ? `${path}.${name}` : name, p];
+      for (const [name, p] of m._parameters) {
+        if (seen.has(p)) continue;
+        seen.add(p);
+        yield [path ? `${path}.${name}` : name, p];
+      }
     }
   }
 
@@ -68,11 +74,20 @@ export abstract class Module {
     }
   }
 
-  /** Every parameter, in namedParameters() order (without building names: training loops call this every step). */
+  /**
+   * Every parameter once, in namedParameters() order (without building names: training loops call
+   * this every step). A tied parameter is listed once, so an optimizer updates it once.
+   */
   parameters(): Tensor[] {
     const out: Tensor[] = [];
+    const seen = new Set<Tensor>();
     const walk = (m: Module) => {
-      for (const p of m._parameters.values()) out.push(p);
+      for (const p of m._parameters.values()) {
+        if (!seen.has(p)) {
+          seen.add(p);
+          out.push(p);
+        }
+      }
       for (const c of m._modules.values()) walk(c);
     };
     walk(this);

@@ -7,7 +7,7 @@ import * as sg from '@sparsegrad/core';
 import { adamStep, setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import {
-  Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, clipGradNorm, decodeSafetensors, encodeSafetensors,
+  Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, Sequential, clipGradNorm, decayGroups, decodeSafetensors, encodeSafetensors,
   load, save, warmupCosine,
 } from '@sparsegrad/nn';
 import { assertClose, assertRejects, assertThrows, backendSuites } from '../../core/test/helpers.ts';
@@ -64,6 +64,38 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     assertThrows(() => adamStep(T([1]), T([1]), T([0]), T([0]), { ...spec, lr: NaN }), /adamStep: lr must be finite, got NaN/);
     assertThrows(() => new AdamW([T([1])], { lr: 1, betas: [1, 0.9] }), /AdamW: beta1 must be in \[0, 1\), got 1/);
     assertThrows(() => new SGD([], { lr: 1 }), /SGD: received no parameters to optimise/);
+  });
+
+  test('parameter groups: each group its own weight decay; decayGroups leaves biases, norms and embeddings undecayed; tied weights count once', async () => {
+    const a = T([1, -2]);
+    const b = T([3]);
+    const opt = new AdamW([{ params: [a], weightDecay: 0.5 }, { params: [b], weightDecay: 0 }], { lr: 0.1 });
+    setGrad(a, [0, 0]);
+    setGrad(b, [0]);
+    opt.step(); // zero gradients: only decoupled decay moves a parameter
+    assertClose(await a.toArray(), [1 * (1 - 0.1 * 0.5), -2 * (1 - 0.1 * 0.5)], 1e-6, 'decayed group');
+    assertClose(await b.toArray(), [3], 0, 'undecayed group');
+    assertThrows(() => new SGD([a, a], { lr: 1 }), /SGD: parameter 1 \(shape \[2\]\) is listed twice/);
+    assertThrows(() => new AdamW([{ params: [a], weightDecay: -1 }], { lr: 1 }), /AdamW: a group's weightDecay must be >= 0, got -1/);
+    sg.manualSeed(2);
+    const gpt = new GPT({ vocabSize: 20, seqLen: 8, dModel: 32, heads: 2, layers: 1 });
+    const names = new Map([...gpt.namedParameters()].map(([n, p]) => [p, n]));
+    const [decay, noDecay] = decayGroups(gpt, 0.1);
+    assert.is(decay.weightDecay, 0.1);
+    assert.is(noDecay.weightDecay, 0);
+    const decayed = [...decay.params].map((p) => names.get(p)!);
+    const undecayed = [...noDecay.params].map((p) => names.get(p)!);
+    assert.ok(decayed.every((n) => /(query|key|value|output|fc1|fc2|head)\.weight$/.test(n)), decayed.join());
+    assert.ok(undecayed.every((n) => /bias$|ln\d\.weight$|norm\.weight$|Embedding\.weight$/.test(n)), undecayed.join());
+    assert.ok(undecayed.includes('tokenEmbedding.weight') && undecayed.includes('layers.0.ln1.weight'));
+    assert.is(decayed.length + undecayed.length, gpt.parameters().length);
+    // A weight shared by two modules (tied) is one parameter.
+    const tied = new Sequential(new Linear(4, 4), new Linear(4, 4));
+    const [l0, l1] = [tied.getModule('0') as Linear, tied.getModule('1') as Linear];
+    (l1 as unknown as { registerParameter(n: string, t: sg.Tensor): void }).registerParameter('weight', l0.weight);
+    assert.is(tied.parameters().length, 3);
+    assert.is([...tied.namedParameters()].length, 3);
+    assert.is(tied.parameterCount(), 16 + 4 + 4);
   });
 
   test('clipGradNorm scales to the max norm and returns the original norm', async () => {

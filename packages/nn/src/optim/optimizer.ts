@@ -1,20 +1,51 @@
-import { adamSteps, keep, noGrad, opError, tidy, zerosLike, type AdamStepSpec, type Tensor } from '@sparsegrad/core';
+import { Tensor, adamSteps, keep, noGrad, opError, tidy, zerosLike, type AdamStepSpec } from '@sparsegrad/core';
 
 /**
- * Base optimiser: holds parameters and per-parameter state tensors (kept outside tidy scopes).
- * Updates run without gradient recording and write into the parameters in place (assign), so
- * modules keep their parameter objects.
+ * A parameter group (as in torch.optim): parameters that share settings different from the
+ * optimizer's defaults. Transformer recipes put biases, norm weights and embeddings in a group
+ * without weight decay (see decayGroups).
+ */
+export interface ParamGroup {
+  params: Iterable<Tensor>;
+  /** Overrides the optimizer's weightDecay for this group. */
+  weightDecay?: number;
+}
+
+interface Group {
+  params: Tensor[];
+  weightDecay?: number;
+}
+
+/**
+ * Base optimiser: holds parameters (a list, or parameter groups) and per-parameter state tensors
+ * (kept outside tidy scopes). Updates run without gradient recording and write into the
+ * parameters in place (assign), so modules keep their parameter objects.
  */
 export abstract class Optimizer {
+  /** Every parameter, group after group: the order of stateDict's indices. */
   readonly params: Tensor[];
+  readonly groups: readonly Readonly<Group>[];
   lr: number;
   protected stepCount = 0;
   private readonly state = new Map<Tensor, Record<string, Tensor>>();
 
-  constructor(params: Iterable<Tensor>, lr: number) {
-    this.params = [...params];
-    if (this.params.length === 0) throw opError(this.constructor.name, 'received no parameters to optimise');
-    if (!(lr > 0)) throw opError(this.constructor.name, `lr must be positive, got ${lr}`);
+  constructor(params: Iterable<Tensor> | readonly ParamGroup[], lr: number) {
+    const op = this.constructor.name;
+    const list = [...params] as (Tensor | ParamGroup)[];
+    const grouped = list.length > 0 && list.every((g) => !(g instanceof Tensor) && typeof g === 'object' && g !== null && 'params' in g);
+    this.groups = grouped ? (list as ParamGroup[]).map((g) => ({ params: [...g.params], weightDecay: g.weightDecay })) : [{ params: list as Tensor[] }];
+    this.params = this.groups.flatMap((g) => g.params);
+    if (this.params.length === 0) throw opError(op, 'received no parameters to optimise');
+    const seen = new Set<Tensor>();
+    this.params.forEach((p, i) => {
+      if (!(p instanceof Tensor)) throw opError(op, `parameter ${i} is not a Tensor (pass tensors, or groups { params, weightDecay })`);
+      if (seen.has(p)) throw opError(op, `parameter ${i} (shape [${p.shape.join(', ')}]) is listed twice; it would be updated twice per step`);
+      seen.add(p);
+    });
+    for (const g of this.groups) {
+      if (g.weightDecay !== undefined && !(g.weightDecay >= 0)) throw opError(op, `a group's weightDecay must be >= 0, got ${g.weightDecay}`);
+    }
+    if (!(lr > 0)) throw opError(op, `lr must be positive, got ${lr}`);
     this.lr = lr;
   }
 
@@ -36,11 +67,19 @@ export abstract class Optimizer {
       throw opError(`${this.constructor.name}.step`, `parameter ${gone} (shape [${p.shape.join(', ')}]) was disposed; the module replaced it after this optimizer was built (build the optimizer after loading state that changes parameter shapes)`);
     }
     this.stepCount++;
-    noGrad(() => this.updateAll(this.params.filter((p) => p.grad)));
+    noGrad(() => {
+      for (const g of this.groups) {
+        const live = g.params.filter((p) => p.grad);
+        if (live.length) this.updateAll(live, g.weightDecay ?? this.weightDecay);
+      }
+    });
   }
 
+  /** The weight decay of parameters outside groups that set their own. */
+  abstract readonly weightDecay: number;
+
   /** Updates every parameter of the list from its .grad (a fused optimizer takes the list at once). */
-  protected abstract updateAll(params: readonly Tensor[]): void;
+  protected abstract updateAll(params: readonly Tensor[], weightDecay: number): void;
 
   /**
    * State tensors keyed "<parameter index>.<slot>" (parameters in constructor order) and the
@@ -83,7 +122,7 @@ export class SGD extends Optimizer {
   readonly momentum: number;
   readonly weightDecay: number;
   readonly nesterov: boolean;
-  constructor(params: Iterable<Tensor>, opts: { lr: number; momentum?: number; weightDecay?: number; nesterov?: boolean }) {
+  constructor(params: Iterable<Tensor> | readonly ParamGroup[], opts: { lr: number; momentum?: number; weightDecay?: number; nesterov?: boolean }) {
     super(params, opts.lr);
     this.momentum = opts.momentum ?? 0;
     this.weightDecay = opts.weightDecay ?? 0;
@@ -91,11 +130,11 @@ export class SGD extends Optimizer {
     if (!(this.momentum >= 0 && this.momentum < 1)) throw opError('SGD', `momentum must be in [0, 1), got ${this.momentum}`);
     if (!(this.weightDecay >= 0)) throw opError('SGD', `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
-  protected updateAll(params: readonly Tensor[]): void {
-    for (const p of params) tidy(() => this.update(p, p.grad!));
+  protected updateAll(params: readonly Tensor[], weightDecay: number): void {
+    for (const p of params) tidy(() => this.update(p, p.grad!, weightDecay));
   }
-  private update(p: Tensor, g: Tensor): void {
-    let d = this.weightDecay ? g.add(p.mul(this.weightDecay)) : g;
+  private update(p: Tensor, g: Tensor, weightDecay: number): void {
+    let d = weightDecay ? g.add(p.mul(weightDecay)) : g;
     if (this.momentum) {
       const buf = this.slot(p, 'momentum');
       buf.assign(this.stepCount === 1 ? d : buf.mul(this.momentum).add(d));
@@ -119,7 +158,7 @@ export class Adam extends Optimizer {
   readonly eps: number;
   readonly weightDecay: number;
   protected readonly decoupled: boolean = false;
-  constructor(params: Iterable<Tensor>, opts: AdamOptions) {
+  constructor(params: Iterable<Tensor> | readonly ParamGroup[], opts: AdamOptions) {
     super(params, opts.lr);
     [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
@@ -131,13 +170,13 @@ export class Adam extends Optimizer {
     if (!(this.weightDecay >= 0)) throw opError(this.constructor.name, `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
   /** Every parameter in one fused update (the formula is in core's Backend.adamStep). */
-  protected updateAll(params: readonly Tensor[]): void {
+  protected updateAll(params: readonly Tensor[], weightDecay: number): void {
     const slots = params.map((p) => ({ p, g: p.grad!, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }));
-    tidy(() => adamSteps(slots, this.spec()));
+    tidy(() => adamSteps(slots, this.spec(weightDecay)));
   }
-  private spec(): AdamStepSpec {
+  private spec(weightDecay: number): AdamStepSpec {
     return {
-      lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, decoupled: this.decoupled,
+      lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay, decoupled: this.decoupled,
       biasCorrection1: 1 - this.beta1 ** this.stepCount, biasCorrection2: 1 - this.beta2 ** this.stepCount,
     };
   }
@@ -146,7 +185,7 @@ export class Adam extends Optimizer {
 /** Adam with decoupled weight decay (Loshchilov & Hutter): p -= lr * wd * p before the Adam step. */
 export class AdamW extends Adam {
   protected override readonly decoupled = true;
-  constructor(params: Iterable<Tensor>, opts: AdamOptions) {
+  constructor(params: Iterable<Tensor> | readonly ParamGroup[], opts: AdamOptions) {
     super(params, { weightDecay: 0.01, ...opts });
   }
 }

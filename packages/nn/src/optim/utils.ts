@@ -1,4 +1,7 @@
 import { noGrad, opError, scaleEachInPlace, sumOfSquares, tidy, keep, type Tensor } from '@sparsegrad/core';
+import type { Module } from '../module.ts';
+import { Embedding, LayerNorm } from '../layers/basic.ts';
+import type { ParamGroup } from './optimizer.ts';
 
 /**
  * Scales all gradients so that their global L2 norm is at most maxNorm. Returns the norm before
@@ -41,4 +44,24 @@ export function warmupCosine(opts: WarmupCosineOptions): (step: number) => numbe
     const progress = Math.min(1, (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps));
     return minLr + 0.5 * (lr - minLr) * (1 + Math.cos(Math.PI * progress));
   };
+}
+
+/**
+ * Parameter groups for AdamW as most Transformer recipes (nanoGPT, Hugging Face) use them: weight
+ * decay on the weights of linear layers (dense and block-sparse), none on biases, normalization
+ * weights and embedding tables. Each parameter appears once (a tied weight too).
+ */
+export function decayGroups(model: Module, weightDecay: number): ParamGroup[] {
+  const decay: Tensor[] = [];
+  const noDecay: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  for (const [name, p] of model.namedParameters()) {
+    if (seen.has(p)) continue;
+    seen.add(p);
+    const cut = name.lastIndexOf('.');
+    const module = model.getModule(cut < 0 ? '' : name.slice(0, cut));
+    const decays = name.slice(cut + 1) === 'weight' && !(module instanceof Embedding) && !(module instanceof LayerNorm);
+    (decays ? decay : noDecay).push(p);
+  }
+  return [{ params: decay, weightDecay }, { params: noDecay, weightDecay: 0 }].filter((g) => g.params.length > 0);
 }
