@@ -172,23 +172,6 @@ test('compare never writes into an earlier run and checks every variant before t
   assert.not.match(bad.out, /== dense ==/, 'nothing trained');
 });
 
-test('SIGTERM saves a checkpoint and exits like Ctrl-C', async () => {
-  const out = join(dir, 'terminated');
-  const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], { env: { ...process.env, FORCE_COLOR: '0' } });
-  let stdout = '';
-  const code = await new Promise<number | null>((resolve) => {
-    child.stdout.on('data', (d) => {
-      stdout += d;
-      if (/step \d+\/100000/.test(stdout) && !child.killed) child.kill('SIGTERM');
-    });
-    child.on('exit', (c) => resolve(c));
-  });
-  assert.is(code, 143);
-  const step = Number(stdout.match(/interrupted at step (\d+)/)![1]);
-  assert.is(JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')).latest, `step-${String(step).padStart(6, '0')}`);
-  assert.ok(!existsSync(join(out, '.lock')));
-});
-
 test('data: bytes for --tokenizer byte, a warning for text that is not UTF-8, a huge file read only as far as needed', () => {
   const binary = join(dir, 'binary.bin');
   const bytes = Buffer.concat([Buffer.from([0xff, 0xfe, 0x80, 0xc3]), readFileSync(DATA)]);
@@ -238,24 +221,27 @@ test('broken checkpoints are reported, never loaded', () => {
   fails(/checkpoint\.json is damaged \(not valid JSON\)/, 'sample', '--checkpoint', mixed);
 });
 
-test('Ctrl-C saves a last checkpoint and exits', async () => {
-  const out = join(dir, 'interrupted');
-  const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], { env: { ...process.env, FORCE_COLOR: '0' } });
-  let stdout = '';
-  const code = await new Promise<number | null>((resolve) => {
-    child.stdout.on('data', (d) => {
-      stdout += d;
-      if (/step \d+\/100000/.test(stdout) && !child.killed) child.kill('SIGINT');
+for (const [signal, exitCode] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  test(`${signal} (Ctrl-C, a container stop, a closed terminal) saves a last checkpoint and exits`, async () => {
+    const out = join(dir, `interrupted-${signal}`);
+    const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], { env: { ...process.env, FORCE_COLOR: '0' } });
+    let stdout = '';
+    const code = await new Promise<number | null>((resolve) => {
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        if (/step \d+\/100000/.test(stdout) && !child.killed) child.kill(signal);
+      });
+      child.on('exit', (c) => resolve(c));
     });
-    child.on('exit', (c) => resolve(c));
+    assert.is(code, exitCode);
+    assert.match(stdout, /interrupted at step (\d+)/);
+    const step = Number(stdout.match(/interrupted at step (\d+)/)![1]);
+    const pointer = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+    assert.is(pointer.latest, `step-${String(step).padStart(6, '0')}`);
+    assert.ok(existsSync(join(out, pointer.latest, 'model.safetensors')));
+    assert.ok(!existsSync(join(out, '.lock')), 'the lock is released');
   });
-  assert.is(code, 130);
-  assert.match(stdout, /interrupted at step (\d+)/);
-  const step = Number(stdout.match(/interrupted at step (\d+)/)![1]);
-  const pointer = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
-  assert.is(pointer.latest, `step-${String(step).padStart(6, '0')}`);
-  assert.ok(existsSync(join(out, pointer.latest, 'model.safetensors')));
-});
+}
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 test.run();

@@ -102,12 +102,28 @@ export class GpuContext {
   // ---- buffers: power-of-two size classes, recycled ----
   alloc(size: number, dtype: DType): GpuBuffer {
     const bytes = Math.max(16, size * 4);
-    const cls = 2 ** Math.ceil(Math.log2(bytes));
-    const free = this.pool.get(cls);
-    const buffer = free?.pop() ?? this.device.createBuffer({ size: cls, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    // Every buffer must be bindable by a kernel: larger ones are an error now, not a validation
+    // error (or an out-of-memory kill) later.
+    const limit = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
+    if (bytes > limit) {
+      throw new Error(`webgpu: alloc: a tensor of ${size.toLocaleString('en-US')} elements (${bytes.toLocaleString('en-US')} bytes) is larger than the largest buffer this device can bind (${limit.toLocaleString('en-US')} bytes)`);
+    }
+    const cls = Math.min(2 ** Math.ceil(Math.log2(bytes)), Math.floor(limit / 16) * 16);
+    const buffer = this.pool.get(cls)?.pop() ?? this.createStorage(cls);
     this.liveBuffers++;
     this.liveBytes += size * 4;
     return new GpuBuffer(buffer, size, dtype);
+  }
+
+  /** A new pooled buffer; running out of device memory is reported at the next check (read). */
+  private createStorage(bytes: number): GPUBuffer {
+    this.device.pushErrorScope('out-of-memory');
+    const buffer = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    const live = this.liveBytes;
+    void this.device.popErrorScope().then((e) => {
+      if (e) this.error ??= `alloc: out of device memory creating a buffer of ${bytes.toLocaleString('en-US')} bytes (${live.toLocaleString('en-US')} bytes of tensors live)`;
+    });
+    return buffer;
   }
 
   /**
