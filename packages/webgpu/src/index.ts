@@ -10,6 +10,10 @@ registerBackend({
   name: 'webgpu',
   priority: 1,
   async create() {
+    // Without a Vulkan loader Dawn finds no adapter on Linux and prints a native warning (with its
+    // source paths) that JavaScript cannot silence: say why without loading it.
+    const missing = process.platform === 'linux' ? missingLibrary('libvulkan.so.1') : null;
+    if (missing) throw new Error(`no Vulkan loader (${missing}); install libvulkan1 and a Vulkan driver (on a machine without a GPU, npm run setup:vulkan-sw installs a software one)`);
     let gpu: GPU;
     try {
       // Quiet the Vulkan loader's warning about a missing runtime directory (headless machines).
@@ -31,3 +35,17 @@ registerBackend({
   },
 });
 export type { WebGPUBackend } from './backend.ts';
+
+/**
+ * The dynamic loader's message when `name` cannot be found, else null. process.dlopen loads it the
+ * way Dawn will (same search path) and then fails only because it is not a Node module.
+ */
+function missingLibrary(name: string): string | null {
+  try {
+    process.dlopen({ exports: {} }, name);
+  } catch (e) {
+    const message = (e as Error).message;
+    if (/cannot open shared object file/.test(message)) return message;
+  }
+  return null;
+}
