@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError } from './errors.ts';
 import type { PatchSpec, TrainingSpec } from './checkpoint.ts';
 import type { GPTConfig } from '@sparsegrad/nn';
+import { BLOCK_SIZES } from '@sparsegrad/core';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -77,7 +78,7 @@ export function density(raw: string): number {
 
 export function blockSize(raw: string): number {
   const v = Number(raw);
-  if (![16, 32, 64].includes(v)) throw new CliError(`--block-size must be 16, 32 or 64, got '${raw}'`);
+  if (!(BLOCK_SIZES as readonly number[]).includes(v)) throw new CliError(`--block-size must be one of ${BLOCK_SIZES.join(', ')}, got '${raw}'`);
   return v;
 }
 

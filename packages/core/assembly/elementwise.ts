@@ -43,7 +43,7 @@ const GELU_C: f32 = 0.044715;
   return f32x4.div(splat(1), f32x4.add(splat(1), exp4(f32x4.neg(x))));
 }
 
-/** Unary op codes shared with the host (cpu/elementwise.ts). */
+/** Unary op codes shared with the host (cpu/simd.ts; test/simd-codes.test.ts checks them by name). */
 const EXP = 0, SIGMOID = 1, TANH = 2, GELU_TANH = 3, GELU_TANH_GRAD = 4, RELU = 5, NEG = 6;
 
 // @ts-ignore: decorator
@@ -77,7 +77,8 @@ export function unary(op: i32, x: usize, out: usize, n: i32): void {
   }
 }
 
-const ADD = 0, SUB = 1, MUL = 2, DIV = 3, MAX = 4, MIN = 5;
+/** Binary op codes shared with the host (cpu/simd.ts; test/simd-codes.test.ts checks them by name). */
+const ADD = 0, SUB = 1, MUL = 2, DIV = 3, MAXIMUM = 4, MINIMUM = 5;
 
 // @ts-ignore: decorator
 @inline function binary4(op: i32, a: v128, b: v128): v128 {
@@ -86,8 +87,8 @@ const ADD = 0, SUB = 1, MUL = 2, DIV = 3, MAX = 4, MIN = 5;
     case SUB: return f32x4.sub(a, b);
     case MUL: return f32x4.mul(a, b);
     case DIV: return f32x4.div(a, b);
-    case MAX: return f32x4.max(a, b);
-    default: return f32x4.min(a, b);
+    case MAXIMUM: return f32x4.max(a, b);
+    default: return f32x4.min(a, b); // MINIMUM
   }
 }
 

@@ -38,7 +38,7 @@ class Engine {
       const { backend, tried } = await resolveAuto();
       this.lastChoice = tried.length
         ? `auto chose '${backend.name}' (${tried.map((t) => `${t.name} ${t.available ? 'skipped' : 'unavailable'}: ${t.reason}`).join('; ')})`
-        : `auto chose '${backend.name}', the first of cuda, webgpu, cpu`;
+        : `auto chose '${backend.name}', the available backend of highest priority`;
       this.current = backend;
     } else {
       this.current = await instantiateBackend(name);

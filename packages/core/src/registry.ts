@@ -4,7 +4,7 @@ import { opError } from './errors.ts';
 /** How a backend is created. `create` throws (with a reason) when the backend cannot run here. */
 export interface BackendEntry {
   readonly name: string;
-  /** Higher wins for 'auto'. */
+  /** 'auto' tries backends from the highest priority down (cuda 2, webgpu 1, cpu 0). */
   readonly priority: number;
   create(): Backend | Promise<Backend>;
 }
@@ -27,7 +27,6 @@ const OPTIONAL_PACKAGES: Record<string, string> = {
   cuda: '@sparsegrad/cuda',
   webgpu: '@sparsegrad/webgpu',
 };
-const AUTO_ORDER = ['cuda', 'webgpu', 'cpu'];
 
 const entries = new Map<string, BackendEntry>();
 const instances = new Map<string, Backend>();
@@ -39,7 +38,7 @@ export function registerBackend(entry: BackendEntry): void {
 }
 
 export function knownBackendNames(): string[] {
-  return [...new Set([...AUTO_ORDER, ...entries.keys()])];
+  return [...new Set([...Object.keys(OPTIONAL_PACKAGES), ...entries.keys()])];
 }
 
 async function loadOptionalPackage(name: string): Promise<void> {
@@ -96,12 +95,16 @@ export function createSync(name: string): Backend {
 }
 
 /**
- * Resolves 'auto' to the first available backend of cuda, webgpu, cpu. A backend on an emulated
- * device (a software Vulkan driver) is passed over: the CPU backend is faster than emulation.
+ * Resolves 'auto' to the first available backend in order of priority (the optional GPU packages
+ * are loaded first, so that they register theirs). A backend on an emulated device (a software
+ * Vulkan driver) is passed over: the CPU backend is faster than emulation.
  */
 export async function resolveAuto(): Promise<{ backend: Backend; tried: BackendStatus[] }> {
   const tried: BackendStatus[] = [];
-  for (const name of AUTO_ORDER) {
+  for (const name of Object.keys(OPTIONAL_PACKAGES)) await loadOptionalPackage(name);
+  const registered = [...entries.values()].sort((a, b) => b.priority - a.priority).map((e) => e.name);
+  const unloaded = knownBackendNames().filter((n) => !entries.has(n));
+  for (const name of [...unloaded, ...registered]) {
     try {
       const backend = await instantiateBackend(name);
       if (backend.device.software && name !== 'cpu') {

@@ -246,6 +246,13 @@ registry('setBackend rejects unknown names; auto picks an available backend', as
   await sg.setBackend('cpu');
   assert.is(sg.getBackend().name, 'cpu');
 });
+registry('auto tries backends by priority and names each one it passed over', async () => {
+  sg.registerBackend({ name: 'priority-probe', priority: 10, create() { throw new Error('no such device here'); } });
+  const chosen = await sg.setBackend('auto');
+  // Tried first (priority 10 against cuda's 2), reported, passed over.
+  assert.match(sg.engine.lastChoice, new RegExp(`^auto chose '${chosen.name}' \\(priority-probe unavailable: no such device here`));
+  await sg.setBackend('cpu');
+});
 registry('tensors from different backends are rejected', () => {
   const other = sg.createCpuBackend();
   const a = tensor([1, 2], undefined, { backend: other });

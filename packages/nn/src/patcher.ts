@@ -1,4 +1,4 @@
-import { opError } from '@sparsegrad/core';
+import { BLOCK_SIZES, opError } from '@sparsegrad/core';
 import { Module } from './module.ts';
 import { BlockSparseLinear, Linear, PseudoBlockSparseLinear } from './layers/linear.ts';
 
@@ -129,7 +129,7 @@ export class BlockSparseModelPatcher extends ModelPatcher<BlockSparsePatternPara
     const d = params?.density;
     if (typeof d !== 'number' || !(d > 0 && d <= 1)) throw opError('addPattern', `density must be in (0, 1], got ${String(d)}`);
     const bs = params.blockSize ?? 32;
-    if (![16, 32, 64].includes(bs)) throw opError('addPattern', `blockSize must be one of 16, 32, 64, got ${bs}`);
+    if (!(BLOCK_SIZES as readonly number[]).includes(bs)) throw opError('addPattern', `blockSize must be one of ${BLOCK_SIZES.join(', ')}, got ${bs}`);
     return super.addPattern(pattern, params);
   }
 

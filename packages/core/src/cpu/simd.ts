@@ -1,15 +1,16 @@
 /**
  * Routes float32 elementwise work to the WebAssembly SIMD kernels (assembly/elementwise.ts) when
  * every operand walks its innermost run contiguously (or is a scalar); anything else falls back
- * to the generated JS loops. Op codes must match the constants in assembly/elementwise.ts.
+ * to the generated JS loops. Op codes are the constants of the same names in assembly/elementwise.ts
+ * (test/simd-codes.test.ts checks them).
  */
 import type { BackendBuffer, BinaryOp, UnaryOp, View } from '../backend.ts';
 import { contiguousStrides } from '../shape.ts';
 import { collapse, forEachRun } from './strided.ts';
 import type { WasmKernels } from './wasm/gemm.ts';
 
-const UNARY_CODES: Partial<Record<UnaryOp, number>> = { exp: 0, sigmoid: 1, tanh: 2, geluTanh: 3, geluTanhGrad: 4, relu: 5, neg: 6 };
-const BINARY_CODES: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5 };
+export const UNARY_CODES: Partial<Record<UnaryOp, number>> = { exp: 0, sigmoid: 1, tanh: 2, geluTanh: 3, geluTanhGrad: 4, relu: 5, neg: 6 };
+export const BINARY_CODES: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5 };
 
 type Ptr = (b: BackendBuffer, elementOffset?: number) => number;
 
