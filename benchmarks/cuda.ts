@@ -14,7 +14,8 @@
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
 import { parseArgs } from 'node:util';
-import { getBackend, manualSeed, matrixAt, setBackend, type BackendBuffer, type MatmulPrecision } from '@sparsegrad/core';
+import { getBackend, manualSeed, setBackend, type MatmulPrecision } from '@sparsegrad/core';
+import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
 import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 

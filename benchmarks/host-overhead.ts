@@ -14,7 +14,8 @@
  * pair times its kernel alone: the step's device time per kernel (cuBLAS calls by shape).
  */
 import { parseArgs } from 'node:util';
-import { registerBackend, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
+import { setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
+import { registerBackend } from '@sparsegrad/core/backend';
 import { createCudaBackend } from '../packages/cuda/src/backend.ts';
 import { loadAddon, type Addon } from '../packages/cuda/src/native.ts';
 import { createGptStep } from './gpt.ts';

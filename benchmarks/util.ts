@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { BlockSparseMatrix, manualSeed, matrixAt, randn, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, manualSeed, randn, type Backend, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import type { BsrProduct } from '@sparsegrad/cuda';
 
 export function median(xs: number[]): number {

@@ -22,7 +22,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { matrixAt, setBackend } from '@sparsegrad/core';
+import { setBackend } from '@sparsegrad/core';
+import { matrixAt } from '@sparsegrad/core/backend';
 import { benchmarkLayout, parseVariants } from './util.ts';
 
 const argValue = (name: string) => {

@@ -15,7 +15,8 @@
  * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
  * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
  */
-import { BlockSparseMatrix, getBackend, manualSeed, matrixAt, setBackend, type BackendBuffer, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type Tensor } from '@sparsegrad/core';
+import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
 import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 

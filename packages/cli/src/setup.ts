@@ -1,4 +1,4 @@
-import { MATMUL_PRECISIONS, setBackend, setFloat32MatmulPrecision, engine, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import { MATMUL_PRECISIONS, lastBackendChoice, setBackend, setFloat32MatmulPrecision, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { CliError } from './errors.ts';
 import { byteCorpus, defaultCorpus, fileCorpus, makeTokenizer, splitDataset, unigramLoss, type Dataset } from './data.ts';
 import type { Tokenizer } from './tokenizer.ts';
@@ -17,7 +17,7 @@ export async function chooseBackend(name: string, log: (s: string) => void, prec
   } catch (e) {
     throw new CliError((e as Error).message.replace(/^setBackend: /, '--backend: '));
   }
-  log(`backend: ${backend.name} - ${backend.device.description} (${engine.lastChoice})${precision === 'highest' ? '' : `; float32 matmul precision '${precision}'`}`);
+  log(`backend: ${backend.name} - ${backend.device.description} (${lastBackendChoice()})${precision === 'highest' ? '' : `; float32 matmul precision '${precision}'`}`);
   return backend;
 }
 

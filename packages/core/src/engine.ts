@@ -115,12 +115,17 @@ export function getBackend(): Backend {
   return engine.backend;
 }
 
-/** Selects the backend for new tensors: 'cpu', 'webgpu', 'cuda' or 'auto' (cuda, then webgpu, then cpu). */
+/** Selects the backend for new tensors: 'cpu', 'webgpu', 'cuda' or 'auto' (the available backend of highest priority: cuda, then webgpu, then cpu). */
 export function setBackend(name: 'cpu' | 'webgpu' | 'cuda' | 'auto' | (string & {})): Promise<Backend> {
   return engine.setBackend(name);
 }
 
 /** Seeds the generator behind rand, randn, dropout and parameter initialisation. */
+/** Why the last setBackend chose what it chose ('auto': each backend passed over and why). */
+export function lastBackendChoice(): string {
+  return engine.lastChoice;
+}
+
 export function manualSeed(seed: number): void {
   engine.seed(seed);
 }

@@ -1,13 +1,13 @@
 /**
- * @sparsegrad/core: tensors, reverse-mode autograd, the backend contract, the CPU backend and
- * block-sparse matrices.
+ * @sparsegrad/core: tensors, reverse-mode autograd, the ops, block-sparse matrices and the choice
+ * of backend. Backend authors import the kernel contract from @sparsegrad/core/backend.
  */
 import './cpu/backend.ts'; // registers 'cpu'
 
-export type { AdamBuffers, AdamStepSpec, MatmulPrecision, Backend, BackendBuffer, BlockLayout, DType, MatrixView, TypedArray, View, UnaryOp, BinaryOp, ReduceOp, RandomSpec } from './backend.ts';
-export { KERNELS, MATMUL_PRECISIONS, adamCoefficients, matrixAt } from './backend.ts';
-export { registerBackend, backends, type BackendEntry, type BackendStatus } from './registry.ts';
-export { engine, getBackend, setBackend, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
+export type { AdamStepSpec, MatmulPrecision, Backend, BlockLayout, DType, TypedArray } from './backend.ts';
+export { MATMUL_PRECISIONS } from './backend.ts';
+export { backends, type BackendStatus } from './registry.ts';
+export { getBackend, setBackend, lastBackendChoice, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
 export { Tensor, tidy, releasing, keep, type NestedArray } from './tensor.ts';
 export { release } from './autograd/graph.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
@@ -24,10 +24,5 @@ export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, m
 export { bsrMatmul } from './ops/blocksparse.ts';
 export { adamStep, adamSteps, scaleEach, scaleEachInPlace, sumOfSquares, type AdamSlot } from './ops/optim.ts';
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
-export { BLOCK_SIZES, blockColumnRuns, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, linesLongestFirst, transposedLayout, unionGroupsLongestFirst, type TileLimits } from './blocksparse/layout.ts';
-export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
-export { createCpuBackend } from './cpu/backend.ts';
-export { uniformAt, normalAt, randomBits } from './random.ts';
+export { BLOCK_SIZES } from './blocksparse/layout.ts';
 export { opError, fmtShape } from './errors.ts';
-export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
-export { contiguousStrides, sizeOf } from './shape.ts';

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, bsrMatmul, buildLayout, buildTileItems, buildUnionTable, createCpuBackend, linesLongestFirst, manualSeed, setBackend, tensor, transposedLayout, unionGroupsLongestFirst } from '@sparsegrad/core';
+import { BlockSparseMatrix, bsrMatmul, manualSeed, setBackend, tensor } from '@sparsegrad/core';
+import { buildLayout, buildTileItems, buildUnionTable, createCpuBackend, linesLongestFirst, transposedLayout, unionGroupsLongestFirst } from '@sparsegrad/core/backend';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray } from './helpers.ts';
 

@@ -1,7 +1,8 @@
 /** LayoutDeviceCache: what GPU backends derive from a block layout is built once per layout and key. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, LayoutDeviceCache } from '@sparsegrad/core';
+import { BlockSparseMatrix } from '@sparsegrad/core';
+import { LayoutDeviceCache } from '@sparsegrad/core/backend';
 
 test('values are built once per layout and key, and kept apart across layouts', () => {
   const freed: number[] = [];

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
+import { createCpuBackend } from '@sparsegrad/core/backend';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray, size, strides } from './helpers.ts';
@@ -244,7 +245,7 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
 // 2 GiB do not fit a signed 32-bit shift (a batch-32 GPT step reaches there).
 const cpuMemory = suite('cpu backend memory');
 cpuMemory('products whose operands and scratch sit above 2 GiB of the WebAssembly memory stay correct', async () => {
-  const be = sg.createCpuBackend({ threads: 1 });
+  const be = createCpuBackend({ threads: 1 });
   const filler = be.alloc(2 ** 29 + 4096, 'float32'); // 2 GiB + 16 KiB, never written
   // m = 5 and n = 3: the product goes through padded scratch copies (gather, copy back).
   const [m, k, n] = [5, 7, 3];

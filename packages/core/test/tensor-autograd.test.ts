@@ -2,6 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import ndarray from 'ndarray';
 import * as sg from '@sparsegrad/core';
+import { createCpuBackend, engine, registerBackend } from '@sparsegrad/core/backend';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import { gradRules, shapeOnlyRules } from '../src/autograd/rules.ts';
@@ -247,14 +248,14 @@ registry('setBackend rejects unknown names; auto picks an available backend', as
   assert.is(sg.getBackend().name, 'cpu');
 });
 registry('auto tries backends by priority and names each one it passed over', async () => {
-  sg.registerBackend({ name: 'priority-probe', priority: 10, create() { throw new Error('no such device here'); } });
+  registerBackend({ name: 'priority-probe', priority: 10, create() { throw new Error('no such device here'); } });
   const chosen = await sg.setBackend('auto');
   // Tried first (priority 10 against cuda's 2), reported, passed over.
-  assert.match(sg.engine.lastChoice, new RegExp(`^auto chose '${chosen.name}' \\(priority-probe unavailable: no such device here`));
+  assert.match(engine.lastChoice, new RegExp(`^auto chose '${chosen.name}' \\(priority-probe unavailable: no such device here`));
   await sg.setBackend('cpu');
 });
 registry('tensors from different backends are rejected', () => {
-  const other = sg.createCpuBackend();
+  const other = createCpuBackend();
   const a = tensor([1, 2], undefined, { backend: other });
   const b = tensor([1, 2]);
   assertThrows(() => a.add(b), /add: tensors live on different backends/);

@@ -7,7 +7,8 @@
  * Size classes: multiples of 512 bytes up to 1 MiB, then four classes per power of two (at most
  * 25% slack). On out-of-memory the cache is released and the allocation retried once.
  */
-import type { BackendBuffer, DType } from '@sparsegrad/core';
+import type { DType } from '@sparsegrad/core';
+import type { BackendBuffer } from '@sparsegrad/core/backend';
 import type { Addon } from './native.ts';
 
 /** A device allocation: a pointer into device memory (a number: exact below 2^53). */

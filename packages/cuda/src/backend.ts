@@ -4,10 +4,8 @@
  * with which launch shape and arguments; the addon only launches. All work goes to one stream in
  * program order; `read` is the only wait, and it does not block the event loop.
  */
-import {
-  adamCoefficients, type Backend, type BackendBuffer, type BinaryOp, type DType, type MatmulPrecision,
-  type MatrixView, type ReduceOp, type UnaryOp, type View,
-} from '@sparsegrad/core';
+import { type Backend, type DType, type MatmulPrecision } from '@sparsegrad/core';
+import { adamCoefficients, type BackendBuffer, type BinaryOp, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { Args } from './args.ts';

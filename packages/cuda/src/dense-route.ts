@@ -8,7 +8,8 @@
  * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
-import { layoutDensity, matrixAt, type Backend, type BackendBuffer, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { type Backend, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import { layoutDensity, matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
 

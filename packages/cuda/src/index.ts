@@ -4,7 +4,7 @@
  * no NVIDIA driver/GPU is present, the backend reports itself unavailable with the reason and
  * 'auto' moves on.
  */
-import { registerBackend } from '@sparsegrad/core';
+import { registerBackend } from '@sparsegrad/core/backend';
 import { createCudaBackend } from './backend.ts';
 import { loadAddon } from './native.ts';
 

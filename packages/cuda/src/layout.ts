@@ -1,5 +1,6 @@
 /** Strided operands of the elementwise kernels (mirrors struct Strided in native/kernels/common.cuh). */
-import { collapseDims, contiguousStrides, isTranspose, opError, vectorize, type View } from '@sparsegrad/core';
+import { opError } from '@sparsegrad/core';
+import { collapseDims, contiguousStrides, isTranspose, vectorize, type View } from '@sparsegrad/core/backend';
 
 export const MAX_RANK = 6;
 export const MAX_OPERANDS = 4;

@@ -4,7 +4,8 @@
  * citing its H100 measurement), the WGSL from gemm.ts's generator, and the per-layout index and
  * work tables on the device, freed with the layout.
  */
-import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, type Backend, type BackendBuffer, type BlockLayout } from '@sparsegrad/core';
+import { type Backend, type BlockLayout } from '@sparsegrad/core';
+import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, type BackendBuffer } from '@sparsegrad/core/backend';
 import { G, GpuBuffer, GpuContext, MAX_GROUPS_X, u } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, bsrShape, env, fitShape, orderBand, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';

@@ -7,7 +7,8 @@
  * parameters go into one uniform arena per batch, uploaded just before its submit (queue order
  * guarantees the previous batch has consumed the arena by then).
  */
-import type { BackendBuffer, DType } from '@sparsegrad/core';
+import type { DType } from '@sparsegrad/core';
+import type { BackendBuffer } from '@sparsegrad/core/backend';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
 import { mapForReading } from './readback.ts';
 import { env } from './tiles.ts';

@@ -3,7 +3,7 @@
  * npm package. This file is the only Node-specific part; in a browser use `browser.ts`
  * (registerWebGPU(navigator.gpu)).
  */
-import { registerBackend } from '@sparsegrad/core';
+import { registerBackend } from '@sparsegrad/core/backend';
 import { createFromGPU } from './device.ts';
 
 registerBackend({

@@ -1,5 +1,6 @@
 /** WGSL building blocks shared by the kernels. */
-import type { BinaryOp, DType, UnaryOp } from '@sparsegrad/core';
+import type { DType } from '@sparsegrad/core';
+import type { BinaryOp, UnaryOp } from '@sparsegrad/core/backend';
 
 export const wgslType = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
 

@@ -13,7 +13,8 @@ import * as assert from 'uvu/assert';
 import { build } from 'esbuild';
 import vm from 'node:vm';
 import { join } from 'node:path';
-import { buildLayout, backends } from '@sparsegrad/core';
+import { backends } from '@sparsegrad/core';
+import { buildLayout } from '@sparsegrad/core/backend';
 import '@sparsegrad/webgpu';
 import { blockSparseRefs, deviceSuite, randomArray, testSeed } from '../../core/test/helpers.ts';
 

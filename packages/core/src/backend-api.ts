@@ -1,0 +1,23 @@
+/**
+ * @sparsegrad/core/backend: what a backend author needs beyond the user API of
+ * @sparsegrad/core: the kernel contract and its registration, the block layouts' work tables,
+ * stride helpers, the counter-based random numbers every backend reproduces, and the engine.
+ * Users need none of it.
+ */
+export type {
+  AdamBuffers, AdamStepSpec, Backend, BackendBuffer, BinaryOp, BlockLayout, DType, MatmulPrecision, MatrixView, RandomSpec,
+  ReduceOp, TypedArray, UnaryOp, View,
+} from './backend.ts';
+export { KERNELS, adamCoefficients, matrixAt } from './backend.ts';
+export { registerBackend, type BackendEntry } from './registry.ts';
+export { engine } from './engine.ts';
+export {
+  blockColumnRuns, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, linesLongestFirst, transposedLayout,
+  unionGroupsLongestFirst, type TileLimits,
+} from './blocksparse/layout.ts';
+export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
+export { createCpuBackend } from './cpu/backend.ts';
+export { uniformAt, normalAt, randomBits } from './random.ts';
+export { opError, fmtShape } from './errors.ts';
+export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
+export { contiguousStrides, sizeOf } from './shape.ts';
