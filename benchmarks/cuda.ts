@@ -6,17 +6,17 @@
  * from CUDA events around several launches (median over repeats, after a warm-up pass).
  *
  *   npx tsx benchmarks/cuda.ts [--quick] [--write] [--blocks 32,16,64] [--precisions highest,high,medium]
- *     [--block-sparse-only] [--variants ENV=a,b,...]
+ *     [--block-sparse-only] [--variants KEY=a,b,...]
  *
- * --variants repeats the block-sparse tables with the environment variable ENV set to each value
- * in turn (the backend's kernel-choice overrides, e.g. SPARSEGRAD_CUDA_WGMMA=0,g4s3p0), so kernel
+ * --variants repeats the block-sparse tables with the backend's tuning KEY (packages/cuda/src/
+ * tuning.ts) set to each value in turn (e.g. tma=0,1 or bf16Union=auto,on,off), so kernel
  * variants are compared against the same cuBLAS baselines in one run.
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
 import { parseArgs } from 'node:util';
 import { getBackend, manualSeed, setBackend, type MatmulPrecision } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
-import { takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
+import { parseTuning, takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
 import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
@@ -86,13 +86,16 @@ async function blockSparseTables(label: string): Promise<void> {
       say();
       await blockSparseRows({
         be, M, bs, precision: p, densities, digits: 3, say, time: (record) => time(record), random: randomBuffer,
-        mark: (layout, product) => (takesDenseRoute(layout, product, p) ? ' †' : ''),
+        mark: (layout, product) => (takesDenseRoute(layout, product, p, be.tuning.denseRoute) ? ' †' : ''),
       });
       say();
     }
   }
 }
-await forEachVariant(values.variants, blockSparseTables);
+await forEachVariant(values.variants, (key, value) => {
+  const previous = be.setTuning(parseTuning(key, value));
+  return () => be.setTuning(previous);
+}, blockSparseTables);
 
 // ---- bandwidth ----
 if (!values['block-sparse-only']) {

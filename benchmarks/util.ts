@@ -174,18 +174,27 @@ export function benchmarkLayout(be: Backend, rows: number, cols: number, bs: num
  * label names it), or once with no label where there is no spec; ENV is unset afterwards. Values
  * that hold commas themselves are separated by '|' instead (ENV=x=1,2|x=3,4).
  */
-export async function forEachVariant(spec: string | undefined, run: (label: string) => Promise<void>): Promise<void> {
+/**
+ * Runs `run` once per value of a `--variants key=a,b,...` spec, with the backend's tuning key set
+ * to that value through `apply` (which returns a function restoring the previous tuning), or once
+ * as the backend is without a spec.
+ */
+export async function forEachVariant(spec: string | undefined, apply: (key: string, value: string) => () => void,
+  run: (label: string) => Promise<void>): Promise<void> {
   const variants = parseVariants(spec);
   if (!variants) return run('');
   const { name, values } = variants;
   for (const v of values) {
-    process.env[name] = v;
-    await run(` (${name}=${v})`);
+    const restore = apply(name, v);
+    try {
+      await run(` (${name}=${v})`);
+    } finally {
+      restore();
+    }
   }
-  delete process.env[name];
 }
 
-/** A `--variants ENV=a,b,...` spec (values holding commas separated by '|'), or undefined where there is none. */
+/** A `--variants key=a,b,...` spec (values holding commas separated by '|'), or undefined where there is none. */
 export function parseVariants(spec: string | undefined): { name: string; values: string[] } | undefined {
   const at = spec?.indexOf('=') ?? -1;
   if (!spec || at <= 0) return undefined;

@@ -4,7 +4,7 @@
  * profiler on the GPU host, and tile shapes that should win have lost by 10-40% (NOTES 14, 16, 33)
  * with occupancy as the unconfirmed guess; this reads the register counts behind it.
  *
- *   npx tsx benchmarks/webgpu-shader-stats.ts [--ops dense-nn,bsr-dx,...] [--variants ENV=a,b | 'ENV=x,y|z'] [--cache-dir DIR]
+ *   npx tsx benchmarks/webgpu-shader-stats.ts [--ops dense-nn,bsr-dx,...] [--variants KEY=a,b | 'KEY=x,y|z'] [--cache-dir DIR]
  *
  * --cache-dir keeps each pipeline's driver cache data (the machine code) as DIR/OP-I[-VALUE].cache,
  * for benchmarks/webgpu-sass.ts to disassemble.
@@ -23,6 +23,7 @@ import { mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setBackend } from '@sparsegrad/core';
+import { parseTuning, type WebGPUBackend } from '@sparsegrad/webgpu';
 import { matrixAt } from '@sparsegrad/core/backend';
 import { benchmarkLayout, parseVariants } from './util.ts';
 
@@ -41,6 +42,9 @@ else report();
 async function runOp(op: Op): Promise<void> {
   await import('@sparsegrad/webgpu');
   const be = await setBackend('webgpu');
+  // --tuning KEY=VALUE: one entry of the backend's tuning (a --variants value of the parent).
+  const tuning = argValue('--tuning');
+  if (tuning) (be as WebGPUBackend).context.setTuning(parseTuning(tuning.slice(0, tuning.indexOf('=')), tuning.slice(tuning.indexOf('=') + 1)));
   const M = 2048;
   const [rows, cols] = [4096, 1024];
   const W = benchmarkLayout(be, rows, cols, 32, 0.5);
@@ -63,7 +67,7 @@ function report(): void {
   const spirvAs = process.env.SPIRV_AS ?? join(tools, 'spirv-as');
   const stats = process.env.VK_SHADER_STATS ?? join(tools, 'vk-shader-stats');
   const ops = (argValue('--ops')?.split(',') ?? OPS) as Op[];
-  // --variants as benchmarks/webgpu.ts takes it; each value goes to a child's environment.
+  // --variants as benchmarks/webgpu.ts takes it; each value goes to a child as --tuning KEY=VALUE.
   const variants = parseVariants(argValue('--variants'));
   const name = variants?.name ?? '';
   const values: (string | undefined)[] = variants?.values ?? [undefined];
@@ -74,8 +78,9 @@ function report(): void {
     const label = value === undefined ? '' : ` (${name}=${value})`;
     for (const op of ops) {
       // stdbuf: Dawn's native dump must not sit in a pipe buffer past the marker.
-      const env = { ...process.env, SPARSEGRAD_DAWN_FLAGS: 'enable-dawn-features=dump_shaders', ...(value === undefined ? {} : { [name]: value }) };
-      const run = spawnSync('stdbuf', ['-o0', 'npx', 'tsx', 'benchmarks/webgpu-shader-stats.ts', '--child', op], { env, encoding: 'utf8', maxBuffer: 1 << 28 });
+      const env = { ...process.env, SPARSEGRAD_DAWN_FLAGS: 'enable-dawn-features=dump_shaders' };
+      const tuning = value === undefined ? [] : ['--tuning', `${name}=${value}`];
+      const run = spawnSync('stdbuf', ['-o0', 'npx', 'tsx', 'benchmarks/webgpu-shader-stats.ts', '--child', op, ...tuning], { env, encoding: 'utf8', maxBuffer: 1 << 28 });
       if (run.status !== 0) throw new Error(`shader stats: ${op} failed: ${run.stderr.slice(-2000)}`);
       const after = run.stdout.slice(run.stdout.indexOf('@@op'));
       const sections = after.split('/* Dumped SPIRV disassembly */').slice(1).map((s) => s.split(/\ninfo:/)[0]);

@@ -7,17 +7,17 @@
  * timestamps, wall time of the launches plus one readback.
  *
  *   npx tsx benchmarks/webgpu.ts [--quick] [--write] [--tune [--tune-union] [--tune-only]]
- *     [--blocks 32,16,64] [--variants ENV=a,b,...] [--block-sparse-only]
+ *     [--blocks 32,16,64] [--variants KEY=a,b,...] [--block-sparse-only]
  *
- * --variants repeats the block-sparse tables with the environment variable ENV set to each value
- * in turn (e.g. SPARSEGRAD_WEBGPU_DX_TRANSPOSED=0,1), so kernel variants are compared against the
- * same dense baselines in one run; --block-sparse-only skips the bandwidth and dispatch parts.
- * --write replaces the WebGPU section of docs/benchmarks.md with the tables printed here.
- * SPARSEGRAD_WEBGPU_TILES (see packages/webgpu/src/backend.ts) overrides tile shapes for tuning.
+ * --variants repeats the block-sparse tables with the backend's tuning KEY (packages/webgpu/src/
+ * tuning.ts) set to each value in turn (e.g. straightLoop=0,1 or tiles=bsr32=16,4,8,8,8|...), so
+ * kernel variants are compared against the same dense baselines in one run; --block-sparse-only
+ * skips the bandwidth and dispatch parts. --write replaces the WebGPU section of
+ * docs/benchmarks.md with the tables printed here. --tune times candidate tile shapes.
  */
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type Tensor } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
-import type { WebGPUBackend } from '@sparsegrad/webgpu';
+import { parseTuning, type WebGPUBackend } from '@sparsegrad/webgpu';
 import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
@@ -75,14 +75,14 @@ say(`Device: ${be.device.description}. Date: ${date}. Timer: ${ctx.canTime ? 'de
 say(`Command: \`npx tsx benchmarks/webgpu.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``);
 say();
 
-// ---- tile-shape tuning (--tune): each candidate through SPARSEGRAD_WEBGPU_TILES ----
+// ---- tile-shape tuning (--tune): each candidate through the tuning's tiles ----
 if (process.argv.includes('--tune')) {
   const N = quick ? 256 : 4096;
   const m = quick ? 256 : 16384;
   const a = randomBuffer(N * N, 1);
   const b = randomBuffer(N * N, 2);
   const c = be.alloc(N * N, 'float32');
-  const tiles = (spec: string) => (process.env.SPARSEGRAD_WEBGPU_TILES = spec);
+  const tiles = (spec: string) => be.context.setTuning({ tiles: spec });
   for (const shape of ['16,16,8,8,4']) {
     tiles(`matmul=${shape}`);
     const ms = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10);
@@ -129,19 +129,19 @@ if (process.argv.includes('--tune')) {
           const g = await time(() => be.bsrMatmulGradInput(dys, buf(W.data), W.layout, m, y, 'highest'), 3);
           say(`tune union${bs} [${rows}, ${cols}] density ${density} ${label}: forward ${f.toFixed(3)} ms, dX ${g.toFixed(3)} ms`);
         };
-        process.env.SPARSEGRAD_WEBGPU_UNION = '0';
+        be.context.setTuning({ unionTiles: 'off' });
         await run('one block wide');
-        process.env.SPARSEGRAD_WEBGPU_UNION = '1';
+        be.context.setTuning({ unionTiles: 'on' });
         for (const shape of unionShapes) {
           tiles(`union${bs}=${shape};unionGradInput${bs}=${shape}`);
           await run(shape);
         }
-        delete process.env.SPARSEGRAD_WEBGPU_UNION;
+        be.context.setTuning({ unionTiles: 'auto' });
         W.data.dispose();
       }
     }
   }
-  delete process.env.SPARSEGRAD_WEBGPU_TILES;
+  be.context.setTuning({ tiles: '' });
   for (const t of [a, b, c, x, dy, y]) be.free(t);
   say();
   if (process.argv.includes('--tune-only')) process.exit(0);
@@ -172,7 +172,10 @@ async function blockSparseTables(label: string): Promise<void> {
     say();
   }
 }
-await forEachVariant(argValue('--variants'), blockSparseTables);
+await forEachVariant(argValue('--variants'), (key, value) => {
+  const previous = be.context.setTuning(parseTuning(key, value));
+  return () => be.context.setTuning(previous);
+}, blockSparseTables);
 if (process.argv.includes('--block-sparse-only')) process.exit(0);
 
 // ---- bandwidth ----

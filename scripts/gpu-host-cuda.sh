@@ -15,11 +15,11 @@ summary=()
 for part in $parts; do
   case $part in
     tests)
-      SPARSEGRAD_CUDA_POISON=1 SPARSEGRAD_TEST_BACKENDS=cpu,cuda timeout 400 npm test > "$OUT/tests.log" 2>&1
+      SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cpu,cuda timeout 400 npm test > "$OUT/tests.log" 2>&1
       summary+=("tests: $(tail -1 "$OUT/tests.log")") ;;
     sanitize)
       for tool in memcheck racecheck; do
-        SPARSEGRAD_SANITIZE=1 SPARSEGRAD_CUDA_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 /usr/local/cuda/bin/compute-sanitizer --tool $tool --target-processes all --report-api-errors no \
+        SPARSEGRAD_SANITIZE=1 SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 /usr/local/cuda/bin/compute-sanitizer --tool $tool --target-processes all --report-api-errors no \
           --error-exitcode 9 npx tsx scripts/run-tests.ts blocksparse optim packages/cuda > "$OUT/sanitize-$tool.log" 2>&1
         summary+=("compute-sanitizer $tool: exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | sort | uniq -c | tr '\n' ' ') $(tail -1 "$OUT/sanitize-$tool.log")")
       done ;;

@@ -42,7 +42,9 @@ export async function backendSuites(title: string): Promise<{ backend: Backend; 
   const out: { backend: Backend; test: Test }[] = [];
   for (const name of testBackendNames()) {
     try {
-      out.push({ backend: await setBackend(name), test: suite(`${title} [${name}]`) });
+      const backend = await setBackend(name);
+      poisonIfAsked(backend);
+      out.push({ backend, test: suite(`${title} [${name}]`) });
     } catch (e) {
       const status = (await backends()).find((b) => b.name === name);
       const reason = status?.reason ?? (e as Error).message;
@@ -51,6 +53,15 @@ export async function backendSuites(title: string): Promise<{ backend: Backend; 
     }
   }
   return out;
+}
+
+/**
+ * SPARSEGRAD_TEST_POISON=1 (tests only, e.g. scripts/gpu-host-cuda.sh) has a backend that can
+ * fill new buffers with NaN do so, so that an output element a kernel fails to write fails a test.
+ */
+function poisonIfAsked(backend: Backend): void {
+  const tunable = backend as Backend & { setTuning?: (t: { poison: boolean }) => unknown };
+  if (process.env.SPARSEGRAD_TEST_POISON === '1' && typeof tunable.setTuning === 'function' && backend.name === 'cuda') tunable.setTuning({ poison: true });
 }
 
 function testBackendNames(): string[] {

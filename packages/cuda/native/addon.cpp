@@ -20,7 +20,7 @@ Driver cu;
 Blas blas;
 bool blasLoaded = false;
 std::string blasError;
-// cuBLASLt with a plan per shape where it loads (SPARSEGRAD_CUDA_CUBLASLT=0 keeps the legacy call).
+// cuBLASLt with a plan per shape where it loads (the host tuning's cublasLt off keeps the legacy call).
 GemmLt lt;
 bool ltLoaded = false;
 CUdeviceptr blasWorkspace = 0;
@@ -308,7 +308,7 @@ Napi::Value ReleaseEvents(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// gemm(transa, transb, m, n, k, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, batch, compute):
+// gemm(transa, transb, m, n, k, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, batch, compute, cublasLt):
 // column-major C = op(A) op(B), alpha 1, beta 0, fp32 in and out; compute 0 = fp32, 1 = TF32, 2 = BF16.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -333,15 +333,15 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       throw Napi::Error::New(env, blasError);
     }
     blasLoaded = true;
-    const char* useLt = getenv("SPARSEGRAD_CUDA_CUBLASLT");
     std::string ltWhy;
-    ltLoaded = !(useLt && std::string(useLt) == "0") && lt.load(ltWhy);
+    ltLoaded = lt.load(ltWhy);
   }
   auto i32 = [&](int i) { return info[i].As<Napi::Number>().Int32Value(); };
   auto i64 = [&](int i) { return (long long)info[i].As<Napi::Number>().DoubleValue(); };
   const int compute = i32(15);
   const int type = compute == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : compute == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
-  if (ltLoaded && lt.gemm(i32(0), i32(1), i32(2), i32(3), i32(4), (const void*)ptrArg(info[5]), i32(6), i64(7), (const void*)ptrArg(info[8]),
+  // cublasLt (argument 16): the host's tuning may ask for the legacy call instead (benchmarks compare).
+  if (ltLoaded && i32(16) != 0 && lt.gemm(i32(0), i32(1), i32(2), i32(3), i32(4), (const void*)ptrArg(info[5]), i32(6), i64(7), (const void*)ptrArg(info[8]),
                          i32(9), i64(10), (void*)ptrArg(info[11]), i32(12), i64(13), i32(14), type, (void*)blasWorkspace, BLAS_WORKSPACE,
                          stream) == 0)
     return env.Undefined();

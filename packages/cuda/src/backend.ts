@@ -13,6 +13,7 @@ import { listChunks, listStruct } from './lists.ts';
 import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from './layout.ts';
 import type { Addon, DeviceProperties } from './native.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
+import { DEFAULT_CUDA_TUNING, type CudaTuning } from './tuning.ts';
 
 
 // Op codes of the elementwise kernels: positions in these lists are the cases of the switch
@@ -37,6 +38,10 @@ export interface CudaBackend extends Backend {
   timeDevice(fn: () => void): number;
   /** Returns the allocator's cached blocks to the driver. */
   emptyCache(): void;
+  /** The kernel routes in use (tuning.ts): the defaults unless a benchmark or test set others. */
+  readonly tuning: Readonly<CudaTuning>;
+  /** Sets some routes (the rest keep their values); returns the previous tuning, to restore it. */
+  setTuning(changes: Partial<CudaTuning>): Readonly<CudaTuning>;
 }
 
 export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBackend {
@@ -63,9 +68,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       throw new Error(`cuda: ${op}: ${(e as Error).message}`);
     }
   }
-  // SPARSEGRAD_CUDA_POISON=1 fills every new buffer with NaN (tests: an output element a kernel
-  // fails to write shows up instead of passing on stale data).
-  const poison = process.env.SPARSEGRAD_CUDA_POISON === '1';
+  let tuning: Readonly<CudaTuning> = DEFAULT_CUDA_TUNING;
   /** Bytes of the live buffers as requested (the allocator reserves whole size classes). */
   let liveBytes = 0;
   function alloc(size: number, dtype: DType): CudaBuffer {
@@ -75,7 +78,8 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     } catch (e) {
       throw new Error(`cuda: alloc: ${(e as Error).message}`);
     }
-    if (poison) addon.memset32(ptr, 0x7fc00000, size);
+    // Poisoned (tests): an output element a kernel fails to write shows instead of stale data.
+    if (tuning.poison) addon.memset32(ptr, 0x7fc00000, size);
     liveBytes += size * 4;
     return new CudaBuffer(ptr, size, dtype);
   }
@@ -129,7 +133,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const indexErrors = deviceIndexErrors(addon);
 
   const bsr = blockSparseKernels({
-    addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor, hopper: props.computeCapability === '9.0',
+    addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor, hopper: props.computeCapability === '9.0', tuning: () => tuning,
     sumMiddle: (x, outer, n, inner, out) => reduceF32('sum', x, outer, n, inner, out),
     alloc: (size) => alloc(size, 'float32'),
     fill: (out, size, value) => backend.fill(out, size, value),
@@ -239,7 +243,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const B = opB ? { ptr: P(b.buffer) + 4 * b.offset, ...opB, stride: b.batchStride } : dense(b, k, n);
       const A = opA ? { ptr: P(a.buffer) + 4 * a.offset, ...opA, stride: a.batchStride } : dense(a, m, k);
       try {
-        addon.gemm(B.op, A.op, n, m, k, B.ptr, B.ld, B.stride, A.ptr, A.ld, A.stride, P(out), n, m * n, batch, PRECISION_CODE[precision]);
+        addon.gemm(B.op, A.op, n, m, k, B.ptr, B.ld, B.stride, A.ptr, A.ld, A.stride, P(out), n, m * n, batch, PRECISION_CODE[precision], tuning.cublasLt ? 1 : 0);
       } catch (e) {
         throw new Error(`cuda: matmul: ${(e as Error).message}`);
       } finally {
@@ -336,6 +340,14 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       return ms;
     },
     emptyCache: () => allocator.emptyCache(),
+    get tuning() {
+      return tuning;
+    },
+    setTuning(changes) {
+      const previous = tuning;
+      tuning = Object.freeze({ ...previous, ...changes });
+      return previous;
+    },
   };
   return backend;
 }

@@ -4,6 +4,7 @@
  * launch shape and arguments, and the per-layout tables the kernels read. Each kernel-choice rule
  * cites the H100 measurement behind it.
  */
+import type { CudaTuning } from './tuning.ts';
 import { type Backend, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, transposedLayout, unionGroupsLongestFirst, type BackendBuffer } from '@sparsegrad/core/backend';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
@@ -19,6 +20,8 @@ export interface KernelHost {
   sms: number;
   /** Compute capability 9.0: the sm_90a kernels (wgmma) run. */
   hopper: boolean;
+  /** The routes in use (tuning.ts). */
+  tuning(): Readonly<CudaTuning>;
   launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes?: number): void;
   upload(data: Int32Array): CudaBuffer;
   free(b: BackendBuffer): void;
@@ -67,12 +70,12 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * Union-tile kernels (blocksparse_tc.cu) for 32x32 blocks, where they measured faster on an H100:
    * the TF32 forward (1.06 -> 0.76 ms at density 0.5) and the TF32 dX from density 0.2 (1.05 ->
    * 0.78 ms at 0.5; 6% slower at 0.1). With fp32 operands the BF16 fragments' conversions make
-   * them slower. SPARSEGRAD_CUDA_UNION=1 uses them for every tensor-core forward and dX, =0 never.
+   * them slower. The tuning's union 'on' uses them for every tensor-core forward and dX, 'off' never.
    */
   const useUnion = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
-    const force = process.env.SPARSEGRAD_CUDA_UNION;
-    if (layout.blockSize !== 32 || precision === 'highest' || force === '0') return false;
-    if (force === '1') return true;
+    const force = h.tuning().union;
+    if (layout.blockSize !== 32 || precision === 'highest' || force === 'off') return false;
+    if (force === 'on') return true;
     return precision === 'high' && (forward || layoutDensity(layout) >= 0.2);
   };
   /**
@@ -92,16 +95,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   // conversion pass costs ~0.035 ms per 64 MB of activations and the product's work grows with
   // density x output width, so they pay when density x output width >= 512 (X [16384, 1024] ->
   // 4096 outputs at density 0.5: 0.74 -> 0.58 ms; X [16384, 4096] -> 1024 outputs at 0.25: 0.36
-  // -> 0.47 ms, not used). SPARSEGRAD_CUDA_BF16U=1/0 forces them on/off (benchmarks compare).
+  // -> 0.47 ms, not used). The tuning's bf16Union forces them on or off (benchmarks compare).
   const bf16Union = (() => {
     const v = readTable('bsr_bf16u_params', 3);
     return { group: v[0], tokens: v[1], smem: v[2] };
   })();
   const useBf16Union = (layout: BlockLayout, precision: MatmulPrecision, forward: boolean) => {
-    const force = process.env.SPARSEGRAD_CUDA_BF16U;
-    if (layout.blockSize !== 32 || precision !== 'medium' || force === '0') return false;
+    const force = h.tuning().bf16Union;
+    if (layout.blockSize !== 32 || precision !== 'medium' || force === 'off') return false;
     const density = layoutDensity(layout);
-    return force === '1' || density * (forward ? layout.rows : layout.cols) >= 512;
+    return force === 'on' || density * (forward ? layout.rows : layout.cols) >= 512;
   };
 
   // TMA union tiles (blocksparse_tma.cu, sm_90a): every 32x32 forward and dX on compute
@@ -113,18 +116,18 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   // measured. 'medium' runs them on bf16 copies of the operands where density x output width >=
   // 1024 (forward 0.34 vs 0.39 ms in TF32 at density 0.5); below that the conversion pass costs
   // more than it saves, and 'medium' runs the TF32 kernel (more precise, same speed or faster).
-  // SPARSEGRAD_CUDA_TMA=0 turns them off, SPARSEGRAD_CUDA_BF16U=1/0 forces bf16 operands on/off.
+  // The tuning's tma turns them off, bf16Union forces bf16 operands on or off.
   const tma = (() => {
     const v = readTable('bsr_tma_params', 7);
     return { group: v[0], tokens: v[1], maxSteps: v[2], smem: { tf32: v[3], bf16: v[4], f32: v[5] }, f32Threads: v[6] };
   })();
   function tmaKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
-    if (!h.hopper || layout.blockSize !== 32 || process.env.SPARSEGRAD_CUDA_TMA === '0' || actCols / 32 > tma.maxSteps) return null;
+    if (!h.hopper || layout.blockSize !== 32 || !h.tuning().tma || actCols / 32 > tma.maxSteps) return null;
     if (precision === 'highest') return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads, ordered: true };
     const density = layoutDensity(layout);
-    const force = process.env.SPARSEGRAD_CUDA_BF16U;
-    const bf16 = precision === 'medium' && force !== '0' && (force === '1' || density * outCols >= 1024);
+    const force = h.tuning().bf16Union;
+    const bf16 = precision === 'medium' && force !== 'off' && (force === 'on' || density * outCols >= 1024);
     return { name: `bsr_tma_${bf16 ? 'bf16' : 'tf32'}_32`, group: tma.group, tokens: tma.tokens, smem: bf16 ? tma.smem.bf16 : tma.smem.tf32, bf16, tma: true };
   }
 
@@ -139,8 +142,8 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
     // The TMA tensor-core kernels run groups of block rows (columns) that share activation blocks,
     // not consecutive ones: fewer union steps, 4-9% faster on the H100 (NOTES 34;
-    // SPARSEGRAD_CUDA_UNION_CLUSTER=0 groups consecutive rows).
-    const clustered = !!k.tma && k.group > 1 && process.env.SPARSEGRAD_CUDA_UNION_CLUSTER !== '0';
+    // the tuning's unionCluster off groups consecutive rows).
+    const clustered = !!k.tma && k.group > 1 && h.tuning().unionCluster;
     const tiles = tokenTiles(op, m, k.tokens);
     const band = k.ordered ? orderBand(k.tokens, tiles, layout.nnzBlocks / (outCols / 32)) : 0;
     const t = unionTable(layout, forward, k.group, clustered, band > 0);
@@ -295,18 +298,18 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   // computed, 8 x 8 outputs per thread. On an H100 ('highest', 32x32) dW went 2.448 -> 2.168 ms at
   // density 0.5 for X [16384, 1024] by W [4096, 1024], 1.251 -> 1.024 at 0.25 for X [16384, 4096]
   // by W [1024, 4096], faster in 5 of the 6 benchmark cases (6% slower at 0.5 for the second
-  // shape). SPARSEGRAD_CUDA_SDDMM_TILE=0 turns them off.
+  // shape). The tuning's sddmmTile turns them off.
   const sddmmTile = (() => {
     const v = readTable('bsr_sddmm_tile_params', 7);
     return { limits: { rows: v[0], cols: v[1], blocks: v[2] }, threads: v[4], smem: v[5], tokenStep: v[6] };
   })();
   const useSddmmTile = (layout: BlockLayout, precision: MatmulPrecision) =>
-    h.hopper && layout.blockSize === 32 && precision === 'highest' && process.env.SPARSEGRAD_CUDA_SDDMM_TILE !== '0';
+    h.hopper && layout.blockSize === 32 && precision === 'highest' && h.tuning().sddmmTile;
   function tileItems(layout: BlockLayout): { buffer: CudaBuffer; count: number } {
     // Items filled to their block limit, splitting a column where whole columns would leave thread
     // slots idle (buildTileItems' `fill`): dW 4-10% faster at density 0.25-0.5 on the H100 (NOTES
-    // 35; SPARSEGRAD_CUDA_SDDMM_FILL=0 keeps columns whole).
-    const fill = process.env.SPARSEGRAD_CUDA_SDDMM_FILL !== '0';
+    // 35; the tuning's sddmmFill off keeps columns whole).
+    const fill = h.tuning().sddmmFill;
     return layouts.get(layout, `sddmm-tiles:${fill}`, () => {
       const t = buildTileItems(layout, sddmmTile.limits, fill);
       const buffer = h.upload(t.items.length ? t.items : new Int32Array(1));
@@ -343,12 +346,12 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * on average, whose CTAs are short enough that the order costs more locality than it saves
    * tail. On an H100 (NOTES 40) bands of 2048 tokens took 'highest' forward and dX at density
    * 0.5 from 1.66-1.68 to 1.62-1.66 ms, 0.25 from 0.87-0.90 to 0.82-0.90; at 0.1 lines of 12.8
-   * blocks gained 4-5% and lines of 3.2 lost 5%. SPARSEGRAD_CUDA_BAND_TILES sets the band (0:
+   * blocks gained 4-5% and lines of 3.2 lost 5%. The tuning's bandTiles sets the band (0:
    * plain; tests, benchmarks).
    */
   function orderBand(tileTokens: number, tiles: number, blocksPerLine: number): number {
-    const forced = process.env.SPARSEGRAD_CUDA_BAND_TILES;
-    const band = forced ? Number(forced) : blocksPerLine >= 4 ? Math.round(ORDER_BAND_TOKENS / tileTokens) : 0;
+    const forced = h.tuning().bandTiles;
+    const band = forced !== undefined ? forced : blocksPerLine >= 4 ? Math.round(ORDER_BAND_TOKENS / tileTokens) : 0;
     return band > 0 ? Math.min(tiles, band) : 0;
   }
 
@@ -378,12 +381,12 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * kernel, or below density 0.2 with the tensor-core one. On an H100 (NOTES 39) dW of W [4096,
    * 1024] went 1.16 -> 1.02-1.03 ms at density 0.25 and 0.65 -> 0.58 at 0.1 in 'highest' (0.5
    * unchanged), and 0.23 -> 0.20 at 0.1 in TF32 / BF16, where 0.25 ran 2% slower.
-   * SPARSEGRAD_CUDA_SDDMM_TRANSPOSE=0 / 1 turns it off / forces it for any 32x32 layout.
+   * The tuning's sddmmTranspose turns it off or forces it for any 32x32 layout.
    */
   function sddmmTransposes(layout: BlockLayout, precision: MatmulPrecision): boolean {
-    const forced = process.env.SPARSEGRAD_CUDA_SDDMM_TRANSPOSE;
-    if (layout.blockSize !== 32 || layout.nnzBlocks === 0 || forced === '0') return false;
-    return forced === '1' || (layout.rows > layout.cols && (useSddmmTile(layout, precision) || layoutDensity(layout) < 0.2));
+    const forced = h.tuning().sddmmTranspose;
+    if (layout.blockSize !== 32 || layout.nnzBlocks === 0 || forced === 'off') return false;
+    return forced === 'on' || (layout.rows > layout.cols && (useSddmmTile(layout, precision) || layoutDensity(layout) < 0.2));
   }
 
   /** out [nnz, bs, bs] (device pointer) = (dy^T x) on the layout's blocks, by the kernels. */
@@ -416,7 +419,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
 
   return {
     bsrMatmul(x, blocks, layout, m, out, precision) {
-      if (takesDenseRoute(layout, 'forward', precision)) return dense.forward(x, blocks, layout, m, out, precision);
+      if (takesDenseRoute(layout, 'forward', precision, h.tuning().denseRoute)) return dense.forward(x, blocks, layout, m, out, precision);
       const bs = layout.blockSize;
       if (viaUnionTiles('bsrMatmul', 'forward', x, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
@@ -425,7 +428,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         h.args.reset().ptr(h.ptr(x)).ptr(h.ptr(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
-      if (takesDenseRoute(layout, 'gradInput', precision)) return dense.gradInput(dy, blocks, layout, m, out, precision);
+      if (takesDenseRoute(layout, 'gradInput', precision, h.tuning().denseRoute)) return dense.gradInput(dy, blocks, layout, m, out, precision);
       const bs = layout.blockSize;
       if (viaUnionTiles('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
@@ -434,7 +437,7 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
         h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
     },
     bsrSddmm(dy, x, layout, m, out, precision) {
-      if (takesDenseRoute(layout, 'sddmm', precision)) return dense.sddmm(dy, x, layout, m, out, precision);
+      if (takesDenseRoute(layout, 'sddmm', precision, h.tuning().denseRoute)) return dense.sddmm(dy, x, layout, m, out, precision);
       checkBlockSize('bsrSddmm', layout.blockSize);
       if (!sddmmTransposes(layout, precision)) return sddmmKernels(h.ptr(dy), h.ptr(x), layout, m, h.ptr(out), precision);
       // dW^T's blocks are the SDDMM of the swapped operands on W^T's layout (X^T dY), computed

@@ -8,6 +8,7 @@
  * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
+import type { CudaTuning } from './tuning.ts';
 import { type Backend, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import { layoutDensity, matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 
@@ -45,12 +46,11 @@ const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, numb
 const MAX_DENSE_BYTES = 1 << 30;
 
 /**
- * Whether `product` takes the dense route. SPARSEGRAD_CUDA_DENSE_ROUTE=0 / =1 forces the kernels /
- * the dense route (tests and kernel benchmarks).
+ * Whether `product` takes the dense route. `mode` (the tuning's denseRoute) may force the kernels
+ * ('off') or the dense route ('on').
  */
-export function takesDenseRoute(layout: BlockLayout, product: BsrProduct, precision: MatmulPrecision): boolean {
-  const forced = process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
-  if (forced === '0' || forced === '1') return forced === '1';
+export function takesDenseRoute(layout: BlockLayout, product: BsrProduct, precision: MatmulPrecision, mode: CudaTuning['denseRoute'] = 'auto'): boolean {
+  if (mode !== 'auto') return mode === 'on';
   if (layout.rows * layout.cols * 4 > MAX_DENSE_BYTES) return false;
   const from = DENSE_FROM[precision][layout.blockSize]?.[product];
   return from !== undefined && layoutDensity(layout) >= from;

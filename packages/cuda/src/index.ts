@@ -18,4 +18,5 @@ registerBackend({
   },
 });
 export type { CudaBackend } from './backend.ts';
+export { DEFAULT_CUDA_TUNING, parseTuning, type CudaTuning } from './tuning.ts';
 export { takesDenseRoute, type BsrProduct } from './dense-route.ts';

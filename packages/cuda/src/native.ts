@@ -36,9 +36,9 @@ export interface Addon {
   recordEvent(): number;
   elapsed(start: number, end: number): number;
   releaseEvents(): void;
-  /** Column-major C = op(A) op(B) through cuBLAS; compute 0 fp32, 1 TF32, 2 BF16. */
+  /** Column-major C = op(A) op(B) through cuBLAS; compute 0 fp32, 1 TF32, 2 BF16; cublasLt 1: through cuBLASLt where it loaded. */
   gemm(transA: number, transB: number, m: number, n: number, k: number, a: number, lda: number, strideA: number,
-    b: number, ldb: number, strideB: number, c: number, ldc: number, strideC: number, batch: number, compute: number): void;
+    b: number, ldb: number, strideB: number, c: number, ldc: number, strideC: number, batch: number, compute: number, cublasLt: number): void;
 }
 
 const build = join(import.meta.dirname, '..', 'build');

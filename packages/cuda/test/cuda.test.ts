@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { buildLayout, layoutDensity } from '@sparsegrad/core/backend';
 import '@sparsegrad/cuda';
+import type { CudaBackend, CudaTuning } from '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/blocksparse.ts';
 import { takesDenseRoute } from '../src/dense-route.ts';
@@ -85,35 +86,27 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
   assert.is(transposeGrid(gathered), undefined, 'no contiguous source dim');
 });
 
-test('dense route: taken from the measured density up, per precision and product; forced by SPARSEGRAD_CUDA_DENSE_ROUTE; never past the temporary bound', () => {
+test('dense route: taken from the measured density up, per precision and product; forced by the tuning\'s denseRoute; never past the temporary bound', () => {
   // The first `count` blocks of a [rows, cols] grid, row by row.
   const layout = (rows: number, cols: number, bs: number, count: number) => {
     const coords: [number, number][] = [];
     for (let i = 0; i < count; i++) coords.push([Math.floor(i / (cols / bs)), i % (cols / bs)]);
     return buildLayout(rows, cols, bs, coords).layout;
   };
-  const saved = process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
-  try {
-    delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
-    const half = layout(1024, 512, 32, 256); // 32 x 16 blocks, 256 of them
-    assert.is(layoutDensity(half), 0.5);
-    // 32x32 at 0.5: the TF32 SDDMM goes dense; the TF32 forward and dX and every fp32 product stay.
-    assert.ok(takesDenseRoute(half, 'sddmm', 'high'));
-    assert.not.ok(takesDenseRoute(half, 'forward', 'high') || takesDenseRoute(half, 'gradInput', 'high'));
-    for (const p of ['forward', 'gradInput', 'sddmm'] as const) assert.not.ok(takesDenseRoute(half, p, 'highest'), p);
-    // 16x16 on tensor cores: dense from density ~0.1; at 0.05 the kernels.
-    assert.ok(takesDenseRoute(layout(512, 512, 16, 103), 'forward', 'medium'));
-    assert.not.ok(takesDenseRoute(layout(512, 512, 16, 51), 'forward', 'medium'));
-    // A dense temporary over 1 GiB: the kernels, whatever the density.
-    assert.not.ok(takesDenseRoute(layout(32768, 16384, 64, 32 * 256), 'sddmm', 'high'));
-    process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = '1';
-    assert.ok(takesDenseRoute(layout(512, 512, 16, 1), 'forward', 'highest'));
-    process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = '0';
-    assert.not.ok(takesDenseRoute(half, 'sddmm', 'high'));
-  } finally {
-    if (saved === undefined) delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
-    else process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = saved;
-  }
+  const half = layout(1024, 512, 32, 256); // 32 x 16 blocks, 256 of them
+  assert.is(layoutDensity(half), 0.5);
+  // 32x32 at 0.5: the TF32 SDDMM goes dense; the TF32 forward and dX and every fp32 product stay.
+  assert.ok(takesDenseRoute(half, 'sddmm', 'high'));
+  assert.not.ok(takesDenseRoute(half, 'forward', 'high') || takesDenseRoute(half, 'gradInput', 'high'));
+  for (const p of ['forward', 'gradInput', 'sddmm'] as const) assert.not.ok(takesDenseRoute(half, p, 'highest'), p);
+  // 16x16 on tensor cores: dense from density ~0.1; at 0.05 the kernels.
+  assert.ok(takesDenseRoute(layout(512, 512, 16, 103), 'forward', 'medium'));
+  assert.not.ok(takesDenseRoute(layout(512, 512, 16, 51), 'forward', 'medium'));
+  // A dense temporary over 1 GiB: the kernels, whatever the density.
+  assert.not.ok(takesDenseRoute(layout(32768, 16384, 64, 32 * 256), 'sddmm', 'high'));
+  // Forced by the tuning's denseRoute.
+  assert.ok(takesDenseRoute(layout(512, 512, 16, 1), 'forward', 'highest', 'on'));
+  assert.not.ok(takesDenseRoute(half, 'sddmm', 'high', 'off'));
 });
 
 test('allocator size classes cover the request with bounded slack', () => {
@@ -200,24 +193,23 @@ if (status?.available) {
       // TMA kernel's grid in the plain order and in bands of 3 token tiles (of 4: the last band
       // partial); then the dense route forced, and the default (at density 0.6 some products take
       // it, by block size and precision).
-      const keys = ['SPARSEGRAD_CUDA_UNION', 'SPARSEGRAD_CUDA_BF16U', 'SPARSEGRAD_CUDA_TMA', 'SPARSEGRAD_CUDA_DENSE_ROUTE', 'SPARSEGRAD_CUDA_UNION_CLUSTER', 'SPARSEGRAD_CUDA_SDDMM_TRANSPOSE', 'SPARSEGRAD_CUDA_BAND_TILES'] as const;
-      const variants: Partial<Record<(typeof keys)[number], string>>[] = [
-        { SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_UNION_CLUSTER: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_SDDMM_TRANSPOSE: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_SDDMM_TRANSPOSE: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_UNION_CLUSTER: '0', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_UNION: '1', SPARSEGRAD_CUDA_BF16U: '1', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_UNION: '0', SPARSEGRAD_CUDA_BF16U: '0', SPARSEGRAD_CUDA_TMA: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_BAND_TILES: '0', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_BAND_TILES: '3', SPARSEGRAD_CUDA_DENSE_ROUTE: '0' },
-        { SPARSEGRAD_CUDA_DENSE_ROUTE: '1' },
+      const kernels = { denseRoute: 'off' } as const;
+      const variants: Partial<CudaTuning>[] = [
+        kernels,
+        { ...kernels, unionCluster: false },
+        { ...kernels, sddmmTranspose: 'off' },
+        { ...kernels, sddmmTranspose: 'on' },
+        { ...kernels, unionCluster: false, bf16Union: 'on' },
+        { ...kernels, bf16Union: 'on' },
+        { ...kernels, union: 'on', bf16Union: 'on', tma: false },
+        { ...kernels, union: 'off', bf16Union: 'off', tma: false },
+        { ...kernels, bandTiles: 0 },
+        { ...kernels, bandTiles: 3 },
+        { denseRoute: 'on' },
         {},
       ];
       for (const [v, precision] of variants.flatMap((v) => (['highest', 'high', 'medium'] as MatmulPrecision[]).map((p) => [v, p] as const))) {
-        const saved = keys.map((k) => process.env[k]);
-        Object.assign(process.env, v);
+        const previous = (be as CudaBackend).setTuning(v);
         const outs = [be.alloc(m * rows, 'float32'), be.alloc(m * cols, 'float32'), be.alloc(dw.length, 'float32')];
         be.bsrMatmul(xb, blocks, L, m, outs[0], precision);
         be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], precision);
@@ -228,10 +220,7 @@ if (status?.available) {
           assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}' ${JSON.stringify(v)}: relative error ${err} (seed ${seed})`);
           be.free(outs[i]);
         }
-        keys.forEach((k, i) => {
-          if (saved[i] === undefined) delete process.env[k];
-          else process.env[k] = saved[i];
-        });
+        (be as CudaBackend).setTuning(previous);
       }
       be.free(xb);
       be.free(dyb);
@@ -277,9 +266,7 @@ if (status?.available) {
     const W = BlockSparseMatrix.random([rows, cols], { density: 0.6, blockSize: 32, backend: be });
     const L = W.layout;
     const w = await W.data.toArray();
-    const saved = process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
-    const savedRoute = process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
-    process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = '0'; // the kernels, whatever the density
+    const previous = (be as CudaBackend).setTuning({ denseRoute: 'off' }); // the kernels, whatever the density
     for (const m of [37, 1500]) {
       const x = Float32Array.from(randomArray(m * cols, seed + m));
       const dy = Float32Array.from(randomArray(m * rows, seed + m + 1));
@@ -288,9 +275,8 @@ if (status?.available) {
       const dyb = be.upload(dy);
       // 2-D tiles on whole-column items, on filled items (columns split between items, the
       // default), then off.
-      for (const [tile, fill] of [['1', '0'], ['1', '1'], ['0', '0']]) {
-        process.env.SPARSEGRAD_CUDA_SDDMM_TILE = tile;
-        process.env.SPARSEGRAD_CUDA_SDDMM_FILL = fill;
+      for (const [tile, fill] of [[true, false], [true, true], [false, false]]) {
+        (be as CudaBackend).setTuning({ sddmmTile: tile, sddmmFill: fill });
         for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
           // 'high' runs the tensor-core kernel either way: a check that the switch leaves it alone.
           const out = be.alloc(dw.length, 'float32');
@@ -300,14 +286,10 @@ if (status?.available) {
           be.free(out);
         }
       }
-      delete process.env.SPARSEGRAD_CUDA_SDDMM_FILL;
       be.free(xb);
       be.free(dyb);
     }
-    if (saved === undefined) delete process.env.SPARSEGRAD_CUDA_SDDMM_TILE;
-    else process.env.SPARSEGRAD_CUDA_SDDMM_TILE = saved;
-    if (savedRoute === undefined) delete process.env.SPARSEGRAD_CUDA_DENSE_ROUTE;
-    else process.env.SPARSEGRAD_CUDA_DENSE_ROUTE = savedRoute;
+    (be as CudaBackend).setTuning(previous);
     W.data.dispose();
   });
 

@@ -3,7 +3,7 @@
  * elementwise op codes mean the same op on both sides. A misspelt kernel name would otherwise fail
  * only on a GPU, and only on its route. The backend runs over a recording stand-in for the addon
  * (no values are computed) through every op and every block-sparse route: each precision, block
- * size, density and the route switches the benchmarks use.
+ * size, density and each route the tuning can force.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -13,6 +13,7 @@ import * as sg from '@sparsegrad/core';
 import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, tensor, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
 import type { Addon, DeviceProperties } from '../src/native.ts';
+import type { CudaTuning } from '../src/tuning.ts';
 import { skippedSuite } from '../../core/test/helpers.ts';
 
 const pkg = join(import.meta.dirname, '..');
@@ -144,16 +145,16 @@ function everyBlockSparseRoute(be: Backend): void {
   setFloat32MatmulPrecision('highest');
 }
 
-/** Route switches of the benchmarks (each forces a variant that the defaults may not reach). */
-const SWITCHES: Record<string, string>[] = [
+/** Route choices the tuning can force (each a variant the defaults may not reach). */
+const VARIANTS: Partial<CudaTuning>[] = [
   {},
-  { SPARSEGRAD_CUDA_UNION: '1' }, { SPARSEGRAD_CUDA_UNION: '0' },
-  { SPARSEGRAD_CUDA_BF16U: '1' }, { SPARSEGRAD_CUDA_BF16U: '0' },
-  { SPARSEGRAD_CUDA_TMA: '0' }, { SPARSEGRAD_CUDA_UNION_CLUSTER: '0' },
-  { SPARSEGRAD_CUDA_SDDMM_TILE: '0' }, { SPARSEGRAD_CUDA_SDDMM_FILL: '0' },
-  { SPARSEGRAD_CUDA_SDDMM_TRANSPOSE: '1' }, { SPARSEGRAD_CUDA_SDDMM_TRANSPOSE: '0' },
-  { SPARSEGRAD_CUDA_BAND_TILES: '0' }, { SPARSEGRAD_CUDA_BAND_TILES: '4' },
-  { SPARSEGRAD_CUDA_DENSE_ROUTE: '0' }, { SPARSEGRAD_CUDA_DENSE_ROUTE: '1' },
+  { union: 'on' }, { union: 'off' },
+  { bf16Union: 'on' }, { bf16Union: 'off' },
+  { tma: false }, { unionCluster: false },
+  { sddmmTile: false }, { sddmmFill: false },
+  { sddmmTranspose: 'on' }, { sddmmTranspose: 'off' },
+  { bandTiles: 0 }, { bandTiles: 4 },
+  { denseRoute: 'off' }, { denseRoute: 'on' },
 ];
 
 test('every kernel the backend launches is in the fatbins', async () => {
@@ -161,19 +162,11 @@ test('every kernel the backend launches is in the fatbins', async () => {
   assert.ok(compiled.has('unary_f32') && compiled.has('gather_f32'), `the fatbins' kernel names were found (${compiled.size})`);
   const launched = new Set<string>();
   manualSeed(1);
-  for (const env of SWITCHES) {
-    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-    Object.assign(process.env, env);
-    try {
-      const be = createCudaBackend(recordingAddon(launched), props);
-      if (Object.keys(env).length === 0) await everyOp(be);
-      everyBlockSparseRoute(be);
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
+  for (const tuning of VARIANTS) {
+    const be = createCudaBackend(recordingAddon(launched), props);
+    be.setTuning(tuning);
+    if (Object.keys(tuning).length === 0) await everyOp(be);
+    everyBlockSparseRoute(be);
   }
   const missing = [...launched].filter((n) => !compiled.has(n)).sort();
   assert.equal(missing, [], `kernels launched by src/ but absent from native/ (of ${launched.size} launched)`);

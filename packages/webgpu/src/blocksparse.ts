@@ -8,7 +8,7 @@ import { type Backend, type BlockLayout } from '@sparsegrad/core';
 import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, type BackendBuffer } from '@sparsegrad/core/backend';
 import { G, GpuBuffer, GpuContext, MAX_GROUPS_X, u } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { SDDMM_MIN_CHUNK, SDDMM_TARGET_GROUPS, bsrShape, env, fitShape, orderBand, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
+import { SDDMM_MIN_CHUNK, bsrShape, fitShape, orderBand, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { PARAMS } from './wgsl.ts';
 
 /** What the block-sparse kernels need from the backend besides the context. */
@@ -26,13 +26,13 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
    * Tiles of the block-sparse forward and dX; vec4 loads measured faster on an H100 for 32x32 and
    * 64x64 blocks, slower for 16x16. Those two also run the `straight` loop (gemm.ts; NOTES 45: on
    * an H100 at density 0.5 the 64x64 forward 1.72 -> 1.64 ms, 32x32 dX 2.04 -> 1.85; 16x16 at 0.1
-   * lost, 0.82 -> 0.86). SPARSEGRAD_WEBGPU_STRAIGHT_LOOP=0 keeps the default loop (benchmarks).
+   * lost, 0.82 -> 0.86). The tuning's straightLoop off keeps the default loop.
    */
   const bsrTiles = (bs: number) => {
-    const shape = fit(tuned(`bsr${bs}`) ?? bsrShape(bs));
-    // A tuned shape (SPARSEGRAD_WEBGPU_TILES) must keep the tile one block wide.
+    const shape = fit(tuned(`bsr${bs}`, ctx.tuning.tiles) ?? bsrShape(bs));
+    // A tuned shape (the tuning's tiles) must keep the tile one block wide.
     if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
-    return { shape, vec: bs !== 16, straight: bs !== 16 && env('SPARSEGRAD_WEBGPU_STRAIGHT_LOOP') !== '0' };
+    return { shape, vec: bs !== 16, straight: bs !== 16 && ctx.tuning.straightLoop };
   };
 
   return {
@@ -92,8 +92,8 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       // of the tokens; see sddmmPlan for which. With few groups the tokens are split further
       // (partial sums, then one reduction) so the GPU has enough work.
       const { shape, byColumn, groups, count: ng } = sddmmPlan(layout);
-      // SPARSEGRAD_WEBGPU_SDDMM_GROUPS overrides the target (benchmarks: tuning the split).
-      const target = Number(env('SPARSEGRAD_WEBGPU_SDDMM_GROUPS')) || SDDMM_TARGET_GROUPS;
+      // The target is the tuning's sddmmGroups (tiles.ts: SDDMM_MIN_CHUNK).
+      const target = ctx.tuning.sddmmGroups;
       // The partial sums are one storage binding: no more chunks than the device's binding limit holds.
       const bindable = Math.floor(ctx.device.limits.maxStorageBufferBindingSize / (nnz * bs * bs * 4));
       const splits = Math.max(1, Math.min(Math.ceil(target / ng), Math.floor(m / SDDMM_MIN_CHUNK), bindable));
@@ -150,17 +150,17 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
    */
   function unionProduct(op: string, forward: boolean, act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer): boolean {
     const bs = layout.blockSize;
-    const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`) ?? unionShape(forward));
+    const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`, ctx.tuning.tiles) ?? unionShape(forward));
     const width = tileCols(shape);
     const group = width / bs;
     // The table is built (and uploaded) only where union tiles may run: 16x16 blocks, or forced.
     let cached: ReturnType<typeof unionTable> | undefined;
     // Groups of block rows (columns) that share activation blocks instead of consecutive ones
     // (buildUnionTable): fewer union steps, 16x16 blocks 5-13% faster at density 0.25-0.5 on the
-    // H100 (NOTES 15; SPARSEGRAD_WEBGPU_UNION_CLUSTER=0 groups consecutive rows).
-    const clustered = env('SPARSEGRAD_WEBGPU_UNION_CLUSTER') !== '0';
+    // H100 (NOTES 15; the tuning's unionCluster off groups consecutive rows).
+    const clustered = ctx.tuning.unionCluster;
     const tableFor = () => (cached ??= unionTable(layout, forward, group, clustered));
-    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group))) return false;
+    if (!useUnionTiles(bs, () => layout.nnzBlocks / Math.max(1, tableFor().entries * group), ctx.tuning.unionTiles)) return false;
     const table = tableFor();
     // Forward: B(k, n) = W[n][k] of the band's block (k-contiguous); dX: B(k, n) = W[k][n].
     // vec4 output stores for dX only: on an H100 (16x16 blocks, NOTES 23) they took the union dX
@@ -213,16 +213,17 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
    * runs end part-filled; an empty slot's multiply-adds are still done). On an H100 (NOTES 22),
    * dW of W [4096, 1024] by columns: 32x32 at density 0.5 2.03 -> 1.98 ms, 0.25 1.11 -> 1.07, 0.1
    * 0.50 -> 0.48, 16x16 at 0.1 0.79 -> 0.65; W [1024, 4096] by columns lost as much the other
-   * way (32x32 at 0.25 1.04 -> 1.15). SPARSEGRAD_WEBGPU_SDDMM_AXIS=row / column forces one (tests,
+   * way (32x32 at 0.25 1.04 -> 1.15). The tuning's sddmmAxis may force one (tests,
    * benchmarks). Cached per layout.
    */
   function sddmmPlan(layout: BlockLayout): { shape: GemmShape; byColumn: boolean; groups: GpuBuffer; count: number } {
     const bs = layout.blockSize;
-    const forced = env('SPARSEGRAD_WEBGPU_SDDMM_AXIS');
-    return layouts.get(layout, `sddmm:${forced}:${env('SPARSEGRAD_WEBGPU_TILES')}`, () => {
+    const forced = ctx.tuning.sddmmAxis;
+    const tiles = ctx.tuning.tiles;
+    return layouts.get(layout, `sddmm:${forced}:${tiles}`, () => {
       const byColumn = forced === 'row' || forced === 'column' ? forced === 'column' : layout.rows > layout.cols;
       const lines = (byColumn ? layout.cols : layout.rows) / bs;
-      const shape = fit(tuned(`sddmm${bs}`) ?? sddmmShape(bs, layout.nnzBlocks / lines));
+      const shape = fit(tuned(`sddmm${bs}`, tiles) ?? sddmmShape(bs, layout.nnzBlocks / lines));
       if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
       const runs = (byColumn ? blockColumnRuns : blockRowRuns)(layout, tileCols(shape) / bs);
       const groups = upload(runs);
@@ -238,7 +239,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
    * within one token tile. The line table is cached per layout.
    */
   function workOrder(layout: BlockLayout, forward: boolean, m: number, tileTokens: number): { lines: GpuBuffer; band: number } {
-    const band = orderBand(layout.blockSize, tileTokens, Math.ceil(m / tileTokens));
+    const band = orderBand(layout.blockSize, tileTokens, Math.ceil(m / tileTokens), ctx.tuning.bandTiles);
     const lines = layouts.get(layout, `order:${forward}:${band > 0}`, () => {
       const ptr = forward ? layout.rowPtr : layout.colPtr;
       const b = upload(band > 0 ? linesLongestFirst(ptr) : Int32Array.from({ length: ptr.length - 1 }, (_, i) => i));

@@ -11,14 +11,9 @@ import type { DType } from '@sparsegrad/core';
 import type { BackendBuffer } from '@sparsegrad/core/backend';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
 import { mapForReading } from './readback.ts';
-import { env } from './tiles.ts';
+import { DEFAULT_WEBGPU_TUNING, type WebGPUTuning } from './tuning.ts';
 
 const MAX_BATCH = 256;
-/**
- * The first batch after a read (see above); SPARSEGRAD_WEBGPU_FIRST_BATCH overrides it
- * (benchmarks; MAX_BATCH turns the ramp off).
- */
-const FIRST_BATCH = 16;
 /** Uniform blocks are bound at multiples of this offset alignment. */
 const UNIFORM_STRIDE = 256;
 const WORKGROUP = 256;
@@ -51,7 +46,7 @@ export class GpuContext {
   private dispatches = 0;
   /** Dispatches the current batch takes before it is submitted (ramps from firstBatch to MAX_BATCH). */
   private batchLimit: number;
-  private readonly firstBatch: number;
+  private tuningNow: Readonly<WebGPUTuning> = DEFAULT_WEBGPU_TUNING;
   private readonly arena: GPUBuffer;
   private readonly arenaData = new ArrayBuffer(MAX_BATCH * UNIFORM_STRIDE);
   private readonly arenaView = new DataView(this.arenaData);
@@ -78,8 +73,7 @@ export class GpuContext {
   readonly owners: unknown[] = [];
 
   constructor(readonly device: GPUDevice, readonly description: string) {
-    const first = Number(env('SPARSEGRAD_WEBGPU_FIRST_BATCH'));
-    this.firstBatch = this.batchLimit = Number.isInteger(first) && first > 0 ? Math.min(first, MAX_BATCH) : FIRST_BATCH;
+    this.batchLimit = this.firstBatch;
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
       this.error ??= `${this.lastOp}: ${(e as GPUUncapturedErrorEvent).error.message}`;
@@ -98,6 +92,23 @@ export class GpuContext {
     const error = this.error;
     this.error = null;
     if (error) throw new Error(`webgpu: ${error}`);
+  }
+
+  /** The kernel variants in use (tuning.ts): the defaults unless a benchmark or test set others. */
+  get tuning(): Readonly<WebGPUTuning> {
+    return this.tuningNow;
+  }
+
+  /** Sets some kernel variants (the rest keep their values); returns the previous tuning, to restore it. */
+  setTuning(changes: Partial<WebGPUTuning>): Readonly<WebGPUTuning> {
+    const previous = this.tuningNow;
+    this.tuningNow = Object.freeze({ ...previous, ...changes });
+    return previous;
+  }
+
+  /** The first batch after a read (the submission ramp above). */
+  private get firstBatch(): number {
+    return Math.max(1, Math.min(this.tuningNow.firstBatch, MAX_BATCH));
   }
 
   // ---- buffers: power-of-two size classes, recycled ----

@@ -35,6 +35,7 @@ registerBackend({
   },
 });
 export type { WebGPUBackend } from './backend.ts';
+export { DEFAULT_WEBGPU_TUNING, parseTuning, type WebGPUTuning } from './tuning.ts';
 
 /**
  * The dynamic loader's message when `name` cannot be found, else null. process.dlopen loads it the

@@ -1,5 +1,6 @@
 /** Tile shapes of the matrix-product kernels (see gemm.ts), chosen by measurement on an H100. */
 import type { GemmShape } from './gemm.ts';
+import { DEFAULT_WEBGPU_TUNING, type WebGPUTuning } from './tuning.ts';
 
 export const DENSE_LARGE: GemmShape = { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
 export const DENSE_SMALL: GemmShape = { wm: 16, wn: 16, tm: 4, tn: 4, bk: 8 };
@@ -9,10 +10,9 @@ export const SPLIT_K_MIN = 1024;
 /**
  * Workgroups of the 128 x 128 tile taken as running at once on an H100 (two per multiprocessor):
  * the wave that split k fills. Measured on the GPT's weight gradients (NOTES 34): 264 beat 132
- * and 528 (512 x 512 x 8192: 3.20 ms per step against 3.25 and 3.37). SPARSEGRAD_WEBGPU_SPLIT_SLOTS
- * overrides it (benchmarks).
+ * and 528 (512 x 512 x 8192: 3.20 ms per step against 3.25 and 3.37): the default of the
+ * tuning's waveSlots.
  */
-const WAVE_SLOTS = 264;
 /** Split-k chunks are at least this many steps of k long. */
 const SPLIT_MIN_CHUNK = 256;
 
@@ -23,15 +23,16 @@ const SPLIT_MIN_CHUNK = 256;
  * fill whole waves of the GPU (waveSplits); short ones take 64 x 64 tiles (4 x 4 per thread).
  * On an H100 (NOTES 34) the GPT's weight gradients went from 64 x 64 tiles (4 x 4 per thread,
  * at most 5 chunks) to these: [2048, 512] over k = 8192 0.667 -> 0.445 ms, [512, 512] 0.190 ->
- * 0.133. SPARSEGRAD_WEBGPU_SPLIT_LARGE=0 restores the earlier rule (64 x 64 tiles below 256
- * large ones, k split below SPLIT_K_BELOW_TILES of them).
+ * 0.133. The tuning's splitLarge off restores the earlier rule (64 x 64 tiles below 256 large
+ * ones, k split below SPLIT_K_BELOW_TILES of them), fitOutput off keeps whole tiles.
  */
-export function denseTiling(m: number, n: number, k: number, batch: number, wide: GemmShape): { shape: GemmShape; splits: number } {
-  const large = env('SPARSEGRAD_WEBGPU_FIT_OUTPUT') === '0' ? wide : fitOutput(wide, m, n);
+export function denseTiling(m: number, n: number, k: number, batch: number, wide: GemmShape,
+  tuning: Pick<WebGPUTuning, 'fitOutput' | 'splitLarge' | 'waveSlots'> = DEFAULT_WEBGPU_TUNING): { shape: GemmShape; splits: number } {
+  const large = tuning.fitOutput ? fitOutput(wide, m, n) : wide;
   const tilesOf = (s: GemmShape) => Math.ceil(m / (s.wm * s.tm)) * Math.ceil(n / (s.wn * s.tn)) * batch;
   const longK = batch === 1 && k >= SPLIT_K_MIN;
   if (tilesOf(large) >= 256) return { shape: large, splits: 1 };
-  if (longK && env('SPARSEGRAD_WEBGPU_SPLIT_LARGE') !== '0') return { shape: large, splits: waveSplits(tilesOf(large), k) };
+  if (longK && tuning.splitLarge) return { shape: large, splits: waveSplits(tilesOf(large), k, tuning.waveSlots) };
   const tiles = tilesOf(DENSE_SMALL);
   if (!longK || tiles >= SPLIT_K_BELOW_TILES) return { shape: DENSE_SMALL, splits: 1 };
   return { shape: DENSE_SMALL, splits: Math.min(Math.ceil((2 * SPLIT_K_BELOW_TILES) / tiles), Math.floor(k / (SPLIT_K_MIN / 2))) };
@@ -42,7 +43,6 @@ export function denseTiling(m: number, n: number, k: number, batch: number, wide
  * (or tall), such as attention's context P V and dV = P^T dO ([256, 64] per head), would leave
  * half of every 128 x 128 tile's outputs empty. On an H100 (NOTES 43), 128 x 64 tiles took those
  * two from 1.58-1.60 and 1.45-1.46 to 1.03 and 1.09-1.10 ms per GPT step (12 calls each).
- * SPARSEGRAD_WEBGPU_FIT_OUTPUT=0 keeps the whole tile (benchmarks).
  */
 export function fitOutput(shape: GemmShape, m: number, n: number): GemmShape {
   if (n <= (shape.wn * shape.tn) / 2 && shape.wn % 2 === 0) return { ...shape, wn: shape.wn / 2 };
@@ -55,8 +55,7 @@ export function fitOutput(shape: GemmShape, m: number, n: number): GemmShape {
  * minimises waves(tiles x s) / s, the run time in units of the whole k, fewest on ties (each chunk
  * adds a partial product to sum).
  */
-export function waveSplits(tiles: number, k: number): number {
-  const slots = Number(env('SPARSEGRAD_WEBGPU_SPLIT_SLOTS')) || WAVE_SLOTS;
+export function waveSplits(tiles: number, k: number, slots = DEFAULT_WEBGPU_TUNING.waveSlots): number {
   const time = (s: number) => Math.ceil((tiles * s) / slots) / s;
   let best = 1;
   for (let s = 2; s <= Math.floor(k / SPLIT_MIN_CHUNK); s++) if (time(s) < time(best) - 1e-9) best = s;
@@ -68,9 +67,9 @@ export function waveSplits(tiles: number, k: number): number {
  * than a few long ones (the last of ~1000 workgroups of 8192 tokens set the time); on an H100 the
  * 32x32 dW of W [4096, 1024] at density 0.5 took 2.38 ms with a target of 1024 and 2.00-2.02 with
  * 4096, 0.25 1.23 -> 1.11; below 1024 tokens per chunk the reduction of the partial sums cost more
- * than the balance gained (W [1024, 4096] at 0.1: 0.45 -> 0.49 ms with 512-token chunks).
+ * than the balance gained (W [1024, 4096] at 0.1: 0.45 -> 0.49 ms with 512-token chunks). The
+ * target is the tuning's sddmmGroups (4096).
  */
-export const SDDMM_TARGET_GROUPS = 4096;
 export const SDDMM_MIN_CHUNK = 1024;
 
 /** Block-sparse products: a tile is one block wide (BN = bs) and 128-256 tokens tall (tuned on an H100). */
@@ -91,12 +90,11 @@ export function bsrShape(bs: number): GemmShape {
  * one token tile). On an H100 (NOTES 25), bands of 4096 tokens took the 32x32 forward at density
  * 0.5 from 2.11-2.14 to 2.06-2.07 ms and dX from 2.10-2.11 to 2.05-2.06, 64x64 forward 1.75-1.82
  * to 1.72-1.78; bands of 1024, 2048 and 8192 tokens gained less. 16x16 blocks (256-token tiles)
- * keep the plain order: bands of 8192 tokens made them 9-16% slower at density 0.1.
- * SPARSEGRAD_WEBGPU_BAND_TILES sets the band for every block size (0: plain; tests, benchmarks).
+ * keep the plain order: bands of 8192 tokens made them 9-16% slower at density 0.1. `forced`
+ * (the tuning's bandTiles) sets the band for every block size (0: plain).
  */
-export function orderBand(blockSize: number, tileTokens: number, tiles: number): number {
-  const forced = env('SPARSEGRAD_WEBGPU_BAND_TILES');
-  const band = forced ? Number(forced) : blockSize === 16 ? 0 : Math.round(ORDER_BAND_TOKENS / tileTokens);
+export function orderBand(blockSize: number, tileTokens: number, tiles: number, forced?: number): number {
+  const band = forced ?? (blockSize === 16 ? 0 : Math.round(ORDER_BAND_TOKENS / tileTokens));
   return band > 0 ? Math.min(tiles, band) : 0;
 }
 const ORDER_BAND_TOKENS = 4096;
@@ -114,11 +112,10 @@ export function unionShape(forward: boolean): GemmShape {
  * Whether a product runs on union tiles. Measured on an H100 (docs/benchmarks.md, NOTES.md): they
  * beat one-block-wide tiles only for 16x16 blocks, and only where at least a third of the union's
  * band-steps hold a block (density ~0.5 forward, ~0.25 and up for dX); 32x32 and 64x64 blocks
- * lose at every density. SPARSEGRAD_WEBGPU_UNION=0 / =1 forces them off / on (tests, benchmarks).
+ * lose at every density. `mode` (the tuning's unionTiles) may force them on or off.
  */
-export function useUnionTiles(blockSize: number, liveFraction: () => number): boolean {
-  const forced = env('SPARSEGRAD_WEBGPU_UNION');
-  if (forced === '0' || forced === '1') return forced === '1';
+export function useUnionTiles(blockSize: number, liveFraction: () => number, mode: WebGPUTuning['unionTiles'] = 'auto'): boolean {
+  if (mode !== 'auto') return mode === 'on';
   return blockSize === 16 && liveFraction() >= 1 / 3;
 }
 
@@ -140,13 +137,9 @@ export function sddmmShape(bs: number, blocksPerRow = Infinity): GemmShape {
 
 export const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.bk}`;
 
-/**
- * Tile shapes can be overridden for tuning (benchmarks only): SPARSEGRAD_WEBGPU_TILES =
- * "matmul=16,16,8,8,8;bsr32=32,8,4,4,8;sddmm32=8,8,4,4,8;union16=16,16,8,8,8;unionGradInput16=16,8,8,8,8".
- */
-export function tuned(kernel: string): GemmShape | undefined {
-  const spec = env('SPARSEGRAD_WEBGPU_TILES');
-  const entry = spec?.split(';').find((e) => e.startsWith(`${kernel}=`));
+/** A tile shape the tuning's `tiles` spec sets for `kernel` (benchmarks tune them), if any. */
+export function tuned(kernel: string, spec: string): GemmShape | undefined {
+  const entry = spec.split(';').find((e) => e.startsWith(`${kernel}=`));
   if (!entry) return undefined;
   const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
   return { wm, wn, tm, tn, bk };
@@ -169,7 +162,3 @@ export function fitShape(shape: GemmShape, limit: number): GemmShape {
   return s;
 }
 
-/** An environment variable in Node; undefined in a browser. */
-export function env(name: string): string | undefined {
-  return (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
-}

@@ -1,6 +1,6 @@
 /**
  * The WebGPU block-sparse kernels, each variant against float64 references: union tiles (several
- * block rows or columns per workgroup; SPARSEGRAD_WEBGPU_UNION=1 forces them), one-block-wide
+ * block rows or columns per workgroup; the tuning's unionTiles 'on' forces them), one-block-wide
  * tiles (=0) and the default choice, with partial and empty groups, tokens that fill no tile
  * evenly, and every block size. The shared suites of core cover the default path on every
  * backend under test.
@@ -8,6 +8,7 @@
 import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, backends, manualSeed, setBackend, tensor, type Backend } from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
+import type { WebGPUBackend, WebGPUTuning } from '@sparsegrad/webgpu';
 import { blockSparseRefs, randomArray, deviceSuite, testSeed } from '../../core/test/helpers.ts';
 
 const status = (await backends()).find((b) => b.name === 'webgpu');
@@ -56,31 +57,27 @@ function nanTail(a: Float32Array, n: number): Float32Array {
       // 64-column ones by default), and its work items along block rows, then block columns; last,
       // the one-block-wide tiles in the plain work order and in bands of 2 token tiles (of 3: the
       // last band partial).
-      const keys = ['SPARSEGRAD_WEBGPU_UNION', 'SPARSEGRAD_WEBGPU_UNION_CLUSTER', 'SPARSEGRAD_WEBGPU_TILES', 'SPARSEGRAD_WEBGPU_SDDMM_AXIS', 'SPARSEGRAD_WEBGPU_BAND_TILES'] as const;
-      const variants: Partial<Record<(typeof keys)[number], string>>[] = [
+      const variants: Partial<WebGPUTuning>[] = [
         {},
-        { SPARSEGRAD_WEBGPU_UNION: '0' },
-        { SPARSEGRAD_WEBGPU_UNION: '1' },
-        { SPARSEGRAD_WEBGPU_UNION: '1', SPARSEGRAD_WEBGPU_UNION_CLUSTER: '0' },
-        { SPARSEGRAD_WEBGPU_TILES: 'sddmm32=8,16,4,8,8' },
-        { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'row' },
-        { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column' },
-        { SPARSEGRAD_WEBGPU_SDDMM_AXIS: 'column', SPARSEGRAD_WEBGPU_TILES: 'sddmm32=8,16,4,8,8' },
-        { SPARSEGRAD_WEBGPU_UNION: '0', SPARSEGRAD_WEBGPU_BAND_TILES: '0' },
-        { SPARSEGRAD_WEBGPU_UNION: '0', SPARSEGRAD_WEBGPU_BAND_TILES: '2' },
+        { unionTiles: 'off' },
+        { unionTiles: 'on' },
+        { unionTiles: 'on', unionCluster: false },
+        { tiles: 'sddmm32=8,16,4,8,8' },
+        { sddmmAxis: 'row' },
+        { sddmmAxis: 'column' },
+        { sddmmAxis: 'column', tiles: 'sddmm32=8,16,4,8,8' },
+        { unionTiles: 'off', bandTiles: 0 },
+        { unionTiles: 'off', bandTiles: 2 },
       ];
+      const ctx = (be as WebGPUBackend).context;
       for (const v of variants) {
-        const saved = keys.map((k) => process.env[k]);
-        Object.assign(process.env, v);
+        const previous = ctx.setTuning(v);
         // Poisoned outputs: every element must be written.
         const outs = [y, dx, dw].map((r) => be.upload(new Float32Array(r.length).fill(Number.NaN)));
         be.bsrMatmul(xb, blocks, L, m, outs[0], 'highest');
         be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], 'highest');
         be.bsrSddmm(dyb, xb, L, m, outs[2], 'highest');
-        keys.forEach((k, i) => {
-          if (saved[i] === undefined) delete process.env[k];
-          else process.env[k] = saved[i];
-        });
+        ctx.setTuning(previous);
         const refs = [y, dx, dw];
         for (let i = 0; i < 3; i++) {
           const got = await be.read(outs[i], refs[i].length);
@@ -111,18 +108,17 @@ function nanTail(a: Float32Array, n: number): Float32Array {
     const dy = Float32Array.from(randomArray(m * nr * bs, seed + 3));
     const { dw } = blockSparseRefs(L, await W.data.toArray(), x, dy, m);
     const [xb, dyb] = [be.upload(nanTail(x, 8 * nc * bs)), be.upload(nanTail(dy, 8 * nr * bs))];
-    const saved = process.env.SPARSEGRAD_WEBGPU_TILES;
-    for (const tiles of [undefined, 'sddmm32=8,16,4,8,8']) {
-      if (tiles) process.env.SPARSEGRAD_WEBGPU_TILES = tiles;
+    const ctx = (be as WebGPUBackend).context;
+    for (const tiles of ['', 'sddmm32=8,16,4,8,8']) {
+      const previous = ctx.setTuning({ tiles });
       const out = be.upload(new Float32Array(dw.length).fill(Number.NaN));
       be.bsrSddmm(dyb, xb, L, m, out, 'highest');
+      ctx.setTuning(previous);
       const got = await be.read(out, dw.length);
       let worst = 0;
       for (let j = 0; j < got.length; j++) worst = Math.max(worst, Math.abs(got[j] - dw[j]) / (1 + Math.abs(dw[j])));
-      assert.ok(worst < 1e-3, `dW over chunks, tiles ${tiles ?? 'default'}: error ${worst} (seed ${seed})`);
+      assert.ok(worst < 1e-3, `dW over chunks, tiles ${tiles || 'default'}: error ${worst} (seed ${seed})`);
       be.free(out);
-      if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_TILES;
-      else process.env.SPARSEGRAD_WEBGPU_TILES = saved;
     }
     be.free(xb);
     be.free(dyb);

@@ -1,7 +1,7 @@
 /**
  * The short-row kernels (softmax, layer norm and their backward over rows up to 512) in both of
  * their forms: a row per subgroup where the device's subgroups passed the probe, and rows of 32
- * invocations reducing in workgroup memory (SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0), each against the
+ * invocations reducing in workgroup memory (the tuning's rowSubgroups off), each against the
  * CPU backend on the same inputs. Core's shared suites cover the default form on every backend.
  */
 import * as assert from 'uvu/assert';
@@ -48,16 +48,15 @@ async function outputs(be: Backend): Promise<ArrayLike<number>[]> {
 
   test('softmax and layer norm (and their gradients) match the CPU backend in both short-row forms', async () => {
     const ref = await outputs(cpu);
-    const saved = process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS;
-    try {
-      for (const mode of ['0', '1']) {
-        process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS = mode;
+    const ctx = (be as WebGPUBackend).context;
+    for (const rowSubgroups of [false, true]) {
+      const previous = ctx.setTuning({ rowSubgroups });
+      try {
         const got = await outputs(be);
-        got.forEach((g, i) => assertClose(g, ref[i], 2e-5, `output ${i}, ROW_SUBGROUPS=${mode}`));
+        got.forEach((g, i) => assertClose(g, ref[i], 2e-5, `output ${i}, rowSubgroups ${rowSubgroups}`));
+      } finally {
+        ctx.setTuning(previous);
       }
-    } finally {
-      if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS;
-      else process.env.SPARSEGRAD_WEBGPU_ROW_SUBGROUPS = saved;
     }
   });
 }

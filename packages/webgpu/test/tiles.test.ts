@@ -2,6 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DENSE_LARGE, DENSE_SMALL, denseTiling, fitShape, orderBand, waveSplits } from '../src/tiles.ts';
+import { DEFAULT_WEBGPU_TUNING } from '../src/tuning.ts';
 
 /** Exact bytes of the two stages of A and B for the largest padding the generator can choose. */
 const bytes = (s: { wm: number; wn: number; tm: number; tn: number; bk: number }) => 2 * s.bk * ((s.wm * s.tm) / 4 + 8 + (s.wn * s.tn) / 4 + 8) * 16;
@@ -25,28 +26,16 @@ test('shapes that fit are kept; larger ones give up k-step, then rows, never wid
 
 
 test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles there are; 16x16 and 0 plain', () => {
-  const saved = process.env.SPARSEGRAD_WEBGPU_BAND_TILES;
-  delete process.env.SPARSEGRAD_WEBGPU_BAND_TILES;
-  try {
-    assert.is(orderBand(32, 128, 128), 32);
-    assert.is(orderBand(64, 128, 10), 10);
-    assert.is(orderBand(16, 256, 64), 0);
-    process.env.SPARSEGRAD_WEBGPU_BAND_TILES = '3';
-    assert.is(orderBand(16, 256, 64), 3);
-    process.env.SPARSEGRAD_WEBGPU_BAND_TILES = '0';
-    assert.is(orderBand(32, 128, 128), 0);
-  } finally {
-    if (saved === undefined) delete process.env.SPARSEGRAD_WEBGPU_BAND_TILES;
-    else process.env.SPARSEGRAD_WEBGPU_BAND_TILES = saved;
-  }
+  assert.is(orderBand(32, 128, 128), 32);
+  assert.is(orderBand(64, 128, 10), 10);
+  assert.is(orderBand(16, 256, 64), 0);
+  assert.is(orderBand(16, 256, 64, 3), 3); // forced (the tuning's bandTiles)
+  assert.is(orderBand(32, 128, 128, 0), 0);
 });
 
 
 test('dense tiles: 128 x 128 (halved where the output fills half of it) from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {
-  const saved = [process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE, process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS];
-  delete process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE;
-  delete process.env.SPARSEGRAD_WEBGPU_SPLIT_SLOTS;
-  try {
+  {
     const L = DENSE_LARGE;
     assert.equal(denseTiling(8192, 512, 512, 1, L), { shape: L, splits: 1 }); // 256 tiles
     assert.equal(denseTiling(256, 256, 64, 256, L), { shape: L, splits: 1 }); // a batch of 256
@@ -66,12 +55,10 @@ test('dense tiles: 128 x 128 (halved where the output fills half of it) from 256
       const time = (c: number) => Math.ceil((tiles * c) / 264) / c;
       for (let c = 1; c <= Math.floor(k / 256); c++) assert.ok(time(s) <= time(c) + 1e-9 && (time(c) > time(s) + 1e-9 || c >= s), `${tiles} tiles, k ${k}: ${s} chunks against ${c}`);
     }
-    process.env.SPARSEGRAD_WEBGPU_SPLIT_LARGE = '0';
-    assert.equal(denseTiling(2048, 512, 8192, 1, L), { shape: DENSE_SMALL, splits: 1 });
-    assert.equal(denseTiling(512, 512, 8192, 1, L), { shape: DENSE_SMALL, splits: 5 });
-  } finally {
-    const keys = ['SPARSEGRAD_WEBGPU_SPLIT_LARGE', 'SPARSEGRAD_WEBGPU_SPLIT_SLOTS'];
-    keys.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+    const earlier = { ...DEFAULT_WEBGPU_TUNING, splitLarge: false };
+    assert.equal(denseTiling(2048, 512, 8192, 1, L, earlier), { shape: DENSE_SMALL, splits: 1 });
+    assert.equal(denseTiling(512, 512, 8192, 1, L, earlier), { shape: DENSE_SMALL, splits: 5 });
+    assert.equal(denseTiling(256, 64, 256, 256, L, { ...DEFAULT_WEBGPU_TUNING, fitOutput: false }), { shape: L, splits: 1 });
   }
 });
 

@@ -27,8 +27,8 @@ export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
       const bC = b.colStride === 1 ? 'n' : 'k';
       // Measured on an H100: with both operands row-major a k-step of 4 beats 8 (40 vs 37 TFLOP/s).
       const large = aC === 'k' && bC === 'n' ? { ...DENSE_LARGE, bk: 4 } : DENSE_LARGE;
-      const tiling = denseTiling(m, n, k, batch, large);
-      const shape = fit(tuned('matmul') ?? tiling.shape);
+      const tiling = denseTiling(m, n, k, batch, large, ctx.tuning);
+      const shape = fit(tuned('matmul', ctx.tuning.tiles) ?? tiling.shape);
       const kChecked = k % shape.bk !== 0;
       // Outputs as vec4 stores where rows are multiples of 4 (every row and batch then starts
       // aligned): always for X W^T's layout (k-contiguous operands), for the others only over a

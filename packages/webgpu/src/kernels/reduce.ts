@@ -8,7 +8,6 @@ import type { Backend } from '@sparsegrad/core';
 import type { ReduceOp } from '@sparsegrad/core/backend';
 import { G, WG, u } from '../context.ts';
 import { ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, shortRowsKernel } from '../reductions.ts';
-import { env } from '../tiles.ts';
 import { wgslType } from '../wgsl.ts';
 import { HEAD, MAIN, columnReduce, type KernelHost } from './common.ts';
 
@@ -51,7 +50,7 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
         ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(outer * n)], gridFor(outer));
         return;
       }
-      if (t === 'f32' && op === 'sum' && env('SPARSEGRAD_WEBGPU_FEW_ROWS') !== '0' && n <= FEW_ROWS && inner % 4 === 0 && outer * inner >= FEW_ROWS_MIN_FLOATS) {
+      if (t === 'f32' && op === 'sum' && ctx.tuning.fewRows && n <= FEW_ROWS && inner % 4 === 0 && outer * inner >= FEW_ROWS_MIN_FLOATS) {
         // A few long rows (the SDDMM's partial sums: 8-16 rows of 1-2M floats): one thread per vec4 of a
         // column walks all n rows, so every load is a whole 16-byte piece and no workgroup memory
         // or second pass is needed; columnKernel's lanes and splits serve tall columns instead.

@@ -6,7 +6,6 @@
 import type { Backend } from '@sparsegrad/core';
 import { G, GpuBuffer, WG, u, type Param } from '../context.ts';
 import { LANE_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, rowBindings, type RowReduction } from '../reductions.ts';
-import { env } from '../tiles.ts';
 import { columnReduce, type KernelHost } from './common.ts';
 
 export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBackward' | 'layerNorm' | 'layerNormBackward'> {
@@ -17,12 +16,12 @@ export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBac
    * them usable (rowSubgroups, their size) or TREE_LANES invocations reducing in workgroup memory;
    * longer rows a workgroup each. On an H100 the GPT step's attention softmax (rows of 256) went
    * from 0.19 ms per call a workgroup per row to 0.049 in rows of 32 and 0.046 a subgroup each,
-   * layer norm (rows of 512) from 0.035 to 0.021 (NOTES 35). SPARSEGRAD_WEBGPU_ROW_SUBGROUPS=0
-   * forces the tree, SPARSEGRAD_WEBGPU_LANE_ROWS=0 a workgroup per row (tests, benchmarks).
+   * layer norm (rows of 512) from 0.035 to 0.021 (NOTES 35). The tuning's rowSubgroups off
+   * forces the tree, laneRows off a workgroup per row.
    */
   const rowOp = (op: string, key: string, rows: number, n: number, bindings: string, body: string, buffers: GpuBuffer[], params: Param[]) => {
     const reduction: RowReduction =
-      n > LANE_ROW || env('SPARSEGRAD_WEBGPU_LANE_ROWS') === '0' ? 'workgroup' : rowSubgroups > 0 && env('SPARSEGRAD_WEBGPU_ROW_SUBGROUPS') !== '0' ? 'subgroup' : 'tree';
+      n > LANE_ROW || !ctx.tuning.laneRows ? 'workgroup' : rowSubgroups > 0 && ctx.tuning.rowSubgroups ? 'subgroup' : 'tree';
     const lanes = { workgroup: WG, subgroup: rowSubgroups, tree: TREE_LANES }[reduction];
     const kernel = pipe(`${key}|${reduction}|${lanes}`, () => laneRowKernel(bindings, body, lanes, reduction, sg));
     ctx.dispatchGrid(op, kernel, buffers, params, gridFor(Math.ceil(rows / (WG / lanes))));
