@@ -1,6 +1,4 @@
-import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { tensor, type Tensor } from '@sparsegrad/core';
 import { CliError } from './errors.ts';
 import { buildCharVocab, byteTokenizer, charTokenizer, type Tokenizer } from './tokenizer.ts';
@@ -13,23 +11,18 @@ export interface Corpus {
 
 /**
  * The default corpus: nlp-corpus (MIT), ~100k English sentences shipped with the npm package, so
- * training needs no network. Sentences are joined with newlines.
+ * training needs no network. Its documented API (`all()`) gives the sentences, joined here with
+ * newlines.
  */
-export function defaultCorpus(): Corpus {
-  const require = createRequire(import.meta.url);
-  let dir: string;
+export async function defaultCorpus(): Promise<Corpus> {
+  let corpus: { all(): string[] };
   try {
-    // The package exports only its loader (src/server/index.js); the sentences are in builds/.
-    dir = join(dirname(require.resolve('nlp-corpus')), '..', '..', 'builds');
+    // The package ships no types: its documented `all()` returns the sentences.
+    corpus = (await import('nlp-corpus' as string)) as { all(): string[] };
   } catch {
     throw new CliError('the default corpus (npm package nlp-corpus) is not installed; run npm install, or pass --data FILE');
   }
-  const parts: string[] = [];
-  for (let i = 0; i < 100; i++) {
-    const sentences = JSON.parse(readFileSync(join(dir, `doc-${i}.json`), 'utf8')) as string[];
-    parts.push(sentences.join('\n'));
-  }
-  return { source: 'nlp-corpus (100,000 English sentences)', text: parts.join('\n') };
+  return { source: 'nlp-corpus (100,000 English sentences)', text: corpus.all().join('\n') };
 }
 
 /** Opens --data and checks that it is a non-empty file; returns its size in bytes. */
@@ -91,9 +84,9 @@ function sliceChars(text: string, n: number): string {
 }
 
 /** The first `maxBytes` bytes of --data (or of the default corpus in UTF-8), for the byte tokenizer. */
-export function byteCorpus(path: string | undefined, maxBytes: number): { source: string; bytes: Uint8Array } {
+export async function byteCorpus(path: string | undefined, maxBytes: number): Promise<{ source: string; bytes: Uint8Array }> {
   if (path) return { source: path, bytes: readPrefix(path, maxBytes) };
-  const corpus = defaultCorpus();
+  const corpus = await defaultCorpus();
   return { source: corpus.source, bytes: new TextEncoder().encode(corpus.text).subarray(0, maxBytes) };
 }
 

@@ -33,18 +33,18 @@ export interface PreparedData {
  * byte tokenizer, which reads any file exactly), builds or reuses a tokenizer, splits 95/5 and
  * computes the unigram baseline.
  */
-export function prepareData(opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number }, log: (s: string) => void): PreparedData {
+export async function prepareData(opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number }, log: (s: string) => void): Promise<PreparedData> {
   const kind = typeof opts.tokenizer === 'string' ? opts.tokenizer : opts.tokenizer.type;
   let tokenizer: Tokenizer;
   let ids: Int32Array;
   let read: string;
   if (kind === 'byte') {
-    const { source, bytes } = byteCorpus(opts.data, opts.maxChars);
+    const { source, bytes } = await byteCorpus(opts.data, opts.maxChars);
     tokenizer = byteTokenizer();
     ids = Int32Array.from(bytes);
     read = `${source}, ${bytes.length.toLocaleString('en-US')} bytes`;
   } else {
-    const corpus = opts.data ? fileCorpus(opts.data, opts.maxChars, log) : defaultCorpus();
+    const corpus = opts.data ? fileCorpus(opts.data, opts.maxChars, log) : await defaultCorpus();
     const text = opts.data ? corpus.text : corpus.text.slice(0, opts.maxChars);
     tokenizer = typeof opts.tokenizer === 'string' ? makeTokenizer(opts.tokenizer, text) : tokenizerFromSpec(opts.tokenizer);
     ids = tokenizer.encode(text);

@@ -50,7 +50,7 @@ async function compareIn(values: Values, argv: string[], opts: { pattern: string
   log: (s: string) => void): Promise<number> {
   const { pattern, densities, bs, training, maxChars, out } = opts;
   const backend = await chooseBackend(values.backend as string, log, values.precision as string);
-  const prepared = prepareData({ data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) }, log);
+  const prepared = await prepareData({ data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) }, log);
   const model = modelConfig(values, prepared.tokenizer.vocabSize);
   const variants: { name: string; patches: PatchSpec[] }[] = [
     { name: 'dense', patches: [] },

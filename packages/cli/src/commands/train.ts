@@ -121,7 +121,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
 async function trainIn(values: Values, config: RunConfig, resume: LoadedCheckpoint | undefined, out: string, checkpointEvery: number,
   stopAfter: number | undefined, log: (s: string) => void): Promise<number> {
   await chooseBackend(values.backend as string, log, values.precision as string);
-  const prepared = prepareData({
+  const prepared = await prepareData({
     data: config.data === 'default' ? undefined : config.data,
     tokenizer: resume ? config.tokenizer : (values.tokenizer as string),
     maxChars: config.maxChars,
