@@ -30,7 +30,9 @@ function time(fn: () => Tensor): number {
   return median(samples);
 }
 
-const M = 512, K = 1024, N = 1024;
+const M = 512,
+  K = 1024,
+  N = 1024;
 const x = randn([M, K]);
 const w = randn([K, N]);
 const denseMs = time(() => matmul(x, w));

@@ -10,9 +10,14 @@ import type { CudaBackend } from '@sparsegrad/cuda';
 
 const { values } = parseArgs({
   options: {
-    kind: { type: 'string', default: 'forward' }, bs: { type: 'string', default: '32' }, density: { type: 'string', default: '0.5' },
-    precision: { type: 'string', default: 'high' }, m: { type: 'string', default: '16384' }, rows: { type: 'string', default: '4096' },
-    cols: { type: 'string', default: '1024' }, repeats: { type: 'string', default: '3' },
+    kind: { type: 'string', default: 'forward' },
+    bs: { type: 'string', default: '32' },
+    density: { type: 'string', default: '0.5' },
+    precision: { type: 'string', default: 'high' },
+    m: { type: 'string', default: '16384' },
+    rows: { type: 'string', default: '4096' },
+    cols: { type: 'string', default: '1024' },
+    repeats: { type: 'string', default: '3' },
   },
 });
 await setBackend('cuda');

@@ -21,9 +21,12 @@ import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSectio
 
 const { values } = parseArgs({
   options: {
-    quick: { type: 'boolean', default: false }, write: { type: 'boolean', default: false },
-    blocks: { type: 'string', default: '32,16,64' }, precisions: { type: 'string', default: 'highest,high,medium' },
-    'block-sparse-only': { type: 'boolean', default: false }, variants: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    write: { type: 'boolean', default: false },
+    blocks: { type: 'string', default: '32,16,64' },
+    precisions: { type: 'string', default: 'highest,high,medium' },
+    'block-sparse-only': { type: 'boolean', default: false },
+    variants: { type: 'string' },
   },
 });
 const quick = values.quick!;
@@ -82,20 +85,34 @@ const densities = [0.5, 0.25, 0.1];
 async function blockSparseTables(label: string): Promise<void> {
   for (const p of precisions) {
     for (const bs of values.blocks!.split(',').map(Number)) {
-      say(`Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X); † the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).`);
+      say(
+        `Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X); † the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).`,
+      );
       say();
       await blockSparseRows({
-        be, M, bs, precision: p, densities, digits: 3, say, time: (record) => time(record), random: randomBuffer,
+        be,
+        M,
+        bs,
+        precision: p,
+        densities,
+        digits: 3,
+        say,
+        time: (record) => time(record),
+        random: randomBuffer,
         mark: (layout, product) => (takesDenseRoute(layout, product, p, be.tuning.denseRoute) ? ' †' : ''),
       });
       say();
     }
   }
 }
-await forEachVariant(values.variants, (key, value) => {
-  const previous = be.setTuning(parseTuning(key, value));
-  return () => be.setTuning(previous);
-}, blockSparseTables);
+await forEachVariant(
+  values.variants,
+  (key, value) => {
+    const previous = be.setTuning(parseTuning(key, value));
+    return () => be.setTuning(previous);
+  },
+  blockSparseTables,
+);
 
 // ---- bandwidth ----
 if (!values['block-sparse-only']) {
@@ -119,17 +136,21 @@ if (!values['block-sparse-only']) {
     ['softmax of rows of 1024', time(() => be.softmax(a, n / 1024, 1024, false, false, c), 10), 2 * bytes],
     ['layer norm of rows of 1024', time(() => be.layerNorm(a, null, null, n / 1024, 1024, 1e-5, c, r, r), 10), 2 * bytes],
   ];
-  say(`Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Device-to-device copy (cuMemcpyDtoDAsync): ${((2 * bytes) / copy / 1e6).toFixed(0)} GB/s.`);
+  say(
+    `Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Device-to-device copy (cuMemcpyDtoDAsync): ${((2 * bytes) / copy / 1e6).toFixed(0)} GB/s.`,
+  );
   say();
   say('| op | ms | bandwidth (% of copy) |');
   say('| --- | --- | --- |');
-  for (const [name, ms, moved] of rows) say(`| ${name} | ${ms.toFixed(3)} | ${(moved / ms / 1e6).toFixed(0)} GB/s (${(((copy / ms) * moved) / (2 * bytes) * 100).toFixed(0)}%) |`);
+  for (const [name, ms, moved] of rows)
+    say(`| ${name} | ${ms.toFixed(3)} | ${(moved / ms / 1e6).toFixed(0)} GB/s (${((((copy / ms) * moved) / (2 * bytes)) * 100).toFixed(0)}%) |`);
   say();
   for (const x of [a, b, c, r, probe]) be.free(x);
 }
 
 // ---- launch overhead (host side included: what a user's op costs) ----
-if (!values['block-sparse-only']) say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
+if (!values['block-sparse-only'])
+  say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
 if (values.write) writeDocSection('cuda-benchmark', out);
 process.exit(0);

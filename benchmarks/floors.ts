@@ -40,7 +40,9 @@ for (const { m, k, n, dense } of SHAPES) {
         const dramMs = (bytes(product, m, k, n, density) / DRAM_BYTES_PER_S) * 1e3;
         const flopMs = ((2 * m * n * k * density) / PEAK_FLOPS[precision]) * 1e3;
         const best = dense[precision][i] / Math.max(dramMs, flopMs);
-        console.log(`| X [${m}, ${k}], W [${n}, ${k}] | ${product} | ${precision} | ${density} | ${goal}x | ${goalMs.toFixed(3)} | ${dramMs.toFixed(3)} | ${flopMs.toFixed(3)} | ${best.toFixed(2)}x | ${best >= goal ? 'yes' : 'no'} |`);
+        console.log(
+          `| X [${m}, ${k}], W [${n}, ${k}] | ${product} | ${precision} | ${density} | ${goal}x | ${goalMs.toFixed(3)} | ${dramMs.toFixed(3)} | ${flopMs.toFixed(3)} | ${best.toFixed(2)}x | ${best >= goal ? 'yes' : 'no'} |`,
+        );
       }
     }
   }

@@ -14,8 +14,11 @@ import { median, warmUp } from './util.ts';
 
 const { values } = parseArgs({
   options: {
-    backend: { type: 'string', default: 'auto' }, batch: { type: 'string', default: '32' }, steps: { type: 'string', default: '10' },
-    densities: { type: 'string', default: '0.5,0.25,0.1' }, precision: { type: 'string', default: 'highest' },
+    backend: { type: 'string', default: 'auto' },
+    batch: { type: 'string', default: '32' },
+    steps: { type: 'string', default: '10' },
+    densities: { type: 'string', default: '0.5,0.25,0.1' },
+    precision: { type: 'string', default: 'highest' },
   },
 });
 const batch = Number(values.batch);
@@ -34,7 +37,9 @@ for (const density of [1, ...values.densities!.split(',').map(Number)]) {
   const runs = [];
   for (let i = 0; i < steps; i++) runs.push(await step());
   const peak = memory().peakBytes / 2 ** 20;
-  console.log(`| ${density < 1 ? `MLPs at density ${density}` : 'dense'} | ${median(runs.map((r) => r.wall)).toFixed(2)} | ${median(runs.map((r) => r.host)).toFixed(2)} | ${peak.toFixed(0)} |`);
+  console.log(
+    `| ${density < 1 ? `MLPs at density ${density}` : 'dense'} | ${median(runs.map((r) => r.wall)).toFixed(2)} | ${median(runs.map((r) => r.host)).toFixed(2)} | ${peak.toFixed(0)} |`,
+  );
   gpt.dispose();
 }
 process.exit(0);

@@ -22,8 +22,14 @@ export async function createGptStep(batch: number, density: number): Promise<Gpt
   if (density < 1) await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density, blockSize: 32 }).patchModel(model);
   const opt = new AdamW(model.parameters(), { lr: 1e-3 });
   const tokens = Int32Array.from({ length: batch * (seq + 1) }, (_, i) => (i * 7919) % vocab);
-  const x = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq)]), [batch, seq]);
-  const y = tensor(Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq) + 1]), [batch, seq]);
+  const x = tensor(
+    Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq)]),
+    [batch, seq],
+  );
+  const y = tensor(
+    Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq) + 1]),
+    [batch, seq],
+  );
   return {
     async run() {
       const t0 = performance.now();

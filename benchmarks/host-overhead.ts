@@ -29,7 +29,10 @@ const ids = new Map<string, number>();
 const launches = new Map<number, number>();
 const noop: Addon = {
   init: () => ({ name: 'no-op addon', computeCapability: '9.0', multiprocessors: 132, sharedMemoryPerBlock: 232448, totalMemory: 8e10, driverVersion: 13000 }),
-  fn: (name) => ids.get(name) ?? (ids.set(name, ids.size), ids.size - 1),
+  fn: (name) => {
+    if (!ids.has(name)) ids.set(name, ids.size);
+    return ids.get(name)!;
+  },
   launch: (id) => {
     queued++;
     launches.set(id, (launches.get(id) ?? 0) + 1);
@@ -53,7 +56,12 @@ const noop: Addon = {
   gemm: () => void queued++,
 };
 const { values } = parseArgs({
-  options: { precision: { type: 'string', default: 'highest' }, real: { type: 'boolean', default: false }, kernels: { type: 'boolean', default: false }, densities: { type: 'string', default: '1,0.25' } },
+  options: {
+    precision: { type: 'string', default: 'highest' },
+    real: { type: 'boolean', default: false },
+    kernels: { type: 'boolean', default: false },
+    densities: { type: 'string', default: '1,0.25' },
+  },
 });
 /** Device time per queued item (--kernels): event pairs of the current step, by label. */
 let bracket: { label: string; start: number; end: number }[] | undefined;
@@ -130,11 +138,18 @@ for (const density of values.densities.split(',').map(Number)) {
     host.push(r.host);
     wall.push(r.wall);
   }
-  console.log(`GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time${values.real ? ` (wall ${median(wall).toFixed(2)} ms)` : ''}, ${(queued - before) / 10} launches`);
+  console.log(
+    `GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time${values.real ? ` (wall ${median(wall).toFixed(2)} ms)` : ''}, ${(queued - before) / 10} launches`,
+  );
   if (values.real) {
     const rows = [...inAddon].sort((a, b) => b[1].ms - a[1].ms);
     const total = rows.reduce((s, [, e]) => s + e.ms, 0) / 10;
-    console.log(`  in addon calls: ${total.toFixed(2)} ms per step; most: ${rows.slice(0, 12).map(([k, e]) => `${k} ${(e.ms / 10).toFixed(2)} ms (${(1000 * e.ms / e.calls).toFixed(1)} us x ${e.calls / 10})`).join(', ')}`);
+    console.log(
+      `  in addon calls: ${total.toFixed(2)} ms per step; most: ${rows
+        .slice(0, 12)
+        .map(([k, e]) => `${k} ${(e.ms / 10).toFixed(2)} ms (${((1000 * e.ms) / e.calls).toFixed(1)} us x ${e.calls / 10})`)
+        .join(', ')}`,
+    );
   }
   if (values.kernels) await deviceTimes(gpt);
   const names = new Map([...ids].map(([name, id]) => [id, name]));

@@ -81,7 +81,10 @@ export async function blockSparseRows(o: {
   const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
   o.say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
   o.say('| --- | --- | --- | --- | --- | --- |');
-  for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
+  for (const [rows, cols] of [
+    [4096, 1024],
+    [1024, 4096],
+  ]) {
     const x = o.random(M * cols, 3);
     const dy = o.random(M * rows, 4);
     const w = o.random(rows * cols, 5);
@@ -94,7 +97,9 @@ export async function blockSparseRows(o: {
     };
     // What the checks compare against: the dense dW just computed, and the first tokens' rows.
     const refs = { denseDw: await be.read(dw, rows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * rows) };
-    o.say(`| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(digits)} (${tflops(2 * M * rows * cols, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(digits)} | ${dense.dW.toFixed(digits)} | |`);
+    o.say(
+      `| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(digits)} (${tflops(2 * M * rows * cols, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(digits)} | ${dense.dW.toFixed(digits)} | |`,
+    );
     for (const density of o.densities) {
       const W = benchmarkLayout(be, rows, cols, bs, density);
       const blocks = W.data.storageFor('benchmark').buffer;
@@ -107,7 +112,9 @@ export async function blockSparseRows(o: {
       const gw = await o.time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
       check('sddmm', await be.read(dw, W.layout.nnzBlocks * bs * bs));
       const r = (ms: number, d: number, product: BsrProduct) => `${ms.toFixed(digits)} (${(d / ms).toFixed(2)}x${o.mark?.(W.layout, product) ?? ''})`;
-      o.say(`| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`);
+      o.say(
+        `| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`,
+      );
       W.data.dispose();
     }
     for (const b of [x, dy, w, y, dw]) be.free(b);
@@ -125,8 +132,14 @@ const CHECK_TOLERANCE: Record<MatmulPrecision, number> = { highest: 1e-4, high: 
  * of the same operands. Throws, naming the product, where they differ beyond the precision's
  * tolerance (or any output is not finite).
  */
-export function checkBlockSparse(product: BsrProduct, L: BlockLayout, w: ArrayLike<number>, refs: { denseDw: ArrayLike<number>; x: ArrayLike<number>; dy: ArrayLike<number> },
-  got: ArrayLike<number>, precision: MatmulPrecision): void {
+export function checkBlockSparse(
+  product: BsrProduct,
+  L: BlockLayout,
+  w: ArrayLike<number>,
+  refs: { denseDw: ArrayLike<number>; x: ArrayLike<number>; dy: ArrayLike<number> },
+  got: ArrayLike<number>,
+  precision: MatmulPrecision,
+): void {
   const { rows, cols, blockSize: bs, nnzBlocks } = L;
   const ref = new Float64Array(got.length);
   for (let b = 0; b < nnzBlocks; b++) {
@@ -154,7 +167,9 @@ export function checkBlockSparse(product: BsrProduct, L: BlockLayout, w: ArrayLi
   }
   const err = Math.sqrt(diff / Math.max(norm, 1e-30));
   if (err > CHECK_TOLERANCE[precision]) {
-    throw new Error(`benchmark check: block-sparse ${product} (${rows} x ${cols}, ${bs}x${bs}, '${precision}') is off by ${err.toExponential(2)} relative to its reference (tolerance ${CHECK_TOLERANCE[precision]})`);
+    throw new Error(
+      `benchmark check: block-sparse ${product} (${rows} x ${cols}, ${bs}x${bs}, '${precision}') is off by ${err.toExponential(2)} relative to its reference (tolerance ${CHECK_TOLERANCE[precision]})`,
+    );
   }
 }
 
@@ -179,8 +194,11 @@ export function benchmarkLayout(be: Backend, rows: number, cols: number, bs: num
  * to that value through `apply` (which returns a function restoring the previous tuning), or once
  * as the backend is without a spec.
  */
-export async function forEachVariant(spec: string | undefined, apply: (key: string, value: string) => () => void,
-  run: (label: string) => Promise<void>): Promise<void> {
+export async function forEachVariant(
+  spec: string | undefined,
+  apply: (key: string, value: string) => () => void,
+  run: (label: string) => Promise<void>,
+): Promise<void> {
   const variants = parseVariants(spec);
   if (!variants) return run('');
   const { name, values } = variants;

@@ -14,18 +14,27 @@ await setBackend('webgpu');
 const be = getBackend();
 const ctx = (be as WebGPUBackend).context;
 const M = 16384;
-const rnd = (n: number, key: number) => { const b = be.alloc(n, 'float32'); be.random(b, n, { kind: 'normal', key, a: 0, b: 1 }); return b; };
-for (const [rows, cols] of [[4096, 1024], [1024, 4096]]) {
+const rnd = (n: number, key: number) => {
+  const b = be.alloc(n, 'float32');
+  be.random(b, n, { kind: 'normal', key, a: 0, b: 1 });
+  return b;
+};
+for (const [rows, cols] of [
+  [4096, 1024],
+  [1024, 4096],
+]) {
   for (const density of [0.5, 0.25, 0.1]) {
     const W = benchmarkLayout(be, rows, cols, 32, density);
-    const x = rnd(M * cols, 3), dy = rnd(M * rows, 4), dw = be.alloc(W.layout.nnzBlocks * 1024, 'float32');
+    const x = rnd(M * cols, 3),
+      dy = rnd(M * rows, 4),
+      dw = be.alloc(W.layout.nnzBlocks * 1024, 'float32');
     for (let i = 0; i < 3; i++) be.bsrSddmm(dy, x, W.layout, M, dw, 'highest');
     await be.read(dw, 1);
     ctx.startProfile();
     for (let i = 0; i < 5; i++) be.bsrSddmm(dy, x, W.layout, M, dw, 'highest');
     await be.read(dw, 1);
     const times = await ctx.stopProfile();
-    console.log(`W [${rows}, ${cols}] density ${density}: ` + [...times].map(([op, t]) => `${op} ${(t.ms / 5).toFixed(3)} ms x${t.count / 5}`).join(', '));
+    console.log(`W [${rows}, ${cols}] density ${density}: ${[...times].map(([op, t]) => `${op} ${(t.ms / 5).toFixed(3)} ms x${t.count / 5}`).join(', ')}`);
   }
 }
 process.exit(0);

@@ -80,17 +80,26 @@ function report(): void {
       // stdbuf: Dawn's native dump must not sit in a pipe buffer past the marker.
       const env = { ...process.env, SPARSEGRAD_DAWN_FLAGS: 'enable-dawn-features=dump_shaders' };
       const tuning = value === undefined ? [] : ['--tuning', `${name}=${value}`];
-      const run = spawnSync('stdbuf', ['-o0', 'npx', 'tsx', 'benchmarks/webgpu-shader-stats.ts', '--child', op, ...tuning], { env, encoding: 'utf8', maxBuffer: 1 << 28 });
+      const run = spawnSync('stdbuf', ['-o0', 'npx', 'tsx', 'benchmarks/webgpu-shader-stats.ts', '--child', op, ...tuning], {
+        env,
+        encoding: 'utf8',
+        maxBuffer: 1 << 28,
+      });
       if (run.status !== 0) throw new Error(`shader stats: ${op} failed: ${run.stderr.slice(-2000)}`);
       const after = run.stdout.slice(run.stdout.indexOf('@@op'));
-      const sections = after.split('/* Dumped SPIRV disassembly */').slice(1).map((s) => s.split(/\ninfo:/)[0]);
+      const sections = after
+        .split('/* Dumped SPIRV disassembly */')
+        .slice(1)
+        .map((s) => s.split(/\ninfo:/)[0]);
       sections.forEach((spirv, i) => {
         const base = join(dir, `${op}-${i}`);
         // Maximal reconvergence (newer than the Debian spirv-as) constrains only subgroup semantics.
         writeFileSync(`${base}.spvasm`, spirv.replace(/^.*(MaximallyReconvergesKHR|SPV_KHR_maximal_reconvergence).*$/gm, ''));
         execFileSync(spirvAs, ['--target-env', 'vulkan1.1spv1.4', '-o', `${base}.spv`, `${base}.spvasm`]);
         const entry = /OpEntryPoint GLCompute %\w+ "(\w+)"/.exec(spirv)?.[1] ?? 'main';
-        const cacheEnv = cacheDir ? { ...process.env, VK_SHADER_STATS_CACHE: join(cacheDir, `${op}-${i}${value === undefined ? '' : `-${value}`}.cache`) } : process.env;
+        const cacheEnv = cacheDir
+          ? { ...process.env, VK_SHADER_STATS_CACHE: join(cacheDir, `${op}-${i}${value === undefined ? '' : `-${value}`}.cache`) }
+          : process.env;
         const out = execFileSync(stats, [`${base}.spv`, entry, bindings(spirv)], { encoding: 'utf8', env: cacheEnv });
         console.log(`## ${op} pipeline ${i}${label}\n${out}`);
       });

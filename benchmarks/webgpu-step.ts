@@ -11,7 +11,9 @@ import { GPT_SEQ, createGptStep } from './gpt.ts';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
 import { median, warmUp } from './util.ts';
 
-const { values } = parseArgs({ options: { batch: { type: 'string', default: '32' }, density: { type: 'string', default: '0.25' }, steps: { type: 'string', default: '8' } } });
+const { values } = parseArgs({
+  options: { batch: { type: 'string', default: '32' }, density: { type: 'string', default: '0.25' }, steps: { type: 'string', default: '8' } },
+});
 const batch = Number(values.batch);
 const steps = Number(values.steps);
 // Dawn rounds timestamps to 65.5 us unless told otherwise; benchmarks want them exact.
@@ -34,7 +36,9 @@ for (const density of [1, Number(values.density)]) {
   const times = await ctx.stopProfile();
   const total = [...times.values()].reduce((a, t) => a + t.ms, 0);
   const dispatches = [...times.values()].reduce((a, t) => a + t.count, 0);
-  console.log(`\n${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${wall.toFixed(1)} ms/step (host encoding ${host.toFixed(1)} ms), ${dispatches} dispatches, kernels ${total.toFixed(1)} ms when timed one by one`);
+  console.log(
+    `\n${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${wall.toFixed(1)} ms/step (host encoding ${host.toFixed(1)} ms), ${dispatches} dispatches, kernels ${total.toFixed(1)} ms when timed one by one`,
+  );
   console.log('| op | ms per step | share | dispatches |');
   console.log('| --- | --- | --- | --- |');
   for (const [op, t] of [...times].sort((a, b) => b[1].ms - a[1].ms).slice(0, 24)) {

@@ -95,11 +95,19 @@ if (process.argv.includes('--tune')) {
   const y = be.alloc(m * 4096, 'float32');
   const candidates: Record<number, { bsr: string[]; sddmm: string[] }> = {
     16: { bsr: ['32,4,8,4,8'], sddmm: ['4,32,4,4,8'] },
-    32: { bsr: ['16,8,8,4,16', '16,8,16,4,8', '16,8,16,4,16', '8,8,16,4,16', '32,4,8,8,8', '32,4,8,8,16'], sddmm: ['4,32,8,4,8', '4,16,8,8,8', '2,32,16,4,8', '4,32,8,8,8'] },
+    32: {
+      bsr: ['16,8,8,4,16', '16,8,16,4,8', '16,8,16,4,16', '8,8,16,4,16', '32,4,8,8,8', '32,4,8,8,16'],
+      sddmm: ['4,32,8,4,8', '4,16,8,8,8', '2,32,16,4,8', '4,32,8,8,8'],
+    },
     64: { bsr: ['16,8,8,8,8'], sddmm: ['8,16,8,8,8'] },
   };
   const only = process.argv.includes('--tune-union');
-  for (const [bs, density] of only ? [] : [[32, 0.5], [32, 0.25]]) {
+  for (const [bs, density] of only
+    ? []
+    : [
+        [32, 0.5],
+        [32, 0.25],
+      ]) {
     const W = BlockSparseMatrix.random([4096, 1024], { density, blockSize: bs });
     const dw = be.alloc(W.layout.nnzBlocks * bs * bs, 'float32');
     for (const shape of candidates[bs].bsr) {
@@ -119,7 +127,10 @@ if (process.argv.includes('--tune')) {
   // Union tiles (forced on) in several shapes against one-block-wide tiles (forced off), both shapes.
   const unionShapes = ['16,16,8,8,8', '16,8,8,8,8', '32,8,8,8,8', '16,16,4,8,8'];
   for (const bs of [32, 16, 64]) {
-    for (const [rows, cols] of [[4096, 1024], [1024, 4096]] as const) {
+    for (const [rows, cols] of [
+      [4096, 1024],
+      [1024, 4096],
+    ] as const) {
       const xs = rows === 4096 ? x : dy;
       const dys = rows === 4096 ? dy : x;
       for (const density of [0.5, 0.25, 0.1]) {
@@ -156,7 +167,9 @@ if (process.argv.includes('--tune')) {
   const nn = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
   const nt = await time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, 1, N), c, 1, N, N, N, 'highest'), 10, 9);
   const tn = await time(() => be.matmul(matrixAt(a, 1, N), matrixAt(b, N, 1), c, 1, N, N, N, 'highest'), 10, 9);
-  say(`Dense f32 matmul ${N}^3: **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(2)} ms); with B transposed ${tflops(2 * N ** 3, nt)}, with A transposed ${tflops(2 * N ** 3, tn)}.`);
+  say(
+    `Dense f32 matmul ${N}^3: **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(2)} ms); with B transposed ${tflops(2 * N ** 3, nt)}, with A transposed ${tflops(2 * N ** 3, tn)}.`,
+  );
   say();
   for (const x of [a, b, c]) be.free(x);
 }
@@ -166,16 +179,22 @@ const M = quick ? 256 : 16384;
 const densities = [0.5, 0.25, 0.1];
 async function blockSparseTables(label: string): Promise<void> {
   for (const bs of blockSizes) {
-    say(`Block-sparse, ${bs}x${bs} blocks${label}: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`);
+    say(
+      `Block-sparse, ${bs}x${bs} blocks${label}: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`,
+    );
     say();
     await blockSparseRows({ be, M, bs, precision: 'highest', densities, digits: 2, say, time: (record) => time(record, 3), random: randomBuffer });
     say();
   }
 }
-await forEachVariant(argValue('--variants'), (key, value) => {
-  const previous = be.context.setTuning(parseTuning(key, value));
-  return () => be.context.setTuning(previous);
-}, blockSparseTables);
+await forEachVariant(
+  argValue('--variants'),
+  (key, value) => {
+    const previous = be.context.setTuning(parseTuning(key, value));
+    return () => be.context.setTuning(previous);
+  },
+  blockSparseTables,
+);
 if (process.argv.includes('--block-sparse-only')) process.exit(0);
 
 // ---- bandwidth ----
@@ -203,7 +222,7 @@ if (process.argv.includes('--block-sparse-only')) process.exit(0);
   const engineCopy = median(copies);
   const kernelCopy = await time(() => be.copy(flat(a), flat(c)));
   const ref = Math.min(engineCopy, kernelCopy);
-  const gbs = (moved: number, ms: number) => `${(moved / ms / 1e6).toFixed(0)} GB/s (${((ref / ms) * ((moved / (2 * bytes)))* 100).toFixed(0)}%)`;
+  const gbs = (moved: number, ms: number) => `${(moved / ms / 1e6).toFixed(0)} GB/s (${((ref / ms) * (moved / (2 * bytes)) * 100).toFixed(0)}%)`;
   const rows: [string, number, number][] = [
     ['copy kernel', kernelCopy, 2 * bytes],
     ['add (a + b)', await time(() => be.binary('add', flat(a), flat(b), c)), 3 * bytes],
@@ -216,7 +235,9 @@ if (process.argv.includes('--block-sparse-only')) process.exit(0);
     ['max of rows of 1024', await time(() => be.reduce('max', a, n / 1024, 1024, 1, r)), bytes],
     ['softmax of rows of 1024', await time(() => be.softmax(a, n / 1024, 1024, false, false, c)), 2 * bytes],
   ];
-  say(`Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Copy engine (copyBufferToBuffer, wall clock): ${((2 * bytes) / engineCopy / 1e6).toFixed(0)} GB/s; percentages are of the faster of that and the copy kernel.`);
+  say(
+    `Bandwidth on 2^${Math.log2(n)} floats (bytes read + written per ms). Copy engine (copyBufferToBuffer, wall clock): ${((2 * bytes) / engineCopy / 1e6).toFixed(0)} GB/s; percentages are of the faster of that and the copy kernel.`,
+  );
   say();
   say('| op | ms | bandwidth (% of copy) |');
   say('| --- | --- | --- |');

@@ -51,7 +51,7 @@ for (let i = 0; i < files.length; i++) {
 await uvu.exec(false);
 process.stdout.write = write;
 
-// eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI colour codes are control characters.
 const plain = captured.replace(/\x1b\[[0-9;]*m/g, '');
 const num = (label: string) => Number(plain.match(new RegExp(`${label}:\\s+(\\d+)`))?.[1] ?? 0);
 const total = num('Total');

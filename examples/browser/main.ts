@@ -20,7 +20,13 @@ manualSeed(0);
 // y = tanh(x W) for a random W: a target the model can learn, 128 features in and out.
 const x = randn([128, 128]);
 const y = tidy(() => x.matmul(randn([128, 128]).mul(1 / 12)).tanh());
-const model = new Sequential(new Linear(128, 256), new GELU(), new BlockSparseLinear(256, 256, { density: 0.25, blockSize: 32 }), new GELU(), new Linear(256, 128));
+const model = new Sequential(
+  new Linear(128, 256),
+  new GELU(),
+  new BlockSparseLinear(256, 256, { density: 0.25, blockSize: 32 }),
+  new GELU(),
+  new Linear(256, 128),
+);
 log(`parameters: ${model.parameterCount().toLocaleString('en-US')} (the 256 x 256 layer keeps a quarter of its blocks)`);
 
 const opt = new AdamW(model.parameters(), { lr: 1e-3 });

@@ -23,7 +23,13 @@ const x = randn([5, 64]);
 const y = layer.forward(x);
 const sums: Record<string, number> = {};
 for (const [k, t] of Object.entries(gpt.stateDict())) sums[k] = Array.from(await t.toArray()).reduce((a, b) => a + b, 0);
-writeFileSync(join(out, 'expected.json'), JSON.stringify({
-  x: Array.from(await x.toArray()), y: Array.from(await y.toArray()), shapes: Object.fromEntries(Object.entries(gpt.stateDict()).map(([k, t]) => [k, t.shape])), sums,
-}));
+writeFileSync(
+  join(out, 'expected.json'),
+  JSON.stringify({
+    x: Array.from(await x.toArray()),
+    y: Array.from(await y.toArray()),
+    shapes: Object.fromEntries(Object.entries(gpt.stateDict()).map(([k, t]) => [k, t.shape])),
+    sums,
+  }),
+);
 console.log(`wrote ${out}/gpt.safetensors, layer.safetensors, expected.json`);

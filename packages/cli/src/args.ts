@@ -41,7 +41,8 @@ export type Values = Record<string, string | string[] | boolean | undefined>;
  * names of the flags written on the command line (defaults are not), for --resume.
  */
 export function parse(command: string, argv: string[], options: Options): Values & { given: Set<string> } {
-  const args = argv.map((a, i) => (/^-\d|^-\.\d/.test(a) && i > 0 && isValueFlag(argv[i - 1], options) ? `${argv[i - 1]}=${a}` : a))
+  const args = argv
+    .map((a, i) => (/^-\d|^-\.\d/.test(a) && i > 0 && isValueFlag(argv[i - 1], options) ? `${argv[i - 1]}=${a}` : a))
     .filter((a, i, all) => !(isValueFlag(a, options) && all[i + 1]?.startsWith(`${a}=`)));
   try {
     const { values, tokens } = parseArgs({ args, options, strict: true, allowPositionals: false, tokens: true });
@@ -106,7 +107,8 @@ export function patchSpecs(values: Record<string, unknown>): PatchSpec[] {
   const pick = <T>(list: T[], i: number, fallback: T, name: string): T => {
     if (list.length === 0) return fallback;
     if (list.length === 1) return list[0];
-    if (list.length !== patterns.length) throw new CliError(`got ${patterns.length} --sparsify patterns but ${list.length} ${name} values; give one, or one per pattern`);
+    if (list.length !== patterns.length)
+      throw new CliError(`got ${patterns.length} --sparsify patterns but ${list.length} ${name} values; give one, or one per pattern`);
     return list[i];
   };
   if (densities.length === 0) throw new CliError('--sparsify needs a --density D in (0, 1]');
@@ -118,7 +120,11 @@ export function modelConfig(values: Record<string, unknown>, vocabSize: number):
   const heads = int(values, 'heads');
   if (dModel % heads !== 0) throw new CliError(`--d-model ${dModel} is not divisible by --heads ${heads}`);
   return {
-    vocabSize, seqLen: int(values, 'seq', 2), dModel, heads, layers: int(values, 'layers'),
+    vocabSize,
+    seqLen: int(values, 'seq', 2),
+    dModel,
+    heads,
+    layers: int(values, 'layers'),
     dropout: num(values, 'dropout', (v) => v >= 0 && v < 1, 'in [0, 1)'),
   };
 }
@@ -126,9 +132,14 @@ export function modelConfig(values: Record<string, unknown>, vocabSize: number):
 export function trainingSpec(values: Record<string, unknown>): TrainingSpec {
   const steps = int(values, 'steps');
   return {
-    steps, batch: int(values, 'batch'), lr: num(values, 'lr', (v) => v > 0, 'a positive number'),
-    warmup: int(values, 'warmup', 0), weightDecay: num(values, 'weight-decay', (v) => v >= 0, 'a non-negative number'),
-    clip: num(values, 'clip', (v) => v > 0, 'a positive number'), seed: int(values, 'seed', 0),
-    evalEvery: int(values, 'eval-every'), evalBatches: int(values, 'eval-batches'),
+    steps,
+    batch: int(values, 'batch'),
+    lr: num(values, 'lr', (v) => v > 0, 'a positive number'),
+    warmup: int(values, 'warmup', 0),
+    weightDecay: num(values, 'weight-decay', (v) => v >= 0, 'a non-negative number'),
+    clip: num(values, 'clip', (v) => v > 0, 'a positive number'),
+    seed: int(values, 'seed', 0),
+    evalEvery: int(values, 'eval-every'),
+    evalBatches: int(values, 'eval-batches'),
   };
 }

@@ -102,9 +102,17 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
     throw new CliError(`checkpoint ${step} is incomplete or damaged (state.json missing or invalid)`);
   }
   // A damaged state must never become a run at another step (or a step-undefined/ folder).
-  const valid = state && typeof state === 'object' && Number.isInteger(state.step) && state.step === Number(latest[1])
-    && Number.isInteger(state.samplerPosition) && Array.isArray(state.history);
-  if (!valid) throw new CliError(`checkpoint ${step} is damaged: its state.json does not hold the step (${Number(latest[1])}), sampler position and history of that step`);
+  const valid =
+    state &&
+    typeof state === 'object' &&
+    Number.isInteger(state.step) &&
+    state.step === Number(latest[1]) &&
+    Number.isInteger(state.samplerPosition) &&
+    Array.isArray(state.history);
+  if (!valid)
+    throw new CliError(
+      `checkpoint ${step} is damaged: its state.json does not hold the step (${Number(latest[1])}), sampler position and history of that step`,
+    );
   return { config: meta.config, dir: step, state };
 }
 
@@ -151,22 +159,26 @@ export async function loadCheckpointWeights(ckpt: LoadedCheckpoint, run: Trainee
  */
 function byParameterName(tensors: Record<string, Tensor>, run: Trainee, optimizer: Optimizer): Record<string, Tensor> {
   const names = new Map([...run.model.namedParameters()].map(([n, p]) => [p, n]));
-  return Object.fromEntries(Object.entries(tensors).map(([key, t]) => {
-    const dot = key.indexOf('.');
-    return [`${names.get(optimizer.params[Number(key.slice(0, dot))])}.${key.slice(dot + 1)}`, t];
-  }));
+  return Object.fromEntries(
+    Object.entries(tensors).map(([key, t]) => {
+      const dot = key.indexOf('.');
+      return [`${names.get(optimizer.params[Number(key.slice(0, dot))])}.${key.slice(dot + 1)}`, t];
+    }),
+  );
 }
 
 /** The inverse of byParameterName; checkpoints written before it keyed state by position in model.parameters(). */
 function byOptimizerIndex(tensors: Record<string, Tensor>, run: Trainee, optimizer: Optimizer): Record<string, Tensor> {
   const named = new Map(run.model.namedParameters());
   const ordered = run.model.parameters();
-  return Object.fromEntries(Object.entries(tensors).map(([key, t]) => {
-    const dot = key.lastIndexOf('.');
-    const legacy = /^(\d+)\.(\w+)$/.exec(key);
-    const p = legacy ? ordered[Number(legacy[1])] : named.get(key.slice(0, dot));
-    const index = p ? optimizer.params.indexOf(p) : -1;
-    if (index < 0) throw new CliError(`optimizer state '${key}' names no parameter of the model`);
-    return [`${index}.${legacy ? legacy[2] : key.slice(dot + 1)}`, t];
-  }));
+  return Object.fromEntries(
+    Object.entries(tensors).map(([key, t]) => {
+      const dot = key.lastIndexOf('.');
+      const legacy = /^(\d+)\.(\w+)$/.exec(key);
+      const p = legacy ? ordered[Number(legacy[1])] : named.get(key.slice(0, dot));
+      const index = p ? optimizer.params.indexOf(p) : -1;
+      if (index < 0) throw new CliError(`optimizer state '${key}' names no parameter of the model`);
+      return [`${index}.${legacy ? legacy[2] : key.slice(dot + 1)}`, t];
+    }),
+  );
 }

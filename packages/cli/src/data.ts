@@ -107,7 +107,9 @@ export function splitDataset(ids: Int32Array, heldOut: number, seq: number): Dat
   const ds = { train: ids.subarray(0, cut), valid: ids.subarray(cut) };
   for (const [name, part] of Object.entries(ds)) {
     if (part.length < seq + 2) {
-      throw new CliError(`the ${name === 'train' ? 'training' : 'held-out'} text has ${part.length} tokens, fewer than --seq ${seq} + 2; use a larger --data file or a smaller --seq`);
+      throw new CliError(
+        `the ${name === 'train' ? 'training' : 'held-out'} text has ${part.length} tokens, fewer than --seq ${seq} + 2; use a larger --data file or a smaller --seq`,
+      );
     }
   }
   return ds;
@@ -116,8 +118,13 @@ export function splitDataset(ids: Int32Array, heldOut: number, seq: number): Dat
 /** A seeded stream of random windows: inputs [batch, seq] and next-token targets. */
 export class BatchSampler {
   private state: number;
-  constructor(private readonly ids: Int32Array, private readonly batch: number, private readonly seq: number, seed: number) {
-    this.state = (seed >>> 0) || 1;
+  constructor(
+    private readonly ids: Int32Array,
+    private readonly batch: number,
+    private readonly seq: number,
+    seed: number,
+  ) {
+    this.state = seed >>> 0 || 1;
   }
   /** The generator position, saved in checkpoints so --resume sees the same batches. */
   get position(): number {

@@ -32,14 +32,23 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
-      case 'train': return await trainCommand(rest, log);
-      case 'compare': return await compareCommand(rest, log);
-      case 'sample': return await sampleCommand(rest, log, (s) => process.stdout.write(s));
-      case 'backends': return await backendsCommand(rest, log);
-      case '--version': case '-v': case 'version':
+      case 'train':
+        return await trainCommand(rest, log);
+      case 'compare':
+        return await compareCommand(rest, log);
+      case 'sample':
+        return await sampleCommand(rest, log, (s) => process.stdout.write(s));
+      case 'backends':
+        return await backendsCommand(rest, log);
+      case '--version':
+      case '-v':
+      case 'version':
         log(`sparsegrad ${version()}`);
         return 0;
-      case undefined: case 'help': case '--help': case '-h':
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
         log(USAGE);
         return command === undefined ? 1 : 0;
       default:

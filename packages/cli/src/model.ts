@@ -31,7 +31,10 @@ export async function buildModel(config: GPTConfig, patches: PatchSpec[], seed: 
 }
 
 function unmatched(model: GPT, pattern: string): CliError {
-  const paths = BlockSparseModelPatcher.patchableLayers(model).slice(0, 4).map((l) => l.path).join(', ');
+  const paths = BlockSparseModelPatcher.patchableLayers(model)
+    .slice(0, 4)
+    .map((l) => l.path)
+    .join(', ');
   return new CliError(`--sparsify /${pattern}/ matches no module (patchable paths look like ${paths}, ...); pass --allow-unmatched to continue anyway`);
 }
 
@@ -49,7 +52,9 @@ export function checkPatches(model: GPT, patches: PatchSpec[], opts: { allowUnma
     for (const [path, m] of hits) {
       if (!(m instanceof Linear)) throw new CliError(`patchModel: '${path}' matches a pattern but is a ${m.constructor.name}, not a Linear`);
       if (m.inFeatures % p.blockSize || m.outFeatures % p.blockSize) {
-        throw new CliError(`patchModel: '${path}' is Linear(${m.inFeatures} -> ${m.outFeatures}); both sizes must be multiples of the block size ${p.blockSize}`);
+        throw new CliError(
+          `patchModel: '${path}' is Linear(${m.inFeatures} -> ${m.outFeatures}); both sizes must be multiples of the block size ${p.blockSize}`,
+        );
       }
     }
   }

@@ -8,7 +8,8 @@ export interface StepInfo {
   elapsedSec: number;
 }
 
-const fmtTime = (s: number) => (s >= 3600 ? `${(s / 3600).toFixed(1)}h` : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${s.toFixed(0)}s`);
+const fmtTime = (s: number) =>
+  s >= 3600 ? `${(s / 3600).toFixed(1)}h` : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${s.toFixed(0)}s`;
 
 /**
  * Training progress: a live bar (step, loss, tokens/s, elapsed, ETA) on a terminal, and plain
@@ -19,17 +20,26 @@ export class Progress {
   private bar: cliProgress.SingleBar | null = null;
   private lastLine = 0;
 
-  constructor(private readonly tty = !!process.stdout.isTTY, private readonly write = (s: string) => process.stdout.write(s)) {}
+  constructor(
+    private readonly tty = !!process.stdout.isTTY,
+    private readonly write = (s: string) => process.stdout.write(s),
+  ) {}
 
   start(label: string, total: number, startStep: number): void {
     if (!this.tty) {
       this.write(`${label}: ${total - startStep} steps\n`);
       return;
     }
-    this.multi = new cliProgress.MultiBar({
-      format: `${label} {bar} {value}/{total} | loss {loss} | {tps} tok/s | {elapsed} elapsed | ETA {eta}`,
-      barsize: 24, hideCursor: true, clearOnComplete: false, stopOnComplete: false,
-    }, cliProgress.Presets.shades_classic);
+    this.multi = new cliProgress.MultiBar(
+      {
+        format: `${label} {bar} {value}/{total} | loss {loss} | {tps} tok/s | {elapsed} elapsed | ETA {eta}`,
+        barsize: 24,
+        hideCursor: true,
+        clearOnComplete: false,
+        stopOnComplete: false,
+      },
+      cliProgress.Presets.shades_classic,
+    );
     this.bar = this.multi.create(total, startStep, { loss: '-', tps: '-', elapsed: '0s', eta: '-' });
   }
 

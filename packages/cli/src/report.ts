@@ -37,7 +37,9 @@ function lossSpec(variants: VariantResult[]): object {
   }
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    width: 640, height: 360, background: 'white',
+    width: 640,
+    height: 360,
+    background: 'white',
     title: 'Loss (nats/token)',
     data: { values },
     mark: { type: 'line', point: false },
@@ -74,9 +76,21 @@ export async function writePlots(dir: string, variants: VariantResult[]): Promis
 export function writeReport(dir: string, header: string, variants: VariantResult[], extra: string): string {
   const path = join(dir, 'report.md');
   writeFileSync(path, `${header}\n\n${comparisonTable(variants)}\n\n${extra}\n\n![loss curves](loss.svg)\n`);
-  writeFileSync(join(dir, 'metrics.json'), JSON.stringify(variants.map((v) => ({
-    name: v.name, parameters: v.parameters, evalLoss: v.result.evalLoss, tokensPerSec: v.result.tokensPerSec,
-    msPerStep: v.result.msPerStep, peakBytes: v.result.peakBytes, history: v.result.history,
-  })), null, 1));
+  writeFileSync(
+    join(dir, 'metrics.json'),
+    JSON.stringify(
+      variants.map((v) => ({
+        name: v.name,
+        parameters: v.parameters,
+        evalLoss: v.result.evalLoss,
+        tokensPerSec: v.result.tokensPerSec,
+        msPerStep: v.result.msPerStep,
+        peakBytes: v.result.peakBytes,
+        history: v.result.history,
+      })),
+      null,
+      1,
+    ),
+  );
   return path;
 }

@@ -38,22 +38,30 @@ export function checkResumeFlags(values: Values & { given: Set<string> }, config
     if (flag === 'sparsify' || flag === 'density' || flag === 'block-size') {
       const patches = patchSpecs(values);
       if (JSON.stringify(patches) !== JSON.stringify(config.patches)) {
-        throw new CliError(`--${flag} contradicts the checkpoint, whose patterns are ${describePatches(config)}; leave the patch flags out with --resume (flags that may change: ${changeable()})`);
+        throw new CliError(
+          `--${flag} contradicts the checkpoint, whose patterns are ${describePatches(config)}; leave the patch flags out with --resume (flags that may change: ${changeable()})`,
+        );
       }
       continue;
     }
     const pair = stored[flag];
     if (!pair) throw new CliError(`--${flag} cannot be changed on --resume (flags that may change: ${changeable()})`);
     if (pair[0] !== pair[1]) {
-      throw new CliError(`--${flag} ${String(pair[0])} contradicts the checkpoint, which was trained with ${String(pair[1])}; leave it out with --resume (flags that may change: ${changeable()})`);
+      throw new CliError(
+        `--${flag} ${String(pair[0])} contradicts the checkpoint, which was trained with ${String(pair[1])}; leave it out with --resume (flags that may change: ${changeable()})`,
+      );
     }
   }
 }
 
 function describePatches(config: RunConfig): string {
-  return config.patches.length ? config.patches.map((p) => `/${p.pattern}/ at density ${p.density} with ${p.blockSize}x${p.blockSize} blocks`).join(', ') : 'none (a dense model)';
+  return config.patches.length
+    ? config.patches.map((p) => `/${p.pattern}/ at density ${p.density} with ${p.blockSize}x${p.blockSize} blocks`).join(', ')
+    : 'none (a dense model)';
 }
 
 function changeable(): string {
-  return RESUMABLE_FLAGS.filter((f) => !['resume', 'help', 'out'].includes(f)).map((f) => `--${f}`).join(', ');
+  return RESUMABLE_FLAGS.filter((f) => !['resume', 'help', 'out'].includes(f))
+    .map((f) => `--${f}`)
+    .join(', ');
 }

@@ -61,7 +61,9 @@ function lock(out: string, file: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new CliError(`--out ${out}: cannot create its lock file (${code(e)})`);
       const holder = readHolder(file);
       if (attempt > 0 || (holder && alive(holder))) {
-        throw new CliError(`--out ${out} is in use by another sparsegrad run${holder ? ` (process ${holder.pid} on ${holder.host}, since ${holder.started})` : ''}; wait for it to finish or choose another --out`);
+        throw new CliError(
+          `--out ${out} is in use by another sparsegrad run${holder ? ` (process ${holder.pid} on ${holder.host}, since ${holder.started})` : ''}; wait for it to finish or choose another --out`,
+        );
       }
       rmSync(file, { force: true }); // stale: its process is gone
     }

@@ -17,7 +17,9 @@ export async function chooseBackend(name: string, log: (s: string) => void, prec
   } catch (e) {
     throw new CliError((e as Error).message.replace(/^setBackend: /, '--backend: '));
   }
-  log(`backend: ${backend.name} - ${backend.device.description} (${lastBackendChoice()})${precision === 'highest' ? '' : `; float32 matmul precision '${precision}'`}`);
+  log(
+    `backend: ${backend.name} - ${backend.device.description} (${lastBackendChoice()})${precision === 'highest' ? '' : `; float32 matmul precision '${precision}'`}`,
+  );
   return backend;
 }
 
@@ -33,7 +35,10 @@ export interface PreparedData {
  * byte tokenizer, which reads any file exactly), builds or reuses a tokenizer, splits 95/5 and
  * computes the unigram baseline.
  */
-export async function prepareData(opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number }, log: (s: string) => void): Promise<PreparedData> {
+export async function prepareData(
+  opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number },
+  log: (s: string) => void,
+): Promise<PreparedData> {
   const kind = typeof opts.tokenizer === 'string' ? opts.tokenizer : opts.tokenizer.type;
   let tokenizer: Tokenizer;
   let ids: Int32Array;
@@ -52,7 +57,9 @@ export async function prepareData(opts: { data?: string; tokenizer: string | Tok
   }
   const data = splitDataset(ids, 0.05, opts.seq);
   const unigram = unigramLoss(data.train, data.valid, tokenizer.vocabSize);
-  log(`data: ${read} -> ${ids.length.toLocaleString('en-US')} ${tokenizer.spec.type} tokens (vocabulary ${tokenizer.vocabSize}); ${data.valid.length.toLocaleString('en-US')} held out`);
+  log(
+    `data: ${read} -> ${ids.length.toLocaleString('en-US')} ${tokenizer.spec.type} tokens (vocabulary ${tokenizer.vocabSize}); ${data.valid.length.toLocaleString('en-US')} held out`,
+  );
   log(`unigram baseline: ${unigram.toFixed(4)} nats/token on the held-out text`);
   return { source: opts.data ?? 'default', tokenizer, data, unigram };
 }

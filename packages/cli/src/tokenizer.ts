@@ -26,14 +26,17 @@ export function charTokenizer(vocab: string[]): Tokenizer {
     spec: { type: 'char', vocab },
     vocabSize: vocab.length,
     encode: (text) => Int32Array.from(text, (c) => index.get(c) ?? 0),
-    decode: (ids) => Array.from(ids, (i) => (i === 0 ? '\uFFFD' : vocab[i] ?? '\uFFFD')).join(''),
+    decode: (ids) => Array.from(ids, (i) => (i === 0 ? '\uFFFD' : (vocab[i] ?? '\uFFFD'))).join(''),
   };
 }
 
 export function buildCharVocab(text: string, minCount = 2): string[] {
   const counts = new Map<string, number>();
   for (const c of text) counts.set(c, (counts.get(c) ?? 0) + 1);
-  const kept = [...counts].filter(([c, n]) => n >= minCount && c !== UNKNOWN).map(([c]) => c).sort();
+  const kept = [...counts]
+    .filter(([c, n]) => n >= minCount && c !== UNKNOWN)
+    .map(([c]) => c)
+    .sort();
   return [UNKNOWN, ...kept];
 }
 

@@ -102,7 +102,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const entry: TrainingState['history'][number] = { step: state.step, trainLoss: lossValue };
       state.history.push(entry);
       const elapsedSec = (performance.now() - began) / 1000;
-      progress.update({ step: state.step, total: t.steps, loss: lossValue, tokensPerSec: (t.batch * seq * (state.step - startStep)) / elapsedSec, elapsedSec }, startStep);
+      progress.update(
+        { step: state.step, total: t.steps, loss: lossValue, tokensPerSec: (t.batch * seq * (state.step - startStep)) / elapsedSec, elapsedSec },
+        startStep,
+      );
       // Let the event loop run: CPU readbacks resolve as microtasks, so without this Ctrl-C and
       // the progress bar's timers would never get a turn.
       await new Promise((resolve) => setImmediate(resolve));
@@ -132,7 +135,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const steady = stepTimes.length > 4 ? stepTimes.slice(2) : stepTimes;
   const msPerStep = steady.reduce((a, b) => a + b, 0) / Math.max(1, steady.length);
   return {
-    step: state.step, interrupted, evalLoss, msPerStep, tokensPerSec: (t.batch * seq * 1000) / msPerStep,
-    peakBytes: memory(model.parameters()[0].backend).peakBytes, history: state.history, checkpoint,
+    step: state.step,
+    interrupted,
+    evalLoss,
+    msPerStep,
+    tokensPerSec: (t.batch * seq * 1000) / msPerStep,
+    peakBytes: memory(model.parameters()[0].backend).peakBytes,
+    history: state.history,
+    checkpoint,
   };
 }

@@ -12,14 +12,36 @@ const dir = mkdtempSync(join(tmpdir(), 'sparsegrad-cli-'));
 /** A small deterministic English-like text file, so the tests need no corpus and run fast. */
 const words = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'and', 'dog', 'ran', 'to', 'big', 'red', 'house', 'in', 'sun'];
 let s = 7;
-const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
-const sentences = Array.from({ length: 1500 }, () => Array.from({ length: 4 + Math.floor(rand() * 6) }, () => words[Math.floor(rand() * words.length)]).join(' ') + '.');
+const rand = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+const sentences = Array.from(
+  { length: 1500 },
+  () => `${Array.from({ length: 4 + Math.floor(rand() * 6) }, () => words[Math.floor(rand() * words.length)]).join(' ')}.`,
+);
 const DATA = join(dir, 'tiny.txt');
 writeFileSync(DATA, sentences.join('\n'));
 const EMPTY = join(dir, 'empty.txt');
 writeFileSync(EMPTY, '');
 
-const TINY = ['--data', DATA, '--layers', '1', '--d-model', '32', '--heads', '2', '--seq', '16', '--batch', '4', '--eval-every', '3', '--eval-batches', '2', '--backend', 'cpu'];
+const TINY = [
+  '--data',
+  DATA,
+  '--layers',
+  '1',
+  '--d-model',
+  '32',
+  '--heads',
+  '2',
+  '--seq',
+  '16',
+  '--batch',
+  '4',
+  '--eval-every',
+  '3',
+  '--eval-batches',
+  '2',
+  '--backend',
+  'cpu',
+];
 
 function run(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
@@ -31,7 +53,10 @@ function fails(pattern: RegExp, ...args: string[]) {
   const r = run(...args);
   assert.is.not(r.code, 0, `exit code for ${args.join(' ')}`);
   // Dawn prints limit notices on stderr when a WebGPU device is created; they are not our errors.
-  const lines = r.err.trim().split('\n').filter((l) => !l.includes('npm warn') && !l.startsWith('Warning: '));
+  const lines = r.err
+    .trim()
+    .split('\n')
+    .filter((l) => !l.includes('npm warn') && !l.startsWith('Warning: '));
   assert.is(lines.length, 1, `one error line, got: ${r.err}`);
   assert.match(lines[0], pattern);
 }
@@ -69,7 +94,10 @@ test('train prints backend, tree and patch report, writes a checkpoint; sample a
 
 test('resuming reproduces an uninterrupted run exactly, dense and block-sparse', () => {
   const SPARSE = ['--sparsify', String.raw`layers\.[0-9]+\.mlp\.fc[12]`, '--density', '0.5', '--block-size', '16'];
-  for (const [name, extra] of [['dense', []], ['sparse', SPARSE]] as const) {
+  for (const [name, extra] of [
+    ['dense', []],
+    ['sparse', SPARSE],
+  ] as const) {
     const straight = join(dir, `straight-${name}`);
     const split = join(dir, `split-${name}`);
     assert.is(run('train', ...TINY, ...extra, '--steps', '8', '--out', straight).code, 0);
@@ -92,7 +120,10 @@ test('compare writes report.md, metrics.json and loss plots, and prints the tabl
   const report = readFileSync(join(out, 'report.md'), 'utf8');
   assert.match(report, /Unigram baseline/);
   const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
-  assert.equal(metrics.map((m: { name: string }) => m.name), ['dense', 'sparse 0.5', 'sparse 0.25']);
+  assert.equal(
+    metrics.map((m: { name: string }) => m.name),
+    ['dense', 'sparse 0.5', 'sparse 0.25'],
+  );
   assert.ok(metrics[2].parameters < metrics[1].parameters && metrics[1].parameters < metrics[0].parameters);
   assert.match(readFileSync(join(out, 'loss.svg'), 'utf8'), /^<svg/);
   assert.equal([...readFileSync(join(out, 'loss.png')).subarray(1, 4)].map((c) => String.fromCharCode(c)).join(''), 'PNG');
@@ -105,11 +136,38 @@ test('bad input: one line, non-zero exit', () => {
   if (unavailable) fails(new RegExp(`--backend: backend '${unavailable}' is not available`), 'train', ...TINY, '--backend', unavailable);
   else console.log('  (every backend is available here: the unavailable-backend error is not exercised)');
   fails(/--sparsify \/layers\.\(\/ is not a valid regular expression/, 'train', ...TINY, '--sparsify', 'layers.(', '--density', '0.5');
-  fails(/--sparsify \/nothing\\\.here\/ matches no module .* pass --allow-unmatched/, 'train', ...TINY, '--steps', '1', '--sparsify', String.raw`nothing\.here`, '--density', '0.5', '--out', join(dir, 'x1'));
-  assert.is(run('train', ...TINY, '--steps', '1', '--sparsify', String.raw`nothing\.here`, '--density', '0.5', '--allow-unmatched', '--out', join(dir, 'x2')).code, 0);
+  fails(
+    /--sparsify \/nothing\\\.here\/ matches no module .* pass --allow-unmatched/,
+    'train',
+    ...TINY,
+    '--steps',
+    '1',
+    '--sparsify',
+    String.raw`nothing\.here`,
+    '--density',
+    '0.5',
+    '--out',
+    join(dir, 'x1'),
+  );
+  assert.is(
+    run('train', ...TINY, '--steps', '1', '--sparsify', String.raw`nothing\.here`, '--density', '0.5', '--allow-unmatched', '--out', join(dir, 'x2')).code,
+    0,
+  );
   fails(/--density must be in \(0, 1\], got '1\.5'/, 'train', ...TINY, '--sparsify', 'head', '--density', '1.5');
   fails(/--d-model 30 is not divisible by --heads 4/, 'train', '--data', DATA, '--d-model', '30', '--heads', '4');
-  fails(/'layers\.0\.mlp\.fc1' is Linear\(48 -> 192\); both sizes must be multiples of the block size 32/, 'train', ...TINY, '--d-model', '48', '--sparsify', String.raw`layers\.0\.mlp\.fc1`, '--density', '0.5', '--out', join(dir, 'x3'));
+  fails(
+    /'layers\.0\.mlp\.fc1' is Linear\(48 -> 192\); both sizes must be multiples of the block size 32/,
+    'train',
+    ...TINY,
+    '--d-model',
+    '48',
+    '--sparsify',
+    String.raw`layers\.0\.mlp\.fc1`,
+    '--density',
+    '0.5',
+    '--out',
+    join(dir, 'x3'),
+  );
   fails(/--data .*missing\.txt: cannot read it \(ENOENT\)/, 'train', '--data', join(dir, 'missing.txt'));
   fails(/--data .*empty\.txt is empty/, 'train', '--data', EMPTY);
   fails(/--steps must be an integer >= 1, got 'many'/, 'train', '--data', DATA, '--steps', 'many');
@@ -131,7 +189,7 @@ test('--out is checked before anything trains: a file, a path under a file, an u
   if (existsSync('/proc/self')) early(/--out \/proc\/sparsegrad-x: cannot create \/proc\/sparsegrad-x in \/proc \(E[A-Z]+\)/, '/proc/sparsegrad-x');
 });
 
-test('--out is locked while a run writes to it; a stale lock is taken over; a killed save\'s temporary folder is removed', () => {
+test("--out is locked while a run writes to it; a stale lock is taken over; a killed save's temporary folder is removed", () => {
   const out = join(dir, 'locked');
   mkdirSync(out);
   writeFileSync(join(out, '.lock'), JSON.stringify({ pid: process.pid, host: hostname(), started: 'now' }));
@@ -141,23 +199,93 @@ test('--out is locked while a run writes to it; a stale lock is taken over; a ki
   mkdirSync(join(out, '.step-000001.tmp-999999'));
   const r = run('train', ...TINY, '--steps', '2', '--out', out);
   assert.is(r.code, 0, r.err);
-  assert.equal(readdirSync(out).filter((f) => f.startsWith('.')), [], 'the lock is released and the temporary folder removed');
+  assert.equal(
+    readdirSync(out).filter((f) => f.startsWith('.')),
+    [],
+    'the lock is released and the temporary folder removed',
+  );
 });
 
 test('--resume: contradicting flags are errors, changeable ones persist, --steps=N equals --steps N, a damaged state is refused', () => {
   const out = join(dir, 'resumable');
   assert.is(run('train', ...TINY, '--steps', '3', '--out', out).code, 0);
-  fails(/--lr 0\.001 contradicts the checkpoint, which was trained with 0\.003; leave it out with --resume \(flags that may change: --steps, --eval-every/, 'train', '--resume', '--out', out, '--steps', '5', '--lr', '1e-3', '--backend', 'cpu');
-  fails(/--d-model 64 contradicts the checkpoint, which was trained with 32/, 'train', '--resume', '--out', out, '--steps', '5', '--d-model', '64', '--backend', 'cpu');
-  fails(/--sparsify contradicts the checkpoint, whose patterns are none \(a dense model\)/, 'train', '--resume', '--out', out, '--steps', '5', '--sparsify', 'head', '--density', '0.5', '--backend', 'cpu');
-  const same = run('train', '--resume', '--out', out, '--steps=5', '--eval-every=2', '--checkpoint-every', '7', '--lr', '3e-3', ...TINY.slice(0, 2), '--backend', 'cpu');
+  fails(
+    /--lr 0\.001 contradicts the checkpoint, which was trained with 0\.003; leave it out with --resume \(flags that may change: --steps, --eval-every/,
+    'train',
+    '--resume',
+    '--out',
+    out,
+    '--steps',
+    '5',
+    '--lr',
+    '1e-3',
+    '--backend',
+    'cpu',
+  );
+  fails(
+    /--d-model 64 contradicts the checkpoint, which was trained with 32/,
+    'train',
+    '--resume',
+    '--out',
+    out,
+    '--steps',
+    '5',
+    '--d-model',
+    '64',
+    '--backend',
+    'cpu',
+  );
+  fails(
+    /--sparsify contradicts the checkpoint, whose patterns are none \(a dense model\)/,
+    'train',
+    '--resume',
+    '--out',
+    out,
+    '--steps',
+    '5',
+    '--sparsify',
+    'head',
+    '--density',
+    '0.5',
+    '--backend',
+    'cpu',
+  );
+  const same = run(
+    'train',
+    '--resume',
+    '--out',
+    out,
+    '--steps=5',
+    '--eval-every=2',
+    '--checkpoint-every',
+    '7',
+    '--lr',
+    '3e-3',
+    ...TINY.slice(0, 2),
+    '--backend',
+    'cpu',
+  );
   assert.is(same.code, 0, same.err);
   assert.match(same.out, /resuming .* at step 3 of 5/);
   const config = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')).config;
   assert.equal([config.training.steps, config.training.evalEvery, config.checkpointEvery], [5, 2, 7], 'changed flags are stored');
   writeFileSync(join(out, 'step-000005', 'state.json'), '{}');
-  fails(/checkpoint .*step-000005 is damaged: its state\.json does not hold the step \(5\)/, 'train', '--resume', '--out', out, '--steps', '9', '--backend', 'cpu');
-  assert.equal(readdirSync(out).filter((f) => f.startsWith('step-')), ['step-000005'], 'no step-undefined folder');
+  fails(
+    /checkpoint .*step-000005 is damaged: its state\.json does not hold the step \(5\)/,
+    'train',
+    '--resume',
+    '--out',
+    out,
+    '--steps',
+    '9',
+    '--backend',
+    'cpu',
+  );
+  assert.equal(
+    readdirSync(out).filter((f) => f.startsWith('step-')),
+    ['step-000005'],
+    'no step-undefined folder',
+  );
 });
 
 test('compare never writes into an earlier run and checks every variant before training any', () => {
@@ -179,7 +307,10 @@ test('data: bytes for --tokenizer byte, a warning for text that is not UTF-8, a 
   const tiny = TINY.filter((_, i) => i > 1);
   const asBytes = run('train', '--data', binary, '--tokenizer', 'byte', ...tiny, '--steps', '1', '--out', join(dir, 'bytes'));
   assert.is(asBytes.code, 0, asBytes.err);
-  assert.match(asBytes.out, new RegExp(`data: .*binary\\.bin, ${bytes.length.toLocaleString('en-US')} bytes -> ${bytes.length.toLocaleString('en-US')} byte tokens`));
+  assert.match(
+    asBytes.out,
+    new RegExp(`data: .*binary\\.bin, ${bytes.length.toLocaleString('en-US')} bytes -> ${bytes.length.toLocaleString('en-US')} byte tokens`),
+  );
   const asText = run('train', '--data', binary, ...tiny, '--steps', '1', '--out', join(dir, 'text'));
   assert.is(asText.code, 0, asText.err);
   assert.match(asText.out, /warning: --data .*binary\.bin is not valid UTF-8/);
@@ -198,7 +329,20 @@ test('small things: --version, backends --help, negative numbers, the density ac
   assert.match(run('backends', '--help').out, /sparsegrad backends\n\s+Lists cpu, webgpu and cuda/);
   fails(/--steps must be an integer >= 1, got '-5'/, 'train', ...TINY, '--steps', '-5');
   fails(/--lr must be a positive number, got '-0\.1'/, 'train', ...TINY, '--lr', '-0.1');
-  const r = run('train', ...TINY, '--steps', '1', '--sparsify', String.raw`layers\.0\.mlp\.fc1`, '--density', '0.001', '--block-size', '16', '--out', join(dir, 'tiny-density'));
+  const r = run(
+    'train',
+    ...TINY,
+    '--steps',
+    '1',
+    '--sparsify',
+    String.raw`layers\.0\.mlp\.fc1`,
+    '--density',
+    '0.001',
+    '--block-size',
+    '16',
+    '--out',
+    join(dir, 'tiny-density'),
+  );
   assert.is(r.code, 0, r.err);
   assert.match(r.out, /layers\.0\.mlp\.fc1: 32 -> 128, density 0\.0625 \(requested 0\.001: a whole number of blocks, at least one\), 16x16 blocks/);
 });
@@ -216,16 +360,31 @@ test('broken checkpoints are reported, never loaded', () => {
   const mixed = join(dir, 'mixed');
   cpSync(good, mixed, { recursive: true });
   cpSync(join(other, 'step-000001', 'model.safetensors'), join(mixed, 'step-000006', 'model.safetensors'));
-  fails(/checkpoint does not fit the model: loadStateDict: '.*' has shape \[.*\] \(float32\) in the state but \[.*\] \(float32\) in the model/, 'sample', '--checkpoint', mixed, '--backend', 'cpu');
+  fails(
+    /checkpoint does not fit the model: loadStateDict: '.*' has shape \[.*\] \(float32\) in the state but \[.*\] \(float32\) in the model/,
+    'sample',
+    '--checkpoint',
+    mixed,
+    '--backend',
+    'cpu',
+  );
   writeFileSync(join(mixed, 'checkpoint.json'), '{ not json');
   fails(/checkpoint\.json is damaged \(not valid JSON\)/, 'sample', '--checkpoint', mixed);
 });
 
-for (const [signal, exitCode] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+for (const [signal, exitCode] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+  ['SIGHUP', 129],
+] as const) {
   test(`${signal} (Ctrl-C, a container stop, a closed terminal) saves a last checkpoint and exits`, async () => {
     const out = join(dir, `interrupted-${signal}`);
-    const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], { env: { ...process.env, FORCE_COLOR: '0' } });
+    const child = spawn(process.execPath, [BIN, 'train', ...TINY, '--steps', '100000', '--eval-every', '1000', '--out', out], {
+      env: { ...process.env, FORCE_COLOR: '0' },
+    });
     let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
     const code = await new Promise<number | null>((resolve) => {
       child.stdout.on('data', (d) => {
         stdout += d;
@@ -233,7 +392,7 @@ for (const [signal, exitCode] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 
       });
       child.on('exit', (c) => resolve(c));
     });
-    assert.is(code, exitCode);
+    assert.is(code, exitCode, `exit code after ${signal}; stderr: ${stderr.slice(-500)}; stdout: ${stdout.slice(-300)}`);
     assert.match(stdout, /interrupted at step (\d+)/);
     const step = Number(stdout.match(/interrupted at step (\d+)/)![1]);
     const pointer = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));

@@ -13,15 +13,18 @@
  * Accumulators stay in registers across entries, so a block row of small blocks costs no more
  * C traffic than one long dense row.
  */
-function tile(a: usize, lda: usize, kIdx: usize, e0: i32, e1: i32, kLen: i32, w: usize, wStride: usize,
-  c: usize, ldc: i32, accumulate: bool): void {
-  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
-  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
-  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-  const kBytes = <usize>kLen << 2;
+function tile(a: usize, lda: usize, kIdx: usize, e0: i32, e1: i32, kLen: i32, w: usize, wStride: usize, c: usize, ldc: i32, accumulate: bool): void {
+  let c00 = f32x4.splat(0),
+    c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0),
+    c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0),
+    c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0),
+    c31 = f32x4.splat(0);
+  const kBytes = (<usize>kLen) << 2;
   for (let e = e0; e < e1; e++) {
-    const a0p = a + <usize>load<i32>(kIdx + (<usize>e << 2)) * kBytes;
+    const a0p = a + <usize>load<i32>(kIdx + ((<usize>e) << 2)) * kBytes;
     const a1p = a0p + lda;
     const a2p = a0p + 2 * lda;
     const a3p = a0p + 3 * lda;
@@ -44,17 +47,25 @@ function tile(a: usize, lda: usize, kIdx: usize, e0: i32, e1: i32, kLen: i32, w:
       b += 32;
     }
   }
-  const row = <usize>ldc << 2;
+  const row = (<usize>ldc) << 2;
   if (accumulate) {
-    c00 = f32x4.add(c00, v128.load(c)); c01 = f32x4.add(c01, v128.load(c, 16));
-    c10 = f32x4.add(c10, v128.load(c + row)); c11 = f32x4.add(c11, v128.load(c + row, 16));
-    c20 = f32x4.add(c20, v128.load(c + 2 * row)); c21 = f32x4.add(c21, v128.load(c + 2 * row, 16));
-    c30 = f32x4.add(c30, v128.load(c + 3 * row)); c31 = f32x4.add(c31, v128.load(c + 3 * row, 16));
+    c00 = f32x4.add(c00, v128.load(c));
+    c01 = f32x4.add(c01, v128.load(c, 16));
+    c10 = f32x4.add(c10, v128.load(c + row));
+    c11 = f32x4.add(c11, v128.load(c + row, 16));
+    c20 = f32x4.add(c20, v128.load(c + 2 * row));
+    c21 = f32x4.add(c21, v128.load(c + 2 * row, 16));
+    c30 = f32x4.add(c30, v128.load(c + 3 * row));
+    c31 = f32x4.add(c31, v128.load(c + 3 * row, 16));
   }
-  v128.store(c, c00); v128.store(c, c01, 16);
-  v128.store(c + row, c10); v128.store(c + row, c11, 16);
-  v128.store(c + 2 * row, c20); v128.store(c + 2 * row, c21, 16);
-  v128.store(c + 3 * row, c30); v128.store(c + 3 * row, c31, 16);
+  v128.store(c, c00);
+  v128.store(c, c01, 16);
+  v128.store(c + row, c10);
+  v128.store(c + row, c11, 16);
+  v128.store(c + 2 * row, c20);
+  v128.store(c + 2 * row, c21, 16);
+  v128.store(c + 3 * row, c30);
+  v128.store(c + 3 * row, c31, 16);
 }
 
 /** Rows of A kept hot in L2 while every output panel passes over them. */
@@ -70,17 +81,29 @@ const ZERO_INDEX: usize = memory.data<i32>([0]);
  * A: rows of 4-row blocks mbStart..mBlocks-1, lda floats apart; W: packed per entry e as [bsN/8][bsK][8] in list order;
  * ptr [outBlocks + 1] and kIdx (i32) delimit each block row's entries; C: [mBlocks*4, ldc].
  */
-export function bsmm(a: usize, ldaFloats: i32, mbStart: i32, mBlocks: i32, ptr: usize, kIdx: usize, outBlocks: i32,
-  bsN: i32, bsK: i32, wp: usize, c: usize, ldc: i32): void {
+export function bsmm(
+  a: usize,
+  ldaFloats: i32,
+  mbStart: i32,
+  mBlocks: i32,
+  ptr: usize,
+  kIdx: usize,
+  outBlocks: i32,
+  bsN: i32,
+  bsK: i32,
+  wp: usize,
+  c: usize,
+  ldc: i32,
+): void {
   const panels = bsN >> 3;
   const panelBytes = <usize>bsK * 32;
-  const lda = <usize>ldaFloats << 2;
+  const lda = (<usize>ldaFloats) << 2;
   // Row blocks [mbStart, mBlocks): threads split a product by row blocks.
   for (let mb0 = mbStart; mb0 < mBlocks; mb0 += M_CHUNK) {
     const mbEnd = min(mb0 + M_CHUNK, mBlocks);
     for (let r = 0; r < outBlocks; r++) {
-      const e0 = load<i32>(ptr + (<usize>r << 2));
-      const e1 = load<i32>(ptr + (<usize>(r + 1) << 2));
+      const e0 = load<i32>(ptr + ((<usize>r) << 2));
+      const e1 = load<i32>(ptr + ((<usize>(r + 1)) << 2));
       for (let q = 0; q < panels; q++) {
         for (let mb = mb0; mb < mbEnd; mb++) {
           const out = c + ((<usize>mb * 4 * ldc + <usize>r * bsN + <usize>q * 8) << 2);
@@ -99,21 +122,32 @@ export function bsmm(a: usize, ldaFloats: i32, mbStart: i32, mBlocks: i32, ptr: 
 export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize, bStart: i32, nnz: i32, bs: i32, out: usize): void {
   const rb = bs >> 2;
   const cb = bs >> 3;
-  const lda = <usize>M << 2;
-  const bBytes = <usize>M << 5;
+  const lda = (<usize>M) << 2;
+  const bBytes = (<usize>M) << 5;
   // Blocks [bStart, nnz): threads split the SDDMM by blocks.
   for (let b = bStart; b < nnz; b++) {
-    const r = <usize>load<i32>(rowIdx + (<usize>b << 2));
-    const col = <usize>load<i32>(colIdx + (<usize>b << 2));
+    const r = <usize>load<i32>(rowIdx + ((<usize>b) << 2));
+    const col = <usize>load<i32>(colIdx + ((<usize>b) << 2));
     const blockOut = out + ((<usize>b * bs * bs) << 2);
     // Chunks of the long m axis keep both operand strips in L1.
     for (let m0 = 0; m0 < M; m0 += K_CHUNK) {
       const len = min(K_CHUNK, M - m0);
       for (let q = 0; q < cb; q++) {
-        const bp = xp + (col * cb + q) * bBytes + (<usize>m0 << 5);
+        const bp = xp + (col * cb + q) * bBytes + ((<usize>m0) << 5);
         for (let i = 0; i < rb; i++) {
-          tile(at + (r * rb + i) * 4 * lda + (<usize>m0 << 2), lda, ZERO_INDEX, 0, 1, len, bp, 0,
-            blockOut + ((<usize>i * 4 * bs + <usize>q * 8) << 2), bs, m0 > 0);
+          tile(
+            at + (r * rb + i) * 4 * lda + ((<usize>m0) << 2),
+            lda,
+            ZERO_INDEX,
+            0,
+            1,
+            len,
+            bp,
+            0,
+            blockOut + ((<usize>i * 4 * bs + <usize>q * 8) << 2),
+            bs,
+            m0 > 0,
+          );
         }
       }
     }
@@ -125,16 +159,16 @@ export function sddmm(at: usize, xp: usize, M: i32, rowIdx: usize, colIdx: usize
  * the source strip stays in cache while every panel receives a contiguous 2 KiB run.
  */
 export function packPanels(src: usize, K: i32, ld: i32, panels: i32, dst: usize): void {
-  const rowBytes = <usize>ld << 2;
-  const panelBytes = <usize>K << 5;
+  const rowBytes = (<usize>ld) << 2;
+  const panelBytes = (<usize>K) << 5;
   for (let k0 = 0; k0 < K; k0 += 64) {
     const k1 = min(k0 + 64, K);
     for (let p = 0; p < panels; p++) {
       const d = dst + <usize>p * panelBytes;
-      const s = src + (<usize>p << 5);
+      const s = src + ((<usize>p) << 5);
       for (let k = k0; k < k1; k++) {
         const from = s + <usize>k * rowBytes;
-        const to = d + (<usize>k << 5);
+        const to = d + ((<usize>k) << 5);
         v128.store(to, v128.load(from));
         v128.store(to, v128.load(from, 16), 16);
       }
@@ -148,19 +182,19 @@ export function packPanels(src: usize, K: i32, ld: i32, panels: i32, dst: usize)
  * q*8..+8 for every block column (k = column), i.e. panels of the transposed block.
  */
 export function packBlocks(src: usize, order: usize, nnz: i32, bs: i32, transpose: bool, dst: usize): void {
-  const bb = <usize>(bs * bs) << 2;
+  const bb = (<usize>(bs * bs)) << 2;
   for (let e = 0; e < nnz; e++) {
-    const s = src + <usize>load<i32>(order + (<usize>e << 2)) * bb;
+    const s = src + <usize>load<i32>(order + ((<usize>e) << 2)) * bb;
     const d = dst + <usize>e * bb;
-    for (let q = 0; q < (bs >> 3); q++) {
+    for (let q = 0; q < bs >> 3; q++) {
       const dq = d + <usize>q * bs * 32;
       for (let k = 0; k < bs; k++) {
         if (transpose) {
-          for (let i = 0; i < 8; i++) store<f32>(dq + (<usize>k << 5) + (<usize>i << 2), load<f32>(s + ((<usize>(q * 8 + i) * bs + k) << 2)));
+          for (let i = 0; i < 8; i++) store<f32>(dq + ((<usize>k) << 5) + ((<usize>i) << 2), load<f32>(s + ((<usize>(q * 8 + i) * bs + k) << 2)));
         } else {
           const from = s + ((<usize>k * bs + q * 8) << 2);
-          v128.store(dq + (<usize>k << 5), v128.load(from));
-          v128.store(dq + (<usize>k << 5), v128.load(from, 16), 16);
+          v128.store(dq + ((<usize>k) << 5), v128.load(from));
+          v128.store(dq + ((<usize>k) << 5), v128.load(from, 16), 16);
         }
       }
     }
@@ -184,13 +218,13 @@ export function transpose(src: usize, rows: i32, cols: i32, ldSrc: i32, dst: usi
 
 /** dst [panels][K][8] from src holding the transposed matrix as rows: dst[p][k][c] = src[(p*8 + c)*ld + k]. */
 export function packPanelsT(src: usize, K: i32, ld: i32, panels: i32, dst: usize): void {
-  const rowBytes = <usize>ld << 2;
+  const rowBytes = (<usize>ld) << 2;
   for (let p = 0; p < panels; p++) {
     const d = dst + <usize>p * K * 32;
     const s = src + <usize>p * 8 * rowBytes;
     for (let k = 0; k < K; k++) {
-      const sk = s + (<usize>k << 2);
-      for (let c = 0; c < 8; c++) store<f32>(d + (<usize>k << 5) + (<usize>c << 2), load<f32>(sk + <usize>c * rowBytes));
+      const sk = s + ((<usize>k) << 2);
+      for (let c = 0; c < 8; c++) store<f32>(d + ((<usize>k) << 5) + ((<usize>c) << 2), load<f32>(sk + <usize>c * rowBytes));
     }
   }
 }

@@ -5,15 +5,35 @@
  * Users need none of it.
  */
 export type {
-  AdamBuffers, AdamStepSpec, Backend, BackendBuffer, BinaryOp, BlockLayout, DType, MatmulPrecision, MatrixView, RandomSpec,
-  ReduceOp, TypedArray, UnaryOp, View,
+  AdamBuffers,
+  AdamStepSpec,
+  Backend,
+  BackendBuffer,
+  BinaryOp,
+  BlockLayout,
+  DType,
+  MatmulPrecision,
+  MatrixView,
+  RandomSpec,
+  ReduceOp,
+  TypedArray,
+  UnaryOp,
+  View,
 } from './backend.ts';
 export { KERNELS, adamCoefficients, matrixAt } from './backend.ts';
 export { registerBackend, type BackendEntry } from './registry.ts';
 export { engine } from './engine.ts';
 export {
-  blockColumnRuns, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, linesLongestFirst, transposedLayout,
-  unionGroupsLongestFirst, type TileLimits,
+  blockColumnRuns,
+  blockRowRuns,
+  buildLayout,
+  buildTileItems,
+  buildUnionTable,
+  layoutDensity,
+  linesLongestFirst,
+  transposedLayout,
+  unionGroupsLongestFirst,
+  type TileLimits,
 } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
@@ -21,3 +41,4 @@ export { uniformAt, normalAt, randomBits } from './random.ts';
 export { opError, fmtShape } from './errors.ts';
 export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
 export { contiguousStrides, sizeOf } from './shape.ts';
+export { waveSplits } from './waves.ts';

@@ -64,15 +64,36 @@ export function matrixAt(buffer: BackendBuffer, rowStride: number, colStride: nu
 }
 
 export type UnaryOp =
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'abs' | 'sign' | 'tanh' | 'sigmoid' | 'relu'
-  | 'geluTanh' | 'geluErf'
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'abs'
+  | 'sign'
+  | 'tanh'
+  | 'sigmoid'
+  | 'relu'
+  | 'geluTanh'
+  | 'geluErf'
   /** Derivatives of the GELU variants with respect to their input. */
-  | 'geluTanhGrad' | 'geluErfGrad';
+  | 'geluTanhGrad'
+  | 'geluErfGrad';
 
 export type BinaryOp =
-  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
+  | 'add'
+  | 'sub'
+  | 'mul'
+  | 'div'
+  | 'pow'
+  | 'maximum'
+  | 'minimum'
   /** Comparisons write 1 or 0 in the output dtype. */
-  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+  | 'eq'
+  | 'ne'
+  | 'lt'
+  | 'le'
+  | 'gt'
+  | 'ge';
 
 export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax' | 'argmin';
 
@@ -210,11 +231,30 @@ export interface Backend {
   /** y is the forward output (softmax or logSoftmax); out = dL/dx. */
   softmaxBackward(y: BackendBuffer, dy: BackendBuffer, rows: number, n: number, log: boolean, out: BackendBuffer): void;
   /** Writes out, and per-row mean and rstd [rows] for the backward pass. gamma/beta may be null. */
-  layerNorm(x: BackendBuffer, gamma: BackendBuffer | null, beta: BackendBuffer | null, rows: number, n: number, eps: number,
-    out: BackendBuffer, mean: BackendBuffer, rstd: BackendBuffer): void;
+  layerNorm(
+    x: BackendBuffer,
+    gamma: BackendBuffer | null,
+    beta: BackendBuffer | null,
+    rows: number,
+    n: number,
+    eps: number,
+    out: BackendBuffer,
+    mean: BackendBuffer,
+    rstd: BackendBuffer,
+  ): void;
   /** dgamma/dbeta are null when gamma/beta were. */
-  layerNormBackward(x: BackendBuffer, gamma: BackendBuffer | null, mean: BackendBuffer, rstd: BackendBuffer, dy: BackendBuffer,
-    rows: number, n: number, dx: BackendBuffer, dgamma: BackendBuffer | null, dbeta: BackendBuffer | null): void;
+  layerNormBackward(
+    x: BackendBuffer,
+    gamma: BackendBuffer | null,
+    mean: BackendBuffer,
+    rstd: BackendBuffer,
+    dy: BackendBuffer,
+    rows: number,
+    n: number,
+    dx: BackendBuffer,
+    dgamma: BackendBuffer | null,
+    dbeta: BackendBuffer | null,
+  ): void;
 
   // ---- optimizer and gradient clipping: lists of buffers (a GPU may take a list in one launch) ----
   /**
@@ -248,7 +288,29 @@ export interface AdamBuffers {
 
 /** The kernel names a backend must implement; checked when it registers. */
 export const KERNELS = [
-  'alloc', 'upload', 'read', 'free', 'memory', 'fill', 'random', 'copy', 'unary', 'binary', 'where', 'reduce',
-  'matmul', 'bsrMatmul', 'bsrMatmulGradInput', 'bsrSddmm', 'gather', 'scatterAdd', 'softmax', 'softmaxBackward',
-  'layerNorm', 'layerNormBackward', 'adamStep', 'sumOfSquares', 'scaleBuffers',
+  'alloc',
+  'upload',
+  'read',
+  'free',
+  'memory',
+  'fill',
+  'random',
+  'copy',
+  'unary',
+  'binary',
+  'where',
+  'reduce',
+  'matmul',
+  'bsrMatmul',
+  'bsrMatmulGradInput',
+  'bsrSddmm',
+  'gather',
+  'scatterAdd',
+  'softmax',
+  'softmaxBackward',
+  'layerNorm',
+  'layerNormBackward',
+  'adamStep',
+  'sumOfSquares',
+  'scaleBuffers',
 ] as const satisfies readonly (keyof Backend)[];

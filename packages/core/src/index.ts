@@ -7,13 +7,49 @@ import './cpu/backend.ts'; // registers 'cpu'
 export type { AdamStepSpec, MatmulPrecision, Backend, BlockLayout, DType, TypedArray } from './backend.ts';
 export { MATMUL_PRECISIONS } from './backend.ts';
 export { backends, type BackendStatus } from './registry.ts';
-export { getBackend, setBackend, lastBackendChoice, manualSeed, memory, resetPeakMemory, noGrad, isGradEnabled, setFloat32MatmulPrecision, getFloat32MatmulPrecision, type MemoryInfo } from './engine.ts';
+export {
+  getBackend,
+  setBackend,
+  lastBackendChoice,
+  manualSeed,
+  memory,
+  resetPeakMemory,
+  noGrad,
+  isGradEnabled,
+  setFloat32MatmulPrecision,
+  getFloat32MatmulPrecision,
+  type MemoryInfo,
+} from './engine.ts';
 export { Tensor, tidy, releasing, keep, type NestedArray } from './tensor.ts';
 export { release } from './autograd/graph.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
 export {
-  add, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge,
-  neg, exp, log, sqrt, abs, tanh, sigmoid, relu, gelu, clamp, where, cast, sign,
+  add,
+  sub,
+  mul,
+  div,
+  pow,
+  maximum,
+  minimum,
+  eq,
+  ne,
+  lt,
+  le,
+  gt,
+  ge,
+  neg,
+  exp,
+  log,
+  sqrt,
+  abs,
+  tanh,
+  sigmoid,
+  relu,
+  gelu,
+  clamp,
+  where,
+  cast,
+  sign,
 } from './ops/elementwise.ts';
 export { sum, mean, max, min, argmax, argmin, sumTo } from './ops/reduce.ts';
 export { linear, matmul } from './ops/matmul.ts';

@@ -70,7 +70,7 @@ export function normalizeAxes(op: string, axes: number | readonly number[] | und
 }
 
 export function checkShape(op: string, shape: Shape): number[] {
-  if (!Array.isArray(shape) && !(shape as unknown instanceof Array)) throw opError(op, `shape must be an array of non-negative integers, got ${String(shape)}`);
+  if (!Array.isArray(shape) && !Array.isArray(shape as unknown)) throw opError(op, `shape must be an array of non-negative integers, got ${String(shape)}`);
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) throw opError(op, `shape ${fmtShape(shape)} must contain non-negative integers`);
   }

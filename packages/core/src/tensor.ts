@@ -14,7 +14,10 @@ import { gather, indexSelect } from './ops/indexing.ts';
 /** A backend buffer shared by a tensor and its views; freed when the last one lets go. */
 export class Storage {
   private refs = 1;
-  constructor(readonly backend: Backend, readonly buffer: BackendBuffer) {
+  constructor(
+    readonly backend: Backend,
+    readonly buffer: BackendBuffer,
+  ) {
     engine.onAlloc(backend, buffer.size * 4);
   }
   retain(): void {
@@ -84,12 +87,18 @@ export class Tensor {
    * Writing its buffer in place is then invisible to everything else (list updates do).
    */
   get ownsBuffer(): boolean {
-    return this._storage !== null && this._storage.exclusive && this.isFlat && this.size === this._storage.buffer.size;
+    const storage = this._storage;
+    if (storage === null) return false;
+    return storage.exclusive && this.isFlat && this.size === storage.buffer.size;
   }
 
   /** The storage, or an error naming `op` if this tensor was disposed. */
   storageFor(op: string): Storage {
-    if (!this._storage) throw opError(op, `tensor #${this.id} of shape ${fmtShape(this.shape)} was disposed and can no longer be used (tensors made inside tidy() are freed when it returns: call backward() inside the same scope)`);
+    if (!this._storage)
+      throw opError(
+        op,
+        `tensor #${this.id} of shape ${fmtShape(this.shape)} was disposed and can no longer be used (tensors made inside tidy() are freed when it returns: call backward() inside the same scope)`,
+      );
     return this._storage;
   }
   bufferFor(op: string): BackendBuffer {
@@ -116,7 +125,8 @@ export class Tensor {
     return this._grad;
   }
   set grad(g: Tensor | null) {
-    if (g && !sameShapeArr(g.shape, this.shape)) throw opError('grad', `gradient shape ${fmtShape(g.shape)} does not match tensor shape ${fmtShape(this.shape)}`);
+    if (g && !sameShapeArr(g.shape, this.shape))
+      throw opError('grad', `gradient shape ${fmtShape(g.shape)} does not match tensor shape ${fmtShape(this.shape)}`);
     if (this._grad && this._grad !== g) this._grad.dispose();
     if (g) engine.untrack(g);
     this._grad = g;
@@ -185,58 +195,152 @@ export class Tensor {
   }
 
   // ---- op methods (semantics live in ops/) ----
-  add(o: Operand): Tensor { return ew.add(this, o); }
-  sub(o: Operand): Tensor { return ew.sub(this, o); }
-  mul(o: Operand): Tensor { return ew.mul(this, o); }
-  div(o: Operand): Tensor { return ew.div(this, o); }
-  pow(o: Operand): Tensor { return ew.pow(this, o); }
-  maximum(o: Operand): Tensor { return ew.maximum(this, o); }
-  minimum(o: Operand): Tensor { return ew.minimum(this, o); }
-  eq(o: Operand): Tensor { return ew.eq(this, o); }
-  ne(o: Operand): Tensor { return ew.ne(this, o); }
-  lt(o: Operand): Tensor { return ew.lt(this, o); }
-  le(o: Operand): Tensor { return ew.le(this, o); }
-  gt(o: Operand): Tensor { return ew.gt(this, o); }
-  ge(o: Operand): Tensor { return ew.ge(this, o); }
-  neg(): Tensor { return ew.neg(this); }
-  exp(): Tensor { return ew.exp(this); }
-  log(): Tensor { return ew.log(this); }
-  sqrt(): Tensor { return ew.sqrt(this); }
-  abs(): Tensor { return ew.abs(this); }
-  tanh(): Tensor { return ew.tanh(this); }
-  sigmoid(): Tensor { return ew.sigmoid(this); }
-  relu(): Tensor { return ew.relu(this); }
-  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor { return ew.gelu(this, approximate); }
-  clamp(min?: number, max?: number): Tensor { return ew.clamp(this, min, max); }
-  cast(dtype: DType): Tensor { return ew.cast(this, dtype); }
+  add(o: Operand): Tensor {
+    return ew.add(this, o);
+  }
+  sub(o: Operand): Tensor {
+    return ew.sub(this, o);
+  }
+  mul(o: Operand): Tensor {
+    return ew.mul(this, o);
+  }
+  div(o: Operand): Tensor {
+    return ew.div(this, o);
+  }
+  pow(o: Operand): Tensor {
+    return ew.pow(this, o);
+  }
+  maximum(o: Operand): Tensor {
+    return ew.maximum(this, o);
+  }
+  minimum(o: Operand): Tensor {
+    return ew.minimum(this, o);
+  }
+  eq(o: Operand): Tensor {
+    return ew.eq(this, o);
+  }
+  ne(o: Operand): Tensor {
+    return ew.ne(this, o);
+  }
+  lt(o: Operand): Tensor {
+    return ew.lt(this, o);
+  }
+  le(o: Operand): Tensor {
+    return ew.le(this, o);
+  }
+  gt(o: Operand): Tensor {
+    return ew.gt(this, o);
+  }
+  ge(o: Operand): Tensor {
+    return ew.ge(this, o);
+  }
+  neg(): Tensor {
+    return ew.neg(this);
+  }
+  exp(): Tensor {
+    return ew.exp(this);
+  }
+  log(): Tensor {
+    return ew.log(this);
+  }
+  sqrt(): Tensor {
+    return ew.sqrt(this);
+  }
+  abs(): Tensor {
+    return ew.abs(this);
+  }
+  tanh(): Tensor {
+    return ew.tanh(this);
+  }
+  sigmoid(): Tensor {
+    return ew.sigmoid(this);
+  }
+  relu(): Tensor {
+    return ew.relu(this);
+  }
+  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor {
+    return ew.gelu(this, approximate);
+  }
+  clamp(min?: number, max?: number): Tensor {
+    return ew.clamp(this, min, max);
+  }
+  cast(dtype: DType): Tensor {
+    return ew.cast(this, dtype);
+  }
 
-  sum(axis?: number | number[], keepdim = false): Tensor { return red.sum(this, axis, keepdim); }
-  mean(axis?: number | number[], keepdim = false): Tensor { return red.mean(this, axis, keepdim); }
-  max(axis?: number | number[], keepdim = false): Tensor { return red.max(this, axis, keepdim); }
-  min(axis?: number | number[], keepdim = false): Tensor { return red.min(this, axis, keepdim); }
-  argmax(axis?: number, keepdim = false): Tensor { return red.argmax(this, axis, keepdim); }
-  argmin(axis?: number, keepdim = false): Tensor { return red.argmin(this, axis, keepdim); }
+  sum(axis?: number | number[], keepdim = false): Tensor {
+    return red.sum(this, axis, keepdim);
+  }
+  mean(axis?: number | number[], keepdim = false): Tensor {
+    return red.mean(this, axis, keepdim);
+  }
+  max(axis?: number | number[], keepdim = false): Tensor {
+    return red.max(this, axis, keepdim);
+  }
+  min(axis?: number | number[], keepdim = false): Tensor {
+    return red.min(this, axis, keepdim);
+  }
+  argmax(axis?: number, keepdim = false): Tensor {
+    return red.argmax(this, axis, keepdim);
+  }
+  argmin(axis?: number, keepdim = false): Tensor {
+    return red.argmin(this, axis, keepdim);
+  }
 
-  matmul(o: Tensor): Tensor { return matmul(this, o); }
+  matmul(o: Tensor): Tensor {
+    return matmul(this, o);
+  }
 
-  reshape(...shape: number[] | [number[]]): Tensor { return mv.reshape(this, flatArgs(shape)); }
-  view(...shape: number[] | [number[]]): Tensor { return mv.view(this, flatArgs(shape)); }
-  flatten(startAxis = 0, endAxis = -1): Tensor { return mv.flatten(this, startAxis, endAxis); }
-  transpose(a = -2, b = -1): Tensor { return mv.transpose(this, a, b); }
-  get T(): Tensor { return mv.transpose(this, -2, -1); }
-  permute(...axes: number[] | [number[]]): Tensor { return mv.permute(this, flatArgs(axes)); }
-  expand(...shape: number[] | [number[]]): Tensor { return mv.expand(this, flatArgs(shape)); }
-  squeeze(axis?: number): Tensor { return mv.squeeze(this, axis); }
-  unsqueeze(axis: number): Tensor { return mv.unsqueeze(this, axis); }
-  slice(axis: number, start: number, end?: number): Tensor { return mv.slice(this, axis, start, end); }
-  narrow(axis: number, start: number, length: number): Tensor { return mv.narrow(this, axis, start, length); }
-  contiguous(): Tensor { return mv.contiguous(this); }
+  reshape(...shape: number[] | [number[]]): Tensor {
+    return mv.reshape(this, flatArgs(shape));
+  }
+  view(...shape: number[] | [number[]]): Tensor {
+    return mv.view(this, flatArgs(shape));
+  }
+  flatten(startAxis = 0, endAxis = -1): Tensor {
+    return mv.flatten(this, startAxis, endAxis);
+  }
+  transpose(a = -2, b = -1): Tensor {
+    return mv.transpose(this, a, b);
+  }
+  get T(): Tensor {
+    return mv.transpose(this, -2, -1);
+  }
+  permute(...axes: number[] | [number[]]): Tensor {
+    return mv.permute(this, flatArgs(axes));
+  }
+  expand(...shape: number[] | [number[]]): Tensor {
+    return mv.expand(this, flatArgs(shape));
+  }
+  squeeze(axis?: number): Tensor {
+    return mv.squeeze(this, axis);
+  }
+  unsqueeze(axis: number): Tensor {
+    return mv.unsqueeze(this, axis);
+  }
+  slice(axis: number, start: number, end?: number): Tensor {
+    return mv.slice(this, axis, start, end);
+  }
+  narrow(axis: number, start: number, length: number): Tensor {
+    return mv.narrow(this, axis, start, length);
+  }
+  contiguous(): Tensor {
+    return mv.contiguous(this);
+  }
 
-  gather(axis: number, index: Tensor): Tensor { return gather(this, axis, index); }
-  indexSelect(axis: number, index: Tensor): Tensor { return indexSelect(this, axis, index); }
+  gather(axis: number, index: Tensor): Tensor {
+    return gather(this, axis, index);
+  }
+  indexSelect(axis: number, index: Tensor): Tensor {
+    return indexSelect(this, axis, index);
+  }
 
-  softmax(axis = -1): Tensor { return nnops.softmax(this, axis); }
-  logSoftmax(axis = -1): Tensor { return nnops.logSoftmax(this, axis); }
+  softmax(axis = -1): Tensor {
+    return nnops.softmax(this, axis);
+  }
+  logSoftmax(axis = -1): Tensor {
+    return nnops.logSoftmax(this, axis);
+  }
 }
 
 export type NestedArray = number | NestedArray[];

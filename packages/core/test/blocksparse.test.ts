@@ -1,7 +1,15 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BlockSparseMatrix, bsrMatmul, manualSeed, setBackend, tensor } from '@sparsegrad/core';
-import { buildLayout, buildTileItems, buildUnionTable, createCpuBackend, linesLongestFirst, transposedLayout, unionGroupsLongestFirst } from '@sparsegrad/core/backend';
+import {
+  buildLayout,
+  buildTileItems,
+  buildUnionTable,
+  createCpuBackend,
+  linesLongestFirst,
+  transposedLayout,
+  unionGroupsLongestFirst,
+} from '@sparsegrad/core/backend';
 import { bsrKernel, bsrSddmmKernel } from '../src/ops/blocksparse.ts';
 import { assertClose, assertThrows, backendSuites, f32, gradCheck, randomArray } from './helpers.ts';
 
@@ -17,11 +25,12 @@ function denseRef(coords: [number, number][], blocks: ArrayLike<number>, rows: n
 /** out [m, n] = a [m, k] @ b^T (b is [n, k]) in float64. */
 function matmulABt(a: ArrayLike<number>, b: ArrayLike<number>, m: number, n: number, k: number): Float64Array {
   const out = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let p = 0; p < k; p++) s += a[i * k + p] * b[j * k + p];
-    out[i * n + j] = s;
-  }
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a[i * k + p] * b[j * k + p];
+      out[i * n + j] = s;
+    }
   return out;
 }
 const transpose = (a: ArrayLike<number>, r: number, c: number) => {
@@ -37,21 +46,43 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
   const T = (d: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(d), shape, opts);
 
   test('layout indexes agree with the block coordinates', () => {
-    const coords: [number, number][] = [[2, 1], [0, 3], [0, 0], [1, 1], [2, 3]];
+    const coords: [number, number][] = [
+      [2, 1],
+      [0, 3],
+      [0, 0],
+      [1, 1],
+      [2, 3],
+    ];
     const W = BlockSparseMatrix.fromCoords([48, 64], 16, coords, undefined, opts);
     const l = W.layout;
     assert.equal([...l.rowPtr], [0, 2, 3, 5]);
     assert.equal([...l.colIdx], [0, 3, 1, 1, 3]);
     assert.equal([...l.rowIdx], [0, 0, 1, 2, 2]);
     assert.equal([...l.colPtr], [0, 1, 3, 3, 5]);
-    assert.equal([...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]), [[0, 0], [1, 1], [2, 1], [0, 3], [2, 3]]);
+    assert.equal(
+      [...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]),
+      [
+        [0, 0],
+        [1, 1],
+        [2, 1],
+        [0, 3],
+        [2, 3],
+      ],
+    );
     assert.equal([...l.cscRow], [0, 1, 2, 0, 2]);
     // W^T's blocks in CSR order are W's in CSC order, at swapped coordinates.
     const t = transposedLayout(l);
     assert.equal([t.rows, t.cols], [64, 48]);
-    assert.equal([...t.rowIdx].map((r, s) => [t.colIdx[s], r]), [...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]));
+    assert.equal(
+      [...t.rowIdx].map((r, s) => [t.colIdx[s], r]),
+      [...l.cscBlock].map((b) => [l.rowIdx[b], l.colIdx[b]]),
+    );
     assert.is(transposedLayout(l), t);
-    assert.equal(W.blockMask(), [[1, 0, 0, 1], [0, 1, 0, 0], [0, 1, 0, 1]]);
+    assert.equal(W.blockMask(), [
+      [1, 0, 0, 1],
+      [0, 1, 0, 0],
+      [0, 1, 0, 1],
+    ]);
     W.data.dispose();
   });
 
@@ -114,7 +145,15 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
 
   test('an empty block row writes zeros and a large m streams correctly', async () => {
     const bs = 16;
-    const W = BlockSparseMatrix.fromMask([[1, 0], [0, 0], [0, 1]], bs, { backend, data: tensor(Float32Array.from(randomArray(2 * 256, 5)), [2, 16, 16], opts) });
+    const W = BlockSparseMatrix.fromMask(
+      [
+        [1, 0],
+        [0, 0],
+        [0, 1],
+      ],
+      bs,
+      { backend, data: tensor(Float32Array.from(randomArray(2 * 256, 5)), [2, 16, 16], opts) },
+    );
     const m = 300;
     const xd = f32(randomArray(m * 32, 8));
     const y = bsrMatmul(tensor(Float32Array.from(xd), [m, 32], opts), W.data, W.layout);
@@ -123,7 +162,11 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
   });
 
   test('gradient check of the block-sparse product over block sizes and densities', async () => {
-    for (const [bs, density] of [[16, 0.5], [32, 0.25], [16, 1]] as const) {
+    for (const [bs, density] of [
+      [16, 0.5],
+      [32, 0.25],
+      [16, 1],
+    ] as const) {
       manualSeed(bs);
       const W = BlockSparseMatrix.random([bs * 2, bs * 2], { density, blockSize: bs, backend });
       const layout = W.layout;
@@ -143,7 +186,14 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
     const withBias = await bsrMatmul(x, W.data, W.layout, b).toArray();
     const plus = await bsrMatmul(x, W.data, W.layout).add(b).toArray();
     assertClose(withBias, plus, 1e-6);
-    await gradCheck((xx, bb) => bsrMatmul(xx, W.data, W.layout, bb), [{ data: randomArray(3 * bs * 3, 5), shape: [3, bs * 3] }, { data: randomArray(bs * 2, 6), shape: [bs * 2] }], { backend });
+    await gradCheck(
+      (xx, bb) => bsrMatmul(xx, W.data, W.layout, bb),
+      [
+        { data: randomArray(3 * bs * 3, 5), shape: [3, bs * 3] },
+        { data: randomArray(bs * 2, 6), shape: [bs * 2] },
+      ],
+      { backend },
+    );
     assertThrows(() => bsrMatmul(x, W.data, W.layout, T([1, 2], [2])), /bsrMatmul: bias must have shape \[32\], got \[2\]/);
     W.data.dispose();
   });
@@ -153,16 +203,24 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
     const rows = 32;
     const cols = 48;
     const d = new Float32Array(rows * cols);
-    const scale = [[1, 5, 2], [4, 3, 6]];
-    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) d[i * cols + j] = scale[Math.floor(i / bs)][Math.floor(j / bs)] * (((i * 7 + j) % 5) - 2 || 1);
+    const scale = [
+      [1, 5, 2],
+      [4, 3, 6],
+    ];
+    for (let i = 0; i < rows; i++)
+      for (let j = 0; j < cols; j++) d[i * cols + j] = scale[Math.floor(i / bs)][Math.floor(j / bs)] * (((i * 7 + j) % 5) - 2 || 1);
     const dense = tensor(d, [rows, cols], opts);
     const W = await BlockSparseMatrix.fromDense(dense, { density: 0.5, blockSize: bs });
-    assert.equal(W.blockMask(), [[0, 1, 0], [1, 0, 1]]);
+    assert.equal(W.blockMask(), [
+      [0, 1, 0],
+      [1, 0, 1],
+    ]);
     const back = await W.toDense().toArray();
-    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-      const kept = W.blockMask()[Math.floor(i / bs)][Math.floor(j / bs)];
-      assert.is(back[i * cols + j], kept ? d[i * cols + j] : 0);
-    }
+    for (let i = 0; i < rows; i++)
+      for (let j = 0; j < cols; j++) {
+        const kept = W.blockMask()[Math.floor(i / bs)][Math.floor(j / bs)];
+        assert.is(back[i * cols + j], kept ? d[i * cols + j] : 0);
+      }
   });
 
   test('random honours density and blockCount; fromMask places blocks', () => {
@@ -187,12 +245,14 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
       const x = tensor(xd, [300, 256], { backend: b });
       const dy = tensor(dyd, [300, 128], { backend: b });
       const w = tensor(blocks, [...W.data.shape], { backend: b });
-      results.push(await Promise.all([
-        bsrMatmul(x, w, W.layout).toArray(),
-        x.matmul(tensor(xd.subarray(0, 256 * 64), [256, 64], { backend: b })).toArray(),
-        bsrKernel('gradInput', dy, w, W.layout).toArray(),
-        bsrSddmmKernel(dy, x, W.layout).toArray(),
-      ]));
+      results.push(
+        await Promise.all([
+          bsrMatmul(x, w, W.layout).toArray(),
+          x.matmul(tensor(xd.subarray(0, 256 * 64), [256, 64], { backend: b })).toArray(),
+          bsrKernel('gradInput', dy, w, W.layout).toArray(),
+          bsrSddmmKernel(dy, x, W.layout).toArray(),
+        ]),
+      );
     }
     results[0].forEach((r, i) => assertClose(results[1][i], r, 1e-6, `product ${i}`));
   });
@@ -203,8 +263,18 @@ for (const { backend, test } of await backendSuites('blocksparse')) {
     assertThrows(() => BlockSparseMatrix.random([64, 64], { density: 1.5, blockSize: 32 }), /density must be in \(0, 1\], got 1.5/);
     assertThrows(() => BlockSparseMatrix.random([64, 64], { density: 0.5, blockSize: 24 }), /blockSize must be one of 16, 32, 64, got 24/);
     const W = BlockSparseMatrix.random([64, 32], { density: 1, blockSize: 32, backend });
-    assertThrows(() => bsrMatmul(tensor(new Float32Array(2 * 64), [2, 64], opts), W.data, W.layout), /bsrMatmul: input of shape \[2, 64\] must end in 32 features/);
-    assertThrows(() => BlockSparseMatrix.fromCoords([64, 64], 32, [[0, 0], [0, 0]]), /block \(0, 0\) is listed twice/);
+    assertThrows(
+      () => bsrMatmul(tensor(new Float32Array(2 * 64), [2, 64], opts), W.data, W.layout),
+      /bsrMatmul: input of shape \[2, 64\] must end in 32 features/,
+    );
+    assertThrows(
+      () =>
+        BlockSparseMatrix.fromCoords([64, 64], 32, [
+          [0, 0],
+          [0, 0],
+        ]),
+      /block \(0, 0\) is listed twice/,
+    );
     assertThrows(() => BlockSparseMatrix.fromCoords([64, 64], 32, [[2, 0]]), /outside the 2 x 2 block grid/);
   });
 
@@ -223,7 +293,10 @@ layouts('union tables list every block of a group once, at its column, columns s
       const count = (forward ? L.rows : L.cols) / 32;
       assert.is(t.ptr.length - 1, Math.ceil(count / 4));
       // The members are every block row (column) once, then -1 in the last group's empty slots.
-      assert.equal([...t.members].filter((r) => r >= 0).sort((a, b) => a - b), [...Array(count).keys()]);
+      assert.equal(
+        [...t.members].filter((r) => r >= 0).sort((a, b) => a - b),
+        [...Array(count).keys()],
+      );
       assert.ok(t.members.slice(count).every((r) => r === -1));
       if (!clustered) assert.equal([...t.members.slice(0, count)], [...Array(count).keys()]);
       let seen = 0;
@@ -251,20 +324,37 @@ layouts('union tables list every block of a group once, at its column, columns s
 
 layouts('longest-first orders: lines by block count, union groups by union length, each group keeping its blocks and members', () => {
   // Block rows of 2, 0, 3, 2 and 1 blocks: longest first, ties in index order.
-  const coords: [number, number][] = [[0, 0], [0, 3], [2, 0], [2, 1], [2, 2], [3, 1], [3, 2], [4, 3]];
+  const coords: [number, number][] = [
+    [0, 0],
+    [0, 3],
+    [2, 0],
+    [2, 1],
+    [2, 2],
+    [3, 1],
+    [3, 2],
+    [4, 3],
+  ];
   const { layout } = buildLayout(32 * 5, 32 * 4, 32, coords);
   assert.equal([...linesLongestFirst(layout.rowPtr)], [2, 0, 3, 4, 1]);
   // Every block column holds 2: index order.
   assert.equal([...linesLongestFirst(layout.colPtr)], [0, 1, 2, 3]);
   const W = BlockSparseMatrix.random([32 * 13, 32 * 9], { density: 0.4, blockSize: 32, backend: createCpuBackend() });
-  for (const [group, clustered] of [[1, false], [4, false], [4, true]] as const) {
+  for (const [group, clustered] of [
+    [1, false],
+    [4, false],
+    [4, true],
+  ] as const) {
     const t = buildUnionTable(W.layout, true, group, clustered);
     const o = unionGroupsLongestFirst(t);
     const steps = (u: typeof t, g: number) => u.ptr[g + 1] - u.ptr[g];
     // Each group of the original appears once in the reordered table, with its entries, blocks and
     // members unchanged, and the union lengths do not increase.
     const key = (u: typeof t, g: number) =>
-      JSON.stringify([[...u.members.subarray(g * group, (g + 1) * group)], [...u.idx.subarray(u.ptr[g], u.ptr[g + 1])], [...u.blk.subarray(u.ptr[g] * group, u.ptr[g + 1] * group)]]);
+      JSON.stringify([
+        [...u.members.subarray(g * group, (g + 1) * group)],
+        [...u.idx.subarray(u.ptr[g], u.ptr[g + 1])],
+        [...u.blk.subarray(u.ptr[g] * group, u.ptr[g + 1] * group)],
+      ]);
     const groups = t.ptr.length - 1;
     assert.equal(Array.from({ length: groups }, (_, g) => key(o, g)).sort(), Array.from({ length: groups }, (_, g) => key(t, g)).sort());
     for (let g = 1; g < groups; g++) assert.ok(steps(o, g) <= steps(o, g - 1), `group ${g}: ${steps(o, g)} after ${steps(o, g - 1)}`);
@@ -313,7 +403,12 @@ layouts('clustered union groups follow the greedy rule (a set-based reference) o
     return order;
   };
   manualSeed(11);
-  for (const [rows, cols, density, group] of [[37, 70, 0.3, 4], [64, 33, 0.5, 8], [9, 100, 0.1, 2], [40, 64, 0.02, 4]] as const) {
+  for (const [rows, cols, density, group] of [
+    [37, 70, 0.3, 4],
+    [64, 33, 0.5, 8],
+    [9, 100, 0.1, 2],
+    [40, 64, 0.02, 4],
+  ] as const) {
     const W = BlockSparseMatrix.random([16 * rows, 16 * cols], { density, blockSize: 16, backend: createCpuBackend() });
     const L = W.layout;
     for (const forward of [true, false]) {
@@ -336,7 +431,13 @@ layouts('filled tile items take fewer two-block passes where whole columns leave
   // (4 two-block slots): whole columns give 5 + 5 + 6 blocks (3 items, 2 passes each: 6 passes),
   // filled items 8 + 8 (2 items of 2 passes: 4), the third column split between them.
   const coords: [number, number][] = [];
-  for (const [c, n] of [[0, 5], [1, 5], [2, 5], [3, 1]]) for (let r = 0; r < n; r++) coords.push([r, c]);
+  for (const [c, n] of [
+    [0, 5],
+    [1, 5],
+    [2, 5],
+    [3, 1],
+  ])
+    for (let r = 0; r < n; r++) coords.push([r, c]);
   const { layout } = buildLayout(32 * 8, 32 * 4, 32, coords);
   const limits = { rows: 8, cols: 4, blocks: 8 };
   const sizes = (fill: boolean) => {
@@ -349,7 +450,13 @@ layouts('filled tile items take fewer two-block passes where whole columns leave
 
 layouts('tile items cover every block once, inside their limits, at its row and column (whole or split columns)', () => {
   const limits = { rows: 8, cols: 6, blocks: 12 };
-  for (const [density, fill] of [0.05, 0.5, 1].flatMap((d) => [[d, false], [d, true]] as const)) {
+  for (const [density, fill] of [0.05, 0.5, 1].flatMap(
+    (d) =>
+      [
+        [d, false],
+        [d, true],
+      ] as const,
+  )) {
     const W = BlockSparseMatrix.random([32 * 19, 32 * 23], { density, blockSize: 32, backend: createCpuBackend() });
     const L = W.layout;
     const { items, count, stride } = buildTileItems(L, limits, fill);
@@ -368,10 +475,17 @@ layouts('tile items cover every block once, inside their limits, at its row and 
         seen[b]++;
       }
     }
-    assert.ok(seen.every((n) => n === 1), `density ${density}${fill ? ', fill' : ''}: every block in exactly one item`);
+    assert.ok(
+      seen.every((n) => n === 1),
+      `density ${density}${fill ? ', fill' : ''}: every block in exactly one item`,
+    );
     W.data.dispose();
   }
-  assertThrows(() => buildTileItems(BlockSparseMatrix.random([64, 64], { density: 1, blockSize: 32, backend: createCpuBackend() }).layout, { rows: 8, cols: 4, blocks: 4 }), /8 block rows per tile exceed its 4 blocks/);
+  assertThrows(
+    () =>
+      buildTileItems(BlockSparseMatrix.random([64, 64], { density: 1, blockSize: 32, backend: createCpuBackend() }).layout, { rows: 8, cols: 4, blocks: 4 }),
+    /8 block rows per tile exceed its 4 blocks/,
+  );
 });
 
 layouts.run();

@@ -1,4 +1,3 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
@@ -78,7 +77,19 @@ for (const { backend, test } of await backendSuites('elementwise')) {
 
   for (const [name, op, ref] of BINARY) {
     test(`${name}: broadcasting values and gradients`, async () => {
-      const cases: [number[], number[]][] = [[[2, 3, 4], [3, 1]], [[7], [7]], [[1, 5], [4, 1]], [[2, 1, 3], [1]], [[0, 3], [3]]];
+      const cases: [number[], number[]][] = [
+        [
+          [2, 3, 4],
+          [3, 1],
+        ],
+        [[7], [7]],
+        [
+          [1, 5],
+          [4, 1],
+        ],
+        [[2, 1, 3], [1]],
+        [[0, 3], [3]],
+      ];
       for (const [as, bs] of cases) {
         const a = f32(randomArray(size(as), 11));
         const b = f32(Array.from(randomArray(size(bs), 12), (v) => (name === 'div' ? v + Math.sign(v) * 0.5 || 1 : v)));
@@ -88,20 +99,50 @@ for (const { backend, test } of await backendSuites('elementwise')) {
         assertClose(await y.toArray(), expect.out, 1e-6, `${name} ${as} ${bs}`);
       }
       const divisor = Array.from(randomArray(3, 5), (v) => v + Math.sign(v));
-      await gradCheck(op, [{ data: randomArray(6, 1), shape: [2, 3] }, { data: divisor, shape: [3] }], { backend });
+      await gradCheck(
+        op,
+        [
+          { data: randomArray(6, 1), shape: [2, 3] },
+          { data: divisor, shape: [3] },
+        ],
+        { backend },
+      );
       // scalar operands on either side
       const a = f32(randomArray(5, 2));
-      assertClose(await op(T(a, [5]), 1.5).toArray(), a.map((v) => ref(v, 1.5)), 1e-6);
-      assertClose(await op(1.5, T(a, [5])).toArray(), a.map((v) => ref(1.5, v)), 1e-6);
+      assertClose(
+        await op(T(a, [5]), 1.5).toArray(),
+        a.map((v) => ref(v, 1.5)),
+        1e-6,
+      );
+      assertClose(
+        await op(1.5, T(a, [5])).toArray(),
+        a.map((v) => ref(1.5, v)),
+        1e-6,
+      );
     });
   }
 
   test('pow with tensor and scalar exponents', async () => {
     const a = f32(Array.from(randomArray(6, 4), (v) => Math.abs(v) + 0.5));
     const b = f32(randomArray(6, 5));
-    assertClose(await sg.pow(T(a, [6]), T(b, [6])).toArray(), a.map((v, i) => v ** b[i]), 1e-6);
-    assertClose(await sg.pow(T(a, [6]), 3).toArray(), a.map((v) => v ** 3), 1e-6);
-    await gradCheck(sg.pow, [{ data: a, shape: [6] }, { data: b, shape: [6] }], { backend });
+    assertClose(
+      await sg.pow(T(a, [6]), T(b, [6])).toArray(),
+      a.map((v, i) => v ** b[i]),
+      1e-6,
+    );
+    assertClose(
+      await sg.pow(T(a, [6]), 3).toArray(),
+      a.map((v) => v ** 3),
+      1e-6,
+    );
+    await gradCheck(
+      sg.pow,
+      [
+        { data: a, shape: [6] },
+        { data: b, shape: [6] },
+      ],
+      { backend },
+    );
     await gradCheck((x) => sg.pow(x, 2.5), [{ data: a, shape: [6] }], { backend });
   });
 
@@ -114,7 +155,11 @@ for (const { backend, test } of await backendSuites('elementwise')) {
     for (let i = 0; i < 4; i++) for (let j = 0; j < 3; j++) expect[i * 3 + j] = a[j * 4 + i] * b[i * 3 + j];
     assertClose(await at.mul(bt).toArray(), expect, 1e-6);
     const s = T(a, [3, 4]).slice(1, 1, 3); // [3, 2]
-    assertClose(await s.exp().toArray(), [1, 2, 5, 6, 9, 10].map((i) => Math.exp(a[i])), 1e-6);
+    assertClose(
+      await s.exp().toArray(),
+      [1, 2, 5, 6, 9, 10].map((i) => Math.exp(a[i])),
+      1e-6,
+    );
   });
 
   // Rows of multiples of 4 floats are what GPU backends vectorize (CUDA's float4 kernels); offsets
@@ -127,36 +172,74 @@ for (const { backend, test } of await backendSuites('elementwise')) {
     assertClose(await x.add(T(bias, [8])).toArray(), biased, 1e-6, 'row broadcast');
     // [2, 3, 4, 8] -> [2, 4, 3, 8]: element (i, j, k, l) of the permuted view is a[i, k, j, l]
     const permuted = new Float64Array(192);
-    for (let i = 0; i < 2; i++) for (let j = 0; j < 4; j++) for (let k = 0; k < 3; k++) for (let l = 0; l < 8; l++) {
-      permuted[((i * 4 + j) * 3 + k) * 8 + l] = a[((i * 3 + k) * 4 + j) * 8 + l];
-    }
+    for (let i = 0; i < 2; i++)
+      for (let j = 0; j < 4; j++)
+        for (let k = 0; k < 3; k++)
+          for (let l = 0; l < 8; l++) {
+            permuted[((i * 4 + j) * 3 + k) * 8 + l] = a[((i * 3 + k) * 4 + j) * 8 + l];
+          }
     const p = T(a, [2, 3, 4, 8]).permute(0, 2, 1, 3);
     assertClose(await p.contiguous().toArray(), permuted, 0, 'permuted copy');
-    assertClose(await p.mul(0.5).toArray(), permuted.map((v) => v * 0.5), 1e-6, 'permuted times scalar');
-    assertClose(await p.add(p.contiguous()).toArray(), permuted.map((v) => 2 * v), 1e-6, 'permuted plus contiguous');
+    assertClose(
+      await p.mul(0.5).toArray(),
+      permuted.map((v) => v * 0.5),
+      1e-6,
+      'permuted times scalar',
+    );
+    assertClose(
+      await p.add(p.contiguous()).toArray(),
+      permuted.map((v) => 2 * v),
+      1e-6,
+      'permuted plus contiguous',
+    );
     assertClose(await p.exp().toArray(), permuted.map(Math.exp), 2e-6, 'permuted exp');
     for (const start of [4, 2]) {
       const s = T(a, [12, 16]).slice(1, start, start + 8); // rows of 8 at offset `start` of each 16
       const expect = new Float64Array(96).map((_, i) => a[Math.floor(i / 8) * 16 + start + (i % 8)]);
       assertClose(await s.contiguous().toArray(), expect, 0, `slice at ${start}`);
-      assertClose(await s.sub(T(bias, [8])).toArray(), expect.map((v, i) => v - bias[i % 8]), 1e-6, `slice at ${start} minus bias`);
+      assertClose(
+        await s.sub(T(bias, [8])).toArray(),
+        expect.map((v, i) => v - bias[i % 8]),
+        1e-6,
+        `slice at ${start} minus bias`,
+      );
       assertClose(await s.tanh().toArray(), expect.map(Math.tanh), 2e-6, `tanh of slice at ${start}`);
     }
   });
 
   // GPU backends copy these through shared-memory tiles: partial tiles, one and two batch dims, int32.
   test('transposed views made contiguous', async () => {
-    for (const shape of [[2, 40, 33], [1, 5, 7], [2, 3, 9, 10], [70, 4]]) {
+    for (const shape of [
+      [2, 40, 33],
+      [1, 5, 7],
+      [2, 3, 9, 10],
+      [70, 4],
+    ]) {
       const r = shape.length;
       const [I, J] = shape.slice(-2);
       const batch = size(shape) / (I * J);
       const d = f32(randomArray(size(shape), 23));
       const expect = new Float64Array(d.length);
       for (let b = 0; b < batch; b++) for (let i = 0; i < I; i++) for (let j = 0; j < J; j++) expect[(b * J + j) * I + i] = d[(b * I + i) * J + j];
-      assertClose(await T(d, shape).transpose(r - 2, r - 1).contiguous().toArray(), expect, 0, `float32 ${shape}`);
+      assertClose(
+        await T(d, shape)
+          .transpose(r - 2, r - 1)
+          .contiguous()
+          .toArray(),
+        expect,
+        0,
+        `float32 ${shape}`,
+      );
       const ints = Int32Array.from(d, (v) => Math.round(v * 1000));
-      const got = await tensor(ints, shape, { backend }).transpose(r - 2, r - 1).contiguous().toArray();
-      assert.equal([...got], [...expect].map((v) => Math.round(v * 1000)), `int32 ${shape}`);
+      const got = await tensor(ints, shape, { backend })
+        .transpose(r - 2, r - 1)
+        .contiguous()
+        .toArray();
+      assert.equal(
+        [...got],
+        [...expect].map((v) => Math.round(v * 1000)),
+        `int32 ${shape}`,
+      );
     }
   });
 
@@ -175,7 +258,14 @@ for (const { backend, test } of await backendSuites('elementwise')) {
     assert.equal([...(await T([-1.7, 2.9, 0.2], [3]).cast('int32').toArray())], [-1, 2, 0]);
     assert.is((await T([1], [1]).cast('int32')).dtype, 'int32');
     await gradCheck((x) => x.clamp(-0.3, 0.4), [{ data: [-0.9, -0.1, 0.15, 0.35, 0.8], shape: [5] }], { backend });
-    await gradCheck((x, y) => sg.where(x.gt(0), x.mul(y), y), [{ data: [-0.5, 0.7, 0.2], shape: [3] }, { data: [0.3, -0.4, 0.9], shape: [3] }], { backend });
+    await gradCheck(
+      (x, y) => sg.where(x.gt(0), x.mul(y), y),
+      [
+        { data: [-0.5, 0.7, 0.2], shape: [3] },
+        { data: [0.3, -0.4, 0.9], shape: [3] },
+      ],
+      { backend },
+    );
     const ints = tensor([5, 7, 9], undefined, { dtype: 'int32', backend });
     assert.equal([...(await ints.add(1).toArray())], [6, 8, 10]);
     assert.is(ints.add(1).dtype, 'int32');
@@ -195,11 +285,17 @@ for (const { backend, test } of await backendSuites('elementwise')) {
     assert.equal(await arr(T([-Infinity, -Infinity], [2]).max()), [-Infinity], 'the identity of max is -Infinity, not the largest finite float');
     assert.equal(await arr(T([Infinity, Infinity], [2]).min()), [Infinity]);
     // Rows and columns of the shapes each GPU reduction route takes: short, long, one very long row, columns.
-    for (const [rows, n] of [[64, 7], [16, 300], [4, 5000], [1, 300000]]) {
+    for (const [rows, n] of [
+      [64, 7],
+      [16, 300],
+      [4, 5000],
+      [1, 300000],
+    ]) {
       const data = Float32Array.from(randomArray(rows * n, rows + n));
       for (let r = 0; r < rows; r += 2) data[r * n + ((r * 7) % n)] = nan; // every other row holds one NaN
       const x = T(data, [rows, n]);
-      const expect = (op: 'max' | 'min') => Array.from({ length: rows }, (_, r) => (r % 2 === 0 ? nan : Math.fround(Math[op](...data.subarray(r * n, (r + 1) * n)))));
+      const expect = (op: 'max' | 'min') =>
+        Array.from({ length: rows }, (_, r) => (r % 2 === 0 ? nan : Math.fround(Math[op](...data.subarray(r * n, (r + 1) * n)))));
       assert.equal(await arr(x.max(1)), expect('max'), `row max of [${rows}, ${n}]`);
       assert.equal(await arr(x.min(1)), expect('min'), `row min of [${rows}, ${n}]`);
       const cols = await arr(x.transpose(0, 1).contiguous().max(0));
@@ -220,7 +316,7 @@ for (const { backend, test } of await backendSuites('elementwise')) {
     const erf = (x: number) => {
       let term = x;
       let total = x;
-      for (let n = 0; Math.abs(term) > 1e-17 * Math.abs(total); n++) total += (term *= (2 * x * x) / (2 * n + 3));
+      for (let n = 0; Math.abs(term) > 1e-17 * Math.abs(total); n++) total += term *= (2 * x * x) / (2 * n + 3);
       return (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x) * total;
     };
     const c = Math.sqrt(2 / Math.PI);

@@ -5,16 +5,16 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { backends, setBackend, Tensor, tensor, tidy, noGrad, type Backend, type BlockLayout, type BackendStatus } from '@sparsegrad/core';
+import { backends, setBackend, type Tensor, tensor, tidy, noGrad, type Backend, type BlockLayout, type BackendStatus } from '@sparsegrad/core';
 
 export type Test = ReturnType<typeof suite>;
 
 /**
  * A uvu test function for tests that cannot run here: each test it registers counts as skipped
- * (uvu's test.skip), hooks never run, and the suite is titled as skipped (callers print the reason).
+ * (uvu's test.skip), hooks never run, and the suite's title carries the reason in short.
  */
 export function skippedSuite(title: string, reason: string): Test {
-  const s = suite(`${title} (skipped)`);
+  const s = suite(`${title} (skipped: ${reason.split(/[:;(]/)[0].trim()})`);
   const skip = () => s.skip();
   const noop = Object.assign(() => {}, { each: () => {} });
   return Object.assign(skip, { before: noop, after: noop, only: skip, skip, run: () => s.run() }) as unknown as Test;
@@ -65,7 +65,10 @@ function poisonIfAsked(backend: Backend): void {
 }
 
 function testBackendNames(): string[] {
-  return (process.env.SPARSEGRAD_TEST_BACKENDS ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
+  return (process.env.SPARSEGRAD_TEST_BACKENDS ?? 'cpu')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 /**
@@ -85,9 +88,11 @@ export function randomArray(n: number, seed: number, scale = 1): Float64Array {
   let s = seed >>> 0 || 1;
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
     s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
+    s ^= s << 5;
+    s >>>= 0;
     out[i] = ((s / 4294967296) * 2 - 1) * scale;
   }
   return out;
@@ -138,8 +143,11 @@ export const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 
  * Finite-difference gradient check: compares the autograd gradient of L = sum(f(inputs) * r)
  * (r random, fixed) with central differences of L in float32 on the backend under test.
  */
-export async function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: { data: ArrayLike<number>; shape: number[] }[],
-  opts: { eps?: number; tol?: number; backend?: Backend; check?: boolean[] } = {}): Promise<void> {
+export async function gradCheck(
+  f: (...xs: Tensor[]) => Tensor,
+  inputs: { data: ArrayLike<number>; shape: number[] }[],
+  opts: { eps?: number; tol?: number; backend?: Backend; check?: boolean[] } = {},
+): Promise<void> {
   const eps = opts.eps ?? 1e-2;
   const tol = opts.tol ?? 2e-2;
   const mk = (d: ArrayLike<number>, shape: number[], grad: boolean) =>
@@ -148,9 +156,20 @@ export async function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: { data: 
   const out0 = noGrad(() => f(...ts));
   const r = tensor(Float32Array.from(randomArray(out0.size, 99)), [...out0.shape], { backend: opts.backend });
   out0.dispose();
-  tidy(() => f(...ts).mul(r).sum().backward());
+  tidy(() =>
+    f(...ts)
+      .mul(r)
+      .sum()
+      .backward(),
+  );
   const lossAt = async (xs: Tensor[]) => {
-    const l = noGrad(() => tidy(() => f(...xs).mul(r).sum()));
+    const l = noGrad(() =>
+      tidy(() =>
+        f(...xs)
+          .mul(r)
+          .sum(),
+      ),
+    );
     const v = await l.item();
     l.dispose();
     return v;
@@ -214,7 +233,13 @@ export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>): n
  * float64 references of the block-sparse trio from a layout's block list: Y = X W^T [m, rows],
  * dX = dY W [m, cols] and dW = dY^T X on the stored blocks (block b at b * bs * bs).
  */
-export function blockSparseRefs(L: BlockLayout, w: ArrayLike<number>, x: ArrayLike<number>, dy: ArrayLike<number>, m: number): { y: Float64Array; dx: Float64Array; dw: Float64Array } {
+export function blockSparseRefs(
+  L: BlockLayout,
+  w: ArrayLike<number>,
+  x: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  m: number,
+): { y: Float64Array; dx: Float64Array; dw: Float64Array } {
   const { rows, cols, blockSize: bs } = L;
   const y = new Float64Array(m * rows);
   const dx = new Float64Array(m * cols);

@@ -1,4 +1,3 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
@@ -32,8 +31,18 @@ for (const { backend, test } of await backendSuites('nn ops')) {
     }
     const x = f32(randomArray(12, 3));
     const along0 = await T(x, [3, 4]).softmax(0).toArray();
-    const ref = refSoftmaxRows(Array.from({ length: 12 }, (_, i) => x[(i % 3) * 4 + Math.floor(i / 3)]), 4, 3, false);
-    assertClose(along0, Array.from({ length: 12 }, (_, i) => ref[(i % 4) * 3 + Math.floor(i / 4)]), 1e-6, 'axis 0');
+    const ref = refSoftmaxRows(
+      Array.from({ length: 12 }, (_, i) => x[(i % 3) * 4 + Math.floor(i / 3)]),
+      4,
+      3,
+      false,
+    );
+    assertClose(
+      along0,
+      Array.from({ length: 12 }, (_, i) => ref[(i % 4) * 3 + Math.floor(i / 4)]),
+      1e-6,
+      'axis 0',
+    );
     // large logits stay finite
     assertClose(await T([1000, 0, -1000], [3]).softmax().toArray(), [1, 0, 0], 1e-6);
     await gradCheck((t) => t.softmax(), [{ data: randomArray(12, 1), shape: [3, 4] }], { backend });
@@ -52,7 +61,10 @@ for (const { backend, test } of await backendSuites('nn ops')) {
           for (let j = 0; j < n; j++) ref[r * n + j] = log ? dy[r * n + j] - Math.exp(y[r * n + j]) * dot : y[r * n + j] * (dy[r * n + j] - dot);
         }
         const t = T(x, [9, n]).requiresGrad_();
-        (log ? t.logSoftmax() : t.softmax()).mul(T(dy, [9, n])).sum().backward();
+        (log ? t.logSoftmax() : t.softmax())
+          .mul(T(dy, [9, n]))
+          .sum()
+          .backward();
         assertClose(await t.grad!.toArray(), ref, 1e-5, `${log ? 'logSoftmax' : 'softmax'} gradient n=${n}`);
       }
     }
@@ -66,7 +78,12 @@ for (const { backend, test } of await backendSuites('nn ops')) {
       const ref = new Float64Array(2 * t * t);
       for (let r = 0; r < 2 * t; r++) {
         const keep = (r % t) + 1;
-        const row = refSoftmaxRows(Array.from({ length: keep }, (_, j) => x[r * t + j]), 1, keep, false);
+        const row = refSoftmaxRows(
+          Array.from({ length: keep }, (_, j) => x[r * t + j]),
+          1,
+          keep,
+          false,
+        );
         for (let j = 0; j < keep; j++) ref[r * t + j] = row[j];
       }
       const got = await sg.causalSoftmax(T(x, [2, 1, t, t])).toArray();
@@ -76,7 +93,10 @@ for (const { backend, test } of await backendSuites('nn ops')) {
     // Its gradient: finite differences, and the additive-mask formulation it replaces.
     await gradCheck((t) => sg.causalSoftmax(t), [{ data: randomArray(2 * 16, 6), shape: [2, 4, 4] }], { backend });
     const d = randomArray(3 * 25, 8);
-    const mask = T(Array.from({ length: 25 }, (_, i) => (i % 5 > Math.floor(i / 5) ? -1e9 : 0)), [5, 5]);
+    const mask = T(
+      Array.from({ length: 25 }, (_, i) => (i % 5 > Math.floor(i / 5) ? -1e9 : 0)),
+      [5, 5],
+    );
     const dy = T(randomArray(75, 9), [3, 5, 5]);
     const a = T(d, [3, 5, 5]).requiresGrad_();
     const b = T(d, [3, 5, 5]).requiresGrad_();
@@ -96,17 +116,38 @@ for (const { backend, test } of await backendSuites('nn ops')) {
       for (const withMask of [false, true]) {
         const mask = withMask ? T(maskData, [b, 1, 1, t]) : null;
         const got = sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: 0.5, causal, mask });
-        let ref = T(qd, [b, h, t, d]).mul(0.5).matmul(T(kd, [b, h, t, d]).transpose(-2, -1));
+        let ref = T(qd, [b, h, t, d])
+          .mul(0.5)
+          .matmul(T(kd, [b, h, t, d]).transpose(-2, -1));
         if (mask) ref = ref.add(mask);
         if (causal) ref = ref.add(T(upper, [t, t]));
         assertClose(await got.toArray(), await ref.softmax().toArray(), 1e-6, `causal ${causal}, mask ${withMask}`);
-        await gradCheck((q, k) => sg.attentionWeights(q, k, { scale: 0.5, causal, mask }), [{ data: qd, shape: [b, h, t, d] }, { data: kd, shape: [b, h, t, d] }], { backend });
+        await gradCheck(
+          (q, k) => sg.attentionWeights(q, k, { scale: 0.5, causal, mask }),
+          [
+            { data: qd, shape: [b, h, t, d] },
+            { data: kd, shape: [b, h, t, d] },
+          ],
+          { backend },
+        );
       }
     }
-    assertThrows(() => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 15), [5, 3]), { scale: 1 }), /attentionWeights: q \[\.\.\., Tq, d\] and k \[\.\.\., Tk, d\] must share d, got \[5, 4\] and \[5, 3\]/);
-    assertThrows(() => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 12), [3, 4]), { scale: 1, causal: true }), /attentionWeights: a causal mask needs as many queries as keys/);
-    assertThrows(() => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: 1, mask: T(maskData, [b, t, 1, 1]) }), /attentionWeights: mask of shape \[2, 5, 1, 1\] does not broadcast to the scores \[2, 3, 5, 5\]/);
-    assertThrows(() => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: Infinity }), /attentionWeights: scale must be finite, got Infinity/);
+    assertThrows(
+      () => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 15), [5, 3]), { scale: 1 }),
+      /attentionWeights: q \[\.\.\., Tq, d\] and k \[\.\.\., Tk, d\] must share d, got \[5, 4\] and \[5, 3\]/,
+    );
+    assertThrows(
+      () => sg.attentionWeights(T(qd.slice(0, 20), [5, 4]), T(kd.slice(0, 12), [3, 4]), { scale: 1, causal: true }),
+      /attentionWeights: a causal mask needs as many queries as keys/,
+    );
+    assertThrows(
+      () => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: 1, mask: T(maskData, [b, t, 1, 1]) }),
+      /attentionWeights: mask of shape \[2, 5, 1, 1\] does not broadcast to the scores \[2, 3, 5, 5\]/,
+    );
+    assertThrows(
+      () => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: Infinity }),
+      /attentionWeights: scale must be finite, got Infinity/,
+    );
   });
 
   test('layerNorm with and without affine parameters', async () => {
@@ -123,16 +164,25 @@ for (const { backend, test } of await backendSuites('nn ops')) {
       row.forEach((u, j) => (ref[r * n + j] = ((u - mu) / Math.sqrt(v + 1e-5)) * g[j] + b[j]));
     }
     assertClose(await sg.layerNorm(T(x, [2, 2, n]), n, T(g, [n]), T(b, [n])).toArray(), ref, 1e-5);
-    await gradCheck((t, w, c) => sg.layerNorm(t, 5, w, c), [
-      { data: randomArray(15, 1, 2), shape: [3, 5] }, { data: randomArray(5, 2), shape: [5] }, { data: randomArray(5, 3), shape: [5] },
-    ], { backend });
+    await gradCheck(
+      (t, w, c) => sg.layerNorm(t, 5, w, c),
+      [
+        { data: randomArray(15, 1, 2), shape: [3, 5] },
+        { data: randomArray(5, 2), shape: [5] },
+        { data: randomArray(5, 3), shape: [5] },
+      ],
+      { backend },
+    );
     await gradCheck((t) => sg.layerNorm(t, [2, 3]), [{ data: randomArray(12, 7), shape: [2, 2, 3] }], { backend });
     assertThrows(() => sg.layerNorm(T(x, [4, n]), 8), /layerNorm: normalizedShape \[8\] does not match the trailing dimensions of input \[4, 33\]/);
   });
 
   test('layerNorm over many rows, short and long: output, input and parameter gradients match float64', async () => {
     // n = 70 takes the GPU backends' short-row kernels, 1100 one workgroup per row (WebGPU).
-    for (const [rows, n] of [[300, 70], [37, 1100]]) {
+    for (const [rows, n] of [
+      [300, 70],
+      [37, 1100],
+    ]) {
       const x = f32(randomArray(rows * n, 11));
       const dy = f32(randomArray(rows * n, 12));
       const gd = f32(randomArray(n, 13));
@@ -179,7 +229,10 @@ for (const { backend, test } of await backendSuites('nn ops')) {
     const z = T([1, 2, 3, 4, 5, 6, 7, 8], [8]).requiresGrad_();
     const out = sg.dropout(z, 0.5);
     out.sum().backward();
-    assert.equal([...(await z.grad!.toArray())], [...(await out.toArray())].map((v) => (v === 0 ? 0 : 2)));
+    assert.equal(
+      [...(await z.grad!.toArray())],
+      [...(await out.toArray())].map((v) => (v === 0 ? 0 : 2)),
+    );
   });
 
   test('crossEntropy with ignoreIndex and label smoothing; mseLoss', async () => {
@@ -191,16 +244,32 @@ for (const { backend, test } of await backendSuites('nn ops')) {
     const nll = valid.reduce((s, [t, i]) => s - logp[i * C + t], 0) / valid.length;
     assertClose([await sg.crossEntropy(T(logits, [4, C]), I(targets)).item()], [nll], 1e-6, 'mean nll');
     const ls = 0.1;
-    const smooth = valid.reduce((s, [t, i]) => {
-      const uniform = -Array.from({ length: C }, (_, j) => logp[i * C + j]).reduce((a, b) => a + b, 0) / C;
-      return s + (1 - ls) * -logp[i * C + t] + ls * uniform;
-    }, 0) / valid.length;
+    const smooth =
+      valid.reduce((s, [t, i]) => {
+        const uniform = -Array.from({ length: C }, (_, j) => logp[i * C + j]).reduce((a, b) => a + b, 0) / C;
+        return s + (1 - ls) * -logp[i * C + t] + ls * uniform;
+      }, 0) / valid.length;
     assertClose([await sg.crossEntropy(T(logits, [2, 2, C]), I(targets, [2, 2]), { labelSmoothing: ls }).item()], [smooth], 1e-6, 'smoothed');
     const none = await sg.crossEntropy(T(logits, [4, C]), I(targets), { reduction: 'none' }).toArray();
-    assertClose(none, targets.map((t, i) => (t === -100 ? 0 : -logp[i * C + t])), 1e-5, 'none');
+    assertClose(
+      none,
+      targets.map((t, i) => (t === -100 ? 0 : -logp[i * C + t])),
+      1e-5,
+      'none',
+    );
     await gradCheck((t) => sg.crossEntropy(t, I(targets), { labelSmoothing: 0.2 }), [{ data: logits, shape: [4, C] }], { backend });
-    await gradCheck((p, q) => sg.mseLoss(p, q), [{ data: randomArray(6, 1), shape: [2, 3] }, { data: randomArray(6, 2), shape: [2, 3] }], { backend });
-    assertThrows(() => sg.crossEntropy(T(logits, [4, C]), I([1, 2, 3])), /crossEntropy: targets shape \[3\] must equal logits shape \[4, 5\] without its last \(class\) axis/);
+    await gradCheck(
+      (p, q) => sg.mseLoss(p, q),
+      [
+        { data: randomArray(6, 1), shape: [2, 3] },
+        { data: randomArray(6, 2), shape: [2, 3] },
+      ],
+      { backend },
+    );
+    assertThrows(
+      () => sg.crossEntropy(T(logits, [4, C]), I([1, 2, 3])),
+      /crossEntropy: targets shape \[3\] must equal logits shape \[4, 5\] without its last \(class\) axis/,
+    );
     assertThrows(() => sg.crossEntropy(T(logits, [4, C]), T([1, 2, 3, 4], [4])), /crossEntropy: targets must be int32 class indices, got float32/);
     assertThrows(() => sg.mseLoss(T([1], [1]), T([1, 2], [2])), /mseLoss: prediction shape \[1\] and target shape \[2\] differ/);
   });

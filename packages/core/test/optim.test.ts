@@ -1,6 +1,16 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { adamStep, adamSteps, memory, resetPeakMemory, scaleEach, scaleEachInPlace, setBackend, sumOfSquares, tensor, type AdamStepSpec } from '@sparsegrad/core';
+import {
+  adamStep,
+  adamSteps,
+  memory,
+  resetPeakMemory,
+  scaleEach,
+  scaleEachInPlace,
+  setBackend,
+  sumOfSquares,
+  tensor,
+  type AdamStepSpec,
+} from '@sparsegrad/core';
 import { assertClose, assertThrows, backendSuites, f32, randomArray } from './helpers.ts';
 
 // Lists longer than a GPU launch takes (48 tensors on CUDA), sizes from empty to several blocks,
@@ -29,16 +39,33 @@ for (const { backend, test } of await backendSuites('optimizer lists')) {
   test('scaleEach multiplies every tensor by a device scalar', async () => {
     const data = SIZES.map((n, i) => f32(randomArray(n, i + 7)));
     const k = T([-0.37], []);
-    const out = scaleEach(data.map((d, i) => T(d, [SIZES[i]])), k);
+    const out = scaleEach(
+      data.map((d, i) => T(d, [SIZES[i]])),
+      k,
+    );
     for (let i = 0; i < data.length; i++) {
-      assertClose(await out[i].toArray(), Array.from(data[i], (v) => Math.fround(v * Math.fround(-0.37))), 0, `tensor ${i}`);
+      assertClose(
+        await out[i].toArray(),
+        Array.from(data[i], (v) => Math.fround(v * Math.fround(-0.37))),
+        0,
+        `tensor ${i}`,
+      );
     }
     assertThrows(() => scaleEach([T([1], [1])], T([1, 2], [2])), /scaleEach: factor must hold one element, got shape \[2\]/);
   });
 
   test('adamSteps over a list equals the update rule in float64, for Adam and AdamW', async () => {
     for (const decoupled of [false, true]) {
-      const spec: AdamStepSpec = { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, decoupled, biasCorrection1: 1 - 0.9 ** 3, biasCorrection2: 1 - 0.99 ** 3 };
+      const spec: AdamStepSpec = {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weightDecay: 0.1,
+        decoupled,
+        biasCorrection1: 1 - 0.9 ** 3,
+        biasCorrection2: 1 - 0.99 ** 3,
+      };
       const init = SIZES.map((n, i) => [1, 2, 3, 4].map((s) => f32(randomArray(n, 10 * i + s))));
       const slots = init.map(([p, g, m, v], i) => ({ p: T(p, [SIZES[i]]), g: T(g, [SIZES[i]]), m: T(m, [SIZES[i]]), v: T(v.map(Math.abs), [SIZES[i]]) }));
       adamSteps(slots, spec);
@@ -50,7 +77,7 @@ for (const { backend, test } of await backendSuites('optimizer lists')) {
           mr[j] = spec.beta1 * m[j] + (1 - spec.beta1) * gj;
           vr[j] = spec.beta2 * Math.abs(v[j]) + (1 - spec.beta2) * gj * gj;
           const pd = decoupled ? p[j] * (1 - spec.lr * spec.weightDecay) : p[j];
-          pr[j] = pd - (spec.lr / spec.biasCorrection1) * mr[j] / (Math.sqrt(vr[j] / spec.biasCorrection2) + spec.eps);
+          pr[j] = pd - ((spec.lr / spec.biasCorrection1) * mr[j]) / (Math.sqrt(vr[j] / spec.biasCorrection2) + spec.eps);
         }
         assertClose(await slots[i].p.toArray(), pr, 1e-5, `p ${i}`);
         assertClose(await slots[i].m.toArray(), mr, 1e-6, `m ${i}`);
@@ -66,7 +93,16 @@ for (const { backend, test } of await backendSuites('optimizer lists')) {
   });
 
   test('adamSteps updates tensors that own their buffers in place: same buffers, same values, no memory', async () => {
-    const spec: AdamStepSpec = { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, decoupled: true, biasCorrection1: 0.1, biasCorrection2: 0.001 };
+    const spec: AdamStepSpec = {
+      lr: 0.05,
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      weightDecay: 0.01,
+      decoupled: true,
+      biasCorrection1: 0.1,
+      biasCorrection2: 0.001,
+    };
     const init = [1, 2, 3, 4].map((s) => f32(randomArray(1029, 40 + s)));
     const make = () => ({ p: T(init[0], [1029]), g: T(init[1], [1029]), m: T(init[2], [1029]), v: T(init[3].map(Math.abs), [1029]) });
     const own = make();
@@ -90,7 +126,12 @@ for (const { backend, test } of await backendSuites('optimizer lists')) {
     const n = (1 << 21) + 3;
     const chunkBytes = 4 * n;
     const spec: AdamStepSpec = { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, decoupled: true, biasCorrection1: 1, biasCorrection2: 1 };
-    const slots = [1, 2, 3, 4, 5].map((k) => ({ p: T(new Float32Array(n).fill(k), [n]), g: T(new Float32Array(n).fill(k % 2 ? k : -k), [n]), m: T(new Float32Array(n), [n]), v: T(new Float32Array(n), [n]) }));
+    const slots = [1, 2, 3, 4, 5].map((k) => ({
+      p: T(new Float32Array(n).fill(k), [n]),
+      g: T(new Float32Array(n).fill(k % 2 ? k : -k), [n]),
+      m: T(new Float32Array(n), [n]),
+      v: T(new Float32Array(n), [n]),
+    }));
     // Views of the parameters held elsewhere: the update must not write under them, so it takes
     // fresh buffers (in chunks) instead of working in place.
     const views = slots.map((s) => s.p.detach());
@@ -99,7 +140,10 @@ for (const { backend, test } of await backendSuites('optimizer lists')) {
     adamSteps(slots, spec);
     const adamExtra = memory(backend).peakBytes - base;
     // One chunk of new p, m and v at a time, plus the old p of every slot, which its view keeps.
-    assert.ok(adamExtra <= (3 + 5) * chunkBytes, `adamSteps needed ${adamExtra} bytes beyond its tensors, expected at most (3 + 5) x ${chunkBytes} (one chunk of p, m and v; the old values the views hold)`);
+    assert.ok(
+      adamExtra <= (3 + 5) * chunkBytes,
+      `adamSteps needed ${adamExtra} bytes beyond its tensors, expected at most (3 + 5) x ${chunkBytes} (one chunk of p, m and v; the old values the views hold)`,
+    );
     for (const [i, s] of slots.entries()) {
       const [k, g] = [i + 1, (i + 1) % 2 ? i + 1 : -(i + 1)];
       const m = 0.1 * g;

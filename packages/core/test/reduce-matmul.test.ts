@@ -53,11 +53,12 @@ function refMatmul(a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs:
       ia += (pa[dim] === 1 ? 0 : idx) * sa[dim];
       ib += (pb[dim] === 1 ? 0 : idx) * sb[dim];
     });
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) s += a[ia * m * k + i * k + p] * b[ib * k * n + p * n + j];
-      out[t * m * n + i * n + j] = s;
-    }
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) s += a[ia * m * k + i * k + p] * b[ib * k * n + p * n + j];
+        out[t * m * n + i * n + j] = s;
+      }
   }
   return { out, shape: [...batch, m, n] };
 }
@@ -70,7 +71,11 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
   test('sum over a few long rows (the shapes of partial-sum reductions)', async () => {
     // A few rows of many columns: on the GPU backends the path that sums whole vec4s of a column
     // (n of 16, 5 and 23: whole groups of four rows, a remainder, both; two outer slices).
-    for (const shape of [[2, 16, 8196], [1, 5, 16384], [1, 23, 16384]]) {
+    for (const shape of [
+      [2, 16, 8196],
+      [1, 5, 16384],
+      [1, 23, 16384],
+    ]) {
       const x = f32(randomArray(size(shape), 31));
       const ref = refReduce(x, shape, [1], 'sum');
       assertClose(await sg.sum(T(x, shape), [1]).toArray(), ref.out, 1e-5, `sum over rows of ${shape}`);
@@ -87,7 +92,10 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
         assert.equal([...y.shape], ref.shape, `${fn} ${axes} shape`);
         assertClose(await y.toArray(), ref.out, 1e-6, `${fn} ${axes}`);
         const yk = sg[fn](T(x, shape), axes, true);
-        assert.equal([...yk.shape], shape.map((d, i) => (axes.includes(i) ? 1 : d)));
+        assert.equal(
+          [...yk.shape],
+          shape.map((d, i) => (axes.includes(i) ? 1 : d)),
+        );
       }
       const mean = refReduce(x, shape, axes, 'sum').out.map((v) => v / axes.reduce((p, a) => p * shape[a], 1));
       assertClose(await sg.mean(T(x, shape), axes).toArray(), mean, 1e-6, `mean ${axes}`);
@@ -105,7 +113,14 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
   });
 
   test('reductions over long leading and middle axes (split into partial sums on GPUs)', async () => {
-    for (const [shape, axes] of [[[1000, 70], [0]], [[3, 500, 5], [1]], [[130, 2, 200], [0]], [[13, 1030], [1]], [[8192, 33], [0]], [[70001, 3], [0]]] as [number[], number[]][]) {
+    for (const [shape, axes] of [
+      [[1000, 70], [0]],
+      [[3, 500, 5], [1]],
+      [[130, 2, 200], [0]],
+      [[13, 1030], [1]],
+      [[8192, 33], [0]],
+      [[70001, 3], [0]],
+    ] as [number[], number[]][]) {
       const x = f32(randomArray(size(shape), shape[0]));
       for (const fn of ['sum', 'max', 'min'] as const) {
         const ref = refReduce(x, shape, axes, fn);
@@ -154,11 +169,48 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
 
   test('matmul: awkward shapes, batches with broadcasting, 1-D operands, views', async () => {
     const cases: [number[], number[]][] = [
-      [[1, 1], [1, 1]], [[7, 33], [33, 5]], [[33, 17], [17, 9]], [[2, 5, 7], [7, 3]], [[4, 1, 3, 6], [5, 6, 2]],
-      [[5, 1023], [1023, 1]], [[64, 64], [64, 64]], [[3, 0], [0, 4]],
+      [
+        [1, 1],
+        [1, 1],
+      ],
+      [
+        [7, 33],
+        [33, 5],
+      ],
+      [
+        [33, 17],
+        [17, 9],
+      ],
+      [
+        [2, 5, 7],
+        [7, 3],
+      ],
+      [
+        [4, 1, 3, 6],
+        [5, 6, 2],
+      ],
+      [
+        [5, 1023],
+        [1023, 1],
+      ],
+      [
+        [64, 64],
+        [64, 64],
+      ],
+      [
+        [3, 0],
+        [0, 4],
+      ],
       // A long shared dimension with few outputs (GPU backends split k): uneven chunks, one
       // output tile and several (both edges partial).
-      [[33, 2501], [2501, 17]], [[200, 1500], [1500, 300]],
+      [
+        [33, 2501],
+        [2501, 17],
+      ],
+      [
+        [200, 1500],
+        [1500, 300],
+      ],
     ];
     for (const [as, bs] of cases) {
       const a = f32(randomArray(size(as), 31));
@@ -173,18 +225,32 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
     const a = f32(randomArray(6 * 4, 1));
     const b = f32(randomArray(6 * 3, 2));
     const at = T(a, [6, 4]).T; // [4, 6]
-    const ref = refMatmul(Array.from({ length: 24 }, (_, i) => a[(i % 6) * 4 + Math.floor(i / 6)]), [4, 6], b, [6, 3]);
+    const ref = refMatmul(
+      Array.from({ length: 24 }, (_, i) => a[(i % 6) * 4 + Math.floor(i / 6)]),
+      [4, 6],
+      b,
+      [6, 3],
+    );
     assertClose(await at.matmul(T(b, [6, 3])).toArray(), ref.out, 1e-5, 'transposed');
     // A weight gradient's layout, X^T dY (A read down its columns), over a k that GPU backends split.
     const xs = f32(randomArray(1500 * 200, 3));
     const dys = f32(randomArray(1500 * 300, 4));
     const xsT = Array.from({ length: xs.length }, (_, i) => xs[(i % 1500) * 200 + Math.floor(i / 1500)]);
-    assertClose(await T(xs, [1500, 200]).T.matmul(T(dys, [1500, 300])).toArray(), refMatmul(xsT, [200, 1500], dys, [1500, 300]).out, 3e-5, 'X^T dY');
+    assertClose(
+      await T(xs, [1500, 200])
+        .T.matmul(T(dys, [1500, 300]))
+        .toArray(),
+      refMatmul(xsT, [200, 1500], dys, [1500, 300]).out,
+      3e-5,
+      'X^T dY',
+    );
     // Many products in one batch take GPU backends' large-tile kernels; both operands as
     // transposed views (the other contiguous axis), with edges that fill no tile evenly.
     const ad = f32(randomArray(256 * 40 * 65, 7));
     const bd = f32(randomArray(129 * 40, 8));
-    const big = T(ad, [256, 40, 65]).transpose(1, 2).matmul(T(bd, [129, 40]).T);
+    const big = T(ad, [256, 40, 65])
+      .transpose(1, 2)
+      .matmul(T(bd, [129, 40]).T);
     const adT = Array.from({ length: ad.length }, (_, i) => {
       const [t, r, c] = [Math.floor(i / (65 * 40)), Math.floor(i / 40) % 65, i % 40];
       return ad[t * 40 * 65 + c * 65 + r];
@@ -193,16 +259,51 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
     assertClose(await big.toArray(), refMatmul(adT, [256, 65, 40], bdT, [40, 129]).out, 1e-5, 'batched transposed');
     // 1-D operands
     const v = f32(randomArray(6, 3));
-    assertClose(await T(a, [4, 6]).matmul(T(v, [6])).toArray(), refMatmul(a, [4, 6], v, [6, 1]).out, 1e-5, 'matrix @ vector');
+    assertClose(
+      await T(a, [4, 6])
+        .matmul(T(v, [6]))
+        .toArray(),
+      refMatmul(a, [4, 6], v, [6, 1]).out,
+      1e-5,
+      'matrix @ vector',
+    );
     assert.equal([...T(v, [6]).matmul(T(b, [6, 3])).shape], [3]);
     assert.equal([...T(v, [6]).matmul(T(v, [6])).shape], []);
   });
 
   test('matmul gradients, including broadcast batches', async () => {
-    await gradCheck(sg.matmul, [{ data: randomArray(12, 1), shape: [3, 4] }, { data: randomArray(8, 2), shape: [4, 2] }], { backend });
-    await gradCheck(sg.matmul, [{ data: randomArray(24, 3), shape: [2, 3, 4] }, { data: randomArray(8, 4), shape: [4, 2] }], { backend });
-    await gradCheck(sg.matmul, [{ data: randomArray(12, 5), shape: [3, 4] }, { data: randomArray(16, 6), shape: [2, 4, 2] }], { backend });
-    await gradCheck(sg.matmul, [{ data: randomArray(4, 7), shape: [4] }, { data: randomArray(8, 8), shape: [4, 2] }], { backend });
+    await gradCheck(
+      sg.matmul,
+      [
+        { data: randomArray(12, 1), shape: [3, 4] },
+        { data: randomArray(8, 2), shape: [4, 2] },
+      ],
+      { backend },
+    );
+    await gradCheck(
+      sg.matmul,
+      [
+        { data: randomArray(24, 3), shape: [2, 3, 4] },
+        { data: randomArray(8, 4), shape: [4, 2] },
+      ],
+      { backend },
+    );
+    await gradCheck(
+      sg.matmul,
+      [
+        { data: randomArray(12, 5), shape: [3, 4] },
+        { data: randomArray(16, 6), shape: [2, 4, 2] },
+      ],
+      { backend },
+    );
+    await gradCheck(
+      sg.matmul,
+      [
+        { data: randomArray(4, 7), shape: [4] },
+        { data: randomArray(8, 8), shape: [4, 2] },
+      ],
+      { backend },
+    );
   });
 
   test('linear: x W^T + b in float64, gradients by finite differences, weight gradient contiguous', async () => {
@@ -220,19 +321,43 @@ for (const { backend, test } of await backendSuites('reduce and matmul')) {
       const y = sg.linear(T(x, xShape), T(w, [3, 5]), T(b, [3]));
       assert.equal([...y.shape], [...xShape.slice(0, -1), 3]);
       assertClose(await y.toArray(), ref, 1e-6, `linear ${xShape}`);
-      assertClose(await sg.linear(T(x, xShape), T(w, [3, 5])).toArray(), ref.map((v, i) => v - b[i % 3]), 1e-6, `no bias ${xShape}`);
-      await gradCheck((a, ww, bb) => sg.linear(a, ww, bb), [{ data: x, shape: xShape }, { data: w, shape: [3, 5] }, { data: b, shape: [3] }], { backend });
+      assertClose(
+        await sg.linear(T(x, xShape), T(w, [3, 5])).toArray(),
+        ref.map((v, i) => v - b[i % 3]),
+        1e-6,
+        `no bias ${xShape}`,
+      );
+      await gradCheck(
+        (a, ww, bb) => sg.linear(a, ww, bb),
+        [
+          { data: x, shape: xShape },
+          { data: w, shape: [3, 5] },
+          { data: b, shape: [3] },
+        ],
+        { backend },
+      );
     }
     const w = T(randomArray(15, 1), [3, 5]).requiresGrad_();
-    sg.linear(T(randomArray(20, 2), [4, 5]), w).sum().backward();
+    sg.linear(T(randomArray(20, 2), [4, 5]), w)
+      .sum()
+      .backward();
     assert.ok(w.grad!.isContiguous, 'the weight gradient is laid out as the weight');
-    assertThrows(() => sg.linear(T(randomArray(8, 1), [2, 4]), T(randomArray(15, 1), [3, 5])), /linear: input of shape \[2, 4\] must end in 5 features \(weight \[3, 5\]\)/);
-    assertThrows(() => sg.linear(T(randomArray(10, 1), [2, 5]), T(randomArray(15, 1), [3, 5]), T([1, 2], [2])), /linear: bias must have shape \[3\], got \[2\]/);
+    assertThrows(
+      () => sg.linear(T(randomArray(8, 1), [2, 4]), T(randomArray(15, 1), [3, 5])),
+      /linear: input of shape \[2, 4\] must end in 5 features \(weight \[3, 5\]\)/,
+    );
+    assertThrows(
+      () => sg.linear(T(randomArray(10, 1), [2, 5]), T(randomArray(15, 1), [3, 5]), T([1, 2], [2])),
+      /linear: bias must have shape \[3\], got \[2\]/,
+    );
   });
 
   test('bad input', () => {
     assertThrows(() => T(randomArray(6, 1), [2, 3]).matmul(T(randomArray(8, 1), [4, 2])), /matmul: inner dimensions differ: \[2, 3\] @ \[4, 2\] \(3 vs 4\)/);
-    assertThrows(() => sg.matmul(T(randomArray(12, 1), [2, 2, 3]), T(randomArray(18, 1), [3, 3, 2])), /matmul: shapes \[2\] and \[3\] cannot be broadcast together/);
+    assertThrows(
+      () => sg.matmul(T(randomArray(12, 1), [2, 2, 3]), T(randomArray(18, 1), [3, 3, 2])),
+      /matmul: shapes \[2\] and \[3\] cannot be broadcast together/,
+    );
     assertThrows(() => T([1, 2], [2]).sum(2), /sum: axis 2 is out of range for a tensor of rank 1/);
     assertThrows(() => T([1, 2], [2]).sum([0, 0]), /sum: axes \[0,0\] contain a repeated axis/);
     assertThrows(() => T([], [0]).max(), /max: cannot reduce over an empty dimension/);

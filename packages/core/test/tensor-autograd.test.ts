@@ -5,7 +5,7 @@ import * as sg from '@sparsegrad/core';
 import { createCpuBackend, engine, registerBackend } from '@sparsegrad/core/backend';
 import { setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
-import { gradRules, shapeOnlyRules } from '../src/autograd/rules.ts';
+import { gradRules } from '../src/autograd/rules.ts';
 import { assertClose, assertRejects, assertThrows, backendSuites } from './helpers.ts';
 
 for (const { backend, test } of await backendSuites('tensors and autograd')) {
@@ -14,18 +14,35 @@ for (const { backend, test } of await backendSuites('tensors and autograd')) {
   const opts = { backend };
 
   test('creation from nested arrays, typed arrays, ndarray; readback', async () => {
-    const t = tensor([[1, 2, 3], [4, 5, 6]], undefined, opts);
+    const t = tensor(
+      [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      undefined,
+      opts,
+    );
     assert.equal([...t.shape], [2, 3]);
     assert.is(t.dtype, 'float32');
-    assert.equal(await t.toNested(), [[1, 2, 3], [4, 5, 6]]);
+    assert.equal(await t.toNested(), [
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     assert.is(await tensor(7, undefined, opts).item(), 7);
     assert.is(tensor(new Int32Array([1, 2]), undefined, opts).dtype, 'int32');
     assert.equal(await sg.full([2], 2.5, opts).toNested(), [2.5, 2.5]);
     assert.equal(await sg.arange(5, undefined, 1, opts).toNested(), [0, 1, 2, 3, 4]);
     assert.equal(await sg.arange(0, 1, 0.25, opts).toNested(), [0, 0.25, 0.5, 0.75]);
-    assert.equal(await sg.eye(2, opts).toNested(), [[1, 0], [0, 1]]);
+    assert.equal(await sg.eye(2, opts).toNested(), [
+      [1, 0],
+      [0, 1],
+    ]);
     const nd = ndarray(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]).transpose(1, 0);
-    assert.equal(await sg.fromNdarray(nd, opts).toNested(), [[1, 4], [2, 5], [3, 6]]);
+    assert.equal(await sg.fromNdarray(nd, opts).toNested(), [
+      [1, 4],
+      [2, 5],
+      [3, 6],
+    ]);
     const back = await sg.toNdarray(t);
     assert.equal(back.shape, [2, 3]);
     assert.is(back.get(1, 2), 6);
@@ -122,8 +139,22 @@ for (const { backend, test } of await backendSuites('tensors and autograd')) {
     // The same graph with and without release: y = x W^T + b feeds only an add (frees), t = tanh(y2)
     // feeds an add but tanh's rule reads its output (kept).
     const run = async (withRelease: boolean) => {
-      const x = tensor([[0.5, -1, 2], [1.5, 0.25, -0.75]], undefined, { ...opts, requiresGrad: true });
-      const w = tensor([[0.1, 0.2, -0.3], [0.4, -0.5, 0.6]], undefined, { ...opts, requiresGrad: true });
+      const x = tensor(
+        [
+          [0.5, -1, 2],
+          [1.5, 0.25, -0.75],
+        ],
+        undefined,
+        { ...opts, requiresGrad: true },
+      );
+      const w = tensor(
+        [
+          [0.1, 0.2, -0.3],
+          [0.4, -0.5, 0.6],
+        ],
+        undefined,
+        { ...opts, requiresGrad: true },
+      );
       const y = sg.linear(x, w, null);
       const z = y.add(1);
       const t = sg.tanh(z.mul(0.5));
@@ -141,17 +172,59 @@ for (const { backend, test } of await backendSuites('tensors and autograd')) {
     };
     const [plain, released] = [await run(false), await run(true)];
     for (let i = 0; i < 2; i++) assertClose(released[i], plain[i], 0, 'release changes no gradient');
-    // Which rules read their op's output decides what release keeps: a new rule that declares
-    // `out` must be meant to.
-    const reading = Object.entries(gradRules).filter(([, r]) => r.length > 2).map(([op]) => op);
+    // Which rules read their op's output decides what release keeps: a rule declaring it must mean
+    // it (and one reading `out` must declare it).
+    const reading = Object.entries(gradRules)
+      .filter(([, r]) => r.output)
+      .map(([op]) => op);
+    assert.equal(
+      Object.entries(gradRules)
+        .filter(([, r]) => r.grad.length > 2)
+        .map(([op]) => op)
+        .sort(),
+      [...reading].sort(),
+      'rules that take `out` declare output: true',
+    );
     assert.equal(reading.sort(), ['attentionWeights', 'div', 'exp', 'logSoftmax', 'max', 'min', 'pow', 'sigmoid', 'softmax', 'sqrt', 'tanh']);
     // Rules that read no input values: a tensor consumed only by these is freed before backward.
-    assert.equal([...shapeOnlyRules].sort(), ['add', 'cat', 'contiguous', 'expand', 'gather', 'indexSelect', 'mean', 'neg', 'permute', 'reshape', 'slice', 'sub', 'sum', 'where']);
+    const shapeOnly = Object.entries(gradRules)
+      .filter(([, r]) => r.inputs === 'shapes')
+      .map(([op]) => op);
+    assert.equal(shapeOnly.sort(), [
+      'add',
+      'cat',
+      'contiguous',
+      'expand',
+      'gather',
+      'indexSelect',
+      'mean',
+      'neg',
+      'permute',
+      'reshape',
+      'slice',
+      'sub',
+      'sum',
+      'where',
+    ]);
   });
 
   test('release waits for the rules that read a tensor; releasing() frees a forward pass as backward passes it', async () => {
-    const x = tensor([[0.5, -1, 2], [1.5, 0.25, -0.75]], undefined, { ...opts, requiresGrad: true });
-    const w = tensor([[0.1, 0.2, -0.3], [0.4, -0.5, 0.6]], undefined, { ...opts, requiresGrad: true });
+    const x = tensor(
+      [
+        [0.5, -1, 2],
+        [1.5, 0.25, -0.75],
+      ],
+      undefined,
+      { ...opts, requiresGrad: true },
+    );
+    const w = tensor(
+      [
+        [0.1, 0.2, -0.3],
+        [0.4, -0.5, 0.6],
+      ],
+      undefined,
+      { ...opts, requiresGrad: true },
+    );
     // y is read by mul's rule: released, it stays until that rule has run.
     const y = sg.linear(x, w, null);
     const z = y.mul(y).sum();
@@ -171,7 +244,14 @@ for (const { backend, test } of await backendSuites('tensors and autograd')) {
     // A small two-layer network, with and without releasing: same gradients; with it, nothing of
     // the forward pass is left after backward; with retainGraph nothing is freed and a second
     // backward works.
-    const w2 = tensor([[0.7, -0.2], [0.3, 0.9]], undefined, { ...opts, requiresGrad: true });
+    const w2 = tensor(
+      [
+        [0.7, -0.2],
+        [0.3, 0.9],
+      ],
+      undefined,
+      { ...opts, requiresGrad: true },
+    );
     const step = (mode: 'plain' | 'releasing' | 'retain') =>
       sg.tidy(() => {
         const forward = () => sg.tanh(sg.linear(sg.gelu(sg.linear(x, w, null)), w2, null)).sum();
@@ -196,7 +276,12 @@ for (const { backend, test } of await backendSuites('tensors and autograd')) {
     const [plain, released, retained] = results;
     assertClose(released.gx, plain.gx, 0, 'releasing changes no gradient (x)');
     assertClose(released.gw, plain.gw, 0, 'releasing changes no gradient (w)');
-    assertClose(retained.gx, plain.gx.map((v) => 2 * v), 1e-6, 'two backward passes over a retained, released graph');
+    assertClose(
+      retained.gx,
+      plain.gx.map((v) => 2 * v),
+      1e-6,
+      'two backward passes over a retained, released graph',
+    );
     assert.ok(released.left < plain.left, `tensors left after backward: ${released.left} with releasing, ${plain.left} without`);
     assert.is(released.left, 4, 'only the loss and the three gradients are left');
   });
@@ -211,14 +296,27 @@ for (const { backend, test } of await backendSuites('tensors and autograd')) {
   });
 
   test('assign, dispose and readback of views', async () => {
-    const a = tensor([[1, 2], [3, 4]], undefined, opts);
+    const a = tensor(
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      undefined,
+      opts,
+    );
     const v = a.T;
     a.dispose();
-    assert.equal(await v.toNested(), [[1, 3], [2, 4]]); // the view keeps the storage alive
+    assert.equal(await v.toNested(), [
+      [1, 3],
+      [2, 4],
+    ]); // the view keeps the storage alive
     assertThrows(() => a.add(1), /add: tensor #\d+ of shape \[2, 2\] was disposed/);
     const b = sg.zeros([2, 2], opts);
     b.assign(v);
-    assert.equal(await b.toNested(), [[1, 3], [2, 4]]);
+    assert.equal(await b.toNested(), [
+      [1, 3],
+      [2, 4],
+    ]);
     assertThrows(() => b.assign(sg.zeros([3], opts)), /assign: expected a float32 tensor of shape \[2, 2\], got float32 \[3\]/);
     assertClose(await b.sum(1).toArray(), [4, 6]);
   });
@@ -248,7 +346,13 @@ registry('setBackend rejects unknown names; auto picks an available backend', as
   assert.is(sg.getBackend().name, 'cpu');
 });
 registry('auto tries backends by priority and names each one it passed over', async () => {
-  registerBackend({ name: 'priority-probe', priority: 10, create() { throw new Error('no such device here'); } });
+  registerBackend({
+    name: 'priority-probe',
+    priority: 10,
+    create() {
+      throw new Error('no such device here');
+    },
+  });
   const chosen = await sg.setBackend('auto');
   // Tried first (priority 10 against cuda's 2), reported, passed over.
   assert.match(engine.lastChoice, new RegExp(`^auto chose '${chosen.name}' \\(priority-probe unavailable: no such device here`));

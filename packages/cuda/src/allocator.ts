@@ -13,7 +13,11 @@ import type { Addon } from './native.ts';
 
 /** A device allocation: a pointer into device memory (a number: exact below 2^53). */
 export class CudaBuffer implements BackendBuffer {
-  constructor(readonly ptr: number, readonly size: number, readonly dtype: DType) {}
+  constructor(
+    readonly ptr: number,
+    readonly size: number,
+    readonly dtype: DType,
+  ) {}
 }
 
 const SMALL = 1 << 20;
@@ -77,7 +81,9 @@ export class CachingAllocator {
         if ((e2 as { code?: string }).code !== 'CUDA_OOM') throw e2;
         const [free, total] = this.addon.memInfo();
         const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-        throw new Error(`out of device memory allocating ${mib(size)} (${mib(this.liveBytes)} in ${this.liveBlocks} live buffers; device ${mib(free)} free of ${mib(total)}; the cache was released and the allocation retried)`);
+        throw new Error(
+          `out of device memory allocating ${mib(size)} (${mib(this.liveBytes)} in ${this.liveBlocks} live buffers; device ${mib(free)} free of ${mib(total)}; the cache was released and the allocation retried)`,
+        );
       }
     }
   }

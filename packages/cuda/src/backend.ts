@@ -4,7 +4,7 @@
  * with which launch shape and arguments; the addon only launches. All work goes to one stream in
  * program order; `read` is the only wait, and it does not block the event loop.
  */
-import { type Backend, type DType, type MatmulPrecision } from '@sparsegrad/core';
+import type { Backend, DType, MatmulPrecision } from '@sparsegrad/core';
 import { adamCoefficients, type BackendBuffer, type BinaryOp, type MatrixView, type ReduceOp, type UnaryOp, type View } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { blockSparseKernels } from './blocksparse.ts';
@@ -15,10 +15,23 @@ import type { Addon, DeviceProperties } from './native.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
 import { DEFAULT_CUDA_TUNING, type CudaTuning } from './tuning.ts';
 
-
 // Op codes of the elementwise kernels: positions in these lists are the cases of the switch
 // statements in native/kernels/elementwise.cu (test/kernel-names.test.ts checks them by name).
-export const UNARY_OPS: readonly UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'tanh', 'sigmoid', 'relu', 'geluTanh', 'geluErf', 'geluTanhGrad', 'geluErfGrad'];
+export const UNARY_OPS: readonly UnaryOp[] = [
+  'neg',
+  'exp',
+  'log',
+  'sqrt',
+  'abs',
+  'sign',
+  'tanh',
+  'sigmoid',
+  'relu',
+  'geluTanh',
+  'geluErf',
+  'geluTanhGrad',
+  'geluErfGrad',
+];
 export const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
 const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
@@ -28,7 +41,6 @@ const THREADS = 256;
 /** Rows up to this long are reduced by one warp each (kernels *_warp), longer ones by a block. */
 const WARP_ROW = 1024;
 const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
-
 
 export interface CudaBackend extends Backend {
   readonly properties: DeviceProperties;
@@ -123,7 +135,13 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     const chunk = Math.ceil(n / pieces);
     const used = Math.ceil(n / chunk);
     const target = used > 1 ? allocator.alloc(outer * used * inner * 4) : out;
-    launch(op, `${op}_columns`, [blocksFor(outer * used * inner), 1, 1], THREADS, args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(inner).u32(chunk).u32(used));
+    launch(
+      op,
+      `${op}_columns`,
+      [blocksFor(outer * used * inner), 1, 1],
+      THREADS,
+      args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(inner).u32(chunk).u32(used),
+    );
     if (used > 1) {
       reduceF32(op, target, outer, used, inner, out, false);
       allocator.release(target, outer * used * inner * 4);
@@ -133,7 +151,17 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const indexErrors = deviceIndexErrors(addon);
 
   const bsr = blockSparseKernels({
-    addon, allocator, args, sms, launch, upload, free, ptr: P, blocksFor, hopper: props.computeCapability === '9.0', tuning: () => tuning,
+    addon,
+    allocator,
+    args,
+    sms,
+    launch,
+    upload,
+    free,
+    ptr: P,
+    blocksFor,
+    hopper: props.computeCapability === '9.0',
+    tuning: () => tuning,
     sumMiddle: (x, outer, n, inner, out) => reduceF32('sum', x, outer, n, inner, out),
     alloc: (size) => alloc(size, 'float32'),
     fill: (out, size, value) => backend.fill(out, size, value),
@@ -143,7 +171,10 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   const backend: CudaBackend = {
     name: 'cuda',
     properties: props,
-    device: { name: 'cuda', description: `${props.name} (compute capability ${props.computeCapability}, ${props.multiprocessors} multiprocessors, ${(props.totalMemory / 2 ** 30).toFixed(0)} GiB)` },
+    device: {
+      name: 'cuda',
+      description: `${props.name} (compute capability ${props.computeCapability}, ${props.multiprocessors} multiprocessors, ${(props.totalMemory / 2 ** 30).toFixed(0)} GiB)`,
+    },
 
     alloc,
     upload,
@@ -165,8 +196,20 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     },
     random(out, size, spec) {
       if (size === 0) return;
-      launch('random', 'random_f32', [blocksFor(size), 1, 1], THREADS,
-        args.reset().ptr(P(out)).u32(size).i32(spec.kind === 'normal' ? 1 : 0).u32(spec.key).f32(spec.a).f32(spec.b));
+      launch(
+        'random',
+        'random_f32',
+        [blocksFor(size), 1, 1],
+        THREADS,
+        args
+          .reset()
+          .ptr(P(out))
+          .u32(size)
+          .i32(spec.kind === 'normal' ? 1 : 0)
+          .u32(spec.key)
+          .f32(spec.a)
+          .f32(spec.b),
+      );
     },
     copy(src, dst) {
       const L = stridedLayout('copy', src.shape, [viewOperand(dst), viewOperand(src)]);
@@ -182,16 +225,26 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       }
       const v4 = src.buffer.dtype === 'float32' && dst.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
       const V = v4 ?? L;
-      launch('copy', v4 ? 'copy_f32x4' : `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`, [blocksFor(V.n), 1, 1], THREADS,
-        args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(V.n, V.shape, V.flat, V.ops));
+      launch(
+        'copy',
+        v4 ? 'copy_f32x4' : `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`,
+        [blocksFor(V.n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(V.n, V.shape, V.flat, V.ops),
+      );
     },
 
     unary(op, x, out) {
       const L = stridedLayout(op, x.shape, [outputOperand(x.shape), viewOperand(x)]);
       const v4 = x.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
       const V = v4 ?? L;
-      launch(op, v4 ? 'unary_f32x4' : `unary_${tname(x.buffer.dtype)}`, [blocksFor(V.n), 1, 1], THREADS,
-        args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(V.n, V.shape, V.flat, V.ops));
+      launch(
+        op,
+        v4 ? 'unary_f32x4' : `unary_${tname(x.buffer.dtype)}`,
+        [blocksFor(V.n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(V.n, V.shape, V.flat, V.ops),
+      );
     },
     binary(op, a, b, out) {
       const views = [a, b].filter((v): v is View => typeof v !== 'number');
@@ -202,7 +255,13 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const kernel = v4 ? 'binary_f32x4' : dtype === 'float32' ? 'binary_f32' : COMPARISONS.has(op) ? 'compare_i32' : 'binary_i32';
       const scalars = (typeof a === 'number' ? 1 : 0) | (typeof b === 'number' ? 2 : 0);
       const s = (v: View | number) => (typeof v === 'number' ? v : 0);
-      args.reset().ptr(typeof a === 'number' ? 0 : P(a.buffer)).ptr(typeof b === 'number' ? 0 : P(b.buffer)).ptr(P(out)).i32(BINARY_OPS.indexOf(op)).i32(scalars);
+      args
+        .reset()
+        .ptr(typeof a === 'number' ? 0 : P(a.buffer))
+        .ptr(typeof b === 'number' ? 0 : P(b.buffer))
+        .ptr(P(out))
+        .i32(BINARY_OPS.indexOf(op))
+        .i32(scalars);
       if (dtype === 'float32') args.f32(s(a)).f32(s(b));
       else args.i32(s(a)).i32(s(b));
       const V = v4 ?? L;
@@ -210,8 +269,13 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     },
     where(cond, a, b, out) {
       const L = stridedLayout('where', cond.shape, [outputOperand(cond.shape), viewOperand(cond), viewOperand(a), viewOperand(b)]);
-      launch('where', `where_${tname(cond.buffer.dtype)}_${tname(a.buffer.dtype)}`, [blocksFor(L.n), 1, 1], THREADS,
-        args.reset().ptr(P(cond.buffer)).ptr(P(a.buffer)).ptr(P(b.buffer)).ptr(P(out)).strided(L.n, L.shape, L.flat, L.ops));
+      launch(
+        'where',
+        `where_${tname(cond.buffer.dtype)}_${tname(a.buffer.dtype)}`,
+        [blocksFor(L.n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(cond.buffer)).ptr(P(a.buffer)).ptr(P(b.buffer)).ptr(P(out)).strided(L.n, L.shape, L.flat, L.ops),
+      );
     },
 
     reduce(op, x, outer, n, inner, out) {
@@ -221,8 +285,13 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
         return;
       }
       const kernel = op === 'argmax' || op === 'argmin' ? (x.dtype === 'float32' ? 'arg_reduce_f32' : 'reduce_simple_i32') : `reduce_simple_${tname(x.dtype)}`;
-      launch(op, kernel, [blocksFor(outer * inner), 1, 1], THREADS,
-        args.reset().ptr(P(x)).ptr(P(out)).i32(REDUCE_OPS.indexOf(op)).u32(outer).u32(n).u32(inner));
+      launch(
+        op,
+        kernel,
+        [blocksFor(outer * inner), 1, 1],
+        THREADS,
+        args.reset().ptr(P(x)).ptr(P(out)).i32(REDUCE_OPS.indexOf(op)).u32(outer).u32(n).u32(inner),
+      );
     },
 
     matmul(a: MatrixView, b: MatrixView, out, batch, m, n, k, precision) {
@@ -236,14 +305,34 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
         // Neither stride is 1 (or a leading dimension is too small): copy to a contiguous batch.
         const t = alloc(batch * r * c, 'float32');
         temps.push(t);
-        backend.copy({ buffer: v.buffer, offset: v.offset, shape: [batch, r, c], strides: [v.batchStride, v.rowStride, v.colStride] },
-          { buffer: t, offset: 0, shape: [batch, r, c], strides: [r * c, c, 1] });
+        backend.copy(
+          { buffer: v.buffer, offset: v.offset, shape: [batch, r, c], strides: [v.batchStride, v.rowStride, v.colStride] },
+          { buffer: t, offset: 0, shape: [batch, r, c], strides: [r * c, c, 1] },
+        );
         return { ptr: t.ptr, op: 0, ld: c, stride: r * c };
       };
       const B = opB ? { ptr: P(b.buffer) + 4 * b.offset, ...opB, stride: b.batchStride } : dense(b, k, n);
       const A = opA ? { ptr: P(a.buffer) + 4 * a.offset, ...opA, stride: a.batchStride } : dense(a, m, k);
       try {
-        addon.gemm(B.op, A.op, n, m, k, B.ptr, B.ld, B.stride, A.ptr, A.ld, A.stride, P(out), n, m * n, batch, PRECISION_CODE[precision], tuning.cublasLt ? 1 : 0);
+        addon.gemm(
+          B.op,
+          A.op,
+          n,
+          m,
+          k,
+          B.ptr,
+          B.ld,
+          B.stride,
+          A.ptr,
+          A.ld,
+          A.stride,
+          P(out),
+          n,
+          m * n,
+          batch,
+          PRECISION_CODE[precision],
+          tuning.cublasLt ? 1 : 0,
+        );
       } catch (e) {
         throw new Error(`cuda: matmul: ${(e as Error).message}`);
       } finally {
@@ -256,30 +345,121 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     gather(x, idx, outer, n, inner, count, out) {
       const total = outer * count * inner;
       if (total === 0) return;
-      launch('gather', `gather_${tname(x.dtype)}`, [blocksFor(total), 1, 1], THREADS,
-        args.reset().ptr(P(x)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]).ptr(indexErrors.pointer()));
+      launch(
+        'gather',
+        `gather_${tname(x.dtype)}`,
+        [blocksFor(total), 1, 1],
+        THREADS,
+        args
+          .reset()
+          .ptr(P(x))
+          .ptr(P(idx.buffer))
+          .ptr(P(out))
+          .u32(outer)
+          .u32(n)
+          .u32(inner)
+          .u32(count)
+          .u32(idx.offset)
+          .i32(idx.strides[0])
+          .i32(idx.strides[1])
+          .i32(idx.strides[2])
+          .ptr(indexErrors.pointer()),
+      );
     },
     scatterAdd(src, idx, outer, n, inner, count, out) {
       addon.memset32(P(out), 0, outer * n * inner);
       const total = outer * count * inner;
       if (total === 0) return;
-      launch('scatterAdd', `scatter_add_${tname(src.dtype)}`, [blocksFor(total), 1, 1], THREADS,
-        args.reset().ptr(P(src)).ptr(P(idx.buffer)).ptr(P(out)).u32(outer).u32(n).u32(inner).u32(count).u32(idx.offset).i32(idx.strides[0]).i32(idx.strides[1]).i32(idx.strides[2]).ptr(indexErrors.pointer()));
+      launch(
+        'scatterAdd',
+        `scatter_add_${tname(src.dtype)}`,
+        [blocksFor(total), 1, 1],
+        THREADS,
+        args
+          .reset()
+          .ptr(P(src))
+          .ptr(P(idx.buffer))
+          .ptr(P(out))
+          .u32(outer)
+          .u32(n)
+          .u32(inner)
+          .u32(count)
+          .u32(idx.offset)
+          .i32(idx.strides[0])
+          .i32(idx.strides[1])
+          .i32(idx.strides[2])
+          .ptr(indexErrors.pointer()),
+      );
     },
 
     softmax(x, rows, n, log, causal, out) {
-      rowLaunch('softmax', 'softmax', rows, n, args.reset().ptr(P(x)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0).i32(causal ? 1 : 0));
+      rowLaunch(
+        'softmax',
+        'softmax',
+        rows,
+        n,
+        args
+          .reset()
+          .ptr(P(x))
+          .ptr(P(out))
+          .u32(rows)
+          .u32(n)
+          .i32(log ? 1 : 0)
+          .i32(causal ? 1 : 0),
+      );
     },
     softmaxBackward(y, dy, rows, n, log, out) {
-      rowLaunch('softmaxBackward', 'softmax_backward', rows, n, args.reset().ptr(P(y)).ptr(P(dy)).ptr(P(out)).u32(rows).u32(n).i32(log ? 1 : 0));
+      rowLaunch(
+        'softmaxBackward',
+        'softmax_backward',
+        rows,
+        n,
+        args
+          .reset()
+          .ptr(P(y))
+          .ptr(P(dy))
+          .ptr(P(out))
+          .u32(rows)
+          .u32(n)
+          .i32(log ? 1 : 0),
+      );
     },
     layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
-      rowLaunch('layerNorm', 'layer_norm', rows, n,
-        args.reset().ptr(P(x)).ptr(gamma ? P(gamma) : 0).ptr(beta ? P(beta) : 0).ptr(P(out)).ptr(P(mean)).ptr(P(rstd)).u32(rows).u32(n).f32(eps));
+      rowLaunch(
+        'layerNorm',
+        'layer_norm',
+        rows,
+        n,
+        args
+          .reset()
+          .ptr(P(x))
+          .ptr(gamma ? P(gamma) : 0)
+          .ptr(beta ? P(beta) : 0)
+          .ptr(P(out))
+          .ptr(P(mean))
+          .ptr(P(rstd))
+          .u32(rows)
+          .u32(n)
+          .f32(eps),
+      );
     },
     layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
-      rowLaunch('layerNormBackward', 'layer_norm_backward', rows, n,
-        args.reset().ptr(P(x)).ptr(gamma ? P(gamma) : 0).ptr(P(mean)).ptr(P(rstd)).ptr(P(dy)).ptr(P(dx)).u32(rows).u32(n));
+      rowLaunch(
+        'layerNormBackward',
+        'layer_norm_backward',
+        rows,
+        n,
+        args
+          .reset()
+          .ptr(P(x))
+          .ptr(gamma ? P(gamma) : 0)
+          .ptr(P(mean))
+          .ptr(P(rstd))
+          .ptr(P(dy))
+          .ptr(P(dx))
+          .u32(rows)
+          .u32(n),
+      );
       if (!dgamma && !dbeta) return;
       // Column sums over the rows, in pieces when the columns alone would leave the GPU idle.
       const pieces = piecesFor(n, rows, 64);
@@ -288,8 +468,13 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const scratch = (b: BackendBuffer | null) => (used > 1 || !b ? allocator.alloc(used * n * 4) : P(b));
       const dg = scratch(dgamma);
       const db = scratch(dbeta);
-      launch('layerNormBackward', 'layer_norm_params', [blocksFor(used * n), 1, 1], THREADS,
-        args.reset().ptr(P(x)).ptr(P(mean)).ptr(P(rstd)).ptr(P(dy)).ptr(dg).ptr(db).u32(rows).u32(n).u32(chunk).u32(used));
+      launch(
+        'layerNormBackward',
+        'layer_norm_params',
+        [blocksFor(used * n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(x)).ptr(P(mean)).ptr(P(rstd)).ptr(P(dy)).ptr(dg).ptr(db).u32(rows).u32(n).u32(chunk).u32(used),
+      );
       if (used > 1) {
         if (dgamma) reduceF32('sum', dg, 1, used, n, P(dgamma));
         if (dbeta) reduceF32('sum', db, 1, used, n, P(dbeta));
@@ -300,9 +485,17 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     adamStep(list, spec) {
       const { coupled, shrink, step } = adamCoefficients(spec);
       for (const chunk of listChunks(list.filter((t) => t.size > 0))) {
-        const struct = listStruct(['p', 'g', 'm', 'v', 'pOut', 'mOut', 'vOut'].map((k) => chunk.map((t) => P(t[k as 'p']))), [chunk.map((t) => t.size)]);
-        launch('adamStep', 'adam_step_list', [listBlocks(chunk.map((t) => t.size)), chunk.length, 1], THREADS,
-          args.reset().raw(struct, 8).f32(coupled).f32(shrink).f32(spec.beta1).f32(spec.beta2).f32(step).f32(spec.biasCorrection2).f32(spec.eps));
+        const struct = listStruct(
+          ['p', 'g', 'm', 'v', 'pOut', 'mOut', 'vOut'].map((k) => chunk.map((t) => P(t[k as 'p']))),
+          [chunk.map((t) => t.size)],
+        );
+        launch(
+          'adamStep',
+          'adam_step_list',
+          [listBlocks(chunk.map((t) => t.size)), chunk.length, 1],
+          THREADS,
+          args.reset().raw(struct, 8).f32(coupled).f32(shrink).f32(spec.beta1).f32(spec.beta2).f32(step).f32(spec.biasCorrection2).f32(spec.eps),
+        );
       }
     },
     sumOfSquares(xs, sizes, out) {
@@ -314,8 +507,17 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       const partial = allocator.alloc(total * 4);
       let base = 0;
       chunks.forEach((c, i) => {
-        launch('sumOfSquares', 'sum_squares_list', [grids[i], c.length, 1], THREADS,
-          args.reset().raw(listStruct([c.map((t) => t.x)], [c.map((t) => t.n)]), 8).ptr(partial).u32(base));
+        launch(
+          'sumOfSquares',
+          'sum_squares_list',
+          [grids[i], c.length, 1],
+          THREADS,
+          args
+            .reset()
+            .raw(listStruct([c.map((t) => t.x)], [c.map((t) => t.n)]), 8)
+            .ptr(partial)
+            .u32(base),
+        );
         base += c.length * grids[i];
       });
       reduceF32('sum', partial, 1, total, 1, P(out));
@@ -324,8 +526,16 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     scaleBuffers(xs, sizes, factor, outs) {
       const items = xs.map((x, i) => ({ x: P(x), y: P(outs[i]), n: sizes[i] })).filter((t) => t.n > 0);
       for (const c of listChunks(items)) {
-        launch('scaleBuffers', 'scale_list', [listBlocks(c.map((t) => t.n)), c.length, 1], THREADS,
-          args.reset().raw(listStruct([c.map((t) => t.x), c.map((t) => t.y)], [c.map((t) => t.n)]), 8).ptr(P(factor)));
+        launch(
+          'scaleBuffers',
+          'scale_list',
+          [listBlocks(c.map((t) => t.n)), c.length, 1],
+          THREADS,
+          args
+            .reset()
+            .raw(listStruct([c.map((t) => t.x), c.map((t) => t.y)], [c.map((t) => t.n)]), 8)
+            .ptr(P(factor)),
+        );
       }
     },
 

@@ -5,8 +5,19 @@
  * cites the H100 measurement behind it.
  */
 import type { CudaTuning } from './tuning.ts';
-import { type Backend, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
-import { LayoutDeviceCache, blockRowRuns, buildLayout, buildTileItems, buildUnionTable, layoutDensity, transposedLayout, unionGroupsLongestFirst, type BackendBuffer } from '@sparsegrad/core/backend';
+import type { Backend, BlockLayout, MatmulPrecision } from '@sparsegrad/core';
+import {
+  LayoutDeviceCache,
+  blockRowRuns,
+  buildLayout,
+  buildTileItems,
+  buildUnionTable,
+  layoutDensity,
+  transposedLayout,
+  unionGroupsLongestFirst,
+  waveSplits,
+  type BackendBuffer,
+} from '@sparsegrad/core/backend';
 import type { CachingAllocator, CudaBuffer } from './allocator.ts';
 import type { Args } from './args.ts';
 import { denseRoute, takesDenseRoute } from './dense-route.ts';
@@ -124,7 +135,8 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   function tmaKernel(layout: BlockLayout, precision: MatmulPrecision, forward: boolean): UnionKernel | null {
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
     if (!h.hopper || layout.blockSize !== 32 || !h.tuning().tma || actCols / 32 > tma.maxSteps) return null;
-    if (precision === 'highest') return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads, ordered: true };
+    if (precision === 'highest')
+      return { name: 'bsr_tma_f32_32', group: 1, tokens: tma.tokens, smem: tma.smem.f32, bf16: false, tma: true, threads: tma.f32Threads, ordered: true };
     const density = layoutDensity(layout);
     const force = h.tuning().bf16Union;
     const bf16 = precision === 'medium' && force !== 'off' && (force === 'on' || density * outCols >= 1024);
@@ -136,8 +148,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * dX passes the blocks transposed, and bf16 kernels get bf16 copies of both operands. TMA
    * kernels read their operands through tensor maps, the others through pointers.
    */
-  function launchUnionTiles(op: string, kind: 'forward' | 'grad_input', act: number, blocks: number, layout: BlockLayout, m: number, out: BackendBuffer,
-    k: UnionKernel): void {
+  function launchUnionTiles(
+    op: string,
+    kind: 'forward' | 'grad_input',
+    act: number,
+    blocks: number,
+    layout: BlockLayout,
+    m: number,
+    out: BackendBuffer,
+    k: UnionKernel,
+  ): void {
     const forward = kind === 'forward';
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
     // The TMA tensor-core kernels run groups of block rows (columns) that share activation blocks,
@@ -158,8 +178,29 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     if (k.bf16) {
       const actBf = temp(m * actCols * 2);
       const wBf = temp(layout.nnzBlocks * 1024 * 2);
-      h.launch(op, 'f32_to_bf16', [h.blocksFor(m * actCols / 4), 1, 1], THREADS, h.args.reset().ptr(a).ptr(actBf).u32(m * actCols / 4));
-      h.launch(op, 'blocks_to_bf16', [h.blocksFor(layout.nnzBlocks * 512), 1, 1], THREADS, h.args.reset().ptr(w).ptr(wBf).u32(layout.nnzBlocks).i32(forward ? 0 : 1));
+      h.launch(
+        op,
+        'f32_to_bf16',
+        [h.blocksFor((m * actCols) / 4), 1, 1],
+        THREADS,
+        h.args
+          .reset()
+          .ptr(a)
+          .ptr(actBf)
+          .u32((m * actCols) / 4),
+      );
+      h.launch(
+        op,
+        'blocks_to_bf16',
+        [h.blocksFor(layout.nnzBlocks * 512), 1, 1],
+        THREADS,
+        h.args
+          .reset()
+          .ptr(w)
+          .ptr(wBf)
+          .u32(layout.nnzBlocks)
+          .i32(forward ? 0 : 1),
+      );
       [a, w] = [actBf, wBf];
     } else if (!forward) {
       const wT = temp(layout.nnzBlocks * 1024 * 4);
@@ -177,11 +218,34 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
           throw new Error(`cuda: ${op}: ${(e as Error).message}`);
         }
       };
-      h.launch(op, k.name, grid, k.threads ?? 384, h.args.reset().raw(map(a, actCols, m, k.tokens), 64).raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
-        .ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(clustered || band > 0 ? t.members.ptr : 0).ptr(h.ptr(out)).u32(m).u32(outCols).u32(Math.max(1, band)), k.smem);
+      h.launch(
+        op,
+        k.name,
+        grid,
+        k.threads ?? 384,
+        h.args
+          .reset()
+          .raw(map(a, actCols, m, k.tokens), 64)
+          .raw(map(w, 32, layout.nnzBlocks * 32, 32), 64)
+          .ptr(t.ptr.ptr)
+          .ptr(t.idx.ptr)
+          .ptr(t.blk.ptr)
+          .ptr(clustered || band > 0 ? t.members.ptr : 0)
+          .ptr(h.ptr(out))
+          .u32(m)
+          .u32(outCols)
+          .u32(Math.max(1, band)),
+        k.smem,
+      );
     } else {
-      h.launch(op, k.name, grid, 256,
-        h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols), k.smem);
+      h.launch(
+        op,
+        k.name,
+        grid,
+        256,
+        h.args.reset().ptr(a).ptr(w).ptr(t.ptr.ptr).ptr(t.idx.ptr).ptr(t.blk.ptr).ptr(h.ptr(out)).u32(m).u32(actCols).u32(outCols),
+        k.smem,
+      );
     }
     for (const [b, bytes] of temps) h.allocator.release(b, bytes);
   }
@@ -192,7 +256,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * MAX_MAPS (pointers of freed buffers would otherwise accumulate).
    */
   const maps = new Map<string, Uint8Array>();
-  function tensorMap(ptr: number, bf16: number, inner: number, outer: number, rowStrideBytes: number, boxInner: number, boxOuter: number, swizzle: number): Uint8Array {
+  function tensorMap(
+    ptr: number,
+    bf16: number,
+    inner: number,
+    outer: number,
+    rowStrideBytes: number,
+    boxInner: number,
+    boxOuter: number,
+    swizzle: number,
+  ): Uint8Array {
     const key = `${ptr},${bf16},${inner},${outer},${rowStrideBytes},${boxInner},${boxOuter},${swizzle}`;
     let m = maps.get(key);
     if (!m) {
@@ -222,14 +295,29 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * (8 x 8 outputs per thread) are as fast or faster below density 0.5, so 'highest' keeps them.
    * Returns false where the split does not apply.
    */
-  function launchSplit64(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): boolean {
+  function launchSplit64(
+    op: string,
+    kind: 'forward' | 'grad_input',
+    act: BackendBuffer,
+    blocks: BackendBuffer,
+    layout: BlockLayout,
+    m: number,
+    out: BackendBuffer,
+    precision: MatmulPrecision,
+  ): boolean {
     if (layout.blockSize !== 64 || !h.hopper || precision === 'highest') return false;
     const { layout32, source } = splitLayout(layout);
     const k = tmaKernel(layout32, precision, kind === 'forward');
     if (!k) return false;
     const bytes = layout.nnzBlocks * 4096 * 4;
     const split = h.allocator.alloc(bytes);
-    h.launch(op, 'blocks_split_64', [h.blocksFor(layout32.nnzBlocks * 1024), 1, 1], THREADS, h.args.reset().ptr(h.ptr(blocks)).ptr(split).ptr(source.ptr).u32(layout32.nnzBlocks));
+    h.launch(
+      op,
+      'blocks_split_64',
+      [h.blocksFor(layout32.nnzBlocks * 1024), 1, 1],
+      THREADS,
+      h.args.reset().ptr(h.ptr(blocks)).ptr(split).ptr(source.ptr).u32(layout32.nnzBlocks),
+    );
     launchUnionTiles(op, kind, h.ptr(act), split, layout32, m, out, k);
     h.allocator.release(split, bytes);
     return true;
@@ -246,7 +334,13 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       return { name: `bsr_union_bf16u${bf16Union.group}_32`, group: bf16Union.group, tokens: bf16Union.tokens, smem: bf16Union.smem, bf16: true };
     if (useUnion(layout, precision, forward)) {
       const prec = precision === 'high' ? 0 : 1;
-      return { name: `bsr_union_${prec ? 'bf16' : 'tf32'}_32`, group: unionParams.group, tokens: unionParams.tokens, smem: unionParams.smem[prec], bf16: false };
+      return {
+        name: `bsr_union_${prec ? 'bf16' : 'tf32'}_32`,
+        group: unionParams.group,
+        tokens: unionParams.tokens,
+        smem: unionParams.smem[prec],
+        bf16: false,
+      };
     }
     return null;
   }
@@ -266,7 +360,16 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
    * Checks the block size, then runs a forward or dX on union tiles where a union-tile kernel
    * applies (64x64 blocks through their quadrants); false leaves it to the one-block-row kernels.
    */
-  function viaUnionTiles(op: string, kind: 'forward' | 'grad_input', act: BackendBuffer, blocks: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): boolean {
+  function viaUnionTiles(
+    op: string,
+    kind: 'forward' | 'grad_input',
+    act: BackendBuffer,
+    blocks: BackendBuffer,
+    layout: BlockLayout,
+    m: number,
+    out: BackendBuffer,
+    precision: MatmulPrecision,
+  ): boolean {
     checkBlockSize(op, layout.blockSize);
     if (launchSplit64(op, kind, act, blocks, layout, m, out, precision)) return true;
     const union = unionKernel(layout, precision, kind === 'forward');
@@ -278,7 +381,13 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
   /** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {
     return layouts.get(layout, 'index', () => {
-      const index = { rowPtr: h.upload(layout.rowPtr), colIdx: h.upload(layout.colIdx), rowIdx: h.upload(layout.rowIdx), colPtr: h.upload(layout.colPtr), cscBlock: h.upload(layout.cscBlock) };
+      const index = {
+        rowPtr: h.upload(layout.rowPtr),
+        colIdx: h.upload(layout.colIdx),
+        rowIdx: h.upload(layout.rowIdx),
+        colPtr: h.upload(layout.colPtr),
+        cscBlock: h.upload(layout.cscBlock),
+      };
       return { value: index, buffers: Object.values(index) };
     });
   }
@@ -316,18 +425,11 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       return { value: { buffer, count: t.count }, buffers: [buffer] };
     });
   }
-  /**
-   * Token chunks for `ctas` CTAs, one per multiprocessor: the count s that minimizes waves / s
-   * (the run time: waves of CTAs that each take m / s tokens), fewest on ties (each chunk adds a
-   * partial sum of dW), at least 256 tokens each.
-   */
+  /** Token chunks for `ctas` CTAs, one per multiprocessor (core's waveSplits): at most 16, of at least 256 tokens. */
   function tileSplits(ctas: number, m: number): number {
-    let best = 1;
-    for (let s = 2; s <= 16 && m / s >= 256; s++) {
-      if (Math.ceil((ctas * s) / h.sms) / s < Math.ceil((ctas * best) / h.sms) / best - 1e-9) best = s;
-    }
-    return best;
+    return waveSplits(ctas, m, h.sms, 256, 16);
   }
+
   /** The partial sums of `used` token chunks land in a temporary; the column reduction sums them into out. */
   function sddmmLaunch(out: number, used: number, size: number, launch: (target: number) => void): void {
     const target = used > 1 ? h.allocator.alloc(used * size * 4) : out;
@@ -362,7 +464,6 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     return tiles;
   }
 
-
   const dense = denseRoute({
     alloc: h.alloc,
     free: h.free,
@@ -372,8 +473,22 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       const size = layout.nnzBlocks * layout.blockSize ** 2;
       if (size === 0) return;
       const idx = indexBuffers(layout);
-      h.launch(op, 'bsr_blocks_dense', [h.blocksFor(size), 1, 1], THREADS,
-        h.args.reset().ptr(h.ptr(blocks)).ptr(h.ptr(d)).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).u32(layout.nnzBlocks).u32(layout.blockSize).u32(layout.cols).i32(toDense ? 1 : 0));
+      h.launch(
+        op,
+        'bsr_blocks_dense',
+        [h.blocksFor(size), 1, 1],
+        THREADS,
+        h.args
+          .reset()
+          .ptr(h.ptr(blocks))
+          .ptr(h.ptr(d))
+          .ptr(idx.rowIdx.ptr)
+          .ptr(idx.colIdx.ptr)
+          .u32(layout.nnzBlocks)
+          .u32(layout.blockSize)
+          .u32(layout.cols)
+          .i32(toDense ? 1 : 0),
+      );
     },
   });
   /**
@@ -400,8 +515,15 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       const chunk = Math.ceil(m / splits / sddmmTile.tokenStep) * sddmmTile.tokenStep;
       const used = Math.ceil(m / chunk);
       sddmmLaunch(out, used, size, (target) =>
-        h.launch('bsrSddmm', 'bsr_sddmm_tile_f32_32', [items.count, used, 1], sddmmTile.threads,
-          h.args.reset().ptr(dy).ptr(x).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), sddmmTile.smem));
+        h.launch(
+          'bsrSddmm',
+          'bsr_sddmm_tile_f32_32',
+          [items.count, used, 1],
+          sddmmTile.threads,
+          h.args.reset().ptr(dy).ptr(x).ptr(items.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk),
+          sddmmTile.smem,
+        ),
+      );
       return;
     }
     const idx = indexBuffers(layout);
@@ -413,8 +535,15 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
     const used = Math.ceil(m / chunk);
     const k = bsrKernel('sddmm', bs, precision);
     sddmmLaunch(out, used, size, (target) =>
-      h.launch('bsrSddmm', k.name, [groups.count, used, 1], 128,
-        h.args.reset().ptr(dy).ptr(x).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk), k.smem));
+      h.launch(
+        'bsrSddmm',
+        k.name,
+        [groups.count, used, 1],
+        128,
+        h.args.reset().ptr(dy).ptr(x).ptr(idx.rowIdx.ptr).ptr(idx.colIdx.ptr).ptr(groups.buffer.ptr).ptr(target).u32(m).u32(rows).u32(cols).u32(nnz).u32(chunk),
+        k.smem,
+      ),
+    );
   }
 
   return {
@@ -424,8 +553,14 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       if (viaUnionTiles('bsrMatmul', 'forward', x, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
       const k = bsrKernel('forward', bs, precision);
-      h.launch('bsrMatmul', k.name, [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1], 128,
-        h.args.reset().ptr(h.ptr(x)).ptr(h.ptr(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
+      h.launch(
+        'bsrMatmul',
+        k.name,
+        [layout.rows / bs, tokenTiles('bsrMatmul', m, k.tokens), 1],
+        128,
+        h.args.reset().ptr(h.ptr(x)).ptr(h.ptr(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols),
+        k.smem,
+      );
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
       if (takesDenseRoute(layout, 'gradInput', precision, h.tuning().denseRoute)) return dense.gradInput(dy, blocks, layout, m, out, precision);
@@ -433,8 +568,24 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       if (viaUnionTiles('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, precision)) return;
       const idx = indexBuffers(layout);
       const k = bsrKernel('grad_input', bs, precision);
-      h.launch('bsrMatmulGradInput', k.name, [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1], 128,
-        h.args.reset().ptr(h.ptr(dy)).ptr(h.ptr(blocks)).ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr).ptr(h.ptr(out)).u32(m).u32(layout.rows).u32(layout.cols), k.smem);
+      h.launch(
+        'bsrMatmulGradInput',
+        k.name,
+        [layout.cols / bs, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1],
+        128,
+        h.args
+          .reset()
+          .ptr(h.ptr(dy))
+          .ptr(h.ptr(blocks))
+          .ptr(idx.colPtr.ptr)
+          .ptr(idx.cscBlock.ptr)
+          .ptr(idx.rowIdx.ptr)
+          .ptr(h.ptr(out))
+          .u32(m)
+          .u32(layout.rows)
+          .u32(layout.cols),
+        k.smem,
+      );
     },
     bsrSddmm(dy, x, layout, m, out, precision) {
       if (takesDenseRoute(layout, 'sddmm', precision, h.tuning().denseRoute)) return dense.sddmm(dy, x, layout, m, out, precision);
@@ -445,8 +596,13 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
       const bytes = layout.nnzBlocks * 1024 * 4;
       const blocksT = h.allocator.alloc(bytes);
       sddmmKernels(h.ptr(x), h.ptr(dy), transposedLayout(layout), m, blocksT, precision);
-      h.launch('bsrSddmm', 'blocks_transpose_32', [h.blocksFor(layout.nnzBlocks, 1), 1, 1], THREADS,
-        h.args.reset().ptr(blocksT).ptr(h.ptr(out)).ptr(indexBuffers(layout).cscBlock.ptr).u32(layout.nnzBlocks));
+      h.launch(
+        'bsrSddmm',
+        'blocks_transpose_32',
+        [h.blocksFor(layout.nnzBlocks, 1), 1, 1],
+        THREADS,
+        h.args.reset().ptr(blocksT).ptr(h.ptr(out)).ptr(indexBuffers(layout).cscBlock.ptr).u32(layout.nnzBlocks),
+      );
       h.allocator.release(blocksT, bytes);
     },
   };
@@ -459,13 +615,18 @@ export function blockSparseKernels(h: KernelHost): Pick<Backend, 'bsrMatmul' | '
 export function quadrants(layout: BlockLayout): { layout32: BlockLayout; offsets: Int32Array } {
   const coords: [number, number][] = [];
   for (let b = 0; b < layout.nnzBlocks; b++)
-    for (const [a, c] of [[0, 0], [0, 1], [1, 0], [1, 1]]) coords.push([2 * layout.rowIdx[b] + a, 2 * layout.colIdx[b] + c]);
+    for (const [a, c] of [
+      [0, 0],
+      [0, 1],
+      [1, 0],
+      [1, 1],
+    ])
+      coords.push([2 * layout.rowIdx[b] + a, 2 * layout.colIdx[b] + c]);
   const { layout: layout32, order } = buildLayout(layout.rows, layout.cols, 32, coords);
   // Input coordinate k is quadrant (a, c) = ((k >> 1) & 1, k & 1) of block k >> 2.
   const offsets = Int32Array.from(order, (k) => (k >> 2) * 4096 + ((k >> 1) & 1) * 32 * 64 + (k & 1) * 32);
   return { layout32, offsets };
 }
-
 
 type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock', CudaBuffer>;
 /** A union-tile kernel: its name, launch shape, whether it reads bf16 operands, and whether through TMA tensor maps. */

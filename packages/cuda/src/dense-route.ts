@@ -9,7 +9,7 @@
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
 import type { CudaTuning } from './tuning.ts';
-import { type Backend, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
+import type { Backend, BlockLayout, MatmulPrecision } from '@sparsegrad/core';
 import { layoutDensity, matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';

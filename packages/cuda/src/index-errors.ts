@@ -33,7 +33,10 @@ export function deviceIndexErrors(addon: Addon): { pointer(): number; check(): P
       const [code, index, n] = new Int32Array(await addon.read(ptr, 12));
       if (code === 0) return;
       addon.memset32(ptr, 0, 4);
-      const e = opError(OPS[code] ?? 'gather', `index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`);
+      const e = opError(
+        OPS[code] ?? 'gather',
+        `index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`,
+      );
       marked.add(e);
       throw e;
     },

@@ -23,7 +23,8 @@ export function stridedLayout(op: string, shape: readonly number[], operands: { 
   const { shape: cs, ops } = collapseDims(shape, operands);
   if (cs.length > MAX_RANK) throw opError(op, `views of rank ${cs.length} after merging dims are not supported by the CUDA backend (max ${MAX_RANK})`);
   for (const o of ops) {
-    if (o.offset >= 2 ** 32 || o.strides.some((s) => Math.abs(s) >= 2 ** 31)) throw opError(op, 'a view offset or stride exceeds the CUDA kernels\' 32-bit indexing');
+    if (o.offset >= 2 ** 32 || o.strides.some((s) => Math.abs(s) >= 2 ** 31))
+      throw opError(op, "a view offset or stride exceeds the CUDA kernels' 32-bit indexing");
   }
   const flat = cs.length === 1 && ops.every((o) => o.strides[0] === 1);
   return { n, shape: cs, flat, ops };

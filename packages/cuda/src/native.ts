@@ -22,7 +22,16 @@ export interface Addon {
   launch(id: number, gx: number, gy: number, gz: number, bx: number, by: number, bz: number, sharedBytes: number, args: Uint8Array, offsets: Uint32Array): void;
   setSharedMemory(id: number, bytes: number): void;
   /** The TMA descriptor (CUtensorMap, 128 bytes) of a row-major [outer, inner] fp32 or bf16 matrix. */
-  tensorMap(ptr: number, bf16: number, inner: number, outer: number, rowStrideBytes: number, boxInner: number, boxOuter: number, swizzleBytes: number): Uint8Array;
+  tensorMap(
+    ptr: number,
+    bf16: number,
+    inner: number,
+    outer: number,
+    rowStrideBytes: number,
+    boxInner: number,
+    boxOuter: number,
+    swizzleBytes: number,
+  ): Uint8Array;
   malloc(bytes: number): number;
   free(ptr: number): void;
   upload(ptr: number, data: ArrayBufferView): void;
@@ -37,8 +46,25 @@ export interface Addon {
   elapsed(start: number, end: number): number;
   releaseEvents(): void;
   /** Column-major C = op(A) op(B) through cuBLAS; compute 0 fp32, 1 TF32, 2 BF16; cublasLt 1: through cuBLASLt where it loaded. */
-  gemm(transA: number, transB: number, m: number, n: number, k: number, a: number, lda: number, strideA: number,
-    b: number, ldb: number, strideB: number, c: number, ldc: number, strideC: number, batch: number, compute: number, cublasLt: number): void;
+  gemm(
+    transA: number,
+    transB: number,
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    lda: number,
+    strideA: number,
+    b: number,
+    ldb: number,
+    strideB: number,
+    c: number,
+    ldc: number,
+    strideC: number,
+    batch: number,
+    compute: number,
+    cublasLt: number,
+  ): void;
 }
 
 const build = join(import.meta.dirname, '..', 'build');

@@ -30,8 +30,17 @@ export interface CudaTuning {
 }
 
 export const DEFAULT_CUDA_TUNING: Readonly<CudaTuning> = Object.freeze({
-  union: 'auto', bf16Union: 'auto', tma: true, unionCluster: true, sddmmTile: true, sddmmFill: true, sddmmTranspose: 'auto',
-  bandTiles: undefined, denseRoute: 'auto', cublasLt: true, poison: false,
+  union: 'auto',
+  bf16Union: 'auto',
+  tma: true,
+  unionCluster: true,
+  sddmmTile: true,
+  sddmmFill: true,
+  sddmmTranspose: 'auto',
+  bandTiles: undefined,
+  denseRoute: 'auto',
+  cublasLt: true,
+  poison: false,
 });
 
 /** One tuning entry from its text (benchmarks' `--variants key=value`): booleans as 0/1, modes and numbers as written. */

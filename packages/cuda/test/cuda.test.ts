@@ -18,7 +18,12 @@ import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, deviceSuite, randomArray, relativeError, testSeed } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
-  const a = new Args().ptr(2 ** 40 + 5).i32(-3).ptr(7).f32(1.5).u32(2 ** 32 - 1);
+  const a = new Args()
+    .ptr(2 ** 40 + 5)
+    .i32(-3)
+    .ptr(7)
+    .f32(1.5)
+    .u32(2 ** 32 - 1);
   assert.equal([...a.offsets], [0, 8, 16, 24, 28]);
   const v = new DataView(a.data.buffer, a.data.byteOffset, a.data.byteLength);
   assert.is(v.getUint32(0, true), 5);
@@ -28,7 +33,10 @@ test('kernel arguments are laid out as the C ABI lays out parameters', () => {
   assert.is(v.getFloat32(24, true), 1.5);
   assert.is(v.getUint32(28, true), 2 ** 32 - 1);
   // The Strided struct: 4-byte fields, 3 + 6 + 4 + 24 of them.
-  const s = new Args().ptr(1).i32(2).strided(10, [2, 5], false, [{ offset: 3, strides: [5, 1] }]);
+  const s = new Args()
+    .ptr(1)
+    .i32(2)
+    .strided(10, [2, 5], false, [{ offset: 3, strides: [5, 1] }]);
   assert.equal([...s.offsets], [0, 8, 12]);
   assert.is(s.data.byteLength, 12 + 37 * 4);
   // A 128-byte struct aligned to 64 (a CUtensorMap) after a 4-byte field.
@@ -52,7 +60,11 @@ test('64x64 blocks as 32x32 quadrants: every quadrant points at its own values',
     const b = blockAt.get(`${Q.rowIdx[s] >> 1},${Q.colIdx[s] >> 1}`);
     assert.ok(b !== undefined, `quadrant (${Q.rowIdx[s]}, ${Q.colIdx[s]}) lies in a stored block`);
     const [r0, c0] = [(Q.rowIdx[s] & 1) * 32, (Q.colIdx[s] & 1) * 32];
-    for (const [r, c] of [[0, 0], [31, 31], [5, 17]]) {
+    for (const [r, c] of [
+      [0, 0],
+      [31, 31],
+      [5, 17],
+    ]) {
       const at = offsets[s] + r * 64 + c;
       assert.equal([Math.floor(at / 4096), at % 4096], [b, (r0 + r) * 64 + c0 + c], `quadrant ${s} element (${r}, ${c})`);
     }
@@ -62,31 +74,101 @@ test('64x64 blocks as 32x32 quadrants: every quadrant points at its own values',
 
 test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled, anything else is left to the scalar kernels', () => {
   // [2, 3, 4, 8] permuted to [2, 4, 3, 8] into a contiguous output
-  const p = stridedLayout('copy', [2, 4, 3, 8], [{ offset: 0, strides: [96, 24, 8, 1] }, { offset: 4, strides: [96, 8, 32, 1] }]);
+  const p = stridedLayout(
+    'copy',
+    [2, 4, 3, 8],
+    [
+      { offset: 0, strides: [96, 24, 8, 1] },
+      { offset: 4, strides: [96, 8, 32, 1] },
+    ],
+  );
   assert.equal(float4Layout(p), {
-    n: 48, shape: [2, 4, 3, 2], flat: false,
-    ops: [{ offset: 0, strides: [24, 6, 2, 1] }, { offset: 1, strides: [24, 2, 8, 1] }],
+    n: 48,
+    shape: [2, 4, 3, 2],
+    flat: false,
+    ops: [
+      { offset: 0, strides: [24, 6, 2, 1] },
+      { offset: 1, strides: [24, 2, 8, 1] },
+    ],
   });
   // a bias row broadcast over rows: its outer stride 0 stays 0
-  const bias = stridedLayout('add', [6, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [8, 1] }, { offset: 0, strides: [0, 1] }]);
-  assert.equal(float4Layout(bias)?.ops.map((o) => o.strides), [[2, 1], [2, 1], [0, 1]]);
-  const unaligned = stridedLayout('exp', [6, 8], [{ offset: 0, strides: [8, 1] }, { offset: 2, strides: [16, 1] }]);
+  const bias = stridedLayout(
+    'add',
+    [6, 8],
+    [
+      { offset: 0, strides: [8, 1] },
+      { offset: 0, strides: [8, 1] },
+      { offset: 0, strides: [0, 1] },
+    ],
+  );
+  assert.equal(
+    float4Layout(bias)?.ops.map((o) => o.strides),
+    [
+      [2, 1],
+      [2, 1],
+      [0, 1],
+    ],
+  );
+  const unaligned = stridedLayout(
+    'exp',
+    [6, 8],
+    [
+      { offset: 0, strides: [8, 1] },
+      { offset: 2, strides: [16, 1] },
+    ],
+  );
   assert.is(float4Layout(unaligned), undefined, 'offset 2');
-  const column = stridedLayout('add', [6, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [8, 1] }, { offset: 0, strides: [1, 0] }]);
+  const column = stridedLayout(
+    'add',
+    [6, 8],
+    [
+      { offset: 0, strides: [8, 1] },
+      { offset: 0, strides: [8, 1] },
+      { offset: 0, strides: [1, 0] },
+    ],
+  );
   assert.is(float4Layout(column), undefined, 'a column broadcast along rows');
-  const odd = stridedLayout('neg', [5, 6], [{ offset: 0, strides: [6, 1] }, { offset: 0, strides: [6, 1] }]);
+  const odd = stridedLayout(
+    'neg',
+    [5, 6],
+    [
+      { offset: 0, strides: [6, 1] },
+      { offset: 0, strides: [6, 1] },
+    ],
+  );
   assert.is(float4Layout(odd), undefined, '30 elements');
-  const transposed = stridedLayout('copy', [8, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [1, 8] }]);
+  const transposed = stridedLayout(
+    'copy',
+    [8, 8],
+    [
+      { offset: 0, strides: [8, 1] },
+      { offset: 0, strides: [1, 8] },
+    ],
+  );
   assert.is(float4Layout(transposed), undefined, 'a transpose');
   assert.equal(transposeGrid(transposed), [1, 1, 1], 'a transpose goes to the tiled kernel');
-  const batched = stridedLayout('copy', [32, 512, 256], [{ offset: 0, strides: [131072, 256, 1] }, { offset: 0, strides: [131072, 1, 512] }]);
+  const batched = stridedLayout(
+    'copy',
+    [32, 512, 256],
+    [
+      { offset: 0, strides: [131072, 256, 1] },
+      { offset: 0, strides: [131072, 1, 512] },
+    ],
+  );
   assert.equal(transposeGrid(batched), [8, 16, 32], 'a batch of transposes');
   assert.is(transposeGrid(p), undefined, 'a permute that keeps the last dim');
-  const gathered = stridedLayout('copy', [8, 8], [{ offset: 0, strides: [8, 1] }, { offset: 0, strides: [2, 16] }]);
+  const gathered = stridedLayout(
+    'copy',
+    [8, 8],
+    [
+      { offset: 0, strides: [8, 1] },
+      { offset: 0, strides: [2, 16] },
+    ],
+  );
   assert.is(transposeGrid(gathered), undefined, 'no contiguous source dim');
 });
 
-test('dense route: taken from the measured density up, per precision and product; forced by the tuning\'s denseRoute; never past the temporary bound', () => {
+test("dense route: taken from the measured density up, per precision and product; forced by the tuning's denseRoute; never past the temporary bound", () => {
   // The first `count` blocks of a [rows, cols] grid, row by row.
   const layout = (rows: number, cols: number, bs: number, count: number) => {
     const coords: [number, number][] = [];
@@ -217,7 +299,10 @@ if (status?.available) {
         const refs = [y, dx, dw];
         for (let i = 0; i < 3; i++) {
           const err = relativeError(await be.read(outs[i], refs[i].length), refs[i]);
-          assert.ok(err < tol[precision], `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}' ${JSON.stringify(v)}: relative error ${err} (seed ${seed})`);
+          assert.ok(
+            err < tol[precision],
+            `${['forward', 'dX', 'dW'][i]} ${bs}x${bs} '${precision}' ${JSON.stringify(v)}: relative error ${err} (seed ${seed})`,
+          );
           be.free(outs[i]);
         }
         (be as CudaBackend).setTuning(previous);
@@ -228,7 +313,7 @@ if (status?.available) {
     }
   });
 
-  onGpu('block-sparse products whose activations exceed the TMA kernels\' table stay correct (they fall back)', async () => {
+  onGpu("block-sparse products whose activations exceed the TMA kernels' table stay correct (they fall back)", async () => {
     // 520 column blocks (the TMA kernels keep at most 512 per CTA in shared memory), both ways.
     const n = 32 * 520;
     const m = 5;
@@ -275,7 +360,11 @@ if (status?.available) {
       const dyb = be.upload(dy);
       // 2-D tiles on whole-column items, on filled items (columns split between items, the
       // default), then off.
-      for (const [tile, fill] of [[true, false], [true, true], [false, false]]) {
+      for (const [tile, fill] of [
+        [true, false],
+        [true, true],
+        [false, false],
+      ]) {
         (be as CudaBackend).setTuning({ sddmmTile: tile, sddmmFill: fill });
         for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
           // 'high' runs the tensor-core kernel either way: a check that the switch leaves it alone.
@@ -300,17 +389,18 @@ if (status?.available) {
   });
 
   // 20 large cuBLAS products take minutes under compute-sanitizer, which sets SPARSEGRAD_SANITIZE.
-  if (process.env.SPARSEGRAD_SANITIZE !== '1') onGpu('readback waits off the event loop', async () => {
-    const n = 4096;
-    const a = tensor(Float32Array.from(randomArray(n * n, 3)), [n, n], { backend: be });
-    let c = a;
-    for (let i = 0; i < 20; i++) c = matmul(c, a).mul(1 / 64);
-    let ticks = 0;
-    const timer = setInterval(() => ticks++, 0);
-    await c.toArray();
-    clearInterval(timer);
-    assert.ok(ticks > 0, `the event loop ran ${ticks} times while ~20 large products computed`);
-  });
+  if (process.env.SPARSEGRAD_SANITIZE !== '1')
+    onGpu('readback waits off the event loop', async () => {
+      const n = 4096;
+      const a = tensor(Float32Array.from(randomArray(n * n, 3)), [n, n], { backend: be });
+      let c = a;
+      for (let i = 0; i < 20; i++) c = matmul(c, a).mul(1 / 64);
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 0);
+      await c.toArray();
+      clearInterval(timer);
+      assert.ok(ticks > 0, `the event loop ran ${ticks} times while ~20 large products computed`);
+    });
 
   onGpu('bad kernel input is reported, not a crash', async () => {
     await assertRejects(async () => {

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as sg from '@sparsegrad/core';
-import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, tensor, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
 import type { Addon, DeviceProperties } from '../src/native.ts';
 import type { CudaTuning } from '../src/tuning.ts';
@@ -19,7 +19,9 @@ import { skippedSuite } from '../../core/test/helpers.ts';
 const pkg = join(import.meta.dirname, '..');
 const build = join(pkg, 'build');
 const fatbins = existsSync(build) ? readdirSync(build).filter((f) => f.endsWith('.fatbin')) : [];
-const test = fatbins.length ? suite('CUDA kernel names and op codes') : skippedSuite('CUDA kernel names and op codes', 'the CUDA addon was not built here (no fatbins)');
+const test = fatbins.length
+  ? suite('CUDA kernel names and op codes')
+  : skippedSuite('CUDA kernel names and op codes', 'the CUDA addon was not built here (no fatbins)');
 if (!fatbins.length) console.log('  skipping CUDA kernel names and op codes: the CUDA addon was not built here (no fatbins in packages/cuda/build)');
 
 /** Kernel names in the fatbins: each cubin has a `.text.<name>` section per kernel. */
@@ -35,11 +37,17 @@ function recordingAddon(launched: Set<string>): Addon {
   const ids: string[] = [];
   return {
     init: () => props,
-    fn: (name) => (launched.add(name), ids.push(name) - 1),
+    fn: (name) => {
+      launched.add(name);
+      return ids.push(name) - 1;
+    },
     launch: () => {},
     setSharedMemory: () => {},
     tensorMap: () => new Uint8Array(128),
-    malloc: (bytes) => ((next += Math.ceil(bytes / 256) * 256 + 256), next),
+    malloc: (bytes) => {
+      next += Math.ceil(bytes / 256) * 256 + 256;
+      return next;
+    },
     free: () => {},
     upload: () => {},
     memset32: () => {},
@@ -61,7 +69,14 @@ function recordingAddon(launched: Set<string>): Addon {
     gemm: () => {},
   };
 }
-const props: DeviceProperties = { name: 'recording stand-in', computeCapability: '9.0', multiprocessors: 132, sharedMemoryPerBlock: 232448, totalMemory: 80 * 2 ** 30, driverVersion: 13000 };
+const props: DeviceProperties = {
+  name: 'recording stand-in',
+  computeCapability: '9.0',
+  multiprocessors: 132,
+  sharedMemoryPerBlock: 232448,
+  totalMemory: 80 * 2 ** 30,
+  driverVersion: 13000,
+};
 
 /** Every op of core once or in each of its kernel forms (vectorized, strided, warp/block rows, columns, ints). */
 async function everyOp(be: Backend): Promise<void> {
@@ -82,17 +97,22 @@ async function everyOp(be: Backend): Promise<void> {
     for (const axis of [0, 1]) for (const op of ['sum', 'max', 'min', 'argmax', 'argmin'] as const) x[op](axis);
   }
   for (const x of [i([8, 5]), i([8, 5]).transpose(0, 1)]) {
-    x.neg(); x.abs();
+    x.neg();
+    x.abs();
     for (const op of ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'lt'] as const) x[op](x);
     x.cast('float32');
     sg.where(x, x, x);
     sg.where(x, x.cast('float32'), x.cast('float32'));
     sg.where(x.cast('float32'), x, x);
-    x.sum(0); x.max(1);
+    x.sum(0);
+    x.max(1);
   }
   for (const n of [100, 5000, 300000]) {
     const x = f([4, n]).requiresGrad_();
-    x.sum(1); x.max(1); x.min(1); x.sum();
+    x.sum(1);
+    x.max(1);
+    x.min(1);
+    x.sum();
     tidyBackward(() => x.softmax(-1).mul(x).sum());
     tidyBackward(() => x.logSoftmax(-1).sum());
     const g = f([n]).requiresGrad_();
@@ -112,7 +132,16 @@ async function everyOp(be: Backend): Promise<void> {
   const g = keep(f([1000]));
   const m = keep(f([1000]));
   const v = keep(f([1000]));
-  adamSteps([{ p, g, m, v }], { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, decoupled: true, biasCorrection1: 0.1, biasCorrection2: 0.001 });
+  adamSteps([{ p, g, m, v }], {
+    lr: 1e-3,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    weightDecay: 0.1,
+    decoupled: true,
+    biasCorrection1: 0.1,
+    biasCorrection2: 0.001,
+  });
   sg.sumOfSquares([p, g]);
   sg.scaleEach([p, g], f([1]));
   sg.scaleEachInPlace([p, g], f([1]));
@@ -128,13 +157,19 @@ function everyBlockSparseRoute(be: Backend): void {
     setFloat32MatmulPrecision(precision);
     for (const blockSize of [16, 32, 64]) {
       for (const density of [0.05, 0.25, 0.5, 0.9]) {
-        for (const [rows, cols] of [[1024, 256], [256, 1024], [512, 512]]) {
+        for (const [rows, cols] of [
+          [1024, 256],
+          [256, 1024],
+          [512, 512],
+        ]) {
           for (const m of [48, 4096]) {
             sg.tidy(() => {
               const w = BlockSparseMatrix.random([rows, cols], { density, blockSize, backend: be });
               w.data.requiresGrad = true;
               const x = zeros([m, cols], { backend: be }).requiresGrad_();
-              w.apply(x, zeros([rows], { backend: be })).sum().backward();
+              w.apply(x, zeros([rows], { backend: be }))
+                .sum()
+                .backward();
               w.data.dispose();
             });
           }
@@ -148,13 +183,20 @@ function everyBlockSparseRoute(be: Backend): void {
 /** Route choices the tuning can force (each a variant the defaults may not reach). */
 const VARIANTS: Partial<CudaTuning>[] = [
   {},
-  { union: 'on' }, { union: 'off' },
-  { bf16Union: 'on' }, { bf16Union: 'off' },
-  { tma: false }, { unionCluster: false },
-  { sddmmTile: false }, { sddmmFill: false },
-  { sddmmTranspose: 'on' }, { sddmmTranspose: 'off' },
-  { bandTiles: 0 }, { bandTiles: 4 },
-  { denseRoute: 'off' }, { denseRoute: 'on' },
+  { union: 'on' },
+  { union: 'off' },
+  { bf16Union: 'on' },
+  { bf16Union: 'off' },
+  { tma: false },
+  { unionCluster: false },
+  { sddmmTile: false },
+  { sddmmFill: false },
+  { sddmmTranspose: 'on' },
+  { sddmmTranspose: 'off' },
+  { bandTiles: 0 },
+  { bandTiles: 4 },
+  { denseRoute: 'off' },
+  { denseRoute: 'on' },
 ];
 
 test('every kernel the backend launches is in the fatbins', async () => {
@@ -171,8 +213,21 @@ test('every kernel the backend launches is in the fatbins', async () => {
   const missing = [...launched].filter((n) => !compiled.has(n)).sort();
   assert.equal(missing, [], `kernels launched by src/ but absent from native/ (of ${launched.size} launched)`);
   // The walk reached the kernel families it is meant to cover.
-  for (const family of ['bsr_tma_', 'bsr_union_', 'bsr_sddmm_tile_', 'bsr_forward_tc_', 'bsr_grad_input_', 'softmax_', 'layer_norm_', 'scatter_add_', 'adam_step_list']) {
-    assert.ok([...launched].some((n) => n.startsWith(family)), `no ${family}* kernel was launched: the walk misses a route`);
+  for (const family of [
+    'bsr_tma_',
+    'bsr_union_',
+    'bsr_sddmm_tile_',
+    'bsr_forward_tc_',
+    'bsr_grad_input_',
+    'softmax_',
+    'layer_norm_',
+    'scatter_add_',
+    'adam_step_list',
+  ]) {
+    assert.ok(
+      [...launched].some((n) => n.startsWith(family)),
+      `no ${family}* kernel was launched: the walk misses a route`,
+    );
   }
 });
 
@@ -187,7 +242,12 @@ test('op codes: the position of each op in src/backend.ts is its case in native/
   };
   const check = (signature: string, ops: readonly string[], all: boolean) => {
     const found = cases(signature);
-    if (all) assert.equal(found.map(([c]) => c), ops.map((_, i) => i), `${signature}: one case per op, in order`);
+    if (all)
+      assert.equal(
+        found.map(([c]) => c),
+        ops.map((_, i) => i),
+        `${signature}: one case per op, in order`,
+      );
     for (const [code, name] of found) assert.is(ops[code], name, `${signature}: case ${code}`);
   };
   check('__device__ float unaryF(', UNARY_OPS, true);

@@ -125,7 +125,10 @@ export abstract class Module {
 
   /** Loads this module's own tensors (not its children's). Layers with structural state override it. */
   protected async loadOwnState(prefix: string, state: StateDict, used: Set<string>, missing: string[]): Promise<void> {
-    const own: [string, Tensor][] = [...this._parameters.entries(), ...[...this._buffers.entries()].filter(([, b]) => b.persistent).map(([n, b]) => [n, b.tensor] as [string, Tensor])];
+    const own: [string, Tensor][] = [
+      ...this._parameters.entries(),
+      ...[...this._buffers.entries()].filter(([, b]) => b.persistent).map(([n, b]) => [n, b.tensor] as [string, Tensor]),
+    ];
     for (const [name, t] of own) {
       const key = prefix + name;
       const src = state[key];
@@ -135,7 +138,10 @@ export abstract class Module {
       }
       used.add(key);
       if (src.shape.join() !== t.shape.join() || src.dtype !== t.dtype) {
-        throw opError('loadStateDict', `'${key}' has shape [${src.shape.join(', ')}] (${src.dtype}) in the state but [${t.shape.join(', ')}] (${t.dtype}) in the model`);
+        throw opError(
+          'loadStateDict',
+          `'${key}' has shape [${src.shape.join(', ')}] (${src.dtype}) in the state but [${t.shape.join(', ')}] (${t.dtype}) in the model`,
+        );
       }
       t.assign(src.backend === t.backend ? src : await moveTo(src, t));
     }
@@ -213,7 +219,9 @@ export abstract class Module {
       const depth = path === '' ? 0 : path.split('.').length;
       const own = [...m._parameters.values()].reduce((n, p) => n + p.size, 0);
       const total = m.parameterCount();
-      lines.push(`${'  '.repeat(depth)}${path.split('.').pop() || '(root)'}: ${m.describe()}  params=${total.toLocaleString('en-US')}${own && own !== total ? ` (own ${own.toLocaleString('en-US')})` : ''}`);
+      lines.push(
+        `${'  '.repeat(depth)}${path.split('.').pop() || '(root)'}: ${m.describe()}  params=${total.toLocaleString('en-US')}${own && own !== total ? ` (own ${own.toLocaleString('en-US')})` : ''}`,
+      );
     }
     return lines.join('\n');
   }

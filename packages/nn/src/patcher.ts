@@ -80,7 +80,7 @@ export class ModelPatcher<P = ModuleFactory> {
     for (const p of this.patterns) p.matches = 0;
     const matches: { path: string; module: Module; pattern: Pattern<P> }[] = [];
     for (const [path, module] of model.namedModules()) {
-      if (path === '' || matches.some((m) => path.startsWith(m.path + '.'))) continue;
+      if (path === '' || matches.some((m) => path.startsWith(`${m.path}.`))) continue;
       const pattern = this.patterns.find((p) => p.regex.test(path));
       if (!pattern) continue;
       pattern.matches++;
@@ -100,9 +100,16 @@ export class ModelPatcher<P = ModuleFactory> {
       const sizes = module as Partial<Record<'inFeatures' | 'outFeatures', number>>;
       const built = replacement as Partial<Record<'density', number>>;
       const record: PatchRecord<P> = {
-        path, pattern: pattern.source, from: module.describe(), to: replacement.describe(), params: pattern.params,
-        inFeatures: sizes.inFeatures, outFeatures: sizes.outFeatures, density: built.density,
-        parametersBefore: module.parameterCount(), parametersAfter: replacement.parameterCount(),
+        path,
+        pattern: pattern.source,
+        from: module.describe(),
+        to: replacement.describe(),
+        params: pattern.params,
+        inFeatures: sizes.inFeatures,
+        outFeatures: sizes.outFeatures,
+        density: built.density,
+        parametersBefore: module.parameterCount(),
+        parametersAfter: replacement.parameterCount(),
       };
       if (replacement !== module) module.dispose();
       return record;

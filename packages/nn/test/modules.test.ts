@@ -1,11 +1,23 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
 import { setBackend } from '@sparsegrad/core';
 import { tensor, type Tensor } from '@sparsegrad/core';
 import {
-  Bert, BertLayer, BlockSparseLinear, BlockSparseModelPatcher, Dropout, GPT, LayerNorm, Linear, ModelPatcher, Module, ModuleList,
-  PseudoBlockSparseLinear, ReLU, Sequential, TransformerBlock,
+  Bert,
+  BertLayer,
+  BlockSparseLinear,
+  BlockSparseModelPatcher,
+  Dropout,
+  GPT,
+  LayerNorm,
+  Linear,
+  ModelPatcher,
+  Module,
+  ModuleList,
+  PseudoBlockSparseLinear,
+  ReLU,
+  Sequential,
+  TransformerBlock,
 } from '@sparsegrad/nn';
 import { assertClose, assertRejects, assertThrows, backendSuites, gradCheck, randomArray } from '../../core/test/helpers.ts';
 
@@ -36,11 +48,12 @@ class Net extends Module {
 /** Dense reference of a block-sparse layer: x W_dense^T + b in float64. */
 function denseLinearRef(x: ArrayLike<number>, m: number, w: ArrayLike<number>, out: number, inn: number, b?: ArrayLike<number>): Float64Array {
   const y = new Float64Array(m * out);
-  for (let i = 0; i < m; i++) for (let o = 0; o < out; o++) {
-    let s = b ? b[o] : 0;
-    for (let k = 0; k < inn; k++) s += x[i * inn + k] * w[o * inn + k];
-    y[i * out + o] = s;
-  }
+  for (let i = 0; i < m; i++)
+    for (let o = 0; o < out; o++) {
+      let s = b ? b[o] : 0;
+      for (let k = 0; k < inn; k++) s += x[i * inn + k] * w[o * inn + k];
+      y[i * out + o] = s;
+    }
   return y;
 }
 
@@ -51,8 +64,31 @@ for (const { backend, test } of await backendSuites('nn modules')) {
   test('registration: dotted paths, parameters, stateDict, get/setModule, train/eval', () => {
     const net = new Net();
     const paths = [...net.namedModules()].map(([p]) => p);
-    assert.equal(paths, ['', 'layers', 'layers.0', 'layers.0.fc1', 'layers.0.act', 'layers.0.fc2', 'layers.1', 'layers.1.fc1', 'layers.1.act', 'layers.1.fc2', 'head', 'head.0', 'head.1']);
-    assert.equal(Object.keys(net.stateDict()), ['layers.0.fc1.weight', 'layers.0.fc1.bias', 'layers.0.fc2.weight', 'layers.1.fc1.weight', 'layers.1.fc1.bias', 'layers.1.fc2.weight', 'head.0.weight', 'head.0.bias']);
+    assert.equal(paths, [
+      '',
+      'layers',
+      'layers.0',
+      'layers.0.fc1',
+      'layers.0.act',
+      'layers.0.fc2',
+      'layers.1',
+      'layers.1.fc1',
+      'layers.1.act',
+      'layers.1.fc2',
+      'head',
+      'head.0',
+      'head.1',
+    ]);
+    assert.equal(Object.keys(net.stateDict()), [
+      'layers.0.fc1.weight',
+      'layers.0.fc1.bias',
+      'layers.0.fc2.weight',
+      'layers.1.fc1.weight',
+      'layers.1.fc1.bias',
+      'layers.1.fc2.weight',
+      'head.0.weight',
+      'head.0.bias',
+    ]);
     assert.is(net.parameterCount(), 2 * (32 * 64 + 64 + 64 * 32) + 64);
     assert.is(net.getModule('layers.1.fc2'), net.layers.at(1).fc2);
     const replacement = new Linear(64, 32);
@@ -80,17 +116,22 @@ for (const { backend, test } of await backendSuites('nn modules')) {
         const dense = await layer.denseWeight().toArray();
         const mask = layer.layout;
         // The dense view has zeros exactly outside the stored blocks.
-        for (let r = 0; r < 3; r++) for (let c = 0; c < 2; c++) {
-          const stored = [...mask.rowIdx].some((rr, i) => rr === r && mask.colIdx[i] === c);
-          if (!stored) for (let i = 0; i < bs; i++) assert.is(dense[(r * bs + i) * 2 * bs + c * bs], 0);
-        }
+        for (let r = 0; r < 3; r++)
+          for (let c = 0; c < 2; c++) {
+            const stored = [...mask.rowIdx].some((rr, i) => rr === r && mask.colIdx[i] === c);
+            if (!stored) for (let i = 0; i < bs; i++) assert.is(dense[(r * bs + i) * 2 * bs + c * bs], 0);
+          }
         const x = Float32Array.from(randomArray(7 * 2 * bs, 3));
         const y = await layer.forward(tensor(x, [7, 2 * bs], { backend })).toArray();
         assertClose(y, denseLinearRef(x, 7, dense, 3 * bs, 2 * bs, await layer.bias!.toArray()), 1e-5);
         if (bs === 16) {
           const blocks = { data: randomArray(layer.weight.size, 9), shape: [...layer.weight.shape] };
           // The layer's own forward, with the block data as an explicit input.
-          await gradCheck((xx, w) => sg.bsrMatmul(xx, w, layer.layout).add(layer.bias!.detach()), [{ data: randomArray(3 * 2 * bs, 4), shape: [3, 2 * bs] }, blocks], { backend });
+          await gradCheck(
+            (xx, w) => sg.bsrMatmul(xx, w, layer.layout).add(layer.bias!.detach()),
+            [{ data: randomArray(3 * 2 * bs, 4), shape: [3, 2 * bs] }, blocks],
+            { backend },
+          );
         }
       });
     }
@@ -117,21 +158,46 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     sg.manualSeed(2);
     const bert = new Bert({ vocabSize: 50, seqLen: 8, dModel: 64, heads: 4, layers: 3 });
     const patcher = new BlockSparseModelPatcher();
-    assert.equal(patcher.patchableLayers(bert).slice(0, 6).map((l) => l.path), [
-      'encoder.layers.0.attention.query', 'encoder.layers.0.attention.key', 'encoder.layers.0.attention.value',
-      'encoder.layers.0.attention.output', 'encoder.layers.0.intermediate', 'encoder.layers.0.output']);
+    assert.equal(
+      patcher
+        .patchableLayers(bert)
+        .slice(0, 6)
+        .map((l) => l.path),
+      [
+        'encoder.layers.0.attention.query',
+        'encoder.layers.0.attention.key',
+        'encoder.layers.0.attention.value',
+        'encoder.layers.0.attention.output',
+        'encoder.layers.0.intermediate',
+        'encoder.layers.0.output',
+      ],
+    );
     patcher.addPattern(String.raw`encoder\.layers\.0\.intermediate`, { density: 0.25, blockSize: 16 });
     patcher.addPattern(String.raw`encoder\.layers\.[0-9]+\.intermediate`, { density: 0.5, blockSize: 32 });
     patcher.addPattern(/encoder\.layers\.[0-9]+\.output/, { density: 0.5, blockSize: 32 });
     patcher.addPattern('encoder\\.layers\\.[0-9]+\\.attention\\.output', { density: 0.5, pseudo: true });
-    const ids = tensor(Int32Array.from({ length: 16 }, (_, i) => (i * 3) % 50), [2, 8], { dtype: 'int32', backend });
+    const ids = tensor(
+      Int32Array.from({ length: 16 }, (_, i) => (i * 3) % 50),
+      [2, 8],
+      { dtype: 'int32', backend },
+    );
     const before = bert.parameterCount();
     const warnings: string[] = [];
     const report = await patcher.patchModel(bert, { warn: (m) => warnings.push(m) });
-    assert.equal(report.patched.map((r) => r.path), [
-      'encoder.layers.0.attention.output', 'encoder.layers.0.intermediate', 'encoder.layers.0.output',
-      'encoder.layers.1.attention.output', 'encoder.layers.1.intermediate', 'encoder.layers.1.output',
-      'encoder.layers.2.attention.output', 'encoder.layers.2.intermediate', 'encoder.layers.2.output']);
+    assert.equal(
+      report.patched.map((r) => r.path),
+      [
+        'encoder.layers.0.attention.output',
+        'encoder.layers.0.intermediate',
+        'encoder.layers.0.output',
+        'encoder.layers.1.attention.output',
+        'encoder.layers.1.intermediate',
+        'encoder.layers.1.output',
+        'encoder.layers.2.attention.output',
+        'encoder.layers.2.intermediate',
+        'encoder.layers.2.output',
+      ],
+    );
     assert.is(report.patched[1].params.density, 0.25);
     assert.is(report.patched[1].inFeatures, 64);
     assert.is(report.patched[1].outFeatures, 256);
@@ -157,16 +223,28 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     const report = await new BlockSparseModelPatcher().addPattern('nothing\\.here', { density: 0.5 }).patchModel(net, { warn: (m) => warnings.push(m) });
     assert.equal(report.unmatched, ['nothing\\.here']);
     assert.match(warnings[0], /patchModel: pattern \/nothing\\.here\/ matched no module/);
-    await assertRejects(() => new BlockSparseModelPatcher().addPattern('layers\\.0\\.act', { density: 0.5 }).patchModel(net), /patchModel: 'layers.0.act' matches a pattern but is a ReLU, not a Linear/);
+    await assertRejects(
+      () => new BlockSparseModelPatcher().addPattern('layers\\.0\\.act', { density: 0.5 }).patchModel(net),
+      /patchModel: 'layers.0.act' matches a pattern but is a ReLU, not a Linear/,
+    );
     assertThrows(() => new BlockSparseModelPatcher().addPattern('layers.(', { density: 0.5 }), /addPattern: invalid regular expression \/layers.\(\//);
     assertThrows(() => new BlockSparseModelPatcher().addPattern('x', { density: 1.2 }), /addPattern: density must be in \(0, 1\], got 1.2/);
-    assertThrows(() => new BlockSparseLinear(100, 64, { density: 0.5 }), /BlockSparseLinear: inFeatures \(100\) and outFeatures \(64\) must be multiples of blockSize 32/);
+    assertThrows(
+      () => new BlockSparseLinear(100, 64, { density: 0.5 }),
+      /BlockSparseLinear: inFeatures \(100\) and outFeatures \(64\) must be multiples of blockSize 32/,
+    );
     assertThrows(() => new BlockSparseLinear(64, 64, { density: 0 }), /density must be in \(0, 1\], got 0/);
     const odd = new Sequential(new Linear(40, 64));
-    await assertRejects(() => new BlockSparseModelPatcher().addPattern('0', { density: 0.5, blockSize: 32 }).patchModel(odd), /patchModel: '0' is Linear\(40 -> 64\); both sizes must be multiples of the block size 32/);
+    await assertRejects(
+      () => new BlockSparseModelPatcher().addPattern('0', { density: 0.5, blockSize: 32 }).patchModel(odd),
+      /patchModel: '0' is Linear\(40 -> 64\); both sizes must be multiples of the block size 32/,
+    );
     // All or nothing: a bad match anywhere leaves every earlier match in place and working.
     const fc1 = net.getModule('layers.0.fc1');
-    await assertRejects(() => new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.(fc1|act)`, { density: 0.5 }).patchModel(net), /'layers.0.act' matches a pattern but is a ReLU/);
+    await assertRejects(
+      () => new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.(fc1|act)`, { density: 0.5 }).patchModel(net),
+      /'layers.0.act' matches a pattern but is a ReLU/,
+    );
     assert.ok(net.getModule('layers.0.fc1') === fc1 && !(fc1 as Linear).weight.isDisposed, 'the model is untouched after a check failed');
     let calls = 0;
     const failing = new ModelPatcher().addPattern(String.raw`layers\.[0-9]+\.fc1`, () => {
@@ -222,7 +300,10 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     }
     assert.ok(losses[0] > 2.4 && losses[24] < losses[0] * 0.5, `loss ${losses[0]} -> ${losses[24]}`);
     assert.equal([...model.forward(x).shape], [4, 16, 16]);
-    assertThrows(() => model.forward(tensor(new Int32Array(40), [2, 20], { dtype: 'int32', backend })), /GPT: sequence length 20 exceeds the model's seqLen 16/);
+    assertThrows(
+      () => model.forward(tensor(new Int32Array(40), [2, 20], { dtype: 'int32', backend })),
+      /GPT: sequence length 20 exceeds the model's seqLen 16/,
+    );
     assertThrows(() => new GPT({ vocabSize: 16, seqLen: 8, dModel: 30, heads: 4, layers: 1 }), /GPT: dModel \(30\) must be divisible by heads \(4\)/);
     assertThrows(() => new GPT({ vocabSize: 16, seqLen: 0, dModel: 32, heads: 4, layers: 1 }), /GPT: seqLen must be a positive integer, got 0/);
     const withDropout = new GPT({ vocabSize: 16, seqLen: 8, dModel: 32, heads: 4, layers: 1, dropout: 0.1 });

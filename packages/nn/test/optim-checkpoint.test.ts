@@ -1,4 +1,3 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,8 +6,21 @@ import * as sg from '@sparsegrad/core';
 import { adamStep, setBackend } from '@sparsegrad/core';
 import { tensor } from '@sparsegrad/core';
 import {
-  Adam, AdamW, BlockSparseLinear, BlockSparseModelPatcher, GPT, Linear, SGD, Sequential, clipGradNorm, decayGroups, decodeSafetensors, encodeSafetensors,
-  load, save, warmupCosine,
+  Adam,
+  AdamW,
+  BlockSparseLinear,
+  BlockSparseModelPatcher,
+  GPT,
+  Linear,
+  SGD,
+  Sequential,
+  clipGradNorm,
+  decayGroups,
+  decodeSafetensors,
+  encodeSafetensors,
+  load,
+  save,
+  warmupCosine,
 } from '@sparsegrad/nn';
 import { assertClose, assertRejects, assertThrows, backendSuites } from '../../core/test/helpers.ts';
 
@@ -37,7 +49,10 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
   });
 
   test('Adam and AdamW match the reference update (bias-corrected, L2 vs decoupled decay)', async () => {
-    for (const [Opt, decoupled] of [[Adam, false], [AdamW, true]] as const) {
+    for (const [Opt, decoupled] of [
+      [Adam, false],
+      [AdamW, true],
+    ] as const) {
       const p = T([0.5, -1.5, 2]);
       const opt = new Opt([p], { lr: 0.01, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.1 });
       const ref = [0.5, -1.5, 2];
@@ -60,7 +75,10 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     }
     assertThrows(() => new Adam([T([1])], { lr: -1 }), /Adam: lr must be positive, got -1/);
     const spec = { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, decoupled: true, biasCorrection1: 0.1, biasCorrection2: 0.01 };
-    assertThrows(() => adamStep(T([1, 2]), T([1]), T([0, 0]), T([0, 0]), spec), /adamStep: parameter, gradient and moments must share one shape, got \[2\] and \[1\]/);
+    assertThrows(
+      () => adamStep(T([1, 2]), T([1]), T([0, 0]), T([0, 0]), spec),
+      /adamStep: parameter, gradient and moments must share one shape, got \[2\] and \[1\]/,
+    );
     assertThrows(() => adamStep(T([1]), T([1]), T([0]), T([0]), { ...spec, lr: NaN }), /adamStep: lr must be finite, got NaN/);
     assertThrows(() => new AdamW([T([1])], { lr: 1, betas: [1, 0.9] }), /AdamW: beta1 must be in \[0, 1\), got 1/);
     assertThrows(() => new SGD([], { lr: 1 }), /SGD: received no parameters to optimise/);
@@ -69,7 +87,13 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
   test('parameter groups: each group its own weight decay; decayGroups leaves biases, norms and embeddings undecayed; tied weights count once', async () => {
     const a = T([1, -2]);
     const b = T([3]);
-    const opt = new AdamW([{ params: [a], weightDecay: 0.5 }, { params: [b], weightDecay: 0 }], { lr: 0.1 });
+    const opt = new AdamW(
+      [
+        { params: [a], weightDecay: 0.5 },
+        { params: [b], weightDecay: 0 },
+      ],
+      { lr: 0.1 },
+    );
     setGrad(a, [0, 0]);
     setGrad(b, [0]);
     opt.step(); // zero gradients: only decoupled decay moves a parameter
@@ -85,8 +109,14 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     assert.is(noDecay.weightDecay, 0);
     const decayed = [...decay.params].map((p) => names.get(p)!);
     const undecayed = [...noDecay.params].map((p) => names.get(p)!);
-    assert.ok(decayed.every((n) => /(query|key|value|output|fc1|fc2|head)\.weight$/.test(n)), decayed.join());
-    assert.ok(undecayed.every((n) => /bias$|ln\d\.weight$|norm\.weight$|Embedding\.weight$/.test(n)), undecayed.join());
+    assert.ok(
+      decayed.every((n) => /(query|key|value|output|fc1|fc2|head)\.weight$/.test(n)),
+      decayed.join(),
+    );
+    assert.ok(
+      undecayed.every((n) => /bias$|ln\d\.weight$|norm\.weight$|Embedding\.weight$/.test(n)),
+      undecayed.join(),
+    );
     assert.ok(undecayed.includes('tokenEmbedding.weight') && undecayed.includes('layers.0.ln1.weight'));
     assert.is(decayed.length + undecayed.length, gpt.parameters().length);
     // A weight shared by two modules (tied) is one parameter.
@@ -137,7 +167,11 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     const fb = b.getModule('layers.1.mlp.fc1') as BlockSparseLinear;
     assert.equal([...fb.layout.rowIdx], [...fa.layout.rowIdx]);
     assert.equal([...fb.layout.colIdx], [...fa.layout.colIdx]);
-    const ids = tensor(Int32Array.from({ length: 16 }, (_, i) => i % 20), [2, 8], { dtype: 'int32', backend });
+    const ids = tensor(
+      Int32Array.from({ length: 16 }, (_, i) => i % 20),
+      [2, 8],
+      { dtype: 'int32', backend },
+    );
     assertClose(await b.forward(ids).toArray(), await a.forward(ids).toArray(), 1e-6);
     // A file with the header layout the Python reader expects.
     const bytes = readFileSync(path);
@@ -157,14 +191,23 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
       await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density: 0.5, blockSize: 16 }).patchModel(m);
       return m;
     };
-    const x = tensor(Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 16), [2, 8], { dtype: 'int32', backend });
-    const y = tensor(Int32Array.from({ length: 16 }, (_, i) => (i * 5 + 3) % 16), [2, 8], { dtype: 'int32', backend });
+    const x = tensor(
+      Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 16),
+      [2, 8],
+      { dtype: 'int32', backend },
+    );
+    const y = tensor(
+      Int32Array.from({ length: 16 }, (_, i) => (i * 5 + 3) % 16),
+      [2, 8],
+      { dtype: 'int32', backend },
+    );
     const train = (m: GPT, opt: AdamW, steps: number) => {
-      for (let i = 0; i < steps; i++) sg.tidy(() => {
-        sg.crossEntropy(m.forward(x), y).backward();
-        opt.step();
-        opt.zeroGrad();
-      });
+      for (let i = 0; i < steps; i++)
+        sg.tidy(() => {
+          sg.crossEntropy(m.forward(x), y).backward();
+          opt.step();
+          opt.zeroGrad();
+        });
     };
     const straight = await build(1);
     train(straight, new AdamW(straight.parameters(), { lr: 1e-2 }), 4);
@@ -192,7 +235,10 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
       else assertClose(got, ref, tol, name);
     }
     const moved = await (resumed.getModule('layers.0.mlp.fc1') as BlockSparseLinear).weight.toArray();
-    assert.ok(moved.some((v, i) => v !== halfway[i]), 'the block-sparse weight kept training after the resume');
+    assert.ok(
+      moved.some((v, i) => v !== halfway[i]),
+      'the block-sparse weight kept training after the resume',
+    );
   });
 
   test('an optimizer whose parameter was replaced by a load of another block count throws instead of skipping it', async () => {
@@ -212,14 +258,23 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     await save(model, path);
     const good = readFileSync(path);
     writeFileSync(join(dir, 'trunc.safetensors'), good.subarray(0, good.length - 5));
-    await assertRejects(() => load(model, join(dir, 'trunc.safetensors')), /load: .*trunc.safetensors is truncated: tensor '.*' ends at byte \d+ of the data but the file has \d+/);
+    await assertRejects(
+      () => load(model, join(dir, 'trunc.safetensors')),
+      /load: .*trunc.safetensors is truncated: tensor '.*' ends at byte \d+ of the data but the file has \d+/,
+    );
     writeFileSync(join(dir, 'text.safetensors'), 'hello, this is not a checkpoint');
     await assertRejects(() => load(model, join(dir, 'text.safetensors')), /load: .*text.safetensors is not a safetensors file/);
     writeFileSync(join(dir, 'tiny.safetensors'), 'abc');
     await assertRejects(() => load(model, join(dir, 'tiny.safetensors')), /is not a safetensors file \(only 3 bytes\)/);
     await assertRejects(() => load(model, join(dir, 'missing.safetensors')), /load: cannot read .*missing.safetensors: ENOENT/);
-    await assertRejects(() => load(new Linear(4, 3), path), /loadStateDict: 'weight' has shape \[2, 4\] \(float32\) in the state but \[3, 4\] \(float32\) in the model/);
-    await assertRejects(() => load(new Linear(4, 2, { bias: false }), path), /loadStateDict: state does not match the model: missing keys \[\], unexpected keys \[bias\]/);
+    await assertRejects(
+      () => load(new Linear(4, 3), path),
+      /loadStateDict: 'weight' has shape \[2, 4\] \(float32\) in the state but \[3, 4\] \(float32\) in the model/,
+    );
+    await assertRejects(
+      () => load(new Linear(4, 2, { bias: false }), path),
+      /loadStateDict: state does not match the model: missing keys \[\], unexpected keys \[bias\]/,
+    );
     // Byte ranges that overlap, leave a gap or leave bytes over are damage, not data.
     const handMade = (entries: Record<string, [number, number]>, dataBytes: number) => {
       const header: Record<string, unknown> = {};
@@ -231,22 +286,37 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
       return out;
     };
     assert.is(Object.keys(decodeSafetensors(handMade({ a: [0, 8], b: [8, 12] }, 12), 'ok').tensors).length, 2);
-    assertThrows(() => decodeSafetensors(handMade({ a: [0, 8], b: [4, 12] }, 12), 'overlap.safetensors'), /load: overlap\.safetensors is damaged: tensor 'b' \(bytes 4-12\) overlaps the tensor before it, which ends at byte 8/);
-    assertThrows(() => decodeSafetensors(handMade({ a: [0, 4], b: [8, 12] }, 12), 'gap.safetensors'), /load: gap\.safetensors is damaged: bytes 4-8 of the data belong to no tensor \(gap before 'b'\)/);
+    assertThrows(
+      () => decodeSafetensors(handMade({ a: [0, 8], b: [4, 12] }, 12), 'overlap.safetensors'),
+      /load: overlap\.safetensors is damaged: tensor 'b' \(bytes 4-12\) overlaps the tensor before it, which ends at byte 8/,
+    );
+    assertThrows(
+      () => decodeSafetensors(handMade({ a: [0, 4], b: [8, 12] }, 12), 'gap.safetensors'),
+      /load: gap\.safetensors is damaged: bytes 4-8 of the data belong to no tensor \(gap before 'b'\)/,
+    );
     assertThrows(() => decodeSafetensors(handMade({ a: [4, 8] }, 8), 'lead.safetensors'), /bytes 0-4 of the data belong to no tensor/);
-    assertThrows(() => decodeSafetensors(handMade({ a: [0, 4] }, 8), 'tail.safetensors'), /tail\.safetensors is damaged: the header describes 4 bytes of tensor data but the file holds 8/);
+    assertThrows(
+      () => decodeSafetensors(handMade({ a: [0, 4] }, 8), 'tail.safetensors'),
+      /tail\.safetensors is damaged: the header describes 4 bytes of tensor data but the file holds 8/,
+    );
     assertThrows(() => decodeSafetensors(handMade({ a: [0, 8], b: [0, 8] }, 8), 'alias.safetensors'), /tensor '.' \(bytes 0-8\) overlaps/);
     // A save that fails half-way (a disposed parameter) must not touch the existing checkpoint.
     const broken = new Linear(4, 2);
     broken.bias!.dispose();
     await assertRejects(() => save(broken, path), /was disposed/);
     assert.equal(readFileSync(path), good);
-    assert.equal(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+    assert.equal(
+      readdirSync(dir).filter((f) => f.includes('.tmp-')),
+      [],
+    );
     assert.ok(existsSync(path));
   });
 
   test('safetensors encode/decode round trip of float32 and int32', async () => {
-    const bytes = await encodeSafetensors({ a: tensor([[1.5, -2]], undefined, { backend }), b: tensor(new Int32Array([7, -8, 9]), undefined, { backend }) }, { k: 'v' });
+    const bytes = await encodeSafetensors(
+      { a: tensor([[1.5, -2]], undefined, { backend }), b: tensor(new Int32Array([7, -8, 9]), undefined, { backend }) },
+      { k: 'v' },
+    );
     const { tensors, metadata } = decodeSafetensors(bytes, 'memory', { backend });
     assert.equal(await tensors.a.toNested(), [[1.5, -2]]);
     assert.is(tensors.b.dtype, 'int32');

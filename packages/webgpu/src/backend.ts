@@ -15,7 +15,7 @@
  * another. Kernels are generated per op, dtype and specialisation and cached by key.
  */
 import type { Backend } from '@sparsegrad/core';
-import { G, GpuContext } from './context.ts';
+import { G, type GpuContext } from './context.ts';
 import { blockSparseKernels } from './blocksparse.ts';
 import { kernelHost } from './kernels/common.ts';
 import { elementwiseKernels } from './kernels/elementwise.ts';

@@ -4,9 +4,9 @@
  * citing its H100 measurement), the WGSL from gemm.ts's generator, and the per-layout index and
  * work tables on the device, freed with the layout.
  */
-import { type Backend, type BlockLayout } from '@sparsegrad/core';
+import type { Backend, BlockLayout } from '@sparsegrad/core';
 import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, type BackendBuffer } from '@sparsegrad/core/backend';
-import { G, GpuBuffer, GpuContext, MAX_GROUPS_X, u } from './context.ts';
+import { G, type GpuBuffer, type GpuContext, MAX_GROUPS_X, u } from './context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
 import { SDDMM_MIN_CHUNK, bsrShape, fitShape, orderBand, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
 import { PARAMS } from './wgsl.ts';
@@ -31,7 +31,8 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
   const bsrTiles = (bs: number) => {
     const shape = fit(tuned(`bsr${bs}`, ctx.tuning.tiles) ?? bsrShape(bs));
     // A tuned shape (the tuning's tiles) must keep the tile one block wide.
-    if (tileCols(shape) !== bs) throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
+    if (tileCols(shape) !== bs)
+      throw new Error(`webgpu: block-sparse product: tile shape ${shapeKey(shape)} is ${tileCols(shape)} columns wide; a ${bs}x${bs} block needs ${bs}`);
     return { shape, vec: bs !== 16, straight: bs !== 16 && ctx.tuning.straightLoop };
   };
 
@@ -41,49 +42,89 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const { shape, vec, straight } = bsrTiles(bs);
-      const pipeline = pipe(`bsrMatmul|${bs}|${shapeKey(shape)}|${vec}|${straight}`, () => `${PARAMS}\n${gemmKernel({
-        shape, straight, aContiguous: 'k', bContiguous: 'k', kChecked: false, a: 'X', b: 'W', aVec: vec, bVec: vec,
-        bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
+      const pipeline = pipe(
+        `bsrMatmul|${bs}|${shapeKey(shape)}|${vec}|${straight}`,
+        () =>
+          `${PARAMS}\n${gemmKernel({
+            shape,
+            straight,
+            aContiguous: 'k',
+            bContiguous: 'k',
+            kChecked: false,
+            a: 'X',
+            b: 'W',
+            aVec: vec,
+            bVec: vec,
+            bindings: `@group(0) @binding(1) var<storage, read> X: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> rowPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> Order: array<i32>;`,
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('br', 'rows / bs', tileRows(shape))} let n0 = 0u; let N = bs;
+            setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('br', 'rows / bs', tileRows(shape))} let n0 = 0u; let N = bs;
   let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
-        segBegin: 'u32(rowPtr[br])', segEnd: 'u32(rowPtr[br + 1u])',
-        segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
-        storeVec4: (r, c, v) => `Y[((m0 + ${r}) * rows + br * bs + ${c}) / 4u] = ${v};`,
-      })}`);
+            segBegin: 'u32(rowPtr[br])',
+            segEnd: 'u32(rowPtr[br + 1u])',
+            segment: `aBase = m0 * cols + u32(colIdx[s]) * bs; bBase = s * bs * bs;`,
+            storeVec4: (r, c, v) => `Y[((m0 + ${r}) * rows + br * bs + ${c}) / 4u] = ${v};`,
+          })}`,
+      );
       const order = workOrder(layout, true, m, tileRows(shape));
       tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmul', pipeline, [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out), order.lines], [m, layout.rows, layout.cols, bs, first, count, order.band].map(u), [layout.rows / bs, count, 1]));
+        ctx.dispatchGrid(
+          'bsrMatmul',
+          pipeline,
+          [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out), order.lines],
+          [m, layout.rows, layout.cols, bs, first, count, order.band].map(u),
+          [layout.rows / bs, count, 1],
+        ),
+      );
     },
     bsrMatmulGradInput(dy, blocks, layout, m, out) {
       if (unionProduct('bsrMatmulGradInput', false, dy, blocks, layout, m, out)) return;
       const idx = indexBuffers(layout);
       const bs = layout.blockSize;
       const { shape, vec, straight } = bsrTiles(bs);
-      const pipeline = pipe(`bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}|${straight}`, () => `${PARAMS}\n${gemmKernel({
-        shape, straight, aContiguous: 'k', bContiguous: 'n', kChecked: false, a: 'D', b: 'W', aVec: vec, bVec: vec,
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
+      const pipeline = pipe(
+        `bsrMatmulGradInput|${bs}|${shapeKey(shape)}|${vec}|${straight}`,
+        () =>
+          `${PARAMS}\n${gemmKernel({
+            shape,
+            straight,
+            aContiguous: 'k',
+            bContiguous: 'n',
+            kChecked: false,
+            a: 'D',
+            b: 'W',
+            aVec: vec,
+            bVec: vec,
+            bindings: `@group(0) @binding(1) var<storage, read> D: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> W: array<${vec ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read> colPtr: array<i32>;
 @group(0) @binding(4) var<storage, read> cscBlock: array<i32>;
 @group(0) @binding(5) var<storage, read> cscRow: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> Order: array<i32>;`,
-        setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('bc', 'cols / bs', tileRows(shape))} let n0 = 0u; let N = bs;
+            setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('bc', 'cols / bs', tileRows(shape))} let n0 = 0u; let N = bs;
   let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
-        segBegin: 'u32(colPtr[bc])', segEnd: 'u32(colPtr[bc + 1u])',
-        // cscRow[s], not rowIdx[blk]: two independent loads per block instead of two dependent ones
-        // (2% on dX of 32x32 blocks at density 0.5, NOTES 18).
-        segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(cscRow[s]) * bs; bBase = blk * bs * bs; }`,
-        storeVec4: (r, c, v) => `Y[((m0 + ${r}) * cols + bc * bs + ${c}) / 4u] = ${v};`,
-      })}`);
+            segBegin: 'u32(colPtr[bc])',
+            segEnd: 'u32(colPtr[bc + 1u])',
+            // cscRow[s], not rowIdx[blk]: two independent loads per block instead of two dependent ones
+            // (2% on dX of 32x32 blocks at density 0.5, NOTES 18).
+            segment: `{ let blk = u32(cscBlock[s]); aBase = m0 * rows + u32(cscRow[s]) * bs; bBase = blk * bs * bs; }`,
+            storeVec4: (r, c, v) => `Y[((m0 + ${r}) * cols + bc * bs + ${c}) / 4u] = ${v};`,
+          })}`,
+      );
       const order = workOrder(layout, false, m, tileRows(shape));
       tokenTiles(m, tileRows(shape), (first, count) =>
-        ctx.dispatchGrid('bsrMatmulGradInput', pipeline, [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.cscRow, G(out), order.lines], [m, layout.rows, layout.cols, bs, first, count, order.band].map(u), [layout.cols / bs, count, 1]));
+        ctx.dispatchGrid(
+          'bsrMatmulGradInput',
+          pipeline,
+          [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.cscRow, G(out), order.lines],
+          [m, layout.rows, layout.cols, bs, first, count, order.band].map(u),
+          [layout.cols / bs, count, 1],
+        ),
+      );
     },
     bsrSddmm(dy, x, layout, m, out) {
       const { rows, cols, blockSize: bs, nnzBlocks: nnz } = layout;
@@ -106,34 +147,59 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       // Chunks are multiples of the k-step, so only a token count that is not needs k checked:
       // the checks cost 3% of dW at density 0.25 on an H100 (NOTES 46).
       const kChecked = m % shape.bk !== 0;
-      const pipeline = pipe(`bsrSddmm|${bs}|${shapeKey(shape)}|${byColumn ? 'col' : 'row'}|${kChecked}`, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: 'm', bContiguous: 'n', kChecked, bUnguarded: true, a: byColumn ? 'X' : 'D', b: byColumn ? 'D' : 'X', aVec: true, bVec: true,
-        bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
+      const pipeline = pipe(
+        `bsrSddmm|${bs}|${shapeKey(shape)}|${byColumn ? 'col' : 'row'}|${kChecked}`,
+        () =>
+          `${PARAMS}\n${gemmKernel({
+            shape,
+            aContiguous: 'm',
+            bContiguous: 'n',
+            kChecked,
+            bUnguarded: true,
+            a: byColumn ? 'X' : 'D',
+            b: byColumn ? 'D' : 'X',
+            aVec: true,
+            bVec: true,
+            bindings: `@group(0) @binding(1) var<storage, read> D: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rowIdx: array<i32>;
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read> Groups: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> cscBlock: array<i32>;`,
-        setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
+            setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
   let grp = wg.x + wg.z * ${MAX_GROUPS_X}u; let split = wg.y; let t0 = split * chunk;
   if (grp >= ng) { return; }
   let first = u32(Groups[2u * grp]); let M = bs; let N = u32(Groups[2u * grp + 1u]) * bs; let m0 = 0u; let n0 = 0u;
   let L = min(chunk, tokens - t0); let aRS = 1u; ${byColumn ? 'let aKS = cols; let bKS = rows;' : 'let aKS = rows; let bKS = cols;'} let bNS = 1u;`,
-        segBegin: '0u', segEnd: '1u',
-        segment: byColumn
-          ? `aBase = t0 * cols + u32(colIdx[cscBlock[first]]) * bs; bBase = t0 * rows;`
-          : `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
-        // Columns past the group's last block load another block's values (bUnguarded; never
-        // stored); the clamp keeps their offsets in range.
-        bColumn: (c) => (byColumn ? `u32(rowIdx[cscBlock[min(first + ${c} / bs, nnz - 1u)]]) * bs + ${c} % bs` : `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`),
-        ...(byColumn
-          ? { storeVec4Rows: (r: string, c: string, v: string) => `Y[(((split * nnz + u32(cscBlock[first + ${c} / bs])) * bs + ${c} % bs) * bs + ${r}) / 4u] = ${v};` }
-          : { storeVec4: (r: string, c: string, v: string) => `Y[(((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs) / 4u] = ${v};` }),
-      })}`);
+            segBegin: '0u',
+            segEnd: '1u',
+            segment: byColumn
+              ? `aBase = t0 * cols + u32(colIdx[cscBlock[first]]) * bs; bBase = t0 * rows;`
+              : `aBase = t0 * rows + u32(rowIdx[first]) * bs; bBase = t0 * cols;`,
+            // Columns past the group's last block load another block's values (bUnguarded; never
+            // stored); the clamp keeps their offsets in range.
+            bColumn: (c) =>
+              byColumn
+                ? `u32(rowIdx[cscBlock[min(first + ${c} / bs, nnz - 1u)]]) * bs + ${c} % bs`
+                : `u32(colIdx[min(first + ${c} / bs, nnz - 1u)]) * bs + ${c} % bs`,
+            ...(byColumn
+              ? {
+                  storeVec4Rows: (r: string, c: string, v: string) =>
+                    `Y[(((split * nnz + u32(cscBlock[first + ${c} / bs])) * bs + ${c} % bs) * bs + ${r}) / 4u] = ${v};`,
+                }
+              : { storeVec4: (r: string, c: string, v: string) => `Y[(((split * nnz + first + ${c} / bs) * bs + ${r}) * bs + ${c} % bs) / 4u] = ${v};` }),
+          })}`,
+      );
       const partials = used === 1 ? G(out) : ctx.alloc(used * nnz * bs * bs, 'float32');
       const gx = Math.min(ng, MAX_GROUPS_X);
-      ctx.dispatchGrid('bsrSddmm', pipeline, [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials, idx.cscBlock], [m, rows, cols, bs, nnz, chunk, ng].map(u), [gx, used, Math.ceil(ng / gx)]);
+      ctx.dispatchGrid(
+        'bsrSddmm',
+        pipeline,
+        [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials, idx.cscBlock],
+        [m, rows, cols, bs, nnz, chunk, ng].map(u),
+        [gx, used, Math.ceil(ng / gx)],
+      );
       if (used > 1) {
         host.sumPartials(partials, used, nnz * bs * bs, out);
         ctx.free(partials);
@@ -167,42 +233,76 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     // from 2.74 to 2.68 ms at density 0.5 and 0.87 -> 0.73 at 0.1, but the union forward from
     // 2.47 to 3.27 (not understood: the compiled shader cannot be inspected here).
     const v4 = !forward;
-    const pipeline = pipe(`${op}|union|${bs}|${shapeKey(shape)}|${v4}`, () => `${PARAMS}\n${gemmKernel({
-      shape, aContiguous: 'k', bContiguous: forward ? 'k' : 'n', kChecked: false, a: 'A', b: 'W', aVec: true, bVec: true,
-      bindings: `@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
+    const pipeline = pipe(
+      `${op}|union|${bs}|${shapeKey(shape)}|${v4}`,
+      () =>
+        `${PARAMS}\n${gemmKernel({
+          shape,
+          aContiguous: 'k',
+          bContiguous: forward ? 'k' : 'n',
+          kChecked: false,
+          a: 'A',
+          b: 'W',
+          aVec: true,
+          bVec: true,
+          bindings: `@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> Ptr: array<i32>;
 @group(0) @binding(4) var<storage, read> Idx: array<i32>;
 @group(0) @binding(5) var<storage, read> Blk: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<${v4 ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
-      // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
-      // group's slot g stores to block row (column) Mem[grp * group + g].
-      setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
+          // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
+          // group's slot g stores to block row (column) Mem[grp * group + g].
+          setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
   let N = min(${width}u, outs - grp * ${width}u); let L = ${bs}u; let aRS = feats; let aKS = 1u; let bKS = ${forward ? 1 : bs}u; let bNS = 0u;`,
-      segBegin: 'u32(Ptr[grp])', segEnd: 'u32(Ptr[grp + 1u])',
-      segment: `aBase = m0 * feats + u32(Idx[s]) * ${bs}u; bBase = 0u;`,
-      bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
-      bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
-      bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
-      ...(v4
-        ? { storeVec4: (r: string, c: string, v: string) => `Y[((m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u) / 4u] = ${v};` }
-        : { store: (r: string, c: string, v: string) => `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};` }),
-    })}`);
+          segBegin: 'u32(Ptr[grp])',
+          segEnd: 'u32(Ptr[grp + 1u])',
+          segment: `aBase = m0 * feats + u32(Idx[s]) * ${bs}u; bBase = 0u;`,
+          bColumn: (c) => `u32(max(Blk[s * ${group}u + ${c} / ${bs}u], 0)) * ${bs * bs}u + (${c} % ${bs}u)${forward ? ` * ${bs}u` : ''}`,
+          bColumnLive: (c) => `Blk[s * ${group}u + ${c} / ${bs}u] >= 0`,
+          bands: { width: bs, live: `Blk[s * ${group}u + band] >= 0` },
+          ...(v4
+            ? {
+                storeVec4: (r: string, c: string, v: string) =>
+                  `Y[((m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u) / 4u] = ${v};`,
+              }
+            : {
+                store: (r: string, c: string, v: string) =>
+                  `Y[(m0 + ${r}) * outs + u32(Mem[grp * ${group}u + ${c} / ${bs}u]) * ${bs}u + ${c} % ${bs}u] = ${v};`,
+              }),
+        })}`,
+    );
     const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
     tokenTiles(m, tileRows(shape), (first, count) =>
-      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members], [m, outs, feats, first].map(u), [table.groups, count, 1]));
+      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members], [m, outs, feats, first].map(u), [
+        table.groups,
+        count,
+        1,
+      ]),
+    );
     return true;
   }
 
   /** A layout's union table (see buildUnionTable) on the device; cached per layout. */
-  function unionTable(layout: BlockLayout, forward: boolean, group: number, clustered: boolean):
-    { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; members: GpuBuffer; groups: number; entries: number } {
+  function unionTable(
+    layout: BlockLayout,
+    forward: boolean,
+    group: number,
+    clustered: boolean,
+  ): { ptr: GpuBuffer; idx: GpuBuffer; blk: GpuBuffer; members: GpuBuffer; groups: number; entries: number } {
     return layouts.get(layout, `union:${forward}:${group}:${clustered}`, () => {
       const t = buildUnionTable(layout, forward, group, clustered);
       // An empty table still needs a buffer to bind.
       const nonEmpty = (a: Int32Array) => upload(a.length ? a : new Int32Array(1));
-      const value = { ptr: upload(t.ptr), idx: nonEmpty(t.idx), blk: nonEmpty(t.blk), members: nonEmpty(t.members), groups: t.ptr.length - 1, entries: t.idx.length };
+      const value = {
+        ptr: upload(t.ptr),
+        idx: nonEmpty(t.idx),
+        blk: nonEmpty(t.blk),
+        members: nonEmpty(t.members),
+        groups: t.ptr.length - 1,
+        entries: t.idx.length,
+      };
       return { value, buffers: [value.ptr, value.idx, value.blk, value.members] };
     });
   }
@@ -224,7 +324,8 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
       const byColumn = forced === 'row' || forced === 'column' ? forced === 'column' : layout.rows > layout.cols;
       const lines = (byColumn ? layout.cols : layout.rows) / bs;
       const shape = fit(tuned(`sddmm${bs}`, tiles) ?? sddmmShape(bs, layout.nnzBlocks / lines));
-      if (tileRows(shape) !== bs) throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
+      if (tileRows(shape) !== bs)
+        throw new Error(`webgpu: bsrSddmm: tile shape ${shapeKey(shape)} is ${tileRows(shape)} rows tall; a ${bs}x${bs} block needs ${bs}`);
       const runs = (byColumn ? blockColumnRuns : blockRowRuns)(layout, tileCols(shape) / bs);
       const groups = upload(runs);
       return { value: { shape, byColumn, groups, count: runs.length / 2 }, buffers: [groups] };
@@ -251,7 +352,14 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
   /** Device copies of a layout's index arrays, uploaded on first use. */
   function indexBuffers(layout: BlockLayout): LayoutIndex {
     return layouts.get(layout, 'index', () => {
-      const index = { rowPtr: upload(layout.rowPtr), colIdx: upload(layout.colIdx), rowIdx: upload(layout.rowIdx), colPtr: upload(layout.colPtr), cscBlock: upload(layout.cscBlock), cscRow: upload(layout.cscRow) };
+      const index = {
+        rowPtr: upload(layout.rowPtr),
+        colIdx: upload(layout.colIdx),
+        rowIdx: upload(layout.rowIdx),
+        colPtr: upload(layout.colPtr),
+        cscBlock: upload(layout.cscBlock),
+        cscRow: upload(layout.cscRow),
+      };
       return { value: index, buffers: Object.values(index) };
     });
   }

@@ -21,7 +21,11 @@ export const MAX_GROUPS_X = 65535;
 
 /** A tensor's buffer: a pooled GPU buffer (at least 16 bytes, so never an empty binding) and its logical size. */
 export class GpuBuffer implements BackendBuffer {
-  constructor(readonly buffer: GPUBuffer, readonly size: number, readonly dtype: DType) {}
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly size: number,
+    readonly dtype: DType,
+  ) {}
 }
 
 /** A word of a dispatch's uniform block: a plain number is a u32 (no object per word); holes are left as they are. */
@@ -72,7 +76,10 @@ export class GpuContext {
   /** Objects that must live as long as the device (see device.ts). */
   readonly owners: unknown[] = [];
 
-  constructor(readonly device: GPUDevice, readonly description: string) {
+  constructor(
+    readonly device: GPUDevice,
+    readonly description: string,
+  ) {
     this.batchLimit = this.firstBatch;
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
@@ -118,7 +125,9 @@ export class GpuContext {
     // error (or an out-of-memory kill) later.
     const limit = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
     if (bytes > limit) {
-      throw new Error(`webgpu: alloc: a tensor of ${size.toLocaleString('en-US')} elements (${bytes.toLocaleString('en-US')} bytes) is larger than the largest buffer this device can bind (${limit.toLocaleString('en-US')} bytes)`);
+      throw new Error(
+        `webgpu: alloc: a tensor of ${size.toLocaleString('en-US')} elements (${bytes.toLocaleString('en-US')} bytes) is larger than the largest buffer this device can bind (${limit.toLocaleString('en-US')} bytes)`,
+      );
     }
     const cls = Math.min(2 ** Math.ceil(Math.log2(bytes)), Math.floor(limit / 16) * 16);
     const buffer = this.pool.get(cls)?.pop() ?? this.createStorage(cls);
@@ -133,7 +142,8 @@ export class GpuContext {
     const buffer = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
     const live = this.liveBytes;
     void this.device.popErrorScope().then((e) => {
-      if (e) this.error ??= `alloc: out of device memory creating a buffer of ${bytes.toLocaleString('en-US')} bytes (${live.toLocaleString('en-US')} bytes of tensors live)`;
+      if (e)
+        this.error ??= `alloc: out of device memory creating a buffer of ${bytes.toLocaleString('en-US')} bytes (${live.toLocaleString('en-US')} bytes of tensors live)`;
     });
     return buffer;
   }
@@ -176,7 +186,11 @@ export class GpuContext {
    */
   indexErrors(): GpuBuffer {
     // Outside the pool and its accounting: it lives as long as the device. WebGPU zeroes new buffers.
-    this.indexFlags ??= new GpuBuffer(this.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }), 4, 'int32');
+    this.indexFlags ??= new GpuBuffer(
+      this.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }),
+      4,
+      'int32',
+    );
     this.indexCheckPending = true;
     return this.indexFlags;
   }
@@ -197,7 +211,9 @@ export class GpuContext {
       const [code, index, n] = new Int32Array(flagBytes);
       if (code !== 0) {
         this.upload(this.indexFlags!, new Int32Array(4));
-        throw new Error(`${code === 2 ? 'scatterAdd' : 'gather'}: index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`);
+        throw new Error(
+          `${code === 2 ? 'scatterAdd' : 'gather'}: index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`,
+        );
       }
     }
     return b.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy);
@@ -241,7 +257,11 @@ export class GpuContext {
       }
       const layout = this.device.createBindGroupLayout({ entries, label: key });
       const module = this.device.createShaderModule({ code: module_, label: key });
-      const pipeline = this.device.createComputePipeline({ layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' }, label: key });
+      const pipeline = this.device.createComputePipeline({
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: 'main' },
+        label: key,
+      });
       k = { pipeline, layout, id: this.nextId++ };
       this.pipelines.set(key, k);
     }
@@ -257,7 +277,7 @@ export class GpuContext {
   /** The bind group of a kernel over whole buffers (kernels index within their tensors themselves). */
   private bindGroup(kernel: Kernel, buffers: GpuBuffer[]): GPUBindGroup {
     let key = String(kernel.id);
-    for (const b of buffers) key += ',' + this.bufferId(b.buffer);
+    for (const b of buffers) key += `,${this.bufferId(b.buffer)}`;
     let group = this.bindGroups.get(key);
     if (!group) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: UNIFORM_STRIDE } }];

@@ -165,10 +165,12 @@ export function gemmKernel(spec: GemmSpec): string {
   const T = wm * wn;
   const BM = wm * tm;
   const BN = wn * tn;
-  if (tm % 4 !== 0 || tn % 4 !== 0 || tm < 4 || tn < 4) throw new Error(`gemmKernel: outputs per thread must be multiples of 4 along rows and columns (got ${tm} x ${tn})`);
+  if (tm % 4 !== 0 || tn % 4 !== 0 || tm < 4 || tn < 4)
+    throw new Error(`gemmKernel: outputs per thread must be multiples of 4 along rows and columns (got ${tm} x ${tn})`);
   const gm = tm / 4; // vec4 groups per thread along rows
   const gn = tn / 4;
-  if ([spec.store, spec.storeVec4, spec.storeVec4Rows].filter(Boolean).length !== 1) throw new Error('gemmKernel: give exactly one of store, storeVec4 and storeVec4Rows');
+  if ([spec.store, spec.storeVec4, spec.storeVec4Rows].filter(Boolean).length !== 1)
+    throw new Error('gemmKernel: give exactly one of store, storeVec4 and storeVec4Rows');
   const A = operand(spec, 'a', BM, bk, T);
   const B = operand(spec, 'b', BN, bk, T);
   const [aPer, bPer] = [A.per, B.per];
@@ -227,7 +229,8 @@ export function gemmKernel(spec: GemmSpec): string {
   // bands, a band's wm * tpb threads are consecutive (whole warps when that is a multiple of 32).
   const bands = spec.bands;
   const tpb = bands ? bands.width / tn : wn;
-  if (bands && (!Number.isInteger(tpb) || BN % bands.width !== 0)) throw new Error(`gemmKernel: band width ${bands.width} must be a multiple of TN (${tn}) dividing the tile width ${BN}`);
+  if (bands && (!Number.isInteger(tpb) || BN % bands.width !== 0))
+    throw new Error(`gemmKernel: band width ${bands.width} must be a multiple of TN (${tn}) dividing the tile width ${BN}`);
   const colVec = (h: number) => (bands ? `band * ${bands.width / 4}u + ${h * tpb}u + tx` : `${h * wn}u + tx`);
   if (bands) L(`  let band = tid / ${wm * tpb}u; let tx = tid % ${tpb}u; let ty = (tid / ${tpb}u) % ${wm}u;`);
   else L(`  let tx = tid % ${wn}u; let ty = tid / ${wn}u;`);
@@ -247,7 +250,11 @@ export function gemmKernel(spec: GemmSpec): string {
   L(`    var s = range.x; var k0 = 0u; var t = 0u; var st = 0u;`);
   const columns =
     (spec.bColumn
-      ? Array.from({ length: bPer }, (_, l) => `{ let e = ${l * T}u + tid; let r = ${B.r}; bcol${l} = ${spec.bColumn!('r')};${spec.bColumnLive ? ` blive${l} = ${spec.bColumnLive('r')};` : ''} }`).join(' ')
+      ? Array.from(
+          { length: bPer },
+          (_, l) =>
+            `{ let e = ${l * T}u + tid; let r = ${B.r}; bcol${l} = ${spec.bColumn!('r')};${spec.bColumnLive ? ` blive${l} = ${spec.bColumnLive('r')};` : ''} }`,
+        ).join(' ')
       : '') + (bands ? ` live = ${bands.live};` : '');
   L(`    var aBase = 0u; var bBase = 0u;`);
   if (spec.bColumn) for (let l = 0; l < bPer; l++) L(`    var bcol${l} = 0u;${spec.bColumnLive ? ` var blive${l} = false;` : ''}`);
@@ -302,7 +309,8 @@ export function gemmKernel(spec: GemmSpec): string {
       for (let q = 0; q < 4; q++) {
         const row = `${rows} + ${q}u`;
         // Rows at once: q is the column within the run (the vec4 gathers the 4 rows' values).
-        if (spec.storeVec4Rows) stored(rows, `${col} + ${q}u`, spec.storeVec4Rows('row', 'col', `vec4<f32>(${[0, 1, 2, 3].map((i) => `c${g * 4 + i}_${h}[${q}]`).join(', ')})`));
+        if (spec.storeVec4Rows)
+          stored(rows, `${col} + ${q}u`, spec.storeVec4Rows('row', 'col', `vec4<f32>(${[0, 1, 2, 3].map((i) => `c${g * 4 + i}_${h}[${q}]`).join(', ')})`));
         else if (spec.storeVec4) stored(row, col, spec.storeVec4('row', 'col', `c${g * 4 + q}_${h}`));
         else for (let j = 0; j < 4; j++) stored(row, `${col} + ${j}u`, spec.store!('row', 'col', `c${g * 4 + q}_${h}[${j}]`));
       }

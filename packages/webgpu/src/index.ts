@@ -13,7 +13,10 @@ registerBackend({
     // Without a Vulkan loader Dawn finds no adapter on Linux and prints a native warning (with its
     // source paths) that JavaScript cannot silence: say why without loading it.
     const missing = process.platform === 'linux' ? missingLibrary('libvulkan.so.1') : null;
-    if (missing) throw new Error(`no Vulkan loader (${missing}); install libvulkan1 and a Vulkan driver (on a machine without a GPU, npm run setup:vulkan-sw installs a software one)`);
+    if (missing)
+      throw new Error(
+        `no Vulkan loader (${missing}); install libvulkan1 and a Vulkan driver (on a machine without a GPU, npm run setup:vulkan-sw installs a software one)`,
+      );
     let gpu: GPU;
     try {
       // Quiet the Vulkan loader's warning about a missing runtime directory (headless machines).

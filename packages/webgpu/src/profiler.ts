@@ -19,7 +19,10 @@ export class KernelProfiler {
   private pending: Promise<void>[] = [];
   readonly times = new Map<string, KernelTime>();
 
-  constructor(private readonly device: GPUDevice, private readonly capacity: number) {
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly capacity: number,
+  ) {
     this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * capacity });
     this.resolve = device.createBuffer({ size: 16 * capacity, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
   }
@@ -41,17 +44,19 @@ export class KernelProfiler {
     encoder.resolveQuerySet(this.querySet, 0, 2 * n, this.resolve, 0);
     encoder.copyBufferToBuffer(this.resolve, 0, readback, 0, 16 * n);
     return () => {
-      this.pending.push(mapForReading(readback).then(() => {
-        const t = new BigUint64Array(readback.getMappedRange(0, 16 * n).slice(0));
-        readback.unmap();
-        this.readbacks.push(readback);
-        ops.forEach((op, i) => {
-          const entry = this.times.get(op) ?? { ms: 0, count: 0 };
-          entry.ms += Number(t[2 * i + 1] - t[2 * i]) / 1e6;
-          entry.count++;
-          this.times.set(op, entry);
-        });
-      }));
+      this.pending.push(
+        mapForReading(readback).then(() => {
+          const t = new BigUint64Array(readback.getMappedRange(0, 16 * n).slice(0));
+          readback.unmap();
+          this.readbacks.push(readback);
+          ops.forEach((op, i) => {
+            const entry = this.times.get(op) ?? { ms: 0, count: 0 };
+            entry.ms += Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+            entry.count++;
+            this.times.set(op, entry);
+          });
+        }),
+      );
     };
   }
 

@@ -107,9 +107,13 @@ ${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
   ${sums.map((_, k) => `part${k}[lid] = acc${k};`).join(' ')}
   workgroupBarrier();
   if (lid < ${COLUMN_TILE}u && c < inner) {
-    ${sums.map((m, k) => `var t${k} = part${k}[lid];
+    ${sums
+      .map(
+        (m, k) => `var t${k} = part${k}[lid];
     for (var q = 1u; q < ${COLUMN_LANES}u; q++) { t${k} = ${m.combine(`t${k}`, `part${k}[lid + q * ${COLUMN_TILE}u]`)}; }
-    ${m.out}[(split * outer + o) * inner + c] = t${k};`).join('\n    ')}
+    ${m.out}[(split * outer + o) * inner + c] = t${k};`,
+      )
+      .join('\n    ')}
   }
 }`;
 }
@@ -138,9 +142,13 @@ var<workgroup> red: array<f32, ${R * WG}>;
   ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { a${r} = ${combine(`a${r}`, 'X[base + j]')}; } }`).join('\n  ')}
   ${rows.map((r) => `red[${r * WG}u + l] = select(${init}, ${subgroupOp}(a${r}), lane == 0u);`).join('\n  ')}
   workgroupBarrier();
-  ${rows.map((r) => `var b${r} = ${init}; for (var j = lane; j < ${WG}u; j += width) { b${r} = ${combine(`b${r}`, `red[${r * WG}u + j]`)}; }
+  ${rows
+    .map(
+      (r) => `var b${r} = ${init}; for (var j = lane; j < ${WG}u; j += width) { b${r} = ${combine(`b${r}`, `red[${r * WG}u + j]`)}; }
   let c${r} = ${subgroupOp}(b${r});
-  if (l == 0u && row0 + ${r}u < rows) { Y[row0 + ${r}u] = c${r}; }`).join('\n  ')}
+  if (l == 0u && row0 + ${r}u < rows) { Y[row0 + ${r}u] = c${r}; }`,
+    )
+    .join('\n  ')}
 }`;
 }
 
@@ -201,16 +209,22 @@ fn laneMax(v: f32, l: u32) -> f32 { return reduceMax(v, l); }`,
 ${bindings}
 const LANES = ${lanes}u;
 ${reductions}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32${sgBuiltins ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32' : ''}) {${sgBuiltins ? `
-  sgLane = sgl; sgSize = sgs;` : ''}
-  ${reduction === 'workgroup'
-    ? // The workgroup's one row: past the end the whole workgroup leaves (uniformly, before any
-      // barrier), and the body's bounds stay plain (with 'live' derived per lane, rows of 1024 ran
-      // 25% slower).
-      `let row = wg.x + wg.y * 65535u; let lane = l; let n = p(1u);
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32${sgBuiltins ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32' : ''}) {${
+    sgBuiltins
+      ? `
+  sgLane = sgl; sgSize = sgs;`
+      : ''
+  }
+  ${
+    reduction === 'workgroup'
+      ? // The workgroup's one row: past the end the whole workgroup leaves (uniformly, before any
+        // barrier), and the body's bounds stay plain (with 'live' derived per lane, rows of 1024 ran
+        // 25% slower).
+        `let row = wg.x + wg.y * 65535u; let lane = l; let n = p(1u);
   if (row >= p(0u)) { return; } let live = true;`
-    : `let row = (wg.x + wg.y * 65535u) * ${WG / lanes}u + l / LANES; let lane = l % LANES; let n = p(1u);
-  let live = row < p(0u);`}
+      : `let row = (wg.x + wg.y * 65535u) * ${WG / lanes}u + l / LANES; let lane = l % LANES; let n = p(1u);
+  let live = row < p(0u);`
+  }
   let base = row * n;${body}
 }`;
 }

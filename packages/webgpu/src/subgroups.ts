@@ -4,7 +4,7 @@
  * invocations S k .. S k + S - 1 in order. WGSL leaves the mapping of invocations to subgroups to
  * the implementation, so it is measured once per device rather than assumed.
  */
-import { GpuContext, WG } from './context.ts';
+import { type GpuContext, WG } from './context.ts';
 import { PARAMS } from './wgsl.ts';
 
 /** Workgroups the probe runs (every one must show the layout). */
@@ -28,7 +28,9 @@ export async function probeRowSubgroups(ctx: GpuContext): Promise<number> {
 }
 
 async function probe(ctx: GpuContext): Promise<number> {
-  const kernel = ctx.pipeline('subgroupProbe', () => `${PARAMS}
+  const kernel = ctx.pipeline(
+    'subgroupProbe',
+    () => `${PARAMS}
 @group(0) @binding(1) var<storage, read_write> Out: array<u32>;
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32,
     @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) size: u32) {
@@ -37,7 +39,8 @@ async function probe(ctx: GpuContext): Promise<number> {
   let ok = lane == l % size && first == l - l % size && count == size;
   Out[wg.x * ${WG + 1}u + l] = select(0u, 1u, ok);
   if (l == 0u) { Out[wg.x * ${WG + 1}u + ${WG}u] = size; }
-}`);
+}`,
+  );
   const words = PROBE_GROUPS * (WG + 1);
   const out = ctx.alloc(words, 'int32');
   try {

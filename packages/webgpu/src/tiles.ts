@@ -1,4 +1,5 @@
 /** Tile shapes of the matrix-product kernels (see gemm.ts), chosen by measurement on an H100. */
+import { waveSplits as splitIntoWaves } from '@sparsegrad/core/backend';
 import type { GemmShape } from './gemm.ts';
 import { DEFAULT_WEBGPU_TUNING, type WebGPUTuning } from './tuning.ts';
 
@@ -26,8 +27,14 @@ const SPLIT_MIN_CHUNK = 256;
  * 0.133. The tuning's splitLarge off restores the earlier rule (64 x 64 tiles below 256 large
  * ones, k split below SPLIT_K_BELOW_TILES of them), fitOutput off keeps whole tiles.
  */
-export function denseTiling(m: number, n: number, k: number, batch: number, wide: GemmShape,
-  tuning: Pick<WebGPUTuning, 'fitOutput' | 'splitLarge' | 'waveSlots'> = DEFAULT_WEBGPU_TUNING): { shape: GemmShape; splits: number } {
+export function denseTiling(
+  m: number,
+  n: number,
+  k: number,
+  batch: number,
+  wide: GemmShape,
+  tuning: Pick<WebGPUTuning, 'fitOutput' | 'splitLarge' | 'waveSlots'> = DEFAULT_WEBGPU_TUNING,
+): { shape: GemmShape; splits: number } {
   const large = tuning.fitOutput ? fitOutput(wide, m, n) : wide;
   const tilesOf = (s: GemmShape) => Math.ceil(m / (s.wm * s.tm)) * Math.ceil(n / (s.wn * s.tn)) * batch;
   const longK = batch === 1 && k >= SPLIT_K_MIN;
@@ -50,16 +57,9 @@ export function fitOutput(shape: GemmShape, m: number, n: number): GemmShape {
   return shape;
 }
 
-/**
- * Chunks of k for `tiles` output tiles: the count s (chunks of at least SPLIT_MIN_CHUNK) that
- * minimises waves(tiles x s) / s, the run time in units of the whole k, fewest on ties (each chunk
- * adds a partial product to sum).
- */
+/** Chunks of k for `tiles` output tiles of the large dense tile (core's waveSplits). */
 export function waveSplits(tiles: number, k: number, slots = DEFAULT_WEBGPU_TUNING.waveSlots): number {
-  const time = (s: number) => Math.ceil((tiles * s) / slots) / s;
-  let best = 1;
-  for (let s = 2; s <= Math.floor(k / SPLIT_MIN_CHUNK); s++) if (time(s) < time(best) - 1e-9) best = s;
-  return best;
+  return splitIntoWaves(tiles, k, slots, SPLIT_MIN_CHUNK);
 }
 /**
  * The SDDMM splits its tokens into chunks (partial sums, then one reduction) until it has this many
@@ -141,7 +141,10 @@ export const shapeKey = (s: GemmShape) => `${s.wm}x${s.wn}x${s.tm}x${s.tn}x${s.b
 export function tuned(kernel: string, spec: string): GemmShape | undefined {
   const entry = spec.split(';').find((e) => e.startsWith(`${kernel}=`));
   if (!entry) return undefined;
-  const [wm, wn, tm, tn, bk] = entry.slice(kernel.length + 1).split(',').map(Number);
+  const [wm, wn, tm, tn, bk] = entry
+    .slice(kernel.length + 1)
+    .split(',')
+    .map(Number);
   return { wm, wn, tm, tn, bk };
 }
 
@@ -161,4 +164,3 @@ export function fitShape(shape: GemmShape, limit: number): GemmShape {
   while (workgroupBytes(s) > limit && s.tm > 4) s = { ...s, tm: s.tm / 2 };
   return s;
 }
-

@@ -39,8 +39,20 @@ export interface WebGPUTuning {
 }
 
 export const DEFAULT_WEBGPU_TUNING: Readonly<WebGPUTuning> = Object.freeze({
-  firstBatch: 16, fitOutput: true, splitLarge: true, waveSlots: 264, bandTiles: undefined, unionTiles: 'auto', unionCluster: true,
-  laneRows: true, rowSubgroups: true, fewRows: true, straightLoop: true, sddmmGroups: 4096, sddmmAxis: 'auto', tiles: '',
+  firstBatch: 16,
+  fitOutput: true,
+  splitLarge: true,
+  waveSlots: 264,
+  bandTiles: undefined,
+  unionTiles: 'auto',
+  unionCluster: true,
+  laneRows: true,
+  rowSubgroups: true,
+  fewRows: true,
+  straightLoop: true,
+  sddmmGroups: 4096,
+  sddmmAxis: 'auto',
+  tiles: '',
 });
 
 /** One tuning entry from its text (benchmarks' `--variants key=value`): booleans as 0/1, modes and numbers as written. */

@@ -10,7 +10,8 @@ export const PARAMS = /* wgsl */ `
 fn p(i: u32) -> u32 { return P[i / 4u][i % 4u]; }
 fn pf(i: u32) -> f32 { return bitcast<f32>(p(i)); }
 fn pi(i: u32) -> i32 { return bitcast<i32>(p(i)); }
-${/* wgsl */ `
+${
+  /* wgsl */ `
 // The edge-case rules of core's backend contract (backend.ts), shared by every kernel. NaN is
 // tested on the bits: a compiler may assume x != x is false. Infinity comes from a private
 // variable because a constant expression may not be infinite.
@@ -36,7 +37,8 @@ fn ipow(a: i32, b: i32) -> i32 {
   var r = 1u; var base = bitcast<u32>(a); var e = u32(b);
   while (e != 0u) { if ((e & 1u) != 0u) { r *= base; } base *= base; e >>= 1u; }
   return bitcast<i32>(r);
-}`}`;
+}`
+}`;
 
 /**
  * The index flags of gather and scatter-add at `binding` (GpuContext.indexErrors): the first
@@ -114,10 +116,19 @@ fn gtg(x: f32) -> f32 {
 }`;
 
 export const BINARY_WGSL: Record<BinaryOp, string> = {
-  add: 'a + b', sub: 'a - b', mul: 'a * b', div: 'a / b',
+  add: 'a + b',
+  sub: 'a - b',
+  mul: 'a * b',
+  div: 'a / b',
   pow: 'POW',
-  maximum: 'nmax(a, b)', minimum: 'nmin(a, b)',
-  eq: 'CMP(a == b)', ne: 'CMP(a != b)', lt: 'CMP(a < b)', le: 'CMP(a <= b)', gt: 'CMP(a > b)', ge: 'CMP(a >= b)',
+  maximum: 'nmax(a, b)',
+  minimum: 'nmin(a, b)',
+  eq: 'CMP(a == b)',
+  ne: 'CMP(a != b)',
+  lt: 'CMP(a < b)',
+  le: 'CMP(a <= b)',
+  gt: 'CMP(a > b)',
+  ge: 'CMP(a >= b)',
 };
 
 /** The counter-based generator of core's random.ts, bit for bit. */

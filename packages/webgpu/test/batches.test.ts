@@ -30,18 +30,26 @@ const gpu: Backend | null = status?.available ? await setBackend('webgpu') : nul
       for (let j = 0; j < expected.length; j++) expected[j] += c;
       if (i === 9 || i === 300) {
         const mid = await x.toArray();
-        for (let j = 0; j < expected.length; j++) assert.ok(Math.abs(mid[j] - expected[j]) < 1e-4, `after ${i + 1} adds, element ${j}: ${mid[j]} against ${expected[j]}`);
+        for (let j = 0; j < expected.length; j++)
+          assert.ok(Math.abs(mid[j] - expected[j]) < 1e-4, `after ${i + 1} adds, element ${j}: ${mid[j]} against ${expected[j]}`);
       }
     }
     const got = await x.toArray();
-    for (let j = 0; j < expected.length; j++) assert.ok(Math.abs(got[j] - expected[j]) < 1e-4, `after 700 adds, element ${j}: ${got[j]} against ${expected[j]}`);
+    for (let j = 0; j < expected.length; j++)
+      assert.ok(Math.abs(got[j] - expected[j]) < 1e-4, `after 700 adds, element ${j}: ${got[j]} against ${expected[j]}`);
     x.dispose();
   });
 
   test('an allocation larger than the device can bind is an Error naming its size, and the backend keeps working', async () => {
     const limit = (be as WebGPUBackend).context.device.limits.maxStorageBufferBindingSize;
     const size = Math.floor(limit / 4) + 1024;
-    assert.throws(() => zeros([size], { backend: be }), (e: Error) => new RegExp(`webgpu: alloc: a tensor of ${size.toLocaleString('en-US')} elements .* is larger than the largest buffer this device can bind`).test(e.message));
+    assert.throws(
+      () => zeros([size], { backend: be }),
+      (e: Error) =>
+        new RegExp(`webgpu: alloc: a tensor of ${size.toLocaleString('en-US')} elements .* is larger than the largest buffer this device can bind`).test(
+          e.message,
+        ),
+    );
     assert.equal([...(await tensor([1, 2], undefined, { backend: be }).add(1).toArray())], [2, 3]);
   });
 }

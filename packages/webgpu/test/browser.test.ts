@@ -45,7 +45,23 @@ async function bundle() {
 
 /** A fresh V8 context holding what a page has (and `extra`, e.g. the WebGPU constants or a document). */
 function pageContext(extra: Record<string, unknown> = {}): vm.Context {
-  return vm.createContext({ console, atob, btoa, TextEncoder, TextDecoder, performance, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask, structuredClone, URL, Blob, ...extra });
+  return vm.createContext({
+    console,
+    atob,
+    btoa,
+    TextEncoder,
+    TextDecoder,
+    performance,
+    setTimeout,
+    clearTimeout,
+    setInterval,
+    clearInterval,
+    queueMicrotask,
+    structuredClone,
+    URL,
+    Blob,
+    ...extra,
+  });
 }
 
 /** The bundle run in a fresh page context: its exports. */
@@ -57,9 +73,18 @@ function page(code: string, extra: Record<string, unknown> = {}): Record<string,
 
 test('the browser entries bundle without Node or Dawn and run in a page-like context', async () => {
   const { code, inputs } = await bundle();
-  assert.ok(inputs.some((f) => f.endsWith('packages/webgpu/src/browser.ts')), 'the bundle holds the browser entry');
-  assert.not.ok(inputs.some((f) => f.includes('node_modules/webgpu/') || f.endsWith('packages/webgpu/src/index.ts')), `no Dawn in the bundle: ${inputs.join(', ')}`);
-  assert.not.ok(inputs.some((f) => f.endsWith('serialize/checkpoint.ts')), 'no checkpoint files (node:fs) in the bundle');
+  assert.ok(
+    inputs.some((f) => f.endsWith('packages/webgpu/src/browser.ts')),
+    'the bundle holds the browser entry',
+  );
+  assert.not.ok(
+    inputs.some((f) => f.includes('node_modules/webgpu/') || f.endsWith('packages/webgpu/src/index.ts')),
+    `no Dawn in the bundle: ${inputs.join(', ')}`,
+  );
+  assert.not.ok(
+    inputs.some((f) => f.endsWith('serialize/checkpoint.ts')),
+    'no checkpoint files (node:fs) in the bundle',
+  );
   // The page's module, typed as far as the test uses it (the bundle's own types live in its realm).
   interface PageTensor {
     add(t: PageTensor): PageTensor;
@@ -85,20 +110,39 @@ test('the browser entries bundle without Node or Dawn and run in a page-like con
     loadFromBytes(model: PageLayer, bytes: Uint8Array): Promise<unknown>;
   };
   let asked = 0;
-  sg.registerWebGPU({ requestAdapter: async () => (asked++, null) });
+  sg.registerWebGPU({
+    requestAdapter: async () => {
+      asked++;
+      return null;
+    },
+  });
   const webgpu = (await sg.backends()).find((b) => b.name === 'webgpu');
   assert.is(asked, 1, 'the GPU object passed in is the one asked for an adapter');
   assert.is(webgpu?.available, false);
   assert.match(webgpu?.reason ?? '', /no WebGPU adapter/);
   assert.not.match(webgpu?.reason ?? '', /npm run/, 'no Node-only advice in a browser');
   await sg.setBackend('cpu');
-  assert.equal([...(await sg.tensor([1, 2, 3]).add(sg.tensor([10, 20, 30])).toArray())], [11, 22, 33]);
+  assert.equal(
+    [
+      ...(await sg
+        .tensor([1, 2, 3])
+        .add(sg.tensor([10, 20, 30]))
+        .toArray()),
+    ],
+    [11, 22, 33],
+  );
 
   // A block-sparse layer trains in the page: a few SGD steps lower its loss on a fixed target.
   sg.manualSeed(1);
   const layer = new sg.BlockSparseLinear(32, 32, { density: 0.5, blockSize: 16 });
-  const x = sg.tensor(Array.from({ length: 4 * 32 }, (_, i) => Math.sin(i)), [4, 32]);
-  const target = sg.tensor(Array.from({ length: 4 * 32 }, (_, i) => Math.cos(i)), [4, 32]);
+  const x = sg.tensor(
+    Array.from({ length: 4 * 32 }, (_, i) => Math.sin(i)),
+    [4, 32],
+  );
+  const target = sg.tensor(
+    Array.from({ length: 4 * 32 }, (_, i) => Math.cos(i)),
+    [4, 32],
+  );
   const opt = new sg.SGD(layer.parameters(), { lr: 0.1 });
   const losses: number[] = [];
   for (let step = 0; step < 5; step++) {
@@ -117,7 +161,14 @@ test('the browser entries bundle without Node or Dawn and run in a page-like con
 
 test('examples/browser/main.ts bundles for the browser and trains its model in a page without WebGPU', async () => {
   // An app with top-level await: bundled as a module, run as the body of an async function.
-  const result = await build({ entryPoints: [join(root, 'examples/browser/main.ts')], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
+  const result = await build({
+    entryPoints: [join(root, 'examples/browser/main.ts')],
+    bundle: true,
+    platform: 'browser',
+    format: 'esm',
+    write: false,
+    logLevel: 'silent',
+  });
   const log = { textContent: '' };
   const link = { href: '', textContent: '' };
   const document = { querySelector: (selector: string) => (selector === '#log' ? log : selector === '#download' ? link : null) };
@@ -133,35 +184,38 @@ test('examples/browser/main.ts bundles for the browser and trains its model in a
 // Node's own WebGPU backend tells whether Dawn has an adapter here; the page test needs one.
 const dawnStatus = (await backends()).find((b) => b.name === 'webgpu');
 const onGpu = deviceSuite('the WebGPU backend in a page', dawnStatus);
-{
-  onGpu('the bundled WebGPU backend computes a block-sparse product in the page on the GPU object it is handed', async () => {
-    const { code } = await bundle();
-    const dawn = await import('webgpu');
-    // What a browser page has: navigator.gpu's object and the WebGPU constants.
-    const globals = dawn.globals as Record<string, unknown>;
-    const sg = page(code, { GPUBufferUsage: globals.GPUBufferUsage, GPUMapMode: globals.GPUMapMode, GPUShaderStage: globals.GPUShaderStage }) as unknown as {
-      registerWebGPU(gpu: unknown): void;
-      setBackend(name: string): Promise<{ device: { name: string } }>;
-      tensor(values: number[], shape: number[]): unknown;
-      BlockSparseMatrix: { fromCoords(shape: number[], blockSize: number, coords: number[][], data: unknown): { layout: unknown; data: unknown } };
-      bsrMatmul(x: unknown, blocks: unknown, layout: unknown): { toArray(): Promise<Float32Array> };
-    };
-    sg.registerWebGPU(dawn.create([]));
-    const backend = await sg.setBackend('webgpu');
-    assert.is(backend.device.name, 'webgpu');
-    // Everything the page computes with is made in the page (plain arrays in, as a page would).
-    const seed = testSeed();
-    const coords: [number, number][] = [[0, 1], [1, 0], [1, 2], [2, 2]]; // storage order already
-    const [m, w, x] = [37, randomArray(4 * 1024, seed), randomArray(37 * 96, seed + 1)];
-    const W = sg.BlockSparseMatrix.fromCoords([96, 96], 32, coords, sg.tensor(Array.from(w), [4, 32, 32]));
-    const got = await sg.bsrMatmul(sg.tensor(Array.from(x), [m, 96]), W.data, W.layout).toArray();
-    const { layout } = buildLayout(96, 96, 32, coords);
-    const { y } = blockSparseRefs(layout, Float32Array.from(w), Float32Array.from(x), new Float64Array(m * 96), m);
-    let worst = 0;
-    for (let i = 0; i < y.length; i++) worst = Math.max(worst, Math.abs(got[i] - y[i]) / (1 + Math.abs(y[i])));
-    assert.ok(worst < 1e-4, `WebGPU in the page: error ${worst} (seed ${seed})`);
-  });
-}
+onGpu('the bundled WebGPU backend computes a block-sparse product in the page on the GPU object it is handed', async () => {
+  const { code } = await bundle();
+  const dawn = await import('webgpu');
+  // What a browser page has: navigator.gpu's object and the WebGPU constants.
+  const globals = dawn.globals as Record<string, unknown>;
+  const sg = page(code, { GPUBufferUsage: globals.GPUBufferUsage, GPUMapMode: globals.GPUMapMode, GPUShaderStage: globals.GPUShaderStage }) as unknown as {
+    registerWebGPU(gpu: unknown): void;
+    setBackend(name: string): Promise<{ device: { name: string } }>;
+    tensor(values: number[], shape: number[]): unknown;
+    BlockSparseMatrix: { fromCoords(shape: number[], blockSize: number, coords: number[][], data: unknown): { layout: unknown; data: unknown } };
+    bsrMatmul(x: unknown, blocks: unknown, layout: unknown): { toArray(): Promise<Float32Array> };
+  };
+  sg.registerWebGPU(dawn.create([]));
+  const backend = await sg.setBackend('webgpu');
+  assert.is(backend.device.name, 'webgpu');
+  // Everything the page computes with is made in the page (plain arrays in, as a page would).
+  const seed = testSeed();
+  const coords: [number, number][] = [
+    [0, 1],
+    [1, 0],
+    [1, 2],
+    [2, 2],
+  ]; // storage order already
+  const [m, w, x] = [37, randomArray(4 * 1024, seed), randomArray(37 * 96, seed + 1)];
+  const W = sg.BlockSparseMatrix.fromCoords([96, 96], 32, coords, sg.tensor(Array.from(w), [4, 32, 32]));
+  const got = await sg.bsrMatmul(sg.tensor(Array.from(x), [m, 96]), W.data, W.layout).toArray();
+  const { layout } = buildLayout(96, 96, 32, coords);
+  const { y } = blockSparseRefs(layout, Float32Array.from(w), Float32Array.from(x), new Float64Array(m * 96), m);
+  let worst = 0;
+  for (let i = 0; i < y.length; i++) worst = Math.max(worst, Math.abs(got[i] - y[i]) / (1 + Math.abs(y[i])));
+  assert.ok(worst < 1e-4, `WebGPU in the page: error ${worst} (seed ${seed})`);
+});
 
 test.run();
 onGpu.run();

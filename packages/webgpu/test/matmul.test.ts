@@ -18,12 +18,18 @@ const gpu: Backend | null = status?.available ? await setBackend('webgpu') : nul
   test('batched products 64 wide and 64 tall match float64, A row-major and transposed', async () => {
     // 128 products: 256 tiles of 128 x 64 (or 64 x 128), the tile the rule picks for such outputs.
     const batch = 128;
-    for (const [m, n, k] of [[256, 64, 256], [64, 256, 256], [256, 48, 72]]) {
+    for (const [m, n, k] of [
+      [256, 64, 256],
+      [64, 256, 256],
+      [256, 48, 72],
+    ]) {
       for (const transposed of [false, true]) {
         const a = randomArray(batch * m * k, m + n + k + 1);
         const b = randomArray(batch * k * n, m + n + k + 2);
         // A transposed: stored as [batch, k, m] and viewed as its transpose.
-        const A = transposed ? tensor(Float32Array.from(a), [batch, k, m], { backend: be }).transpose(1, 2) : tensor(Float32Array.from(a), [batch, m, k], { backend: be });
+        const A = transposed
+          ? tensor(Float32Array.from(a), [batch, k, m], { backend: be }).transpose(1, 2)
+          : tensor(Float32Array.from(a), [batch, m, k], { backend: be });
         const B = tensor(Float32Array.from(b), [batch, k, n], { backend: be });
         const got = await A.matmul(B).toArray();
         let worst = 0;

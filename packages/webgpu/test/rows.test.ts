@@ -5,7 +5,7 @@
  * CPU backend on the same inputs. Core's shared suites cover the default form on every backend.
  */
 import * as assert from 'uvu/assert';
-import { backends, getBackend, setBackend, tensor, type Backend, type Tensor } from '@sparsegrad/core';
+import { backends, setBackend, tensor, type Backend, type Tensor } from '@sparsegrad/core';
 import * as sg from '@sparsegrad/core';
 import '@sparsegrad/webgpu';
 import type { WebGPUBackend } from '@sparsegrad/webgpu';
@@ -25,7 +25,9 @@ async function outputs(be: Backend): Promise<ArrayLike<number>[]> {
   for (const n of [1, 7, 256, 1000]) {
     const x = T(randomArray(37 * n, n, 3), [37, n]).requiresGrad_();
     const y = x.softmax();
-    y.mul(T(randomArray(37 * n, n + 1), [37, n])).sum().backward();
+    y.mul(T(randomArray(37 * n, n + 1), [37, n]))
+      .sum()
+      .backward();
     out.push(await y.toArray(), await x.grad!.toArray(), await x.logSoftmax().toArray());
     const g = T(randomArray(n, 5), [n]).requiresGrad_();
     const b = T(randomArray(n, 6), [n]).requiresGrad_();

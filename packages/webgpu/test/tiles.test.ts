@@ -24,7 +24,6 @@ test('shapes that fit are kept; larger ones give up k-step, then rows, never wid
   assert.equal(fitShape(big, 6000), { wm: 16, wn: 8, tm: 4, tn: 4, bk: 4 });
 });
 
-
 test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles there are; 16x16 and 0 plain', () => {
   assert.is(orderBand(32, 128, 128), 32);
   assert.is(orderBand(64, 128, 10), 10);
@@ -32,7 +31,6 @@ test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles 
   assert.is(orderBand(16, 256, 64, 3), 3); // forced (the tuning's bandTiles)
   assert.is(orderBand(32, 128, 128, 0), 0);
 });
-
 
 test('dense tiles: 128 x 128 (halved where the output fills half of it) from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {
   {
@@ -50,10 +48,17 @@ test('dense tiles: 128 x 128 (halved where the output fills half of it) from 256
     assert.equal(denseTiling(200, 512, 8192, 1, L), { shape: L, splits: 32 });
     assert.equal(denseTiling(512, 512, 512, 1, L), { shape: DENSE_SMALL, splits: 1 }); // short k
     // Against a brute-force reading of the rule: no other count runs fewer waves per unit of k.
-    for (const [tiles, k] of [[64, 8192], [16, 8192], [100, 4096], [1, 2501], [300, 1024]]) {
+    for (const [tiles, k] of [
+      [64, 8192],
+      [16, 8192],
+      [100, 4096],
+      [1, 2501],
+      [300, 1024],
+    ]) {
       const s = waveSplits(tiles, k);
       const time = (c: number) => Math.ceil((tiles * c) / 264) / c;
-      for (let c = 1; c <= Math.floor(k / 256); c++) assert.ok(time(s) <= time(c) + 1e-9 && (time(c) > time(s) + 1e-9 || c >= s), `${tiles} tiles, k ${k}: ${s} chunks against ${c}`);
+      for (let c = 1; c <= Math.floor(k / 256); c++)
+        assert.ok(time(s) <= time(c) + 1e-9 && (time(c) > time(s) + 1e-9 || c >= s), `${tiles} tiles, k ${k}: ${s} chunks against ${c}`);
     }
     const earlier = { ...DEFAULT_WEBGPU_TUNING, splitLarge: false };
     assert.equal(denseTiling(2048, 512, 8192, 1, L, earlier), { shape: DENSE_SMALL, splits: 1 });

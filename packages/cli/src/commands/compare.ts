@@ -21,7 +21,11 @@ export const COMPARE_HELP = `sparsegrad compare [options]
   and every training option of sparsegrad train (--steps, --d-model, --backend, ...).`;
 
 export async function compareCommand(argv: string[], log: (s: string) => void): Promise<number> {
-  const values = parse('compare', argv, { ...TRAINING_FLAGS, densities: { type: 'string', default: '0.25' }, sparsify: { type: 'string', default: MLP_PATTERN } });
+  const values = parse('compare', argv, {
+    ...TRAINING_FLAGS,
+    densities: { type: 'string', default: '0.25' },
+    sparsify: { type: 'string', default: MLP_PATTERN },
+  });
   if (values.help) {
     log(COMPARE_HELP);
     return 0;
@@ -29,7 +33,9 @@ export async function compareCommand(argv: string[], log: (s: string) => void): 
   // Arguments are checked before a backend is chosen (see trainCommand); the model's shape here with
   // a placeholder vocabulary, the real one once the data is read.
   const pattern = checkRegex(values.sparsify as string);
-  const densities = String(values.densities).split(',').map((d) => density(d.trim()));
+  const densities = String(values.densities)
+    .split(',')
+    .map((d) => density(d.trim()));
   const bs = blockSize(((values['block-size'] as string[] | undefined) ?? ['32']).at(-1)!);
   const training = trainingSpec(values);
   const maxChars = int(values, 'max-chars');
@@ -46,11 +52,18 @@ export async function compareCommand(argv: string[], log: (s: string) => void): 
   }
 }
 
-async function compareIn(values: Values, argv: string[], opts: { pattern: string; densities: number[]; bs: number; training: TrainingSpec; maxChars: number; out: string },
-  log: (s: string) => void): Promise<number> {
+async function compareIn(
+  values: Values,
+  argv: string[],
+  opts: { pattern: string; densities: number[]; bs: number; training: TrainingSpec; maxChars: number; out: string },
+  log: (s: string) => void,
+): Promise<number> {
   const { pattern, densities, bs, training, maxChars, out } = opts;
   const backend = await chooseBackend(values.backend as string, log, values.precision as string);
-  const prepared = await prepareData({ data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) }, log);
+  const prepared = await prepareData(
+    { data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) },
+    log,
+  );
   const model = modelConfig(values, prepared.tokenizer.vocabSize);
   const variants: { name: string; patches: PatchSpec[] }[] = [
     { name: 'dense', patches: [] },
@@ -73,8 +86,13 @@ async function compareIn(values: Values, argv: string[], opts: { pattern: string
       if (v.name === 'dense') printModel(trainee, log);
       else printPatchReport(trainee, log);
       const result = await train({
-        label: v.name, config, trainee, data: prepared.data, progress: new Progress(),
-        out: join(out, v.name.replace(/\s+/g, '-')), shouldStop: interrupt.stop,
+        label: v.name,
+        config,
+        trainee,
+        data: prepared.data,
+        progress: new Progress(),
+        out: join(out, v.name.replace(/\s+/g, '-')),
+        shouldStop: interrupt.stop,
       });
       results.push({ name: v.name, parameters: trainee.model.parameterCount(), result });
       trainee.model.dispose();

@@ -25,9 +25,14 @@ export function pickToken(logits: Float32Array | Int32Array, temperature: number
 
 export async function sampleCommand(argv: string[], log: (s: string) => void, write: (s: string) => void): Promise<number> {
   const values = parse('sample', argv, {
-    checkpoint: { type: 'string' }, prompt: { type: 'string', default: '' }, tokens: { type: 'string', default: '200' },
-    temperature: { type: 'string', default: '0.8' }, 'top-k': { type: 'string', default: '40' }, seed: { type: 'string', default: '0' },
-    backend: { type: 'string', default: 'auto' }, help: { type: 'boolean', short: 'h', default: false },
+    checkpoint: { type: 'string' },
+    prompt: { type: 'string', default: '' },
+    tokens: { type: 'string', default: '200' },
+    temperature: { type: 'string', default: '0.8' },
+    'top-k': { type: 'string', default: '40' },
+    seed: { type: 'string', default: '0' },
+    backend: { type: 'string', default: 'auto' },
+    help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
     log(SAMPLE_HELP);
@@ -37,7 +42,7 @@ export async function sampleCommand(argv: string[], log: (s: string) => void, wr
   const tokens = int(values, 'tokens');
   const temperature = num(values, 'temperature', (v) => v >= 0, 'a non-negative number');
   const topK = int(values, 'top-k', 0);
-  const ckpt = readCheckpoint(values.checkpoint as string);  // before loading a backend (see trainCommand)
+  const ckpt = readCheckpoint(values.checkpoint as string); // before loading a backend (see trainCommand)
   await chooseBackend(values.backend as string, log);
   const tokenizer = tokenizerFromSpec(ckpt.config.tokenizer);
   const trainee = await buildModel(ckpt.config.model, ckpt.config.patches, 0, { allowUnmatched: true });
@@ -57,10 +62,12 @@ export async function sampleCommand(argv: string[], log: (s: string) => void, wr
   const seqLen = ckpt.config.model.seqLen;
   for (let i = 0; i < tokens; i++) {
     const window = ids.slice(-seqLen);
-    const logits = noGrad(() => tidy(() => {
-      const out = model.forward(tensor(Int32Array.from(window), [1, window.length], { dtype: 'int32' }));
-      return out.slice(1, window.length - 1).reshape(-1);
-    }));
+    const logits = noGrad(() =>
+      tidy(() => {
+        const out = model.forward(tensor(Int32Array.from(window), [1, window.length], { dtype: 'int32' }));
+        return out.slice(1, window.length - 1).reshape(-1);
+      }),
+    );
     const next = pickToken(await logits.toArray(), temperature, topK, rand);
     logits.dispose();
     ids.push(next);

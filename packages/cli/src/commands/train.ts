@@ -38,7 +38,9 @@ export function printPatchReport(trainee: Trainee, log: (s: string) => void): vo
     // What was built: a layer holds a whole number of blocks (at least one), so the density can differ from the one asked for.
     const built = p.density ?? p.params.density;
     const density = `density ${Number(built.toPrecision(4))}${built === p.params.density ? '' : ` (requested ${p.params.density}: a whole number of blocks, at least one)`}`;
-    log(`  ${p.path}: ${p.inFeatures} -> ${p.outFeatures}, ${density}, ${p.params.blockSize ?? 32}x${p.params.blockSize ?? 32} blocks, parameters ${p.parametersBefore.toLocaleString('en-US')} -> ${p.parametersAfter.toLocaleString('en-US')}`);
+    log(
+      `  ${p.path}: ${p.inFeatures} -> ${p.outFeatures}, ${density}, ${p.params.blockSize ?? 32}x${p.params.blockSize ?? 32} blocks, parameters ${p.parametersBefore.toLocaleString('en-US')} -> ${p.parametersAfter.toLocaleString('en-US')}`,
+    );
   }
 }
 
@@ -84,7 +86,7 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
   // an unwritable folder should not cost.
   const stopAfter = values['stop-after'] === undefined ? undefined : int(values, 'stop-after');
   let config: RunConfig;
-  let resume;
+  let resume: LoadedCheckpoint | undefined;
   const out = (values.out as string | undefined) ?? join('runs', `train-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   if (values.resume) {
     if (!values.out) throw new CliError('--resume needs --out DIR naming the checkpoint folder to continue');
@@ -95,7 +97,8 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     if (values.given.has('steps')) config.training.steps = int(values, 'steps');
     if (values.given.has('eval-every')) config.training.evalEvery = int(values, 'eval-every');
     if (values.given.has('checkpoint-every')) config.checkpointEvery = int(values, 'checkpoint-every');
-    if (resume.state.step >= config.training.steps) throw new CliError(`the checkpoint in ${out} already reached step ${resume.state.step} of ${config.training.steps}; pass a larger --steps`);
+    if (resume.state.step >= config.training.steps)
+      throw new CliError(`the checkpoint in ${out} already reached step ${resume.state.step} of ${config.training.steps}; pass a larger --steps`);
   } else {
     if (values.out && existsSync(join(out, 'checkpoint.json'))) {
       throw new CliError(`${out} already holds a checkpoint; pass --resume to continue it or choose another --out`);
@@ -103,8 +106,12 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
     const training = trainingSpec(values);
     const patches = patchSpecs(values);
     config = {
-      model: modelConfig(values, 1), tokenizer: { type: 'char' }, patches, training,
-      data: (values.data as string | undefined) ?? 'default', maxChars: int(values, 'max-chars'),
+      model: modelConfig(values, 1),
+      tokenizer: { type: 'char' },
+      patches,
+      training,
+      data: (values.data as string | undefined) ?? 'default',
+      maxChars: int(values, 'max-chars'),
       checkpointEvery: int(values, 'checkpoint-every'),
     };
   }
@@ -118,15 +125,25 @@ export async function trainCommand(argv: string[], log: (s: string) => void): Pr
   }
 }
 
-async function trainIn(values: Values, config: RunConfig, resume: LoadedCheckpoint | undefined, out: string, checkpointEvery: number,
-  stopAfter: number | undefined, log: (s: string) => void): Promise<number> {
+async function trainIn(
+  values: Values,
+  config: RunConfig,
+  resume: LoadedCheckpoint | undefined,
+  out: string,
+  checkpointEvery: number,
+  stopAfter: number | undefined,
+  log: (s: string) => void,
+): Promise<number> {
   await chooseBackend(values.backend as string, log, values.precision as string);
-  const prepared = await prepareData({
-    data: config.data === 'default' ? undefined : config.data,
-    tokenizer: resume ? config.tokenizer : (values.tokenizer as string),
-    maxChars: config.maxChars,
-    seq: config.model.seqLen,
-  }, log);
+  const prepared = await prepareData(
+    {
+      data: config.data === 'default' ? undefined : config.data,
+      tokenizer: resume ? config.tokenizer : (values.tokenizer as string),
+      maxChars: config.maxChars,
+      seq: config.model.seqLen,
+    },
+    log,
+  );
   config.tokenizer = prepared.tokenizer.spec;
   config.model.vocabSize = prepared.tokenizer.vocabSize;
   const trainee = await buildModel(config.model, config.patches, config.training.seed, { allowUnmatched: !!values['allow-unmatched'] });
@@ -134,10 +151,21 @@ async function trainIn(values: Values, config: RunConfig, resume: LoadedCheckpoi
   const interrupt = interruptFlag(log);
   try {
     const result = await train({
-      label: 'train', config, trainee, data: prepared.data, progress: new Progress(), out, checkpointEvery, resume, shouldStop: interrupt.stop, stopAfter,
+      label: 'train',
+      config,
+      trainee,
+      data: prepared.data,
+      progress: new Progress(),
+      out,
+      checkpointEvery,
+      resume,
+      shouldStop: interrupt.stop,
+      stopAfter,
     });
     const stoppedEarly = result.interrupted && !interrupt.stop();
-    log(`${stoppedEarly ? 'stopped (--stop-after) at' : result.interrupted ? 'interrupted at' : 'finished'} step ${result.step}: eval loss ${result.evalLoss.toFixed(4)} (unigram baseline ${prepared.unigram.toFixed(4)}), ${Math.round(result.tokensPerSec)} tokens/s, ${result.msPerStep.toFixed(1)} ms/step`);
+    log(
+      `${stoppedEarly ? 'stopped (--stop-after) at' : result.interrupted ? 'interrupted at' : 'finished'} step ${result.step}: eval loss ${result.evalLoss.toFixed(4)} (unigram baseline ${prepared.unigram.toFixed(4)}), ${Math.round(result.tokensPerSec)} tokens/s, ${result.msPerStep.toFixed(1)} ms/step`,
+    );
     log(`checkpoint: ${result.checkpoint} (sample with: sparsegrad sample --checkpoint ${out} --prompt "The ")`);
     return result.interrupted && !stoppedEarly ? interrupt.exitCode() : 0;
   } finally {

@@ -4,7 +4,7 @@ import { sameShape } from '../shape.ts';
 import { Tensor, tidy } from '../tensor.ts';
 import { ones } from '../creation.ts';
 import { add } from '../ops/elementwise.ts';
-import { gradRules, shapeOnlyRules } from './rules.ts';
+import { gradRules } from './rules.ts';
 
 /** What an op records so that its gradient rule can run later. */
 export interface GradNode {
@@ -38,7 +38,7 @@ const pending = new WeakSet<Tensor>();
  * (statistics, masks, indexes). Called for every recorded op and every backward node: no arrays.
  */
 function forEachValueRead(node: GradNode, fn: (t: Tensor) => void): void {
-  if (!shapeOnlyRules.has(node.op)) for (const t of node.inputs) fn(t);
+  if (gradRules[node.op]?.inputs !== 'shapes') for (const t of node.inputs) fn(t);
   for (const k in node.attrs) {
     const v = node.attrs[k];
     if (v instanceof Tensor && !node.inputs.includes(v)) fn(v);
@@ -88,7 +88,11 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
   const order = topoOrder(root);
   // A disposed leaf cannot receive its gradient: without this check it would be dropped without a word.
   const gone = order.find((t) => t.isLeaf && t.isDisposed);
-  if (gone) throw opError('backward', `leaf tensor #${gone.id} of shape ${fmtShape(gone.shape)} that requires gradients was disposed before backward(); its gradient would be lost`);
+  if (gone)
+    throw opError(
+      'backward',
+      `leaf tensor #${gone.id} of shape ${fmtShape(gone.shape)} that requires gradients was disposed before backward(); its gradient would be lost`,
+    );
   // Every gradient handle in `grads` is owned by this function and disposed once consumed, so
   // backward leaks nothing even outside a tidy scope. Storage is refcounted, so disposing a
   // handle whose storage a view still uses is safe.
@@ -115,7 +119,7 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
       if (node === FREED) {
         throw opError('backward', 'the graph was already freed by an earlier backward(); pass { retainGraph: true } to call backward twice');
       }
-      const inputGrads = tidy(() => gradRules[node.op](g, node, t));
+      const inputGrads = tidy(() => gradRules[node.op].grad(g, node, t));
       const used = new Set<Tensor>([g]);
       node.inputs.forEach((input, i) => {
         let ig = inputGrads[i];
@@ -164,7 +168,7 @@ export function release(t: Tensor): void {
 
 /** Whether backward reads the output of the op recorded in `node`. */
 function readsOutput(node: GradNode | null): boolean {
-  return node !== null && node !== FREED && gradRules[node.op].length > 2;
+  return node !== null && node !== FREED && gradRules[node.op].output;
 }
 
 /** Marks a non-leaf whose graph was released by backward(). */

@@ -7,7 +7,10 @@ export function checkBlockGeometry(op: string, rows: number, cols: number, block
   if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) {
     throw opError(op, `blockSize must be one of ${BLOCK_SIZES.join(', ')}, got ${blockSize}`);
   }
-  for (const [name, v] of [['rows', rows], ['cols', cols]] as const) {
+  for (const [name, v] of [
+    ['rows', rows],
+    ['cols', cols],
+  ] as const) {
     if (!Number.isInteger(v) || v <= 0 || v % blockSize !== 0) {
       throw opError(op, `${name} (${v}) must be a positive multiple of the block size ${blockSize}`);
     }
@@ -18,8 +21,12 @@ export function checkBlockGeometry(op: string, rows: number, cols: number, block
  * Builds every index the kernels need from block coordinates. Blocks are sorted into
  * block-row-major (CSR) order; `order[i]` tells which input coordinate became block i.
  */
-export function buildLayout(rows: number, cols: number, blockSize: number, coords: readonly (readonly [number, number])[]):
-  { layout: BlockLayout; order: number[] } {
+export function buildLayout(
+  rows: number,
+  cols: number,
+  blockSize: number,
+  coords: readonly (readonly [number, number])[],
+): { layout: BlockLayout; order: number[] } {
   const R = rows / blockSize;
   const C = cols / blockSize;
   const order = coords.map((_, i) => i).sort((a, b) => coords[a][0] - coords[b][0] || coords[a][1] - coords[b][1]);
@@ -118,8 +125,12 @@ function runs(ptr: Int32Array, per: number): Int32Array {
  * per group, so fewer entries are less traffic: for random 32x32 layouts of 128 block rows by 32
  * block columns, 14% / 22% / 29% fewer entries at density 0.5 / 0.25 / 0.1 (4-8% for 32 by 128).
  */
-export function buildUnionTable(layout: BlockLayout, forward: boolean, group: number, clustered = false):
-  { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array } {
+export function buildUnionTable(
+  layout: BlockLayout,
+  forward: boolean,
+  group: number,
+  clustered = false,
+): { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array } {
   const bs = layout.blockSize;
   const count = (forward ? layout.rows : layout.cols) / bs;
   // A member's blocks as (activation block, block) pairs.
@@ -162,8 +173,12 @@ export function buildUnionTable(layout: BlockLayout, forward: boolean, group: nu
  * order; `members` moves with them, so a kernel must store through it. GPU kernels that hand out
  * (group, token tile) work in table order then end on short groups (see linesLongestFirst).
  */
-export function unionGroupsLongestFirst(t: { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array }):
-  { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array } {
+export function unionGroupsLongestFirst(t: { ptr: Int32Array; idx: Int32Array; blk: Int32Array; members: Int32Array }): {
+  ptr: Int32Array;
+  idx: Int32Array;
+  blk: Int32Array;
+  members: Int32Array;
+} {
   const group = t.members.length / (t.ptr.length - 1);
   const order = linesLongestFirst(t.ptr);
   const ptr = [0];

@@ -37,7 +37,10 @@ function blockCountFor(op: string, total: number, opts: BlockCountOptions): numb
  * ordinary tensor, so it can require gradients and be optimised like any parameter.
  */
 export class BlockSparseMatrix {
-  private constructor(readonly layout: BlockLayout, readonly data: Tensor) {}
+  private constructor(
+    readonly layout: BlockLayout,
+    readonly data: Tensor,
+  ) {}
 
   get shape(): [number, number] {
     return [this.layout.rows, this.layout.cols];
@@ -61,14 +64,22 @@ export class BlockSparseMatrix {
   static fromBlocks(layout: BlockLayout, data: Tensor): BlockSparseMatrix {
     const bs = layout.blockSize;
     if (!(data instanceof Tensor) || data.rank !== 3 || data.shape[0] !== layout.nnzBlocks || data.shape[1] !== bs || data.shape[2] !== bs) {
-      throw opError('BlockSparseMatrix', `block data must have shape [${layout.nnzBlocks}, ${bs}, ${bs}], got ${data instanceof Tensor ? fmtShape(data.shape) : typeof data}`);
+      throw opError(
+        'BlockSparseMatrix',
+        `block data must have shape [${layout.nnzBlocks}, ${bs}, ${bs}], got ${data instanceof Tensor ? fmtShape(data.shape) : typeof data}`,
+      );
     }
     return new BlockSparseMatrix(layout, data);
   }
 
   /** A layout from block coordinates; data in the given coordinate order is reordered to storage order. */
-  static fromCoords(shape: [number, number], blockSize: number, coords: readonly (readonly [number, number])[], data?: Tensor,
-    opts: { backend?: Backend } = {}): BlockSparseMatrix {
+  static fromCoords(
+    shape: [number, number],
+    blockSize: number,
+    coords: readonly (readonly [number, number])[],
+    data?: Tensor,
+    opts: { backend?: Backend } = {},
+  ): BlockSparseMatrix {
     checkBlockGeometry('BlockSparseMatrix', shape[0], shape[1], blockSize);
     const { layout, order } = buildLayout(shape[0], shape[1], blockSize, coords);
     if (!data) return new BlockSparseMatrix(layout, zeros([layout.nnzBlocks, blockSize, blockSize], { backend: opts.backend }));
@@ -99,7 +110,8 @@ export class BlockSparseMatrix {
   /** The blocks of a dense [rows, cols] tensor with the largest Frobenius norms (ties: lower index first). */
   static async fromDense(dense: Tensor, opts: BlockCountOptions = {}): Promise<BlockSparseMatrix> {
     const op = 'BlockSparseMatrix.fromDense';
-    if (!(dense instanceof Tensor) || dense.rank !== 2) throw opError(op, `expected a 2-D tensor, got ${dense instanceof Tensor ? fmtShape(dense.shape) : typeof dense}`);
+    if (!(dense instanceof Tensor) || dense.rank !== 2)
+      throw opError(op, `expected a 2-D tensor, got ${dense instanceof Tensor ? fmtShape(dense.shape) : typeof dense}`);
     const [rows, cols] = dense.shape;
     const bs = opts.blockSize ?? 32;
     checkBlockGeometry(op, rows, cols, bs);
@@ -108,12 +120,22 @@ export class BlockSparseMatrix {
     const count = blockCountFor(op, R * C, opts);
     const tiles = noGrad(() => tidy(() => contiguous(permute(reshape(dense, [R, bs, C, bs]), [0, 2, 1, 3])))); // [R, C, bs, bs]
     const norms = await noGrad(() => tidy(() => sum(mul(tiles, tiles), [2, 3]))).toArray();
-    const ranked = [...norms.keys()].sort((a, b) => norms[b] - norms[a] || a - b).slice(0, count).sort((a, b) => a - b);
-    const { layout } = buildLayout(rows, cols, bs, ranked.map((cell) => [Math.floor(cell / C), cell % C] as const));
-    const data = noGrad(() => tidy(() => {
-      const flat = reshape(tiles, [R * C, bs, bs]);
-      return keep(indexSelect(flat, 0, tensor(Int32Array.from(ranked), undefined, { backend: dense.backend })));
-    }));
+    const ranked = [...norms.keys()]
+      .sort((a, b) => norms[b] - norms[a] || a - b)
+      .slice(0, count)
+      .sort((a, b) => a - b);
+    const { layout } = buildLayout(
+      rows,
+      cols,
+      bs,
+      ranked.map((cell) => [Math.floor(cell / C), cell % C] as const),
+    );
+    const data = noGrad(() =>
+      tidy(() => {
+        const flat = reshape(tiles, [R * C, bs, bs]);
+        return keep(indexSelect(flat, 0, tensor(Int32Array.from(ranked), undefined, { backend: dense.backend })));
+      }),
+    );
     tiles.dispose();
     return new BlockSparseMatrix(layout, data);
   }

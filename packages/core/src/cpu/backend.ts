@@ -1,4 +1,14 @@
-import { adamCoefficients, type Backend, type BackendBuffer, type BlockLayout, type DType, type MatrixView, type RandomSpec, type TypedArray, type View } from '../backend.ts';
+import {
+  adamCoefficients,
+  type Backend,
+  type BackendBuffer,
+  type BlockLayout,
+  type DType,
+  type MatrixView,
+  type RandomSpec,
+  type TypedArray,
+  type View,
+} from '../backend.ts';
 import { normalAt, uniformAt } from '../random.ts';
 import { registerBackend } from '../registry.ts';
 import * as ew from './elementwise.ts';
@@ -10,7 +20,11 @@ import { threadCount } from './wasm/threads.ts';
 
 /** A CPU buffer is a region of the backend's WebAssembly heap. */
 class CpuBuffer implements BackendBuffer {
-  constructor(readonly ptr: number, readonly size: number, readonly dtype: DType) {}
+  constructor(
+    readonly ptr: number,
+    readonly size: number,
+    readonly dtype: DType,
+  ) {}
 }
 
 /**
@@ -71,28 +85,45 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
         wasm.matmul(
           { ptr: ptr(a.buffer, a.offset + i * a.batchStride), rowStride: a.rowStride, colStride: a.colStride },
           { ptr: ptr(b.buffer, b.offset + i * b.batchStride), rowStride: b.rowStride, colStride: b.colStride },
-          ptr(out, i * m * n), m, n, k);
+          ptr(out, i * m * n),
+          m,
+          n,
+          k,
+        );
       }
     },
     bsrMatmul: (x, blocks, layout: BlockLayout, m, out) => wasm.bsrMatmul(ptr(x), ptr(blocks), layout, m, ptr(out)),
     bsrMatmulGradInput: (dy, blocks, layout, m, out) => wasm.bsrMatmulGradInput(ptr(dy), ptr(blocks), layout, m, ptr(out)),
     bsrSddmm: (dy, x, layout, m, out) => wasm.bsrSddmm(ptr(dy), ptr(x), layout, m, ptr(out)),
 
-    gather: (x, idx, outer, n, inner, count, out) =>
-      rk.gather(data(x), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),
-    scatterAdd: (src, idx, outer, n, inner, count, out) =>
-      rk.scatterAdd(data(src), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),
+    gather: (x, idx, outer, n, inner, count, out) => rk.gather(data(x), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),
+    scatterAdd: (src, idx, outer, n, inner, count, out) => rk.scatterAdd(data(src), viewData(idx), idx.offset, idx.strides, outer, n, inner, count, data(out)),
 
     softmax: (x, rows, n, log, causal, out) => wasm.k.softmax(ptr(x), ptr(out), rows, n, log ? 1 : 0, causal ? 1 : 0),
     softmaxBackward: (y, dy, rows, n, log, out) => wasm.k.softmaxBackward(ptr(y), ptr(dy), ptr(out), rows, n, log ? 1 : 0),
-    layerNorm: (x, g, b, rows, n, eps, out, mean, rstd) =>
-      rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),
+    layerNorm: (x, g, b, rows, n, eps, out, mean, rstd) => rk.layerNorm(f32(x), g && f32(g), b && f32(b), rows, n, eps, f32(out), f32(mean), f32(rstd)),
     layerNormBackward: (x, g, mean, rstd, dy, rows, n, dx, dg, db) =>
       rk.layerNormBackward(f32(x), g && f32(g), f32(mean), f32(rstd), f32(dy), rows, n, f32(dx), dg && f32(dg), db && f32(db)),
     adamStep(params, s) {
       const { coupled, shrink, step } = adamCoefficients(s);
       for (const { p, g, m, v, size, pOut, mOut, vOut } of params) {
-        wasm.k.adamStep(ptr(p), ptr(g), ptr(m), ptr(v), size, coupled, shrink, s.beta1, s.beta2, step, s.biasCorrection2, s.eps, ptr(pOut), ptr(mOut), ptr(vOut));
+        wasm.k.adamStep(
+          ptr(p),
+          ptr(g),
+          ptr(m),
+          ptr(v),
+          size,
+          coupled,
+          shrink,
+          s.beta1,
+          s.beta2,
+          step,
+          s.biasCorrection2,
+          s.eps,
+          ptr(pOut),
+          ptr(mOut),
+          ptr(vOut),
+        );
       }
     },
     sumOfSquares(xs, sizes, out) {

@@ -63,7 +63,9 @@ function loopFor(name: string, kinds: string, expr: string): Loop {
   let f = loops.get(key);
   if (!f) {
     const names = ['a', 'b', 'c'].slice(0, kinds.length);
-    const decl = names.map((v, k) => (kinds[k] === 's' ? `const ${v} = x[${k}];` : `const X${k} = x[${k}], s${k} = starts[${k + 1}], d${k} = inner[${k + 1}];`)).join(' ');
+    const decl = names
+      .map((v, k) => (kinds[k] === 's' ? `const ${v} = x[${k}];` : `const X${k} = x[${k}], s${k} = starts[${k + 1}], d${k} = inner[${k + 1}];`))
+      .join(' ');
     const loads = names.map((v, k) => (kinds[k] === 's' ? '' : `const ${v} = X${k}[s${k} + i * d${k}];`)).join(' ');
     const body = `${decl} for (let i = 0; i < n; i++) { ${loads} out[o + i] = ${expr}; }`;
     f = new Function('M', `return function ${key}(out, o, n, x, starts, inner) { ${body} }`)(M) as Loop;
@@ -92,7 +94,9 @@ export function unary(op: UnaryOp, x: View, out: TypedArray, data: Data): void {
 export function binary(op: BinaryOp, a: View | number, b: View | number, out: TypedArray, data: Data): void {
   const shape = typeof a === 'number' ? (b as View).shape : a.shape;
   const operand = (v: View | number): Operand =>
-    typeof v === 'number' ? { data: out instanceof Int32Array ? Math.trunc(v) : Math.fround(v), offset: 0, strides: shape.map(() => 0) } : { data: data(v), offset: v.offset, strides: v.strides };
+    typeof v === 'number'
+      ? { data: out instanceof Int32Array ? Math.trunc(v) : Math.fround(v), offset: 0, strides: shape.map(() => 0) }
+      : { data: data(v), offset: v.offset, strides: v.strides };
   const views = [operand(a), operand(b)];
   const intExpr = out instanceof Int32Array ? INT_BINARY[op] : undefined;
   run(loopFor(intExpr ? `bi_${op}` : `b_${op}`, kindsOf(views), intExpr ?? BINARY[op]), out, views, shape);

@@ -3,7 +3,10 @@ import type { ReduceOp, TypedArray } from '../backend.ts';
 import { opError } from '../errors.ts';
 
 export function reduce(op: ReduceOp, x: TypedArray, outer: number, n: number, inner: number, out: TypedArray): void {
-  if (op === 'sum' && inner > 1) return sumMiddle(x, outer, n, inner, out);
+  if (op === 'sum' && inner > 1) {
+    sumMiddle(x, outer, n, inner, out);
+    return;
+  }
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < inner; i++) {
       const base = o * n * inner + i;
@@ -15,12 +18,18 @@ export function reduce(op: ReduceOp, x: TypedArray, outer: number, n: number, in
       } else if (op === 'max' || op === 'argmax') {
         for (let j = 1; j < n; j++) {
           const v = x[base + j * inner];
-          if (v > acc || (v !== v && acc === acc)) { acc = v; arg = j; }
+          if (v > acc || (Number.isNaN(v) && !Number.isNaN(acc))) {
+            acc = v;
+            arg = j;
+          }
         }
       } else {
         for (let j = 1; j < n; j++) {
           const v = x[base + j * inner];
-          if (v < acc || (v !== v && acc === acc)) { acc = v; arg = j; }
+          if (v < acc || (Number.isNaN(v) && !Number.isNaN(acc))) {
+            acc = v;
+            arg = j;
+          }
         }
       }
       out[o * inner + i] = op === 'argmax' || op === 'argmin' ? arg : acc;
@@ -51,8 +60,17 @@ function indexReader(op: string, idx: TypedArray, offset: number, strides: reado
   };
 }
 
-export function gather(x: TypedArray, idx: TypedArray, idxOffset: number, idxStrides: readonly number[],
-  outer: number, n: number, inner: number, count: number, out: TypedArray): void {
+export function gather(
+  x: TypedArray,
+  idx: TypedArray,
+  idxOffset: number,
+  idxStrides: readonly number[],
+  outer: number,
+  n: number,
+  inner: number,
+  count: number,
+  out: TypedArray,
+): void {
   const at = indexReader('gather', idx, idxOffset, idxStrides, n);
   for (let o = 0; o < outer; o++) {
     for (let j = 0; j < count; j++) {
@@ -68,8 +86,17 @@ export function gather(x: TypedArray, idx: TypedArray, idxOffset: number, idxStr
   }
 }
 
-export function scatterAdd(src: TypedArray, idx: TypedArray, idxOffset: number, idxStrides: readonly number[],
-  outer: number, n: number, inner: number, count: number, out: TypedArray): void {
+export function scatterAdd(
+  src: TypedArray,
+  idx: TypedArray,
+  idxOffset: number,
+  idxStrides: readonly number[],
+  outer: number,
+  n: number,
+  inner: number,
+  count: number,
+  out: TypedArray,
+): void {
   const at = indexReader('scatterAdd', idx, idxOffset, idxStrides, n);
   out.fill(0);
   for (let o = 0; o < outer; o++) {
@@ -80,8 +107,17 @@ export function scatterAdd(src: TypedArray, idx: TypedArray, idxOffset: number, 
   }
 }
 
-export function layerNorm(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, rows: number, n: number, eps: number,
-  out: Float32Array, mean: Float32Array, rstd: Float32Array): void {
+export function layerNorm(
+  x: Float32Array,
+  gamma: Float32Array | null,
+  beta: Float32Array | null,
+  rows: number,
+  n: number,
+  eps: number,
+  out: Float32Array,
+  mean: Float32Array,
+  rstd: Float32Array,
+): void {
   for (let r = 0; r < rows; r++) {
     const base = r * n;
     let s = 0;
@@ -102,8 +138,18 @@ export function layerNorm(x: Float32Array, gamma: Float32Array | null, beta: Flo
   }
 }
 
-export function layerNormBackward(x: Float32Array, gamma: Float32Array | null, mean: Float32Array, rstd: Float32Array, dy: Float32Array,
-  rows: number, n: number, dx: Float32Array, dgamma: Float32Array | null, dbeta: Float32Array | null): void {
+export function layerNormBackward(
+  x: Float32Array,
+  gamma: Float32Array | null,
+  mean: Float32Array,
+  rstd: Float32Array,
+  dy: Float32Array,
+  rows: number,
+  n: number,
+  dx: Float32Array,
+  dgamma: Float32Array | null,
+  dbeta: Float32Array | null,
+): void {
   const dg = new Float64Array(n);
   const db = new Float64Array(n);
   for (let r = 0; r < rows; r++) {

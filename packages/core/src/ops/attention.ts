@@ -35,7 +35,8 @@ export function attentionWeights(q: Tensor, k: Tensor, opts: AttentionWeightsOpt
     throw opError(op, `q [..., Tq, d] and k [..., Tk, d] must share d, got ${fmtShape(q.shape)} and ${fmtShape(k.shape)}`);
   }
   const causal = opts.causal ?? false;
-  if (causal && q.shape[q.rank - 2] !== k.shape[k.rank - 2]) throw opError(op, `a causal mask needs as many queries as keys, got ${fmtShape(q.shape)} and ${fmtShape(k.shape)}`);
+  if (causal && q.shape[q.rank - 2] !== k.shape[k.rank - 2])
+    throw opError(op, `a causal mask needs as many queries as keys, got ${fmtShape(q.shape)} and ${fmtShape(k.shape)}`);
   if (mask) {
     // The mask must broadcast to the scores without growing them: [..., Tq, Tk].
     const scores = [...broadcastShapes(op, q.shape.slice(0, -2), k.shape.slice(0, -2)), q.shape[q.rank - 2], k.shape[k.rank - 2]];

@@ -2,11 +2,10 @@ import type { BlockLayout } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { engine } from '../engine.ts';
-import { empty, Tensor } from '../tensor.ts';
+import { empty, type Tensor } from '../tensor.ts';
 import { addFreeing } from './elementwise.ts';
 import { asFlat, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
-
 
 /** Runs one of the block-sparse kernels on contiguous operands; no gradient recording. */
 export function bsrKernel(kind: 'forward' | 'gradInput', x2d: Tensor, blocks: Tensor, layout: BlockLayout): Tensor {

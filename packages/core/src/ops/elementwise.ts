@@ -133,7 +133,12 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   }
   if (!ta) xa.dispose();
   if (!tb) xb.dispose();
-  return record('where', [ta, tb].filter((t): t is Tensor => t !== null), out, { cond, aIsTensor: !!ta, bIsTensor: !!tb });
+  return record(
+    'where',
+    [ta, tb].filter((t): t is Tensor => t !== null),
+    out,
+    { cond, aIsTensor: !!ta, bIsTensor: !!tb },
+  );
 }
 
 /** Converts dtype (float32 -> int32 truncates toward zero). Not differentiable. */

@@ -2,7 +2,7 @@ import type { View } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxis, sizeOf } from '../shape.ts';
-import { empty, Tensor } from '../tensor.ts';
+import { empty, type Tensor } from '../tensor.ts';
 import { asFlat, contiguous } from './movement.ts';
 import { checkTensors } from './util.ts';
 

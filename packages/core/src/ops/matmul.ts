@@ -3,7 +3,7 @@ import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, sizeOf } from '../shape.ts';
 import { engine, noGrad } from '../engine.ts';
-import { empty, Tensor } from '../tensor.ts';
+import { empty, type Tensor } from '../tensor.ts';
 import { addFreeing } from './elementwise.ts';
 import { contiguous, expand, reshape, transpose } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';
@@ -100,7 +100,8 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   for (const t of [x, weight, bias]) if (t) checkFloat(op, t);
   if (weight.rank !== 2) throw opError(op, `weight must be 2-D [out, in], got ${fmtShape(weight.shape)}`);
   const [outF, inF] = weight.shape;
-  if (x.rank < 1 || x.shape[x.rank - 1] !== inF) throw opError(op, `input of shape ${fmtShape(x.shape)} must end in ${inF} features (weight ${fmtShape(weight.shape)})`);
+  if (x.rank < 1 || x.shape[x.rank - 1] !== inF)
+    throw opError(op, `input of shape ${fmtShape(x.shape)} must end in ${inF} features (weight ${fmtShape(weight.shape)})`);
   if (bias && (bias.rank !== 1 || bias.shape[0] !== outF)) throw opError(op, `bias must have shape [${outF}], got ${fmtShape(bias.shape)}`);
   const out = noGrad(() => {
     const x2 = x.rank === 1 ? reshape(x, [1, inF]) : x;

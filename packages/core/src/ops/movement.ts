@@ -1,7 +1,7 @@
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastStrides, checkShape, contiguousStrides, normalizeAxis, sizeOf, type Shape } from '../shape.ts';
-import { empty, Tensor, viewOf } from '../tensor.ts';
+import { empty, type Tensor, viewOf } from '../tensor.ts';
 import { checkTensors } from './util.ts';
 
 /** Resolves one -1 entry and checks the element count. */
@@ -65,7 +65,13 @@ export function permute(x: Tensor, axes: readonly number[]): Tensor {
   if (axes.length !== x.rank) throw opError('permute', `expected ${x.rank} axes for shape ${fmtShape(x.shape)}, got ${JSON.stringify(axes)}`);
   const norm = axes.map((a) => normalizeAxis('permute', a, x.rank));
   if (new Set(norm).size !== norm.length) throw opError('permute', `axes ${JSON.stringify(axes)} must be a permutation of 0..${x.rank - 1}`);
-  const out = viewOf(x, 'permute', norm.map((a) => x.shape[a]), norm.map((a) => x.strides[a]), x.offset);
+  const out = viewOf(
+    x,
+    'permute',
+    norm.map((a) => x.shape[a]),
+    norm.map((a) => x.strides[a]),
+    x.offset,
+  );
   return record('permute', [x], out, { axes: norm });
 }
 
@@ -87,7 +93,8 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
   const target = shape.map((d, i) => (d === -1 && i >= lead ? x.shape[i - lead] : d));
   checkShape('expand', target);
   x.shape.forEach((d, i) => {
-    if (d !== 1 && d !== target[lead + i]) throw opError('expand', `cannot expand ${fmtShape(x.shape)} to ${fmtShape(shape)} (dimension ${lead + i}: ${d} vs ${target[lead + i]})`);
+    if (d !== 1 && d !== target[lead + i])
+      throw opError('expand', `cannot expand ${fmtShape(x.shape)} to ${fmtShape(shape)} (dimension ${lead + i}: ${d} vs ${target[lead + i]})`);
   });
   const out = viewOf(x, 'expand', target, broadcastStrides(x.shape, x.strides, target), x.offset);
   return record('expand', [x], out, { inShape: x.shape });
@@ -96,7 +103,10 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
 export function squeeze(x: Tensor, axis?: number): Tensor {
   checkTensors('squeeze', x);
   const keep = x.shape.map((d, i) => (axis === undefined ? d !== 1 : i !== normalizeAxis('squeeze', axis, x.rank) || d !== 1));
-  return reshape(x, x.shape.filter((_, i) => keep[i]));
+  return reshape(
+    x,
+    x.shape.filter((_, i) => keep[i]),
+  );
 }
 
 export function unsqueeze(x: Tensor, axis: number): Tensor {

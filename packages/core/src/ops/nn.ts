@@ -2,7 +2,7 @@ import { engine } from '../engine.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxis, sameShape, sizeOf } from '../shape.ts';
-import { empty, Tensor } from '../tensor.ts';
+import { empty, type Tensor } from '../tensor.ts';
 import { add, binaryKernel, div, mul, neg, sub, where } from './elementwise.ts';
 import { gather } from './indexing.ts';
 import { asFlat, reshape, transpose } from './movement.ts';
@@ -80,16 +80,35 @@ export function layerNorm(x: Tensor, normalizedShape: number | readonly number[]
   const meanT = empty([rows], 'float32', x.backend);
   const rstd = empty([rows], 'float32', x.backend);
   if (out.size > 0) {
-    x.backend.layerNorm(src.bufferFor(op), w?.bufferFor(op) ?? null, b?.bufferFor(op) ?? null, rows, n, eps,
-      out.bufferFor(op), meanT.bufferFor(op), rstd.bufferFor(op));
+    x.backend.layerNorm(
+      src.bufferFor(op),
+      w?.bufferFor(op) ?? null,
+      b?.bufferFor(op) ?? null,
+      rows,
+      n,
+      eps,
+      out.bufferFor(op),
+      meanT.bufferFor(op),
+      rstd.bufferFor(op),
+    );
   }
   if (src !== x) src.dispose();
   if (w && w !== weight) w.dispose();
   if (b && b !== bias) b.dispose();
   const inputs = [x, weight ?? null, bias ?? null];
-  const recorded = record(op, inputs.filter((t): t is Tensor => !!t), out, {
-    mean: meanT, rstd, n, rows, hasWeight: !!weight, hasBias: !!bias,
-  });
+  const recorded = record(
+    op,
+    inputs.filter((t): t is Tensor => !!t),
+    out,
+    {
+      mean: meanT,
+      rstd,
+      n,
+      rows,
+      hasWeight: !!weight,
+      hasBias: !!bias,
+    },
+  );
   if (!recorded.requiresGrad) {
     meanT.dispose();
     rstd.dispose();
@@ -173,4 +192,51 @@ export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = 'me
   }
   const d = sub(pred, target);
   return reduceLoss('mseLoss', mul(d, d), reduction);
+}
+
+/** dL/dx of a softmax (log: of a logSoftmax) over the last axis, from its output `out` and dL/dout `g` (a fused kernel). */
+export function softmaxBackwardKernel(g: Tensor, out: Tensor, log: boolean): Tensor {
+  const n = out.shape[out.rank - 1];
+  const gc = asFlat(g);
+  const oc = asFlat(out);
+  const dx = empty(out.shape, 'float32', out.backend);
+  if (dx.size > 0) out.backend.softmaxBackward(oc.bufferFor('softmax'), gc.bufferFor('softmax'), dx.size / n, n, log, dx.bufferFor('softmax'));
+  return dx;
+}
+
+/** The gradients of layerNorm over rows of n (a fused kernel): dx, and dweight / dbias [n] where the op had them. */
+export function layerNormBackwardKernel(
+  g: Tensor,
+  x: Tensor,
+  weight: Tensor | null,
+  mean: Tensor,
+  rstd: Tensor,
+  rows: number,
+  n: number,
+  hasBias: boolean,
+): { dx: Tensor; dw: Tensor | null; db: Tensor | null } {
+  const op = 'layerNorm';
+  const gc = asFlat(g);
+  const xc = asFlat(x);
+  const wc = weight && asFlat(weight);
+  const dx = empty(x.shape, 'float32', x.backend);
+  const dw = weight ? empty([n], 'float32', x.backend) : null;
+  const db = hasBias ? empty([n], 'float32', x.backend) : null;
+  if (dx.size > 0) {
+    x.backend.layerNormBackward(
+      xc.bufferFor(op),
+      wc?.bufferFor(op) ?? null,
+      mean.bufferFor(op),
+      rstd.bufferFor(op),
+      gc.bufferFor(op),
+      rows,
+      n,
+      dx.bufferFor(op),
+      dw?.bufferFor(op) ?? null,
+      db?.bufferFor(op) ?? null,
+    );
+  } else {
+    for (const t of [dw, db]) if (t) x.backend.fill(t.bufferFor(op), n, 0);
+  }
+  return { dx, dw, db };
 }

@@ -82,8 +82,14 @@ function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Back
   });
   backend.adamStep(
     work.map(({ flat, outs }) => ({
-      p: flat[0].bufferFor(op), g: flat[1].bufferFor(op), m: flat[2].bufferFor(op), v: flat[3].bufferFor(op), size: flat[0].size,
-      pOut: outs[0].bufferFor(op), mOut: outs[1].bufferFor(op), vOut: outs[2].bufferFor(op),
+      p: flat[0].bufferFor(op),
+      g: flat[1].bufferFor(op),
+      m: flat[2].bufferFor(op),
+      v: flat[3].bufferFor(op),
+      size: flat[0].size,
+      pOut: outs[0].bufferFor(op),
+      mOut: outs[1].bufferFor(op),
+      vOut: outs[2].bufferFor(op),
     })),
     spec,
   );
@@ -111,7 +117,11 @@ export function sumOfSquares(tensors: readonly Tensor[]): Tensor {
   return noGrad(() => {
     const flat = tensors.map(asFlat);
     const out = empty([], 'float32', backend);
-    backend.sumOfSquares(flat.map((f) => f.bufferFor(op)), flat.map((f) => f.size), out.bufferFor(op));
+    backend.sumOfSquares(
+      flat.map((f) => f.bufferFor(op)),
+      flat.map((f) => f.size),
+      out.bufferFor(op),
+    );
     flat.forEach((f, i) => f !== tensors[i] && f.dispose());
     return out;
   });
@@ -140,7 +150,12 @@ export function scaleEach(tensors: readonly Tensor[], factor: Tensor): Tensor[] 
     const flat = tensors.map(asFlat);
     const f = asFlat(factor);
     const outs = tensors.map((t) => empty(t.shape, 'float32', backend));
-    backend.scaleBuffers(flat.map((x) => x.bufferFor(op)), flat.map((x) => x.size), f.bufferFor(op), outs.map((o) => o.bufferFor(op)));
+    backend.scaleBuffers(
+      flat.map((x) => x.bufferFor(op)),
+      flat.map((x) => x.size),
+      f.bufferFor(op),
+      outs.map((o) => o.bufferFor(op)),
+    );
     flat.forEach((x, i) => x !== tensors[i] && x.dispose());
     if (f !== factor) f.dispose();
     return outs;

@@ -2,7 +2,7 @@ import type { ReduceOp } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxes, normalizeAxis, sameShape, sizeOf, type Shape } from '../shape.ts';
-import { empty, Tensor } from '../tensor.ts';
+import { empty, type Tensor } from '../tensor.ts';
 import { binaryKernel } from './elementwise.ts';
 import { contiguous, permute, reshape } from './movement.ts';
 import { checkFloat, checkTensors } from './util.ts';

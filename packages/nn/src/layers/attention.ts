@@ -19,7 +19,11 @@ export class MultiHeadAttention extends Module {
   readonly headDim: number;
   readonly causal: boolean;
 
-  constructor(readonly dModel: number, readonly heads: number, opts: { causal?: boolean; dropout?: number; bias?: boolean } = {}) {
+  constructor(
+    readonly dModel: number,
+    readonly heads: number,
+    opts: { causal?: boolean; dropout?: number; bias?: boolean } = {},
+  ) {
     super();
     if (!Number.isInteger(heads) || heads <= 0 || dModel % heads !== 0) {
       throw opError('MultiHeadAttention', `dModel (${dModel}) must be divisible by the number of heads (${heads})`);
@@ -101,7 +105,11 @@ export class TransformerBlock extends Module {
   ln2: LayerNorm;
   mlp: MLP;
   dropout: Dropout;
-  constructor(readonly dModel: number, heads: number, opts: TransformerBlockOptions = {}) {
+  constructor(
+    readonly dModel: number,
+    heads: number,
+    opts: TransformerBlockOptions = {},
+  ) {
     super();
     this.ln1 = this.registerModule('ln1', new LayerNorm(dModel));
     this.attention = this.registerModule('attention', new MultiHeadAttention(dModel, heads, { causal: opts.causal, dropout: opts.dropout }));
@@ -122,5 +130,3 @@ export class TransformerBlock extends Module {
     });
   }
 }
-
-

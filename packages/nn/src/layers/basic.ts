@@ -4,7 +4,11 @@ import { Module } from '../module.ts';
 /** A lookup table [numEmbeddings, dim] indexed by int32 ids. */
 export class Embedding extends Module {
   weight: Tensor;
-  constructor(readonly numEmbeddings: number, readonly dim: number, opts: { std?: number } = {}) {
+  constructor(
+    readonly numEmbeddings: number,
+    readonly dim: number,
+    opts: { std?: number } = {},
+  ) {
     super();
     if (!Number.isInteger(numEmbeddings) || numEmbeddings <= 0 || !Number.isInteger(dim) || dim <= 0) {
       throw opError('Embedding', `numEmbeddings and dim must be positive integers, got ${numEmbeddings} and ${dim}`);
@@ -24,7 +28,10 @@ export class Embedding extends Module {
 export class LayerNorm extends Module {
   weight: Tensor;
   bias: Tensor;
-  constructor(readonly dim: number, readonly eps = 1e-5) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-5,
+  ) {
     super();
     this.weight = this.registerParameter('weight', ones([dim]));
     this.bias = this.registerParameter('bias', zeros([dim]));

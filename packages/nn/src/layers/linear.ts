@@ -2,7 +2,10 @@ import { BlockSparseMatrix, linear, opError, rand, tensor, type Tensor } from '@
 import { Module, type StateDict } from '../module.ts';
 
 function checkFeatures(op: string, inFeatures: number, outFeatures: number): void {
-  for (const [name, v] of [['inFeatures', inFeatures], ['outFeatures', outFeatures]] as const) {
+  for (const [name, v] of [
+    ['inFeatures', inFeatures],
+    ['outFeatures', outFeatures],
+  ] as const) {
     if (!Number.isInteger(v) || v <= 0) throw opError(op, `${name} must be a positive integer, got ${v}`);
   }
 }
@@ -30,7 +33,11 @@ export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: { bias?: boolean } = {},
+  ) {
     super();
     checkFeatures('Linear', inFeatures, outFeatures);
     this.weight = this.registerParameter('weight', uniformInit([outFeatures, inFeatures], inFeatures));
@@ -69,7 +76,12 @@ export class BlockSparseLinear extends Module {
   blockCoords: Tensor;
   private matrix: BlockSparseMatrix;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: BlockSparseOptions, from?: { matrix: BlockSparseMatrix; bias: Tensor | null }) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: BlockSparseOptions,
+    from?: { matrix: BlockSparseMatrix; bias: Tensor | null },
+  ) {
     super();
     checkFeatures('BlockSparseLinear', inFeatures, outFeatures);
     const blockSize = opts.blockSize ?? 32;
@@ -84,7 +96,8 @@ export class BlockSparseLinear extends Module {
 
   /** Keeps the blocks of largest norm of a dense Linear's weight (and its bias). */
   static async fromLinear(linear: Linear, opts: { density: number; blockSize?: number }): Promise<BlockSparseLinear> {
-    if (!(linear instanceof Linear)) throw opError('BlockSparseLinear.fromLinear', `expected a Linear, got ${(linear as object)?.constructor?.name ?? typeof linear}`);
+    if (!(linear instanceof Linear))
+      throw opError('BlockSparseLinear.fromLinear', `expected a Linear, got ${(linear as object)?.constructor?.name ?? typeof linear}`);
     const matrix = await BlockSparseMatrix.fromDense(linear.weight.detach(), { density: opts.density, blockSize: opts.blockSize ?? 32 });
     const bias = linear.bias ? linear.bias.detach().contiguous() : null;
     return new BlockSparseLinear(linear.inFeatures, linear.outFeatures, { density: opts.density, blockSize: opts.blockSize, bias: !!bias }, { matrix, bias });
@@ -119,12 +132,24 @@ export class BlockSparseLinear extends Module {
    * one throws at its next step instead of silently skipping it.
    */
   protected override async loadOwnState(prefix: string, state: StateDict, used: Set<string>, missing: string[]): Promise<void> {
-    const coords = state[prefix + 'blockCoords'];
-    const weight = state[prefix + 'weight'];
+    const coords = state[`${prefix}blockCoords`];
+    const weight = state[`${prefix}weight`];
     if (coords && weight) {
       const bs = this.blockSize;
-      if (coords.dtype !== 'int32' || coords.rank !== 2 || coords.shape[1] !== 2 || weight.dtype !== 'float32' || weight.rank !== 3 || weight.shape[0] !== coords.shape[0] || weight.shape[1] !== bs || weight.shape[2] !== bs) {
-        throw opError('loadStateDict', `'${prefix}weight' [${weight.shape.join(', ')}] (${weight.dtype}) and '${prefix}blockCoords' [${coords.shape.join(', ')}] (${coords.dtype}) do not describe ${bs}x${bs} blocks of a block-sparse weight`);
+      if (
+        coords.dtype !== 'int32' ||
+        coords.rank !== 2 ||
+        coords.shape[1] !== 2 ||
+        weight.dtype !== 'float32' ||
+        weight.rank !== 3 ||
+        weight.shape[0] !== coords.shape[0] ||
+        weight.shape[1] !== bs ||
+        weight.shape[2] !== bs
+      ) {
+        throw opError(
+          'loadStateDict',
+          `'${prefix}weight' [${weight.shape.join(', ')}] (${weight.dtype}) and '${prefix}blockCoords' [${coords.shape.join(', ')}] (${coords.dtype}) do not describe ${bs}x${bs} blocks of a block-sparse weight`,
+        );
       }
       const flat = await coords.toArray();
       const list = Array.from({ length: coords.shape[0] }, (_, i) => [flat[2 * i], flat[2 * i + 1]] as const);
@@ -144,14 +169,15 @@ export class BlockSparseLinear extends Module {
         this.replaceParameter('weight', loaded.data);
         this.replaceBuffer('blockCoords', coordsTensor(loaded));
       }
-      used.add(prefix + 'weight');
-      used.add(prefix + 'blockCoords');
+      used.add(`${prefix}weight`);
+      used.add(`${prefix}blockCoords`);
       if (this.bias) {
-        const b = state[prefix + 'bias'];
-        if (!b) missing.push(prefix + 'bias');
+        const b = state[`${prefix}bias`];
+        if (!b) missing.push(`${prefix}bias`);
         else {
-          used.add(prefix + 'bias');
-          if (b.shape.join() !== this.bias.shape.join()) throw opError('loadStateDict', `'${prefix}bias' has shape [${b.shape.join(', ')}], expected [${this.bias.shape.join(', ')}]`);
+          used.add(`${prefix}bias`);
+          if (b.shape.join() !== this.bias.shape.join())
+            throw opError('loadStateDict', `'${prefix}bias' has shape [${b.shape.join(', ')}], expected [${this.bias.shape.join(', ')}]`);
           this.bias.assign(b.backend === this.bias.backend ? b : tensor(await b.toArray(), [...b.shape], { backend: this.bias.backend }));
         }
       }
@@ -194,7 +220,12 @@ export class PseudoBlockSparseLinear extends Module {
   bias: Tensor | null;
   mask: Tensor;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: BlockSparseOptions, from?: { matrix: BlockSparseMatrix; bias: Tensor | null }) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: BlockSparseOptions,
+    from?: { matrix: BlockSparseMatrix; bias: Tensor | null },
+  ) {
     super();
     checkFeatures('PseudoBlockSparseLinear', inFeatures, outFeatures);
     checkBlockFit('PseudoBlockSparseLinear', inFeatures, outFeatures, opts.blockSize ?? 32);
@@ -215,7 +246,12 @@ export class PseudoBlockSparseLinear extends Module {
   static async fromLinear(linear: Linear, opts: { density: number; blockSize?: number }): Promise<PseudoBlockSparseLinear> {
     const matrix = await BlockSparseMatrix.fromDense(linear.weight.detach(), { density: opts.density, blockSize: opts.blockSize ?? 32 });
     const bias = linear.bias ? linear.bias.detach().contiguous() : null;
-    return new PseudoBlockSparseLinear(linear.inFeatures, linear.outFeatures, { density: opts.density, blockSize: opts.blockSize, bias: !!bias }, { matrix, bias });
+    return new PseudoBlockSparseLinear(
+      linear.inFeatures,
+      linear.outFeatures,
+      { density: opts.density, blockSize: opts.blockSize, bias: !!bias },
+      { matrix, bias },
+    );
   }
 
   forward(x: Tensor): Tensor {

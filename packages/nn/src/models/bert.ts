@@ -68,9 +68,10 @@ export class BertEncoder extends Module {
   constructor(config: BertConfig) {
     super();
     const inter = config.intermediateSize ?? 4 * config.dModel;
-    this.layers = this.registerModule('layers', new ModuleList(
-      Array.from({ length: config.layers }, () => new BertLayer(config.dModel, config.heads, inter, config.dropout ?? 0)),
-    ));
+    this.layers = this.registerModule(
+      'layers',
+      new ModuleList(Array.from({ length: config.layers }, () => new BertLayer(config.dModel, config.heads, inter, config.dropout ?? 0))),
+    );
   }
   forward(h: Tensor, attentionMask?: Tensor): Tensor {
     for (const layer of this.layers) h = layer.forward(h, attentionMask);

@@ -35,9 +35,12 @@ export class GPT extends Module {
     this.tokenEmbedding = this.registerModule('tokenEmbedding', new Embedding(vocabSize, dModel, { std: 0.02 }));
     this.positionEmbedding = this.registerModule('positionEmbedding', new Embedding(seqLen, dModel, { std: 0.02 }));
     this.drop = this.registerModule('drop', new Dropout(config.dropout ?? 0));
-    this.layers = this.registerModule('layers', new ModuleList(
-      Array.from({ length: layers }, () => new TransformerBlock(dModel, heads, { causal: true, dropout: config.dropout, mlpRatio: config.mlpRatio })),
-    ));
+    this.layers = this.registerModule(
+      'layers',
+      new ModuleList(
+        Array.from({ length: layers }, () => new TransformerBlock(dModel, heads, { causal: true, dropout: config.dropout, mlpRatio: config.mlpRatio })),
+      ),
+    );
     this.norm = this.registerModule('norm', new LayerNorm(dModel));
     this.head = this.registerModule('head', new Linear(dModel, vocabSize, { bias: false }));
   }

@@ -64,7 +64,10 @@ export abstract class Optimizer {
     const gone = this.params.findIndex((p) => p.isDisposed);
     if (gone >= 0) {
       const p = this.params[gone];
-      throw opError(`${this.constructor.name}.step`, `parameter ${gone} (shape [${p.shape.join(', ')}]) was disposed; the module replaced it after this optimizer was built (build the optimizer after loading state that changes parameter shapes)`);
+      throw opError(
+        `${this.constructor.name}.step`,
+        `parameter ${gone} (shape [${p.shape.join(', ')}]) was disposed; the module replaced it after this optimizer was built (build the optimizer after loading state that changes parameter shapes)`,
+      );
     }
     this.stepCount++;
     noGrad(() => {
@@ -101,7 +104,8 @@ export abstract class Optimizer {
       const [index, slot] = key.split('.');
       const p = this.params[Number(index)];
       if (!p || !slot) throw opError(op, `state entry '${key}' does not name a parameter slot (there are ${this.params.length} parameters)`);
-      if (t.shape.join() !== p.shape.join()) throw opError(op, `state '${key}' has shape [${t.shape.join(', ')}], parameter ${index} has [${p.shape.join(', ')}]`);
+      if (t.shape.join() !== p.shape.join())
+        throw opError(op, `state '${key}' has shape [${t.shape.join(', ')}], parameter ${index} has [${p.shape.join(', ')}]`);
       this.slot(p, slot).assign(t);
     }
     this.stepCount = state.step;
@@ -163,7 +167,10 @@ export class Adam extends Optimizer {
     [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0;
-    for (const [k, v] of [['beta1', this.beta1], ['beta2', this.beta2]] as const) {
+    for (const [k, v] of [
+      ['beta1', this.beta1],
+      ['beta2', this.beta2],
+    ] as const) {
       if (!(v >= 0 && v < 1)) throw opError(this.constructor.name, `${k} must be in [0, 1), got ${v}`);
     }
     if (!(this.eps > 0)) throw opError(this.constructor.name, `eps must be positive, got ${this.eps}`);
@@ -176,8 +183,14 @@ export class Adam extends Optimizer {
   }
   private spec(weightDecay: number): AdamStepSpec {
     return {
-      lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay, decoupled: this.decoupled,
-      biasCorrection1: 1 - this.beta1 ** this.stepCount, biasCorrection2: 1 - this.beta2 ** this.stepCount,
+      lr: this.lr,
+      beta1: this.beta1,
+      beta2: this.beta2,
+      eps: this.eps,
+      weightDecay,
+      decoupled: this.decoupled,
+      biasCorrection1: 1 - this.beta1 ** this.stepCount,
+      biasCorrection2: 1 - this.beta2 ** this.stepCount,
     };
   }
 }

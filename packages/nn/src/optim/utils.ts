@@ -37,7 +37,10 @@ export function warmupCosine(opts: WarmupCosineOptions): (step: number) => numbe
   const { lr, warmupSteps, totalSteps } = opts;
   const minLr = opts.minLr ?? 0.1 * lr;
   if (!(lr > 0) || !(warmupSteps >= 0) || !(totalSteps > warmupSteps) || !(minLr >= 0 && minLr <= lr)) {
-    throw opError('warmupCosine', `expected lr > 0, 0 <= warmupSteps < totalSteps and 0 <= minLr <= lr, got lr=${lr}, warmupSteps=${warmupSteps}, totalSteps=${totalSteps}, minLr=${minLr}`);
+    throw opError(
+      'warmupCosine',
+      `expected lr > 0, 0 <= warmupSteps < totalSteps and 0 <= minLr <= lr, got lr=${lr}, warmupSteps=${warmupSteps}, totalSteps=${totalSteps}, minLr=${minLr}`,
+    );
   }
   return (step: number) => {
     if (step < warmupSteps) return (lr * (step + 1)) / warmupSteps;
@@ -63,5 +66,8 @@ export function decayGroups(model: Module, weightDecay: number): ParamGroup[] {
     const decays = name.slice(cut + 1) === 'weight' && !(module instanceof Embedding) && !(module instanceof LayerNorm);
     (decays ? decay : noDecay).push(p);
   }
-  return [{ params: decay, weightDecay }, { params: noDecay, weightDecay: 0 }].filter((g) => g.params.length > 0);
+  return [
+    { params: decay, weightDecay },
+    { params: noDecay, weightDecay: 0 },
+  ].filter((g) => g.params.length > 0);
 }

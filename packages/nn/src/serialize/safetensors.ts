@@ -97,8 +97,13 @@ function checkEntries(header: Record<string, unknown>, dataLength: number, sourc
     const e = raw as HeaderEntry;
     const dtype = FROM_CODE[e?.dtype];
     if (!dtype) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32 and I32`);
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0) || !Array.isArray(e.data_offsets)
-      || e.data_offsets.length !== 2 || !e.data_offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+    if (
+      !Array.isArray(e.shape) ||
+      !e.shape.every((d) => Number.isInteger(d) && d >= 0) ||
+      !Array.isArray(e.data_offsets) ||
+      e.data_offsets.length !== 2 ||
+      !e.data_offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
+    ) {
       throw opError(op, `${source}: tensor '${name}' has a malformed header entry`);
     }
     const [begin, end] = e.data_offsets;

@@ -14,7 +14,11 @@ export function saveToBytes(model: Module, metadata: Record<string, string> = {}
  * Loads safetensors bytes into the model (strict by default) on the backend of its parameters;
  * returns the header's metadata too. `source` names the bytes in errors (a file path, a URL).
  */
-export async function loadFromBytes(model: Module, bytes: Uint8Array, opts: { strict?: boolean; source?: string } = {}): Promise<LoadResult & { metadata: Record<string, string> }> {
+export async function loadFromBytes(
+  model: Module,
+  bytes: Uint8Array,
+  opts: { strict?: boolean; source?: string } = {},
+): Promise<LoadResult & { metadata: Record<string, string> }> {
   const backend = model.parameters()[0]?.backend;
   const { tensors, metadata } = decodeSafetensors(bytes, opts.source ?? 'safetensors bytes', { backend });
   try {

@@ -3,7 +3,7 @@
  * entry point of per-element kernels, a merged layout's uniform words, and column reductions.
  */
 import type { Backend } from '@sparsegrad/core';
-import { GpuBuffer, GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from '../context.ts';
+import { type GpuBuffer, type GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from '../context.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE } from '../reductions.ts';
 import { MAX_RANK, PARAMS } from '../wgsl.ts';
 
@@ -27,13 +27,18 @@ export interface KernelHost {
 
 export function kernelHost(ctx: GpuContext, rowSubgroups: number, backend: () => Backend): KernelHost {
   return {
-    ctx, pipe: ctx.pipeline.bind(ctx), subgroups: ctx.device.features.has('subgroups'), rowSubgroups,
-    storageBuffers: ctx.device.limits.maxStorageBuffersPerShaderStage, backend,
+    ctx,
+    pipe: ctx.pipeline.bind(ctx),
+    subgroups: ctx.device.features.has('subgroups'),
+    rowSubgroups,
+    storageBuffers: ctx.device.limits.maxStorageBuffersPerShaderStage,
+    backend,
   };
 }
 
 export const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
-export const MAIN = '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
+export const MAIN =
+  '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
 
 /**
  * A merged layout (collapseDims) as uniform words: [n, rank, shape[6], (offset, strides[6]) per
@@ -74,8 +79,17 @@ export function perElement(body: string): string {
  * Runs a columnKernel over x [outer, n, inner]: one dispatch when the rows fit one split per
  * workgroup column, else partial results [splits, outer, inner] per output and `finish` to fold them.
  */
-export function columnReduce(ctx: GpuContext, op: string, kernel: Kernel, inputs: GpuBuffer[], outs: GpuBuffer[], outer: number, n: number, inner: number,
-  finish: (partials: GpuBuffer[], splits: number) => void): void {
+export function columnReduce(
+  ctx: GpuContext,
+  op: string,
+  kernel: Kernel,
+  inputs: GpuBuffer[],
+  outs: GpuBuffer[],
+  outer: number,
+  n: number,
+  inner: number,
+  finish: (partials: GpuBuffer[], splits: number) => void,
+): void {
   if (outer * inner === 0) return;
   const xg = Math.ceil(inner / COLUMN_TILE);
   const wanted = Math.ceil(COLUMN_TARGET_GROUPS / (xg * outer));

@@ -74,18 +74,27 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
   return {
     fill(out, size, value) {
       const t = wgslType(out.dtype);
-      const pipeline = pipe(`fill|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${perElement(`Y[i] = ${t === 'i32' ? 'pi(1u)' : 'pf(1u)'};`)}`);
+      const pipeline = pipe(
+        `fill|${t}`,
+        () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${perElement(`Y[i] = ${t === 'i32' ? 'pi(1u)' : 'pf(1u)'};`)}`,
+      );
       ctx.dispatch('fill', pipeline, [G(out)], [u(size), out.dtype === 'int32' ? { i32: value } : { f32: value }], perElementThreads(size));
     },
     random(out, size, spec) {
       const normal = spec.kind === 'normal';
-      const pipeline = pipe(`random|${spec.kind}`, () => `${HEAD('@group(0) @binding(1) var<storage, read_write> Y: array<f32>;')}\n${RANDOM}\n${perElement(`
+      const pipeline = pipe(
+        `random|${spec.kind}`,
+        () =>
+          `${HEAD('@group(0) @binding(1) var<storage, read_write> Y: array<f32>;')}\n${RANDOM}\n${perElement(`
     let key = p(1u); let a = pf(2u); let b = pf(3u);
-    ${normal
-    ? `let u1 = (f32(bits(key, 2u * i) >> 8u) + 1.0) * (1.0 / 16777216.0);
+    ${
+      normal
+        ? `let u1 = (f32(bits(key, 2u * i) >> 8u) + 1.0) * (1.0 / 16777216.0);
     let u2 = uni(key, 2u * i + 1u);
     Y[i] = a + b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`
-    : 'Y[i] = a + (b - a) * uni(key, i);'}`)}`);
+        : 'Y[i] = a + (b - a) * uni(key, i);'
+    }`)}`,
+      );
       ctx.dispatch('random', pipeline, [G(out)], [u(size), u(spec.key), { f32: spec.a }, { f32: spec.b }], perElementThreads(size));
     },
     copy(src, dst) {
@@ -94,7 +103,11 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
       const merged = collapseDims(src.shape, [src, dst]);
       if (merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1)) {
         // Both sides one contiguous run: no index arithmetic.
-        const flat = pipe(`copyflat|${st}|${dt}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`Y[p(2u) + i] = ${cast(st, dt, 'X[p(1u) + i]')};`)}`);
+        const flat = pipe(
+          `copyflat|${st}|${dt}`,
+          () =>
+            `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`Y[p(2u) + i] = ${cast(st, dt, 'X[p(1u) + i]')};`)}`,
+        );
         const n = merged.shape[0];
         ctx.dispatch('copy', flat, [G(src.buffer), G(dst.buffer)], [n, merged.ops[0].offset, merged.ops[1].offset].map(u), perElementThreads(n));
         return;
@@ -117,13 +130,17 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
       const L = v4 ?? merged;
       const vt = (t: string) => (v4 ? 'vec4<f32>' : t);
       const count = src.shape.reduce((a, b) => a * b, 1) / (v4 ? 4 : 1);
-      const pipeline = pipe(`copy|${st}|${dt}${v4 ? '|vec4' : ''}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${vt(st)}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${vt(dt)}>;`)}\n${stridedOffsets(2)}\n${perElement(`let o = viewOffsets(i); Y[o[1]] = ${v4 ? 'X[o[0]]' : cast(st, dt, 'X[o[0]]')};`)}`);
+      const pipeline = pipe(
+        `copy|${st}|${dt}${v4 ? '|vec4' : ''}`,
+        () =>
+          `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${vt(st)}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${vt(dt)}>;`)}\n${stridedOffsets(2)}\n${perElement(`let o = viewOffsets(i); Y[o[1]] = ${v4 ? 'X[o[0]]' : cast(st, dt, 'X[o[0]]')};`)}`,
+      );
       ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutWords('copy', count, L.shape, L.ops), perElementThreads(count));
     },
 
     unary(op: UnaryOp, x, out) {
       const isInt = x.buffer.dtype === 'int32';
-      const expr = isInt ? ({ neg: '-a', abs: 'abs(a)', sign: 'sign(a)' } as Record<string, string>)[op] ?? 'a' : UNARY_WGSL[op];
+      const expr = isInt ? (({ neg: '-a', abs: 'abs(a)', sign: 'sign(a)' } as Record<string, string>)[op] ?? 'a') : UNARY_WGSL[op];
       elementwise(op, `u|${op}`, [x], [x.buffer.dtype], out, expr, isInt ? '' : `${ERF}\n${GELU_TANH_GRAD}`);
     },
     binary(op: BinaryOp, a, b, out) {
@@ -141,9 +158,15 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
       elementwise(op, `b|${op}`, [a, b], [t, t], out, expr);
     },
     where(cond, a, b, out) {
-      elementwise('where', 'where', [cond, a, b], [cond.buffer.dtype, a.buffer.dtype, b.buffer.dtype], out, `select(c, b, a != ${wgslType(cond.buffer.dtype)}(0))`);
+      elementwise(
+        'where',
+        'where',
+        [cond, a, b],
+        [cond.buffer.dtype, a.buffer.dtype, b.buffer.dtype],
+        out,
+        `select(c, b, a != ${wgslType(cond.buffer.dtype)}(0))`,
+      );
     },
-
   };
 }
 

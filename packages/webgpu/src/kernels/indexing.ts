@@ -13,7 +13,9 @@ export function indexingKernels(h: KernelHost): Pick<Backend, 'gather' | 'scatte
   return {
     gather(x, idx, outer, n, inner, count, out) {
       const t = wgslType(x.dtype);
-      const pipeline = pipe(`gather|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;
+      const pipeline = pipe(
+        `gather|${t}`,
+        () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;
 @group(0) @binding(2) var<storage, read> I: array<i32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<${t}>;
 ${INDEX_ERRORS(4)}`)}\n${MAIN}
@@ -26,14 +28,23 @@ ${INDEX_ERRORS(4)}`)}\n${MAIN}
   var v = ${t}(0);
   if (k >= 0 && u32(k) < n) { v = X[(o * n + u32(k)) * inner + q]; } else { reportIndex(1, k, n); }
   Y[i] = v;
-}`);
-      ctx.dispatch('gather', pipeline, [G(x), G(idx.buffer), G(out), ctx.indexErrors()], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
+}`,
+      );
+      ctx.dispatch(
+        'gather',
+        pipeline,
+        [G(x), G(idx.buffer), G(out), ctx.indexErrors()],
+        [outer, n, inner, count, idx.offset, ...idx.strides].map(u),
+        outer * count * inner,
+      );
     },
     scatterAdd(src, idx, outer, n, inner, count, out) {
       const isInt = src.dtype === 'int32';
       h.backend().fill(out, outer * n * inner, 0);
       // Float atomics do not exist in WGSL: add through a compare-exchange loop on the bits.
-      const pipeline = pipe(`scatterAdd|${src.dtype}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> S: array<${isInt ? 'i32' : 'f32'}>;
+      const pipeline = pipe(
+        `scatterAdd|${src.dtype}`,
+        () => `${HEAD(`@group(0) @binding(1) var<storage, read> S: array<${isInt ? 'i32' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> I: array<i32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<atomic<${isInt ? 'i32' : 'u32'}>>;
 ${INDEX_ERRORS(4)}`)}\n${MAIN}
@@ -44,15 +55,25 @@ ${INDEX_ERRORS(4)}`)}\n${MAIN}
   if (k < 0 || u32(k) >= n) { reportIndex(2, k, n); return; }
   let at = (o * n + u32(k)) * inner + q;
   let v = S[i];
-  ${isInt ? 'atomicAdd(&Y[at], v);' : `var old = atomicLoad(&Y[at]);
+  ${
+    isInt
+      ? 'atomicAdd(&Y[at], v);'
+      : `var old = atomicLoad(&Y[at]);
   loop {
     let r = atomicCompareExchangeWeak(&Y[at], old, bitcast<u32>(bitcast<f32>(old) + v));
     if (r.exchanged) { break; }
     old = r.old_value;
-  }`}
-}`);
-      ctx.dispatch('scatterAdd', pipeline, [G(src), G(idx.buffer), G(out), ctx.indexErrors()], [outer, n, inner, count, idx.offset, ...idx.strides].map(u), outer * count * inner);
+  }`
+  }
+}`,
+      );
+      ctx.dispatch(
+        'scatterAdd',
+        pipeline,
+        [G(src), G(idx.buffer), G(out), ctx.indexErrors()],
+        [outer, n, inner, count, idx.offset, ...idx.strides].map(u),
+        outer * count * inner,
+      );
     },
-
   };
 }

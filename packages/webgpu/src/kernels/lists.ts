@@ -34,9 +34,18 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
         const firsts = prefix(pack.map((t) => Math.ceil(t.size / chunk)));
         const groups = firsts[pack.length];
         const params = [u(0), ...pack.flatMap((t, i) => [u(t.size), u(firsts[i])]), u(groups), ...coefficients];
-        ctx.dispatchGrid('adamStep', packedKernel('adamStepInPlace', pack.length, adamInPlaceWgsl), pack.flatMap((t) => [t.p, t.g, t.m, t.v].map(G)), params, [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1]);
+        ctx.dispatchGrid(
+          'adamStep',
+          packedKernel('adamStepInPlace', pack.length, adamInPlaceWgsl),
+          pack.flatMap((t) => [t.p, t.g, t.m, t.v].map(G)),
+          params,
+          [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1],
+        );
       }
-      const pipeline = pipe('adamStep', () => `${HEAD(`@group(0) @binding(1) var<storage, read> Pin: array<f32>;
+      const pipeline = pipe(
+        'adamStep',
+        () =>
+          `${HEAD(`@group(0) @binding(1) var<storage, read> Pin: array<f32>;
 @group(0) @binding(2) var<storage, read> Gr: array<f32>;
 @group(0) @binding(3) var<storage, read> Min: array<f32>;
 @group(0) @binding(4) var<storage, read> Vin: array<f32>;
@@ -44,7 +53,8 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
 @group(0) @binding(6) var<storage, read_write> Mo: array<f32>;
 @group(0) @binding(7) var<storage, read_write> Vo: array<f32>;`)}\n${ADAM_WGSL}\n${perElement(`
     let r = adam(Pin[i], Gr[i], Min[i], Vin[i], 1u);
-    Po[i] = r.x; Mo[i] = r.y; Vo[i] = r.z;`)}`);
+    Po[i] = r.x; Mo[i] = r.y; Vo[i] = r.z;`)}`,
+      );
       const packed = new Set(inPlace);
       for (const t of live) {
         if (packed.has(t)) continue;
@@ -64,7 +74,11 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
         const firsts = prefix(pack.map((t) => t.parts));
         const groups = firsts[pack.length];
         const params = [at, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
-        ctx.dispatchGrid('sumOfSquares', packedKernel('sumOfSquares', pack.length, sumOfSquaresWgsl), [...pack.map((t) => t.x), partial], params, [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1]);
+        ctx.dispatchGrid('sumOfSquares', packedKernel('sumOfSquares', pack.length, sumOfSquaresWgsl), [...pack.map((t) => t.x), partial], params, [
+          Math.min(groups, MAX_GROUPS_X),
+          Math.ceil(groups / MAX_GROUPS_X),
+          1,
+        ]);
         at += groups;
       }
       h.backend().reduce('sum', partial, 1, total, 1, out);
@@ -78,7 +92,13 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
         const firsts = prefix(pack.map((t) => t.parts));
         const groups = firsts[pack.length];
         const params = [0, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
-        ctx.dispatchGrid('scaleBuffers', packedKernel('scaleBuffers', pack.length, scaleBuffersWgsl), [G(factor), ...pack.map((t) => t.x), ...pack.map((t) => t.y)], params, [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1]);
+        ctx.dispatchGrid(
+          'scaleBuffers',
+          packedKernel('scaleBuffers', pack.length, scaleBuffersWgsl),
+          [G(factor), ...pack.map((t) => t.x), ...pack.map((t) => t.y)],
+          params,
+          [Math.min(groups, MAX_GROUPS_X), Math.ceil(groups / MAX_GROUPS_X), 1],
+        );
       }
     },
   };
@@ -129,7 +149,10 @@ function packedHead(count: number, chunk: number): string {
 
 /** Sum of squares of one SUMSQ_CHUNK of buffer X<i> into Part[base + workgroup]. */
 function sumOfSquaresWgsl(count: number): string {
-  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) { let v = X${k}[j]; acc += v * v; } }`).join('\n    ');
+  const cases = Array.from(
+    { length: count },
+    (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) { let v = X${k}[j]; acc += v * v; } }`,
+  ).join('\n    ');
   return `${PARAMS}
 ${Array.from({ length: count }, (_, k) => `@group(0) @binding(${k + 1}) var<storage, read> X${k}: array<f32>;`).join('\n')}
 @group(0) @binding(${count + 1}) var<storage, read_write> Part: array<f32>;
@@ -167,8 +190,11 @@ fn adam(pv: f32, gr: f32, mv: f32, vv: f32, c: u32) -> vec3<f32> {
  */
 function adamInPlaceWgsl(count: number): string {
   const c = 2 + 2 * count; // the first coefficient (ADAM_WGSL), after packedHead's words
-  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) {
-      let r = adam(P${k}[j], G${k}[j], M${k}[j], V${k}[j], ${c}u); P${k}[j] = r.x; M${k}[j] = r.y; V${k}[j] = r.z; } }`).join('\n    ');
+  const cases = Array.from(
+    { length: count },
+    (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) {
+      let r = adam(P${k}[j], G${k}[j], M${k}[j], V${k}[j], ${c}u); P${k}[j] = r.x; M${k}[j] = r.y; V${k}[j] = r.z; } }`,
+  ).join('\n    ');
   const bind = (k: number, i: number, name: string, access: string) => `@group(0) @binding(${4 * k + i + 1}) var<storage, ${access}> ${name}${k}: array<f32>;`;
   return `${PARAMS}
 ${ADAM_WGSL}
@@ -185,7 +211,9 @@ ${Array.from({ length: count }, (_, k) => [bind(k, 0, 'P', 'read_write'), bind(k
 
 /** Y<i> = X<i> * F[0] over one chunk of WG * PER_THREAD elements. */
 function scaleBuffersWgsl(count: number): string {
-  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) { Y${k}[j] = X${k}[j] * k; } }`).join('\n    ');
+  const cases = Array.from({ length: count }, (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) { Y${k}[j] = X${k}[j] * k; } }`).join(
+    '\n    ',
+  );
   return `${PARAMS}
 @group(0) @binding(1) var<storage, read> F: array<f32>;
 ${Array.from({ length: count }, (_, k) => `@group(0) @binding(${k + 2}) var<storage, read> X${k}: array<f32>;`).join('\n')}

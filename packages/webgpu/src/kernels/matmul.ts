@@ -39,22 +39,32 @@ export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
       const kPerGroup = tiling.splits > 1 ? Math.ceil(k / tiling.splits / shape.bk) * shape.bk : k;
       const v4 = n % 4 === 0 && ((aC === 'k' && bC === 'k') || kPerGroup <= (aC === 'k' && bC === 'n' ? VEC_STORE_KN_MAX_K : VEC_STORE_MAX_K));
       const key = `matmul|${shapeKey(shape)}|${aC}${bC}|${kChecked}|${v4}`;
-      const pipeline = pipe(key, () => `${PARAMS}\n${gemmKernel({
-        shape, aContiguous: aC, bContiguous: bC, kChecked, a: 'A', b: 'B',
-        bindings: `@group(0) @binding(1) var<storage, read> A: array<f32>;
+      const pipeline = pipe(
+        key,
+        () =>
+          `${PARAMS}\n${gemmKernel({
+            shape,
+            aContiguous: aC,
+            bContiguous: bC,
+            kChecked,
+            a: 'A',
+            b: 'B',
+            bindings: `@group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<${v4 ? 'vec4<f32>' : 'f32'}>;`,
-        // Grid: x = column tiles (consecutive workgroups share A's row panel in L2), y = row tiles, z = batch.
-        // A split-K product is a batch over chunks of k whose last chunk may be short: L is the
-        // chunk length, cut at p(12) (the whole k; 0xffffffff for an ordinary batch).
-        setup: `let M = p(0u); let N = p(1u); let batch = wg.z; let L = min(p(2u), p(12u) - batch * p(2u)); let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;
+            // Grid: x = column tiles (consecutive workgroups share A's row panel in L2), y = row tiles, z = batch.
+            // A split-K product is a batch over chunks of k whose last chunk may be short: L is the
+            // chunk length, cut at p(12) (the whole k; 0xffffffff for an ordinary batch).
+            setup: `let M = p(0u); let N = p(1u); let batch = wg.z; let L = min(p(2u), p(12u) - batch * p(2u)); let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;
   let aRS = p(5u); let aKS = p(6u); let bKS = p(9u); let bNS = p(10u);`,
-        segBegin: '0u', segEnd: '1u',
-        segment: `aBase = p(3u) + batch * p(4u) + m0 * aRS; bBase = p(7u) + batch * p(8u) + n0 * bNS;`,
-        ...(v4
-          ? { storeVec4: (r: string, c: string, v: string) => `C[(p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}) / 4u] = ${v};` }
-          : { store: (r: string, c: string, v: string) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};` }),
-      })}`);
+            segBegin: '0u',
+            segEnd: '1u',
+            segment: `aBase = p(3u) + batch * p(4u) + m0 * aRS; bBase = p(7u) + batch * p(8u) + n0 * bNS;`,
+            ...(v4
+              ? { storeVec4: (r: string, c: string, v: string) => `C[(p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}) / 4u] = ${v};` }
+              : { store: (r: string, c: string, v: string) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};` }),
+          })}`,
+      );
       // Profiles tell products apart by shape and layout.
       const op = ctx.profiling ? `matmul ${batch}x${m}x${n}x${k} ${aC}${bC}` : 'matmul';
       const grid = (count: number): [number, number, number] => [Math.ceil(n / tileCols(shape)), Math.ceil(m / tileRows(shape)), count];
@@ -64,7 +74,21 @@ export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
         const chunk = kPerGroup;
         const used = Math.ceil(k / chunk);
         const partial = ctx.alloc(used * m * n, 'float32');
-        const params = [m, n, chunk, a.offset, chunk * a.colStride, a.rowStride, a.colStride, b.offset, chunk * b.rowStride, b.rowStride, b.colStride, 0, k].map(u);
+        const params = [
+          m,
+          n,
+          chunk,
+          a.offset,
+          chunk * a.colStride,
+          a.rowStride,
+          a.colStride,
+          b.offset,
+          chunk * b.rowStride,
+          b.rowStride,
+          b.colStride,
+          0,
+          k,
+        ].map(u);
         ctx.dispatchGrid(`${op} split ${used}`, pipeline, [G(a.buffer), G(b.buffer), partial], params, grid(used));
         h.backend().reduce('sum', partial, 1, used, m * n, out);
         ctx.free(partial); // reuse is ordered after these dispatches on the queue
@@ -79,6 +103,5 @@ export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
         ctx.dispatchGrid(op, pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, grid(Math.min(MAX_GROUPS_X, batch - b0)));
       }
     },
-
   };
 }

@@ -32,11 +32,19 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
           return;
         }
         // A workgroup per row (its last chunk may end early: p(2) is the whole input's length).
-        const pipeline = pipe(`reduceRows|${op}`, () => laneRowKernel(rowBindings(false), `
+        const pipeline = pipe(`reduceRows|${op}`, () =>
+          laneRowKernel(
+            rowBindings(false),
+            `
   var acc = ${init};
   for (var j = lane; live && j < n && base + j < p(2u); j += LANES) { let v = X[base + j]; acc = ${combine('acc', 'v')}; }
   let r = ${op === 'sum' ? 'laneSum(acc, l)' : op === 'max' ? 'laneMax(acc, l)' : '-laneMax(-acc, l)'};
-  if (live && lane == 0u) { Y[row] = r; }`, WG, 'workgroup', sg));
+  if (live && lane == 0u) { Y[row] = r; }`,
+            WG,
+            'workgroup',
+            sg,
+          ),
+        );
         const CHUNK = 16384;
         if (outer === 1 && n > 4 * CHUNK) {
           // One long row (a full-tensor reduction): partial results per chunk, then one more pass.
@@ -54,7 +62,9 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
         // A few long rows (the SDDMM's partial sums: 8-16 rows of 1-2M floats): one thread per vec4 of a
         // column walks all n rows, so every load is a whole 16-byte piece and no workgroup memory
         // or second pass is needed; columnKernel's lanes and splits serve tall columns instead.
-        const pipeline = pipe('reduceFewRows', () => `${HEAD('@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;\n@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;')}\n${MAIN}
+        const pipeline = pipe(
+          'reduceFewRows',
+          () => `${HEAD('@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;\n@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;')}\n${MAIN}
   let outer = p(0u); let n = p(1u); let q = p(2u);
   if (i >= outer * q) { return; }
   let base = (i / q) * n * q + i % q;
@@ -62,33 +72,42 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
   for (; k + 4u <= n; k += 4u) { acc += (X[base + k * q] + X[base + (k + 1u) * q]) + (X[base + (k + 2u) * q] + X[base + (k + 3u) * q]); }
   for (; k < n; k++) { acc += X[base + k * q]; }
   Y[i] = acc;
-}`);
+}`,
+        );
         ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner / 4)], outer * (inner / 4));
         return;
       }
       if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
         const { init, combine } = reduceWgslOps(op);
-        const pipeline = pipe(`reduceColumns|${op}`, () => columnKernel(
-          '@group(0) @binding(1) var<storage, read> X: array<f32>;\n@group(0) @binding(2) var<storage, read_write> Y: array<f32>;',
-          [{ init, value: 'X[(o * n + r) * inner + c]', combine, out: 'Y' }]));
-        columnReduce(ctx, op, pipeline, [G(x)], [G(out)], outer, n, inner, (partials, splits) => h.backend().reduce(op, partials[0], 1, splits, outer * inner, out));
+        const pipeline = pipe(`reduceColumns|${op}`, () =>
+          columnKernel('@group(0) @binding(1) var<storage, read> X: array<f32>;\n@group(0) @binding(2) var<storage, read_write> Y: array<f32>;', [
+            { init, value: 'X[(o * n + r) * inner + c]', combine, out: 'Y' },
+          ]),
+        );
+        columnReduce(ctx, op, pipeline, [G(x)], [G(out)], outer, n, inner, (partials, splits) =>
+          h.backend().reduce(op, partials[0], 1, splits, outer * inner, out),
+        );
         return;
       }
       const arg = op === 'argmax' || op === 'argmin';
       const better = op === 'max' || op === 'argmax' ? '>' : '<';
-      const pipeline = pipe(`reduce|${op}|${t}`, () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${arg ? 'i32' : t}>;`)}\n${MAIN}
+      const pipeline = pipe(
+        `reduce|${op}|${t}`,
+        () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${arg ? 'i32' : t}>;`)}\n${MAIN}
   let outer = p(0u); let n = p(1u); let inner = p(2u);
   if (i >= outer * inner) { return; }
   let o = i / inner; let j = i % inner;
   let base = o * n * inner + j;
-  ${op === 'sum'
-    ? `var acc = ${t}(0); for (var k = 0u; k < n; k++) { acc += X[base + k * inner]; } Y[i] = acc;`
-    : `var best = X[base]; var at = 0u;
+  ${
+    op === 'sum'
+      ? `var acc = ${t}(0); for (var k = 0u; k < n; k++) { acc += X[base + k * inner]; } Y[i] = acc;`
+      : `var best = X[base]; var at = 0u;
   for (var k = 1u; k < n; k++) { let v = X[base + k * inner]; if (v ${better} best${t === 'f32' ? ' || (isNan(v) && !isNan(best))' : ''}) { best = v; at = k; } }
-  Y[i] = ${arg ? 'i32(at)' : 'best'};`}
-}`);
+  Y[i] = ${arg ? 'i32(at)' : 'best'};`
+  }
+}`,
+      );
       ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner)], outer * inner);
     },
-
   };
 }

@@ -4,7 +4,20 @@ import { KERNELS_WASM_BASE64, KERNELS_WASM_SHARED_BASE64 } from './kernels.gener
 import { ThreadPool } from './threads.ts';
 
 interface Exports {
-  bsmm(a: number, lda: number, mbStart: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number, wp: number, c: number, ldc: number): void;
+  bsmm(
+    a: number,
+    lda: number,
+    mbStart: number,
+    mBlocks: number,
+    ptr: number,
+    kIdx: number,
+    outBlocks: number,
+    bsN: number,
+    bsK: number,
+    wp: number,
+    c: number,
+    ldc: number,
+  ): void;
   sddmm(at: number, xp: number, M: number, rowIdx: number, colIdx: number, bStart: number, nnz: number, bs: number, out: number): void;
   packPanels(src: number, K: number, ld: number, panels: number, dst: number): void;
   packPanelsT(src: number, K: number, ld: number, panels: number, dst: number): void;
@@ -14,8 +27,23 @@ interface Exports {
   binary(op: number, a: number, aScalar: number, b: number, bScalar: number, out: number, n: number): void;
   softmax(x: number, out: number, rows: number, n: number, log: number, causal: number): void;
   softmaxBackward(y: number, dy: number, out: number, rows: number, n: number, log: number): void;
-  adamStep(p: number, g: number, m: number, v: number, n: number, coupled: number, shrink: number, b1: number, b2: number,
-    step: number, bc2: number, eps: number, pOut: number, mOut: number, vOut: number): void;
+  adamStep(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    n: number,
+    coupled: number,
+    shrink: number,
+    b1: number,
+    b2: number,
+    step: number,
+    bc2: number,
+    eps: number,
+    pOut: number,
+    mOut: number,
+    vOut: number,
+  ): void;
   heapBase(): number;
 }
 
@@ -49,9 +77,17 @@ export class WasmKernels {
   private readonly pool: ThreadPool | null;
 
   /** With threads > 1 the heap must be shared; products then split across worker threads. */
-  constructor(private readonly heap: WasmHeap, threads = 1) {
+  constructor(
+    private readonly heap: WasmHeap,
+    threads = 1,
+  ) {
     const module = new WebAssembly.Module(decodeBase64(heap.shared ? KERNELS_WASM_SHARED_BASE64 : KERNELS_WASM_BASE64));
-    const env = { memory: heap.memory, abort: () => { throw new Error('cpu backend: WebAssembly kernel aborted'); } };
+    const env = {
+      memory: heap.memory,
+      abort: () => {
+        throw new Error('cpu backend: WebAssembly kernel aborted');
+      },
+    };
     this.k = new WebAssembly.Instance(module, { env }).exports as unknown as Exports;
     heap.setBase(this.k.heapBase());
     this.pool = threads > 1 && heap.shared ? ThreadPool.create(module, heap.memory, threads - 1) : null;
@@ -68,13 +104,28 @@ export class WasmKernels {
   private split(fn: 'bsmm' | 'sddmm', count: number, flops: number, args: (start: number, end: number) => number[]): void {
     const threads = this.pool && flops >= 4e6 ? Math.min(this.pool.size, count) : 1;
     const call = (a: number[]) => (this.k[fn] as (...x: number[]) => void)(...a);
-    if (threads <= 1) return call(args(0, count));
+    if (threads <= 1) {
+      call(args(0, count));
+      return;
+    }
     const ranges = Array.from({ length: threads }, (_, i) => args(Math.floor((count * i) / threads), Math.floor((count * (i + 1)) / threads)));
     this.pool!.run(fn, ranges, call);
   }
 
-  private bsmm(a: number, lda: number, mBlocks: number, ptr: number, kIdx: number, outBlocks: number, bsN: number, bsK: number,
-    wp: number, c: number, ldc: number, flops: number): void {
+  private bsmm(
+    a: number,
+    lda: number,
+    mBlocks: number,
+    ptr: number,
+    kIdx: number,
+    outBlocks: number,
+    bsN: number,
+    bsK: number,
+    wp: number,
+    c: number,
+    ldc: number,
+    flops: number,
+  ): void {
     this.split('bsmm', mBlocks, flops, (s, e) => [a, lda, s, e, ptr, kIdx, outBlocks, bsN, bsK, wp, c, ldc]);
   }
 
@@ -120,7 +171,7 @@ export class WasmKernels {
         if (a.rowStride === 1) {
           // A is a transposed view: transpose its k x m storage inside linear memory.
           this.k.transpose(a.ptr, k, m, a.colStride, aBuf);
-          this.heap.f32.fill(0, (aBuf / 4) + m * k, (aBuf / 4) + mPad * k);
+          this.heap.f32.fill(0, aBuf / 4 + m * k, aBuf / 4 + mPad * k);
         } else {
           this.gatherRows(a, m, k, k, mPad, aBuf);
         }
@@ -142,7 +193,7 @@ export class WasmKernels {
       this.bsmm(aPtr, lda, mPad / 4, idx, idx + 8, 1, nPad, k, bp, cInPlace ? out : cBuf, nPad, 2 * m * n * k);
       if (!cInPlace) {
         const f = this.heap.f32;
-        for (let i = 0; i < m; i++) f.copyWithin((out / 4) + i * n, (cBuf / 4) + i * nPad, (cBuf / 4) + i * nPad + n);
+        for (let i = 0; i < m; i++) f.copyWithin(out / 4 + i * n, cBuf / 4 + i * nPad, cBuf / 4 + i * nPad + n);
       }
     });
   }
@@ -151,8 +202,19 @@ export class WasmKernels {
    * Shared driver of the two block-row products: per output block (ptr), the entries to combine,
    * each entry e being block order[e] of `blocks` at k-block kIdx[e].
    */
-  private blockProduct(x: number, m: number, K: number, outBlocks: number, bs: number, ptr: Int32Array, kIdx: Int32Array,
-    order: Int32Array, transposeBlocks: boolean, blocks: number, out: number): void {
+  private blockProduct(
+    x: number,
+    m: number,
+    K: number,
+    outBlocks: number,
+    bs: number,
+    ptr: Int32Array,
+    kIdx: Int32Array,
+    order: Int32Array,
+    transposeBlocks: boolean,
+    blocks: number,
+    out: number,
+  ): void {
     const mPad = ceil(m, 4);
     const nnz = kIdx.length;
     const N = outBlocks * bs;
@@ -164,7 +226,7 @@ export class WasmKernels {
       this.putInts(order, op);
       this.k.packBlocks(blocks, op, nnz, bs, transposeBlocks ? 1 : 0, wp);
       this.bsmm(inPlace ? x : xBuf, K, mPad / 4, pp, kp, outBlocks, bs, bs, wp, inPlace ? out : cBuf, N, 2 * m * nnz * bs * bs);
-      if (!inPlace) this.heap.f32.copyWithin(out / 4, cBuf / 4, (cBuf / 4) + m * N);
+      if (!inPlace) this.heap.f32.copyWithin(out / 4, cBuf / 4, cBuf / 4 + m * N);
     });
   }
 

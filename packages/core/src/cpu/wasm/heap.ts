@@ -40,7 +40,7 @@ export class WasmHeap {
     if (this.top < 0) throw new Error('cpu backend: heap used before the kernel module was loaded');
     const size = align(Math.max(bytes, 1));
     const list = this.free.get(size);
-    if (list && list.length) return list.pop()!;
+    if (list?.length) return list.pop()!;
     const ptr = this.top;
     const end = ptr + size;
     if (end > this.memory.buffer.byteLength) {

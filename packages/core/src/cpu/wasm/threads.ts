@@ -61,7 +61,7 @@ export function threadCount(): number {
   const os = builtin<{ availableParallelism?: () => number; cpus: () => unknown[] }>('node:os');
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.SPARSEGRAD_CPU_THREADS;
   if (!os || !builtin('node:worker_threads')) return 1;
-  const wanted = env !== undefined ? Number(env) : os.availableParallelism?.() ?? os.cpus().length;
+  const wanted = env !== undefined ? Number(env) : (os.availableParallelism?.() ?? os.cpus().length);
   return Number.isInteger(wanted) && wanted >= 1 ? Math.min(wanted, 64) : 1;
 }
 
@@ -101,19 +101,23 @@ export class ThreadPool {
       Atomics.store(ctl, 0, POSTED);
       Atomics.notify(ctl, 0);
     }
+    // The workers are waited for even when our share throws: they write into the same memory.
+    let localError: unknown = null;
     try {
       local(argLists[0]);
-    } finally {
-      let failed = false;
-      for (let i = 1; i < argLists.length; i++) {
-        const ctl = this.controls[i - 1];
-        // The worker's share usually ends within microseconds of ours: poll briefly, then sleep.
-        for (let spins = 0; spins < 20000 && Atomics.load(ctl, 0) !== DONE; spins++);
-        while (Atomics.load(ctl, 0) !== DONE) Atomics.wait(ctl, 0, POSTED);
-        failed ||= ctl[ERROR] !== 0;
-        Atomics.store(ctl, 0, IDLE);
-      }
-      if (failed) throw new Error(`cpu backend: the ${fn} kernel failed on a worker thread`);
+    } catch (e) {
+      localError = e;
     }
+    let failed = false;
+    for (let i = 1; i < argLists.length; i++) {
+      const ctl = this.controls[i - 1];
+      // The worker's share usually ends within microseconds of ours: poll briefly, then sleep.
+      for (let spins = 0; spins < 20000 && Atomics.load(ctl, 0) !== DONE; spins++);
+      while (Atomics.load(ctl, 0) !== DONE) Atomics.wait(ctl, 0, POSTED);
+      failed ||= ctl[ERROR] !== 0;
+      Atomics.store(ctl, 0, IDLE);
+    }
+    if (localError) throw localError;
+    if (failed) throw new Error(`cpu backend: the ${fn} kernel failed on a worker thread`);
   }
 }
