@@ -1,0 +1,121 @@
+/**
+ * Fills, random numbers, copies (flat, tiled transposes, strided, float4) and the elementwise ops
+ * (native/kernels/elementwise.cu). Op codes are positions in UNARY_OPS / BINARY_OPS.
+ */
+import type { Backend } from '@sparsegrad/core';
+import type { BinaryOp, UnaryOp, View } from '@sparsegrad/core/backend';
+import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from '../layout.ts';
+import { type CudaHost, P, THREADS, tname } from './host.ts';
+
+// Op codes of the elementwise kernels: positions in these lists are the cases of the switch
+// statements in native/kernels/elementwise.cu (test/kernel-names.test.ts checks them by name).
+export const UNARY_OPS: readonly UnaryOp[] = [
+  'neg',
+  'exp',
+  'log',
+  'sqrt',
+  'abs',
+  'sign',
+  'tanh',
+  'sigmoid',
+  'relu',
+  'geluTanh',
+  'geluErf',
+  'geluTanhGrad',
+  'geluErfGrad',
+];
+export const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
+
+export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random' | 'copy' | 'unary' | 'binary' | 'where'> {
+  const { addon, args, launch, blocksFor } = h;
+  return {
+    fill(out, size, value) {
+      const bits = out.dtype === 'int32' ? value | 0 : new Uint32Array(Float32Array.of(value).buffer)[0];
+      addon.memset32(P(out), bits >>> 0, size);
+    },
+    random(out, size, spec) {
+      if (size === 0) return;
+      launch(
+        'random',
+        'random_f32',
+        [blocksFor(size), 1, 1],
+        THREADS,
+        args
+          .reset()
+          .ptr(P(out))
+          .u32(size)
+          .i32(spec.kind === 'normal' ? 1 : 0)
+          .u32(spec.key)
+          .f32(spec.a)
+          .f32(spec.b),
+      );
+    },
+    copy(src, dst) {
+      const L = stridedLayout('copy', src.shape, [viewOperand(dst), viewOperand(src)]);
+      if (L.n === 0) return;
+      if (L.flat && src.buffer.dtype === dst.buffer.dtype) {
+        addon.copy(P(dst.buffer) + 4 * L.ops[0].offset, P(src.buffer) + 4 * L.ops[1].offset, 4 * L.n);
+        return;
+      }
+      const tiles = src.buffer.dtype === dst.buffer.dtype ? transposeGrid(L) : undefined;
+      if (tiles) {
+        launch('copy', 'transpose_32', tiles, THREADS, args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
+        return;
+      }
+      const v4 = src.buffer.dtype === 'float32' && dst.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
+      const V = v4 ?? L;
+      launch(
+        'copy',
+        v4 ? 'copy_f32x4' : `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`,
+        [blocksFor(V.n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(V.n, V.shape, V.flat, V.ops),
+      );
+    },
+
+    unary(op, x, out) {
+      const L = stridedLayout(op, x.shape, [outputOperand(x.shape), viewOperand(x)]);
+      const v4 = x.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
+      const V = v4 ?? L;
+      launch(
+        op,
+        v4 ? 'unary_f32x4' : `unary_${tname(x.buffer.dtype)}`,
+        [blocksFor(V.n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(V.n, V.shape, V.flat, V.ops),
+      );
+    },
+    binary(op, a, b, out) {
+      const views = [a, b].filter((v): v is View => typeof v !== 'number');
+      const shape = views[0].shape;
+      const dtype = views[0].buffer.dtype;
+      const L = stridedLayout(op, shape, [outputOperand(shape), ...views.map(viewOperand)]);
+      const v4 = dtype === 'float32' ? float4Layout(L) : undefined;
+      const kernel = v4 ? 'binary_f32x4' : dtype === 'float32' ? 'binary_f32' : COMPARISONS.has(op) ? 'compare_i32' : 'binary_i32';
+      const scalars = (typeof a === 'number' ? 1 : 0) | (typeof b === 'number' ? 2 : 0);
+      const s = (v: View | number) => (typeof v === 'number' ? v : 0);
+      args
+        .reset()
+        .ptr(typeof a === 'number' ? 0 : P(a.buffer))
+        .ptr(typeof b === 'number' ? 0 : P(b.buffer))
+        .ptr(P(out))
+        .i32(BINARY_OPS.indexOf(op))
+        .i32(scalars);
+      if (dtype === 'float32') args.f32(s(a)).f32(s(b));
+      else args.i32(s(a)).i32(s(b));
+      const V = v4 ?? L;
+      launch(op, kernel, [blocksFor(V.n), 1, 1], THREADS, args.strided(V.n, V.shape, V.flat, V.ops));
+    },
+    where(cond, a, b, out) {
+      const L = stridedLayout('where', cond.shape, [outputOperand(cond.shape), viewOperand(cond), viewOperand(a), viewOperand(b)]);
+      launch(
+        'where',
+        `where_${tname(cond.buffer.dtype)}_${tname(a.buffer.dtype)}`,
+        [blocksFor(L.n), 1, 1],
+        THREADS,
+        args.reset().ptr(P(cond.buffer)).ptr(P(a.buffer)).ptr(P(b.buffer)).ptr(P(out)).strided(L.n, L.shape, L.flat, L.ops),
+      );
+    },
+  };
+}

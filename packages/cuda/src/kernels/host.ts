@@ -1,0 +1,43 @@
+/**
+ * What the CUDA kernel families share: the host each family is built from (launching, memory, the
+ * row and reduction launches families ask of each other) and the launch constants.
+ */
+import type { DType } from '@sparsegrad/core';
+import type { BackendBuffer } from '@sparsegrad/core/backend';
+import type { CachingAllocator, CudaBuffer } from '../allocator.ts';
+import type { Args } from '../args.ts';
+import type { CudaBackend } from '../backend.ts';
+import type { deviceIndexErrors } from '../index-errors.ts';
+import type { Addon } from '../native.ts';
+import type { CudaTuning } from '../tuning.ts';
+
+export const THREADS = 256;
+/** Rows up to this long are reduced by one warp each (kernels *_warp), longer ones by a block. */
+export const WARP_ROW = 1024;
+export const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
+/** A buffer's device pointer. */
+export const P = (b: BackendBuffer) => (b as CudaBuffer).ptr;
+
+export interface CudaHost {
+  readonly addon: Addon;
+  readonly allocator: CachingAllocator;
+  /** The one argument builder (reset before each launch). */
+  readonly args: Args;
+  readonly sms: number;
+  /** The routes in use (tuning.ts). */
+  tuning(): Readonly<CudaTuning>;
+  launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes?: number): void;
+  alloc(size: number, dtype: DType): CudaBuffer;
+  free(b: BackendBuffer): void;
+  /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */
+  blocksFor(n: number, perBlock?: number): number;
+  /** How many pieces to cut a reduction of `n` into when only `outputs` results would keep the GPU too idle. */
+  piecesFor(outputs: number, n: number, minPiece: number): number;
+  /** A row-wise kernel (softmax, layer norm, row reductions): a warp per row for short rows, else a block. */
+  rowLaunch(op: string, kernel: string, rows: number, n: number, a: Args): void;
+  /** out [outer, inner] = x [outer, n, inner] reduced over n, float32, device pointers (reduce.ts). */
+  reduceF32(op: 'sum' | 'max' | 'min', x: number, outer: number, n: number, inner: number, out: number): void;
+  readonly indexErrors: ReturnType<typeof deviceIndexErrors>;
+  /** The backend, for what one family asks of another (a fill, a copy). */
+  backend(): CudaBackend;
+}
