@@ -6,10 +6,11 @@
  *   npx tsx benchmarks/webgpu-sddmm-parts.ts
  */
 import { getBackend, setBackend } from '@sparsegrad/core';
-import type { WebGPUBackend } from '@sparsegrad/webgpu';
+import { setDawnOptions, type WebGPUBackend } from '@sparsegrad/webgpu';
 import { benchmarkLayout } from './util.ts';
 // Dawn rounds timestamps to 65.5 us unless told otherwise.
-process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
+// Device timestamps unquantized (Dawn rounds them to 100 us by default).
+setDawnOptions({ flags: ['disable-dawn-features=timestamp_quantization'] });
 await setBackend('webgpu');
 const be = getBackend();
 const ctx = (be as WebGPUBackend).context;

@@ -23,7 +23,7 @@ import { mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setBackend } from '@sparsegrad/core';
-import { parseTuning, type WebGPUBackend } from '@sparsegrad/webgpu';
+import { parseTuning, setDawnOptions, type WebGPUBackend } from '@sparsegrad/webgpu';
 import { matrixAt } from '@sparsegrad/core/backend';
 import { benchmarkLayout, parseVariants } from './util.ts';
 
@@ -41,6 +41,7 @@ else report();
 /** Child: runs one op once; everything Dawn dumps after the marker belongs to it. */
 async function runOp(op: Op): Promise<void> {
   await import('@sparsegrad/webgpu');
+  setDawnOptions({ flags: ['enable-dawn-features=dump_shaders'] });
   const be = await setBackend('webgpu');
   // --tuning KEY=VALUE: one entry of the backend's tuning (a --variants value of the parent).
   const tuning = argValue('--tuning');
@@ -78,7 +79,7 @@ function report(): void {
     const label = value === undefined ? '' : ` (${name}=${value})`;
     for (const op of ops) {
       // stdbuf: Dawn's native dump must not sit in a pipe buffer past the marker.
-      const env = { ...process.env, SPARSEGRAD_DAWN_FLAGS: 'enable-dawn-features=dump_shaders' };
+      const env = process.env;
       const tuning = value === undefined ? [] : ['--tuning', `${name}=${value}`];
       const run = spawnSync('stdbuf', ['-o0', 'npx', 'tsx', 'benchmarks/webgpu-shader-stats.ts', '--child', op, ...tuning], {
         env,

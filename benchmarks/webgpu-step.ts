@@ -7,8 +7,8 @@
  */
 import { parseArgs } from 'node:util';
 import { getBackend, setBackend } from '@sparsegrad/core';
+import { setDawnOptions, type WebGPUBackend } from '@sparsegrad/webgpu';
 import { GPT_SEQ, createGptStep } from './gpt.ts';
-import type { WebGPUBackend } from '@sparsegrad/webgpu';
 import { median, warmUp } from './util.ts';
 
 const { values } = parseArgs({
@@ -17,7 +17,8 @@ const { values } = parseArgs({
 const batch = Number(values.batch);
 const steps = Number(values.steps);
 // Dawn rounds timestamps to 65.5 us unless told otherwise; benchmarks want them exact.
-process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
+// Device timestamps unquantized (Dawn rounds them to 100 us by default).
+setDawnOptions({ flags: ['disable-dawn-features=timestamp_quantization'] });
 await setBackend('webgpu');
 const ctx = (getBackend() as WebGPUBackend).context;
 const seq = GPT_SEQ;

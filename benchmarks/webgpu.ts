@@ -17,7 +17,7 @@
  */
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type Tensor } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
-import { parseTuning, type WebGPUBackend } from '@sparsegrad/webgpu';
+import { parseTuning, setDawnOptions, type WebGPUBackend } from '@sparsegrad/webgpu';
 import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
@@ -28,7 +28,8 @@ const argValue = (name: string) => {
 };
 const blockSizes = (argValue('--blocks') ?? '32,16,64').split(',').map(Number);
 // Dawn rounds timestamps to 65.5 us unless told otherwise; benchmarks want them exact.
-process.env.SPARSEGRAD_DAWN_FLAGS ??= 'disable-dawn-features=timestamp_quantization';
+// Device timestamps unquantized (Dawn rounds them to 100 us by default).
+setDawnOptions({ flags: ['disable-dawn-features=timestamp_quantization'] });
 await setBackend('webgpu');
 manualSeed(0);
 const be = getBackend() as WebGPUBackend;

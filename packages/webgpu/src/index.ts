@@ -6,6 +6,25 @@
 import { registerBackend } from '@sparsegrad/core/backend';
 import { createFromGPU } from './device.ts';
 
+/** Dawn instance options: set before the backend is first created (benchmarks, debugging). */
+export interface DawnOptions {
+  /** Dawn instance flags, e.g. 'disable-dawn-features=timestamp_quantization' (device timing) or 'enable-dawn-features=dump_shaders'. */
+  flags?: string[];
+  /**
+   * Keep Dawn's robustness transform, which clamps every array index in every kernel (~10% of the
+   * dense matmul's speed on an H100). sparsegrad runs only its own kernels, each of which
+   * bounds-checks its accesses, so Node turns the clamps off unless this is set or SPARSEGRAD_DEBUG
+   * is (debugging a kernel). Browsers always keep them.
+   */
+  robustness?: boolean;
+}
+let dawnOptions: DawnOptions = {};
+
+/** Sets the Dawn instance options for the backend's creation (a backend already created keeps its own). */
+export function setDawnOptions(options: DawnOptions): void {
+  dawnOptions = { ...options };
+}
+
 registerBackend({
   name: 'webgpu',
   priority: 1,
@@ -23,13 +42,10 @@ registerBackend({
       process.env.XDG_RUNTIME_DIR ??= '/tmp';
       const dawn = await import('webgpu');
       Object.assign(globalThis, dawn.globals);
-      // Dawn's robustness transform clamps every array index in every kernel (~10% of the dense
-      // matmul's speed on an H100). sparsegrad runs only its own kernels, each of which bounds-checks
-      // its accesses, so Node turns the clamps off; SPARSEGRAD_WEBGPU_ROBUSTNESS=1 keeps them (for
-      // debugging a kernel). Browsers always keep them. SPARSEGRAD_DAWN_FLAGS adds Dawn instance flags.
-      const flags = process.env.SPARSEGRAD_DAWN_FLAGS?.split(' ').filter(Boolean) ?? [];
+      const flags = dawnOptions.flags ?? [];
       const enable = flags.filter((f) => f.startsWith('enable-dawn-features=')).flatMap((f) => f.slice(21).split(','));
-      if (process.env.SPARSEGRAD_WEBGPU_ROBUSTNESS !== '1') enable.push('disable_robustness');
+      const robust = dawnOptions.robustness ?? !!process.env.SPARSEGRAD_DEBUG;
+      if (!robust) enable.push('disable_robustness');
       gpu = dawn.create([...flags.filter((f) => !f.startsWith('enable-dawn-features=')), `enable-dawn-features=${enable.join(',')}`]);
     } catch (e) {
       throw new Error(`Dawn (npm package webgpu) could not be loaded: ${(e as Error).message.split('\n')[0]}`);
