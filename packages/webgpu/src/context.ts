@@ -10,7 +10,7 @@
 import type { DType } from '@sparsegrad/core';
 import type { BackendBuffer } from '@sparsegrad/core/backend';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
-import { mapForReading } from './readback.ts';
+import { Readback, mapForReading } from './readback.ts';
 import { DEFAULT_WEBGPU_TUNING, type WebGPUTuning } from './tuning.ts';
 
 const MAX_BATCH = 256;
@@ -63,14 +63,12 @@ export class GpuContext {
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
   private nextId = 1;
   private readonly pool = new Map<number, GPUBuffer[]>();
-  private readonly staging = new Map<number, GPUBuffer[]>();
   private lastOp = '';
   private timing: { querySet: GPUQuerySet; resolve: GPUBuffer; readback: GPUBuffer } | null = null;
   private error: string | null = null;
   private lost: string | null = null;
   private profiler: KernelProfiler | null = null;
-  private indexFlags: GpuBuffer | null = null;
-  private indexCheckPending = false;
+  private readonly readback: Readback;
   liveBuffers = 0;
   liveBytes = 0;
   /** Objects that must live as long as the device (see device.ts). */
@@ -80,6 +78,7 @@ export class GpuContext {
     readonly device: GPUDevice,
     readonly description: string,
   ) {
+    this.readback = new Readback(device);
     this.batchLimit = this.firstBatch;
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
@@ -179,64 +178,25 @@ export class GpuContext {
     this.device.queue.writeBuffer(b.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
   }
 
-  /**
-   * The flag buffer of the index-checking kernels (gather, scatter-add): [op code, index, n] of
-   * the first index found out of range, 0 while none was (core's edge-case rules). Binding it
-   * marks it for checking at the next read.
-   */
+  /** The flag buffer of the index-checking kernels (readback.ts); binding it marks it for checking at the next read. */
   indexErrors(): GpuBuffer {
-    // Outside the pool and its accounting: it lives as long as the device. WebGPU zeroes new buffers.
-    this.indexFlags ??= new GpuBuffer(
-      this.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }),
-      4,
-      'int32',
-    );
-    this.indexCheckPending = true;
-    return this.indexFlags;
+    return this.readback.flags();
   }
 
   async read(b: GpuBuffer, size: number): Promise<Float32Array | Int32Array> {
     this.check();
     this.ensureEncoder();
     this.endPass();
-    const data = this.copyToStaging(b.buffer, size * 4);
-    // The index flags travel with the data when a checking kernel ran since the last read.
-    const flags = this.indexCheckPending ? this.copyToStaging(this.indexFlags!.buffer, 12) : null;
-    this.indexCheckPending = false;
+    const staged = this.readback.stage(this.encoder!, b.buffer, size * 4);
     this.flush();
-    const [copy, flagBytes] = await Promise.all([this.readStaging(data, size * 4), flags && this.readStaging(flags, 12)]);
+    const { data, indexError } = await this.readback.finish(staged);
     this.batchLimit = this.firstBatch; // the GPU has run dry: start it again soon
     this.check();
-    if (flagBytes) {
-      const [code, index, n] = new Int32Array(flagBytes);
-      if (code !== 0) {
-        this.upload(this.indexFlags!, new Int32Array(4));
-        throw new Error(
-          `${code === 2 ? 'scatterAdd' : 'gather'}: index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`,
-        );
-      }
+    if (indexError) {
+      this.upload(this.readback.flagBuffer!, new Int32Array(4));
+      throw indexError;
     }
-    return b.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy);
-  }
-
-  /** Records a copy of the first `bytes` of `src` into a pooled staging buffer (encoder open, no pass). */
-  private copyToStaging(src: GPUBuffer, bytes: number): GPUBuffer {
-    const cls = Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(4, bytes))));
-    const staging = this.staging.get(cls)?.pop() ?? this.device.createBuffer({ size: cls, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    this.encoder!.copyBufferToBuffer(src, 0, staging, 0, Math.min(staging.size, src.size));
-    return staging;
-  }
-
-  /** Maps a staging buffer, copies out its first `bytes` and returns it to the pool. */
-  private async readStaging(staging: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-    await mapForReading(staging);
-    const copy = staging.getMappedRange().slice(0, bytes);
-    staging.unmap();
-    // Staging buffers are reused: creating and destroying one per read crashed Dawn's Node bindings.
-    let list = this.staging.get(staging.size);
-    if (!list) this.staging.set(staging.size, (list = []));
-    list.push(staging);
-    return copy;
+    return b.dtype === 'int32' ? new Int32Array(data) : new Float32Array(data);
   }
 
   // ---- pipelines ----
