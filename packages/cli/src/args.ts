@@ -41,9 +41,12 @@ export type Values = Record<string, string | string[] | boolean | undefined>;
  * names of the flags written on the command line (defaults are not), for --resume.
  */
 export function parse(command: string, argv: string[], options: Options): Values & { given: Set<string> } {
-  const args = argv
-    .map((a, i) => (/^-\d|^-\.\d/.test(a) && i > 0 && isValueFlag(argv[i - 1], options) ? `${argv[i - 1]}=${a}` : a))
-    .filter((a, i, all) => !(isValueFlag(a, options) && all[i + 1]?.startsWith(`${a}=`)));
+  const args: string[] = [];
+  for (const a of argv) {
+    const flag = args.at(-1);
+    if (/^-\.?\d/.test(a) && isValueFlag(flag, options)) args[args.length - 1] = `${flag}=${a}`;
+    else args.push(a);
+  }
   try {
     const { values, tokens } = parseArgs({ args, options, strict: true, allowPositionals: false, tokens: true });
     const given = new Set(tokens.filter((t) => t.kind === 'option').map((t) => (t as { name: string }).name));

@@ -60,11 +60,36 @@ export class ModelPatcher<P = ModuleFactory> {
   }
 
   /** Throws if `module` at `path` cannot become what `params` asks for; runs for every match before anything is replaced. */
-  protected check(_module: Module, _path: string, _params: P): void {}
+  protected checkMatch(_module: Module, _path: string, _params: P): void {}
 
   protected replace(module: Module, path: string, params: P): Module | Promise<Module> {
     if (typeof params !== 'function') throw opError('patchModel', `pattern for '${path}' has no factory function`);
     return (params as unknown as ModuleFactory)(module, path);
+  }
+
+  /**
+   * Checks every match of the patterns in `model` without changing it (what patchModel checks
+   * before it builds anything); returns the patterns that matched nothing.
+   */
+  checkModel(model: Module): string[] {
+    if (!(model instanceof Module)) throw opError('checkModel', `expected a Module, got ${typeof model}`);
+    this.matchAndCheck(model);
+    return this.patterns.filter((p) => p.matches === 0).map((p) => p.source);
+  }
+
+  /** Each module whose path a pattern matches (first pattern wins; a replaced module's children are not visited), checked. */
+  private matchAndCheck(model: Module): { path: string; module: Module; pattern: Pattern<P> }[] {
+    for (const p of this.patterns) p.matches = 0;
+    const matches: { path: string; module: Module; pattern: Pattern<P> }[] = [];
+    for (const [path, module] of model.namedModules()) {
+      if (path === '' || matches.some((m) => path.startsWith(`${m.path}.`))) continue;
+      const pattern = this.patterns.find((p) => p.regex.test(path));
+      if (!pattern) continue;
+      pattern.matches++;
+      this.checkMatch(module, path, pattern.params);
+      matches.push({ path, module, pattern });
+    }
+    return matches;
   }
 
   /**
@@ -77,16 +102,7 @@ export class ModelPatcher<P = ModuleFactory> {
     if (!(model instanceof Module)) throw opError('patchModel', `expected a Module, got ${typeof model}`);
     const warn = opts.warn ?? ((m: string) => console.warn(m));
     const before = model.parameterCount();
-    for (const p of this.patterns) p.matches = 0;
-    const matches: { path: string; module: Module; pattern: Pattern<P> }[] = [];
-    for (const [path, module] of model.namedModules()) {
-      if (path === '' || matches.some((m) => path.startsWith(`${m.path}.`))) continue;
-      const pattern = this.patterns.find((p) => p.regex.test(path));
-      if (!pattern) continue;
-      pattern.matches++;
-      this.check(module, path, pattern.params);
-      matches.push({ path, module, pattern });
-    }
+    const matches = this.matchAndCheck(model);
     const replacements: Module[] = [];
     try {
       for (const { path, module, pattern } of matches) replacements.push(await this.replace(module, path, pattern.params));
@@ -140,7 +156,7 @@ export class BlockSparseModelPatcher extends ModelPatcher<BlockSparsePatternPara
     return super.addPattern(pattern, params);
   }
 
-  protected override check(module: Module, path: string, params: BlockSparsePatternParams): void {
+  protected override checkMatch(module: Module, path: string, params: BlockSparsePatternParams): void {
     if (!(module instanceof Linear)) {
       throw opError('patchModel', `'${path}' matches a pattern but is a ${module.constructor.name}, not a Linear`);
     }
@@ -151,7 +167,7 @@ export class BlockSparseModelPatcher extends ModelPatcher<BlockSparsePatternPara
   }
 
   protected override replace(module: Module, path: string, params: BlockSparsePatternParams): Promise<Module> {
-    this.check(module, path, params);
+    this.checkMatch(module, path, params);
     const linear = module as Linear;
     const opts = { density: params.density, blockSize: params.blockSize ?? 32 };
     return params.pseudo ? PseudoBlockSparseLinear.fromLinear(linear, opts) : BlockSparseLinear.fromLinear(linear, opts);
