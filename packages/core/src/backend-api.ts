@@ -38,7 +38,7 @@ export {
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';
 export { createCpuBackend } from './cpu/backend.ts';
 export { uniformAt, normalAt, randomBits } from './random.ts';
-export { opError, fmtShape } from './errors.ts';
+export { opError, fmtShape, indexOutOfRange, deviceIndexError } from './errors.ts';
 export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
 export { contiguousStrides, sizeOf } from './shape.ts';
 export { waveSplits } from './waves.ts';

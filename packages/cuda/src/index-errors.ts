@@ -4,10 +4,9 @@
  * writing out of bounds; the next read copies it back along with its data and throws, so no value
  * computed after a bad index reaches the user. The copy is made only after such a kernel ran.
  */
-import { opError } from '@sparsegrad/core';
+import { deviceIndexError } from '@sparsegrad/core/backend';
 import type { Addon } from './native.ts';
 
-const OPS = ['', 'gather', 'scatterAdd'];
 const marked = new WeakSet<Error>();
 
 export function isIndexError(e: unknown): boolean {
@@ -31,12 +30,9 @@ export function deviceIndexErrors(addon: Addon): { pointer(): number; check(): P
       if (!pending) return;
       pending = false;
       const [code, index, n] = new Int32Array(await addon.read(ptr, 12));
-      if (code === 0) return;
+      const e = deviceIndexError(code, index, n);
+      if (!e) return;
       addon.memset32(ptr, 0, 4);
-      const e = opError(
-        OPS[code] ?? 'gather',
-        `index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`,
-      );
       marked.add(e);
       throw e;
     },

@@ -3,6 +3,7 @@
  * gather and scatter-add kernels (core's edge-case rules), which travel with a read's data when
  * such a kernel ran since the last read.
  */
+import { deviceIndexError } from '@sparsegrad/core/backend';
 import { GpuBuffer } from './context.ts';
 
 /**
@@ -58,19 +59,13 @@ export class Readback {
 
   /**
    * Waits for a staged read (after its commands were submitted). `indexError` is the Error the
-   * caller must throw (after clearing the flags with `clearFlags`) when a kernel found a bad index.
+   * caller must throw (after clearing `flagBuffer`) when a kernel found a bad index.
    */
   async finish(read: StagedRead): Promise<{ data: ArrayBuffer; indexError: Error | null }> {
     const [data, flagBytes] = await Promise.all([this.readStaging(read.data, read.bytes), read.flags && this.readStaging(read.flags, 12)]);
     if (!flagBytes) return { data, indexError: null };
     const [code, index, n] = new Int32Array(flagBytes);
-    if (code === 0) return { data, indexError: null };
-    return {
-      data,
-      indexError: new Error(
-        `${code === 2 ? 'scatterAdd' : 'gather'}: index ${index} is out of range for a dimension of size ${n} (found on the GPU by a kernel queued before this read; its results are not valid)`,
-      ),
-    };
+    return { data, indexError: deviceIndexError(code, index, n) };
   }
 
   /** The flag buffer, for clearing it once its error was reported. */

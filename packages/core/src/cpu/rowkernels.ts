@@ -1,6 +1,6 @@
 /** Reductions, indexing and layer norm of the CPU backend (plain loops, float64 accumulation); softmax is SIMD (assembly/elementwise.ts). */
 import type { ReduceOp, TypedArray } from '../backend.ts';
-import { opError } from '../errors.ts';
+import { indexOutOfRange } from '../errors.ts';
 
 export function reduce(op: ReduceOp, x: TypedArray, outer: number, n: number, inner: number, out: TypedArray): void {
   if (op === 'sum' && inner > 1) {
@@ -55,7 +55,7 @@ function indexReader(op: string, idx: TypedArray, offset: number, strides: reado
   const [so, sj, si] = strides;
   return (o: number, j: number, i: number): number => {
     const k = idx[offset + o * so + j * sj + i * si];
-    if (k < 0 || k >= n) throw opError(op, `index ${k} is out of range for a dimension of size ${n}`);
+    if (k < 0 || k >= n) throw indexOutOfRange(op, k, n);
     return k;
   };
 }
