@@ -41,4 +41,4 @@ export { uniformAt, normalAt, randomBits } from './random.ts';
 export { opError, fmtShape, indexOutOfRange, deviceIndexError } from './errors.ts';
 export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
 export { contiguousStrides, sizeOf } from './shape.ts';
-export { waveSplits } from './waves.ts';
+export { orderBand, waveSplits } from './waves.ts';

@@ -11,3 +11,15 @@ export function waveSplits(items: number, length: number, slots: number, minChun
   for (let s = 2; s <= Math.min(maxSplits, Math.floor(length / minChunk)); s++) if (time(s) < time(best) - 1e-9) best = s;
   return best;
 }
+
+/**
+ * Token tiles per band of a longest-first work order (both GPU backends' block-sparse forward and
+ * dX): within a band the lines (block rows or columns) run longest first, each over the band's
+ * token tiles, so that the work still running at the end is short while the band's activations
+ * stay in L2. `bandTokens` is each backend's measured band (0: the plain order); `forcedTiles`
+ * (a tuning's bandTiles) overrides it. 0 means the plain order.
+ */
+export function orderBand(bandTokens: number, tileTokens: number, tiles: number, forcedTiles?: number): number {
+  const band = forcedTiles ?? (bandTokens > 0 ? Math.round(bandTokens / tileTokens) : 0);
+  return band > 0 ? Math.min(tiles, band) : 0;
+}

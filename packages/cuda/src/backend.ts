@@ -11,14 +11,14 @@
  *   indexing.ts     gather, scatterAdd (bad indices reported at the next read)
  *   rows.ts         softmax, layer norm and their backward
  *   lists.ts        adamStep, sumOfSquares, scaleBuffers
- *   ../blocksparse.ts  the block-sparse trio and its routes
+ *   blocksparse.ts  the block-sparse trio (its routes: ../blocksparse-routes.ts, ../dense-route.ts)
  */
 import type { Backend, DType } from '@sparsegrad/core';
 import type { BackendBuffer } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { Args } from './args.ts';
-import { blockSparseKernels } from './blocksparse.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
+import { blockSparseKernels } from './kernels/blocksparse.ts';
 import { elementwiseKernels } from './kernels/elementwise.ts';
 import { type CudaHost, P, THREADS, WARP_ROW } from './kernels/host.ts';
 import { indexingKernels } from './kernels/indexing.ts';
@@ -103,10 +103,12 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     allocator,
     args,
     sms,
+    hopper: props.computeCapability === '9.0',
     tuning: () => tuning,
     launch,
     alloc,
     free,
+    upload,
     blocksFor,
     piecesFor: (outputs, n, minPiece) => Math.max(1, Math.min(Math.ceil((sms * 2048) / Math.max(1, outputs)), Math.ceil(n / minPiece))),
     rowLaunch,
@@ -115,24 +117,6 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     backend: () => backend,
   };
   const { indexErrors } = host;
-
-  const bsr = blockSparseKernels({
-    addon,
-    allocator,
-    args,
-    sms,
-    launch,
-    upload,
-    free,
-    ptr: P,
-    blocksFor,
-    hopper: props.computeCapability === '9.0',
-    tuning: () => tuning,
-    sumMiddle: (x, outer, n, inner, out) => host.reduceF32('sum', x, outer, n, inner, out),
-    alloc: (size) => alloc(size, 'float32'),
-    fill: (out, size, value) => backend.fill(out, size, value),
-    matmul: (...a) => backend.matmul(...a),
-  });
 
   const backend: CudaBackend = {
     name: 'cuda',
@@ -159,7 +143,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     ...elementwiseKernels(host),
     ...reduceKernels(host),
     ...matmulKernels(host),
-    ...bsr,
+    ...blockSparseKernels(host),
     ...indexingKernels(host),
     ...rowKernels(host),
     ...listKernels(host),

@@ -11,7 +11,7 @@ import { buildLayout, layoutDensity } from '@sparsegrad/core/backend';
 import '@sparsegrad/cuda';
 import type { CudaBackend, CudaTuning } from '@sparsegrad/cuda';
 import { sizeClass } from '../src/allocator.ts';
-import { quadrants } from '../src/blocksparse.ts';
+import { quadrants } from '../src/kernels/blocksparse.ts';
 import { takesDenseRoute } from '../src/dense-route.ts';
 import { Args } from '../src/args.ts';
 import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';

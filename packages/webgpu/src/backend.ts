@@ -8,7 +8,7 @@
  *   indexing.ts     gather, scatterAdd (bad indices reported at the next read)
  *   rows.ts         softmax, layer norm and their backward
  *   lists.ts        adamStep, sumOfSquares, scaleBuffers
- *   ../blocksparse.ts  the block-sparse trio
+ *   blocksparse.ts  the block-sparse trio
  *
  * Each family receives a KernelHost (kernels/common.ts): the context that owns buffers, pipelines
  * and dispatch (context.ts), what the device offers, and this backend for what one family asks of
@@ -16,7 +16,7 @@
  */
 import type { Backend } from '@sparsegrad/core';
 import { G, type GpuContext } from './context.ts';
-import { blockSparseKernels } from './blocksparse.ts';
+import { blockSparseKernels } from './kernels/blocksparse.ts';
 import { kernelHost } from './kernels/common.ts';
 import { elementwiseKernels } from './kernels/elementwise.ts';
 import { indexingKernels } from './kernels/indexing.ts';

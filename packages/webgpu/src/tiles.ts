@@ -83,21 +83,16 @@ export function bsrShape(bs: number): GemmShape {
 }
 
 /**
- * Token tiles per band of the one-block-wide forward and dX's work order (blocksparse.ts's
- * workOrder): the workgroups of a band run its lines (block rows or columns) longest first, each
- * line over the band's token tiles, so that the workgroups still running at the end are short
- * ones while the band's activations stay in L2. 0 is the plain order (lines in index order within
- * one token tile). On an H100 (NOTES 25), bands of 4096 tokens took the 32x32 forward at density
- * 0.5 from 2.11-2.14 to 2.06-2.07 ms and dX from 2.10-2.11 to 2.05-2.06, 64x64 forward 1.75-1.82
- * to 1.72-1.78; bands of 1024, 2048 and 8192 tokens gained less. 16x16 blocks (256-token tiles)
- * keep the plain order: bands of 8192 tokens made them 9-16% slower at density 0.1. `forced`
- * (the tuning's bandTiles) sets the band for every block size (0: plain).
+ * Tokens per band of the one-block-wide forward and dX's work order (blocksparse.ts's workOrder;
+ * core's orderBand turns it into token tiles). On an H100 (NOTES 25), bands of 4096 tokens took
+ * the 32x32 forward at density 0.5 from 2.11-2.14 to 2.06-2.07 ms and dX from 2.10-2.11 to
+ * 2.05-2.06, 64x64 forward 1.75-1.82 to 1.72-1.78; bands of 1024, 2048 and 8192 tokens gained
+ * less. 16x16 blocks (256-token tiles) keep the plain order (0): bands of 8192 tokens made them
+ * 9-16% slower at density 0.1.
  */
-export function orderBand(blockSize: number, tileTokens: number, tiles: number, forced?: number): number {
-  const band = forced ?? (blockSize === 16 ? 0 : Math.round(ORDER_BAND_TOKENS / tileTokens));
-  return band > 0 ? Math.min(tiles, band) : 0;
+export function orderBandTokens(blockSize: number): number {
+  return blockSize === 16 ? 0 : 4096;
 }
-const ORDER_BAND_TOKENS = 4096;
 
 /**
  * Union tiles of the block-sparse forward and dX: 128 tokens x 64-128 outputs (tuned on an H100

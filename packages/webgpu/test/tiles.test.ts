@@ -1,7 +1,8 @@
 /** Tile shapes shrink to fit the workgroup memory a device offers (WebGPU guarantees 16 KB); work-order bands; dense tiles and k splits. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DENSE_LARGE, DENSE_SMALL, denseTiling, fitShape, orderBand, waveSplits } from '../src/tiles.ts';
+import { DENSE_LARGE, DENSE_SMALL, denseTiling, fitShape, orderBandTokens, waveSplits } from '../src/tiles.ts';
+import { orderBand } from '@sparsegrad/core/backend';
 import { DEFAULT_WEBGPU_TUNING } from '../src/tuning.ts';
 
 /** Exact bytes of the two stages of A and B for the largest padding the generator can choose. */
@@ -25,11 +26,11 @@ test('shapes that fit are kept; larger ones give up k-step, then rows, never wid
 });
 
 test('work-order bands: 4096 tokens of 32x32 and 64x64 tiles, at most the tiles there are; 16x16 and 0 plain', () => {
-  assert.is(orderBand(32, 128, 128), 32);
-  assert.is(orderBand(64, 128, 10), 10);
-  assert.is(orderBand(16, 256, 64), 0);
-  assert.is(orderBand(16, 256, 64, 3), 3); // forced (the tuning's bandTiles)
-  assert.is(orderBand(32, 128, 128, 0), 0);
+  assert.is(orderBand(orderBandTokens(32), 128, 128), 32);
+  assert.is(orderBand(orderBandTokens(64), 128, 10), 10);
+  assert.is(orderBand(orderBandTokens(16), 256, 64), 0);
+  assert.is(orderBand(orderBandTokens(16), 256, 64, 3), 3); // forced (the tuning's bandTiles)
+  assert.is(orderBand(orderBandTokens(32), 128, 128, 0), 0);
 });
 
 test('dense tiles: 128 x 128 (halved where the output fills half of it) from 256 tiles or a long k (split to fill whole waves), else 64 x 64', () => {

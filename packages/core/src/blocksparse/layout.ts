@@ -243,7 +243,7 @@ function popcount(x: number): number {
 }
 
 /** The fraction of the layout's blocks that are stored. */
-export function layoutDensity(layout: BlockLayout): number {
+export function layoutDensity(layout: Pick<BlockLayout, 'rows' | 'cols' | 'blockSize' | 'nnzBlocks'>): number {
   const { rows, cols, blockSize: bs } = layout;
   return layout.nnzBlocks / ((rows / bs) * (cols / bs));
 }

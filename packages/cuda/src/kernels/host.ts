@@ -24,11 +24,15 @@ export interface CudaHost {
   /** The one argument builder (reset before each launch). */
   readonly args: Args;
   readonly sms: number;
+  /** Compute capability 9.0: the sm_90a kernels (TMA, wgmma) run. */
+  readonly hopper: boolean;
   /** The routes in use (tuning.ts). */
   tuning(): Readonly<CudaTuning>;
   launch(op: string, kernel: string, grid: [number, number, number], threads: number, a: Args, sharedBytes?: number): void;
   alloc(size: number, dtype: DType): CudaBuffer;
   free(b: BackendBuffer): void;
+  /** A device copy of host data (block-sparse index tables). */
+  upload(data: Int32Array): CudaBuffer;
   /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */
   blocksFor(n: number, perBlock?: number): number;
   /** How many pieces to cut a reduction of `n` into when only `outputs` results would keep the GPU too idle. */

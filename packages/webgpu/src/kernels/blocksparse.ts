@@ -5,11 +5,11 @@
  * work tables on the device, freed with the layout.
  */
 import type { Backend, BlockLayout } from '@sparsegrad/core';
-import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, type BackendBuffer } from '@sparsegrad/core/backend';
-import { G, type GpuBuffer, type GpuContext, MAX_GROUPS_X, u } from './context.ts';
-import { gemmKernel, tileCols, tileRows, type GemmShape } from './gemm.ts';
-import { SDDMM_MIN_CHUNK, bsrShape, fitShape, orderBand, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from './tiles.ts';
-import { PARAMS } from './wgsl.ts';
+import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, orderBand, type BackendBuffer } from '@sparsegrad/core/backend';
+import { G, type GpuBuffer, type GpuContext, MAX_GROUPS_X, u } from '../context.ts';
+import { gemmKernel, tileCols, tileRows, type GemmShape } from '../gemm.ts';
+import { SDDMM_MIN_CHUNK, bsrShape, fitShape, orderBandTokens, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from '../tiles.ts';
+import { PARAMS } from '../wgsl.ts';
 
 /** What the block-sparse kernels need from the backend besides the context. */
 export interface BlockSparseHost {
@@ -340,7 +340,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
    * within one token tile. The line table is cached per layout.
    */
   function workOrder(layout: BlockLayout, forward: boolean, m: number, tileTokens: number): { lines: GpuBuffer; band: number } {
-    const band = orderBand(layout.blockSize, tileTokens, Math.ceil(m / tileTokens), ctx.tuning.bandTiles);
+    const band = orderBand(orderBandTokens(layout.blockSize), tileTokens, Math.ceil(m / tileTokens), ctx.tuning.bandTiles);
     const lines = layouts.get(layout, `order:${forward}:${band > 0}`, () => {
       const ptr = forward ? layout.rowPtr : layout.colPtr;
       const b = upload(band > 0 ? linesLongestFirst(ptr) : Int32Array.from({ length: ptr.length - 1 }, (_, i) => i));
