@@ -1,6 +1,6 @@
 // Peak throughput of warp-level mma.sync (TF32 m16n8k8, BF16 m16n8k16) with operands in registers:
 // every warp runs 8 independent accumulator chains, nothing else. The ceiling the mma.sync
-// block-sparse kernels are measured against (packages/cuda/NOTES.md, version 19).
+// block-sparse kernels are measured against (packages/cuda/DESIGN.md; NOTES 19 in git history).
 //   nvcc -O3 -arch=sm_90a -o mma-rate benchmarks/mma-rate.cu && ./mma-rate      (on the GPU host)
 #include <cstdio>
 #include <cstdint>

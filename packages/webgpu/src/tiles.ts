@@ -104,7 +104,7 @@ export function unionShape(forward: boolean): GemmShape {
 }
 
 /**
- * Whether a product runs on union tiles. Measured on an H100 (docs/benchmarks.md, NOTES.md): they
+ * Whether a product runs on union tiles. Measured on an H100 (docs/benchmarks.md, DESIGN.md): they
  * beat one-block-wide tiles only for 16x16 blocks, and only where at least a third of the union's
  * band-steps hold a block (density ~0.5 forward, ~0.25 and up for dX); 32x32 and 64x64 blocks
  * lose at every density. `mode` (the tuning's unionTiles) may force them on or off.
