@@ -7,7 +7,7 @@
 //
 // fp32 FMA: each thread 8 x 8 outputs of a block, an outer product per token (4 float4 reads for
 // 64 FMA). A TF32 mma.sync consumer of the same pipeline measured no faster than the one-row
-// kernel of blocksparse_tc.cu (packages/cuda/NOTES.md, version 19), so tensor cores stay there.
+// kernel of blocksparse_tc.cu (NOTES 19, see packages/cuda/DESIGN.md), so tensor cores stay there.
 #include "async_mma.cuh"
 
 namespace {
