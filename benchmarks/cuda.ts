@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { getBackend, manualSeed, setBackend, type MatmulPrecision } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import { parseTuning, takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseTable, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -83,27 +83,19 @@ say();
 const M = quick ? 512 : 16384;
 const densities = [0.5, 0.25, 0.1];
 async function blockSparseTables(label: string): Promise<void> {
-  for (const p of precisions) {
-    for (const bs of values.blocks!.split(',').map(Number)) {
-      say(
-        `Block-sparse ${bs}x${bs}, precision '${p}'${label}: speedup = cuBLAS dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X); † the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).`,
-      );
-      say();
-      await blockSparseRows({
-        be,
-        M,
-        bs,
-        precision: p,
-        densities,
-        digits: 3,
-        say,
-        time: (record) => time(record),
-        random: randomBuffer,
-        mark: (layout, product) => (takesDenseRoute(layout, product, p, be.tuning.denseRoute) ? ' †' : ''),
-      });
-      say();
-    }
-  }
+  await blockSparseTable({
+    be,
+    M,
+    cases: precisions.flatMap((precision) => values.blocks!.split(',').map((bs) => ({ precision, bs: Number(bs) }))),
+    densities,
+    say,
+    time: (record) => time(record),
+    random: randomBuffer,
+    mark: (layout, product, p) => (takesDenseRoute(layout, product, p, be.tuning.denseRoute) ? ' †' : ''),
+    markNote: "† the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).",
+    label,
+  });
+  say();
 }
 await forEachVariant(
   values.variants,

@@ -57,67 +57,80 @@ export function writeDocSection(name: string, lines: readonly string[]): void {
   console.log('\nwrote docs/benchmarks.md');
 }
 
+/** The two shapes of the block-sparse tables (the issues' X [M, cols] by W [rows, cols]), as [rows, cols]. */
+const SHAPES: readonly [number, number][] = [
+  [4096, 1024],
+  [1024, 4096],
+];
+
 /**
- * The rows of a block-sparse benchmark table (the GPU backends' benchmarks share it): for X
- * [M, cols] by W [rows, cols] in both shapes of the issues, the backend's dense forward, dX and dW
- * of the same operands, then the block-sparse trio at each density with its speedup over them.
- * `time` gives milliseconds per launch of what `record` queues; `mark` may annotate a cell. Every
- * timed block-sparse product is also checked (checkBlockSparse): a kernel variant that computes
- * the wrong thing fast stops the run instead of entering the table.
+ * The block-sparse benchmark table both GPU backends print: for each precision and block size, the
+ * backend's dense forward, dX and dW of the same operands in both shapes, then the block-sparse
+ * trio at each density as its speedup over them (dense ms / block-sparse ms), and the forward's
+ * TFLOP/s per stored block. `time` gives milliseconds per launch of what `record` queues; `mark`
+ * may annotate a cell. Every timed block-sparse product is also checked (checkBlockSparse): a
+ * kernel variant that computes the wrong thing fast stops the run instead of entering the table.
  */
-export async function blockSparseRows(o: {
+export async function blockSparseTable(o: {
   be: Backend;
   M: number;
-  bs: number;
-  precision: MatmulPrecision;
+  cases: readonly { precision: MatmulPrecision; bs: number }[];
   densities: readonly number[];
-  digits: number;
   say: (line?: string) => void;
   time: (record: () => void) => number | Promise<number>;
   random: (size: number, key: number) => BackendBuffer;
-  mark?: (layout: BlockLayout, product: BsrProduct) => string;
+  /** Annotates a cell (e.g. the CUDA backend's dense route: ' †'). */
+  mark?: (layout: BlockLayout, product: BsrProduct, precision: MatmulPrecision) => string;
+  /** What a mark means, for the caption. */
+  markNote?: string;
+  label?: string;
 }): Promise<void> {
-  const { be, M, bs, precision: p, digits } = o;
-  const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
-  o.say('| shape | density | forward ms (speedup) | dX ms (speedup) | dW ms (speedup) | forward TFLOP/s per stored block |');
+  const { be, M } = o;
+  const [a, b] = SHAPES.map(([rows, cols]) => `X [${M}, ${cols}] by W [${rows}, ${cols}]`);
+  o.say(
+    `Block-sparse trio${o.label ?? ''}: speedup = dense ms / block-sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X), for A = ${a} and B = ${b}. Dense rows give milliseconds and dense TFLOP/s; the last column is the forward's TFLOP/s per stored block.${o.markNote ? ` ${o.markNote}` : ''}`,
+  );
+  o.say();
+  o.say('| precision, blocks | density | forward A / B | dX A / B | dW A / B | forward TFLOP/s A / B |');
   o.say('| --- | --- | --- | --- | --- | --- |');
-  for (const [rows, cols] of [
-    [4096, 1024],
-    [1024, 4096],
-  ]) {
-    const x = o.random(M * cols, 3);
-    const dy = o.random(M * rows, 4);
-    const w = o.random(rows * cols, 5);
-    const y = be.alloc(M * Math.max(rows, cols), 'float32');
-    const dw = be.alloc(rows * cols, 'float32');
-    const dense = {
-      forward: await o.time(() => be.matmul(matrixAt(x, cols, 1), matrixAt(w, 1, cols), y, 1, M, rows, cols, p)),
-      dX: await o.time(() => be.matmul(matrixAt(dy, rows, 1), matrixAt(w, cols, 1), y, 1, M, cols, rows, p)),
-      dW: await o.time(() => be.matmul(matrixAt(dy, 1, rows), matrixAt(x, cols, 1), dw, 1, rows, cols, M, p)),
-    };
-    // What the checks compare against: the dense dW just computed, and the first tokens' rows.
-    const refs = { denseDw: await be.read(dw, rows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * rows) };
-    o.say(
-      `| X [${M}, ${cols}], W [${rows}, ${cols}] | dense | ${dense.forward.toFixed(digits)} (${tflops(2 * M * rows * cols, dense.forward)} TFLOP/s) | ${dense.dX.toFixed(digits)} | ${dense.dW.toFixed(digits)} | |`,
-    );
-    for (const density of o.densities) {
-      const W = benchmarkLayout(be, rows, cols, bs, density);
-      const blocks = W.data.storageFor('benchmark').buffer;
-      const w32 = await W.data.toArray();
-      const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
-      const f = await o.time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
-      check('forward', await be.read(y, CHECK_TOKENS * rows));
-      const gi = await o.time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
-      check('gradInput', await be.read(y, CHECK_TOKENS * cols));
-      const gw = await o.time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
-      check('sddmm', await be.read(dw, W.layout.nnzBlocks * bs * bs));
-      const r = (ms: number, d: number, product: BsrProduct) => `${ms.toFixed(digits)} (${(d / ms).toFixed(2)}x${o.mark?.(W.layout, product) ?? ''})`;
-      o.say(
-        `| | ${density} | ${r(f, dense.forward, 'forward')} | ${r(gi, dense.dX, 'gradInput')} | ${r(gw, dense.dW, 'sddmm')} | ${tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)} |`,
-      );
-      W.data.dispose();
+  const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
+  for (const { precision: p, bs } of o.cases) {
+    const dense: string[][] = [];
+    const rows = new Map<number, string[][]>(o.densities.map((d) => [d, []]));
+    for (const [wRows, cols] of SHAPES) {
+      const x = o.random(M * cols, 3);
+      const dy = o.random(M * wRows, 4);
+      const w = o.random(wRows * cols, 5);
+      const y = be.alloc(M * Math.max(wRows, cols), 'float32');
+      const dw = be.alloc(wRows * cols, 'float32');
+      const d = {
+        forward: await o.time(() => be.matmul(matrixAt(x, cols, 1), matrixAt(w, 1, cols), y, 1, M, wRows, cols, p)),
+        dX: await o.time(() => be.matmul(matrixAt(dy, wRows, 1), matrixAt(w, cols, 1), y, 1, M, cols, wRows, p)),
+        dW: await o.time(() => be.matmul(matrixAt(dy, 1, wRows), matrixAt(x, cols, 1), dw, 1, wRows, cols, M, p)),
+      };
+      dense.push([d.forward.toFixed(3), d.dX.toFixed(3), d.dW.toFixed(3), tflops(2 * M * wRows * cols, d.forward)]);
+      // What the checks compare against: the dense dW just computed, and the first tokens' rows.
+      const refs = { denseDw: await be.read(dw, wRows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * wRows) };
+      for (const density of o.densities) {
+        const W = benchmarkLayout(be, wRows, cols, bs, density);
+        const blocks = W.data.storageFor('benchmark').buffer;
+        const w32 = await W.data.toArray();
+        const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
+        const f = await o.time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
+        check('forward', await be.read(y, CHECK_TOKENS * wRows));
+        const gi = await o.time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
+        check('gradInput', await be.read(y, CHECK_TOKENS * cols));
+        const gw = await o.time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
+        check('sddmm', await be.read(dw, W.layout.nnzBlocks * bs * bs));
+        const r = (ms: number, base: number, product: BsrProduct) => `${(base / ms).toFixed(2)}x${o.mark?.(W.layout, product, p) ?? ''}`;
+        rows.get(density)!.push([r(f, d.forward, 'forward'), r(gi, d.dX, 'gradInput'), r(gw, d.dW, 'sddmm'), tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)]);
+        W.data.dispose();
+      }
+      for (const buffer of [x, dy, w, y, dw]) be.free(buffer);
     }
-    for (const b of [x, dy, w, y, dw]) be.free(b);
+    const pair = (cells: string[][], i: number, unit = '') => `${cells[0][i]} / ${cells[1][i]}${unit}`;
+    o.say(`| '${p}' ${bs}x${bs} | dense | ${pair(dense, 0, ' ms')} | ${pair(dense, 1, ' ms')} | ${pair(dense, 2, ' ms')} | ${pair(dense, 3)} |`);
+    for (const [density, cells] of rows) o.say(`| | ${density} | ${pair(cells, 0)} | ${pair(cells, 1)} | ${pair(cells, 2)} | ${pair(cells, 3)} |`);
   }
 }
 

@@ -18,7 +18,7 @@
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type Tensor } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import { parseTuning, setDawnOptions, type WebGPUBackend } from '@sparsegrad/webgpu';
-import { blockSparseRows, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseTable, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -179,14 +179,9 @@ if (process.argv.includes('--tune')) {
 const M = quick ? 256 : 16384;
 const densities = [0.5, 0.25, 0.1];
 async function blockSparseTables(label: string): Promise<void> {
-  for (const bs of blockSizes) {
-    say(
-      `Block-sparse, ${bs}x${bs} blocks${label}: speedup over dense = dense ms / sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X).`,
-    );
-    say();
-    await blockSparseRows({ be, M, bs, precision: 'highest', densities, digits: 2, say, time: (record) => time(record, 3), random: randomBuffer });
-    say();
-  }
+  const cases = blockSizes.map((bs) => ({ precision: 'highest' as const, bs }));
+  await blockSparseTable({ be, M, cases, densities, say, time: (record) => time(record, 3), random: randomBuffer, label });
+  say();
 }
 await forEachVariant(
   argValue('--variants'),
