@@ -92,7 +92,8 @@ async function blockSparseTables(label: string): Promise<void> {
     time: (record) => time(record),
     random: randomBuffer,
     mark: (layout, product, p) => (takesDenseRoute(layout, product, p, be.tuning.denseRoute) ? ' †' : ''),
-    markNote: "† the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).",
+    markNote:
+      "† the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).",
     label,
   });
   say();

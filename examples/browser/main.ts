@@ -1,7 +1,7 @@
 // sparsegrad in a browser page: WebGPU when the browser offers it (else the CPU backend), a small
 // regression model whose hidden layer is block-sparse, trained for 100 steps, and its
 // state saved as safetensors bytes for a download link. Bundle it with
-//   npx esbuild examples/browser/main.ts --bundle --format=esm --outfile=examples/browser/app.js
+//   npm run build:example
 // and serve examples/browser/ (e.g. `npx http-server examples/browser`); index.html loads app.js.
 import { manualSeed, randn, setBackend, tidy } from '@sparsegrad/core';
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential, saveToBytes } from '@sparsegrad/nn';

@@ -1,6 +1,7 @@
 /** WGSL building blocks shared by the kernels. */
 import type { DType } from '@sparsegrad/core';
 import type { BinaryOp, UnaryOp } from '@sparsegrad/core/backend';
+import { LAYOUT } from './uniforms.ts';
 
 export const wgslType = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
 
@@ -58,11 +59,9 @@ export const SUBGROUP_NAN = /* wgsl */ `
 fn sgMaxN(v: f32) -> f32 { return select(subgroupMax(v), nanF(), subgroupAny(isNan(v))); }
 fn sgMinN(v: f32) -> f32 { return select(subgroupMin(v), nanF(), subgroupAny(isNan(v))); }`;
 
-export const MAX_RANK = 6;
-
 /**
- * viewOffsets(i): the offsets of element `i` (row-major over the shape in params 2..8) in the views
- * 0..k-1 (offset and strides of view j at params 8 + 7j..), the index decomposed into coordinates
+ * viewOffsets(i): the offsets of element `i` (row-major over the layout block's shape) in its
+ * views 0..k-1 (uniforms.ts's LAYOUT), the index decomposed into coordinates
  * once for all views: a u32 division per dim is what these memory-bound kernels spend their
  * instructions on.
  */
@@ -70,13 +69,13 @@ export function stridedOffsets(k: number): string {
   const views = Array.from({ length: k }, (_, j) => j);
   return /* wgsl */ `
 fn viewOffsets(i: u32) -> array<u32, ${k}> {
-  ${views.map((j) => `var o${j} = p(${8 + 7 * j}u);`).join(' ')}
+  ${views.map((j) => `var o${j} = p(${LAYOUT.offset(j)}u);`).join(' ')}
   var rem = i;
-  for (var d = i32(p(1u)) - 1; d >= 0; d--) {
-    let dim = p(2u + u32(d));
+  for (var d = i32(p(${LAYOUT.rank}u)) - 1; d >= 0; d--) {
+    let dim = p(${LAYOUT.shape}u + u32(d));
     let c = rem % dim;
     rem /= dim;
-    ${views.map((j) => `o${j} += c * p(${9 + 7 * j}u + u32(d));`).join(' ')}
+    ${views.map((j) => `o${j} += c * p(${LAYOUT.stride(j)}u + u32(d));`).join(' ')}
   }
   return array<u32, ${k}>(${views.map((j) => `o${j}`).join(', ')});
 }`;

@@ -34,6 +34,10 @@ async function bundle() {
     },
     bundle: true,
     platform: 'browser',
+    // The packages' sources (their 'source' condition) under their browser conditions; the
+    // repository's tsconfig paths, which send tsx to the Node entries, are left out.
+    conditions: ['source'],
+    tsconfigRaw: {},
     format: 'iife',
     globalName: 'sparsegrad',
     write: false,
@@ -165,6 +169,10 @@ test('examples/browser/main.ts bundles for the browser and trains its model in a
     entryPoints: [join(root, 'examples/browser/main.ts')],
     bundle: true,
     platform: 'browser',
+    // The packages' sources (their 'source' condition) under their browser conditions; the
+    // repository's tsconfig paths, which send tsx to the Node entries, are left out.
+    conditions: ['source'],
+    tsconfigRaw: {},
     format: 'esm',
     write: false,
     logLevel: 'silent',

@@ -1,11 +1,11 @@
 /**
  * What the WebGPU kernel families share: the host each family is built from, the WGSL head and
- * entry point of per-element kernels, a merged layout's uniform words, and column reductions.
+ * entry point of per-element kernels, and column reductions.
  */
 import type { Backend } from '@sparsegrad/core';
-import { type GpuBuffer, type GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel, type Param } from '../context.ts';
+import { type GpuBuffer, type GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel } from '../context.ts';
 import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE } from '../reductions.ts';
-import { MAX_RANK, PARAMS } from '../wgsl.ts';
+import { PARAMS } from '../wgsl.ts';
 
 /**
  * A kernel family's view of the backend: the context (buffers, pipelines, dispatch), what the
@@ -39,21 +39,6 @@ export function kernelHost(ctx: GpuContext, rowSubgroups: number, backend: () =>
 export const HEAD = (bindings: string) => `${PARAMS}\n${INDEX_WGSL}\n${bindings}`;
 export const MAIN =
   '@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flatIndex(gid, nwg);';
-
-/**
- * A merged layout (collapseDims) as uniform words: [n, rank, shape[6], (offset, strides[6]) per
- * view]; the views only, not a contiguous output.
- */
-export function layoutWords(op: string, n: number, shape: readonly number[], views: { offset: number; strides: readonly number[] }[]): Param[] {
-  if (shape.length > MAX_RANK) throw new Error(`webgpu: ${op}: views of rank ${shape.length} after merging dims are not supported (max ${MAX_RANK})`);
-  const words: Param[] = [u(n), u(shape.length)];
-  for (let d = 0; d < MAX_RANK; d++) words.push(u(shape[d] ?? 1));
-  views.forEach((o) => {
-    words.push(u(o.offset));
-    for (let d = 0; d < MAX_RANK; d++) words.push(u(o.strides[d] ?? 0));
-  });
-  return words;
-}
 
 export const PER_THREAD = 4;
 export const perElementThreads = (n: number) => Math.ceil(n / PER_THREAD);

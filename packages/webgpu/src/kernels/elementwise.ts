@@ -1,13 +1,19 @@
 /**
  * Fills, random numbers, copies (flat, tiled transposes, strided, vec4) and the elementwise ops:
  * one WGSL kernel per op, dtypes and specialisation, generated on a pipeline-cache miss. Strided
- * operands are described in the uniform block (layoutWords); scalars travel in words 40...
+ * operands are described in the uniform block (uniforms.ts's LAYOUT); scalars follow at LAYOUT.scalars.
  */
 import type { Backend, DType } from '@sparsegrad/core';
 import { collapseDims, contiguousStrides, isTranspose, vectorize, type BackendBuffer, type BinaryOp, type UnaryOp, type View } from '@sparsegrad/core/backend';
-import { G, MAX_GROUPS_X, u, type Param } from '../context.ts';
+import { G, MAX_GROUPS_X, type Param } from '../context.ts';
 import { BINARY_WGSL, ERF, GELU_TANH_GRAD, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from '../wgsl.ts';
-import { HEAD, layoutWords, perElement, perElementThreads, type KernelHost } from './common.ts';
+import { LAYOUT, layoutWords, uniforms } from '../uniforms.ts';
+import { HEAD, perElement, perElementThreads, type KernelHost } from './common.ts';
+
+// Uniform words of the kernels without a strided layout (word 0: the count perElement reads).
+const FILL = { int32: uniforms(['count', 'value'], { value: 'i32' }), float32: uniforms(['count', 'value'], { value: 'f32' }) };
+const RANDOM_WORDS = uniforms(['count', 'key', 'a', 'b'], { a: 'f32', b: 'f32' });
+const FLAT_COPY = uniforms(['count', 'srcOffset', 'dstOffset']);
 
 /** A value of WGSL type `from` converted to `to` (float to int by core's rule: toI32). */
 const cast = (from: string, to: string, value: string) => (from === 'f32' && to === 'i32' ? `toI32(${value})` : `${to}(${value})`);
@@ -31,7 +37,7 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
     const count = v4 ? n / 4 : n;
     // When every operand is one contiguous run, index directly (no per-dim division).
     const flat = merged.shape.length === 1 && merged.ops.every((o) => o.strides[0] === 1);
-    // Scalars travel in words 40.. of the uniform block.
+    // Scalars travel in the words from LAYOUT.scalars on.
     const scalars: Param[] = [];
     for (let k = 0; k < inputs.length; k++) {
       const v = inputs[k];
@@ -50,11 +56,11 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
       const loads: string[] = [];
       inputs.forEach((v, j) => {
         if (typeof v === 'number') {
-          const word = `${inTypes[j] === 'int32' ? 'pi' : 'pf'}(${40 + si++}u)`;
+          const word = `${inTypes[j] === 'int32' ? 'pi' : 'pf'}(${LAYOUT.scalars + si++}u)`;
           loads.push(`let ${names[j]} = ${v4 ? `vec4<f32>(${word})` : word};`);
         } else {
           bindings.push(`@group(0) @binding(${vi + 1}) var<storage, read> X${j}: array<${t(j)}>;`);
-          loads.push(`let ${names[j]} = X${j}[${flat ? `p(${8 + vi * 7}u) + i` : `o[${vi}]`}];`);
+          loads.push(`let ${names[j]} = X${j}[${flat ? `p(${LAYOUT.offset(vi)}u) + i` : `o[${vi}]`}];`);
           vi++;
         }
       });
@@ -67,18 +73,19 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
       return `${HEAD(bindings.join('\n'))}\n${flat ? '' : stridedOffsets(vi)}\n${extra}\n${fn}\n${perElement(`${flat ? '' : 'let o = viewOffsets(i);'} ${loads.join(' ')} Y[i] = ${value};`)}`;
     });
     const params = layoutWords(op, count, merged.shape, merged.ops.slice(1));
-    params.length = 40; // words up to 40 unread: left as holes, not written
+    params.length = LAYOUT.scalars; // the words between the layout and the scalars: holes, not written
     params.push(...scalars);
     ctx.dispatch(op, pipeline, [...views.map((v) => G(v.buffer)), G(out)], params, perElementThreads(out.size === 0 ? 0 : count));
   }
   return {
     fill(out, size, value) {
       const t = wgslType(out.dtype);
+      const words = FILL[out.dtype];
       const pipeline = pipe(
         `fill|${t}`,
-        () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${perElement(`Y[i] = ${t === 'i32' ? 'pi(1u)' : 'pf(1u)'};`)}`,
+        () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${perElement(`${words.lets} Y[i] = value;`)}`,
       );
-      ctx.dispatch('fill', pipeline, [G(out)], [u(size), out.dtype === 'int32' ? { i32: value } : { f32: value }], perElementThreads(size));
+      ctx.dispatch('fill', pipeline, [G(out)], words.pack({ count: size, value }), perElementThreads(size));
     },
     random(out, size, spec) {
       const normal = spec.kind === 'normal';
@@ -86,7 +93,7 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
         `random|${spec.kind}`,
         () =>
           `${HEAD('@group(0) @binding(1) var<storage, read_write> Y: array<f32>;')}\n${RANDOM}\n${perElement(`
-    let key = p(1u); let a = pf(2u); let b = pf(3u);
+    ${RANDOM_WORDS.lets}
     ${
       normal
         ? `let u1 = (f32(bits(key, 2u * i) >> 8u) + 1.0) * (1.0 / 16777216.0);
@@ -95,7 +102,7 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
         : 'Y[i] = a + (b - a) * uni(key, i);'
     }`)}`,
       );
-      ctx.dispatch('random', pipeline, [G(out)], [u(size), u(spec.key), { f32: spec.a }, { f32: spec.b }], perElementThreads(size));
+      ctx.dispatch('random', pipeline, [G(out)], RANDOM_WORDS.pack({ count: size, key: spec.key, a: spec.a, b: spec.b }), perElementThreads(size));
     },
     copy(src, dst) {
       const st = wgslType(src.buffer.dtype);
@@ -106,10 +113,16 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
         const flat = pipe(
           `copyflat|${st}|${dt}`,
           () =>
-            `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`Y[p(2u) + i] = ${cast(st, dt, 'X[p(1u) + i]')};`)}`,
+            `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${st}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${dt}>;`)}\n${perElement(`${FLAT_COPY.lets} Y[dstOffset + i] = ${cast(st, dt, 'X[srcOffset + i]')};`)}`,
         );
         const n = merged.shape[0];
-        ctx.dispatch('copy', flat, [G(src.buffer), G(dst.buffer)], [n, merged.ops[0].offset, merged.ops[1].offset].map(u), perElementThreads(n));
+        ctx.dispatch(
+          'copy',
+          flat,
+          [G(src.buffer), G(dst.buffer)],
+          FLAT_COPY.pack({ count: n, srcOffset: merged.ops[0].offset, dstOffset: merged.ops[1].offset }),
+          perElementThreads(n),
+        );
         return;
       }
       // Layout words: views 0 = source, 1 = destination (merged against each other only).
@@ -180,20 +193,21 @@ function transposeKernel(t: string): string {
   return `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${t}>;`)}
 var<workgroup> tile: array<${t}, ${32 * 33}>;
 @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r = p(1u);
-  let I = p(r);
-  let J = p(r + 1u);
+  let r = p(${LAYOUT.rank}u);
+  let I = p(${LAYOUT.shape}u + r - 2u);
+  let J = p(${LAYOUT.shape}u + r - 1u);
+  let tilesPerBatch = p(${LAYOUT.count}u);
   let id = wg.x + wg.y * nwg.x;
-  let tileId = id % p(0u);
-  var rem = id / p(0u);
-  var src = p(8u);
-  var dst = p(15u);
+  let tileId = id % tilesPerBatch;
+  var rem = id / tilesPerBatch;
+  var src = p(${LAYOUT.offset(0)}u);
+  var dst = p(${LAYOUT.offset(1)}u);
   for (var d = i32(r) - 3; d >= 0; d--) {
-    let dim = p(2u + u32(d));
+    let dim = p(${LAYOUT.shape}u + u32(d));
     let c = rem % dim;
     rem /= dim;
-    src += c * p(9u + u32(d));
-    dst += c * p(16u + u32(d));
+    src += c * p(${LAYOUT.stride(0)}u + u32(d));
+    dst += c * p(${LAYOUT.stride(1)}u + u32(d));
   }
   if (rem > 0u) { return; } // past the last batch: the grid is rounded up
   let tilesJ = (J + 31u) / 32u;
@@ -201,8 +215,8 @@ var<workgroup> tile: array<${t}, ${32 * 33}>;
   let j0 = (tileId % tilesJ) * 32u;
   let tx = lid % 32u;
   let ty = lid / 32u;
-  let sj = p(9u + r - 1u);
-  let di = p(16u + r - 2u);
+  let sj = p(${LAYOUT.stride(0)}u + r - 1u);
+  let di = p(${LAYOUT.stride(1)}u + r - 2u);
   for (var k = 0u; k < 32u; k += 8u) {
     let i = i0 + tx;
     let j = j0 + ty + k;

@@ -4,9 +4,15 @@
  * checks (core's edge-case rules).
  */
 import type { Backend } from '@sparsegrad/core';
-import { G, u } from '../context.ts';
+import { G } from '../context.ts';
+import { uniforms } from '../uniforms.ts';
 import { INDEX_ERRORS, wgslType } from '../wgsl.ts';
 import { HEAD, MAIN, type KernelHost } from './common.ts';
+
+/** Both kernels' words: x as [outer, n, inner], `count` indices per row, the index view [outer, count, inner]. */
+const WORDS = uniforms(['outer', 'n', 'inner', 'count', 'idxOffset', 'idxStride0', 'idxStride1', 'idxStride2']);
+const words = (outer: number, n: number, inner: number, count: number, idx: { offset: number; strides: readonly number[] }) =>
+  WORDS.pack({ outer, n, inner, count, idxOffset: idx.offset, idxStride0: idx.strides[0], idxStride1: idx.strides[1], idxStride2: idx.strides[2] });
 
 export function indexingKernels(h: KernelHost): Pick<Backend, 'gather' | 'scatterAdd'> {
   const { ctx, pipe } = h;
@@ -19,10 +25,10 @@ export function indexingKernels(h: KernelHost): Pick<Backend, 'gather' | 'scatte
 @group(0) @binding(2) var<storage, read> I: array<i32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<${t}>;
 ${INDEX_ERRORS(4)}`)}\n${MAIN}
-  let outer = p(0u); let n = p(1u); let inner = p(2u); let count = p(3u);
+  ${WORDS.lets}
   if (i >= outer * count * inner) { return; }
   let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
-  let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
+  let k = I[idxOffset + o * idxStride0 + j * idxStride1 + q * idxStride2];
   // Out-of-range indices read as 0 and are reported at the next read; X is read only in range:
   // Node runs Dawn without its robustness clamps (see index.ts).
   var v = ${t}(0);
@@ -30,13 +36,7 @@ ${INDEX_ERRORS(4)}`)}\n${MAIN}
   Y[i] = v;
 }`,
       );
-      ctx.dispatch(
-        'gather',
-        pipeline,
-        [G(x), G(idx.buffer), G(out), ctx.indexErrors()],
-        [outer, n, inner, count, idx.offset, ...idx.strides].map(u),
-        outer * count * inner,
-      );
+      ctx.dispatch('gather', pipeline, [G(x), G(idx.buffer), G(out), ctx.indexErrors()], words(outer, n, inner, count, idx), outer * count * inner);
     },
     scatterAdd(src, idx, outer, n, inner, count, out) {
       const isInt = src.dtype === 'int32';
@@ -48,10 +48,10 @@ ${INDEX_ERRORS(4)}`)}\n${MAIN}
 @group(0) @binding(2) var<storage, read> I: array<i32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<atomic<${isInt ? 'i32' : 'u32'}>>;
 ${INDEX_ERRORS(4)}`)}\n${MAIN}
-  let outer = p(0u); let n = p(1u); let inner = p(2u); let count = p(3u);
+  ${WORDS.lets}
   if (i >= outer * count * inner) { return; }
   let o = i / (count * inner); let j = (i / inner) % count; let q = i % inner;
-  let k = I[p(4u) + o * p(5u) + j * p(6u) + q * p(7u)];
+  let k = I[idxOffset + o * idxStride0 + j * idxStride1 + q * idxStride2];
   if (k < 0 || u32(k) >= n) { reportIndex(2, k, n); return; }
   let at = (o * n + u32(k)) * inner + q;
   let v = S[i];
@@ -67,13 +67,7 @@ ${INDEX_ERRORS(4)}`)}\n${MAIN}
   }
 }`,
       );
-      ctx.dispatch(
-        'scatterAdd',
-        pipeline,
-        [G(src), G(idx.buffer), G(out), ctx.indexErrors()],
-        [outer, n, inner, count, idx.offset, ...idx.strides].map(u),
-        outer * count * inner,
-      );
+      ctx.dispatch('scatterAdd', pipeline, [G(src), G(idx.buffer), G(out), ctx.indexErrors()], words(outer, n, inner, count, idx), outer * count * inner);
     },
   };
 }
