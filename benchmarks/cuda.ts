@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { getBackend, manualSeed, setBackend, type MatmulPrecision } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import { parseTuning, takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { blockSparseTable, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseTable, forEachVariant, median, report, usPerChainedOp } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -33,11 +33,8 @@ const quick = values.quick!;
 await setBackend('cuda');
 manualSeed(0);
 const be = getBackend() as CudaBackend;
-const out: string[] = [];
-const say = (line = '') => {
-  console.log(line);
-  out.push(line);
-};
+const doc = report('cuda-benchmark', 'cuda.ts');
+const { say } = doc;
 
 /** Device milliseconds per launch of `record` (which only queues kernels). */
 function time(record: () => void, launches = 5, repeats = 7): number {
@@ -60,9 +57,7 @@ function randomBuffer(size: number, key: number): BackendBuffer {
 const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 const precisions = values.precisions!.split(',') as MatmulPrecision[];
 
-say(`Device: ${be.device.description}. Date: ${new Date().toISOString().slice(0, 10)}. Timer: CUDA events.`);
-say(`Command: \`npx tsx benchmarks/cuda.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``);
-say();
+doc.header(be.device.description, 'CUDA events');
 
 // ---- dense (cuBLAS) ----
 {
@@ -145,5 +140,5 @@ if (!values['block-sparse-only']) {
 if (!values['block-sparse-only'])
   say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
-if (values.write) writeDocSection('cuda-benchmark', out);
+if (values.write) doc.write();
 process.exit(0);

@@ -43,6 +43,29 @@ export async function usPerChainedOp(repeats = 5): Promise<number> {
 }
 
 /**
+ * A benchmark's printed report: `say` prints a line and keeps it; the header names the device,
+ * date, timer and the command as run; `write` puts the kept lines into docs/benchmarks.md's
+ * section `name` (writeDocSection).
+ */
+export function report(name: string, script: string) {
+  const lines: string[] = [];
+  const say = (line = '') => {
+    console.log(line);
+    lines.push(line);
+  };
+  return {
+    say,
+    header(device: string, timer: string) {
+      const args = process.argv.slice(2);
+      say(`Device: ${device}. Date: ${new Date().toISOString().slice(0, 10)}. Timer: ${timer}.`);
+      say(`Command: \`npx tsx benchmarks/${script}${args.length ? ` ${args.join(' ')}` : ''}\``);
+      say();
+    },
+    write: () => writeDocSection(name, lines),
+  };
+}
+
+/**
  * Replaces the section between `<!-- NAME:begin -->` and `<!-- NAME:end -->` of docs/benchmarks.md
  * with `lines` (appends it where the markers are missing).
  */

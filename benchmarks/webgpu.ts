@@ -18,7 +18,7 @@
 import { BlockSparseMatrix, getBackend, manualSeed, setBackend, type Tensor } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
 import { parseTuning, setDawnOptions, type WebGPUBackend } from '@sparsegrad/webgpu';
-import { blockSparseTable, forEachVariant, median, usPerChainedOp, writeDocSection } from './util.ts';
+import { blockSparseTable, forEachVariant, median, report, usPerChainedOp } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
@@ -34,11 +34,8 @@ await setBackend('webgpu');
 manualSeed(0);
 const be = getBackend() as WebGPUBackend;
 const ctx = be.context;
-const out: string[] = [];
-const say = (line = '') => {
-  console.log(line);
-  out.push(line);
-};
+const doc = report('webgpu-benchmark', 'webgpu.ts');
+const { say } = doc;
 
 /** Milliseconds per launch of `record` (which only dispatches kernels). */
 async function time(record: () => void, launches = 20, repeats = 7): Promise<number> {
@@ -71,10 +68,7 @@ function randomBuffer(size: number, key: number): BackendBuffer {
 const buf = (t: Tensor) => t.storageFor('benchmark').buffer;
 const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
 
-const date = new Date().toISOString().slice(0, 10);
-say(`Device: ${be.device.description}. Date: ${date}. Timer: ${ctx.canTime ? 'device timestamps' : 'wall clock (no timestamp-query)'}.`);
-say(`Command: \`npx tsx benchmarks/webgpu.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``);
-say();
+doc.header(be.device.description, ctx.canTime ? 'device timestamps' : 'wall clock (no timestamp-query)');
 
 // ---- tile-shape tuning (--tune): each candidate through the tuning's tiles ----
 if (process.argv.includes('--tune')) {
@@ -245,5 +239,5 @@ if (process.argv.includes('--block-sparse-only')) process.exit(0);
 // ---- dispatch overhead (host side included: this is what a user's op costs) ----
 say(`Chain of 1000 dependent small adds through the Tensor API, then one readback: **${(await usPerChainedOp()).toFixed(1)} us per op**.`);
 
-if (write) writeDocSection('webgpu-benchmark', out);
+if (write) doc.write();
 process.exit(0);

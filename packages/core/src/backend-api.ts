@@ -42,3 +42,4 @@ export { opError, fmtShape, indexOutOfRange, deviceIndexError } from './errors.t
 export { collapse as collapseDims, isTranspose, vectorize } from './cpu/strided.ts';
 export { contiguousStrides, sizeOf } from './shape.ts';
 export { orderBand, waveSplits } from './waves.ts';
+export { parseTuningEntry, type TuningSpec } from './tuning.ts';

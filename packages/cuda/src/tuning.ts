@@ -4,6 +4,8 @@
  * tuning, never the environment. Benchmarks pass variants as `--variants key=a,b` (parseTuning),
  * tests through the backend's setTuning.
  */
+import { parseTuningEntry } from '@sparsegrad/core/backend';
+
 export interface CudaTuning {
   /** Union tiles (mma.sync) for tensor-core 32x32 forward and dX: by the measured rule, or forced. */
   union: 'auto' | 'on' | 'off';
@@ -43,19 +45,10 @@ export const DEFAULT_CUDA_TUNING: Readonly<CudaTuning> = Object.freeze({
   poison: false,
 });
 
+const MODE = ['auto', 'on', 'off'] as const;
+
 /** One tuning entry from its text (benchmarks' `--variants key=value`): booleans as 0/1, modes and numbers as written. */
 export function parseTuning(key: string, value: string): Partial<CudaTuning> {
-  if (!(key in DEFAULT_CUDA_TUNING)) throw new Error(`cuda tuning: unknown key '${key}'; expected one of ${Object.keys(DEFAULT_CUDA_TUNING).join(', ')}`);
-  const current = (DEFAULT_CUDA_TUNING as unknown as Record<string, unknown>)[key];
-  if (typeof current === 'boolean') {
-    if (value !== '0' && value !== '1') throw new Error(`cuda tuning: ${key} takes 0 or 1, got '${value}'`);
-    return { [key]: value === '1' };
-  }
-  if (key === 'bandTiles') {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`cuda tuning: ${key} takes a non-negative integer, got '${value}'`);
-    return { bandTiles: n };
-  }
-  if (!['auto', 'on', 'off'].includes(value)) throw new Error(`cuda tuning: ${key} takes auto, on or off, got '${value}'`);
-  return { [key]: value };
+  const modes = { union: MODE, bf16Union: MODE, sddmmTranspose: MODE, denseRoute: MODE };
+  return parseTuningEntry({ backend: 'cuda', defaults: DEFAULT_CUDA_TUNING, modes, integers: ['bandTiles'] }, key, value);
 }

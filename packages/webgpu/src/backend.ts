@@ -45,7 +45,7 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
     },
     read: (b, size) => ctx.read(G(b), size),
     free: (b) => ctx.free(G(b)),
-    memory: () => ({ buffers: ctx.liveBuffers, bytes: ctx.liveBytes }),
+    memory: () => ctx.live,
 
     ...elementwiseKernels(host),
     ...reduceKernels(host),

@@ -1,5 +1,6 @@
 /**
- * The WebGPU engine: device, buffer pool, pipeline cache and lazy command submission. Kernels
+ * The WebGPU engine: the device, its buffer pool (pool.ts) and kernel cache (pipelines.ts), and lazy
+ * command submission. Kernels
  * call `dispatch`, which records into the current command encoder; work is submitted at a read
  * or once a batch is full, and only reads wait for the GPU. After a read the GPU has nothing
  * queued, so batches start small and double up to MAX_BATCH: the GPU starts on the first
@@ -9,6 +10,8 @@
  */
 import type { DType } from '@sparsegrad/core';
 import type { BackendBuffer } from '@sparsegrad/core/backend';
+import { type Kernel, Pipelines } from './pipelines.ts';
+import { BufferPool, GpuBuffer } from './pool.ts';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
 import { Readback, mapForReading } from './readback.ts';
 import { DEFAULT_WEBGPU_TUNING, type WebGPUTuning } from './tuning.ts';
@@ -19,30 +22,13 @@ const UNIFORM_STRIDE = 256;
 const WORKGROUP = 256;
 export const MAX_GROUPS_X = 65535;
 
-/** A tensor's buffer: a pooled GPU buffer (at least 16 bytes, so never an empty binding) and its logical size. */
-export class GpuBuffer implements BackendBuffer {
-  constructor(
-    readonly buffer: GPUBuffer,
-    readonly size: number,
-    readonly dtype: DType,
-  ) {}
-}
+export { GpuBuffer, type Kernel };
 
 /** A word of a dispatch's uniform block: a plain number is a u32 (no object per word); holes are left as they are. */
 export type Param = number | { i32: number } | { f32: number } | undefined;
 /** A backend buffer as this backend's own; a u32 kernel parameter. */
 export const G = (b: BackendBuffer) => b as GpuBuffer;
 export const u = (v: number): Param => v >>> 0;
-
-/** A compiled kernel: its pipeline and the explicit bind-group layout parsed from its WGSL. */
-export interface Kernel {
-  readonly pipeline: GPUComputePipeline;
-  readonly layout: GPUBindGroupLayout;
-  readonly id: number;
-}
-
-/** Bind groups kept before the cache is cleared (distinct buffer sets; a training step reuses its own). */
-const BIND_GROUP_CACHE = 16384;
 
 export class GpuContext {
   private encoder: GPUCommandEncoder | null = null;
@@ -58,19 +44,14 @@ export class GpuContext {
   private readonly offsets = new Uint32Array(1);
   /** The pipeline last set in the open pass, so that runs of one kernel set it once. */
   private passPipeline: GPUComputePipeline | null = null;
-  private readonly pipelines = new Map<string, Kernel>();
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
-  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
-  private nextId = 1;
-  private readonly pool = new Map<number, GPUBuffer[]>();
+  private readonly pool: BufferPool;
+  private readonly pipelines: Pipelines;
   private lastOp = '';
   private timing: { querySet: GPUQuerySet; resolve: GPUBuffer; readback: GPUBuffer } | null = null;
   private error: string | null = null;
   private lost: string | null = null;
   private profiler: KernelProfiler | null = null;
   private readonly readback: Readback;
-  liveBuffers = 0;
-  liveBytes = 0;
   /** Objects that must live as long as the device (see device.ts). */
   readonly owners: unknown[] = [];
 
@@ -81,6 +62,10 @@ export class GpuContext {
     this.readback = new Readback(device);
     this.batchLimit = this.firstBatch;
     this.arena = device.createBuffer({ size: this.arenaData.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.pool = new BufferPool(device, (message) => {
+      this.error ??= message;
+    });
+    this.pipelines = new Pipelines(device, this.pool, this.arena, UNIFORM_STRIDE);
     device.addEventListener('uncapturederror', (e) => {
       this.error ??= `${this.lastOp}: ${(e as GPUUncapturedErrorEvent).error.message}`;
     });
@@ -117,57 +102,18 @@ export class GpuContext {
     return Math.max(1, Math.min(this.tuningNow.firstBatch, MAX_BATCH));
   }
 
-  // ---- buffers: power-of-two size classes, recycled ----
+  // ---- buffers (pool.ts) ----
   alloc(size: number, dtype: DType): GpuBuffer {
-    const bytes = Math.max(16, size * 4);
-    // Every buffer must be bindable by a kernel: larger ones are an error now, not a validation
-    // error (or an out-of-memory kill) later.
-    const limit = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
-    if (bytes > limit) {
-      throw new Error(
-        `webgpu: alloc: a tensor of ${size.toLocaleString('en-US')} elements (${bytes.toLocaleString('en-US')} bytes) is larger than the largest buffer this device can bind (${limit.toLocaleString('en-US')} bytes)`,
-      );
-    }
-    const cls = Math.min(2 ** Math.ceil(Math.log2(bytes)), Math.floor(limit / 16) * 16);
-    const buffer = this.pool.get(cls)?.pop() ?? this.createStorage(cls);
-    this.liveBuffers++;
-    this.liveBytes += size * 4;
-    return new GpuBuffer(buffer, size, dtype);
+    return this.pool.alloc(size, dtype);
   }
 
-  /** A new pooled buffer; running out of device memory is reported at the next check (read). */
-  private createStorage(bytes: number): GPUBuffer {
-    this.device.pushErrorScope('out-of-memory');
-    const buffer = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-    const live = this.liveBytes;
-    void this.device.popErrorScope().then((e) => {
-      if (e)
-        this.error ??= `alloc: out of device memory creating a buffer of ${bytes.toLocaleString('en-US')} bytes (${live.toLocaleString('en-US')} bytes of tensors live)`;
-    });
-    return buffer;
-  }
-
-  /**
-   * Returns a buffer to its size class. Each class hands out its oldest buffer first (lists are
-   * kept in descending creation order, popped from the end) rather than the last freed: a
-   * training step then gets the same buffers for the same tensors step after step, so its bind
-   * groups come from the cache instead of being created again (~10-20 us each).
-   */
   free(b: GpuBuffer): void {
-    this.liveBuffers--;
-    this.liveBytes -= b.size * 4;
-    const cls = b.buffer.size;
-    let list = this.pool.get(cls);
-    if (!list) this.pool.set(cls, (list = []));
-    const id = this.bufferId(b.buffer);
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.bufferId(list[mid]) > id) lo = mid + 1;
-      else hi = mid;
-    }
-    list.splice(lo, 0, b.buffer);
+    this.pool.free(b);
+  }
+
+  /** Tensors' buffers alive now, and their bytes as requested (classes round up). */
+  get live(): { buffers: number; bytes: number } {
+    return { buffers: this.pool.liveBuffers, bytes: this.pool.liveBytes };
   }
 
   upload(b: GpuBuffer, data: ArrayBufferView): void {
@@ -199,54 +145,10 @@ export class GpuContext {
     return b.dtype === 'int32' ? new Int32Array(data) : new Float32Array(data);
   }
 
-  // ---- pipelines ----
-  /**
-   * Compiles (once per key) a kernel whose bindings are declared in its WGSL: @binding(0) is the
-   * uniform parameter block, bound with a dynamic offset into the per-batch arena so that bind
-   * groups depend only on the buffers and can be cached (creating one costs ~20 us in Dawn).
-   */
+  // ---- kernels (pipelines.ts) ----
+  /** Compiles a kernel once per key (see Pipelines.kernel). */
   pipeline(key: string, code: () => string): Kernel {
-    let k = this.pipelines.get(key);
-    if (!k) {
-      // Subgroup builtins need the extension enabled at the top of the module.
-      const source = code();
-      const module_ = /\bsubgroup(?:Add|Max|Min|BroadcastFirst|_size|_invocation_id)\b/.test(source) ? `enable subgroups;\n${source}` : source;
-      const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } }];
-      for (const m of source.matchAll(/@binding\((\d+)\)\s*var<storage(?:,\s*(read_write|read))?>/g)) {
-        entries.push({ binding: Number(m[1]), visibility: GPUShaderStage.COMPUTE, buffer: { type: m[2] === 'read_write' ? 'storage' : 'read-only-storage' } });
-      }
-      const layout = this.device.createBindGroupLayout({ entries, label: key });
-      const module = this.device.createShaderModule({ code: module_, label: key });
-      const pipeline = this.device.createComputePipeline({
-        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-        compute: { module, entryPoint: 'main' },
-        label: key,
-      });
-      k = { pipeline, layout, id: this.nextId++ };
-      this.pipelines.set(key, k);
-    }
-    return k;
-  }
-
-  private bufferId(b: GPUBuffer): number {
-    let id = this.bufferIds.get(b);
-    if (id === undefined) this.bufferIds.set(b, (id = this.nextId++));
-    return id;
-  }
-
-  /** The bind group of a kernel over whole buffers (kernels index within their tensors themselves). */
-  private bindGroup(kernel: Kernel, buffers: GpuBuffer[]): GPUBindGroup {
-    let key = String(kernel.id);
-    for (const b of buffers) key += `,${this.bufferId(b.buffer)}`;
-    let group = this.bindGroups.get(key);
-    if (!group) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: UNIFORM_STRIDE } }];
-      buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b.buffer } }));
-      group = this.device.createBindGroup({ layout: kernel.layout, entries });
-      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
-      this.bindGroups.set(key, group);
-    }
-    return group;
+    return this.pipelines.kernel(key, code);
   }
 
   private ensureEncoder(): void {
@@ -287,7 +189,7 @@ export class GpuContext {
       else if ('i32' in p) view.setInt32(offset + i * 4, p.i32, true);
       else view.setFloat32(offset + i * 4, p.f32, true);
     }
-    const group = this.bindGroup(kernel, buffers);
+    const group = this.pipelines.bindGroup(kernel, buffers);
     if (this.profiler) {
       this.pass = this.profiler.pass(this.encoder!, op);
       this.passPipeline = null;

@@ -5,6 +5,7 @@
  * reductions split across workgroups.
  */
 import { WG } from './context.ts';
+import { type Uniforms, uniforms } from './uniforms.ts';
 import { PARAMS, SUBGROUP_NAN } from './wgsl.ts';
 
 /**
@@ -83,15 +84,20 @@ export interface ColumnSum {
 
 /**
  * Reduces x [outer, n, inner] over n for each (o, c): loads are coalesced along the columns, each
- * workgroup covers the rows of one split (params: outer, n, inner, rows per split), and the lanes
+ * workgroup covers the rows of one split (COLUMN_WORDS: `chunk` rows per split), and the lanes
  * are combined in workgroup memory. Several sums can share the pass.
  */
+/** columnKernel's words: x [outer, n, inner] in splits of `chunk` rows, `tiles` column tiles per outer slice. */
+export const COLUMN_WORDS = uniforms(['outer', 'n', 'inner', 'chunk', 'tiles']);
+/** The words of a row kernel's rows and their length; kernels with more words declare them after these. */
+export const ROW_WORDS = uniforms(['rows', 'n']);
+
 export function columnKernel(bindings: string, sums: ColumnSum[]): string {
   return `${PARAMS}
 ${bindings}
 ${sums.map((_, k) => `var<workgroup> part${k}: array<f32, ${WG}>;`).join('\n')}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n = p(1u); let inner = p(2u); let chunk = p(3u); let outer = p(0u); let tiles = p(4u);
+  ${COLUMN_WORDS.lets}
   // (outer slice, column tile) pairs are folded over grid x and y; z is the split.
   let pair = wg.x + wg.y * nwg.x;
   if (pair >= outer * tiles) { return; }
@@ -136,7 +142,7 @@ ${SUBGROUP_NAN}
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 var<workgroup> red: array<f32, ${R * WG}>;
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
-  let rows = p(0u); let n = p(1u);
+  ${ROW_WORDS.lets}
   let row0 = (wg.x + wg.y * 65535u) * ${R}u;
   ${rows.map((r) => `var a${r} = ${init};`).join(' ')}
   ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { a${r} = ${combine(`a${r}`, 'X[base + j]')}; } }`).join('\n  ')}
@@ -182,9 +188,17 @@ export type RowReduction = 'subgroup' | 'tree' | 'workgroup';
  * Short rows go several to a workgroup: one workgroup per row of 256 would leave most of its
  * invocations one element and pay its barriers per row. `laneSum` / `laneMax` reduce over the
  * lanes of the caller's row (see RowReduction). Every invocation calls them, rows past the end
- * included (`live` false: the body must not touch memory there).
+ * included (`live` false: the body must not touch memory there). `words` declares the uniform
+ * words, `rows` and `n` first (ROW_WORDS, or a declaration that extends it).
  */
-export function laneRowKernel(bindings: string, body: string, lanes: number, reduction: RowReduction, subgroups: boolean): string {
+export function laneRowKernel(
+  bindings: string,
+  words: Pick<Uniforms<string>, 'lets'>,
+  body: string,
+  lanes: number,
+  reduction: RowReduction,
+  subgroups: boolean,
+): string {
   const tree = (combine: string) => `lanes[l] = v; workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) { if (l % LANES < s) { lanes[l] = ${combine}; } workgroupBarrier(); }
   let r = lanes[l - l % LANES]; workgroupBarrier(); return r;`;
@@ -220,10 +234,10 @@ ${reductions}
       ? // The workgroup's one row: past the end the whole workgroup leaves (uniformly, before any
         // barrier), and the body's bounds stay plain (with 'live' derived per lane, rows of 1024 ran
         // 25% slower).
-        `let row = wg.x + wg.y * 65535u; let lane = l; let n = p(1u);
-  if (row >= p(0u)) { return; } let live = true;`
-      : `let row = (wg.x + wg.y * 65535u) * ${WG / lanes}u + l / LANES; let lane = l % LANES; let n = p(1u);
-  let live = row < p(0u);`
+        `${words.lets} let row = wg.x + wg.y * 65535u; let lane = l;
+  if (row >= rows) { return; } let live = true;`
+      : `${words.lets} let row = (wg.x + wg.y * 65535u) * ${WG / lanes}u + l / LANES; let lane = l % LANES;
+  let live = row < rows;`
   }
   let base = row * n;${body}
 }`;

@@ -4,6 +4,8 @@
  * backend's tuning, never the environment. Benchmarks pass variants as `--variants key=a,b`
  * (parseTuning), tests through withTuning.
  */
+import { parseTuningEntry } from '@sparsegrad/core/backend';
+
 export interface WebGPUTuning {
   /** Dispatches in the first batch after a read: the submission ramp (context.ts); 256 turns it off. */
   firstBatch: number;
@@ -57,16 +59,14 @@ export const DEFAULT_WEBGPU_TUNING: Readonly<WebGPUTuning> = Object.freeze({
 
 /** One tuning entry from its text (benchmarks' `--variants key=value`): booleans as 0/1, modes and numbers as written. */
 export function parseTuning(key: string, value: string): Partial<WebGPUTuning> {
-  const current = (DEFAULT_WEBGPU_TUNING as unknown as Record<string, unknown>)[key];
-  if (!(key in DEFAULT_WEBGPU_TUNING)) throw new Error(`webgpu tuning: unknown key '${key}'; expected one of ${Object.keys(DEFAULT_WEBGPU_TUNING).join(', ')}`);
-  if (typeof current === 'boolean') {
-    if (value !== '0' && value !== '1') throw new Error(`webgpu tuning: ${key} takes 0 or 1, got '${value}'`);
-    return { [key]: value === '1' };
-  }
-  if (typeof current === 'number' || key === 'bandTiles') {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`webgpu tuning: ${key} takes a non-negative integer, got '${value}'`);
-    return { [key]: n };
-  }
-  return { [key]: value };
+  return parseTuningEntry(
+    {
+      backend: 'webgpu',
+      defaults: DEFAULT_WEBGPU_TUNING,
+      modes: { unionTiles: ['auto', 'on', 'off'], sddmmAxis: ['auto', 'row', 'column'] },
+      integers: ['bandTiles'],
+    },
+    key,
+    value,
+  );
 }

@@ -16,6 +16,9 @@ export interface Uniforms<N extends string> {
   pack(values: Readonly<Record<N, number>>): Param[];
 }
 
+/** Per-element kernels (kernels/common.ts's perElement) read their element count from this word. */
+export const COUNT_WORD = 0;
+
 /** Words named in order from position 0; `types` marks the words that are not u32. */
 export function uniforms<const N extends string>(names: readonly N[], types: Partial<Record<N, WordType>> = {}): Uniforms<N> {
   const word = Object.fromEntries(names.map((n, i) => [n, i])) as Record<N, number>;
@@ -47,7 +50,7 @@ const MAX_VIEWS = 4;
  * MAX_RANK strides. Elementwise kernels pass their scalar operands from `scalars` on.
  */
 export const LAYOUT = {
-  count: 0,
+  count: COUNT_WORD,
   rank: 1,
   shape: 2,
   offset: (view: number) => 2 + MAX_RANK + view * (1 + MAX_RANK),

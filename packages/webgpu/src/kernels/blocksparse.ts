@@ -6,9 +6,10 @@
  */
 import type { Backend, BlockLayout } from '@sparsegrad/core';
 import { LayoutDeviceCache, blockColumnRuns, blockRowRuns, buildUnionTable, linesLongestFirst, orderBand, type BackendBuffer } from '@sparsegrad/core/backend';
-import { G, type GpuBuffer, type GpuContext, MAX_GROUPS_X, u } from '../context.ts';
+import { G, type GpuBuffer, type GpuContext, MAX_GROUPS_X } from '../context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from '../gemm.ts';
 import { SDDMM_MIN_CHUNK, bsrShape, fitShape, orderBandTokens, sddmmShape, shapeKey, tuned, unionShape, useUnionTiles } from '../tiles.ts';
+import { uniforms } from '../uniforms.ts';
 import { PARAMS } from '../wgsl.ts';
 
 /** What the block-sparse kernels need from the backend besides the context. */
@@ -61,7 +62,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(4) var<storage, read> colIdx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> Order: array<i32>;`,
-            setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('br', 'rows / bs', tileRows(shape))} let n0 = 0u; let N = bs;
+            setup: `${LINE_WORDS.lets} let bs = ${bs}u; ${orderedTile('br', 'rows / bs', tileRows(shape))} let n0 = 0u; let N = bs;
   let L = bs; let aRS = cols; let aKS = 1u; let bKS = 1u; let bNS = bs;`,
             segBegin: 'u32(rowPtr[br])',
             segEnd: 'u32(rowPtr[br + 1u])',
@@ -75,7 +76,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
           'bsrMatmul',
           pipeline,
           [G(x), G(blocks), idx.rowPtr, idx.colIdx, G(out), order.lines],
-          [m, layout.rows, layout.cols, bs, first, count, order.band].map(u),
+          LINE_WORDS.pack({ M: m, rows: layout.rows, cols: layout.cols, firstTile: first, tiles: count, bandTiles: order.band }),
           [layout.rows / bs, count, 1],
         ),
       );
@@ -105,7 +106,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(5) var<storage, read> cscRow: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> Order: array<i32>;`,
-            setup: `let M = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; ${orderedTile('bc', 'cols / bs', tileRows(shape))} let n0 = 0u; let N = bs;
+            setup: `${LINE_WORDS.lets} let bs = ${bs}u; ${orderedTile('bc', 'cols / bs', tileRows(shape))} let n0 = 0u; let N = bs;
   let L = bs; let aRS = rows; let aKS = 1u; let bKS = bs; let bNS = 1u;`,
             segBegin: 'u32(colPtr[bc])',
             segEnd: 'u32(colPtr[bc + 1u])',
@@ -121,7 +122,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
           'bsrMatmulGradInput',
           pipeline,
           [G(dy), G(blocks), idx.colPtr, idx.cscBlock, idx.cscRow, G(out), order.lines],
-          [m, layout.rows, layout.cols, bs, first, count, order.band].map(u),
+          LINE_WORDS.pack({ M: m, rows: layout.rows, cols: layout.cols, firstTile: first, tiles: count, bandTiles: order.band }),
           [layout.cols / bs, count, 1],
         ),
       );
@@ -167,7 +168,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(5) var<storage, read> Groups: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> cscBlock: array<i32>;`,
-            setup: `let tokens = p(0u); let rows = p(1u); let cols = p(2u); let bs = ${bs}u; let nnz = p(4u); let chunk = p(5u); let ng = p(6u);
+            setup: `${SDDMM_WORDS.lets} let bs = ${bs}u;
   let grp = wg.x + wg.z * ${MAX_GROUPS_X}u; let split = wg.y; let t0 = split * chunk;
   if (grp >= ng) { return; }
   let first = u32(Groups[2u * grp]); let M = bs; let N = u32(Groups[2u * grp + 1u]) * bs; let m0 = 0u; let n0 = 0u;
@@ -197,7 +198,7 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
         'bsrSddmm',
         pipeline,
         [G(dy), G(x), idx.rowIdx, idx.colIdx, groups, partials, idx.cscBlock],
-        [m, rows, cols, bs, nnz, chunk, ng].map(u),
+        SDDMM_WORDS.pack({ tokens: m, rows, cols, nnz, chunk, ng }),
         [gx, used, Math.ceil(ng / gx)],
       );
       if (used > 1) {
@@ -252,9 +253,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
 @group(0) @binding(5) var<storage, read> Blk: array<i32>;
 @group(0) @binding(6) var<storage, read_write> Y: array<${v4 ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(7) var<storage, read> Mem: array<i32>;`,
-          // k runs over the activation's features (p(2)), outputs are p(1) wide; grid x = groups; a
+          // k runs over the activation's features, outputs are `outs` wide; grid x = groups; a
           // group's slot g stores to block row (column) Mem[grp * group + g].
-          setup: `let M = p(0u); let outs = p(1u); let feats = p(2u); let grp = wg.x; let m0 = (wg.y + p(3u)) * ${tileRows(shape)}u; let n0 = 0u;
+          setup: `${UNION_WORDS.lets} let grp = wg.x; let m0 = (wg.y + firstTile) * ${tileRows(shape)}u; let n0 = 0u;
   let N = min(${width}u, outs - grp * ${width}u); let L = ${bs}u; let aRS = feats; let aKS = 1u; let bKS = ${forward ? 1 : bs}u; let bNS = 0u;`,
           segBegin: 'u32(Ptr[grp])',
           segEnd: 'u32(Ptr[grp + 1u])',
@@ -275,11 +276,13 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     );
     const [outs, feats] = forward ? [layout.rows, layout.cols] : [layout.cols, layout.rows];
     tokenTiles(m, tileRows(shape), (first, count) =>
-      ctx.dispatchGrid(op, pipeline, [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members], [m, outs, feats, first].map(u), [
-        table.groups,
-        count,
-        1,
-      ]),
+      ctx.dispatchGrid(
+        op,
+        pipeline,
+        [G(act), G(blocks), table.ptr, table.idx, table.blk, G(out), table.members],
+        UNION_WORDS.pack({ M: m, outs, feats, firstTile: first }),
+        [table.groups, count, 1],
+      ),
     );
     return true;
   }
@@ -380,13 +383,23 @@ function tokenTiles(m: number, tile: number, dispatch: (first: number, count: nu
 type LayoutIndex = Record<'rowPtr' | 'colIdx' | 'rowIdx' | 'colPtr' | 'cscBlock' | 'cscRow', GpuBuffer>;
 
 /**
+ * The one-block-wide forward's and dX's words: Y [M, rows] = X [M, cols] W^T (dX the other way),
+ * and the dispatch's token tiles: `tiles` from `firstTile`, `bandTiles` per band of workOrder.
+ */
+const LINE_WORDS = uniforms(['M', 'rows', 'cols', 'firstTile', 'tiles', 'bandTiles']);
+/** The SDDMM's words: dY [tokens, rows], X [tokens, cols], nnz blocks, tokens per chunk, `ng` groups. */
+const SDDMM_WORDS = uniforms(['tokens', 'rows', 'cols', 'nnz', 'chunk', 'ng']);
+/** The union tiles' words: M tokens, `outs` outputs from `feats` activation features, the dispatch's first token tile. */
+const UNION_WORDS = uniforms(['M', 'outs', 'feats', 'firstTile']);
+
+/**
  * WGSL of the one-block-wide kernels' setup: the workgroup's line `name` (a block row or column)
  * and first token m0, from its grid position (x = lines, y = token tiles of this dispatch) in
- * the banded order of workOrder: params p(4) first tile, p(5) tiles in the dispatch, p(6) tiles
- * per band; Order holds the lines longest first.
+ * the banded order of workOrder (LINE_WORDS' firstTile, tiles and bandTiles); Order holds the
+ * lines longest first.
  */
 function orderedTile(name: string, lines: string, tokens: number): string {
-  return `let oLines = ${lines}; let oTiles = p(5u); let oBand = p(6u); let oUnit = wg.y * oLines + wg.x;
-  let oFirst = oUnit / (oBand * oLines) * oBand; let oIn = oUnit % (oBand * oLines); let oWidth = min(oBand, oTiles - oFirst);
-  let ${name} = u32(Order[oIn / oWidth]); let m0 = (oFirst + oIn % oWidth + p(4u)) * ${tokens}u;`;
+  return `let oLines = ${lines}; let oUnit = wg.y * oLines + wg.x;
+  let oFirst = oUnit / (bandTiles * oLines) * bandTiles; let oIn = oUnit % (bandTiles * oLines); let oWidth = min(bandTiles, tiles - oFirst);
+  let ${name} = u32(Order[oIn / oWidth]); let m0 = (oFirst + oIn % oWidth + firstTile) * ${tokens}u;`;
 }

@@ -3,8 +3,9 @@
  * entry point of per-element kernels, and column reductions.
  */
 import type { Backend } from '@sparsegrad/core';
-import { type GpuBuffer, type GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, u, type Kernel } from '../context.ts';
-import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE } from '../reductions.ts';
+import { type GpuBuffer, type GpuContext, INDEX_WGSL, MAX_GROUPS_X, WG, type Kernel } from '../context.ts';
+import { COLUMN_MIN_ROWS, COLUMN_TARGET_GROUPS, COLUMN_TILE, COLUMN_WORDS } from '../reductions.ts';
+import { COUNT_WORD } from '../uniforms.ts';
 import { PARAMS } from '../wgsl.ts';
 
 /**
@@ -44,14 +45,15 @@ export const PER_THREAD = 4;
 export const perElementThreads = (n: number) => Math.ceil(n / PER_THREAD);
 
 /**
- * The entry point of an elementwise kernel: `body` runs for element `i` (< p(0)), PER_THREAD
+ * The entry point of an elementwise kernel: `body` runs for element `i` (< the count in word
+ * COUNT_WORD), PER_THREAD
  * elements per thread so several loads are in flight; full chunks skip the bounds checks.
  */
 export function perElement(body: string): string {
   const chunk = WG * PER_THREAD;
   return `@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let first = (wg.x + wg.y * nwg.x) * ${chunk}u + lid;
-  let count = p(0u);
+  let count = p(${COUNT_WORD}u);
   if (first + ${chunk - WG}u < count) {
     for (var j = 0u; j < ${PER_THREAD}u; j++) { let i = first + j * ${WG}u; ${body} }
   } else {
@@ -84,7 +86,7 @@ export function columnReduce(
   const targets = splits === 1 ? outs : outs.map(() => ctx.alloc(splits * outer * inner, 'float32'));
   const pairs = xg * outer;
   const gx = Math.min(pairs, MAX_GROUPS_X);
-  ctx.dispatchGrid(op, kernel, [...inputs, ...targets], [outer, n, inner, chunk, xg].map(u), [gx, Math.ceil(pairs / gx), splits]);
+  ctx.dispatchGrid(op, kernel, [...inputs, ...targets], COLUMN_WORDS.pack({ outer, n, inner, chunk, tiles: xg }), [gx, Math.ceil(pairs / gx), splits]);
   if (splits > 1) {
     finish(targets, splits);
     for (const b of targets) ctx.free(b); // reuse is ordered after these dispatches on the queue

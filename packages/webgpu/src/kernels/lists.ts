@@ -6,6 +6,7 @@
 import type { Backend } from '@sparsegrad/core';
 import { adamCoefficients } from '@sparsegrad/core/backend';
 import { G, MAX_GROUPS_X, WG, u, type Param } from '../context.ts';
+import { COUNT_WORD } from '../uniforms.ts';
 import { PARAMS } from '../wgsl.ts';
 import { HEAD, PER_THREAD, perElement, perElementThreads, type KernelHost } from './common.ts';
 
@@ -26,14 +27,22 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
       // 10 bindings), larger ones alone; otherwise one dispatch per parameter (7 buffers). In place
       // needs its own kernel: a buffer may not be bound twice where one binding is writable.
       const { coupled, shrink, step } = adamCoefficients(spec);
-      const coefficients: Param[] = [coupled, shrink, spec.beta1, spec.beta2, step, spec.biasCorrection2, spec.eps].map((f) => ({ f32: f }));
+      const values: Record<AdamCoefficient, number> = { coupled, shrink, beta1: spec.beta1, beta2: spec.beta2, step, bc2: spec.biasCorrection2, eps: spec.eps };
+      const coefficients: Param[] = ADAM_COEFFICIENTS.map((name) => ({ f32: values[name] }));
       const live = list.filter((t) => t.size > 0);
       const inPlace = live.filter((t) => t.pOut === t.p && t.mOut === t.m && t.vOut === t.v);
       const chunk = WG * PER_THREAD;
       for (const pack of packs(inPlace, (t) => t.size, Math.floor(storageBuffers / 4))) {
         const firsts = prefix(pack.map((t) => Math.ceil(t.size / chunk)));
         const groups = firsts[pack.length];
-        const params = [u(0), ...pack.flatMap((t, i) => [u(t.size), u(firsts[i])]), u(groups), ...coefficients];
+        const params = [
+          ...packWords(
+            0,
+            pack.map((t) => t.size),
+            firsts,
+          ),
+          ...coefficients,
+        ];
         ctx.dispatchGrid(
           'adamStep',
           packedKernel('adamStepInPlace', pack.length, adamInPlaceWgsl),
@@ -52,14 +61,14 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
 @group(0) @binding(5) var<storage, read_write> Po: array<f32>;
 @group(0) @binding(6) var<storage, read_write> Mo: array<f32>;
 @group(0) @binding(7) var<storage, read_write> Vo: array<f32>;`)}\n${ADAM_WGSL}\n${perElement(`
-    let r = adam(Pin[i], Gr[i], Min[i], Vin[i], 1u);
+    let r = adam(Pin[i], Gr[i], Min[i], Vin[i], ${COUNT_WORD + 1}u); // the coefficients follow the count
     Po[i] = r.x; Mo[i] = r.y; Vo[i] = r.z;`)}`,
       );
       const packed = new Set(inPlace);
       for (const t of live) {
         if (packed.has(t)) continue;
         const { p, g, m, v, size, pOut, mOut, vOut } = t;
-        ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), [u(size), ...coefficients], perElementThreads(size));
+        ctx.dispatch('adamStep', pipeline, [p, g, m, v, pOut, mOut, vOut].map(G), [u(size), ...coefficients], perElementThreads(size)); // COUNT_WORD, then the coefficients
       }
     },
     sumOfSquares(xs, sizes, out) {
@@ -73,7 +82,11 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
       for (const pack of packs(items, (t) => t.n, storageBuffers - 1)) {
         const firsts = prefix(pack.map((t) => t.parts));
         const groups = firsts[pack.length];
-        const params = [at, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
+        const params = packWords(
+          at,
+          pack.map((t) => t.n),
+          firsts,
+        );
         ctx.dispatchGrid('sumOfSquares', packedKernel('sumOfSquares', pack.length, sumOfSquaresWgsl), [...pack.map((t) => t.x), partial], params, [
           Math.min(groups, MAX_GROUPS_X),
           Math.ceil(groups / MAX_GROUPS_X),
@@ -91,7 +104,11 @@ export function listKernels(h: KernelHost): Pick<Backend, 'adamStep' | 'sumOfSqu
       for (const pack of packs(items, (t) => t.n, Math.floor((storageBuffers - 1) / 2))) {
         const firsts = prefix(pack.map((t) => t.parts));
         const groups = firsts[pack.length];
-        const params = [0, ...pack.flatMap((t, i) => [t.n, firsts[i]]), groups].map(u);
+        const params = packWords(
+          0,
+          pack.map((t) => t.n),
+          firsts,
+        );
         ctx.dispatchGrid(
           'scaleBuffers',
           packedKernel('scaleBuffers', pack.length, scaleBuffersWgsl),
@@ -135,16 +152,41 @@ function prefix(counts: readonly number[]): number[] {
 }
 
 /**
- * The buffer `i` (of `count`) that workgroup `w` works on and its first element: params are
- * [base, (n, first workgroup) per buffer, workgroups]; the grid may be 2-D, its last row partly idle.
+ * A pack's uniform words: `base` (where sumOfSquares writes its partials), per buffer i its length
+ * and first workgroup, the workgroups of all of them, then the kernel's own words (Adam's
+ * coefficients) from `after`.
+ */
+const PACK = {
+  base: 0,
+  size: (i: number) => 1 + 2 * i,
+  first: (i: number) => 2 + 2 * i,
+  groups: (count: number) => 1 + 2 * count,
+  after: (count: number) => 2 + 2 * count,
+} as const;
+
+/** A pack's words for buffers of `sizes` whose workgroups start at `firsts` (prefix: the total last). */
+function packWords(base: number, sizes: readonly number[], firsts: readonly number[]): Param[] {
+  const words: Param[] = [];
+  words[PACK.base] = u(base);
+  sizes.forEach((n, i) => {
+    words[PACK.size(i)] = u(n);
+    words[PACK.first(i)] = u(firsts[i]);
+  });
+  words[PACK.groups(sizes.length)] = u(firsts[sizes.length]);
+  return words;
+}
+
+/**
+ * The buffer `i` (of `count`) that workgroup `w` works on and its first element, from the PACK
+ * words; the grid may be 2-D, its last row partly idle.
  */
 function packedHead(count: number, chunk: number): string {
   return `let w = wg.x + wg.y * ${MAX_GROUPS_X}u;
-  if (w >= p(${1 + 2 * count}u)) { return; }
+  if (w >= p(${PACK.groups(count)}u)) { return; }
   var i = 0u;
-  for (var j = 1u; j < ${count}u; j++) { if (w >= p(2u + 2u * j)) { i = j; } }
-  let n = p(1u + 2u * i);
-  let start = (w - p(2u + 2u * i)) * ${chunk}u;`;
+  for (var j = 1u; j < ${count}u; j++) { if (w >= p(${PACK.first(0)}u + 2u * j)) { i = j; } }
+  let n = p(${PACK.size(0)}u + 2u * i);
+  let start = (w - p(${PACK.first(0)}u + 2u * i)) * ${chunk}u;`;
 }
 
 /** Sum of squares of one SUMSQ_CHUNK of buffer X<i> into Part[base + workgroup]. */
@@ -168,20 +210,24 @@ var<workgroup> red: array<f32, ${WG}>;
   red[l] = acc;
   workgroupBarrier();
   for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (l < s) { red[l] += red[l + s]; } workgroupBarrier(); }
-  if (l == 0u) { Part[p(0u) + w] = red[0]; }
+  if (l == 0u) { Part[p(${PACK.base}u) + w] = red[0]; }
 }`;
 }
 
-/**
- * One Adam(W) update of an element: p, g, m, v in, (p', m', v') out. Its coefficients are the
- * uniform words c.. (adamCoefficients' coupled and shrink, beta1, beta2, step, 1 - beta2^t, eps).
- */
+/** Adam's coefficients in their order among the uniform words (core's adamCoefficients; bc2 = 1 - beta2^t). */
+const ADAM_COEFFICIENTS = ['coupled', 'shrink', 'beta1', 'beta2', 'step', 'bc2', 'eps'] as const;
+type AdamCoefficient = (typeof ADAM_COEFFICIENTS)[number];
+/** Coefficient `name` of the block starting at word `c` (a WGSL u32 expression). */
+const coefficient = (name: AdamCoefficient) => `pf(c + ${ADAM_COEFFICIENTS.indexOf(name)}u)`;
+
+/** One Adam(W) update of an element: p, g, m, v in, (p', m', v') out; its coefficients from word c. */
 const ADAM_WGSL = /* wgsl */ `
 fn adam(pv: f32, gr: f32, mv: f32, vv: f32, c: u32) -> vec3<f32> {
-  let gi = gr + pf(c) * pv;
-  let mi = pf(c + 2u) * mv + (1.0 - pf(c + 2u)) * gi;
-  let vi = pf(c + 3u) * vv + (1.0 - pf(c + 3u)) * gi * gi;
-  return vec3<f32>(pv * pf(c + 1u) - pf(c + 4u) * mi / (sqrt(vi / pf(c + 5u)) + pf(c + 6u)), mi, vi);
+  let beta1 = ${coefficient('beta1')}; let beta2 = ${coefficient('beta2')};
+  let gi = gr + ${coefficient('coupled')} * pv;
+  let mi = beta1 * mv + (1.0 - beta1) * gi;
+  let vi = beta2 * vv + (1.0 - beta2) * gi * gi;
+  return vec3<f32>(pv * ${coefficient('shrink')} - ${coefficient('step')} * mi / (sqrt(vi / ${coefficient('bc2')}) + ${coefficient('eps')}), mi, vi);
 }`;
 
 /**
@@ -189,7 +235,7 @@ fn adam(pv: f32, gr: f32, mv: f32, vv: f32, c: u32) -> vec3<f32> {
  * P, G, M, V); the coefficients follow packedHead's params, as adamStep's separate kernel takes them.
  */
 function adamInPlaceWgsl(count: number): string {
-  const c = 2 + 2 * count; // the first coefficient (ADAM_WGSL), after packedHead's words
+  const c = PACK.after(count); // the first coefficient (ADAM_WGSL), after the pack's words
   const cases = Array.from(
     { length: count },
     (_, k) => `case ${k}u: { for (var j = start + l; j < end; j += ${WG}u) {

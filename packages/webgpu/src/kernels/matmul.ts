@@ -4,9 +4,10 @@
  */
 import type { Backend } from '@sparsegrad/core';
 import type { MatrixView } from '@sparsegrad/core/backend';
-import { G, MAX_GROUPS_X, u } from '../context.ts';
+import { G, MAX_GROUPS_X } from '../context.ts';
 import { gemmKernel, tileCols, tileRows, type GemmShape } from '../gemm.ts';
 import { DENSE_LARGE, denseTiling, fitShape, shapeKey, tuned } from '../tiles.ts';
+import { uniforms } from '../uniforms.ts';
 import { PARAMS } from '../wgsl.ts';
 import type { KernelHost } from './common.ts';
 
@@ -16,6 +17,14 @@ import type { KernelHost } from './common.ts';
  */
 const VEC_STORE_KN_MAX_K = 512;
 const VEC_STORE_MAX_K = 2048;
+
+/**
+ * The product's words: C [M, N] (at cOffset, batch entries M x N apart) from A's and B's offsets,
+ * batch strides and strides along rows / k and k / columns; each batch entry covers `chunk` of k,
+ * cut at K (split-K: the whole k; an ordinary batch: 0xffffffff).
+ */
+const WORDS = uniforms(['M', 'N', 'chunk', 'aOffset', 'aBatch', 'aRS', 'aKS', 'bOffset', 'bBatch', 'bKS', 'bNS', 'cOffset', 'K']);
+const strides = (a: MatrixView, b: MatrixView) => ({ aRS: a.rowStride, aKS: a.colStride, bKS: b.rowStride, bNS: b.colStride });
 
 export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
   const { ctx, pipe } = h;
@@ -54,15 +63,14 @@ export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
 @group(0) @binding(3) var<storage, read_write> C: array<${v4 ? 'vec4<f32>' : 'f32'}>;`,
             // Grid: x = column tiles (consecutive workgroups share A's row panel in L2), y = row tiles, z = batch.
             // A split-K product is a batch over chunks of k whose last chunk may be short: L is the
-            // chunk length, cut at p(12) (the whole k; 0xffffffff for an ordinary batch).
-            setup: `let M = p(0u); let N = p(1u); let batch = wg.z; let L = min(p(2u), p(12u) - batch * p(2u)); let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;
-  let aRS = p(5u); let aKS = p(6u); let bKS = p(9u); let bNS = p(10u);`,
+            // chunk length, cut at K (the whole k; 0xffffffff for an ordinary batch).
+            setup: `${WORDS.lets} let batch = wg.z; let L = min(chunk, K - batch * chunk); let m0 = wg.y * ${tileRows(shape)}u; let n0 = wg.x * ${tileCols(shape)}u;`,
             segBegin: '0u',
             segEnd: '1u',
-            segment: `aBase = p(3u) + batch * p(4u) + m0 * aRS; bBase = p(7u) + batch * p(8u) + n0 * bNS;`,
+            segment: 'aBase = aOffset + batch * aBatch + m0 * aRS; bBase = bOffset + batch * bBatch + n0 * bNS;',
             ...(v4
-              ? { storeVec4: (r: string, c: string, v: string) => `C[(p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}) / 4u] = ${v};` }
-              : { store: (r: string, c: string, v: string) => `C[p(11u) + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};` }),
+              ? { storeVec4: (r: string, c: string, v: string) => `C[(cOffset + batch * M * N + (m0 + ${r}) * N + n0 + ${c}) / 4u] = ${v};` }
+              : { store: (r: string, c: string, v: string) => `C[cOffset + batch * M * N + (m0 + ${r}) * N + n0 + ${c}] = ${v};` }),
           })}`,
       );
       // Profiles tell products apart by shape and layout.
@@ -74,32 +82,37 @@ export function matmulKernels(h: KernelHost): Pick<Backend, 'matmul'> {
         const chunk = kPerGroup;
         const used = Math.ceil(k / chunk);
         const partial = ctx.alloc(used * m * n, 'float32');
-        const params = [
-          m,
-          n,
+        const params = WORDS.pack({
+          ...strides(a, b),
+          M: m,
+          N: n,
           chunk,
-          a.offset,
-          chunk * a.colStride,
-          a.rowStride,
-          a.colStride,
-          b.offset,
-          chunk * b.rowStride,
-          b.rowStride,
-          b.colStride,
-          0,
-          k,
-        ].map(u);
+          aOffset: a.offset,
+          aBatch: chunk * a.colStride,
+          bOffset: b.offset,
+          bBatch: chunk * b.rowStride,
+          cOffset: 0,
+          K: k,
+        });
         ctx.dispatchGrid(`${op} split ${used}`, pipeline, [G(a.buffer), G(b.buffer), partial], params, grid(used));
         h.backend().reduce('sum', partial, 1, used, m * n, out);
         ctx.free(partial); // reuse is ordered after these dispatches on the queue
         return;
       }
-      const params = [m, n, k, a.offset, a.batchStride, a.rowStride, a.colStride, b.offset, b.batchStride, b.rowStride, b.colStride].map(u);
       // The grid's z dimension is limited: long batches go in slices, each with its own offsets.
       for (let b0 = 0; b0 < batch; b0 += MAX_GROUPS_X) {
-        const slice = [...params, u(b0 * m * n), u(0xffffffff)];
-        slice[3] = u(a.offset + b0 * a.batchStride);
-        slice[7] = u(b.offset + b0 * b.batchStride);
+        const slice = WORDS.pack({
+          ...strides(a, b),
+          M: m,
+          N: n,
+          chunk: k,
+          aOffset: a.offset + b0 * a.batchStride,
+          aBatch: a.batchStride,
+          bOffset: b.offset + b0 * b.batchStride,
+          bBatch: b.batchStride,
+          cOffset: b0 * m * n,
+          K: 0xffffffff,
+        });
         ctx.dispatchGrid(op, pipeline, [G(a.buffer), G(b.buffer), G(out)], slice, grid(Math.min(MAX_GROUPS_X, batch - b0)));
       }
     },

@@ -6,14 +6,22 @@
  */
 import type { Backend } from '@sparsegrad/core';
 import type { ReduceOp } from '@sparsegrad/core/backend';
-import { G, WG, u } from '../context.ts';
-import { ROWS_PER_GROUP, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, shortRowsKernel } from '../reductions.ts';
+import { G, WG } from '../context.ts';
+import { ROWS_PER_GROUP, ROW_WORDS, SHORT_ROW, columnKernel, gridFor, laneRowKernel, reduceWgslOps, rowBindings, shortRowsKernel } from '../reductions.ts';
+import { uniforms } from '../uniforms.ts';
 import { wgslType } from '../wgsl.ts';
 import { HEAD, MAIN, columnReduce, type KernelHost } from './common.ts';
 
 /** Sums over at most FEW_ROWS rows of at least FEW_ROWS_MIN_FLOATS outputs in all take reduceFewRows. */
 const FEW_ROWS = 64;
 const FEW_ROWS_MIN_FLOATS = 1 << 14;
+
+/** Rows reduced a workgroup each: ROW_WORDS and the whole input's length (a chunked pass's last row may be short). */
+const REDUCE_ROW_WORDS = uniforms(['rows', 'n', 'total']);
+/** A few long rows: x [outer, n, q vec4s]. */
+const FEW_ROWS_WORDS = uniforms(['outer', 'n', 'q']);
+/** Any reduction of x [outer, n, inner] over n, a thread per output. */
+const REDUCE_WORDS = uniforms(['outer', 'n', 'inner']);
 
 export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
   const { ctx, pipe, subgroups: sg } = h;
@@ -28,16 +36,17 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
           // Short rows: one workgroup reduces ROWS_PER_GROUP of them, so each thread has several
           // loads in flight and the reduction's barrier is shared.
           const short = pipe(`reduceShortRows|${op}`, () => shortRowsKernel(init, combine, subgroupOp));
-          ctx.dispatchGrid(op, short, [G(x), G(out)], [u(outer), u(n)], gridFor(Math.ceil(outer / ROWS_PER_GROUP)));
+          ctx.dispatchGrid(op, short, [G(x), G(out)], ROW_WORDS.pack({ rows: outer, n }), gridFor(Math.ceil(outer / ROWS_PER_GROUP)));
           return;
         }
-        // A workgroup per row (its last chunk may end early: p(2) is the whole input's length).
+        // A workgroup per row (its last chunk may end early: `total` is the whole input's length).
         const pipeline = pipe(`reduceRows|${op}`, () =>
           laneRowKernel(
             rowBindings(false),
+            REDUCE_ROW_WORDS,
             `
   var acc = ${init};
-  for (var j = lane; live && j < n && base + j < p(2u); j += LANES) { let v = X[base + j]; acc = ${combine('acc', 'v')}; }
+  for (var j = lane; live && j < n && base + j < total; j += LANES) { let v = X[base + j]; acc = ${combine('acc', 'v')}; }
   let r = ${op === 'sum' ? 'laneSum(acc, l)' : op === 'max' ? 'laneMax(acc, l)' : '-laneMax(-acc, l)'};
   if (live && lane == 0u) { Y[row] = r; }`,
             WG,
@@ -50,12 +59,12 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
           // One long row (a full-tensor reduction): partial results per chunk, then one more pass.
           const parts = Math.ceil(n / CHUNK);
           const partial = ctx.alloc(parts, 'float32');
-          ctx.dispatchGrid(op, pipeline, [G(x), partial], [u(parts), u(CHUNK), u(n)], gridFor(parts));
-          ctx.dispatchGrid(op, pipeline, [partial, G(out)], [u(1), u(parts), u(parts)], [1, 1, 1]);
+          ctx.dispatchGrid(op, pipeline, [G(x), partial], REDUCE_ROW_WORDS.pack({ rows: parts, n: CHUNK, total: n }), gridFor(parts));
+          ctx.dispatchGrid(op, pipeline, [partial, G(out)], REDUCE_ROW_WORDS.pack({ rows: 1, n: parts, total: parts }), [1, 1, 1]);
           ctx.free(partial); // reuse is ordered after these dispatches on the queue
           return;
         }
-        ctx.dispatchGrid(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(outer * n)], gridFor(outer));
+        ctx.dispatchGrid(op, pipeline, [G(x), G(out)], REDUCE_ROW_WORDS.pack({ rows: outer, n, total: outer * n }), gridFor(outer));
         return;
       }
       if (t === 'f32' && op === 'sum' && ctx.tuning.fewRows && n <= FEW_ROWS && inner % 4 === 0 && outer * inner >= FEW_ROWS_MIN_FLOATS) {
@@ -65,7 +74,7 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
         const pipeline = pipe(
           'reduceFewRows',
           () => `${HEAD('@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;\n@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;')}\n${MAIN}
-  let outer = p(0u); let n = p(1u); let q = p(2u);
+  ${FEW_ROWS_WORDS.lets}
   if (i >= outer * q) { return; }
   let base = (i / q) * n * q + i % q;
   var acc = vec4<f32>(0.0); var k = 0u;
@@ -74,7 +83,7 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
   Y[i] = acc;
 }`,
         );
-        ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner / 4)], outer * (inner / 4));
+        ctx.dispatch(op, pipeline, [G(x), G(out)], FEW_ROWS_WORDS.pack({ outer, n, q: inner / 4 }), outer * (inner / 4));
         return;
       }
       if (t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
@@ -94,7 +103,7 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
       const pipeline = pipe(
         `reduce|${op}|${t}`,
         () => `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${t}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${arg ? 'i32' : t}>;`)}\n${MAIN}
-  let outer = p(0u); let n = p(1u); let inner = p(2u);
+  ${REDUCE_WORDS.lets}
   if (i >= outer * inner) { return; }
   let o = i / inner; let j = i % inner;
   let base = o * n * inner + j;
@@ -107,7 +116,7 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
   }
 }`,
       );
-      ctx.dispatch(op, pipeline, [G(x), G(out)], [u(outer), u(n), u(inner)], outer * inner);
+      ctx.dispatch(op, pipeline, [G(x), G(out)], REDUCE_WORDS.pack({ outer, n, inner }), outer * inner);
     },
   };
 }

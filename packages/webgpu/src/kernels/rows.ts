@@ -4,9 +4,13 @@
  * several to a workgroup (laneRowKernel in reductions.ts).
  */
 import type { Backend } from '@sparsegrad/core';
-import { G, type GpuBuffer, WG, u, type Param } from '../context.ts';
-import { LANE_ROW, TREE_LANES, columnKernel, gridFor, laneRowKernel, rowBindings, type RowReduction } from '../reductions.ts';
+import { G, type GpuBuffer, WG, type Param } from '../context.ts';
+import { LANE_ROW, ROW_WORDS, TREE_LANES, columnKernel, gridFor, laneRowKernel, rowBindings, type RowReduction } from '../reductions.ts';
+import { type Uniforms, uniforms } from '../uniforms.ts';
 import { columnReduce, type KernelHost } from './common.ts';
+
+/** Layer norm's words: ROW_WORDS and epsilon. */
+const LAYER_NORM_WORDS = uniforms(['rows', 'n', 'eps'], { eps: 'f32' });
 
 export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBackward' | 'layerNorm' | 'layerNormBackward'> {
   const { ctx, pipe, subgroups: sg, rowSubgroups } = h;
@@ -19,10 +23,20 @@ export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBac
    * layer norm (rows of 512) from 0.035 to 0.021 (NOTES 35). The tuning's rowSubgroups off
    * forces the tree, laneRows off a workgroup per row.
    */
-  const rowOp = (op: string, key: string, rows: number, n: number, bindings: string, body: string, buffers: GpuBuffer[], params: Param[]) => {
+  const rowOp = (
+    op: string,
+    key: string,
+    rows: number,
+    n: number,
+    bindings: string,
+    words: Pick<Uniforms<string>, 'lets'>,
+    body: string,
+    buffers: GpuBuffer[],
+    params: Param[],
+  ) => {
     const reduction: RowReduction = n > LANE_ROW || !ctx.tuning.laneRows ? 'workgroup' : rowSubgroups > 0 && ctx.tuning.rowSubgroups ? 'subgroup' : 'tree';
     const lanes = { workgroup: WG, subgroup: rowSubgroups, tree: TREE_LANES }[reduction];
-    const kernel = pipe(`${key}|${reduction}|${lanes}`, () => laneRowKernel(bindings, body, lanes, reduction, sg));
+    const kernel = pipe(`${key}|${reduction}|${lanes}`, () => laneRowKernel(bindings, words, body, lanes, reduction, sg));
     ctx.dispatchGrid(op, kernel, buffers, params, gridFor(Math.ceil(rows / (WG / lanes))));
   };
   return {
@@ -35,6 +49,7 @@ export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBac
         rows,
         n,
         rowBindings(false),
+        ROW_WORDS,
         `
   let end = select(0u, n, live); let len = ${causal ? 'min(row % n + 1u, end)' : 'end'};
   var m = -3.4e38;
@@ -50,7 +65,7 @@ export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBac
       : ''
   }`,
         [G(x), G(out)],
-        [u(rows), u(n)],
+        ROW_WORDS.pack({ rows, n }),
       );
     },
     softmaxBackward(y, dy, rows, n, log, out) {
@@ -60,6 +75,7 @@ export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBac
         rows,
         n,
         rowBindings(true),
+        ROW_WORDS,
         `
   let len = select(0u, n, live);
   var s = 0.0;
@@ -67,7 +83,7 @@ export function rowKernels(h: KernelHost): Pick<Backend, 'softmax' | 'softmaxBac
   let total = laneSum(s, l);
   for (var j = lane; j < len; j += LANES) { Y[base + j] = ${log ? 'Dy[base + j] - exp(X[base + j]) * total' : 'X[base + j] * (Dy[base + j] - total)'}; }`,
         [G(y), G(dy), G(out)],
-        [u(rows), u(n)],
+        ROW_WORDS.pack({ rows, n }),
       );
     },
     layerNorm(x, gamma, beta, rows, n, eps, out, mean, rstd) {
@@ -85,6 +101,7 @@ ${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''
 @group(0) @binding(${2 + +g + +b}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${3 + +g + +b}) var<storage, read_write> Mean: array<f32>;
 @group(0) @binding(${4 + +g + +b}) var<storage, read_write> Rstd: array<f32>;`,
+        LAYER_NORM_WORDS,
         `
   let len = select(0u, n, live);
   var s = 0.0;
@@ -92,13 +109,13 @@ ${b ? `@group(0) @binding(${g ? 3 : 2}) var<storage, read> Bt: array<f32>;` : ''
   let mu = laneSum(s, l) / f32(n);
   var v = 0.0;
   for (var j = lane; j < len; j += LANES) { let d = X[base + j] - mu; v += d * d; }
-  let rs = 1.0 / sqrt(laneSum(v, l) / f32(n) + pf(2u));
+  let rs = 1.0 / sqrt(laneSum(v, l) / f32(n) + eps);
   if (live && lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }
   for (var j = lane; j < len; j += LANES) {
     Y[base + j] = (X[base + j] - mu) * rs${g ? ' * Gm[j]' : ''}${b ? ' + Bt[j]' : ''};
   }`,
         [G(x), ...(gamma ? [G(gamma)] : []), ...(beta ? [G(beta)] : []), G(out), G(mean), G(rstd)],
-        [u(rows), u(n), { f32: eps }],
+        LAYER_NORM_WORDS.pack({ rows, n, eps }),
       );
     },
     layerNormBackward(x, gamma, mean, rstd, dy, rows, n, dx, dgamma, dbeta) {
@@ -115,6 +132,7 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
 @group(0) @binding(${3 + +g}) var<storage, read> Rstd: array<f32>;
 @group(0) @binding(${4 + +g}) var<storage, read> Dy: array<f32>;
 @group(0) @binding(${5 + +g}) var<storage, read_write> Dx: array<f32>;`,
+        ROW_WORDS,
         `
   let len = select(0u, n, live); let at = select(0u, row, live);
   let mu = Mean[at]; let rs = Rstd[at];
@@ -130,7 +148,7 @@ ${g ? '@group(0) @binding(2) var<storage, read> Gm: array<f32>;' : ''}
     Dx[base + j] = rs * (d - md - xh * mdx);
   }`,
         [G(x), ...(gamma ? [G(gamma)] : []), G(mean), G(rstd), G(dy), G(dx)],
-        [u(rows), u(n)],
+        ROW_WORDS.pack({ rows, n }),
       );
       if (dgamma || dbeta) {
         // Column sums over the rows, split across workgroups (see columnKernel).
