@@ -5,7 +5,9 @@
 # Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
 #   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [profile] [webgpu] [tune-webgpu]
 # BENCH_ARGS go to benchmarks/cuda.ts (with --write, the updated docs/benchmarks.md is copied to
-# $OUT); PRECISIONS (default "highest high") to the step and compare parts.
+# $OUT); PRECISIONS (default "highest high") to the step and compare parts. The suite runs through
+# scripts/run-tests.ts, not `npm test`: the packed tree has no TypeScript compiler, and its dist/
+# (which the CLI tests run) was built before packing.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -15,7 +17,7 @@ summary=()
 for part in $parts; do
   case $part in
     tests)
-      SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cpu,cuda timeout 400 npm test > "$OUT/tests.log" 2>&1
+      SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cpu,cuda timeout 400 npx tsx scripts/run-tests.ts > "$OUT/tests.log" 2>&1
       summary+=("tests: $(tail -1 "$OUT/tests.log")") ;;
     sanitize)
       for tool in memcheck racecheck; do
@@ -46,7 +48,7 @@ for part in $parts; do
       done
       summary+=("profile: see profile.log") ;;
     webgpu)
-      SPARSEGRAD_TEST_BACKENDS=cpu,webgpu timeout 300 npm test > "$OUT/webgpu-tests.log" 2>&1
+      SPARSEGRAD_TEST_BACKENDS=cpu,webgpu timeout 300 npx tsx scripts/run-tests.ts > "$OUT/webgpu-tests.log" 2>&1
       summary+=("webgpu tests: $(tail -1 "$OUT/webgpu-tests.log")")
       timeout 150 npx tsx benchmarks/webgpu-step.ts --batch 32 > "$OUT/webgpu-step.log" 2>&1
       timeout 300 npx sparsegrad compare --backend webgpu --layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 300 \
