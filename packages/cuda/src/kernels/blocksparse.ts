@@ -3,7 +3,7 @@
  * launch shape, arguments and temporaries) and keeps the per-layout tables the kernels read on
  * the device, freed with the layout.
  */
-import type { Backend, BlockLayout } from '@sparsegrad/core';
+import type { Backend, BlockLayout, MatmulPrecision } from '@sparsegrad/core';
 import {
   LayoutDeviceCache,
   blockRowRuns,
@@ -27,6 +27,7 @@ import {
   sddmmRoute,
 } from '../blocksparse-routes.ts';
 import { denseRoute } from '../dense-route.ts';
+import type { Addon } from '../native.ts';
 import { type CudaHost, P, THREADS } from './host.ts';
 
 /** SDDMM line kernels run one block row by this many columns (several blocks of the row). */
@@ -166,16 +167,7 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
    * MAX_MAPS (pointers of freed buffers would otherwise accumulate).
    */
   const maps = new Map<string, Uint8Array>();
-  function tensorMap(
-    ptr: number,
-    bf16: number,
-    inner: number,
-    outer: number,
-    rowStrideBytes: number,
-    boxInner: number,
-    boxOuter: number,
-    swizzle: number,
-  ): Uint8Array {
+  const tensorMap: Addon['tensorMap'] = (ptr, bf16, inner, outer, rowStrideBytes, boxInner, boxOuter, swizzle) => {
     const key = `${ptr},${bf16},${inner},${outer},${rowStrideBytes},${boxInner},${boxOuter},${swizzle}`;
     let m = maps.get(key);
     if (!m) {
@@ -184,7 +176,7 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
       maps.set(key, m);
     }
     return m;
-  }
+  };
   /**
    * A 64x64 layout as 32x32 sub-blocks (each block's four quadrants), and per sub-block where its
    * quadrant starts in the 64x64 blocks' data: the TMA kernels take 32x32 blocks, and the union
@@ -345,53 +337,43 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
     );
   }
 
+  /** Forward Y = X W^T (act = X) or dX = dY W (act = dY) by the route productRoute chooses. */
+  function product(
+    op: string,
+    kind: 'forward' | 'gradInput',
+    act: BackendBuffer,
+    blocks: BackendBuffer,
+    layout: BlockLayout,
+    m: number,
+    out: BackendBuffer,
+    precision: MatmulPrecision,
+  ): void {
+    const forward = kind === 'forward';
+    const route = productRoute(layout, kind, precision, routeContext());
+    if (route.route === 'dense') {
+      (forward ? dense.forward : dense.gradInput)(act, blocks, layout, m, out, precision);
+      return;
+    }
+    if (route.route === 'union') {
+      const unionKind = forward ? 'forward' : 'grad_input';
+      if (route.split64) launchSplit64(op, unionKind, act, blocks, layout, m, out, route.kernel);
+      else launchUnionTiles(op, unionKind, P(act), P(blocks), layout, m, out, route.kernel);
+      return;
+    }
+    // Line kernels: the forward walks block rows (CSR), dX block columns (CSC, with each block's row).
+    const idx = indexBuffers(layout);
+    const k = route.kernel;
+    const a = h.args.reset().ptr(P(act)).ptr(P(blocks));
+    if (forward) a.ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr);
+    else a.ptr(idx.colPtr.ptr).ptr(idx.cscBlock.ptr).ptr(idx.rowIdx.ptr);
+    a.ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols);
+    const lines = (forward ? layout.rows : layout.cols) / layout.blockSize;
+    h.launch(op, k.name, [lines, tokenTiles(op, m, k.tokens), 1], 128, a, k.smem);
+  }
+
   return {
-    bsrMatmul(x, blocks, layout, m, out, precision) {
-      const route = productRoute(layout, 'forward', precision, routeContext());
-      if (route.route === 'dense') return dense.forward(x, blocks, layout, m, out, precision);
-      if (route.route === 'union') {
-        if (route.split64) return launchSplit64('bsrMatmul', 'forward', x, blocks, layout, m, out, route.kernel);
-        return launchUnionTiles('bsrMatmul', 'forward', P(x), P(blocks), layout, m, out, route.kernel);
-      }
-      const idx = indexBuffers(layout);
-      const k = route.kernel;
-      h.launch(
-        'bsrMatmul',
-        k.name,
-        [layout.rows / layout.blockSize, tokenTiles('bsrMatmul', m, k.tokens), 1],
-        128,
-        h.args.reset().ptr(P(x)).ptr(P(blocks)).ptr(idx.rowPtr.ptr).ptr(idx.colIdx.ptr).ptr(P(out)).u32(m).u32(layout.rows).u32(layout.cols),
-        k.smem,
-      );
-    },
-    bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
-      const route = productRoute(layout, 'gradInput', precision, routeContext());
-      if (route.route === 'dense') return dense.gradInput(dy, blocks, layout, m, out, precision);
-      if (route.route === 'union') {
-        if (route.split64) return launchSplit64('bsrMatmulGradInput', 'grad_input', dy, blocks, layout, m, out, route.kernel);
-        return launchUnionTiles('bsrMatmulGradInput', 'grad_input', P(dy), P(blocks), layout, m, out, route.kernel);
-      }
-      const idx = indexBuffers(layout);
-      const k = route.kernel;
-      h.launch(
-        'bsrMatmulGradInput',
-        k.name,
-        [layout.cols / layout.blockSize, tokenTiles('bsrMatmulGradInput', m, k.tokens), 1],
-        128,
-        h.args
-          .reset()
-          .ptr(P(dy))
-          .ptr(P(blocks))
-          .ptr(idx.colPtr.ptr)
-          .ptr(idx.cscBlock.ptr)
-          .ptr(idx.rowIdx.ptr)
-          .ptr(P(out))
-          .u32(m)
-          .u32(layout.rows)
-          .u32(layout.cols),
-        k.smem,
-      );
-    },
+    bsrMatmul: (x, blocks, layout, m, out, precision) => product('bsrMatmul', 'forward', x, blocks, layout, m, out, precision),
+    bsrMatmulGradInput: (dy, blocks, layout, m, out, precision) => product('bsrMatmulGradInput', 'gradInput', dy, blocks, layout, m, out, precision),
     bsrSddmm(dy, x, layout, m, out, precision) {
       const route = sddmmRoute(layout, precision, routeContext());
       if (route.route === 'dense') return dense.sddmm(dy, x, layout, m, out, precision);
