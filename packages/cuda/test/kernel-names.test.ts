@@ -1,7 +1,9 @@
 /**
- * Without a GPU: every kernel the TypeScript side launches exists in the compiled fatbins, and the
- * elementwise op codes mean the same op on both sides. A misspelt kernel name would otherwise fail
- * only on a GPU, and only on its route. The backend runs over a recording stand-in for the addon
+ * Without a GPU: every kernel the TypeScript side launches exists in the compiled fatbins, its
+ * arguments are packed where the compiled kernel reads its parameters, and the elementwise op
+ * codes mean the same op on both sides. A misspelt kernel name would otherwise fail
+ * only on a GPU, and only on its route; an argument out of place would compute garbage there
+ * without a word. The backend runs over a recording stand-in for the addon
  * (no values are computed) through every op and every block-sparse route: each precision, block
  * size, density and each route the tuning can force.
  */
@@ -12,6 +14,7 @@ import { join } from 'node:path';
 import * as sg from '@sparsegrad/core';
 import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
+import { Args } from '../src/args.ts';
 import type { Addon, DeviceProperties } from '../src/native.ts';
 import type { CudaTuning } from '../src/tuning.ts';
 import { skippedSuite } from '../../core/test/helpers.ts';
@@ -31,8 +34,54 @@ function compiledKernels(): Set<string> {
   return names;
 }
 
-/** An addon that computes nothing: it hands out addresses and records the kernels asked for. */
-function recordingAddon(launched: Set<string>): Addon {
+/**
+ * Each kernel's parameters as compiled: (offset, size) in bytes, in order (offsets as the
+ * compiler places them, which need not be where Args puts the arguments), from the
+ * EIATTR_KPARAM_INFO attributes of its `.nv.info.<name>` section in each ELF image of the fatbins.
+ */
+function compiledParameters(): Map<string, [number, number][]> {
+  const params = new Map<string, [number, number][]>();
+  for (const f of fatbins) {
+    const buf = readFileSync(join(build, f));
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    for (let elf = buf.indexOf('\x7fELF', 0, 'latin1'); elf >= 0; elf = buf.indexOf('\x7fELF', elf + 4, 'latin1')) {
+      if (buf[elf + 4] !== 2) continue; // ELF64 only
+      const shoff = Number(dv.getBigUint64(elf + 0x28, true));
+      const [shentsize, shnum, shstrndx] = [0x3a, 0x3c, 0x3e].map((o) => dv.getUint16(elf + o, true));
+      const section = (i: number) => {
+        const h = elf + shoff + i * shentsize;
+        return { name: dv.getUint32(h, true), offset: elf + Number(dv.getBigUint64(h + 24, true)), size: Number(dv.getBigUint64(h + 32, true)) };
+      };
+      const names = section(shstrndx).offset;
+      for (let i = 0; i < shnum; i++) {
+        const s = section(i);
+        const name = buf.toString('latin1', names + s.name, buf.indexOf(0, names + s.name));
+        if (!name.startsWith('.nv.info.') || params.has(name.slice(9))) continue;
+        const list: [number, number, number][] = [];
+        // Attributes: format byte, attribute byte; format 4 carries a u16 size and that many bytes,
+        // formats 2 and 3 a 2-byte value. KPARAM_INFO (0x17): u32 index, u16 ordinal, u16 offset,
+        // u32 flags whose bits 18-31 are the size.
+        for (let p = s.offset; p < s.offset + s.size; ) {
+          if (buf[p] === 4) {
+            if (buf[p + 1] === 0x17) list.push([dv.getUint16(p + 8, true), dv.getUint16(p + 10, true), (dv.getUint32(p + 12, true) >>> 18) & 0x3fff]);
+            p += 4 + dv.getUint16(p + 2, true);
+          } else p += buf[p] === 2 || buf[p] === 3 ? 4 : 2;
+        }
+        params.set(
+          name.slice(9),
+          list.sort((a, b) => a[0] - b[0]).map(([, offset, size]) => [offset, size]),
+        );
+      }
+    }
+  }
+  return params;
+}
+
+/** Each launched kernel's argument packings: the offsets of its arguments and the bytes in all. */
+type Packings = Map<string, Set<string>>;
+
+/** An addon that computes nothing: it hands out addresses and records the kernels asked for and how their arguments were packed. */
+function recordingAddon(launched: Set<string>, packings: Packings = new Map()): Addon {
   let next = 0x10000;
   const ids: string[] = [];
   return {
@@ -41,7 +90,11 @@ function recordingAddon(launched: Set<string>): Addon {
       launched.add(name);
       return ids.push(name) - 1;
     },
-    launch: () => {},
+    launch: (id, _gx, _gy, _gz, _bx, _by, _bz, _shared, args, offsets) => {
+      const name = ids[id];
+      if (!packings.has(name)) packings.set(name, new Set());
+      packings.get(name)!.add(JSON.stringify([[...offsets], args.length]));
+    },
     setSharedMemory: () => {},
     tensorMap: () => new Uint8Array(128),
     malloc: (bytes) => {
@@ -203,15 +256,35 @@ test('every kernel the backend launches is in the fatbins', async () => {
   const compiled = compiledKernels();
   assert.ok(compiled.has('unary_f32') && compiled.has('gather_f32'), `the fatbins' kernel names were found (${compiled.size})`);
   const launched = new Set<string>();
+  const packings: Packings = new Map();
   manualSeed(1);
   for (const tuning of VARIANTS) {
-    const be = createCudaBackend(recordingAddon(launched), props);
+    const be = createCudaBackend(recordingAddon(launched, packings), props);
     be.setTuning(tuning);
     if (Object.keys(tuning).length === 0) await everyOp(be);
     everyBlockSparseRoute(be);
   }
   const missing = [...launched].filter((n) => !compiled.has(n)).sort();
   assert.equal(missing, [], `kernels launched by src/ but absent from native/ (of ${launched.size} launched)`);
+  // Every launch passed as many arguments as the compiled kernel has parameters, each of its size:
+  // the driver copies each parameter's compiled size from its argument. Packing the compiled sizes
+  // the way Args packs (pointers 8 bytes, scalars 4, tensor maps 128 at 64, structs at 4) must give
+  // the launch's own offsets and length.
+  const compiledParams = compiledParameters();
+  for (const [name, seen] of packings) {
+    const params = compiledParams.get(name);
+    assert.ok(params, `${name}: parameter info in the fatbins`);
+    const a = new Args();
+    for (const [, size] of params) {
+      if (size === 8) a.ptr(0);
+      else if (size === 4) a.u32(0);
+      else a.raw(new Uint8Array(size), size === 128 ? 64 : 4);
+    }
+    const expected = JSON.stringify([[...a.offsets], a.data.length]);
+    const sizes = params.map(([, size]) => size).join(', ');
+    for (const got of seen)
+      assert.is(got, expected, `${name}: arguments packed as [offsets, bytes] ${got}; its parameters (${sizes} bytes) pack as ${expected}`);
+  }
   // The walk reached the kernel families it is meant to cover.
   for (const family of [
     'bsr_tma_',
