@@ -293,6 +293,8 @@ for (const { backend, test } of await backendSuites('elementwise')) {
     ]) {
       const data = Float32Array.from(randomArray(rows * n, rows + n));
       for (let r = 0; r < rows; r += 2) data[r * n + ((r * 7) % n)] = nan; // every other row holds one NaN
+      // ...and the others an infinity, which must not read as a NaN (its magnitude bits are the largest short of one).
+      for (let r = 1; r < rows; r += 2) data[r * n + ((r * 3) % n)] = r % 4 === 1 ? Infinity : -Infinity;
       const x = T(data, [rows, n]);
       const expect = (op: 'max' | 'min') =>
         Array.from({ length: rows }, (_, r) => (r % 2 === 0 ? nan : Math.fround(Math[op](...data.subarray(r * n, (r + 1) * n)))));

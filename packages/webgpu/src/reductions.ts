@@ -131,11 +131,18 @@ export const ROWS_PER_GROUP = 8;
 /**
  * Reduces ROWS_PER_GROUP rows of X [rows, n] per workgroup (needs subgroups): every thread
  * accumulates its strided share of each row, subgroups fold those, and after one barrier each
- * subgroup folds the per-subgroup partials of every row.
+ * subgroup folds the per-subgroup partials of every row. Max and min take the plain max / min per
+ * element and keep the largest magnitude bits seen (an integer max): a NaN among them turns the
+ * thread's result into NaN once, after its loop. NaN-aware combines per element (nmax) ran max of
+ * rows of 1024 at 0.163 ms against sum's 0.121 on an H100.
  */
-export function shortRowsKernel(init: string, combine: (a: string, v: string) => string, subgroupOp: string): string {
+export function shortRowsKernel(op: 'sum' | 'max' | 'min'): string {
+  const { init, combine, subgroupOp } = reduceWgslOps(op);
   const R = ROWS_PER_GROUP;
   const rows = Array.from({ length: R }, (_, r) => r);
+  const accumulate = (r: number) =>
+    op === 'sum' ? `a${r} = a${r} + X[base + j];` : `let v = X[base + j]; a${r} = ${op}(a${r}, v); q${r} = max(q${r}, bitcast<u32>(v) & 0x7fffffffu);`;
+  const nanCheck = (r: number) => (op === 'sum' ? '' : ` if (q${r} > 0x7f800000u) { a${r} = nanF(); }`);
   return `${PARAMS}
 ${SUBGROUP_NAN}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
@@ -144,8 +151,8 @@ var<workgroup> red: array<f32, ${R * WG}>;
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
   ${ROW_WORDS.lets}
   let row0 = (wg.x + wg.y * 65535u) * ${R}u;
-  ${rows.map((r) => `var a${r} = ${init};`).join(' ')}
-  ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { a${r} = ${combine(`a${r}`, 'X[base + j]')}; } }`).join('\n  ')}
+  ${rows.map((r) => `var a${r} = ${init};${op === 'sum' ? '' : ` var q${r} = 0u;`}`).join(' ')}
+  ${rows.map((r) => `if (row0 + ${r}u < rows) { let base = (row0 + ${r}u) * n; for (var j = l; j < n; j += ${WG}u) { ${accumulate(r)} }${nanCheck(r)} }`).join('\n  ')}
   ${rows.map((r) => `red[${r * WG}u + l] = select(${init}, ${subgroupOp}(a${r}), lane == 0u);`).join('\n  ')}
   workgroupBarrier();
   ${rows

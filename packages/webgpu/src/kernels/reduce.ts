@@ -31,11 +31,11 @@ export function reduceKernels(h: KernelHost): Pick<Backend, 'reduce'> {
       if (inner === 1 && t === 'f32' && (op === 'sum' || op === 'max' || op === 'min')) {
         // Rows reduced by a whole workgroup each. Params: rows, row length, total length (the
         // last row of a chunked pass may be short).
-        const { init, combine, subgroupOp } = reduceWgslOps(op);
+        const { init, combine } = reduceWgslOps(op);
         if (sg && n <= SHORT_ROW && outer > 1) {
           // Short rows: one workgroup reduces ROWS_PER_GROUP of them, so each thread has several
           // loads in flight and the reduction's barrier is shared.
-          const short = pipe(`reduceShortRows|${op}`, () => shortRowsKernel(init, combine, subgroupOp));
+          const short = pipe(`reduceShortRows|${op}`, () => shortRowsKernel(op));
           ctx.dispatchGrid(op, short, [G(x), G(out)], ROW_WORDS.pack({ rows: outer, n }), gridFor(Math.ceil(outer / ROWS_PER_GROUP)));
           return;
         }
