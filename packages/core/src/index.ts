@@ -53,7 +53,12 @@ export {
 } from './ops/elementwise.ts';
 export { sum, mean, max, min, argmax, argmin, sumTo } from './ops/reduce.ts';
 export { linear, matmul } from './ops/matmul.ts';
-export { attentionWeights, type AttentionWeightsOptions } from './ops/attention.ts';
+export {
+  attentionWeights,
+  scaledDotProductAttention,
+  type AttentionWeightsOptions,
+  type ScaledDotProductAttentionOptions,
+} from './ops/attention.ts';
 export { reshape, view, flatten, permute, transpose, expand, squeeze, unsqueeze, slice, narrow, contiguous, cat, stack, broadcastTo } from './ops/movement.ts';
 export { gather, indexSelect } from './ops/indexing.ts';
 export { softmax, logSoftmax, causalSoftmax, layerNorm, dropout, crossEntropy, mseLoss, type CrossEntropyOptions, type Reduction } from './ops/nn.ts';

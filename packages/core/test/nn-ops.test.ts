@@ -15,6 +15,40 @@ function refSoftmaxRows(x: ArrayLike<number>, rows: number, n: number, log: bool
   return out;
 }
 
+/**
+ * float64 attention, written with loops: out[b, i, :] = sum_j softmax_j(scale q_i . k_j + mask[b, j]
+ * (+ -inf above the diagonal when causal)) v_j, for q [B, Tq, d], k [B, Tk, d], v [B, Tk, dv]
+ * (B the flattened batch dims; mask [B, Tk] or none).
+ */
+function refAttention(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  dims: { B: number; Tq: number; Tk: number; d: number; dv: number },
+  scale: number,
+  causal: boolean,
+  mask?: ArrayLike<number>,
+): Float64Array {
+  const { B, Tq, Tk, d, dv } = dims;
+  const out = new Float64Array(B * Tq * dv);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < Tq; i++) {
+      const s = new Float64Array(Tk).fill(Number.NEGATIVE_INFINITY);
+      for (let j = 0; j < Tk; j++) {
+        if (causal && j > i) continue;
+        let dot = 0;
+        for (let c = 0; c < d; c++) dot += q[(b * Tq + i) * d + c] * k[(b * Tk + j) * d + c];
+        s[j] = scale * dot + (mask ? mask[b * Tk + j] : 0);
+      }
+      const m = Math.max(...s);
+      const e = Array.from(s, (x) => Math.exp(x - m));
+      const z = e.reduce((a, x) => a + x, 0);
+      for (let j = 0; j < Tk; j++) for (let c = 0; c < dv; c++) out[(b * Tq + i) * dv + c] += (e[j] / z) * v[(b * Tk + j) * dv + c];
+    }
+  }
+  return out;
+}
+
 for (const { backend, test } of await backendSuites('nn ops')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
@@ -147,6 +181,69 @@ for (const { backend, test } of await backendSuites('nn ops')) {
     assertThrows(
       () => sg.attentionWeights(T(qd, [b, h, t, d]), T(kd, [b, h, t, d]), { scale: Infinity }),
       /attentionWeights: scale must be finite, got Infinity/,
+    );
+  });
+
+  test('scaledDotProductAttention equals float64 attention: Tq != Tk, masks, the causal cut, head sizes 32-128, broadcast batch dims', async () => {
+    const cases = [
+      { h: 3, tq: 5, tk: 7, d: 4, dv: 6, causal: false, masked: true },
+      { h: 2, tq: 7, tk: 7, d: 8, dv: 8, causal: true, masked: false },
+      { h: 2, tq: 9, tk: 9, d: 16, dv: 16, causal: true, masked: true },
+      { h: 1, tq: 5, tk: 5, d: 32, dv: 32, causal: false, masked: false },
+      { h: 1, tq: 3, tk: 3, d: 64, dv: 64, causal: true, masked: false },
+      { h: 1, tq: 3, tk: 4, d: 128, dv: 128, causal: false, masked: true },
+    ];
+    for (const [n, c] of cases.entries()) {
+      const b = 2;
+      const qd = f32(randomArray(b * c.h * c.tq * c.d, 40 + n));
+      const kd = f32(randomArray(b * c.h * c.tk * c.d, 50 + n));
+      const vd = f32(randomArray(b * c.h * c.tk * c.dv, 60 + n));
+      // Padding: batch 1's last key is masked out.
+      const maskData = Array.from({ length: b * c.tk }, (_, i) => (i === 2 * c.tk - 1 ? -1e9 : 0));
+      const mask = c.masked ? T(maskData, [b, 1, 1, c.tk]) : null;
+      const got = sg.scaledDotProductAttention(T(qd, [b, c.h, c.tq, c.d]), T(kd, [b, c.h, c.tk, c.d]), T(vd, [b, c.h, c.tk, c.dv]), { causal: c.causal, mask });
+      assert.equal(got.shape, [b, c.h, c.tq, c.dv]);
+      const perHead = c.masked ? Array.from({ length: b * c.h * c.tk }, (_, i) => maskData[Math.floor(i / (c.h * c.tk)) * c.tk + (i % c.tk)]) : undefined;
+      const ref = refAttention(qd, kd, vd, { B: b * c.h, Tq: c.tq, Tk: c.tk, d: c.d, dv: c.dv }, 1 / Math.sqrt(c.d), c.causal, perHead);
+      assertClose(await got.toArray(), ref, 2e-5, `case ${n}`);
+    }
+    // k and v shared by both batch entries (batch dim 1 broadcast), and an explicit scale.
+    const [h, t, d] = [2, 4, 8];
+    const qd = f32(randomArray(2 * h * t * d, 71));
+    const kd = f32(randomArray(h * t * d, 72));
+    const vd = f32(randomArray(h * t * d, 73));
+    const got = sg.scaledDotProductAttention(T(qd, [2, h, t, d]), T(kd, [1, h, t, d]), T(vd, [1, h, t, d]), { scale: 0.3 });
+    const twice = (x: Float64Array) => Float64Array.from([...x, ...x]);
+    assertClose(await got.toArray(), refAttention(qd, twice(kd), twice(vd), { B: 2 * h, Tq: t, Tk: t, d, dv: d }, 0.3, false), 2e-5, 'broadcast k, v');
+  });
+
+  test('scaledDotProductAttention: gradients of q, k and v by finite differences; dropout as attentionWeights -> dropout -> matmul; bad shapes', async () => {
+    const [b, h, tq, tk, d, dv] = [1, 2, 3, 4, 3, 2];
+    const inputs = [
+      { data: randomArray(b * h * tq * d, 81), shape: [b, h, tq, d] },
+      { data: randomArray(b * h * tk * d, 82), shape: [b, h, tk, d] },
+      { data: randomArray(b * h * tk * dv, 83), shape: [b, h, tk, dv] },
+    ];
+    const mask = T([0, 0, -1e9, 0], [1, 1, 1, tk]);
+    await gradCheck((q, k, v) => sg.scaledDotProductAttention(q, k, v, { mask }), inputs, { backend });
+    const square = inputs.map((x, i) => (i === 0 ? { data: randomArray(b * h * tk * d, 84), shape: [b, h, tk, d] } : x));
+    await gradCheck((q, k, v) => sg.scaledDotProductAttention(q, k, v, { causal: true }), square, { backend });
+
+    const [q, k, v] = square.map((x) => T(x.data, x.shape));
+    sg.manualSeed(5);
+    const dropped = await sg.scaledDotProductAttention(q, k, v, { dropout: 0.5 }).toArray();
+    sg.manualSeed(5);
+    const composed = sg.dropout(sg.attentionWeights(q, k, { scale: 1 / Math.sqrt(d) }), 0.5).matmul(v);
+    assertClose(dropped, await composed.toArray(), 1e-6, 'dropout on the weights');
+
+    assertThrows(
+      () => sg.scaledDotProductAttention(q, k, T(randomArray(b * h * 3 * dv, 1), [b, h, 3, dv])),
+      /scaledDotProductAttention: v \[\.\.\., Tk, dv\] must have as many rows as k \[\.\.\., Tk, d\] has keys, got \[1, 2, 3, 2\] and \[1, 2, 4, 3\]/,
+    );
+    assertThrows(() => sg.scaledDotProductAttention(q, k, v, { dropout: 1 }), /scaledDotProductAttention: dropout must be in \[0, 1\), got 1/);
+    assertThrows(
+      () => sg.scaledDotProductAttention(q, k, T(randomArray(b * 3 * tk * dv, 1), [b, 3, tk, dv])),
+      /scaledDotProductAttention: .*\[1, 2\].*\[1, 3\]/,
     );
   });
 

@@ -1,13 +1,13 @@
-/** Attention weights as one op, so that the [..., Tq, Tk] scores do not outlive it. */
+/** Attention: its weights as one op (so that the [..., Tq, Tk] scores do not outlive it), and scaled dot-product attention. */
 import { record } from '../autograd/graph.ts';
 import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { addFreeing, binaryKernel } from './elementwise.ts';
-import { matmulKernel } from './matmul.ts';
+import { matmul, matmulKernel } from './matmul.ts';
 import { transpose } from './movement.ts';
-import { softmaxKernel } from './nn.ts';
+import { dropout, softmaxKernel } from './nn.ts';
 import { checkFloat, checkNumber, checkTensors } from './util.ts';
 
 export interface AttentionWeightsOptions {
@@ -55,4 +55,46 @@ export function attentionWeights(q: Tensor, k: Tensor, opts: AttentionWeightsOpt
     return w;
   });
   return record(op, [q, k], out, { scale: opts.scale });
+}
+
+export interface ScaledDotProductAttentionOptions {
+  /** Row i attends to keys 0..i (as many queries as keys). */
+  causal?: boolean;
+  /** Added to the scaled scores, broadcast to [..., Tq, Tk] (e.g. -1e9 at padding); not differentiated. */
+  mask?: Tensor | null;
+  /** Dropout probability on the attention weights; pass 0 outside training. */
+  dropout?: number;
+  /** Multiplies q k^T; 1 / sqrt(d) by default. */
+  scale?: number;
+}
+
+/**
+ * softmax(scale * q k^T + mask) v, q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], batch dims
+ * broadcast: PyTorch's `scaled_dot_product_attention` with an additive float mask. Composed of
+ * attentionWeights (the weights are the one [..., Tq, Tk] tensor kept for backward), dropout and
+ * a batched product, on every backend.
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: ScaledDotProductAttentionOptions = {}): Tensor {
+  const op = 'scaledDotProductAttention';
+  checkTensors(op, q, k, v);
+  checkFloat(op, v);
+  if (q.rank < 2 || k.rank < 2 || v.rank < 2)
+    throw opError(op, `q, k and v need at least 2 dims, got ${fmtShape(q.shape)}, ${fmtShape(k.shape)} and ${fmtShape(v.shape)}`);
+  if (v.shape[v.rank - 2] !== k.shape[k.rank - 2])
+    throw opError(op, `v [..., Tk, dv] must have as many rows as k [..., Tk, d] has keys, got ${fmtShape(v.shape)} and ${fmtShape(k.shape)}`);
+  broadcastShapes(op, broadcastShapes(op, q.shape.slice(0, -2), k.shape.slice(0, -2)), v.shape.slice(0, -2));
+  const d = q.shape[q.rank - 1];
+  const scale = opts.scale ?? 1 / Math.sqrt(d);
+  const p = opts.dropout ?? 0;
+  checkNumber(op, 'dropout', p);
+  if (!(p >= 0 && p < 1)) throw opError(op, `dropout must be in [0, 1), got ${p}`);
+  const weights = attentionWeights(q, k, { scale, causal: opts.causal, mask: opts.mask });
+  const kept = p > 0 ? dropout(weights, p) : weights;
+  const out = matmul(kept, v);
+  // Without a gradient to compute nothing holds the weights: free them now, not at scope end.
+  if (!out.requiresGrad) {
+    if (kept !== weights) kept.dispose();
+    weights.dispose();
+  }
+  return out;
 }

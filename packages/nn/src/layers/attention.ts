@@ -1,4 +1,4 @@
-import { attentionWeights, opError, releasing, type Tensor } from '@sparsegrad/core';
+import { opError, releasing, scaledDotProductAttention, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { Dropout, GELU, LayerNorm, type Callable } from './basic.ts';
 import { Linear } from './linear.ts';
@@ -62,11 +62,11 @@ export class MultiHeadAttention extends Module {
       }
       mask = attentionMask.sub(1).mul(-MASKED).reshape(b, 1, 1, t);
     }
-    // One op from q and k to the weights ([B, H, T, T]): the scaled scores, the mask and the
-    // causal cut live inside it, so only the weights are kept for backward.
-    const weights = attentionWeights(q, k, { scale: 1 / Math.sqrt(this.headDim), causal: this.causal, mask });
-    const probs = this.attnDropout.forward(weights);
-    const context = probs.matmul(v).permute(0, 2, 1, 3).reshape(b, t, this.dModel);
+    // The scaled scores, the mask and the causal cut live inside the op: only the weights
+    // ([B, H, T, T]) are kept for backward.
+    const dropout = this.attnDropout.training ? this.attnDropout.p : 0;
+    const attended = scaledDotProductAttention(q, k, v, { scale: 1 / Math.sqrt(this.headDim), causal: this.causal, mask, dropout });
+    const context = attended.permute(0, 2, 1, 3).reshape(b, t, this.dModel);
     return this.output.forward(context);
   }
 
