@@ -116,6 +116,17 @@ export abstract class Module {
     const used = new Set<string>();
     const missing: string[] = [];
     for (const [path, m] of this.namedModules()) await m.loadOwnState(path ? `${path}.` : '', state, used, missing);
+    // A tied parameter is stored under one of its names (stateDict lists it once): its other names
+    // are not missing. Two different tensors for one tied parameter cannot both be loaded.
+    for (const names of this.tiedNames()) {
+      const present = names.filter((n) => used.has(n));
+      if (present.length === 0) continue;
+      for (const n of names) {
+        const at = missing.indexOf(n);
+        if (at >= 0) missing.splice(at, 1);
+      }
+      if (present.length > 1) await checkTiedState('loadStateDict', present, state);
+    }
     const unexpected = Object.keys(state).filter((k) => !used.has(k));
     if (strict && (missing.length || unexpected.length)) {
       throw opError('loadStateDict', `state does not match the model: missing keys [${missing.join(', ')}], unexpected keys [${unexpected.join(', ')}]`);
@@ -145,6 +156,30 @@ export abstract class Module {
       }
       t.assign(src.backend === t.backend ? src : await moveTo(src, t));
     }
+  }
+
+  /**
+   * Makes `to` this module's parameter `name` as well, shared with its owner (tied weights, e.g. a
+   * language model's output layer and its token embedding): one tensor, trained once, stored once.
+   */
+  tieParameter(name: string, to: Tensor): void {
+    const old = this._parameters.get(name);
+    if (!old) throw opError('tieParameter', `${this.constructor.name} has no parameter '${name}'`);
+    if (old.shape.join() !== to.shape.join())
+      throw opError('tieParameter', `'${name}' has shape [${old.shape.join(', ')}], the tensor to tie [${to.shape.join(', ')}]`);
+    this.replaceParameter(name, to);
+  }
+
+  /** The dotted names of each parameter that more than one module holds. */
+  tiedNames(): string[][] {
+    const names = new Map<Tensor, string[]>();
+    for (const [path, m] of this.namedModules()) {
+      for (const [name, p] of m._parameters) {
+        const key = path ? `${path}.${name}` : name;
+        names.set(p, [...(names.get(p) ?? []), key]);
+      }
+    }
+    return [...names.values()].filter((n) => n.length > 1);
   }
 
   /** Replaces this module's own parameter (used by layers whose parameter shape depends on loaded state). */
@@ -235,4 +270,16 @@ function describe(v: unknown): string {
 
 async function moveTo(src: Tensor, like: Tensor): Promise<Tensor> {
   return tensor(await src.toArray(), [...src.shape], { dtype: src.dtype, backend: like.backend });
+}
+
+/** Throws unless the state's tensors under the names of one tied parameter hold the same values. */
+async function checkTiedState(op: string, names: string[], state: StateDict): Promise<void> {
+  const [first, ...rest] = names;
+  const ref = await state[first].toArray();
+  for (const n of rest) {
+    if (state[n] === state[first]) continue;
+    const other = await state[n].toArray();
+    if (other.some((v, i) => !Object.is(v, ref[i])))
+      throw opError(op, `'${first}' and '${n}' are one tied parameter in the model but hold different values in the state`);
+  }
 }

@@ -310,6 +310,66 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     assert.equal([...withDropout.forward(x.slice(1, 0, 8)).shape], [4, 8, 16]);
   });
 
+  test('GPT options: no biases, exact GELU, tied embeddings (trained once, stored once, loaded back), GPT-2 initialisation', async () => {
+    const base = { vocabSize: 16, seqLen: 8, dModel: 32, heads: 2, layers: 2 };
+    const count = (c: object) => new GPT({ ...base, ...c }).parameterCount();
+    // Biases: 2 layers x (4 attention projections of 32 + fc1 128 + fc2 32 + 2 layer norms of 32) + the final norm's 32.
+    assert.is(count({}) - count({ bias: false }), 2 * (4 * 32 + 128 + 32 + 2 * 32) + 32);
+    const noBias = new GPT({ ...base, bias: false });
+    assert.ok(![...noBias.namedParameters()].some(([name]) => name.endsWith('.bias')), 'no bias parameters');
+    assert.match(new GPT({ ...base, gelu: 'none' }).summary(), /GELU\(none\)/);
+    assert.not.match(new GPT({ ...base, gelu: 'none' }).summary(), /GELU\(tanh\)/);
+    // Tied: the head's weight is the token embedding, counted and listed once.
+    sg.manualSeed(3);
+    const tied = new GPT({ ...base, tieEmbeddings: true });
+    assert.ok(tied.head.weight === tied.tokenEmbedding.weight);
+    assert.is(count({}) - tied.parameterCount(), 16 * 32);
+    assert.equal(tied.tiedNames(), [['tokenEmbedding.weight', 'head.weight']]);
+    const state = tied.stateDict();
+    assert.ok('tokenEmbedding.weight' in state && !('head.weight' in state), 'stored once');
+    // Both uses reach the one gradient: the tied model's gradient is the sum of the untied model's two.
+    const ids = tensor(
+      Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 16),
+      [2, 8],
+      { dtype: 'int32', backend },
+    );
+    const targets = tensor(
+      Int32Array.from({ length: 16 }, (_, i) => (i * 3) % 16),
+      [2, 8],
+      { dtype: 'int32', backend },
+    );
+    const untied = new GPT(base);
+    await untied.loadStateDict({ ...state, 'head.weight': state['tokenEmbedding.weight'] });
+    sg.tidy(() => tied.loss(ids, targets).backward());
+    sg.tidy(() => untied.loss(ids, targets).backward());
+    const sum = sg.tidy(() => untied.tokenEmbedding.weight.grad!.add(untied.head.weight.grad!));
+    assertClose(await tied.tokenEmbedding.weight.grad!.toArray(), await sum.toArray(), 1e-5, 'tied gradient');
+    // Loading its own state back: the tied name is not missing; two different tensors for it are refused.
+    const copy = new GPT({ ...base, tieEmbeddings: true });
+    assert.equal((await copy.loadStateDict(state)).missingKeys, []);
+    assertClose(await copy.head.weight.toArray(), await tied.tokenEmbedding.weight.toArray(), 0, 'loaded into the tied weight');
+    await assertRejects(
+      () => copy.loadStateDict({ ...untied.stateDict(), 'head.weight': sg.zeros([16, 32], { backend }) }),
+      /loadStateDict: 'tokenEmbedding.weight' and 'head.weight' are one tied parameter in the model but hold different values in the state/,
+    );
+    // GPT-2 initialisation: N(0, std) weights, residual projections N(0, std / sqrt(2 layers)), zero biases.
+    sg.manualSeed(5);
+    const init = new GPT({ ...base, vocabSize: 64, dModel: 64, initStd: 0.02 });
+    const std = async (t: Tensor) => {
+      const v = [...(await t.toArray())];
+      return Math.sqrt(v.reduce((a, x) => a + x * x, 0) / v.length);
+    };
+    const near = (got: number, want: number, what: string) => assert.ok(Math.abs(got / want - 1) < 0.1, `${what}: std ${got}, expected ${want}`);
+    const linear = (path: string) => init.getModule(path) as Linear;
+    near(await std(linear('layers.0.mlp.fc1').weight), 0.02, 'fc1');
+    near(await std(linear('layers.1.mlp.fc2').weight), 0.01, 'fc2 (residual)');
+    near(await std(linear('layers.0.attention.output').weight), 0.01, 'attention.output (residual)');
+    near(await std(init.tokenEmbedding.weight), 0.02, 'embedding');
+    assert.equal([...new Set(await linear('layers.0.mlp.fc1').bias!.toArray())], [0]);
+    assertThrows(() => new GPT({ ...base, initStd: 0 }), /GPT: initStd must be a positive number, got 0/);
+    assertThrows(() => new GPT({ ...base, gelu: 'exact' as 'none' }), /GPT: gelu must be 'tanh' or 'none', got 'exact'/);
+  });
+
   test('attention: causal positions ignore the future; padding mask ignores padded keys', async () => {
     const { MultiHeadAttention } = await import('@sparsegrad/nn');
     sg.manualSeed(9);

@@ -80,11 +80,11 @@ export class MLP extends Module {
   fc1: LinearLike;
   act: GELU;
   fc2: LinearLike;
-  constructor(dModel: number, hidden: number, approximate: 'none' | 'tanh' = 'tanh') {
+  constructor(dModel: number, hidden: number, approximate: 'none' | 'tanh' = 'tanh', opts: { bias?: boolean } = {}) {
     super();
-    this.fc1 = this.registerModule('fc1', new Linear(dModel, hidden));
+    this.fc1 = this.registerModule('fc1', new Linear(dModel, hidden, opts));
     this.act = this.registerModule('act', new GELU(approximate));
-    this.fc2 = this.registerModule('fc2', new Linear(hidden, dModel));
+    this.fc2 = this.registerModule('fc2', new Linear(hidden, dModel, opts));
   }
   forward(x: Tensor): Tensor {
     return releasing(() => this.fc2.forward(this.act.forward(this.fc1.forward(x))));
@@ -96,6 +96,10 @@ export interface TransformerBlockOptions {
   dropout?: number;
   /** Hidden size of the MLP as a multiple of dModel (default 4). */
   mlpRatio?: number;
+  /** Biases in the linear layers and layer norms (default true; nanoGPT's bias=False turns them off). */
+  bias?: boolean;
+  /** The MLP's GELU: 'tanh' (GPT-2's approximation, the default) or 'none' (exact, erf). */
+  gelu?: 'tanh' | 'none';
 }
 
 /** A pre-LN Transformer block: x + attn(ln1(x)), then + mlp(ln2(x)). */
@@ -111,10 +115,11 @@ export class TransformerBlock extends Module {
     opts: TransformerBlockOptions = {},
   ) {
     super();
-    this.ln1 = this.registerModule('ln1', new LayerNorm(dModel));
-    this.attention = this.registerModule('attention', new MultiHeadAttention(dModel, heads, { causal: opts.causal, dropout: opts.dropout }));
-    this.ln2 = this.registerModule('ln2', new LayerNorm(dModel));
-    this.mlp = this.registerModule('mlp', new MLP(dModel, Math.round(dModel * (opts.mlpRatio ?? 4))));
+    const bias = opts.bias ?? true;
+    this.ln1 = this.registerModule('ln1', new LayerNorm(dModel, 1e-5, { bias }));
+    this.attention = this.registerModule('attention', new MultiHeadAttention(dModel, heads, { causal: opts.causal, dropout: opts.dropout, bias }));
+    this.ln2 = this.registerModule('ln2', new LayerNorm(dModel, 1e-5, { bias }));
+    this.mlp = this.registerModule('mlp', new MLP(dModel, Math.round(dModel * (opts.mlpRatio ?? 4)), opts.gelu ?? 'tanh', { bias }));
     this.dropout = this.registerModule('dropout', new Dropout(opts.dropout ?? 0));
   }
   /**

@@ -27,20 +27,21 @@ export class Embedding extends Module {
 
 export class LayerNorm extends Module {
   weight: Tensor;
-  bias: Tensor;
+  bias: Tensor | null;
   constructor(
     readonly dim: number,
     readonly eps = 1e-5,
+    opts: { bias?: boolean } = {},
   ) {
     super();
     this.weight = this.registerParameter('weight', ones([dim]));
-    this.bias = this.registerParameter('bias', zeros([dim]));
+    this.bias = opts.bias === false ? null : this.registerParameter('bias', zeros([dim]));
   }
   forward(x: Tensor): Tensor {
     return layerNorm(x, this.dim, this.weight, this.bias, this.eps);
   }
   override describe(): string {
-    return `LayerNorm(${this.dim})`;
+    return `LayerNorm(${this.dim}${this.bias ? '' : ', no bias'})`;
   }
 }
 

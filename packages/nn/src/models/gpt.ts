@@ -1,4 +1,4 @@
-import { arange, crossEntropy, opError, releasing, type Tensor } from '@sparsegrad/core';
+import { arange, crossEntropy, opError, randn, releasing, zeros, type Tensor } from '@sparsegrad/core';
 import { Module } from '../module.ts';
 import { checkTransformerSizes } from './config.ts';
 import { Dropout, Embedding, LayerNorm, ModuleList } from '../layers/basic.ts';
@@ -14,6 +14,18 @@ export interface GPTConfig {
   layers: number;
   dropout?: number;
   mlpRatio?: number;
+  /** Biases in every linear layer and layer norm (default true; nanoGPT's bias=False: false). */
+  bias?: boolean;
+  /** The MLPs' GELU: 'tanh' (default, GPT-2) or 'none' (exact). */
+  gelu?: 'tanh' | 'none';
+  /** The output layer's weight is the token embedding (GPT-2 and nanoGPT tie them; default false). */
+  tieEmbeddings?: boolean;
+  /**
+   * GPT-2's initialisation: every linear weight and embedding N(0, initStd), the residual
+   * projections (attention.output, mlp.fc2) N(0, initStd / sqrt(2 layers)), biases 0. Unset: linear
+   * layers keep their uniform initialisation and embeddings N(0, 0.02).
+   */
+  initStd?: number;
 }
 
 /**
@@ -31,18 +43,38 @@ export class GPT extends Module {
   constructor(readonly config: GPTConfig) {
     super();
     checkTransformerSizes('GPT', config);
+    checkGptOptions(config);
     const { vocabSize, seqLen, dModel, heads, layers } = config;
+    const bias = config.bias ?? true;
     this.tokenEmbedding = this.registerModule('tokenEmbedding', new Embedding(vocabSize, dModel, { std: 0.02 }));
     this.positionEmbedding = this.registerModule('positionEmbedding', new Embedding(seqLen, dModel, { std: 0.02 }));
     this.drop = this.registerModule('drop', new Dropout(config.dropout ?? 0));
     this.layers = this.registerModule(
       'layers',
       new ModuleList(
-        Array.from({ length: layers }, () => new TransformerBlock(dModel, heads, { causal: true, dropout: config.dropout, mlpRatio: config.mlpRatio })),
+        Array.from(
+          { length: layers },
+          () => new TransformerBlock(dModel, heads, { causal: true, dropout: config.dropout, mlpRatio: config.mlpRatio, bias, gelu: config.gelu }),
+        ),
       ),
     );
-    this.norm = this.registerModule('norm', new LayerNorm(dModel));
+    this.norm = this.registerModule('norm', new LayerNorm(dModel, 1e-5, { bias }));
     this.head = this.registerModule('head', new Linear(dModel, vocabSize, { bias: false }));
+    if (config.initStd !== undefined) this.initGpt2(config.initStd);
+    if (config.tieEmbeddings) this.head.tieParameter('weight', this.tokenEmbedding.weight);
+  }
+
+  /** GPT-2's initialisation (see GPTConfig.initStd), drawn from the current seed in module order. */
+  private initGpt2(std: number): void {
+    const residual = std / Math.sqrt(2 * this.config.layers);
+    for (const [path, m] of this.namedModules()) {
+      if (m instanceof Linear) {
+        m.weight.assign(randn(m.weight.shape, { std: /(^|\.)(attention\.output|mlp\.fc2)$/.test(path) ? residual : std }));
+        m.bias?.assign(zeros(m.bias.shape));
+      } else if (m instanceof Embedding) {
+        m.weight.assign(randn(m.weight.shape, { std }));
+      }
+    }
   }
 
   /** ids [B, T] int32 -> logits [B, T, vocabSize] */
@@ -63,4 +95,10 @@ export class GPT extends Module {
   loss(ids: Tensor, targets: Tensor): Tensor {
     return crossEntropy(this.forward(ids), targets);
   }
+}
+
+function checkGptOptions(config: GPTConfig): void {
+  const { gelu, initStd } = config;
+  if (gelu !== undefined && gelu !== 'tanh' && gelu !== 'none') throw opError('GPT', `gelu must be 'tanh' or 'none', got '${String(gelu)}'`);
+  if (initStd !== undefined && !(Number.isFinite(initStd) && initStd > 0)) throw opError('GPT', `initStd must be a positive number, got ${initStd}`);
 }
