@@ -23,6 +23,14 @@ export const TRAINING_FLAGS: Options = {
   'weight-decay': { type: 'string', default: '0.01' },
   clip: { type: 'string', default: '1' },
   dropout: { type: 'string', default: '0' },
+  'no-bias': { type: 'boolean', default: false },
+  gelu: { type: 'string', default: 'tanh' },
+  'tie-embeddings': { type: 'boolean', default: false },
+  'init-std': { type: 'string' },
+  beta2: { type: 'string', default: '0.999' },
+  'min-lr': { type: 'string' },
+  'grad-accum': { type: 'string', default: '1' },
+  'val-fraction': { type: 'string', default: '0.05' },
   'eval-every': { type: 'string', default: '50' },
   'eval-batches': { type: 'string', default: '8' },
   'max-chars': { type: 'string', default: '4000000' },
@@ -129,7 +137,17 @@ export function modelConfig(values: Record<string, unknown>, vocabSize: number):
     heads,
     layers: int(values, 'layers'),
     dropout: num(values, 'dropout', (v) => v >= 0 && v < 1, 'in [0, 1)'),
+    bias: !values['no-bias'],
+    gelu: geluMode(values.gelu as string),
+    tieEmbeddings: !!values['tie-embeddings'],
+    ...(values['init-std'] === undefined ? {} : { initStd: num(values, 'init-std', (v) => v > 0, 'a positive number') }),
   };
+}
+
+function geluMode(raw: string): 'tanh' | 'none' {
+  if (raw === 'tanh') return 'tanh';
+  if (raw === 'exact') return 'none';
+  throw new CliError(`--gelu must be tanh or exact, got '${raw}'`);
 }
 
 export function trainingSpec(values: Record<string, unknown>): TrainingSpec {
@@ -144,5 +162,9 @@ export function trainingSpec(values: Record<string, unknown>): TrainingSpec {
     seed: int(values, 'seed', 0),
     evalEvery: int(values, 'eval-every'),
     evalBatches: int(values, 'eval-batches'),
+    beta2: num(values, 'beta2', (v) => v >= 0 && v < 1, 'in [0, 1)'),
+    ...(values['min-lr'] === undefined ? {} : { minLr: num(values, 'min-lr', (v) => v >= 0, 'a non-negative number') }),
+    gradAccum: int(values, 'grad-accum'),
+    valFraction: num(values, 'val-fraction', (v) => v > 0 && v < 1, 'in (0, 1)'),
   };
 }

@@ -23,6 +23,14 @@ export interface TrainingSpec {
   seed: number;
   evalEvery: number;
   evalBatches: number;
+  /** AdamW's beta2 (absent in checkpoints written before it was stored: 0.999). */
+  beta2?: number;
+  /** The cosine schedule's floor (absent: a tenth of lr). */
+  minLr?: number;
+  /** Micro-batches of `batch` sequences per optimizer step (absent: 1). */
+  gradAccum?: number;
+  /** Fraction of the text held out for evaluation, from its end (absent: 0.05). */
+  valFraction?: number;
 }
 
 /** Everything needed to rebuild a model and continue or sample from it. */

@@ -32,11 +32,12 @@ export interface PreparedData {
 
 /**
  * Loads the data (at most --max-chars characters of the file or the default corpus; bytes for the
- * byte tokenizer, which reads any file exactly), builds or reuses a tokenizer, splits 95/5 and
+ * byte tokenizer, which reads any file exactly), builds or reuses a tokenizer, holds out the last
+ * `valFraction` of the tokens (default 0.05) and
  * computes the unigram baseline.
  */
 export async function prepareData(
-  opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number },
+  opts: { data?: string; tokenizer: string | TokenizerSpec; maxChars: number; seq: number; valFraction?: number },
   log: (s: string) => void,
 ): Promise<PreparedData> {
   const kind = typeof opts.tokenizer === 'string' ? opts.tokenizer : opts.tokenizer.type;
@@ -55,7 +56,7 @@ export async function prepareData(
     ids = tokenizer.encode(text);
     read = `${corpus.source}, ${text.length.toLocaleString('en-US')} characters`;
   }
-  const data = splitDataset(ids, 0.05, opts.seq);
+  const data = splitDataset(ids, opts.valFraction ?? 0.05, opts.seq);
   const unigram = unigramLoss(data.train, data.valid, tokenizer.vocabSize);
   log(
     `data: ${read} -> ${ids.length.toLocaleString('en-US')} ${tokenizer.spec.type} tokens (vocabulary ${tokenizer.vocabSize}); ${data.valid.length.toLocaleString('en-US')} held out`,

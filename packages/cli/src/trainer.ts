@@ -56,11 +56,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const seq = config.model.seqLen;
   const model = trainee.model;
   // No weight decay on biases, LayerNorm weights and embeddings (nanoGPT's and most Transformer recipes).
-  const optimizer = new AdamW(decayGroups(model, t.weightDecay), { lr: t.lr, weightDecay: t.weightDecay });
-  const schedule = warmupCosine({ lr: t.lr, warmupSteps: Math.min(t.warmup, t.steps - 1), totalSteps: t.steps });
+  const accum = t.gradAccum ?? 1;
+  const optimizer = new AdamW(decayGroups(model, t.weightDecay), { lr: t.lr, weightDecay: t.weightDecay, betas: [0.9, t.beta2 ?? 0.999] });
+  const schedule = warmupCosine({ lr: t.lr, warmupSteps: Math.min(t.warmup, t.steps - 1), totalSteps: t.steps, minLr: t.minLr });
   const sampler = new BatchSampler(data.train, t.batch, seq, t.seed + 1);
   const evalSampler = new BatchSampler(data.valid, t.batch, seq, t.seed + 2);
-  const evalBatches = Array.from({ length: t.evalBatches }, () => evalSampler.sample());
+  // Each eval batch is `accum` micro-batches, like a training step: the same windows as one batch
+  // of accum x batch sequences, without holding them at once.
+  const evalBatches = Array.from({ length: t.evalBatches * accum }, () => evalSampler.sample());
   let state: TrainingState = { step: 0, samplerPosition: sampler.position, history: [] };
   if (opts.resume) {
     await loadCheckpointWeights(opts.resume, trainee, optimizer);
@@ -86,9 +89,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const t0 = performance.now();
       optimizer.lr = schedule(state.step);
       const loss = tidy(() => {
-        const [x, y] = sampler.sample();
-        const l = crossEntropy(model.forward(x), y);
-        l.backward();
+        // `accum` micro-batches, each a backward of its share of the mean loss: the gradients add
+        // up to those of one batch of accum x batch sequences (the sampler draws the same windows).
+        let total: Tensor | null = null;
+        for (let micro = 0; micro < accum; micro++) {
+          const [x, y] = sampler.sample();
+          const l = crossEntropy(model.forward(x), y);
+          (accum > 1 ? l.div(accum) : l).backward();
+          total = total ? total.add(l.detach()) : l.detach();
+        }
+        const l = accum > 1 ? total!.div(accum) : total!;
         clipGradNorm(model.parameters(), t.clip).dispose();
         optimizer.step();
         optimizer.zeroGrad();
@@ -103,7 +113,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       state.history.push(entry);
       const elapsedSec = (performance.now() - began) / 1000;
       progress.update(
-        { step: state.step, total: t.steps, loss: lossValue, tokensPerSec: (t.batch * seq * (state.step - startStep)) / elapsedSec, elapsedSec },
+        { step: state.step, total: t.steps, loss: lossValue, tokensPerSec: (accum * t.batch * seq * (state.step - startStep)) / elapsedSec, elapsedSec },
         startStep,
       );
       // Let the event loop run: CPU readbacks resolve as microtasks, so without this Ctrl-C and
@@ -139,7 +149,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     interrupted,
     evalLoss,
     msPerStep,
-    tokensPerSec: (t.batch * seq * 1000) / msPerStep,
+    tokensPerSec: (accum * t.batch * seq * 1000) / msPerStep,
     peakBytes: memory(model.parameters()[0].backend).peakBytes,
     history: state.history,
     checkpoint,

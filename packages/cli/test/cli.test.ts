@@ -175,6 +175,55 @@ test('bad input: one line, non-zero exit', () => {
   fails(/is not a sparsegrad checkpoint \(no checkpoint\.json\)/, 'sample', '--checkpoint', dir);
 });
 
+test('nanoGPT options: --grad-accum 2 of --batch 2 trains as --batch 4; --val-fraction; model options; bad values', () => {
+  const rest = TINY.filter((a, i) => a !== '--batch' && TINY[i - 1] !== '--batch');
+  const losses = (out: string) => [...out.matchAll(/(?:step \d+\/\d+\s+loss|eval loss) (\d+\.\d+)/g)].map((m) => m[1]);
+  const whole = run('train', ...rest, '--batch', '4', '--steps', '3', '--out', join(dir, 'accum-1'));
+  const accum = run('train', ...rest, '--batch', '2', '--grad-accum', '2', '--steps', '3', '--out', join(dir, 'accum-2'));
+  assert.is(whole.code, 0, whole.err);
+  assert.is(accum.code, 0, accum.err);
+  assert.ok(losses(whole.out).length >= 4, whole.out);
+  assert.equal(losses(accum.out), losses(whole.out), 'the same windows, the same gradients: the same train and eval losses');
+
+  const heldOut = (out: string) => {
+    const m = out.match(/-> ([\d,]+) char tokens .*; ([\d,]+) held out/)!;
+    return [Number(m[1].replace(/,/g, '')), Number(m[2].replace(/,/g, ''))];
+  };
+  const tenth = run('train', ...TINY, '--steps', '1', '--val-fraction', '0.1', '--out', join(dir, 'val-10'));
+  assert.is(tenth.code, 0, tenth.err);
+  const [tokens, held] = heldOut(tenth.out);
+  assert.is(held, tokens - Math.floor(tokens * 0.9));
+
+  const params = (out: string) => Number(out.match(/model \(([\d,]+) parameters\)/)![1].replace(/,/g, ''));
+  const plain = run('train', ...TINY, '--steps', '1', '--out', join(dir, 'opts-0'));
+  const options = ['--no-bias', '--tie-embeddings', '--gelu', 'exact', '--init-std', '0.02', '--beta2', '0.99', '--min-lr', '1e-4'];
+  const tuned = run('train', ...TINY, '--steps', '2', ...options, '--out', join(dir, 'opts-1'));
+  assert.is(tuned.code, 0, tuned.err);
+  assert.ok(params(tuned.out) < params(plain.out), `${params(tuned.out)} < ${params(plain.out)}`);
+  assert.match(tuned.out, /GELU\(none\)/);
+  assert.match(tuned.out, /no bias/);
+  // A resumed run keeps them; contradicting one is refused.
+  fails(
+    /--gelu tanh contradicts the checkpoint, which was trained with none/,
+    'train',
+    '--resume',
+    '--out',
+    join(dir, 'opts-1'),
+    '--gelu',
+    'tanh',
+    '--steps',
+    '3',
+  );
+  const resumed = run('train', '--resume', '--out', join(dir, 'opts-1'), '--steps', '3', '--backend', 'cpu');
+  assert.is(resumed.code, 0, resumed.err);
+
+  fails(/--grad-accum must be an integer >= 1, got '0'/, 'train', ...TINY, '--grad-accum', '0');
+  fails(/--val-fraction must be in \(0, 1\), got '1'/, 'train', ...TINY, '--val-fraction', '1');
+  fails(/--beta2 must be in \[0, 1\), got '1'/, 'train', ...TINY, '--beta2', '1');
+  fails(/--gelu must be tanh or exact, got 'erf'/, 'train', ...TINY, '--gelu', 'erf');
+  fails(/--init-std must be a positive number, got '-1'/, 'train', ...TINY, '--init-std', '-1');
+});
+
 test('--out is checked before anything trains: a file, a path under a file, an uncreatable path', () => {
   const file = join(dir, 'a-file');
   writeFileSync(file, 'x');

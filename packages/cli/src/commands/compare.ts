@@ -61,7 +61,7 @@ async function compareIn(
   const { pattern, densities, bs, training, maxChars, out } = opts;
   const backend = await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = await prepareData(
-    { data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2) },
+    { data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2), valFraction: training.valFraction },
     log,
   );
   const model = modelConfig(values, prepared.tokenizer.vocabSize);

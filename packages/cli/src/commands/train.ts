@@ -16,6 +16,8 @@ export const TRAIN_HELP = `sparsegrad train [options]
   --tokenizer char|byte   --max-chars N (text used, default 4000000)
   --layers 4 --d-model 128 --heads 4 --seq 128 --batch 16 --steps 300 --lr 3e-3 --warmup 30
   --weight-decay 0.01 --clip 1 --dropout 0 --eval-every 50 --eval-batches 8 --seed 0
+  --beta2 0.999 --min-lr LR (default lr/10) --grad-accum 1 --val-fraction 0.05 (held out, from the end)
+  --no-bias --gelu tanh|exact --tie-embeddings --init-std STD (GPT-2 initialisation)
   --sparsify REGEX --density D [--block-size 32]   (repeatable; REGEX matches module paths such as layers.0.mlp.fc1)
   --allow-unmatched   keep going when a --sparsify pattern matches nothing
   --out DIR           checkpoint folder (default runs/train-<time>); --checkpoint-every N steps (default 100)
@@ -141,6 +143,7 @@ async function trainIn(
       tokenizer: resume ? config.tokenizer : (values.tokenizer as string),
       maxChars: config.maxChars,
       seq: config.model.seqLen,
+      valFraction: config.training.valFraction,
     },
     log,
   );
