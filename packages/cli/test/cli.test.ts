@@ -115,7 +115,10 @@ test('compare writes report.md, metrics.json and loss plots, and prints the tabl
   const out = join(dir, 'compare');
   const r = run('compare', ...TINY, '--steps', '4', '--densities', '0.5,0.25', '--block-size', '16', '--out', out);
   assert.is(r.code, 0, r.err);
-  assert.match(r.out, /\| variant \| parameters \| final eval loss \| vs dense \| tokens\/s \| ms\/step \| step speedup \| peak memory \|/);
+  assert.match(
+    r.out,
+    /\| variant \| parameters \| final eval loss \| vs dense \| tokens\/s \| ms\/step \| step speedup \| weights, grads, Adam \| peak memory \|/,
+  );
   assert.match(r.out, /\| sparse 0\.25 \| [\d,]+ \| \d\.\d{4} \|/);
   const report = readFileSync(join(out, 'report.md'), 'utf8');
   assert.match(report, /Unigram baseline/);
@@ -125,6 +128,7 @@ test('compare writes report.md, metrics.json and loss plots, and prints the tabl
     ['dense', 'sparse 0.5', 'sparse 0.25'],
   );
   assert.ok(metrics[2].parameters < metrics[1].parameters && metrics[1].parameters < metrics[0].parameters);
+  for (const m of metrics) assert.is(m.trainingStateBytes, 16 * m.parameters, 'fp32 weight, gradient and two AdamW moments per parameter');
   assert.match(readFileSync(join(out, 'loss.svg'), 'utf8'), /^<svg/);
   assert.equal([...readFileSync(join(out, 'loss.png')).subarray(1, 4)].map((c) => String.fromCharCode(c)).join(''), 'PNG');
 });
