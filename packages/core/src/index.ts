@@ -67,3 +67,4 @@ export { adamStep, adamSteps, scaleEach, scaleEachInPlace, sumOfSquares, type Ad
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
 export { BLOCK_SIZES } from './blocksparse/layout.ts';
 export { opError, fmtShape } from './errors.ts';
+export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './half.ts';
