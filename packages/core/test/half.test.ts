@@ -59,7 +59,26 @@ test('every finite or infinite pattern survives a round trip, and float32 values
   assert.equal([...float32ToFloat16(float16ToFloat32(halves))], [...halves]);
   // Random float32 values over the whole range of each format, ties and boundaries included.
   const xs = Float32Array.from(randomArray(20000, 7), (v, i) => v * 2 ** ((i % 80) - 40));
-  const edges = [0, -0, 1 / 3, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.99, 65520, 1e5, 2 ** -14, 2 ** -24, 2 ** -25, 3 * 2 ** -25, 2 ** -26, 1e-30, 3.4e38];
+  const edges = [
+    0,
+    -0,
+    1 / 3,
+    1 + 2 ** -8,
+    1 + 3 * 2 ** -8,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    65504,
+    65519.99,
+    65520,
+    1e5,
+    2 ** -14,
+    2 ** -24,
+    2 ** -25,
+    3 * 2 ** -25,
+    2 ** -26,
+    1e-30,
+    3.4e38,
+  ];
   const all32 = Float32Array.from([...xs, ...edges, ...edges.map((v) => -v), Infinity, -Infinity]);
   const bf = float32ToBfloat16(all32);
   const hf = float32ToFloat16(all32);

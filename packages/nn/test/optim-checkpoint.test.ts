@@ -300,6 +300,45 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
       /tail\.safetensors is damaged: the header describes 4 bytes of tensor data but the file holds 8/,
     );
     assertThrows(() => decodeSafetensors(handMade({ a: [0, 8], b: [0, 8] }, 8), 'alias.safetensors'), /tensor '.' \(bytes 0-8\) overlaps/);
+    // BF16 and F16 as PyTorch writes them (bytes set by hand from the formats' definitions) read as float32, exactly.
+    const halfFile = (() => {
+      const header = { w: { dtype: 'BF16', shape: [2, 2], data_offsets: [0, 8] }, h: { dtype: 'F16', shape: [3], data_offsets: [8, 14] } };
+      const json = Buffer.from(JSON.stringify(header));
+      const out = Buffer.alloc(8 + json.length + 14);
+      out.writeBigUInt64LE(BigInt(json.length), 0);
+      json.copy(out, 8);
+      [0x3f80, 0xc000, 0x3eab, 0x7fc0, 0x3c00, 0x7bff, 0x0001].forEach((bits, i) => out.writeUInt16LE(bits, 8 + json.length + 2 * i));
+      return out;
+    })();
+    const halves = decodeSafetensors(halfFile, 'half.safetensors', { backend }).tensors;
+    const w = [...(await halves.w.toArray())];
+    assert.equal(w.slice(0, 3), [1, -2, 0.333984375]);
+    assert.ok(Number.isNaN(w[3]));
+    assert.equal([...(await halves.h.toArray())], [1, 65504, 2 ** -24]);
+    assert.is(halves.w.dtype, 'float32');
+    // Written as BF16 / F16: PyTorch's dtype codes, half the bytes, values rounded to nearest even; int32 stays I32.
+    const values = {
+      x: tensor(Float32Array.from([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 70000]), [4], { backend }),
+      i: tensor(Int32Array.from([7, -1]), [2], { dtype: 'int32', backend }),
+    };
+    for (const [float, code, expect] of [
+      ['bfloat16', 'BF16', [1, 1, 1 + 2 ** -6, 70144]],
+      ['float16', 'F16', [1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, Infinity]], // 10 mantissa bits hold both; 70000 > 65504
+    ] as const) {
+      const bytes = await encodeSafetensors(values, {}, { float });
+      const headerLen = Number(Buffer.from(bytes).readBigUInt64LE(0));
+      const header = JSON.parse(Buffer.from(bytes.subarray(8, 8 + headerLen)).toString());
+      assert.equal([header.x.dtype, header.i.dtype], [code, 'I32']);
+      assert.is(header.x.data_offsets[1] - header.x.data_offsets[0], 8);
+      const back = decodeSafetensors(bytes, float, { backend }).tensors;
+      assert.equal([...(await back.x.toArray())], [...expect], float);
+      assert.equal([...(await back.i.toArray())], [7, -1]);
+    }
+    const short = Buffer.from(halfFile);
+    assertThrows(
+      () => decodeSafetensors(short.subarray(0, short.length - 2), 'short.safetensors'),
+      /short\.safetensors is truncated: tensor 'h' ends at byte 14 of the data but the file has 12/,
+    );
     // A save that fails half-way (a disposed parameter) must not touch the existing checkpoint.
     const broken = new Linear(4, 2);
     broken.bias!.dispose();

@@ -1,12 +1,22 @@
 /**
  * The safetensors format (https://github.com/huggingface/safetensors): an 8-byte little-endian
  * header length, a JSON header mapping names to {dtype, shape, data_offsets}, then raw
- * little-endian tensor bytes. Readable by Python's safetensors and PyTorch.
+ * little-endian tensor bytes. Readable by Python's safetensors and PyTorch. BF16 and F16 tensors
+ * (as Hugging Face checkpoints hold them) are read as float32, exactly; float32 tensors can be
+ * written as BF16 or F16 (rounded to nearest even).
  */
-import { opError, tensor, type Backend, type Tensor } from '@sparsegrad/core';
+import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, opError, tensor, type Backend, type Tensor } from '@sparsegrad/core';
 
-const DTYPES = { float32: 'F32', int32: 'I32' } as const;
-const FROM_CODE: Record<string, 'float32' | 'int32'> = { F32: 'float32', I32: 'int32' };
+/** What a file's dtype code becomes here, and its bytes per element. */
+const FROM_CODE: Record<string, { dtype: 'float32' | 'int32'; bytes: number }> = {
+  F32: { dtype: 'float32', bytes: 4 },
+  I32: { dtype: 'int32', bytes: 4 },
+  BF16: { dtype: 'float32', bytes: 2 },
+  F16: { dtype: 'float32', bytes: 2 },
+};
+/** How float32 tensors are stored. */
+export type StoredFloat = 'float32' | 'bfloat16' | 'float16';
+const FLOAT_CODES: Record<StoredFloat, string> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
 /** Refuse absurd headers before allocating (the reference implementation caps it at 100 MB too). */
 const MAX_HEADER = 100_000_000;
 
@@ -16,8 +26,17 @@ interface HeaderEntry {
   data_offsets: [number, number];
 }
 
-/** Serialises named tensors (read back from their backend) with optional string metadata. */
-export async function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Promise<Uint8Array<ArrayBuffer>> {
+/**
+ * Serialises named tensors (read back from their backend) with optional string metadata; float32
+ * tensors are stored as `opts.float` (default float32; bfloat16 and float16 round to nearest even).
+ */
+export async function encodeSafetensors(
+  tensors: Record<string, Tensor>,
+  metadata: Record<string, string> = {},
+  opts: { float?: StoredFloat } = {},
+): Promise<Uint8Array<ArrayBuffer>> {
+  const float = opts.float ?? 'float32';
+  if (!(float in FLOAT_CODES)) throw opError('save', `float must be float32, bfloat16 or float16, got '${String(float)}'`);
   const names = Object.keys(tensors).sort();
   const header: Record<string, HeaderEntry | Record<string, string>> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
@@ -25,9 +44,12 @@ export async function encodeSafetensors(tensors: Record<string, Tensor>, metadat
   let offset = 0;
   for (const name of names) {
     const t = tensors[name];
-    const data = await t.toArray();
+    let data: ArrayBufferView = await t.toArray();
+    if (t.dtype === 'float32' && float !== 'float32')
+      data = float === 'bfloat16' ? float32ToBfloat16(data as Float32Array) : float32ToFloat16(data as Float32Array);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    header[name] = { dtype: DTYPES[t.dtype], shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
+    const code = t.dtype === 'int32' ? 'I32' : FLOAT_CODES[float];
+    header[name] = { dtype: code, shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
     chunks.push(bytes);
     offset += bytes.length;
   }
@@ -70,12 +92,18 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
   const entries = checkEntries(header, data.length, source);
   const tensors: Record<string, Tensor> = {};
   try {
-    for (const [name, e, dtype] of entries) {
+    for (const [name, e] of entries) {
       const [begin, end] = e.data_offsets;
       // A fresh, aligned copy (Buffer.slice would return a view into Node's shared pool).
       const copy = new Uint8Array(end - begin);
       copy.set(data.subarray(begin, end));
-      tensors[name] = tensor(dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer), e.shape, { dtype, backend: opts.backend });
+      const values =
+        e.dtype === 'I32'
+          ? new Int32Array(copy.buffer)
+          : e.dtype === 'F32'
+            ? new Float32Array(copy.buffer)
+            : (e.dtype === 'BF16' ? bfloat16ToFloat32 : float16ToFloat32)(new Uint16Array(copy.buffer));
+      tensors[name] = tensor(values, e.shape, { dtype: FROM_CODE[e.dtype].dtype, backend: opts.backend });
     }
   } catch (e) {
     for (const t of Object.values(tensors)) t.dispose();
@@ -89,14 +117,14 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
  * tensors' byte ranges must tile the data exactly: sorted by offset, each begins where the
  * previous one ends, the first at 0 and the last at the end of the file (no overlap, no gap).
  */
-function checkEntries(header: Record<string, unknown>, dataLength: number, source: string): [string, HeaderEntry, 'float32' | 'int32'][] {
+function checkEntries(header: Record<string, unknown>, dataLength: number, source: string): [string, HeaderEntry][] {
   const op = 'load';
-  const out: [string, HeaderEntry, 'float32' | 'int32'][] = [];
+  const out: [string, HeaderEntry][] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const e = raw as HeaderEntry;
-    const dtype = FROM_CODE[e?.dtype];
-    if (!dtype) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32 and I32`);
+    const code = FROM_CODE[e?.dtype];
+    if (!code) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32, BF16 and F16 (as float32) and I32`);
     if (
       !Array.isArray(e.shape) ||
       !e.shape.every((d) => Number.isInteger(d) && d >= 0) ||
@@ -108,11 +136,14 @@ function checkEntries(header: Record<string, unknown>, dataLength: number, sourc
     }
     const [begin, end] = e.data_offsets;
     const count = e.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== count * 4) {
-      throw opError(op, `${source}: tensor '${name}' of shape [${e.shape.join(', ')}] has ${end - begin} bytes of data, expected ${count * 4}`);
+    if (end - begin !== count * code.bytes) {
+      throw opError(
+        op,
+        `${source}: tensor '${name}' of shape [${e.shape.join(', ')}] (${e.dtype}) has ${end - begin} bytes of data, expected ${count * code.bytes}`,
+      );
     }
     if (end > dataLength) throw opError(op, `${source} is truncated: tensor '${name}' ends at byte ${end} of the data but the file has ${dataLength}`);
-    out.push([name, e, dtype]);
+    out.push([name, e]);
   }
   const sorted = [...out].sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0] || a[1].data_offsets[1] - b[1].data_offsets[1]);
   let at = 0;
