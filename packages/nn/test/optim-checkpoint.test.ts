@@ -334,6 +334,15 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
       assert.equal([...(await back.x.toArray())], [...expect], float);
       assert.equal([...(await back.i.toArray())], [7, -1]);
     }
+    // A model saved in bfloat16 loads back as its weights rounded to bfloat16, in half the bytes.
+    const lin = new Linear(64, 32);
+    const bfPath = join(dir, 'bf16.safetensors');
+    await save(lin, bfPath, {}, { float: 'bfloat16' });
+    await save(lin, join(dir, 'f32.safetensors'));
+    assert.ok(readFileSync(bfPath).length < 0.6 * readFileSync(join(dir, 'f32.safetensors')).length);
+    const reloaded = new Linear(64, 32);
+    await load(reloaded, bfPath);
+    assert.equal([...(await reloaded.weight.toArray())], [...sg.bfloat16ToFloat32(sg.float32ToBfloat16(await lin.weight.toArray()))]);
     const short = Buffer.from(halfFile);
     assertThrows(
       () => decodeSafetensors(short.subarray(0, short.length - 2), 'short.safetensors'),

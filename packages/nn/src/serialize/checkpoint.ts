@@ -2,6 +2,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { opError } from '@sparsegrad/core';
 import type { LoadResult, Module } from '../module.ts';
+import type { StoredFloat } from './safetensors.ts';
 import { loadFromBytes, saveToBytes } from './state.ts';
 
 /**
@@ -27,10 +28,13 @@ export function writeFileAtomic(path: string, bytes: Uint8Array | string): void 
   }
 }
 
-/** Saves the model's stateDict as safetensors (atomically). Metadata strings are stored in the header. */
-export async function save(model: Module, path: string, metadata: Record<string, string> = {}): Promise<void> {
+/**
+ * Saves the model's stateDict as safetensors (atomically). Metadata strings are stored in the
+ * header; `float: 'bfloat16' | 'float16'` stores float32 tensors in half the bytes (see saveToBytes).
+ */
+export async function save(model: Module, path: string, metadata: Record<string, string> = {}, opts: { float?: StoredFloat } = {}): Promise<void> {
   if (typeof path !== 'string' || !path) throw opError('save', `expected a file path, got ${String(path)}`);
-  writeFileAtomic(path, await saveToBytes(model, metadata));
+  writeFileAtomic(path, await saveToBytes(model, metadata, opts));
 }
 
 /** Loads a safetensors file into the model (strict by default); returns the file's metadata too. */

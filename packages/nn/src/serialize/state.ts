@@ -3,11 +3,15 @@
  * files in Node, usable as they are in a browser (download the bytes, fetch them back).
  */
 import type { LoadResult, Module } from '../module.ts';
-import { decodeSafetensors, encodeSafetensors } from './safetensors.ts';
+import { decodeSafetensors, encodeSafetensors, type StoredFloat } from './safetensors.ts';
 
-/** The model's stateDict as safetensors bytes; metadata strings are stored in the header. */
-export function saveToBytes(model: Module, metadata: Record<string, string> = {}): Promise<Uint8Array<ArrayBuffer>> {
-  return encodeSafetensors(model.stateDict(), { format: 'pt', ...metadata });
+/**
+ * The model's stateDict as safetensors bytes; metadata strings are stored in the header. `float`
+ * stores the float32 tensors as bfloat16 or float16 (half the bytes, rounded; loading reads them
+ * back as float32).
+ */
+export function saveToBytes(model: Module, metadata: Record<string, string> = {}, opts: { float?: StoredFloat } = {}): Promise<Uint8Array<ArrayBuffer>> {
+  return encodeSafetensors(model.stateDict(), { format: 'pt', ...metadata }, opts);
 }
 
 /**
