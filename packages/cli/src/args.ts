@@ -31,6 +31,7 @@ export const TRAINING_FLAGS: Options = {
   'min-lr': { type: 'string' },
   'grad-accum': { type: 'string', default: '1' },
   'val-fraction': { type: 'string', default: '0.05' },
+  'eval-mode': { type: 'string', default: 'fixed' },
   'eval-every': { type: 'string', default: '50' },
   'eval-batches': { type: 'string', default: '8' },
   'max-chars': { type: 'string', default: '4000000' },
@@ -144,6 +145,11 @@ export function modelConfig(values: Record<string, unknown>, vocabSize: number):
   };
 }
 
+function evalMode(raw: string): 'fixed' | 'random' {
+  if (raw === 'fixed' || raw === 'random') return raw;
+  throw new CliError(`--eval-mode must be fixed or random, got '${raw}'`);
+}
+
 function geluMode(raw: string): 'tanh' | 'none' {
   if (raw === 'tanh') return 'tanh';
   if (raw === 'exact') return 'none';
@@ -166,5 +172,6 @@ export function trainingSpec(values: Record<string, unknown>): TrainingSpec {
     ...(values['min-lr'] === undefined ? {} : { minLr: num(values, 'min-lr', (v) => v >= 0, 'a non-negative number') }),
     gradAccum: int(values, 'grad-accum'),
     valFraction: num(values, 'val-fraction', (v) => v > 0 && v < 1, 'in (0, 1)'),
+    evalMode: evalMode(values['eval-mode'] as string),
   };
 }

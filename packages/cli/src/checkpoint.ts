@@ -31,6 +31,11 @@ export interface TrainingSpec {
   gradAccum?: number;
   /** Fraction of the text held out for evaluation, from its end (absent: 0.05). */
   valFraction?: number;
+  /**
+   * 'fixed' (absent): the same held-out batches at every evaluation. 'random': fresh random batches
+   * of each split at every evaluation, their mean reported for both (nanoGPT's estimate_loss).
+   */
+  evalMode?: 'fixed' | 'random';
 }
 
 /** Everything needed to rebuild a model and continue or sample from it. */
@@ -49,7 +54,9 @@ export interface RunConfig {
 export interface TrainingState {
   step: number;
   samplerPosition: number;
-  history: { step: number; trainLoss: number; evalLoss?: number }[];
+  /** The random evaluation's samplers (held-out, training split), with --eval-mode random. */
+  evalPositions?: [number, number];
+  history: { step: number; trainLoss: number; evalLoss?: number; trainSplitLoss?: number }[];
 }
 
 const FORMAT = 'sparsegrad-checkpoint';
@@ -116,6 +123,8 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
     Number.isInteger(state.step) &&
     state.step === Number(latest[1]) &&
     Number.isInteger(state.samplerPosition) &&
+    (state.evalPositions === undefined ||
+      (Array.isArray(state.evalPositions) && state.evalPositions.length === 2 && state.evalPositions.every(Number.isInteger))) &&
     Array.isArray(state.history);
   if (!valid)
     throw new CliError(

@@ -34,6 +34,7 @@ export function checkResumeFlags(values: Values & { given: Set<string> }, config
     'min-lr': [training.minLr, config.training.minLr],
     'grad-accum': [training.gradAccum, config.training.gradAccum ?? 1],
     'val-fraction': [training.valFraction, config.training.valFraction ?? 0.05],
+    'eval-mode': [training.evalMode, config.training.evalMode ?? 'fixed'],
     batch: [training.batch, config.training.batch],
     lr: [training.lr, config.training.lr],
     warmup: [training.warmup, config.training.warmup],

@@ -32,21 +32,26 @@ export interface TrainResult {
   checkpoint?: string;
 }
 
-/** Mean loss over fixed held-out batches, in eval mode and without gradients (one batch alive at a time). */
-async function evaluate(trainee: Trainee, batches: [Tensor, Tensor][]): Promise<number> {
+/** Mean loss over `count` batches, in eval mode and without gradients (one batch alive at a time). */
+async function evaluate(trainee: Trainee, count: number, batch: (i: number) => [Tensor, Tensor], dispose: boolean): Promise<number> {
   const model = trainee.model;
   model.eval();
   let total = 0;
   try {
-    for (const [x, y] of batches) {
+    for (let i = 0; i < count; i++) {
+      const [x, y] = batch(i);
       const loss = noGrad(() => tidy(() => crossEntropy(model.forward(x), y)));
       total += await loss.item();
       loss.dispose();
+      if (dispose) {
+        x.dispose();
+        y.dispose();
+      }
     }
   } finally {
     model.train();
   }
-  return total / batches.length;
+  return total / count;
 }
 
 /** Trains with AdamW, warmup + cosine LR, gradient clipping, periodic evaluation and checkpoints. */
@@ -63,17 +68,30 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const evalSampler = new BatchSampler(data.valid, t.batch, seq, t.seed + 2);
   // Each eval batch is `accum` micro-batches, like a training step: the same windows as one batch
   // of accum x batch sequences, without holding them at once.
-  const evalBatches = Array.from({ length: t.evalBatches * accum }, () => evalSampler.sample());
+  const random = t.evalMode === 'random';
+  const evalCount = t.evalBatches * accum;
+  // Fixed: the same held-out batches every time, drawn once. Random: fresh batches of each split
+  // at every evaluation from samplers of their own (their positions are checkpointed).
+  const evalBatches = random ? [] : Array.from({ length: evalCount }, () => evalSampler.sample());
+  const trainSplitSampler = new BatchSampler(data.train, t.batch, seq, t.seed + 3);
   let state: TrainingState = { step: 0, samplerPosition: sampler.position, history: [] };
   if (opts.resume) {
     await loadCheckpointWeights(opts.resume, trainee, optimizer);
     state = opts.resume.state;
     sampler.position = state.samplerPosition;
+    if (random && state.evalPositions) [evalSampler.position, trainSplitSampler.position] = state.evalPositions;
   }
+  const evaluateNow = async (): Promise<{ evalLoss: number; trainSplitLoss?: number }> => {
+    if (!random) return { evalLoss: await evaluate(trainee, evalCount, (i) => evalBatches[i], false) };
+    const evalLoss = await evaluate(trainee, evalCount, () => evalSampler.sample(), true);
+    const trainSplitLoss = await evaluate(trainee, evalCount, () => trainSplitSampler.sample(), true);
+    return { evalLoss, trainSplitLoss };
+  };
   const startStep = state.step;
   const save = async () => {
     if (!opts.out) return undefined;
     state.samplerPosition = sampler.position;
+    if (random) state.evalPositions = [evalSampler.position, trainSplitSampler.position];
     return saveCheckpoint(opts.out, config, trainee, optimizer, state);
   };
 
@@ -121,9 +139,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       await new Promise((resolve) => setImmediate(resolve));
       const stopping = (opts.shouldStop?.() ?? false) || (opts.stopAfter !== undefined && state.step - startStep >= opts.stopAfter && state.step < t.steps);
       if (state.step % t.evalEvery === 0 || state.step === t.steps || stopping) {
-        evalLoss = await evaluate(trainee, evalBatches);
+        const losses = await evaluateNow();
+        evalLoss = losses.evalLoss;
         entry.evalLoss = evalLoss;
-        progress.log(`${opts.label} step ${state.step}: eval loss ${evalLoss.toFixed(4)}`);
+        if (losses.trainSplitLoss !== undefined) entry.trainSplitLoss = losses.trainSplitLoss;
+        const trainSplit = losses.trainSplitLoss === undefined ? '' : ` (training split ${losses.trainSplitLoss.toFixed(4)})`;
+        progress.log(`${opts.label} step ${state.step}: eval loss ${evalLoss.toFixed(4)}${trainSplit}`);
       }
       if (stopping) {
         interrupted = true;
@@ -131,7 +152,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       if (opts.checkpointEvery && state.step % opts.checkpointEvery === 0 && state.step < t.steps) checkpoint = await save();
     }
-    if (Number.isNaN(evalLoss)) evalLoss = await evaluate(trainee, evalBatches);
+    if (Number.isNaN(evalLoss)) evalLoss = (await evaluateNow()).evalLoss;
     checkpoint = (await save()) ?? checkpoint;
   } finally {
     progress.stop();

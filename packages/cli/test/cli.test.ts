@@ -221,6 +221,20 @@ test('nanoGPT options: --grad-accum 2 of --batch 2 trains as --batch 4; --val-fr
   const resumed = run('train', '--resume', '--out', join(dir, 'opts-1'), '--steps', '3', '--backend', 'cpu');
   assert.is(resumed.code, 0, resumed.err);
 
+  // --eval-mode random: fresh batches of both splits at each evaluation, and a resumed run draws
+  // the ones an uninterrupted run would have.
+  const randomEval = ['--eval-mode', 'random', '--steps', '6'];
+  const straight = run('train', ...TINY, ...randomEval, '--out', join(dir, 'eval-random'));
+  assert.is(straight.code, 0, straight.err);
+  const evals = (out: string) => [...out.matchAll(/step (\d+): eval loss (\d+\.\d+) \(training split (\d+\.\d+)\)/g)].map((m) => m.slice(1).join(' '));
+  assert.is(evals(straight.out).length, 2, straight.out);
+  assert.is.not(evals(straight.out)[0].split(' ')[1], evals(straight.out)[1].split(' ')[1]);
+  const split = join(dir, 'eval-random-split');
+  assert.is(run('train', ...TINY, ...randomEval, '--stop-after', '3', '--out', split).code, 0);
+  const second = run('train', '--resume', '--out', split, '--backend', 'cpu');
+  assert.is(second.code, 0, second.err);
+  assert.equal(evals(second.out), evals(straight.out).slice(1), 'the resumed run evaluates on the same batches');
+  fails(/--eval-mode must be fixed or random, got 'nanogpt'/, 'train', ...TINY, '--eval-mode', 'nanogpt');
   fails(/--grad-accum must be an integer >= 1, got '0'/, 'train', ...TINY, '--grad-accum', '0');
   fails(/--val-fraction must be in \(0, 1\), got '1'/, 'train', ...TINY, '--val-fraction', '1');
   fails(/--beta2 must be in \[0, 1\), got '1'/, 'train', ...TINY, '--beta2', '1');
