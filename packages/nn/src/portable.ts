@@ -11,6 +11,7 @@ export { GPT, type GPTConfig } from './models/gpt.ts';
 export { Bert, BertLayer, BertEncoder, BertEmbeddings, type BertConfig } from './models/bert.ts';
 export { Optimizer, SGD, Adam, AdamW, type AdamOptions, type ParamGroup } from './optim/optimizer.ts';
 export { clipGradNorm, decayGroups, warmupCosine, type WarmupCosineOptions } from './optim/utils.ts';
+export { GradScaler, type GradScalerOptions } from './optim/grad-scaler.ts';
 export { encodeSafetensors, decodeSafetensors, type DecodedSafetensors, type StoredFloat } from './serialize/safetensors.ts';
 export { saveToBytes, loadFromBytes } from './serialize/state.ts';
 export { ModelPatcher, BlockSparseModelPatcher, type ModuleFactory, type PatchReport, type PatchRecord, type BlockSparsePatternParams } from './patcher.ts';

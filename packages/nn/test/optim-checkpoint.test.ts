@@ -22,13 +22,63 @@ import {
   save,
   warmupCosine,
 } from '@sparsegrad/nn';
-import { assertClose, assertRejects, assertThrows, backendSuites } from '../../core/test/helpers.ts';
+import { assertClose, assertRejects, assertThrows, backendSuites, randomArray } from '../../core/test/helpers.ts';
 
 for (const { backend, test } of await backendSuites('optimizers and checkpoints')) {
   // Modules and creation functions without an explicit backend use the current one.
   test.before(async () => void (await setBackend(backend.name)));
   const T = (d: number[]) => tensor(d, undefined, { backend, requiresGrad: true });
   const setGrad = (p: sg.Tensor, g: number[]) => (p.grad = tensor(g, undefined, { backend }));
+
+  test('GradScaler: scaled gradients unscale to the plain ones and step alike; an overflow skips the step and halves the scale; growth', async () => {
+    const { GradScaler, AdamW } = await import('@sparsegrad/nn');
+    const make = () => {
+      sg.manualSeed(11);
+      return new Linear(8, 4);
+    };
+    const x = tensor(Float32Array.from(randomArray(24, 3)), [3, 8], { backend });
+    const plain = make();
+    const scaled = make();
+    const optPlain = new AdamW(plain.parameters(), { lr: 1e-2 });
+    const optScaled = new AdamW(scaled.parameters(), { lr: 1e-2 });
+    const scaler = new GradScaler({ initScale: 1024, growthInterval: 2 });
+    sg.tidy(() => plain.forward(x).pow(2).mean().backward());
+    sg.tidy(() => scaler.scaleLoss(scaled.forward(x).pow(2).mean()).backward());
+    assertClose(
+      await scaled.weight.grad!.toArray(),
+      Float32Array.from(await plain.weight.grad!.toArray(), (g) => g * 1024),
+      1e-5,
+      'scaled gradient',
+    );
+    assert.is(await scaler.step(optScaled), true);
+    optPlain.step();
+    assertClose(await scaled.weight.toArray(), await plain.weight.toArray(), 1e-6, 'the same step');
+    scaler.update();
+    assert.is(scaler.scale, 1024);
+    // An overflow: the step is skipped (parameters untouched), the scale halves, growth restarts.
+    optScaled.zeroGrad();
+    sg.tidy(() => scaler.scaleLoss(scaled.forward(x).pow(2).mean().mul(Infinity)).backward());
+    const before = await scaled.weight.toArray();
+    assert.is(await scaler.step(optScaled), false);
+    assert.equal(await scaled.weight.toArray(), before);
+    scaler.update();
+    assert.is(scaler.scale, 512);
+    // Two clean steps double it (growthInterval 2).
+    for (let i = 0; i < 2; i++) {
+      optScaled.zeroGrad();
+      sg.tidy(() => scaler.scaleLoss(scaled.forward(x).pow(2).mean()).backward());
+      assert.is(await scaler.unscale(optScaled), true);
+      await assertRejects(() => scaler.unscale(optScaled), /GradScaler\.unscale: already called for this optimizer since the last update\(\)/);
+      assert.is(await scaler.step(optScaled), true);
+      scaler.update();
+    }
+    assert.is(scaler.scale, 1024);
+    assert.equal(scaler.stateDict(), { scale: 1024, growthTracker: 0 });
+    assertThrows(() => scaler.update(), /GradScaler\.update: call step\(\) \(or unscale\(\)\) first/);
+    assertThrows(() => scaler.loadStateDict({ scale: -1, growthTracker: 0 }), /GradScaler\.loadStateDict: expected/);
+    assertThrows(() => new GradScaler({ backoffFactor: 2 }), /GradScaler: backoffFactor must be in \(0, 1\), got 2/);
+    for (const o of [optPlain, optScaled]) o.dispose();
+  });
 
   test('SGD with momentum and weight decay matches the update rule', async () => {
     const p = T([1, -2]);
