@@ -115,17 +115,21 @@ export abstract class Module {
     const strict = opts.strict ?? true;
     const used = new Set<string>();
     const missing: string[] = [];
-    for (const [path, m] of this.namedModules()) await m.loadOwnState(path ? `${path}.` : '', state, used, missing);
     // A tied parameter is stored under one of its names (stateDict lists it once): its other names
-    // are not missing. Two different tensors for one tied parameter cannot both be loaded.
-    for (const names of this.tiedNames()) {
-      const present = names.filter((n) => used.has(n));
-      if (present.length === 0) continue;
+    // are not missing. Two different tensors for one tied parameter cannot both be loaded: checked
+    // before anything is copied.
+    const tied = this.tiedNames();
+    for (const names of tied) {
+      const present = names.filter((n) => n in state);
+      if (present.length > 1) await checkTiedState('loadStateDict', present, state);
+    }
+    for (const [path, m] of this.namedModules()) await m.loadOwnState(path ? `${path}.` : '', state, used, missing);
+    for (const names of tied) {
+      if (!names.some((n) => used.has(n))) continue;
       for (const n of names) {
         const at = missing.indexOf(n);
         if (at >= 0) missing.splice(at, 1);
       }
-      if (present.length > 1) await checkTiedState('loadStateDict', present, state);
     }
     const unexpected = Object.keys(state).filter((k) => !used.has(k));
     if (strict && (missing.length || unexpected.length)) {

@@ -110,6 +110,17 @@ export class ModelPatcher<P = ModuleFactory> {
       matches.forEach(({ module }, i) => replacements[i] && replacements[i] !== module && replacements[i].dispose());
       throw e;
     }
+    // A replaced module's parameter that another module shares (a tied weight) stays with that
+    // module; the replacement has weights of its own, so the tie ends: say so.
+    const tied = model.tiedNames();
+    for (const { path } of matches) {
+      for (const names of tied) {
+        const own = names.filter((n) => n.startsWith(`${path}.`));
+        const others = names.filter((n) => !n.startsWith(`${path}.`));
+        if (own.length && others.length)
+          warn(`patchModel: '${own[0]}' was tied to '${others[0]}'; the replacement of '${path}' has its own weights, so they are no longer tied`);
+      }
+    }
     const patched = matches.map(({ path, module, pattern }, i): PatchRecord<P> => {
       const replacement = replacements[i];
       model.setModule(path, replacement);
@@ -127,8 +138,13 @@ export class ModelPatcher<P = ModuleFactory> {
         parametersBefore: module.parameterCount(),
         parametersAfter: replacement.parameterCount(),
       };
-      if (replacement !== module) module.dispose();
       return record;
+    });
+    // Free what the replaced modules held, except tensors the model still uses (tied weights).
+    const alive = new Set([...model.parameters(), ...[...model.namedBuffers()].map(([, t]) => t)]);
+    matches.forEach(({ module }, i) => {
+      if (replacements[i] === module) return;
+      for (const t of [...module.parameters(), ...[...module.namedBuffers()].map(([, b]) => b)]) if (!alive.has(t)) t.dispose();
     });
     const unmatched = this.patterns.filter((p) => p.matches === 0).map((p) => p.source);
     for (const u of unmatched) warn(`patchModel: pattern /${u}/ matched no module`);

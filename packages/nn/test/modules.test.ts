@@ -366,6 +366,15 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     near(await std(linear('layers.0.attention.output').weight), 0.01, 'attention.output (residual)');
     near(await std(init.tokenEmbedding.weight), 0.02, 'embedding');
     assert.equal([...new Set(await linear('layers.0.mlp.fc1').bias!.toArray())], [0]);
+    // Patching a tied head unties it, says so, and leaves the embedding (which it shared) intact.
+    const warnings: string[] = [];
+    await new BlockSparseModelPatcher().addPattern('^head$', { density: 0.5, blockSize: 16 }).patchModel(copy, { warn: (w) => warnings.push(w) });
+    assert.equal(warnings, [
+      "patchModel: 'head.weight' was tied to 'tokenEmbedding.weight'; the replacement of 'head' has its own weights, so they are no longer tied",
+    ]);
+    assert.equal(copy.tiedNames(), []);
+    assert.equal([...copy.forward(ids).shape], [2, 8, 16]);
+    assertClose(await copy.tokenEmbedding.weight.toArray(), await tied.tokenEmbedding.weight.toArray(), 0, 'the embedding survives the patch');
     assertThrows(() => new GPT({ ...base, initStd: 0 }), /GPT: initStd must be a positive number, got 0/);
     assertThrows(() => new GPT({ ...base, gelu: 'exact' as 'none' }), /GPT: gelu must be 'tanh' or 'none', got 'exact'/);
   });
