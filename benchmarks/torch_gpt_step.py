@@ -2,9 +2,12 @@
 and step as benchmarks/gpt-step.ts): 6 pre-LN layers, d_model 512, 8 heads, sequence 256,
 vocabulary 200, tanh GELU, untied head, cross entropy, gradient clipping at norm 1, AdamW.
 fp32 with TF32 off (torch's default 'highest'), device-timed with CUDA events, median of steps
-after warm-up.
+after warm-up. What a PyTorch user runs on an H100 instead (issue 26's goal 2): `--autocast bf16`
+(torch.autocast), `--sdpa` (F.scaled_dot_product_attention, the flash kernel, instead of the
+attention written out), `--compile` (torch.compile of the model) and `--fused` (fused AdamW).
 
     python3 benchmarks/torch_gpt_step.py [--batch 32] [--steps 20] [--precision highest]
+      [--autocast bf16] [--sdpa] [--compile] [--fused]
 """
 import argparse
 import math
@@ -16,9 +19,9 @@ import torch.nn.functional as F
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, sdpa=False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.sdpa = heads, sdpa
         self.ln1 = nn.LayerNorm(d)
         self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
         self.ln2 = nn.LayerNorm(d)
@@ -29,6 +32,8 @@ class Block(nn.Module):
         b, t, d = x.shape
         split = lambda y: y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        if self.sdpa:
+            return self.output(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d))
         # Written out as sparsegrad computes it (no fused attention kernel), for a like-for-like step.
         scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
         mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), 1)
@@ -42,11 +47,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, seq, d, heads, layers):
+    def __init__(self, vocab, seq, d, heads, layers, sdpa=False):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Embedding(seq, d)
-        self.layers = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.layers = nn.ModuleList(Block(d, heads, sdpa) for _ in range(layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab, bias=False)
 
@@ -62,25 +67,35 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--precision", default="highest", choices=["highest", "high", "medium"])
+    p.add_argument("--autocast", default="off", choices=["off", "bf16", "fp16"])
+    p.add_argument("--sdpa", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--fused", action="store_true")
     a = p.parse_args()
     torch.set_float32_matmul_precision(a.precision)
     torch.manual_seed(0)
     dev = "cuda"
     vocab, seq = 200, 256
-    model = GPT(vocab, seq, 512, 8, 6).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model = GPT(vocab, seq, 512, 8, 6, sdpa=a.sdpa).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=a.fused)
+    forward = torch.compile(model) if a.compile else model
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.autocast)
+    scaler = torch.amp.GradScaler("cuda", enabled=low == torch.float16)
     tokens = torch.arange(a.batch * (seq + 1), device=dev).mul(7919).remainder(vocab).view(a.batch, seq + 1)
     x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
     def step():
-        loss = F.cross_entropy(model(x).view(-1, vocab), y.view(-1))
-        loss.backward()
+        with torch.autocast(device_type="cuda", dtype=low or torch.float32, enabled=low is not None):
+            loss = F.cross_entropy(forward(x).view(-1, vocab).float(), y.view(-1))
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(5):
+    for _ in range(10 if a.compile else 5):
         step()
     torch.cuda.synchronize()
     times = []
@@ -91,7 +106,8 @@ def main():
         e.record()
         torch.cuda.synchronize()
         times.append(s.elapsed_time(e))
-    print(f"torch {torch.__version__} {torch.cuda.get_device_name()} precision {a.precision}: "
+    setup = f"precision {a.precision}, autocast {a.autocast}" + "".join(f", {f}" for f in ("sdpa", "compile", "fused") if getattr(a, f))
+    print(f"torch {torch.__version__} {torch.cuda.get_device_name()} {setup}: "
           f"{statistics.median(times):.2f} ms/step (median of {a.steps}), batch {a.batch}x{seq}, "
           f"peak memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
