@@ -33,6 +33,7 @@ export {
   linesLongestFirst,
   transposedLayout,
   unionGroupsLongestFirst,
+  type LayoutShape,
   type TileLimits,
 } from './blocksparse/layout.ts';
 export { LayoutDeviceCache } from './blocksparse/device-cache.ts';

@@ -5,13 +5,10 @@
  * check each rule without a GPU. Every rule cites the H100 measurement behind it (docs and
  * numbers: DESIGN.md, docs/benchmarks.md).
  */
-import type { BlockLayout, MatmulPrecision } from '@sparsegrad/core';
-import { layoutDensity } from '@sparsegrad/core/backend';
+import type { MatmulPrecision } from '@sparsegrad/core';
+import { type LayoutShape, layoutDensity } from '@sparsegrad/core/backend';
 import { type BsrProduct, takesDenseRoute } from './dense-route.ts';
 import type { CudaTuning } from './tuning.ts';
-
-/** What a route depends on of a layout (a 64x64 layout's 32x32 quadrants have the same). */
-export type LayoutShape = Pick<BlockLayout, 'rows' | 'cols' | 'blockSize' | 'nnzBlocks'>;
 
 /** Launch constants as the kernels define them, read from the device once (setup kernels). */
 export interface KernelConstants {
@@ -71,7 +68,7 @@ const FP32_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
 const OP_NAMES: Record<BsrProduct, string> = { forward: 'bsrMatmul', gradInput: 'bsrMatmulGradInput', sddmm: 'bsrSddmm' };
 const KERNEL_KINDS: Record<BsrProduct, string> = { forward: 'forward', gradInput: 'grad_input', sddmm: 'sddmm' };
 
-export function checkBlockSize(product: BsrProduct, blockSize: number): void {
+function checkBlockSize(product: BsrProduct, blockSize: number): void {
   if (!FP32_TOKENS[blockSize]) throw new Error(`cuda: ${OP_NAMES[product]}: no kernel for ${blockSize}x${blockSize} blocks (expected 16, 32 or 64)`);
 }
 

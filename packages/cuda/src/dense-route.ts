@@ -10,7 +10,7 @@
  */
 import type { CudaTuning } from './tuning.ts';
 import type { Backend, BlockLayout, MatmulPrecision } from '@sparsegrad/core';
-import { layoutDensity, matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
+import { layoutDensity, matrixAt, type BackendBuffer, type LayoutShape } from '@sparsegrad/core/backend';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
 
@@ -49,12 +49,7 @@ const MAX_DENSE_BYTES = 1 << 30;
  * Whether `product` takes the dense route. `mode` (the tuning's denseRoute) may force the kernels
  * ('off') or the dense route ('on').
  */
-export function takesDenseRoute(
-  layout: Pick<BlockLayout, 'rows' | 'cols' | 'blockSize' | 'nnzBlocks'>,
-  product: BsrProduct,
-  precision: MatmulPrecision,
-  mode: CudaTuning['denseRoute'] = 'auto',
-): boolean {
+export function takesDenseRoute(layout: LayoutShape, product: BsrProduct, precision: MatmulPrecision, mode: CudaTuning['denseRoute'] = 'auto'): boolean {
   if (mode !== 'auto') return mode === 'on';
   if (layout.rows * layout.cols * 4 > MAX_DENSE_BYTES) return false;
   const from = DENSE_FROM[precision][layout.blockSize]?.[product];

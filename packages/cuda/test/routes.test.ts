@@ -7,8 +7,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { MatmulPrecision } from '@sparsegrad/core';
-import { orderBand } from '@sparsegrad/core/backend';
-import { type KernelConstants, type LayoutShape, type RouteContext, orderBandTokens, productRoute, sddmmRoute } from '../src/blocksparse-routes.ts';
+import { type LayoutShape, orderBand } from '@sparsegrad/core/backend';
+import { type KernelConstants, type RouteContext, orderBandTokens, productRoute, sddmmRoute } from '../src/blocksparse-routes.ts';
 import { type CudaTuning, DEFAULT_CUDA_TUNING } from '../src/tuning.ts';
 
 const constants: KernelConstants = {

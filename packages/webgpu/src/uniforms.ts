@@ -22,18 +22,16 @@ export const COUNT_WORD = 0;
 /** Words named in order from position 0; `types` marks the words that are not u32. */
 export function uniforms<const N extends string>(names: readonly N[], types: Partial<Record<N, WordType>> = {}): Uniforms<N> {
   const word = Object.fromEntries(names.map((n, i) => [n, i])) as Record<N, number>;
-  const read = (n: N) => {
-    const t = types[n] ?? 'u32';
-    return `${t === 'u32' ? 'p' : t === 'i32' ? 'pi' : 'pf'}(${word[n]}u)`;
-  };
+  const kinds = names.map((n) => types[n] ?? 'u32');
+  const reader = { u32: 'p', i32: 'pi', f32: 'pf' } as const;
   return {
     word,
-    lets: names.map((n) => `let ${n} = ${read(n)};`).join(' '),
+    lets: names.map((n, i) => `let ${n} = ${reader[kinds[i]]}(${i}u);`).join(' '),
+    // Every dispatch packs its words: the types are resolved once, above.
     pack(values) {
-      return names.map((n) => {
-        const t = types[n] ?? 'u32';
+      return names.map((n, i) => {
         const v = values[n];
-        return t === 'u32' ? u(v) : t === 'i32' ? { i32: v } : { f32: v };
+        return kinds[i] === 'u32' ? u(v) : kinds[i] === 'i32' ? { i32: v } : { f32: v };
       });
     },
   };

@@ -243,7 +243,10 @@ function popcount(x: number): number {
 }
 
 /** The fraction of the layout's blocks that are stored. */
-export function layoutDensity(layout: Pick<BlockLayout, 'rows' | 'cols' | 'blockSize' | 'nnzBlocks'>): number {
+/** What a layout's density (and the routes that depend on it) reads of it. */
+export type LayoutShape = Pick<BlockLayout, 'rows' | 'cols' | 'blockSize' | 'nnzBlocks'>;
+
+export function layoutDensity(layout: LayoutShape): number {
   const { rows, cols, blockSize: bs } = layout;
   return layout.nnzBlocks / ((rows / bs) * (cols / bs));
 }
