@@ -12,15 +12,19 @@ export type {
   BinaryOp,
   BlockLayout,
   DType,
+  HalfDType,
+  KernelName,
   MatmulPrecision,
   MatrixView,
   RandomSpec,
   ReduceOp,
+  StorageArray,
   TypedArray,
   UnaryOp,
   View,
 } from './backend.ts';
-export { KERNELS, adamCoefficients, matrixAt } from './backend.ts';
+export { DTYPE_BYTES, KERNELS, adamCoefficients, isHalf, matrixAt } from './backend.ts';
+export { withHalfFallback } from './half-fallback.ts';
 export { registerBackend, type BackendEntry } from './registry.ts';
 export { engine } from './engine.ts';
 export {

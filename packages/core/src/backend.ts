@@ -14,6 +14,15 @@
  *   stride 0); inputs passed as a bare buffer are contiguous and start at element 0.
  * - Kernels are enqueued in program order; only `read` waits for them.
  *
+ * Dtypes: a backend lists the dtypes it can hold (`dtypes`; float32 and int32 always). Of a 16-bit
+ * dtype (bfloat16, float16) it must implement storage (`alloc`, `upload`, `read`, `free`) and
+ * `copy` between it and every other dtype it holds (rounding to nearest even; float -> int32 as
+ * below); every other kernel receives 16-bit buffers only if the backend names it in
+ * `halfKernels`. Core wraps the rest (half-fallback.ts): 16-bit operands are widened to float32
+ * temporaries, the float32 kernel runs, and 16-bit outputs are rounded from its result. That is
+ * the rule every backend's 16-bit arithmetic follows: compute in float32, round once at each
+ * store. A native kernel may differ only by the order of its float32 accumulation.
+ *
  * Edge cases: every backend gives the same answer (the CPU backend is the reference, and the
  * shared test suite checks each rule on every backend):
  * - NaN propagates as in PyTorch: relu(NaN), maximum/minimum with a NaN operand and max/min
@@ -31,8 +40,18 @@
  *   rejects the next `read` with that Error, so no value computed after it reaches the user.
  */
 
-export type DType = 'float32' | 'int32';
+export type DType = 'float32' | 'int32' | 'bfloat16' | 'float16';
+/** The 16-bit floating dtypes: stored as 16-bit values, computed in float32. */
+export type HalfDType = 'bfloat16' | 'float16';
+export const DTYPES: readonly DType[] = ['float32', 'int32', 'bfloat16', 'float16'];
+export const isHalf = (d: DType): d is HalfDType => d === 'bfloat16' || d === 'float16';
+export const isFloating = (d: DType): boolean => d !== 'int32';
+/** Bytes per element of each dtype as stored. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { float32: 4, int32: 4, bfloat16: 2, float16: 2 };
+/** What users read and write: 16-bit floats reach the host converted to float32. */
 export type TypedArray = Float32Array | Int32Array;
+/** What a backend stores and transfers: 16-bit floats as their bits. */
+export type StorageArray = Float32Array | Int32Array | Uint16Array;
 
 /** A backend-owned allocation; opaque to core. */
 export interface BackendBuffer {
@@ -175,13 +194,17 @@ export interface BackendMemory {
 export interface Backend {
   readonly name: string;
   readonly device: DeviceInfo;
+  /** The dtypes this backend can hold (see "Dtypes" above). */
+  readonly dtypes: readonly DType[];
+  /** Kernels that take 16-bit operands of a dtype directly; the others get float32 (core widens). */
+  readonly halfKernels?: Readonly<Partial<Record<HalfDType, readonly KernelName[]>>>;
 
   // ---- memory ----
   alloc(size: number, dtype: DType): BackendBuffer;
-  /** Uploads host data into a new buffer. */
-  upload(data: TypedArray): BackendBuffer;
-  /** Resolves with the first `size` elements once all kernels queued before it finished. */
-  read(buffer: BackendBuffer, size: number): Promise<TypedArray>;
+  /** Uploads host data into a new buffer of `dtype` (a Uint16Array holds 16-bit floats' bits). */
+  upload(data: StorageArray, dtype: DType): BackendBuffer;
+  /** Resolves with the first `size` elements once all kernels queued before it finished (16-bit floats as bits). */
+  read(buffer: BackendBuffer, size: number): Promise<StorageArray>;
   free(buffer: BackendBuffer): void;
   memory(): BackendMemory;
 
@@ -203,7 +226,9 @@ export interface Backend {
   reduce(op: ReduceOp, x: BackendBuffer, outer: number, n: number, inner: number, out: BackendBuffer): void;
 
   // ---- linear algebra ----
-  // Every product takes the precision the user set (setFloat32MatmulPrecision).
+  // Every float32 product takes the precision the user set (setFloat32MatmulPrecision); a product of
+  // 16-bit operands (a backend naming it in halfKernels) multiplies them as they are and
+  // accumulates in float32, whatever the precision, and rounds its output to their dtype.
   /** out[b] (contiguous [batch, m, n]) = a[b] (m x k) @ b[b] (k x n). */
   matmul(a: MatrixView, b: MatrixView, out: BackendBuffer, batch: number, m: number, n: number, k: number, precision: MatmulPrecision): void;
 
@@ -314,3 +339,4 @@ export const KERNELS = [
   'sumOfSquares',
   'scaleBuffers',
 ] as const satisfies readonly (keyof Backend)[];
+export type KernelName = (typeof KERNELS)[number];

@@ -1,9 +1,10 @@
 import type ndarray from 'ndarray';
-import type { Backend, DType, TypedArray } from './backend.ts';
+import { type Backend, type DType, DTYPES, isFloating, type StorageArray, type TypedArray } from './backend.ts';
 import { engine } from './engine.ts';
 import { fmtShape, opError } from './errors.ts';
+import { float32ToBfloat16, float32ToFloat16 } from './half.ts';
 import { checkShape, sizeOf, type Shape } from './shape.ts';
-import { empty, Storage, Tensor, type NestedArray } from './tensor.ts';
+import { checkHeld, empty, Storage, Tensor, type NestedArray } from './tensor.ts';
 
 export interface CreateOptions {
   dtype?: DType;
@@ -16,9 +17,16 @@ function finish(t: Tensor, opts: CreateOptions): Tensor {
   return t;
 }
 
-function checkDtype(op: string, dtype: unknown): DType {
-  if (dtype !== 'float32' && dtype !== 'int32') throw opError(op, `dtype must be 'float32' or 'int32', got ${String(dtype)}`);
-  return dtype;
+export function checkDtype(op: string, dtype: unknown): DType {
+  if (!DTYPES.includes(dtype as DType)) throw opError(op, `dtype must be one of ${DTYPES.map((d) => `'${d}'`).join(', ')}, got ${String(dtype)}`);
+  return dtype as DType;
+}
+
+/** Host values as a backend stores them: 16-bit floats rounded to nearest even, as their bits. */
+export function storageArray(values: ArrayLike<number>, dtype: DType): StorageArray {
+  if (dtype === 'bfloat16') return float32ToBfloat16(values);
+  if (dtype === 'float16') return float32ToFloat16(values);
+  return dtype === 'int32' ? Int32Array.from(values) : Float32Array.from(values);
 }
 
 function inferShape(op: string, data: NestedArray, shape: number[] = []): number[] {
@@ -61,9 +69,9 @@ export function tensor(data: NestedArray | TypedArray | readonly number[], shape
     throw opError(op, `data has ${flat.length} elements but shape ${fmtShape(finalShape)} needs ${sizeOf(finalShape)}`);
   }
   const dtype = checkDtype(op, opts.dtype ?? (data instanceof Int32Array ? 'int32' : 'float32'));
-  const host = dtype === 'float32' ? Float32Array.from(flat) : Int32Array.from(flat);
   const backend = opts.backend ?? engine.backend;
-  return finish(new Tensor(new Storage(backend, backend.upload(host)), finalShape, dtype), opts);
+  checkHeld(op, dtype, backend);
+  return finish(new Tensor(new Storage(backend, backend.upload(storageArray(flat, dtype), dtype)), finalShape, dtype), opts);
 }
 
 export function full(shape: Shape, value: number, opts: CreateOptions = {}): Tensor {
@@ -82,7 +90,9 @@ export const onesLike = (t: Tensor): Tensor => full(t.shape, 1, { dtype: t.dtype
 function randomTensor(op: string, shape: Shape, kind: 'uniform' | 'normal', a: number, b: number, opts: CreateOptions): Tensor {
   const s = checkShape(op, shape);
   if (!Number.isFinite(a) || !Number.isFinite(b)) throw opError(op, `parameters must be finite numbers, got ${a} and ${b}`);
-  const t = empty(s, 'float32', opts.backend ?? engine.backend);
+  const dtype = checkDtype(op, opts.dtype ?? 'float32');
+  if (!isFloating(dtype)) throw opError(op, `dtype must be a floating dtype, got ${dtype}`);
+  const t = empty(s, dtype, opts.backend ?? engine.backend);
   t.backend.random(t.bufferFor(op), t.size, { kind, key: engine.nextKey(), a, b });
   return finish(t, opts);
 }

@@ -1,4 +1,4 @@
-import { MATMUL_PRECISIONS, type Backend, type BackendMemory, type MatmulPrecision } from './backend.ts';
+import { MATMUL_PRECISIONS, type Backend, type BackendMemory, type HalfDType, type MatmulPrecision } from './backend.ts';
 import { opError } from './errors.ts';
 import { cachedBackend, createSync, instantiateBackend, resolveAuto } from './registry.ts';
 import type { Tensor } from './tensor.ts';
@@ -15,6 +15,8 @@ class Engine {
   readonly scopes: Set<Tensor>[] = [];
   gradEnabled = true;
   matmulPrecision: MatmulPrecision = 'highest';
+  /** The dtype of autocast's products, or null outside autocast (autocast.ts). */
+  autocast: HalfDType | null = null;
   /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
   private rng = new Uint32Array(4);
   /** Live tensor handles per backend (keyed like the byte counts, by backend instance). */

@@ -4,8 +4,8 @@
  */
 import './cpu/backend.ts'; // registers 'cpu'
 
-export type { AdamStepSpec, MatmulPrecision, Backend, BlockLayout, DType, TypedArray } from './backend.ts';
-export { MATMUL_PRECISIONS } from './backend.ts';
+export type { AdamStepSpec, MatmulPrecision, Backend, BlockLayout, DType, HalfDType, TypedArray } from './backend.ts';
+export { DTYPES, MATMUL_PRECISIONS, isFloating, isHalf } from './backend.ts';
 export { backends, type BackendStatus } from './registry.ts';
 export {
   getBackend,
@@ -22,6 +22,7 @@ export {
 } from './engine.ts';
 export { Tensor, tidy, releasing, keep, type NestedArray } from './tensor.ts';
 export { release } from './autograd/graph.ts';
+export { autocast, autocastDtype } from './autocast.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
 export {
   add,
@@ -49,6 +50,8 @@ export {
   clamp,
   where,
   cast,
+  to,
+  promoteTypes,
   sign,
 } from './ops/elementwise.ts';
 export { sum, mean, max, min, argmax, argmin, sumTo } from './ops/reduce.ts';
@@ -67,4 +70,4 @@ export { adamStep, adamSteps, scaleEach, scaleEachInPlace, sumOfSquares, type Ad
 export { BlockSparseMatrix, type BlockCountOptions } from './blocksparse/matrix.ts';
 export { BLOCK_SIZES } from './blocksparse/layout.ts';
 export { opError, fmtShape } from './errors.ts';
-export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './half.ts';
+export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, roundTo } from './half.ts';

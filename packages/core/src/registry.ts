@@ -1,5 +1,6 @@
 import { KERNELS, type Backend } from './backend.ts';
 import { opError } from './errors.ts';
+import { withHalfFallback } from './half-fallback.ts';
 
 /** How a backend is created. `create` throws (with a reason) when the backend cannot run here. */
 export interface BackendEntry {
@@ -54,6 +55,8 @@ async function loadOptionalPackage(name: string): Promise<void> {
 function checkCoverage(backend: Backend): void {
   const missing = KERNELS.filter((k) => typeof (backend as unknown as Record<string, unknown>)[k] !== 'function');
   if (missing.length) throw new Error(`backend '${backend.name}' does not implement: ${missing.join(', ')}`);
+  if (!backend.dtypes?.includes('float32') || !backend.dtypes.includes('int32'))
+    throw new Error(`backend '${backend.name}' must hold float32 and int32 (its dtypes: ${String(backend.dtypes)})`);
 }
 
 /** Creates (once) and returns the backend, or throws an Error saying why it is unavailable. */
@@ -68,7 +71,7 @@ export async function instantiateBackend(name: string): Promise<Backend> {
   if (!entry) throw opError('setBackend', `backend '${name}' is not available: ${failures.get(name) ?? 'not registered'}`);
   let backend: Backend;
   try {
-    backend = await entry.create();
+    backend = withHalfFallback(await entry.create());
     checkCoverage(backend);
   } catch (e) {
     const reason = (e as Error).message;
@@ -90,8 +93,9 @@ export function createSync(name: string): Backend {
   const b = entry.create();
   if (b instanceof Promise) throw opError('getBackend', `backend '${name}' must be created with await setBackend('${name}')`);
   checkCoverage(b);
-  instances.set(name, b);
-  return b;
+  const backend = withHalfFallback(b);
+  instances.set(name, backend);
+  return backend;
 }
 
 /**

@@ -1,4 +1,5 @@
-import type { Backend, BackendBuffer, DType, TypedArray, View } from './backend.ts';
+import { type Backend, type BackendBuffer, type DType, DTYPE_BYTES, isFloating, type TypedArray, type View } from './backend.ts';
+import { bfloat16ToFloat32, float16ToFloat32 } from './half.ts';
 import { engine } from './engine.ts';
 import { fmtShape, opError } from './errors.ts';
 import { contiguousStrides, isContiguous, sizeOf, type Shape } from './shape.ts';
@@ -18,7 +19,7 @@ export class Storage {
     readonly backend: Backend,
     readonly buffer: BackendBuffer,
   ) {
-    engine.onAlloc(backend, buffer.size * 4);
+    engine.onAlloc(backend, buffer.size * DTYPE_BYTES[buffer.dtype]);
   }
   retain(): void {
     this.refs++;
@@ -30,7 +31,7 @@ export class Storage {
   release(): void {
     if (--this.refs === 0) {
       this.backend.free(this.buffer);
-      engine.onAlloc(this.backend, -this.buffer.size * 4);
+      engine.onAlloc(this.backend, -this.buffer.size * DTYPE_BYTES[this.buffer.dtype]);
     }
   }
 }
@@ -113,7 +114,7 @@ export class Tensor {
     return this._requiresGrad;
   }
   set requiresGrad(v: boolean) {
-    if (v && this.dtype !== 'float32') throw opError('requiresGrad', `only float32 tensors can require gradients, got ${this.dtype}`);
+    if (v && !isFloating(this.dtype)) throw opError('requiresGrad', `only floating-point tensors can require gradients, got ${this.dtype}`);
     this._requiresGrad = v;
   }
   /** Enables gradient tracking in place and returns this tensor. */
@@ -163,11 +164,14 @@ export class Tensor {
   }
 
   // ---- reading (always asynchronous so GPU backends never block) ----
+  /** The values in row-major order: Int32Array for int32, Float32Array for every floating dtype (16-bit values converted exactly). */
   async toArray(): Promise<TypedArray> {
     const t = mv.asFlat(this);
     const out = await this.backend.read(t.bufferFor('toArray'), this.size);
     if (t !== this) t.dispose();
-    return out;
+    if (this.dtype === 'bfloat16') return bfloat16ToFloat32(out);
+    if (this.dtype === 'float16') return float16ToFloat32(out);
+    return out as TypedArray;
   }
   async toNested(): Promise<NestedArray> {
     const data = await this.toArray();
@@ -267,6 +271,10 @@ export class Tensor {
   cast(dtype: DType): Tensor {
     return ew.cast(this, dtype);
   }
+  /** The tensor in `dtype` (itself when it already is); differentiable between floating dtypes. */
+  to(dtype: DType): Tensor {
+    return ew.to(this, dtype);
+  }
 
   sum(axis?: number | number[], keepdim = false): Tensor {
     return red.sum(this, axis, keepdim);
@@ -361,8 +369,19 @@ function nest(data: TypedArray, shape: readonly number[], axis: number, offset: 
   return out;
 }
 
+/** Throws an Error naming `op` if `backend` cannot hold `dtype`. */
+export function checkHeld(op: string, dtype: DType, backend: Backend): void {
+  if (!backend.dtypes.includes(dtype)) {
+    throw opError(
+      op,
+      `the ${backend.name} backend cannot hold ${dtype} tensors (it holds ${backend.dtypes.join(', ')})${backend.name === 'webgpu' && dtype === 'float16' ? ": this adapter does not offer the 'shader-f16' feature" : ''}`,
+    );
+  }
+}
+
 /** Allocates an uninitialised contiguous result tensor on `backend`. */
 export function empty(shape: Shape, dtype: DType = 'float32', backend: Backend = engine.backend): Tensor {
+  checkHeld('alloc', dtype, backend);
   const buffer = backend.alloc(sizeOf(shape), dtype);
   return new Tensor(new Storage(backend, buffer), shape, dtype);
 }

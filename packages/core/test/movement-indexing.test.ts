@@ -166,8 +166,8 @@ for (const { backend, test } of await backendSuites('movement and indexing')) {
     await fails(() => sg.crossEntropy(logits, I([1, 5000, 2])), /gather: index 5000 is out of range for a dimension of size 64/);
     assert.ok(Number.isFinite(await sg.crossEntropy(logits, I([1, -100, 2])).item()), 'ignoreIndex targets are not out of range');
     // Scatter-add, the gradient kernel of gather, checks too.
-    const src = backend.upload(Float32Array.of(1, 2, 3));
-    const idx = backend.upload(Int32Array.of(0, 7, 1));
+    const src = backend.upload(Float32Array.of(1, 2, 3), 'float32');
+    const idx = backend.upload(Int32Array.of(0, 7, 1), 'int32');
     const out = backend.alloc(4, 'float32');
     const scattered = async () => {
       backend.scatterAdd(src, { buffer: idx, shape: [1, 3, 1], strides: [3, 1, 0], offset: 0 }, 1, 4, 1, 3, out);

@@ -308,8 +308,9 @@ Napi::Value ReleaseEvents(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// gemm(transa, transb, m, n, k, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, batch, compute, cublasLt):
-// column-major C = op(A) op(B), alpha 1, beta 0, fp32 in and out; compute 0 = fp32, 1 = TF32, 2 = BF16.
+// gemm(transa, transb, m, n, k, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, batch, compute, cublasLt, dtype):
+// column-major C = op(A) op(B), alpha 1, beta 0. dtype 0: fp32 in and out, compute 0 = fp32, 1 = TF32,
+// 2 = BF16 tensor cores; dtype 1 (bf16) or 2 (fp16): A, B and C in that type, accumulated in fp32.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!blasLoaded) {
@@ -338,17 +339,21 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   }
   auto i32 = [&](int i) { return info[i].As<Napi::Number>().Int32Value(); };
   auto i64 = [&](int i) { return (long long)info[i].As<Napi::Number>().DoubleValue(); };
-  const int compute = i32(15);
-  const int type = compute == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : compute == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  const int compute = i32(15), dtype = i32(17);
+  const int data = dtype == 1 ? CUDA_R_16BF_ : dtype == 2 ? CUDA_R_16F_ : CUDA_R_32F_;
+  const int type = dtype != 0 ? CUBLAS_COMPUTE_32F
+                   : compute == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                   : compute == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                  : CUBLAS_COMPUTE_32F;
   // cublasLt (argument 16): the host's tuning may ask for the legacy call instead (benchmarks compare).
   if (ltLoaded && i32(16) != 0 && lt.gemm(i32(0), i32(1), i32(2), i32(3), i32(4), (const void*)ptrArg(info[5]), i32(6), i64(7), (const void*)ptrArg(info[8]),
-                         i32(9), i64(10), (void*)ptrArg(info[11]), i32(12), i64(13), i32(14), type, (void*)blasWorkspace, BLAS_WORKSPACE,
+                         i32(9), i64(10), (void*)ptrArg(info[11]), i32(12), i64(13), i32(14), type, data, (void*)blasWorkspace, BLAS_WORKSPACE,
                          stream) == 0)
     return env.Undefined();
   const float one = 1.f, zero = 0.f;
   cublasStatus_t s = blas.gemmStridedBatchedEx(blasHandle, i32(0), i32(1), i32(2), i32(3), i32(4), &one,
-      (const void*)ptrArg(info[5]), CUDA_R_32F_, i32(6), i64(7), (const void*)ptrArg(info[8]), CUDA_R_32F_, i32(9), i64(10), &zero,
-      (void*)ptrArg(info[11]), CUDA_R_32F_, i32(12), i64(13), i32(14), type, CUBLAS_GEMM_DEFAULT);
+      (const void*)ptrArg(info[5]), data, i32(6), i64(7), (const void*)ptrArg(info[8]), data, i32(9), i64(10), &zero,
+      (void*)ptrArg(info[11]), data, i32(12), i64(13), i32(14), type, CUBLAS_GEMM_DEFAULT);
   if (s != 0) throw Napi::Error::New(env, std::string("cublasGemmStridedBatchedEx: ") + blas.statusString(s));
   return env.Undefined();
 }

@@ -14,7 +14,7 @@ struct HeuristicResult {
   float wavesCount;
   int reserved[4];
 };
-using Key = std::tuple<int, int, int, int, int, int, int, int, long long, long long, long long, int, int>;
+using Key = std::tuple<int, int, int, int, int, int, int, int, long long, long long, long long, int, int, int>;
 struct Plan {
   bool ok = false;
   void *desc = nullptr, *a = nullptr, *b = nullptr, *c = nullptr;
@@ -75,9 +75,9 @@ bool GemmLt::load(std::string& why) {
 }
 
 int GemmLt::gemm(int transa, int transb, int m, int n, int k, const void* A, int lda, long long strideA, const void* B, int ldb,
-                 long long strideB, void* C, int ldc, long long strideC, int batch, int computeType, void* workspace, size_t workspaceBytes,
-                 CUstream stream) {
-  const Key key{transa, transb, m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batch, computeType};
+                 long long strideB, void* C, int ldc, long long strideC, int batch, int computeType, int dataType, void* workspace,
+                 size_t workspaceBytes, CUstream stream) {
+  const Key key{transa, transb, m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batch, computeType, dataType};
   auto it = plans.find(key);
   if (it == plans.end()) {
     if (plans.size() >= MAX_PLANS) {
@@ -94,9 +94,9 @@ int GemmLt::gemm(int transa, int transb, int m, int n, int k, const void* A, int
     // Stored shapes of A and B (column-major): op(A) is m x k, op(B) k x n.
     bool ok = f_->descCreate(&p.desc, computeType, CUDA_R_32F_) == 0 && f_->descSet(p.desc, DESC_TRANSA, &ta, sizeof ta) == 0 &&
               f_->descSet(p.desc, DESC_TRANSB, &tb, sizeof tb) == 0 &&
-              f_->layoutCreate(&p.a, CUDA_R_32F_, transa ? k : m, transa ? m : k, lda) == 0 &&
-              f_->layoutCreate(&p.b, CUDA_R_32F_, transb ? n : k, transb ? k : n, ldb) == 0 &&
-              f_->layoutCreate(&p.c, CUDA_R_32F_, m, n, ldc) == 0;
+              f_->layoutCreate(&p.a, dataType, transa ? k : m, transa ? m : k, lda) == 0 &&
+              f_->layoutCreate(&p.b, dataType, transb ? n : k, transb ? k : n, ldb) == 0 &&
+              f_->layoutCreate(&p.c, dataType, m, n, ldc) == 0;
     if (ok && batch > 1) {
       const std::pair<void*, int64_t> strides[] = {{p.a, strideA}, {p.b, strideB}, {p.c, strideC}};
       for (auto& s : strides) {

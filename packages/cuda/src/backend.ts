@@ -14,7 +14,7 @@
  *   blocksparse.ts  the block-sparse trio (its routes: ../blocksparse-routes.ts, ../dense-route.ts)
  */
 import type { Backend, DType } from '@sparsegrad/core';
-import type { BackendBuffer } from '@sparsegrad/core/backend';
+import { type BackendBuffer, DTYPE_BYTES, type StorageArray } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { Args } from './args.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
@@ -70,24 +70,28 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
   let tuning: Readonly<CudaTuning> = DEFAULT_CUDA_TUNING;
   /** Bytes of the live buffers as requested (the allocator reserves whole size classes). */
   let liveBytes = 0;
+  /** Bytes reserved for a buffer: whole 4-byte words, so that 32-bit fills and poisoning cover 16-bit buffers too. */
+  const bytesOf = (size: number, dtype: DType) => Math.ceil((Math.max(1, size) * DTYPE_BYTES[dtype]) / 4) * 4;
   function alloc(size: number, dtype: DType): CudaBuffer {
     let ptr: number;
+    const bytes = bytesOf(size, dtype);
     try {
-      ptr = allocator.alloc(Math.max(1, size) * 4);
+      ptr = allocator.alloc(bytes);
     } catch (e) {
       throw new Error(`cuda: alloc: ${(e as Error).message}`);
     }
-    // Poisoned (tests): an output element a kernel fails to write shows instead of stale data.
-    if (tuning.poison) addon.memset32(ptr, 0x7fc00000, size);
-    liveBytes += size * 4;
+    // Poisoned (tests): an output element a kernel fails to write shows NaN instead of stale data
+    // (0x7fc0 is a bfloat16 NaN, 0x7e00 a float16 one).
+    if (tuning.poison) addon.memset32(ptr, dtype === 'bfloat16' ? 0x7fc07fc0 : dtype === 'float16' ? 0x7e007e00 : 0x7fc00000, bytes / 4);
+    liveBytes += size * DTYPE_BYTES[dtype];
     return new CudaBuffer(ptr, size, dtype);
   }
   function free(b: BackendBuffer): void {
-    liveBytes -= b.size * 4;
-    allocator.release(P(b), Math.max(1, b.size) * 4);
+    liveBytes -= b.size * DTYPE_BYTES[b.dtype];
+    allocator.release(P(b), bytesOf(b.size, b.dtype));
   }
-  function upload(data: Int32Array | Float32Array): CudaBuffer {
-    const b = alloc(data.length, data instanceof Int32Array ? 'int32' : 'float32');
+  function upload(data: StorageArray, dtype: DType): CudaBuffer {
+    const b = alloc(data.length, dtype);
     addon.upload(b.ptr, data);
     return b;
   }
@@ -108,7 +112,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     launch,
     alloc,
     free,
-    upload,
+    upload: (data) => upload(data, 'int32'),
     blocksFor,
     piecesFor: (outputs, n, minPiece) => Math.max(1, Math.min(Math.ceil((sms * 2048) / Math.max(1, outputs)), Math.ceil(n / minPiece))),
     rowLaunch,
@@ -126,16 +130,21 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
       description: `${props.name} (compute capability ${props.computeCapability}, ${props.multiprocessors} multiprocessors, ${(props.totalMemory / 2 ** 30).toFixed(0)} GiB)`,
     },
 
+    // 16-bit floats are stored natively; dense products take them through cuBLAS, every other
+    // kernel through core's float32 fallback (half-fallback.ts) until it has a native one.
+    dtypes: ['float32', 'int32', 'bfloat16', 'float16'],
+    halfKernels: { bfloat16: ['matmul'], float16: ['matmul'] },
+
     alloc,
     upload,
     async read(b, size) {
       let bytes: ArrayBuffer;
       try {
-        [bytes] = await Promise.all([addon.read(P(b), size * 4), indexErrors.check()]);
+        [bytes] = await Promise.all([addon.read(P(b), size * DTYPE_BYTES[b.dtype]), indexErrors.check()]);
       } catch (e) {
         throw isIndexError(e) ? e : new Error(`cuda: read: ${(e as Error).message}`);
       }
-      return b.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
+      return b.dtype === 'int32' ? new Int32Array(bytes) : b.dtype === 'float32' ? new Float32Array(bytes) : new Uint16Array(bytes);
     },
     free,
     memory: () => ({ buffers: allocator.liveBlocks, bytes: liveBytes }),

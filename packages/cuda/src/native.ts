@@ -45,7 +45,10 @@ export interface Addon {
   recordEvent(): number;
   elapsed(start: number, end: number): number;
   releaseEvents(): void;
-  /** Column-major C = op(A) op(B) through cuBLAS; compute 0 fp32, 1 TF32, 2 BF16; cublasLt 1: through cuBLASLt where it loaded. */
+  /**
+   * Column-major C = op(A) op(B) through cuBLAS; compute 0 fp32, 1 TF32, 2 BF16 (fp32 data);
+   * cublasLt 1: through cuBLASLt where it loaded; dtype 0 fp32, 1 bf16, 2 fp16 (A, B and C; fp32 accumulation).
+   */
   gemm(
     transA: number,
     transB: number,
@@ -64,6 +67,7 @@ export interface Addon {
     batch: number,
     compute: number,
     cublasLt: number,
+    dtype: number,
   ): void;
 }
 

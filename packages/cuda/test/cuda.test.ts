@@ -264,8 +264,8 @@ if (status?.available) {
       const x = Float32Array.from(randomArray(m * cols, seed + bs));
       const dy = Float32Array.from(randomArray(m * rows, seed + bs + 1));
       const { y, dx, dw } = blockSparseRefs(L, w, x, dy, m);
-      const xb = be.upload(x);
-      const dyb = be.upload(dy);
+      const xb = be.upload(x, 'float32');
+      const dyb = be.upload(dy, 'float32');
       const blocks = W.data.storageFor('test').buffer;
       // Every kernel variant (the dense route off): the default choice (TMA kernels on compute
       // capability 9.0, TF32 for 'medium' at this size), bf16 operands forced, and the mma.sync
@@ -325,7 +325,7 @@ if (status?.available) {
     const x = Float32Array.from(randomArray(m * n, seed));
     // Square W: x serves as dY too.
     const { y, dx } = blockSparseRefs(L, w, x, x, m);
-    const xb = be.upload(x);
+    const xb = be.upload(x, 'float32');
     const blocks = W.data.storageFor('test').buffer;
     for (const precision of ['highest', 'high'] as MatmulPrecision[]) {
       for (const [i, ref] of [y, dx].entries()) {
@@ -356,8 +356,8 @@ if (status?.available) {
       const x = Float32Array.from(randomArray(m * cols, seed + m));
       const dy = Float32Array.from(randomArray(m * rows, seed + m + 1));
       const { dw } = blockSparseRefs(L, w, x, dy, m);
-      const xb = be.upload(x);
-      const dyb = be.upload(dy);
+      const xb = be.upload(x, 'float32');
+      const dyb = be.upload(dy, 'float32');
       // 2-D tiles on whole-column items, on filled items (columns split between items, the
       // default), then off.
       for (const [tile, fill] of [

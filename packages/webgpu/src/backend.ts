@@ -36,10 +36,12 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
     name: 'webgpu',
     context: ctx,
     device: { name: 'webgpu', description: ctx.description, software },
+    // 16-bit floats are not held yet: core refuses them with an error naming the dtype and backend.
+    dtypes: ['float32', 'int32'],
 
     alloc: (size, dtype) => ctx.alloc(size, dtype),
-    upload(data) {
-      const b = ctx.alloc(data.length, data instanceof Int32Array ? 'int32' : 'float32');
+    upload(data, dtype) {
+      const b = ctx.alloc(data.length, dtype);
       ctx.upload(b, data);
       return b;
     },

@@ -49,8 +49,8 @@ function nanTail(a: Float32Array, n: number): Float32Array {
       const x = Float32Array.from(randomArray(m * cols, seed + bs + 2));
       const dy = Float32Array.from(randomArray(m * rows, seed + bs + 3));
       const { y, dx, dw } = blockSparseRefs(L, w, x, dy, m);
-      const xb = be.upload(nanTail(x, 8 * cols));
-      const dyb = be.upload(nanTail(dy, 8 * rows));
+      const xb = be.upload(nanTail(x, 8 * cols), 'float32');
+      const dyb = be.upload(nanTail(dy, 8 * rows), 'float32');
       const blocks = W.data.storageFor('test').buffer;
       // Union tiles by default, off, on (over clustered groups), and on over consecutive groups;
       // then the SDDMM's 128-column tiles forced for 32x32 blocks (rows of at most 4 blocks take
@@ -73,7 +73,7 @@ function nanTail(a: Float32Array, n: number): Float32Array {
       for (const v of variants) {
         const previous = ctx.setTuning(v);
         // Poisoned outputs: every element must be written.
-        const outs = [y, dx, dw].map((r) => be.upload(new Float32Array(r.length).fill(Number.NaN)));
+        const outs = [y, dx, dw].map((r) => be.upload(new Float32Array(r.length).fill(Number.NaN), 'float32'));
         be.bsrMatmul(xb, blocks, L, m, outs[0], 'highest');
         be.bsrMatmulGradInput(dyb, blocks, L, m, outs[1], 'highest');
         be.bsrSddmm(dyb, xb, L, m, outs[2], 'highest');
@@ -107,11 +107,11 @@ function nanTail(a: Float32Array, n: number): Float32Array {
     const x = Float32Array.from(randomArray(m * nc * bs, seed + 2));
     const dy = Float32Array.from(randomArray(m * nr * bs, seed + 3));
     const { dw } = blockSparseRefs(L, await W.data.toArray(), x, dy, m);
-    const [xb, dyb] = [be.upload(nanTail(x, 8 * nc * bs)), be.upload(nanTail(dy, 8 * nr * bs))];
+    const [xb, dyb] = [be.upload(nanTail(x, 8 * nc * bs), 'float32'), be.upload(nanTail(dy, 8 * nr * bs), 'float32')];
     const ctx = (be as WebGPUBackend).context;
     for (const tiles of ['', 'sddmm32=8,16,4,8,8']) {
       const previous = ctx.setTuning({ tiles });
-      const out = be.upload(new Float32Array(dw.length).fill(Number.NaN));
+      const out = be.upload(new Float32Array(dw.length).fill(Number.NaN), 'float32');
       be.bsrSddmm(dyb, xb, L, m, out, 'highest');
       ctx.setTuning(previous);
       const got = await be.read(out, dw.length);

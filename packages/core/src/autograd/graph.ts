@@ -3,7 +3,7 @@ import { fmtShape, opError } from '../errors.ts';
 import { sameShape } from '../shape.ts';
 import { Tensor, tidy } from '../tensor.ts';
 import { ones } from '../creation.ts';
-import { add } from '../ops/elementwise.ts';
+import { add, castKernel } from '../ops/elementwise.ts';
 import { gradRules } from './rules.ts';
 
 /** What an op records so that its gradient rule can run later. */
@@ -100,7 +100,7 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
   const prevGrad = engine.gradEnabled;
   engine.gradEnabled = false; // gradients of gradients are not supported
   try {
-    grads.set(root, gradient ? gradient.detach() : ones(root.shape, { backend: root.backend }));
+    grads.set(root, gradient ? gradient.detach() : ones(root.shape, { backend: root.backend, dtype: root.dtype }));
     for (const t of order) {
       const g = grads.get(t);
       if (!g) continue;
@@ -121,11 +121,18 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
       }
       const inputGrads = tidy(() => gradRules[node.op].grad(g, node, t));
       const used = new Set<Tensor>([g]);
+      const converted = new Set<Tensor>();
       node.inputs.forEach((input, i) => {
         let ig = inputGrads[i];
         if (!ig || !input.requiresGrad) return;
         if (!sameShape(ig.shape, input.shape)) {
           throw opError(node.op, `gradient rule produced shape ${fmtShape(ig.shape)} for an input of shape ${fmtShape(input.shape)} (internal error)`);
+        }
+        if (ig.dtype !== input.dtype) {
+          // An op that promoted its operands (bfloat16 + float32): each gradient is converted
+          // to its input's dtype, as PyTorch's engine does.
+          converted.add(ig);
+          ig = castKernel(ig, input.dtype);
         }
         if (used.has(ig)) ig = ig.detach(); // each input gets a handle of its own
         used.add(ig);
@@ -138,6 +145,7 @@ export function backward(root: Tensor, gradient: Tensor | undefined, retainGraph
           grads.set(input, ig);
         }
       });
+      for (const c of converted) if (!used.has(c)) c.dispose();
       g.dispose();
       if (!retainGraph) {
         forEachValueRead(node, (r) => {

@@ -8,7 +8,7 @@
  */
 import type { UnaryOp } from '../backend.ts';
 import { zeros } from '../creation.ts';
-import { add, binaryKernel, div, eq, gt, lt, mul, neg, sign, unaryKernel, where } from '../ops/elementwise.ts';
+import { add, binaryKernel, castKernel, div, eq, gt, lt, mul, neg, sign, unaryKernel, where } from '../ops/elementwise.ts';
 import { bsrKernel, bsrSddmmKernel } from '../ops/blocksparse.ts';
 import { indexView, scatterAddKernel } from '../ops/indexing.ts';
 import type { BlockLayout } from '../backend.ts';
@@ -197,10 +197,11 @@ export const gradRules: Record<string, GradRule> = {
     axes.forEach((a, i) => (inverse[a] = i));
     return [permute(g, inverse)];
   }),
+  cast: rule('shapes', false, (g, node) => [castKernel(g, node.inputs[0].dtype)]),
   expand: rule('shapes', false, (g, node) => [sumTo(g, node.attrs.inShape as number[])]),
   slice: rule('shapes', false, (g, node) => {
     const x = node.inputs[0];
-    const z = zeros(x.shape, { backend: x.backend });
+    const z = zeros(x.shape, { backend: x.backend, dtype: g.dtype });
     copyInto(z, g, node.attrs.axis as number, node.attrs.start as number);
     return [z];
   }),

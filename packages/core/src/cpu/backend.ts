@@ -5,7 +5,9 @@ import {
   type BlockLayout,
   type DType,
   type MatrixView,
+  DTYPE_BYTES,
   type RandomSpec,
+  type StorageArray,
   type TypedArray,
   type View,
 } from '../backend.ts';
@@ -39,30 +41,35 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
   let buffers = 0;
   let bytes = 0;
   // Views are made per call: memory growth detaches older ones.
-  const data = (b: BackendBuffer): TypedArray => heap.view((b as CpuBuffer).ptr, b.size, b.dtype);
+  const storage = (b: BackendBuffer): StorageArray => heap.view((b as CpuBuffer).ptr, b.size, b.dtype);
+  // Kernels other than copy see float32 and int32 only (core widens 16-bit operands: half-fallback.ts).
+  const data = (b: BackendBuffer): TypedArray => storage(b) as TypedArray;
   const f32 = (b: BackendBuffer): Float32Array => data(b) as Float32Array;
   const viewData = (v: View): TypedArray => data(v.buffer);
   const ptr = (b: BackendBuffer, offset = 0): number => (b as CpuBuffer).ptr + 4 * offset;
   const alloc = (size: number, dtype: DType): CpuBuffer => {
     buffers++;
-    bytes += size * 4;
-    return new CpuBuffer(heap.alloc(size * 4), size, dtype);
+    bytes += size * DTYPE_BYTES[dtype];
+    return new CpuBuffer(heap.alloc(size * DTYPE_BYTES[dtype]), size, dtype);
   };
   return {
     name: 'cpu',
     device: { name: 'cpu', description: `host CPU (WebAssembly SIMD, ${wasm.threads} thread${wasm.threads > 1 ? 's' : ''})` },
+    // bfloat16 and float16 are stored as 16-bit values and computed through float32 (core's
+    // half-fallback.ts): the reference every backend's 16-bit arithmetic is held to.
+    dtypes: ['float32', 'int32', 'bfloat16', 'float16'],
 
     alloc,
-    upload(arr) {
-      const b = alloc(arr.length, arr instanceof Int32Array ? 'int32' : 'float32');
-      data(b).set(arr);
+    upload(arr, dtype) {
+      const b = alloc(arr.length, dtype);
+      storage(b).set(arr);
       return b;
     },
-    read: async (buffer, size) => data(buffer).slice(0, size),
+    read: async (buffer, size) => storage(buffer).slice(0, size),
     free(buffer) {
       buffers--;
-      bytes -= buffer.size * 4;
-      heap.release((buffer as CpuBuffer).ptr, buffer.size * 4);
+      bytes -= buffer.size * DTYPE_BYTES[buffer.dtype];
+      heap.release((buffer as CpuBuffer).ptr, buffer.size * DTYPE_BYTES[buffer.dtype]);
     },
     memory: () => ({ buffers, bytes }),
 
@@ -73,7 +80,7 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       if (spec.kind === 'uniform') for (let i = 0; i < size; i++) o[i] = a + (b - a) * uniformAt(key, i);
       else for (let i = 0; i < size; i++) o[i] = a + b * normalAt(key, i);
     },
-    copy: (src, dst) => ew.copy(src, dst, viewData),
+    copy: (src, dst) => ew.copy(src, dst, (v) => storage(v.buffer)),
 
     unary: (op, x, out) => void (simdUnary(wasm, ptr, op, x, out) || ew.unary(op, x, data(out), viewData)),
     binary: (op, a, b, out) => void (simdBinary(wasm, ptr, op, a, b, out) || ew.binary(op, a, b, data(out), viewData)),

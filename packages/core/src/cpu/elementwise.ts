@@ -1,4 +1,5 @@
-import type { BinaryOp, TypedArray, UnaryOp, View } from '../backend.ts';
+import type { BinaryOp, DType, StorageArray, TypedArray, UnaryOp, View } from '../backend.ts';
+import { fromBfloat16Bits, fromFloat16Bits, toBfloat16Bits, toFloat16Bits } from '../half.ts';
 import { contiguousStrides } from '../shape.ts';
 import { collapse, forEachRun } from './strided.ts';
 import * as M from './math.ts';
@@ -108,17 +109,31 @@ export function where(cond: View, a: View, b: View, out: TypedArray, data: Data)
 }
 
 /** Strided copy between any two views (with dtype conversion through the typed arrays). */
-export function copy(src: View, dst: View, data: Data): void {
+export function copy(src: View, dst: View, data: (v: View) => StorageArray): void {
   const { shape, ops } = collapse(src.shape, [
     { offset: dst.offset, strides: dst.strides },
     { offset: src.offset, strides: src.strides },
   ]);
   const s = data(src);
   const d = data(dst);
+  const same = src.buffer.dtype === dst.buffer.dtype;
+  const convert = same ? (v: number) => v : converter(src.buffer.dtype, dst.buffer.dtype);
   forEachRun(shape, ops, (starts, n, inner) => {
     const [o, i0] = starts;
     const [od, id] = inner;
-    if (od === 1 && id === 1 && s.constructor === d.constructor) d.set(s.subarray(i0, i0 + n), o);
-    else for (let i = 0; i < n; i++) d[o + i * od] = s[i0 + i * id];
+    if (od === 1 && id === 1 && same) d.set(s.subarray(i0, i0 + n), o);
+    else for (let i = 0; i < n; i++) d[o + i * od] = convert(s[i0 + i * id]);
   });
+}
+
+/**
+ * Element conversion between dtypes as stored: 16-bit floats are decoded to their value, values
+ * stored into a 16-bit float round to nearest even (an int32 first to float32, as on every
+ * backend), and storing into an Int32Array applies ToInt32 itself.
+ */
+function converter(from: DType, to: DType): (v: number) => number {
+  const load = from === 'bfloat16' ? fromBfloat16Bits : from === 'float16' ? fromFloat16Bits : (v: number) => v;
+  if (to === 'bfloat16') return (v) => toBfloat16Bits(load(v));
+  if (to === 'float16') return (v) => toFloat16Bits(load(v));
+  return load;
 }

@@ -1,5 +1,6 @@
 /** Attention: its weights as one op (so that the [..., Tq, Tk] scores do not outlive it), and scaled dot-product attention. */
 import { record } from '../autograd/graph.ts';
+import { lowPrecision } from '../autocast.ts';
 import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes } from '../shape.ts';
@@ -25,11 +26,12 @@ export interface AttentionWeightsOptions {
  * freed inside the op, whose backward needs only q, k and the weights (PyTorch keeps the same
  * three for its math attention path).
  */
-export function attentionWeights(q: Tensor, k: Tensor, opts: AttentionWeightsOptions): Tensor {
+export function attentionWeights(q0: Tensor, k0: Tensor, opts: AttentionWeightsOptions): Tensor {
   const op = 'attentionWeights';
   const mask = opts.mask ?? null;
-  checkTensors(op, q, k, ...(mask ? [mask] : []));
-  for (const t of [q, k, mask]) if (t) checkFloat(op, t);
+  checkTensors(op, q0, k0, ...(mask ? [mask] : []));
+  for (const t of [q0, k0, mask]) if (t) checkFloat(op, t);
+  const [q, k] = lowPrecision(q0, k0);
   if (!Number.isFinite(checkNumber(op, 'scale', opts.scale))) throw opError(op, `scale must be finite, got ${opts.scale}`);
   if (q.rank < 2 || k.rank < 2 || q.shape[q.rank - 1] !== k.shape[k.rank - 1]) {
     throw opError(op, `q [..., Tq, d] and k [..., Tk, d] must share d, got ${fmtShape(q.shape)} and ${fmtShape(k.shape)}`);
@@ -74,10 +76,11 @@ export interface ScaledDotProductAttentionOptions {
  * attentionWeights (the weights are the one [..., Tq, Tk] tensor kept for backward), dropout and
  * a batched product, on every backend.
  */
-export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: ScaledDotProductAttentionOptions = {}): Tensor {
+export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, opts: ScaledDotProductAttentionOptions = {}): Tensor {
   const op = 'scaledDotProductAttention';
-  checkTensors(op, q, k, v);
-  checkFloat(op, v);
+  checkTensors(op, q0, k0, v0);
+  for (const t of [q0, k0, v0]) checkFloat(op, t);
+  const [q, k, v] = lowPrecision(q0, k0, v0);
   if (q.rank < 2 || k.rank < 2 || v.rank < 2)
     throw opError(op, `q, k and v need at least 2 dims, got ${fmtShape(q.shape)}, ${fmtShape(k.shape)} and ${fmtShape(v.shape)}`);
   if (v.shape[v.rank - 2] !== k.shape[k.rank - 2])

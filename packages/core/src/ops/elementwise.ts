@@ -1,8 +1,10 @@
-import type { BinaryOp, DType, UnaryOp, View } from '../backend.ts';
+import { type BinaryOp, type DType, isFloating, type UnaryOp, type View } from '../backend.ts';
+import { checkDtype } from '../creation.ts';
+import { fullPrecision } from '../autocast.ts';
 import { record } from '../autograd/graph.ts';
 import { opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, contiguousStrides, sizeOf } from '../shape.ts';
-import { empty, Tensor } from '../tensor.ts';
+import { checkHeld, empty, Tensor } from '../tensor.ts';
 import { checkFloat, checkNumber, checkTensors } from './util.ts';
 
 type Operand = Tensor | number;
@@ -13,22 +15,41 @@ function broadcastView(op: string, t: Tensor, shape: readonly number[]): View {
   return t.viewFor(op, shape, broadcastStrides(t.shape, t.strides, shape));
 }
 
-/** Runs a binary kernel with NumPy broadcasting; no gradient recording. */
+/**
+ * The dtype two floating operands compute in, as PyTorch promotes them: the same dtype stays;
+ * float32 with a 16-bit float, or bfloat16 with float16, gives float32. int32 never mixes with a
+ * floating dtype implicitly (cast one first).
+ */
+export function promoteTypes(op: string, a: DType, b: DType): DType {
+  if (a === b) return a;
+  if (!isFloating(a) || !isFloating(b)) throw opError(op, `operands have different dtypes (${a} and ${b}); cast one first`);
+  return 'float32';
+}
+
+/** t in `dtype` for a kernel's operand (t itself when it already is); temps collects the copies made. */
+function operandIn(t: Tensor, dtype: DType, temps: Tensor[]): Tensor {
+  if (t.dtype === dtype) return t;
+  const c = castKernel(t, dtype);
+  temps.push(c);
+  return c;
+}
+
+/** Runs a binary kernel with NumPy broadcasting and type promotion; no gradient recording. */
 export function binaryKernel(op: BinaryOp, a: Operand, b: Operand): Tensor {
   const tensors = [a, b].filter((x): x is Tensor => x instanceof Tensor);
   if (tensors.length === 0) throw opError(op, 'expected at least one Tensor operand, got two numbers');
   for (const x of [a, b]) if (!(x instanceof Tensor)) checkNumber(op, 'scalar operand', x);
   const backend = checkTensors(op, ...tensors);
-  if (tensors.length === 2 && tensors[0].dtype !== tensors[1].dtype) {
-    throw opError(op, `operands have different dtypes (${tensors[0].dtype} and ${tensors[1].dtype}); cast one first`);
-  }
-  const dtype: DType = COMPARISONS.has(op) ? 'float32' : tensors[0].dtype;
+  const common = tensors.length === 2 ? promoteTypes(op, tensors[0].dtype, tensors[1].dtype) : tensors[0].dtype;
+  const dtype: DType = COMPARISONS.has(op) ? 'float32' : common;
   const shape = tensors.length === 2 ? broadcastShapes(op, tensors[0].shape, tensors[1].shape) : [...tensors[0].shape];
   const out = empty(shape, dtype, backend);
   if (out.size > 0) {
-    const va = a instanceof Tensor ? broadcastView(op, a, shape) : a;
-    const vb = b instanceof Tensor ? broadcastView(op, b, shape) : b;
+    const temps: Tensor[] = [];
+    const va = a instanceof Tensor ? broadcastView(op, operandIn(a, common, temps), shape) : a;
+    const vb = b instanceof Tensor ? broadcastView(op, operandIn(b, common, temps), shape) : b;
     backend.binary(op, va, vb, out.bufferFor(op));
+    for (const t of temps) t.dispose();
   }
   return out;
 }
@@ -60,7 +81,8 @@ export const add = (a: Operand, b: Operand): Tensor => differentiable('add', a, 
 export const sub = (a: Operand, b: Operand): Tensor => differentiable('sub', a, b);
 export const mul = (a: Operand, b: Operand): Tensor => differentiable('mul', a, b);
 export const div = (a: Operand, b: Operand): Tensor => differentiable('div', a, b);
-export const pow = (a: Operand, b: Operand): Tensor => differentiable('pow', a, b);
+export const pow = (a: Operand, b: Operand): Tensor =>
+  differentiable('pow', a instanceof Tensor ? fullPrecision(a)[0] : a, b instanceof Tensor ? fullPrecision(b)[0] : b);
 export const maximum = (a: Operand, b: Operand): Tensor => differentiable('maximum', a, b);
 export const minimum = (a: Operand, b: Operand): Tensor => differentiable('minimum', a, b);
 // Comparisons are not differentiable: their outputs never require gradients.
@@ -71,16 +93,19 @@ export const le = (a: Operand, b: Operand): Tensor => binaryKernel('le', a, b);
 export const gt = (a: Operand, b: Operand): Tensor => binaryKernel('gt', a, b);
 export const ge = (a: Operand, b: Operand): Tensor => binaryKernel('ge', a, b);
 
-function floatUnary(op: UnaryOp, x: Tensor): Tensor {
-  checkTensors(op, x);
-  checkFloat(op, x);
+/** A unary op of floating tensors; `float32` (exp, log): it runs in float32 under autocast. */
+function floatUnary(op: UnaryOp, x0: Tensor, float32 = false): Tensor {
+  checkTensors(op, x0);
+  checkFloat(op, x0);
+  const [x] = float32 ? fullPrecision(x0) : [x0];
   return record(op, [x], unaryKernel(op, x));
 }
 
 export const neg = (x: Tensor): Tensor => record('neg', [x], unaryKernel('neg', x));
 export const abs = (x: Tensor): Tensor => record('abs', [x], unaryKernel('abs', x));
-export const exp = (x: Tensor): Tensor => floatUnary('exp', x);
-export const log = (x: Tensor): Tensor => floatUnary('log', x);
+// exp, log and pow run in float32 under autocast (their range or precision needs it).
+export const exp = (x: Tensor): Tensor => floatUnary('exp', x, true);
+export const log = (x: Tensor): Tensor => floatUnary('log', x, true);
 export const sqrt = (x: Tensor): Tensor => floatUnary('sqrt', x);
 export const tanh = (x: Tensor): Tensor => floatUnary('tanh', x);
 export const sigmoid = (x: Tensor): Tensor => floatUnary('sigmoid', x);
@@ -116,8 +141,8 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   const ta = a instanceof Tensor ? a : null;
   const tb = b instanceof Tensor ? b : null;
   const backend = checkTensors(op, cond, ...[ta, tb].filter((t): t is Tensor => t !== null));
-  if (ta && tb && ta.dtype !== tb.dtype) throw opError(op, `a and b have different dtypes (${ta.dtype} and ${tb.dtype})`);
-  const dtype = ta?.dtype ?? tb?.dtype ?? 'float32';
+  const dtype = ta && tb ? promoteTypes(op, ta.dtype, tb.dtype) : (ta?.dtype ?? tb?.dtype ?? 'float32');
+  const temps: Tensor[] = [];
   let shape = [...cond.shape];
   for (const t of [ta, tb]) if (t) shape = broadcastShapes(op, shape, t.shape);
   const scalar = (v: Operand): Tensor => {
@@ -125,14 +150,15 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
     backend.fill(t.bufferFor(op), 1, checkNumber(op, 'scalar operand', v));
     return t;
   };
-  const xa = ta ?? scalar(a);
-  const xb = tb ?? scalar(b);
+  const xa = ta ? operandIn(ta, dtype, temps) : scalar(a);
+  const xb = tb ? operandIn(tb, dtype, temps) : scalar(b);
   const out = empty(shape, dtype, backend);
   if (out.size > 0) {
     backend.where(broadcastView(op, cond, shape), broadcastView(op, xa, shape), broadcastView(op, xb, shape), out.bufferFor(op));
   }
   if (!ta) xa.dispose();
   if (!tb) xb.dispose();
+  for (const t of temps) t.dispose();
   return record(
     'where',
     [ta, tb].filter((t): t is Tensor => t !== null),
@@ -141,13 +167,30 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   );
 }
 
-/** Converts dtype (float32 -> int32 truncates toward zero). Not differentiable. */
-export function cast(x: Tensor, dtype: DType): Tensor {
+/** x converted to dtype as a new contiguous tensor; no gradient recording. */
+export function castKernel(x: Tensor, dtype: DType): Tensor {
   const backend = checkTensors('cast', x);
-  if (dtype !== 'float32' && dtype !== 'int32') throw opError('cast', `dtype must be 'float32' or 'int32', got ${String(dtype)}`);
+  checkDtype('cast', dtype);
+  checkHeld('cast', dtype, backend);
   const out = empty(x.shape, dtype, backend);
   if (sizeOf(x.shape) > 0) {
     backend.copy(x.viewFor('cast'), { buffer: out.bufferFor('cast'), shape: x.shape, strides: contiguousStrides(x.shape), offset: 0 });
   }
   return out;
+}
+
+/**
+ * Converts dtype as a new tensor: to a 16-bit float rounds to nearest even, float -> int32
+ * truncates toward zero (core's edge-case rules). Between floating dtypes it is differentiable
+ * (the gradient is converted back); to or from int32 it is not.
+ */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  const out = castKernel(x, dtype);
+  return isFloating(x.dtype) && isFloating(dtype) ? record('cast', [x], out) : out;
+}
+
+/** x in dtype: x itself when it already is, else cast(x, dtype). */
+export function to(x: Tensor, dtype: DType): Tensor {
+  checkTensors('to', x);
+  return x.dtype === checkDtype('to', dtype) ? x : cast(x, dtype);
 }

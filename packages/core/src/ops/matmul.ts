@@ -2,11 +2,12 @@ import type { MatrixView } from '../backend.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, sizeOf } from '../shape.ts';
+import { lowPrecision } from '../autocast.ts';
 import { engine, noGrad } from '../engine.ts';
 import { empty, type Tensor } from '../tensor.ts';
 import { addFreeing } from './elementwise.ts';
 import { contiguous, expand, reshape, transpose } from './movement.ts';
-import { checkFloat, checkTensors } from './util.ts';
+import { checkFloat, checkTensors, inCommonDtype } from './util.ts';
 
 /** One stride for all batch dims if they collapse, else null. */
 function collapsedStride(shape: readonly number[], strides: readonly number[]): number | null {
@@ -39,9 +40,11 @@ function matrixView(x: Tensor, batch: readonly number[], temps: Tensor[]): Matri
   return { buffer: src.bufferFor('matmul'), offset: src.offset, batchStride: stride, rowStride: strides[r - 2], colStride: strides[r - 1] };
 }
 
-/** Batched matmul of rank >= 2 operands; no gradient recording. */
-export function matmulKernel(a: Tensor, b: Tensor): Tensor {
-  const backend = checkTensors('matmul', a, b);
+/** Batched matmul of rank >= 2 operands (in their common dtype); no gradient recording. */
+export function matmulKernel(a0: Tensor, b0: Tensor): Tensor {
+  const backend = checkTensors('matmul', a0, b0);
+  const temps: Tensor[] = [];
+  const [a, b] = inCommonDtype([a0, b0], temps);
   const m = a.shape[a.rank - 2];
   const k = a.shape[a.rank - 1];
   const n = b.shape[b.rank - 1];
@@ -49,13 +52,12 @@ export function matmulKernel(a: Tensor, b: Tensor): Tensor {
     throw opError('matmul', `inner dimensions differ: ${fmtShape(a.shape)} @ ${fmtShape(b.shape)} (${k} vs ${b.shape[b.rank - 2]})`);
   }
   const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
-  const out = empty([...batch, m, n], 'float32', backend);
-  if (out.size === 0) return out;
-  if (k === 0) {
-    backend.fill(out.bufferFor('matmul'), out.size, 0);
+  const out = empty([...batch, m, n], a.dtype, backend);
+  if (out.size === 0 || k === 0) {
+    if (out.size > 0) backend.fill(out.bufferFor('matmul'), out.size, 0);
+    for (const t of temps) t.dispose();
     return out;
   }
-  const temps: Tensor[] = [];
   const av = matrixView(a, batch, temps);
   const bv = matrixView(b, batch, temps);
   const count = sizeOf(batch);
@@ -71,8 +73,9 @@ export function matmulKernel(a: Tensor, b: Tensor): Tensor {
 }
 
 /** NumPy matmul: 1-D operands are promoted to matrices, batch dimensions broadcast. */
-export function matmul(a: Tensor, b: Tensor): Tensor {
-  checkTensors('matmul', a, b);
+export function matmul(a0: Tensor, b0: Tensor): Tensor {
+  checkTensors('matmul', a0, b0);
+  const [a, b] = lowPrecision(a0, b0);
   checkFloat('matmul', a);
   checkFloat('matmul', b);
   if (a.rank === 0 || b.rank === 0) throw opError('matmul', `operands must have rank >= 1, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
@@ -94,10 +97,11 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * backward never reads it; as two ops it would live until the scope ends), and the weight's
  * gradient comes out contiguous in the weight's layout.
  */
-export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+export function linear(x0: Tensor, weight0: Tensor, bias0: Tensor | null = null): Tensor {
   const op = 'linear';
-  checkTensors(op, x, weight, ...(bias ? [bias] : []));
-  for (const t of [x, weight, bias]) if (t) checkFloat(op, t);
+  checkTensors(op, x0, weight0, ...(bias0 ? [bias0] : []));
+  for (const t of [x0, weight0, bias0]) if (t) checkFloat(op, t);
+  const [x, weight, bias] = lowPrecision(x0, weight0, bias0);
   if (weight.rank !== 2) throw opError(op, `weight must be 2-D [out, in], got ${fmtShape(weight.shape)}`);
   const [outF, inF] = weight.shape;
   if (x.rank < 1 || x.shape[x.rank - 1] !== inF)

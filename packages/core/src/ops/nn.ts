@@ -1,18 +1,20 @@
+import { fullPrecision } from '../autocast.ts';
 import { engine } from '../engine.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxis, sameShape, sizeOf } from '../shape.ts';
 import { empty, type Tensor } from '../tensor.ts';
-import { add, binaryKernel, div, mul, neg, sub, where } from './elementwise.ts';
+import { add, binaryKernel, castKernel, div, mul, neg, sub, where } from './elementwise.ts';
 import { gather } from './indexing.ts';
 import { asFlat, reshape, transpose } from './movement.ts';
 import { mean, sum } from './reduce.ts';
 import { maximum } from './elementwise.ts';
-import { checkFloat, checkNumber, checkTensors } from './util.ts';
+import { checkFloat, checkNumber, checkTensors, inCommonDtype } from './util.ts';
 
-function softmaxLike(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Tensor {
-  checkTensors(op, x);
-  checkFloat(op, x);
+function softmaxLike(op: 'softmax' | 'logSoftmax', x0: Tensor, axis: number): Tensor {
+  checkTensors(op, x0);
+  checkFloat(op, x0);
+  const [x] = fullPrecision(x0);
   if (x.rank === 0) throw opError(op, 'expected a tensor of rank >= 1, got a scalar');
   const a = normalizeAxis(op, axis, x.rank);
   if (a !== x.rank - 1) {
@@ -33,7 +35,7 @@ function softmaxRows(op: string, x: Tensor, log: boolean, causal: boolean): Tens
 export function softmaxKernel(op: string, x: Tensor, log: boolean, causal: boolean): Tensor {
   const n = x.shape[x.rank - 1];
   const src = asFlat(x);
-  const out = empty(x.shape, 'float32', x.backend);
+  const out = empty(x.shape, x.dtype, x.backend);
   if (out.size > 0) x.backend.softmax(src.bufferFor(op), out.size / n, n, log, causal, out.bufferFor(op));
   if (src !== x) src.dispose();
   return out;
@@ -48,21 +50,23 @@ export const logSoftmax = (x: Tensor, axis = -1): Tensor => softmaxLike('logSoft
  * would, without another [..., T, T] tensor). Differentiates as softmax: the masked outputs are
  * 0, so their gradients are too.
  */
-export function causalSoftmax(x: Tensor): Tensor {
+export function causalSoftmax(x0: Tensor): Tensor {
   const op = 'causalSoftmax';
-  checkTensors(op, x);
-  checkFloat(op, x);
+  checkTensors(op, x0);
+  checkFloat(op, x0);
+  const [x] = fullPrecision(x0);
   const n = x.shape[x.rank - 1];
   if (x.rank < 2 || x.shape[x.rank - 2] !== n) throw opError(op, `expected square scores [..., T, T], got ${fmtShape(x.shape)}`);
   return softmaxRows(op, x, false, true);
 }
 
 /** Layer normalisation over the trailing `normalizedSize` elements, with optional affine weight and bias of that size. */
-export function layerNorm(x: Tensor, normalizedShape: number | readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+export function layerNorm(x0: Tensor, normalizedShape: number | readonly number[], weight0?: Tensor | null, bias0?: Tensor | null, eps = 1e-5): Tensor {
   const op = 'layerNorm';
+  checkTensors(op, x0, ...[weight0, bias0].filter((t): t is Tensor => !!t));
+  checkFloat(op, x0);
+  const [x, weight, bias] = fullPrecision(x0, weight0, bias0);
   const params = [weight, bias].filter((t): t is Tensor => !!t);
-  checkTensors(op, x, ...params);
-  checkFloat(op, x);
   const ns = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
   if (!sameShape(x.shape.slice(x.rank - ns.length), ns)) {
     throw opError(op, `normalizedShape ${fmtShape(ns)} does not match the trailing dimensions of input ${fmtShape(x.shape)}`);
@@ -73,10 +77,12 @@ export function layerNorm(x: Tensor, normalizedShape: number | readonly number[]
   if (!(eps > 0)) throw opError(op, `eps must be positive, got ${eps}`);
   const n = sizeOf(ns);
   const rows = n === 0 ? 0 : x.size / n;
-  const src = asFlat(x);
-  const w = weight ? asFlat(weight) : null;
-  const b = bias ? asFlat(bias) : null;
-  const out = empty(x.shape, 'float32', x.backend);
+  const temps: Tensor[] = [];
+  const [xc, wc, bc] = inCommonDtype([x, weight ?? null, bias ?? null], temps) as [Tensor, Tensor | null, Tensor | null];
+  const src = asFlat(xc);
+  const w = wc && asFlat(wc);
+  const b = bc && asFlat(bc);
+  const out = empty(x.shape, xc.dtype, x.backend);
   const meanT = empty([rows], 'float32', x.backend);
   const rstd = empty([rows], 'float32', x.backend);
   if (out.size > 0) {
@@ -92,9 +98,10 @@ export function layerNorm(x: Tensor, normalizedShape: number | readonly number[]
       rstd.bufferFor(op),
     );
   }
-  if (src !== x) src.dispose();
-  if (w && w !== weight) w.dispose();
-  if (b && b !== bias) b.dispose();
+  if (src !== xc) src.dispose();
+  if (w && w !== wc) w.dispose();
+  if (b && b !== bc) b.dispose();
+  for (const t of temps) t.dispose();
   const inputs = [x, weight ?? null, bias ?? null];
   const recorded = record(
     op,
@@ -126,7 +133,10 @@ export function dropout(x: Tensor, p: number, training = true): Tensor {
   const u = empty(x.shape, 'float32', x.backend);
   x.backend.random(u.bufferFor(op), u.size, { kind: 'uniform', key: engine.nextKey(), a: 0, b: 1 });
   const keepMask = binaryKernel('ge', u, p);
-  const scale = binaryKernel('mul', keepMask, 1 / (1 - p));
+  const scale32 = binaryKernel('mul', keepMask, 1 / (1 - p));
+  // The scale in x's dtype, so that the product stays in it (0 and 1/(1-p) rounded once).
+  const scale = x.dtype === scale32.dtype ? scale32 : castKernel(scale32, x.dtype);
+  if (scale !== scale32) scale32.dispose();
   u.dispose();
   keepMask.dispose();
   const y = mul(x, scale);
@@ -155,10 +165,11 @@ export interface CrossEntropyOptions {
  * Cross entropy between logits [..., C] (classes on the last axis) and int32 class indices [...].
  * 'mean' averages over the targets that are not ignored.
  */
-export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+export function crossEntropy(logits0: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const op = 'crossEntropy';
-  checkTensors(op, logits, targets);
-  checkFloat(op, logits);
+  checkTensors(op, logits0, targets);
+  checkFloat(op, logits0);
+  const [logits] = fullPrecision(logits0);
   if (targets.dtype !== 'int32') throw opError(op, `targets must be int32 class indices, got ${targets.dtype}`);
   if (logits.rank < 1 || !sameShape(targets.shape, logits.shape.slice(0, -1))) {
     throw opError(op, `targets shape ${fmtShape(targets.shape)} must equal logits shape ${fmtShape(logits.shape)} without its last (class) axis`);
@@ -185,8 +196,9 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   return reduceLoss(op, loss, reduction);
 }
 
-export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor {
-  checkTensors('mseLoss', pred, target);
+export function mseLoss(pred0: Tensor, target0: Tensor, reduction: Reduction = 'mean'): Tensor {
+  checkTensors('mseLoss', pred0, target0);
+  const [pred, target] = fullPrecision(pred0, target0);
   if (!sameShape(pred.shape, target.shape)) {
     throw opError('mseLoss', `prediction shape ${fmtShape(pred.shape)} and target shape ${fmtShape(target.shape)} differ`);
   }
@@ -199,7 +211,7 @@ export function softmaxBackwardKernel(g: Tensor, out: Tensor, log: boolean): Ten
   const n = out.shape[out.rank - 1];
   const gc = asFlat(g);
   const oc = asFlat(out);
-  const dx = empty(out.shape, 'float32', out.backend);
+  const dx = empty(out.shape, out.dtype, out.backend);
   if (dx.size > 0) out.backend.softmaxBackward(oc.bufferFor('softmax'), gc.bufferFor('softmax'), dx.size / n, n, log, dx.bufferFor('softmax'));
   return dx;
 }
@@ -216,12 +228,15 @@ export function layerNormBackwardKernel(
   hasBias: boolean,
 ): { dx: Tensor; dw: Tensor | null; db: Tensor | null } {
   const op = 'layerNorm';
-  const gc = asFlat(g);
-  const xc = asFlat(x);
-  const wc = weight && asFlat(weight);
-  const dx = empty(x.shape, 'float32', x.backend);
-  const dw = weight ? empty([n], 'float32', x.backend) : null;
-  const db = hasBias ? empty([n], 'float32', x.backend) : null;
+  // In the dtype the forward computed in (the output's, g's); autograd converts each gradient to its input's dtype.
+  const temps: Tensor[] = [];
+  const [gd, xd, wd] = inCommonDtype([g, x, weight], temps) as [Tensor, Tensor, Tensor | null];
+  const gc = asFlat(gd);
+  const xc = asFlat(xd);
+  const wc = wd && asFlat(wd);
+  const dx = empty(x.shape, gd.dtype, x.backend);
+  const dw = weight ? empty([n], gd.dtype, x.backend) : null;
+  const db = hasBias ? empty([n], gd.dtype, x.backend) : null;
   if (dx.size > 0) {
     x.backend.layerNormBackward(
       xc.bufferFor(op),
@@ -238,5 +253,7 @@ export function layerNormBackwardKernel(
   } else {
     for (const t of [dw, db]) if (t) x.backend.fill(t.bufferFor(op), n, 0);
   }
+  for (const t of [gc, xc, wc]) if (t && t !== gd && t !== xd && t !== wd) t.dispose();
+  for (const t of temps) t.dispose();
   return { dx, dw, db };
 }

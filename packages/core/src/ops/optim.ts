@@ -77,7 +77,7 @@ function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Back
     const ins = [s.p, s.g, s.m, s.v];
     const flat = ins.map(asFlat);
     const inPlace = s.p.ownsBuffer && s.m.ownsBuffer && s.v.ownsBuffer;
-    const outs = inPlace ? [s.p, s.m, s.v] : [s.p, s.m, s.v].map(() => empty(s.p.shape, 'float32', backend));
+    const outs = inPlace ? [s.p, s.m, s.v] : [s.p, s.m, s.v].map((t) => empty(t.shape, t.dtype, backend));
     return { ins, flat, outs, inPlace };
   });
   backend.adamStep(
@@ -149,7 +149,7 @@ export function scaleEach(tensors: readonly Tensor[], factor: Tensor): Tensor[] 
   return noGrad(() => {
     const flat = tensors.map(asFlat);
     const f = asFlat(factor);
-    const outs = tensors.map((t) => empty(t.shape, 'float32', backend));
+    const outs = tensors.map((t) => empty(t.shape, t.dtype, backend));
     backend.scaleBuffers(
       flat.map((x) => x.bufferFor(op)),
       flat.map((x) => x.size),

@@ -1,4 +1,5 @@
 import type { ReduceOp } from '../backend.ts';
+import { fullPrecision } from '../autocast.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxes, normalizeAxis, sameShape, sizeOf, type Shape } from '../shape.ts';
@@ -47,15 +48,17 @@ export function reduceKernel(op: ReduceOp, x: Tensor, axes: readonly number[], k
 
 type Axes = number | readonly number[] | undefined;
 
-export function sum(x: Tensor, axis?: Axes, keepdim = false): Tensor {
-  checkTensors('sum', x);
+export function sum(x0: Tensor, axis?: Axes, keepdim = false): Tensor {
+  checkTensors('sum', x0);
+  const [x] = fullPrecision(x0);
   const axes = normalizeAxes('sum', axis, x.rank);
   return record('sum', [x], reduceKernel('sum', x, axes, keepdim), { axes, keepdim });
 }
 
-export function mean(x: Tensor, axis?: Axes, keepdim = false): Tensor {
-  checkTensors('mean', x);
-  checkFloat('mean', x);
+export function mean(x0: Tensor, axis?: Axes, keepdim = false): Tensor {
+  checkTensors('mean', x0);
+  checkFloat('mean', x0);
+  const [x] = fullPrecision(x0);
   const axes = normalizeAxes('mean', axis, x.rank);
   const n = sizeOf(axes.map((a) => x.shape[a]));
   const s = reduceKernel('sum', x, axes, keepdim);

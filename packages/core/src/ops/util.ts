@@ -1,6 +1,7 @@
-import type { Backend } from '../backend.ts';
+import { type Backend, type DType, isFloating } from '../backend.ts';
 import { opError } from '../errors.ts';
 import { Tensor } from '../tensor.ts';
+import { castKernel } from './elementwise.ts';
 
 /** Checks that every argument is a live Tensor and all live on one backend; returns that backend. */
 export function checkTensors(op: string, ...ts: Tensor[]): Backend {
@@ -16,8 +17,29 @@ export function checkTensors(op: string, ...ts: Tensor[]): Backend {
   return backend!;
 }
 
+/** Throws unless t has a floating dtype (float32, bfloat16 or float16). */
 export function checkFloat(op: string, t: Tensor): void {
-  if (t.dtype !== 'float32') throw opError(op, `expected a float32 tensor, got ${t.dtype}`);
+  if (!isFloating(t.dtype)) throw opError(op, `expected a floating-point tensor (float32, bfloat16 or float16), got ${t.dtype}`);
+}
+
+/**
+ * The tensors in their common floating dtype (PyTorch's promotion: float32 unless all share one
+ * 16-bit dtype), as the kernels of one op expect them; `temps` collects the conversions made,
+ * for the caller to dispose. No gradient recording.
+ */
+export function inCommonDtype<T extends Tensor | null>(ts: readonly T[], temps: Tensor[]): T[] {
+  const dtype = commonDtype(ts);
+  return ts.map((t) => {
+    if (t === null || t.dtype === dtype) return t;
+    const c = castKernel(t, dtype);
+    temps.push(c);
+    return c as T;
+  });
+}
+
+export function commonDtype(ts: readonly (Tensor | null | undefined)[]): DType {
+  const dtypes = new Set(ts.filter((t): t is Tensor => !!t).map((t) => t.dtype));
+  return dtypes.size === 1 ? [...dtypes][0] : 'float32';
 }
 
 export function checkNumber(op: string, name: string, v: unknown): number {

@@ -1,6 +1,8 @@
 // Elementwise kernels, fills and the fused Adam step. Op codes follow the order of UNARY_OPS and
 // BINARY_OPS in src/backend.ts (test/kernel-names.test.ts checks both lists against these switches).
 #include "common.cuh"
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cmath>
 
 #define GRID_STRIDE(i, n) for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
@@ -205,6 +207,27 @@ extern "C" __global__ void copy_f32_f32(const float* x, float* y, Strided L) { c
 extern "C" __global__ void copy_i32_i32(const int32_t* x, int32_t* y, Strided L) { copyBody(x, y, L, [](int32_t v) { return v; }); }
 extern "C" __global__ void copy_i32_f32(const int32_t* x, float* y, Strided L) { copyBody(x, y, L, [](int32_t v) { return (float)v; }); }
 extern "C" __global__ void copy_f32_i32(const float* x, int32_t* y, Strided L) { copyBody(x, y, L, [](float v) { return toInt32(v); }); }
+
+// Casts to and from the 16-bit floats: rounding to nearest even; int32 goes through float32 on
+// the way in, as on every backend (core/src/backend.ts), and float32's ToInt32 on the way out.
+#define COPY_HALF(NAME, H, TO_H, FROM_H)                                                                                            \
+  extern "C" __global__ void copy_f32_##NAME(const float* x, H* y, Strided L) { copyBody(x, y, L, [](float v) { return TO_H(v); }); } \
+  extern "C" __global__ void copy_i32_##NAME(const int32_t* x, H* y, Strided L) {                                                   \
+    copyBody(x, y, L, [](int32_t v) { return TO_H((float)v); });                                                                  \
+  }                                                                                                                                \
+  extern "C" __global__ void copy_##NAME##_f32(const H* x, float* y, Strided L) { copyBody(x, y, L, [](H v) { return FROM_H(v); }); } \
+  extern "C" __global__ void copy_##NAME##_i32(const H* x, int32_t* y, Strided L) {                                                 \
+    copyBody(x, y, L, [](H v) { return toInt32(FROM_H(v)); });                                                                    \
+  }                                                                                                                                \
+  extern "C" __global__ void copy_##NAME##_##NAME(const H* x, H* y, Strided L) { copyBody(x, y, L, [](H v) { return v; }); }
+COPY_HALF(bf16, __nv_bfloat16, __float2bfloat16_rn, __bfloat162float)
+COPY_HALF(f16, __half, __float2half_rn, __half2float)
+extern "C" __global__ void copy_bf16_f16(const __nv_bfloat16* x, __half* y, Strided L) {
+  copyBody(x, y, L, [](__nv_bfloat16 v) { return __float2half_rn(__bfloat162float(v)); });
+}
+extern "C" __global__ void copy_f16_bf16(const __half* x, __nv_bfloat16* y, Strided L) {
+  copyBody(x, y, L, [](__half v) { return __float2bfloat16_rn(__half2float(v)); });
+}
 
 // A copy that transposes its last two dims (dst [.., I, J] with J contiguous, src with I
 // contiguous), e.g. a transposed view made contiguous: 32 x 32 tiles through shared memory, so

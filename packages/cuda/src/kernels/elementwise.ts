@@ -3,7 +3,7 @@
  * (native/kernels/elementwise.cu). Op codes are positions in UNARY_OPS / BINARY_OPS.
  */
 import type { Backend } from '@sparsegrad/core';
-import type { BinaryOp, UnaryOp, View } from '@sparsegrad/core/backend';
+import { type BinaryOp, DTYPE_BYTES, type UnaryOp, type View } from '@sparsegrad/core/backend';
 import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from '../layout.ts';
 import { type CudaHost, P, THREADS, tname } from './host.ts';
 
@@ -54,11 +54,13 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
     copy(src, dst) {
       const L = stridedLayout('copy', src.shape, [viewOperand(dst), viewOperand(src)]);
       if (L.n === 0) return;
-      if (L.flat && src.buffer.dtype === dst.buffer.dtype) {
-        addon.copy(P(dst.buffer) + 4 * L.ops[0].offset, P(src.buffer) + 4 * L.ops[1].offset, 4 * L.n);
+      const same = src.buffer.dtype === dst.buffer.dtype;
+      const bytes = DTYPE_BYTES[src.buffer.dtype];
+      if (L.flat && same) {
+        addon.copy(P(dst.buffer) + bytes * L.ops[0].offset, P(src.buffer) + bytes * L.ops[1].offset, bytes * L.n);
         return;
       }
-      const tiles = src.buffer.dtype === dst.buffer.dtype ? transposeGrid(L) : undefined;
+      const tiles = same && bytes === 4 ? transposeGrid(L) : undefined;
       if (tiles) {
         launch('copy', 'transpose_32', tiles, THREADS, args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
         return;

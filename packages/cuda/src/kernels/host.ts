@@ -14,7 +14,8 @@ import type { CudaTuning } from '../tuning.ts';
 export const THREADS = 256;
 /** Rows up to this long are reduced by one warp each (kernels *_warp), longer ones by a block. */
 export const WARP_ROW = 1024;
-export const tname = (d: DType) => (d === 'int32' ? 'i32' : 'f32');
+/** A dtype's name in kernel names (copy_f32_bf16, ...). */
+export const tname = (d: DType) => ({ float32: 'f32', int32: 'i32', bfloat16: 'bf16', float16: 'f16' })[d];
 /** A buffer's device pointer. */
 export const P = (b: BackendBuffer) => (b as CudaBuffer).ptr;
 

@@ -80,7 +80,7 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
   return {
     fill(out, size, value) {
       const t = wgslType(out.dtype);
-      const words = FILL[out.dtype];
+      const words = FILL[out.dtype as 'float32' | 'int32'];
       const pipeline = pipe(
         `fill|${t}`,
         () => `${HEAD(`@group(0) @binding(1) var<storage, read_write> Y: array<${t}>;`)}\n${perElement(`${words.lets} Y[i] = value;`)}`,

@@ -1,4 +1,4 @@
-import type { DType, TypedArray } from '../../backend.ts';
+import type { DType, StorageArray } from '../../backend.ts';
 
 const ALIGN = 64; // cache-line alignment for SIMD loads
 const PAGE = 65536;
@@ -73,8 +73,10 @@ export class WasmHeap {
     return this.i32cache;
   }
 
-  view(ptr: number, size: number, dtype: DType): TypedArray {
-    return dtype === 'int32' ? new Int32Array(this.memory.buffer, ptr, size) : new Float32Array(this.memory.buffer, ptr, size);
+  view(ptr: number, size: number, dtype: DType): StorageArray {
+    if (dtype === 'int32') return new Int32Array(this.memory.buffer, ptr, size);
+    if (dtype === 'float32') return new Float32Array(this.memory.buffer, ptr, size);
+    return new Uint16Array(this.memory.buffer, ptr, size);
   }
 
   /** Bytes ever taken from the memory (live plus recyclable). */
