@@ -26,7 +26,10 @@ export function withHalfFallback<B extends Backend>(inner: B): B {
 
   /** Runs body with the buffers it names widened where the kernel is not native for their dtype. */
   function call(kernel: KernelName, buffers: readonly (BackendBuffer | null)[], body: (c: Call) => void): void {
-    if (buffers.every((b) => !b || !isHalf(b.dtype) || native(kernel, b.dtype))) return body(direct);
+    if (buffers.every((b) => !b || !isHalf(b.dtype) || native(kernel, b.dtype))) {
+      body(direct);
+      return;
+    }
     const widened = new Map<BackendBuffer, BackendBuffer>();
     const outputs: [BackendBuffer, BackendBuffer, number][] = [];
     const temps: BackendBuffer[] = [];

@@ -1,4 +1,4 @@
-import { opError, tensor, type Tensor } from '@sparsegrad/core';
+import { cast, isFloating, noGrad, opError, tensor, type Tensor } from '@sparsegrad/core';
 
 export type StateDict = Record<string, Tensor>;
 
@@ -152,13 +152,24 @@ export abstract class Module {
         continue;
       }
       used.add(key);
-      if (src.shape.join() !== t.shape.join() || src.dtype !== t.dtype) {
+      // A floating tensor of another floating dtype is converted, as PyTorch's load_state_dict
+      // copies (a bfloat16 checkpoint into float32 parameters); int32 never mixes with floats.
+      const converts = src.dtype !== t.dtype && isFloating(src.dtype) && isFloating(t.dtype);
+      if (src.shape.join() !== t.shape.join() || (src.dtype !== t.dtype && !converts)) {
         throw opError(
           'loadStateDict',
           `'${key}' has shape [${src.shape.join(', ')}] (${src.dtype}) in the state but [${t.shape.join(', ')}] (${t.dtype}) in the model`,
         );
       }
-      t.assign(src.backend === t.backend ? src : await moveTo(src, t));
+      if (src.backend !== t.backend) {
+        const moved = await moveTo(src, t);
+        t.assign(moved);
+        moved.dispose();
+      } else if (converts) {
+        const converted = noGrad(() => cast(src, t.dtype));
+        t.assign(converted);
+        converted.dispose();
+      } else t.assign(src);
     }
   }
 
@@ -273,7 +284,7 @@ function describe(v: unknown): string {
 }
 
 async function moveTo(src: Tensor, like: Tensor): Promise<Tensor> {
-  return tensor(await src.toArray(), [...src.shape], { dtype: src.dtype, backend: like.backend });
+  return tensor(await src.toArray(), [...src.shape], { dtype: like.dtype, backend: like.backend });
 }
 
 /** Throws unless the state's tensors under the names of one tied parameter hold the same values. */

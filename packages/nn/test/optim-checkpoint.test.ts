@@ -350,7 +350,8 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
       /tail\.safetensors is damaged: the header describes 4 bytes of tensor data but the file holds 8/,
     );
     assertThrows(() => decodeSafetensors(handMade({ a: [0, 8], b: [0, 8] }, 8), 'alias.safetensors'), /tensor '.' \(bytes 0-8\) overlaps/);
-    // BF16 and F16 as PyTorch writes them (bytes set by hand from the formats' definitions) read as float32, exactly.
+    // BF16 and F16 as PyTorch writes them (bytes set by hand from the formats' definitions): read
+    // as bfloat16 / float16 tensors where the backend holds them, else as float32; values exact.
     const halfFile = (() => {
       const header = { w: { dtype: 'BF16', shape: [2, 2], data_offsets: [0, 8] }, h: { dtype: 'F16', shape: [3], data_offsets: [8, 14] } };
       const json = Buffer.from(JSON.stringify(header));
@@ -365,7 +366,23 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     assert.equal(w.slice(0, 3), [1, -2, 0.333984375]);
     assert.ok(Number.isNaN(w[3]));
     assert.equal([...(await halves.h.toArray())], [1, 65504, 2 ** -24]);
-    assert.is(halves.w.dtype, 'float32');
+    assert.is(halves.w.dtype, backend.dtypes.includes('bfloat16') ? 'bfloat16' : 'float32');
+    assert.is(halves.h.dtype, backend.dtypes.includes('float16') ? 'float16' : 'float32');
+    // A 16-bit tensor is written in its own dtype and reads back bit for bit; loading it into a
+    // float32 model converts it, as PyTorch's load_state_dict does.
+    if (backend.dtypes.includes('bfloat16')) {
+      const again = decodeSafetensors(await encodeSafetensors({ w: halves.w }), 'again', { backend }).tensors.w;
+      assert.is(again.dtype, 'bfloat16');
+      assert.equal(Array.from(await again.toArray()).slice(0, 3), [1, -2, 0.333984375]);
+      const lin = new Linear(2, 1, { bias: false });
+      await lin.loadStateDict({ weight: again.reshape(4).slice(0, 0, 2).reshape(1, 2) });
+      assert.is(lin.weight.dtype, 'float32');
+      assert.equal(Array.from(await lin.weight.toArray()), [1, -2]);
+      await assertRejects(
+        () => lin.loadStateDict({ weight: tensor(Int32Array.of(1, 2), [1, 2], { backend }) }),
+        /loadStateDict: 'weight' has shape \[1, 2\] \(int32\) in the state but \[1, 2\] \(float32\)/,
+      );
+    }
     // Written as BF16 / F16: PyTorch's dtype codes, half the bytes, values rounded to nearest even; int32 stays I32.
     const values = {
       x: tensor(Float32Array.from([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 70000]), [4], { backend }),

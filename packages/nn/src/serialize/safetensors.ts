@@ -2,17 +2,29 @@
  * The safetensors format (https://github.com/huggingface/safetensors): an 8-byte little-endian
  * header length, a JSON header mapping names to {dtype, shape, data_offsets}, then raw
  * little-endian tensor bytes. Readable by Python's safetensors and PyTorch. BF16 and F16 tensors
- * (as Hugging Face checkpoints hold them) are read as float32, exactly; float32 tensors can be
- * written as BF16 or F16 (rounded to nearest even).
+ * (as Hugging Face checkpoints hold them) are read as bfloat16 and float16 tensors where the
+ * backend holds those dtypes, else as float32 (exactly); 16-bit tensors are written as BF16 and
+ * F16, and float32 tensors can be written as either (rounded to nearest even).
  */
-import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, opError, tensor, type Backend, type Tensor } from '@sparsegrad/core';
+import {
+  bfloat16ToFloat32,
+  type DType,
+  getBackend,
+  float16ToFloat32,
+  float32ToBfloat16,
+  float32ToFloat16,
+  opError,
+  tensor,
+  type Backend,
+  type Tensor,
+} from '@sparsegrad/core';
 
 /** What a file's dtype code becomes here, and its bytes per element. */
-const FROM_CODE: Record<string, { dtype: 'float32' | 'int32'; bytes: number }> = {
+const FROM_CODE: Record<string, { dtype: DType; bytes: number }> = {
   F32: { dtype: 'float32', bytes: 4 },
   I32: { dtype: 'int32', bytes: 4 },
-  BF16: { dtype: 'float32', bytes: 2 },
-  F16: { dtype: 'float32', bytes: 2 },
+  BF16: { dtype: 'bfloat16', bytes: 2 },
+  F16: { dtype: 'float16', bytes: 2 },
 };
 /** How float32 tensors are stored. */
 export type StoredFloat = 'float32' | 'bfloat16' | 'float16';
@@ -45,10 +57,12 @@ export async function encodeSafetensors(
   for (const name of names) {
     const t = tensors[name];
     let data: ArrayBufferView = await t.toArray();
-    if (t.dtype === 'float32' && float !== 'float32')
-      data = float === 'bfloat16' ? float32ToBfloat16(data as Float32Array) : float32ToFloat16(data as Float32Array);
+    // 16-bit tensors keep their dtype (their float32 values convert back exactly).
+    const stored: DType = t.dtype === 'float32' ? float : t.dtype;
+    if (stored === 'bfloat16') data = float32ToBfloat16(data as Float32Array);
+    if (stored === 'float16') data = float32ToFloat16(data as Float32Array);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    const code = t.dtype === 'int32' ? 'I32' : FLOAT_CODES[float];
+    const code = stored === 'int32' ? 'I32' : FLOAT_CODES[stored as StoredFloat];
     header[name] = { dtype: code, shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
     chunks.push(bytes);
     offset += bytes.length;
@@ -103,7 +117,9 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, opts: { bac
           : e.dtype === 'F32'
             ? new Float32Array(copy.buffer)
             : (e.dtype === 'BF16' ? bfloat16ToFloat32 : float16ToFloat32)(new Uint16Array(copy.buffer));
-      tensors[name] = tensor(values, e.shape, { dtype: FROM_CODE[e.dtype].dtype, backend: opts.backend });
+      const dtype = FROM_CODE[e.dtype].dtype;
+      const backend = opts.backend ?? getBackend();
+      tensors[name] = tensor(values, e.shape, { dtype: backend.dtypes.includes(dtype) ? dtype : 'float32', backend });
     }
   } catch (e) {
     for (const t of Object.values(tensors)) t.dispose();
@@ -124,7 +140,7 @@ function checkEntries(header: Record<string, unknown>, dataLength: number, sourc
     if (name === '__metadata__') continue;
     const e = raw as HeaderEntry;
     const code = FROM_CODE[e?.dtype];
-    if (!code) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32, BF16 and F16 (as float32) and I32`);
+    if (!code) throw opError(op, `${source}: tensor '${name}' has dtype ${e?.dtype}; sparsegrad reads F32, BF16, F16 and I32`);
     if (
       !Array.isArray(e.shape) ||
       !e.shape.every((d) => Number.isInteger(d) && d >= 0) ||
