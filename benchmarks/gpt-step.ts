@@ -5,10 +5,12 @@
  * (the step ends with a readback of the loss), median of steps after warm-up. The PyTorch
  * reference is benchmarks/torch_gpt_step.py.
  *
- *   npx tsx benchmarks/gpt-step.ts --backend cuda [--batch 32] [--densities 0.5,0.25,0.1] [--precision highest]
+ *   npx tsx benchmarks/gpt-step.ts --backend cuda [--batch 32] [--densities 0.5,0.25,0.1] [--precision highest|high|medium|bf16|fp16]
+ *
+ * bf16 / fp16: the forward and loss under autocast (float32 parameters and optimizer).
  */
 import { parseArgs } from 'node:util';
-import { getBackend, memory, resetPeakMemory, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
+import { getBackend, MATMUL_PRECISIONS, memory, resetPeakMemory, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
 import { GPT_SEQ, createGptStep } from './gpt.ts';
 import { median, warmUp } from './util.ts';
 
@@ -24,13 +26,15 @@ const { values } = parseArgs({
 const batch = Number(values.batch);
 const steps = Number(values.steps);
 await setBackend(values.backend!);
-setFloat32MatmulPrecision(values.precision as MatmulPrecision);
+const lowPrecision = values.precision === 'bf16' ? 'bfloat16' : values.precision === 'fp16' ? 'float16' : false;
+if (!lowPrecision && !MATMUL_PRECISIONS.includes(values.precision as MatmulPrecision)) throw new Error(`unknown --precision ${values.precision}`);
+if (!lowPrecision) setFloat32MatmulPrecision(values.precision as MatmulPrecision);
 const seq = GPT_SEQ;
 console.log(`${getBackend().device.description}; precision ${values.precision}; GPT 6 layers, d_model 512, 8 heads, batch ${batch} x ${seq}`);
 console.log('| variant | ms/step | host ms/step | peak MiB |');
 console.log('| --- | --- | --- | --- |');
 for (const density of [1, ...values.densities!.split(',').map(Number)]) {
-  const gpt = await createGptStep(batch, density);
+  const gpt = await createGptStep(batch, density, lowPrecision);
   const step = () => gpt.run();
   await warmUp(step);
   resetPeakMemory();

@@ -3,7 +3,7 @@
  * 256, vocabulary 200): forward, backward, gradient clipping at norm 1, AdamW, the MLPs patched
  * to 32x32 block-sparse when density < 1. Mirrored by benchmarks/torch_gpt_step.py.
  */
-import { crossEntropy, manualSeed, tensor, tidy } from '@sparsegrad/core';
+import { autocast, crossEntropy, manualSeed, tensor, tidy, type HalfDType } from '@sparsegrad/core';
 import { AdamW, BlockSparseModelPatcher, GPT, clipGradNorm } from '@sparsegrad/nn';
 
 export const GPT_SEQ = 256;
@@ -15,7 +15,8 @@ export interface GptStep {
   dispose(): void;
 }
 
-export async function createGptStep(batch: number, density: number): Promise<GptStep> {
+/** `lowPrecision`: the forward and loss under autocast to that dtype (float32 masters, as torch.autocast). */
+export async function createGptStep(batch: number, density: number, lowPrecision: HalfDType | false = false): Promise<GptStep> {
   const [seq, vocab] = [GPT_SEQ, GPT_VOCAB];
   manualSeed(0);
   const model = new GPT({ vocabSize: vocab, seqLen: seq, dModel: 512, heads: 8, layers: 6 });
@@ -34,7 +35,7 @@ export async function createGptStep(batch: number, density: number): Promise<Gpt
     async run() {
       const t0 = performance.now();
       const loss = tidy(() => {
-        const l = crossEntropy(model.forward(x), y);
+        const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
         l.backward();
         clipGradNorm(model.parameters(), 1).dispose();
         opt.step();

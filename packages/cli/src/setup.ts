@@ -1,26 +1,44 @@
-import { MATMUL_PRECISIONS, lastBackendChoice, setBackend, setFloat32MatmulPrecision, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import {
+  MATMUL_PRECISIONS,
+  lastBackendChoice,
+  setBackend,
+  setFloat32MatmulPrecision,
+  type Backend,
+  type HalfDType,
+  type MatmulPrecision,
+} from '@sparsegrad/core';
 import { CliError } from './errors.ts';
 import { byteCorpus, defaultCorpus, fileCorpus, makeTokenizer, splitDataset, unigramLoss, type Dataset } from './data.ts';
 import type { Tokenizer } from './tokenizer.ts';
 import { byteTokenizer, tokenizerFromSpec, type TokenizerSpec } from './tokenizer.ts';
 
-export async function chooseBackend(name: string, log: (s: string) => void, precision = 'highest'): Promise<Backend> {
+/** --precision: a float32 matmul precision, or mixed precision (autocast to a 16-bit dtype). */
+const AUTOCAST: Record<string, HalfDType> = { bf16: 'bfloat16', fp16: 'float16' };
+export const PRECISIONS = [...MATMUL_PRECISIONS, ...Object.keys(AUTOCAST)];
+
+/** Selects the backend and the precision; returns the backend and the autocast dtype (null for a float32 precision). */
+export async function chooseBackend(name: string, log: (s: string) => void, precision = 'highest'): Promise<{ backend: Backend; autocast: HalfDType | null }> {
   const allowed = ['auto', 'cpu', 'webgpu', 'cuda'];
   if (!allowed.includes(name)) throw new CliError(`unknown --backend '${name}'; expected one of ${allowed.join(', ')}`);
-  if (!MATMUL_PRECISIONS.includes(precision as MatmulPrecision)) {
-    throw new CliError(`unknown --precision '${precision}'; expected one of ${MATMUL_PRECISIONS.join(', ')}`);
-  }
-  setFloat32MatmulPrecision(precision as MatmulPrecision);
+  if (!PRECISIONS.includes(precision)) throw new CliError(`unknown --precision '${precision}'; expected one of ${PRECISIONS.join(', ')}`);
+  const autocast = AUTOCAST[precision] ?? null;
+  setFloat32MatmulPrecision(autocast ? 'highest' : (precision as MatmulPrecision));
   let backend: Backend;
   try {
     backend = await setBackend(name);
   } catch (e) {
     throw new CliError((e as Error).message.replace(/^setBackend: /, '--backend: '));
   }
-  log(
-    `backend: ${backend.name} - ${backend.device.description} (${lastBackendChoice()})${precision === 'highest' ? '' : `; float32 matmul precision '${precision}'`}`,
-  );
-  return backend;
+  if (autocast && !backend.dtypes.includes(autocast)) {
+    throw new CliError(`--precision ${precision}: the ${backend.name} backend cannot hold ${autocast} tensors (it holds ${backend.dtypes.join(', ')})`);
+  }
+  const what = autocast
+    ? `; mixed precision: products in ${autocast} under autocast, float32 parameters and optimizer${autocast === 'float16' ? ', dynamic loss scaling' : ''}`
+    : precision === 'highest'
+      ? ''
+      : `; float32 matmul precision '${precision}'`;
+  log(`backend: ${backend.name} - ${backend.device.description} (${lastBackendChoice()})${what}`);
+  return { backend, autocast };
 }
 
 export interface PreparedData {

@@ -1,5 +1,5 @@
-import { crossEntropy, memory, noGrad, resetPeakMemory, tidy, type Tensor } from '@sparsegrad/core';
-import { AdamW, clipGradNorm, decayGroups, warmupCosine } from '@sparsegrad/nn';
+import { autocast, crossEntropy, memory, noGrad, resetPeakMemory, tidy, type HalfDType, type Tensor } from '@sparsegrad/core';
+import { AdamW, GradScaler, clipGradNorm, decayGroups, warmupCosine } from '@sparsegrad/nn';
 import { loadCheckpointWeights, saveCheckpoint, type LoadedCheckpoint, type RunConfig, type TrainingState } from './checkpoint.ts';
 import { BatchSampler, type Dataset } from './data.ts';
 import type { Trainee } from './model.ts';
@@ -19,6 +19,8 @@ export interface TrainOptions {
   shouldStop?: () => boolean;
   /** Stop (with a checkpoint) after this many steps of this invocation, as if interrupted. */
   stopAfter?: number;
+  /** Mixed precision: the forward and loss under autocast to this dtype (float16 with dynamic loss scaling). */
+  autocast?: HalfDType | null;
 }
 
 export interface TrainResult {
@@ -33,14 +35,20 @@ export interface TrainResult {
 }
 
 /** Mean loss over `count` batches, in eval mode and without gradients (one batch alive at a time). */
-async function evaluate(trainee: Trainee, count: number, batch: (i: number) => [Tensor, Tensor], dispose: boolean): Promise<number> {
+async function evaluate(
+  trainee: Trainee,
+  count: number,
+  batch: (i: number) => [Tensor, Tensor],
+  dispose: boolean,
+  lowPrecision: HalfDType | false,
+): Promise<number> {
   const model = trainee.model;
   model.eval();
   let total = 0;
   try {
     for (let i = 0; i < count; i++) {
       const [x, y] = batch(i);
-      const loss = noGrad(() => tidy(() => crossEntropy(model.forward(x), y)));
+      const loss = noGrad(() => tidy(() => autocast(lowPrecision, () => crossEntropy(model.forward(x), y))));
       total += await loss.item();
       loss.dispose();
       if (dispose) {
@@ -74,6 +82,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // at every evaluation from samplers of their own (their positions are checkpointed).
   const evalBatches = random ? [] : Array.from({ length: evalCount }, () => evalSampler.sample());
   const trainSplitSampler = new BatchSampler(data.train, t.batch, seq, t.seed + 3);
+  const lowPrecision = opts.autocast ?? false;
+  // float16's narrow range needs the loss scaled so that small gradients do not flush to zero
+  // (bfloat16 has float32's range and needs none), as torch.cuda.amp.GradScaler.
+  const scaler = lowPrecision === 'float16' ? new GradScaler() : null;
   let state: TrainingState = { step: 0, samplerPosition: sampler.position, history: [] };
   if (opts.resume) {
     await loadCheckpointWeights(opts.resume, trainee, optimizer);
@@ -82,9 +94,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (random && state.evalPositions) [evalSampler.position, trainSplitSampler.position] = state.evalPositions;
   }
   const evaluateNow = async (): Promise<{ evalLoss: number; trainSplitLoss?: number }> => {
-    if (!random) return { evalLoss: await evaluate(trainee, evalCount, (i) => evalBatches[i], false) };
-    const evalLoss = await evaluate(trainee, evalCount, () => evalSampler.sample(), true);
-    const trainSplitLoss = await evaluate(trainee, evalCount, () => trainSplitSampler.sample(), true);
+    if (!random) return { evalLoss: await evaluate(trainee, evalCount, (i) => evalBatches[i], false, lowPrecision) };
+    const evalLoss = await evaluate(trainee, evalCount, () => evalSampler.sample(), true, lowPrecision);
+    const trainSplitLoss = await evaluate(trainee, evalCount, () => trainSplitSampler.sample(), true, lowPrecision);
     return { evalLoss, trainSplitLoss };
   };
   const startStep = state.step;
@@ -112,16 +124,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         let total: Tensor | null = null;
         for (let micro = 0; micro < accum; micro++) {
           const [x, y] = sampler.sample();
-          const l = crossEntropy(model.forward(x), y);
-          (accum > 1 ? l.div(accum) : l).backward();
+          const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
+          const share = accum > 1 ? l.div(accum) : l;
+          (scaler ? scaler.scaleLoss(share) : share).backward();
           total = total ? total.add(l.detach()) : l.detach();
         }
         const l = accum > 1 ? total!.div(accum) : total!;
-        clipGradNorm(model.parameters(), t.clip).dispose();
-        optimizer.step();
-        optimizer.zeroGrad();
+        if (!scaler) {
+          clipGradNorm(model.parameters(), t.clip).dispose();
+          optimizer.step();
+          optimizer.zeroGrad();
+        }
         return l;
       });
+      if (scaler) {
+        // Unscaled before clipping (the norm is of the true gradients); a step whose gradients
+        // overflowed is skipped and the scale backs off.
+        if (await scaler.unscale(optimizer)) tidy(() => clipGradNorm(model.parameters(), t.clip).dispose());
+        await scaler.step(optimizer);
+        scaler.update();
+        optimizer.zeroGrad();
+      }
       const lossValue = await loss.item();
       loss.dispose();
       if (!Number.isFinite(lossValue)) throw new Error(`training diverged at step ${state.step + 1} (loss ${lossValue}); try a smaller --lr`);

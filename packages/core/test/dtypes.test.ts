@@ -167,7 +167,7 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
       );
       assert.equal(
         Array.from(await sg.where(cmp, ta, tb).toArray()),
-        Array.from(ra, (x, i) => Math.fround(x > rb[i] ? x : rb[i])),
+        Array.from(ra, (x, i) => Math.fround(Math.max(x, rb[i]))),
         'where',
       );
     }

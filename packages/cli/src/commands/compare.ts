@@ -59,7 +59,7 @@ async function compareIn(
   log: (s: string) => void,
 ): Promise<number> {
   const { pattern, densities, bs, training, maxChars, out } = opts;
-  const backend = await chooseBackend(values.backend as string, log, values.precision as string);
+  const { backend, autocast } = await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = await prepareData(
     { data: values.data as string | undefined, tokenizer: values.tokenizer as string, maxChars, seq: int(values, 'seq', 2), valFraction: training.valFraction },
     log,
@@ -93,6 +93,7 @@ async function compareIn(
         progress: new Progress(),
         out: join(out, v.name.replace(/\s+/g, '-')),
         shouldStop: interrupt.stop,
+        autocast,
       });
       results.push({ name: v.name, parameters: trainee.model.parameterCount(), result });
       trainee.model.dispose();

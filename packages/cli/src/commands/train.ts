@@ -13,6 +13,7 @@ import { train } from '../trainer.ts';
 export const TRAIN_HELP = `sparsegrad train [options]
   Trains the decoder-only GPT of @sparsegrad/nn on --data FILE (default: the nlp-corpus English sentences).
   --backend auto|cpu|webgpu|cuda   --precision highest|high|medium (float32 products: fp32, TF32, BF16 tensor cores)
+                                   or bf16|fp16 (mixed precision: autocast, float32 masters; fp16 with loss scaling)
   --tokenizer char|byte   --max-chars N (text used, default 4000000)
   --layers 4 --d-model 128 --heads 4 --seq 128 --batch 16 --steps 300 --lr 3e-3 --warmup 30
   --weight-decay 0.01 --clip 1 --dropout 0 --eval-every 50 --eval-batches 8 --seed 0
@@ -137,7 +138,7 @@ async function trainIn(
   stopAfter: number | undefined,
   log: (s: string) => void,
 ): Promise<number> {
-  await chooseBackend(values.backend as string, log, values.precision as string);
+  const { autocast } = await chooseBackend(values.backend as string, log, values.precision as string);
   const prepared = await prepareData(
     {
       data: config.data === 'default' ? undefined : config.data,
@@ -165,6 +166,7 @@ async function trainIn(
       resume,
       shouldStop: interrupt.stop,
       stopAfter,
+      autocast,
     });
     const stoppedEarly = result.interrupted && !interrupt.stop();
     log(
