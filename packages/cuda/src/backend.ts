@@ -14,7 +14,7 @@
  *   blocksparse.ts  the block-sparse trio (its routes: ../blocksparse-routes.ts, ../dense-route.ts)
  */
 import type { Backend, DType } from '@sparsegrad/core';
-import { type BackendBuffer, DTYPE_BYTES, type StorageArray } from '@sparsegrad/core/backend';
+import { type BackendBuffer, DTYPE_BYTES, type KernelName, type StorageArray } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { Args } from './args.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
@@ -45,6 +45,9 @@ export interface CudaBackend extends Backend {
   /** Sets some routes (the rest keep their values); returns the previous tuning, to restore it. */
   setTuning(changes: Partial<CudaTuning>): Readonly<CudaTuning>;
 }
+
+/** The kernels with native 16-bit forms (the elementwise, reduction and softmax kernels read and write them, cuBLAS multiplies them). */
+const HALF_KERNELS: readonly KernelName[] = ['matmul', 'unary', 'binary', 'reduce', 'softmax', 'softmaxBackward'];
 
 export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBackend {
   const allocator = new CachingAllocator(addon);
@@ -133,7 +136,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     // 16-bit floats are stored natively; dense products take them through cuBLAS, every other
     // kernel through core's float32 fallback (half-fallback.ts) until it has a native one.
     dtypes: ['float32', 'int32', 'bfloat16', 'float16'],
-    halfKernels: { bfloat16: ['matmul'], float16: ['matmul'] },
+    halfKernels: { bfloat16: HALF_KERNELS, float16: HALF_KERNELS },
 
     alloc,
     upload,

@@ -15,6 +15,7 @@ import * as sg from '@sparsegrad/core';
 import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
 import { Args } from '../src/args.ts';
+import { withHalfFallback } from '@sparsegrad/core/backend';
 import type { Addon, DeviceProperties } from '../src/native.ts';
 import type { CudaTuning } from '../src/tuning.ts';
 import { skippedSuite } from '../../core/test/helpers.ts';
@@ -130,6 +131,36 @@ const props: DeviceProperties = {
   totalMemory: 80 * 2 ** 30,
   driverVersion: 13000,
 };
+
+/** The ops with native 16-bit kernels (and a few through core's fallback), in each 16-bit dtype. */
+function everyHalfOp(be: Backend): void {
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const f = (shape: number[]) => zeros(shape, { backend: be, dtype });
+    for (const x of [f([64, 256]), f([64, 256]).transpose(0, 1), f([33, 7])]) {
+      x.exp();
+      x.gelu('tanh');
+      x.add(x);
+      x.mul(2);
+      x.gt(x);
+      x.cast('float32').cast(dtype);
+      x.cast('int32').cast(dtype);
+      sg.where(x.gt(0), x, x);
+      for (const axis of [0, 1]) for (const op of ['sum', 'max', 'argmax'] as const) x[op](axis);
+    }
+    for (const n of [100, 5000, 300000]) {
+      const x = f([4, n]).requiresGrad_();
+      x.sum(1);
+      tidyBackward(() => x.softmax(-1).mul(x).sum());
+    }
+    tidyBackward(() => sg.linear(f([8, 16]).requiresGrad_(), f([32, 16]).requiresGrad_(), f([32]).requiresGrad_()).sum());
+    tidyBackward(() =>
+      f([2, 8, 16])
+        .requiresGrad_()
+        .matmul(f([2, 16, 4]).requiresGrad_())
+        .sum(),
+    );
+  }
+}
 
 /** Every op of core once or in each of its kernel forms (vectorized, strided, warp/block rows, columns, ints). */
 async function everyOp(be: Backend): Promise<void> {
@@ -261,7 +292,10 @@ test('every kernel the backend launches is in the fatbins', async () => {
   for (const tuning of VARIANTS) {
     const be = createCudaBackend(recordingAddon(launched, packings), props);
     be.setTuning(tuning);
-    if (Object.keys(tuning).length === 0) await everyOp(be);
+    if (Object.keys(tuning).length === 0) {
+      await everyOp(be);
+      everyHalfOp(withHalfFallback(be));
+    }
     everyBlockSparseRoute(be);
   }
   const missing = [...launched].filter((n) => !compiled.has(n)).sort();

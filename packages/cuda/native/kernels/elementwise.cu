@@ -1,8 +1,7 @@
 // Elementwise kernels, fills and the fused Adam step. Op codes follow the order of UNARY_OPS and
 // BINARY_OPS in src/backend.ts (test/kernel-names.test.ts checks both lists against these switches).
 #include "common.cuh"
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "half.cuh"
 #include <cmath>
 
 #define GRID_STRIDE(i, n) for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
@@ -138,6 +137,37 @@ extern "C" __global__ void binary_i32(const int32_t* a, const int32_t* b, int32_
 extern "C" __global__ void compare_i32(const int32_t* a, const int32_t* b, float* y, int op, int scalars, int32_t sa, int32_t sb, Strided L) {
   binaryBody(a, b, y, scalars, sa, sb, L, [op](int32_t x0, int32_t x1) { return (float)binaryI(op, x0, x1); });
 }
+
+// The 16-bit floats: each element computed in float32 (unaryF, binaryF) and rounded once; scalar
+// operands arrive as float32, as the float32 kernel would see them.
+template <typename H>
+__device__ __forceinline__ void unaryHalf(const H* x, H* y, int op, const Strided& L) {
+  GRID_STRIDE(i, L.n) {
+    uint32_t o[2];
+    viewOffsets(L, i, o);
+    y[i] = fromF<H>(unaryF(op, toF(x[o[1]])));
+  }
+}
+template <typename H, typename R>
+__device__ __forceinline__ void binaryHalf(const H* a, const H* b, R* y, int op, int scalars, float sa, float sb, const Strided& L) {
+  GRID_STRIDE(i, L.n) {
+    uint32_t o[3];
+    viewOffsets(L, i, o);
+    const float x0 = scalars & 1 ? sa : toF(a[o[1]]);
+    const float x1 = scalars & 2 ? sb : toF(b[scalars & 1 ? o[1] : o[2]]);
+    y[i] = fromF<R>(binaryF(op, x0, x1));
+  }
+}
+#define HALF_ELEMENTWISE(NAME, H)                                                                                              \
+  extern "C" __global__ void unary_##NAME(const H* x, H* y, int op, Strided L) { unaryHalf(x, y, op, L); }                      \
+  extern "C" __global__ void binary_##NAME(const H* a, const H* b, H* y, int op, int scalars, float sa, float sb, Strided L) { \
+    binaryHalf(a, b, y, op, scalars, sa, sb, L);                                                                               \
+  }                                                                                                                             \
+  extern "C" __global__ void compare_##NAME(const H* a, const H* b, float* y, int op, int scalars, float sa, float sb, Strided L) { \
+    binaryHalf(a, b, y, op, scalars, sa, sb, L);                                                                               \
+  }
+HALF_ELEMENTWISE(bf16, __nv_bfloat16)
+HALF_ELEMENTWISE(f16, __half)
 
 // float4 forms of the float32 unary, binary and copy kernels, for layouts whose innermost dim is
 // contiguous in every operand and whose offsets and other strides are multiples of 4 (src/layout.ts

@@ -1,5 +1,6 @@
 // Reductions, softmax, layer norm, gather and scatter-add.
 #include "common.cuh"
+#include "half.cuh"
 
 // A "team" reduces one row: a warp for short rows (several rows per block, no block barrier), the
 // whole block for long ones.
@@ -17,43 +18,54 @@ struct Team {
 // Rows of a contiguous [rows, n] buffer, each cut into `chunks` pieces of `chunk` elements: y[row *
 // chunks + c] is the reduction of piece c (chunks == 1 for a plain row reduction; a long row is
 // reduced in pieces, then the pieces again).
-template <bool WARP, typename F>
-__device__ void reduceRowsBody(const float* x, float* y, uint32_t rows, uint32_t n, uint32_t chunk, uint32_t chunks, F f, float identity) {
+// X: the input's element type (float32, or a 16-bit float read as float32); y is float32.
+template <bool WARP, typename X, typename F>
+__device__ void reduceRowsBody(const X* x, float* y, uint32_t rows, uint32_t n, uint32_t chunk, uint32_t chunks, F f, float identity) {
   using T = Team<WARP>;
   for (uint32_t r = T::first(); r < rows * chunks; r += T::step()) {
     const uint32_t row = r / chunks, c = r % chunks;
     const uint32_t begin = c * chunk, end = min(n, begin + chunk);
-    const float* base = x + (size_t)row * n;
+    const X* base = x + (size_t)row * n;
     float acc = identity;
-    for (uint32_t j = begin + T::rank(); j < end; j += T::size()) acc = f(acc, base[j]);
+    for (uint32_t j = begin + T::rank(); j < end; j += T::size()) acc = f(acc, toF(base[j]));
     acc = T::all(acc, f, identity);
     if (T::rank() == 0) y[r] = acc;
   }
 }
+#define ROW_REDUCE_T(NAME, X, F, ID) \
+  extern "C" __global__ void NAME##_warp(const X* x, float* y, uint32_t rows, uint32_t n, uint32_t chunk, uint32_t chunks) { reduceRowsBody<true>(x, y, rows, n, chunk, chunks, F(), ID); } \
+  extern "C" __global__ void NAME##_block(const X* x, float* y, uint32_t rows, uint32_t n, uint32_t chunk, uint32_t chunks) { reduceRowsBody<false>(x, y, rows, n, chunk, chunks, F(), ID); }
 #define ROW_REDUCE(NAME, F, ID) \
-  extern "C" __global__ void NAME##_rows_warp(const float* x, float* y, uint32_t rows, uint32_t n, uint32_t chunk, uint32_t chunks) { reduceRowsBody<true>(x, y, rows, n, chunk, chunks, F(), ID); } \
-  extern "C" __global__ void NAME##_rows_block(const float* x, float* y, uint32_t rows, uint32_t n, uint32_t chunk, uint32_t chunks) { reduceRowsBody<false>(x, y, rows, n, chunk, chunks, F(), ID); }
+  ROW_REDUCE_T(NAME##_rows, float, F, ID) \
+  ROW_REDUCE_T(NAME##_rows_bf16, __nv_bfloat16, F, ID) \
+  ROW_REDUCE_T(NAME##_rows_f16, __half, F, ID)
 ROW_REDUCE(sum, Add, 0.f)
 ROW_REDUCE(max, Max, -INFINITY)
 ROW_REDUCE(min, Min, INFINITY)
 
 // Columns of [outer, n, inner] reduced over n, rows cut into `chunks` pieces: y [outer, chunks,
 // inner]. One thread per output column walks its rows; neighbouring threads read neighbouring columns.
-template <typename F>
-__device__ void reduceColumnsBody(const float* x, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t chunk, uint32_t chunks, F f, float identity) {
+template <typename X, typename F>
+__device__ void reduceColumnsBody(const X* x, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t chunk, uint32_t chunks, F f, float identity) {
   const uint32_t total = outer * chunks * inner;
   for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
     const uint32_t i = t % inner, c = (t / inner) % chunks, o = t / (inner * chunks);
     const uint32_t begin = c * chunk, end = min(n, begin + chunk);
-    const float* base = x + (size_t)o * n * inner + i;
+    const X* base = x + (size_t)o * n * inner + i;
     float acc = identity;
-    for (uint32_t j = begin; j < end; j++) acc = f(acc, base[(size_t)j * inner]);
+    for (uint32_t j = begin; j < end; j++) acc = f(acc, toF(base[(size_t)j * inner]));
     y[t] = acc;
   }
 }
-extern "C" __global__ void sum_columns(const float* x, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t chunk, uint32_t chunks) { reduceColumnsBody(x, y, outer, n, inner, chunk, chunks, Add(), 0.f); }
-extern "C" __global__ void max_columns(const float* x, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t chunk, uint32_t chunks) { reduceColumnsBody(x, y, outer, n, inner, chunk, chunks, Max(), -INFINITY); }
-extern "C" __global__ void min_columns(const float* x, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t chunk, uint32_t chunks) { reduceColumnsBody(x, y, outer, n, inner, chunk, chunks, Min(), INFINITY); }
+#define COLUMN_REDUCE(NAME, X, F, ID) \
+  extern "C" __global__ void NAME(const X* x, float* y, uint32_t outer, uint32_t n, uint32_t inner, uint32_t chunk, uint32_t chunks) { reduceColumnsBody(x, y, outer, n, inner, chunk, chunks, F(), ID); }
+#define COLUMN_REDUCES(NAME, F, ID) \
+  COLUMN_REDUCE(NAME##_columns, float, F, ID) \
+  COLUMN_REDUCE(NAME##_columns_bf16, __nv_bfloat16, F, ID) \
+  COLUMN_REDUCE(NAME##_columns_f16, __half, F, ID)
+COLUMN_REDUCES(sum, Add, 0.f)
+COLUMN_REDUCES(max, Max, -INFINITY)
+COLUMN_REDUCES(min, Min, INFINITY)
 
 // Any op, any dtype, one thread per output: integer tensors and argmax/argmin (small in practice).
 // op: 0 sum, 1 max, 2 min, 3 argmax, 4 argmin. NaN wins max/min, first occurrence wins ties.
@@ -81,41 +93,50 @@ extern "C" __global__ void reduce_simple_f32(const float* x, float* y, int op, u
 extern "C" __global__ void reduce_simple_i32(const int32_t* x, int32_t* y, int op, uint32_t outer, uint32_t n, uint32_t inner) { reduceSimpleBody(x, y, op, outer, n, inner); }
 extern "C" __global__ void arg_reduce_f32(const float* x, int32_t* y, int op, uint32_t outer, uint32_t n, uint32_t inner) { reduceSimpleBody(x, y, op, outer, n, inner); }
 
-template <bool WARP>
-__device__ void softmaxBody(const float* x, float* y, uint32_t rows, uint32_t n, int log, int causal) {
+// E: the element type (float32 or a 16-bit float, computed in float32 and rounded at the store).
+template <bool WARP, typename E>
+__device__ void softmaxBody(const E* x, E* y, uint32_t rows, uint32_t n, int log, int causal) {
   using T = Team<WARP>;
   for (uint32_t r = T::first(); r < rows; r += T::step()) {
-    const float* xr = x + (size_t)r * n;
-    float* yr = y + (size_t)r * n;
+    const E* xr = x + (size_t)r * n;
+    E* yr = y + (size_t)r * n;
     // Causal: row i of each [n, n] matrix keeps columns 0..i; the rest is written as 0.
     const uint32_t len = causal ? r % n + 1 : n;
     float m = -INFINITY;
-    for (uint32_t j = T::rank(); j < len; j += T::size()) m = nanMax(m, xr[j]);
+    for (uint32_t j = T::rank(); j < len; j += T::size()) m = nanMax(m, toF(xr[j]));
     m = T::all(m, Max(), -INFINITY);
     float s = 0.f;
-    for (uint32_t j = T::rank(); j < len; j += T::size()) s += expf(xr[j] - m);
+    for (uint32_t j = T::rank(); j < len; j += T::size()) s += expf(toF(xr[j]) - m);
     s = T::all(s, Add(), 0.f);
     const float ls = logf(s), inv = 1.f / s;
-    for (uint32_t j = T::rank(); j < n; j += T::size()) yr[j] = j >= len ? 0.f : log ? xr[j] - m - ls : expf(xr[j] - m) * inv;
+    for (uint32_t j = T::rank(); j < n; j += T::size())
+      yr[j] = fromF<E>(j >= len ? 0.f : log ? toF(xr[j]) - m - ls : expf(toF(xr[j]) - m) * inv);
   }
 }
-extern "C" __global__ void softmax_warp(const float* x, float* y, uint32_t rows, uint32_t n, int log, int causal) { softmaxBody<true>(x, y, rows, n, log, causal); }
-extern "C" __global__ void softmax_block(const float* x, float* y, uint32_t rows, uint32_t n, int log, int causal) { softmaxBody<false>(x, y, rows, n, log, causal); }
 
 // y is the forward output; out = dL/dx.
-template <bool WARP>
-__device__ void softmaxBackwardBody(const float* y, const float* dy, float* out, uint32_t rows, uint32_t n, int log) {
+template <bool WARP, typename E>
+__device__ void softmaxBackwardBody(const E* y, const E* dy, E* out, uint32_t rows, uint32_t n, int log) {
   using T = Team<WARP>;
   for (uint32_t r = T::first(); r < rows; r += T::step()) {
     const size_t b = (size_t)r * n;
     float s = 0.f;
-    for (uint32_t j = T::rank(); j < n; j += T::size()) s += log ? dy[b + j] : dy[b + j] * y[b + j];
+    for (uint32_t j = T::rank(); j < n; j += T::size()) s += log ? toF(dy[b + j]) : toF(dy[b + j]) * toF(y[b + j]);
     s = T::all(s, Add(), 0.f);
-    for (uint32_t j = T::rank(); j < n; j += T::size()) out[b + j] = log ? dy[b + j] - expf(y[b + j]) * s : y[b + j] * (dy[b + j] - s);
+    for (uint32_t j = T::rank(); j < n; j += T::size()) {
+      const float yj = toF(y[b + j]), dj = toF(dy[b + j]);
+      out[b + j] = fromF<E>(log ? dj - expf(yj) * s : yj * (dj - s));
+    }
   }
 }
-extern "C" __global__ void softmax_backward_warp(const float* y, const float* dy, float* out, uint32_t rows, uint32_t n, int log) { softmaxBackwardBody<true>(y, dy, out, rows, n, log); }
-extern "C" __global__ void softmax_backward_block(const float* y, const float* dy, float* out, uint32_t rows, uint32_t n, int log) { softmaxBackwardBody<false>(y, dy, out, rows, n, log); }
+#define SOFTMAX(SUFFIX, E) \
+  extern "C" __global__ void softmax##SUFFIX##_warp(const E* x, E* y, uint32_t rows, uint32_t n, int log, int causal) { softmaxBody<true>(x, y, rows, n, log, causal); } \
+  extern "C" __global__ void softmax##SUFFIX##_block(const E* x, E* y, uint32_t rows, uint32_t n, int log, int causal) { softmaxBody<false>(x, y, rows, n, log, causal); } \
+  extern "C" __global__ void softmax_backward##SUFFIX##_warp(const E* y, const E* dy, E* out, uint32_t rows, uint32_t n, int log) { softmaxBackwardBody<true>(y, dy, out, rows, n, log); } \
+  extern "C" __global__ void softmax_backward##SUFFIX##_block(const E* y, const E* dy, E* out, uint32_t rows, uint32_t n, int log) { softmaxBackwardBody<false>(y, dy, out, rows, n, log); }
+SOFTMAX(, float)
+SOFTMAX(_bf16, __nv_bfloat16)
+SOFTMAX(_f16, __half)
 
 // gamma/beta may be null.
 template <bool WARP>

@@ -94,7 +94,8 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
       const dtype = views[0].buffer.dtype;
       const L = stridedLayout(op, shape, [outputOperand(shape), ...views.map(viewOperand)]);
       const v4 = dtype === 'float32' ? float4Layout(L) : undefined;
-      const kernel = v4 ? 'binary_f32x4' : dtype === 'float32' ? 'binary_f32' : COMPARISONS.has(op) ? 'compare_i32' : 'binary_i32';
+      // float32 and integers compare into float32 (compare_*); 16-bit floats take float32 scalars.
+      const kernel = v4 ? 'binary_f32x4' : dtype === 'float32' ? 'binary_f32' : `${COMPARISONS.has(op) ? 'compare' : 'binary'}_${tname(dtype)}`;
       const scalars = (typeof a === 'number' ? 1 : 0) | (typeof b === 'number' ? 2 : 0);
       const s = (v: View | number) => (typeof v === 'number' ? v : 0);
       args
@@ -104,8 +105,8 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
         .ptr(P(out))
         .i32(BINARY_OPS.indexOf(op))
         .i32(scalars);
-      if (dtype === 'float32') args.f32(s(a)).f32(s(b));
-      else args.i32(s(a)).i32(s(b));
+      if (dtype === 'int32') args.i32(s(a)).i32(s(b));
+      else args.f32(s(a)).f32(s(b));
       const V = v4 ?? L;
       launch(op, kernel, [blocksFor(V.n), 1, 1], THREADS, args.strided(V.n, V.shape, V.flat, V.ops));
     },

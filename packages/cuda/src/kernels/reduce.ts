@@ -3,14 +3,30 @@
  * and min by rows (a warp or a block each, very long rows in pieces) or columns (few columns: the
  * rows in pieces too), integers and argmax/argmin a thread per output.
  */
-import type { Backend } from '@sparsegrad/core';
-import type { ReduceOp } from '@sparsegrad/core/backend';
+import type { Backend, HalfDType } from '@sparsegrad/core';
+import { type BackendBuffer, isHalf, type ReduceOp, type View } from '@sparsegrad/core/backend';
+
+const flat = (buffer: BackendBuffer, size: number): View => ({ buffer, shape: [size], strides: [1], offset: 0 });
 import { type CudaHost, P, THREADS, tname } from './host.ts';
 
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
 
-/** out [outer, inner] = x [outer, n, inner] reduced over n, float32, device pointers (the host's reduceF32). */
-export function reduceF32(h: CudaHost, op: 'sum' | 'max' | 'min', x: number, outer: number, n: number, inner: number, out: number, split = true): void {
+/**
+ * out [outer, inner] = x [outer, n, inner] reduced over n into float32, device pointers (the host's
+ * reduceF32); `input` names x's element type when it is a 16-bit float (read as float32).
+ */
+export function reduceF32(
+  h: CudaHost,
+  op: 'sum' | 'max' | 'min',
+  x: number,
+  outer: number,
+  n: number,
+  inner: number,
+  out: number,
+  split = true,
+  input: 'float32' | HalfDType = 'float32',
+): void {
+  const suffix = input === 'float32' ? '' : `_${tname(input)}`;
   const { allocator, args, sms, launch, blocksFor, rowLaunch, piecesFor } = h;
   if (inner === 1) {
     // Rows; a few very long rows are cut into pieces reduced in a second pass.
@@ -18,7 +34,7 @@ export function reduceF32(h: CudaHost, op: 'sum' | 'max' | 'min', x: number, out
     const chunk = Math.ceil(n / pieces);
     const used = Math.ceil(n / chunk);
     const target = used > 1 ? allocator.alloc(outer * used * 4) : out;
-    rowLaunch(op, `${op}_rows`, outer * used, chunk, args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(chunk).u32(used));
+    rowLaunch(op, `${op}_rows${suffix}`, outer * used, chunk, args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(chunk).u32(used));
     if (used > 1) {
       reduceF32(h, op, target, outer, used, 1, out);
       allocator.release(target, outer * used * 4);
@@ -33,7 +49,7 @@ export function reduceF32(h: CudaHost, op: 'sum' | 'max' | 'min', x: number, out
   const target = used > 1 ? allocator.alloc(outer * used * inner * 4) : out;
   launch(
     op,
-    `${op}_columns`,
+    `${op}_columns${suffix}`,
     [blocksFor(outer * used * inner), 1, 1],
     THREADS,
     args.reset().ptr(x).ptr(target).u32(outer).u32(n).u32(inner).u32(chunk).u32(used),
@@ -51,6 +67,24 @@ export function reduceKernels(h: CudaHost): Pick<Backend, 'reduce'> {
       if (outer * inner === 0) return;
       if (x.dtype === 'float32' && (op === 'sum' || op === 'max' || op === 'min') && n > 0) {
         h.reduceF32(op, P(x), outer, n, inner, P(out));
+        return;
+      }
+      if (isHalf(x.dtype)) {
+        // Read as float32 into a float32 result (argmax/argmin: from a float32 copy of x), then
+        // rounded into out: the output is n times smaller than the input.
+        const size = outer * inner;
+        if (op === 'argmax' || op === 'argmin') {
+          const wide = h.alloc(outer * n * inner, 'float32');
+          h.backend().copy(flat(x, outer * n * inner), flat(wide, outer * n * inner));
+          h.backend().reduce(op, wide, outer, n, inner, out);
+          h.free(wide);
+          return;
+        }
+        const sums = h.alloc(size, 'float32');
+        if (n === 0) h.backend().fill(sums, size, 0);
+        else reduceF32(h, op, P(x), outer, n, inner, P(sums), true, x.dtype);
+        h.backend().copy(flat(sums, size), flat(out, size));
+        h.free(sums);
         return;
       }
       const kernel = op === 'argmax' || op === 'argmin' ? (x.dtype === 'float32' ? 'arg_reduce_f32' : 'reduce_simple_i32') : `reduce_simple_${tname(x.dtype)}`;
