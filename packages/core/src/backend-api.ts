@@ -7,7 +7,9 @@
 export type {
   AdamBuffers,
   AdamStepSpec,
+  AttentionSpec,
   Backend,
+  FusedAttention,
   BackendBuffer,
   BinaryOp,
   BlockLayout,

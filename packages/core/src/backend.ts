@@ -198,6 +198,8 @@ export interface Backend {
   readonly dtypes: readonly DType[];
   /** Kernels that take 16-bit operands of a dtype directly; the others get float32 (core widens). */
   readonly halfKernels?: Readonly<Partial<Record<HalfDType, readonly KernelName[]>>>;
+  /** Optional: fused attention (see FusedAttention); core composes attention from the other kernels without it. */
+  readonly fusedAttention?: FusedAttention;
 
   // ---- memory ----
   alloc(size: number, dtype: DType): BackendBuffer;
@@ -297,6 +299,50 @@ export interface Backend {
   sumOfSquares(xs: readonly BackendBuffer[], sizes: readonly number[], out: BackendBuffer): void;
   /** outs[i] = xs[i] * factor[0] elementwise (factor: a one-float buffer, so no value is read back). */
   scaleBuffers(xs: readonly BackendBuffer[], sizes: readonly number[], factor: BackendBuffer, outs: readonly BackendBuffer[]): void;
+}
+
+/**
+ * One fused attention problem: `batch` independent heads, each q [tq, d], k [tk, d], v [tk, dv],
+ * contiguous and back to back in their buffers; scores scale * q k^T; causal: query i keeps keys
+ * 0..i (tq == tk).
+ */
+export interface AttentionSpec {
+  readonly batch: number;
+  readonly tq: number;
+  readonly tk: number;
+  readonly d: number;
+  readonly dv: number;
+  readonly scale: number;
+  readonly causal: boolean;
+}
+
+/**
+ * Attention without the [tq, tk] scores in memory (FlashAttention): an optional pair of kernels.
+ * Core's scaledDotProductAttention takes them where `supports` says so (no mask, no dropout, q, k
+ * and v of one dtype) and composes attention from the other kernels elsewhere; both give
+ * softmax(scale q k^T) v up to float32 rounding (the composed form is the reference).
+ */
+export interface FusedAttention {
+  /** Whether the kernels take this problem in this dtype (head sizes, dtypes). */
+  supports(spec: AttentionSpec, dtype: DType): boolean;
+  /**
+   * out [batch, tq, dv] (q's dtype) = softmax(scale q k^T) v; lse [batch, tq] (float32) = each
+   * row's log-sum-exp of the scaled scores, which the backward pass reads.
+   */
+  forward(q: BackendBuffer, k: BackendBuffer, v: BackendBuffer, spec: AttentionSpec, out: BackendBuffer, lse: BackendBuffer): void;
+  /** dq, dk, dv (q's dtype) from dout and the forward's out and lse. */
+  backward(
+    q: BackendBuffer,
+    k: BackendBuffer,
+    v: BackendBuffer,
+    out: BackendBuffer,
+    dout: BackendBuffer,
+    lse: BackendBuffer,
+    spec: AttentionSpec,
+    dq: BackendBuffer,
+    dk: BackendBuffer,
+    dv: BackendBuffer,
+  ): void;
 }
 
 /** One parameter of Backend.adamStep: its buffers in, their updated values out, `size` floats each. */

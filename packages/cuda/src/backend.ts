@@ -12,12 +12,14 @@
  *   rows.ts         softmax, layer norm and their backward
  *   lists.ts        adamStep, sumOfSquares, scaleBuffers
  *   blocksparse.ts  the block-sparse trio (its routes: ../blocksparse-routes.ts, ../dense-route.ts)
+ *   attention.ts    fused attention (optional in the contract: bfloat16 / float16 heads)
  */
 import type { Backend, DType } from '@sparsegrad/core';
 import { type BackendBuffer, DTYPE_BYTES, type KernelName, type StorageArray } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
 import { Args } from './args.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
+import { attentionKernels } from './kernels/attention.ts';
 import { blockSparseKernels } from './kernels/blocksparse.ts';
 import { elementwiseKernels } from './kernels/elementwise.ts';
 import { type CudaHost, P, THREADS, WARP_ROW } from './kernels/host.ts';
@@ -159,6 +161,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     ...indexingKernels(host),
     ...rowKernels(host),
     ...listKernels(host),
+    fusedAttention: attentionKernels(host),
 
     synchronize: () => addon.synchronize(),
     timeDevice(fn) {

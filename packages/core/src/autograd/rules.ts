@@ -11,7 +11,8 @@ import { zeros } from '../creation.ts';
 import { add, binaryKernel, castKernel, div, eq, gt, lt, mul, neg, sign, unaryKernel, where } from '../ops/elementwise.ts';
 import { bsrKernel, bsrSddmmKernel } from '../ops/blocksparse.ts';
 import { indexView, scatterAddKernel } from '../ops/indexing.ts';
-import type { BlockLayout } from '../backend.ts';
+import type { AttentionSpec, BlockLayout } from '../backend.ts';
+import { flashAttentionBackward } from '../ops/attention.ts';
 import { matmul } from '../ops/matmul.ts';
 import { copyInto, expand, narrow, permute, reshape, transpose } from '../ops/movement.ts';
 import { layerNormBackwardKernel, softmaxBackwardKernel } from '../ops/nn.ts';
@@ -239,6 +240,12 @@ export const gradRules: Record<string, GradRule> = {
       q.requiresGrad ? sumTo(mul(matmul(ds, k), scale), q.shape) : null,
       k.requiresGrad ? sumTo(mul(matmul(transpose(ds, -2, -1), q), scale), k.shape) : null,
     ];
+  }),
+  flashAttention: rule('values', true, (g, node, out) => {
+    const [q, k, v] = node.inputs;
+    const { spec, lse } = node.attrs as { spec: AttentionSpec; lse: Tensor };
+    const grads = flashAttentionBackward(g, q, k, v, out, lse, spec);
+    return grads.map((t, i) => (node.inputs[i].requiresGrad ? t : null));
   }),
   softmax: rule('values', true, (g, _node, out) => [softmaxBackwardKernel(g, out, false)]),
   logSoftmax: rule('values', true, (g, _node, out) => [softmaxBackwardKernel(g, out, true)]),

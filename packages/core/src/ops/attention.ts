@@ -1,13 +1,14 @@
 /** Attention: its weights as one op (so that the [..., Tq, Tk] scores do not outlive it), and scaled dot-product attention. */
 import { record } from '../autograd/graph.ts';
 import { lowPrecision } from '../autocast.ts';
+import type { AttentionSpec } from '../backend.ts';
 import { noGrad } from '../engine.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes } from '../shape.ts';
-import type { Tensor } from '../tensor.ts';
+import { empty, type Tensor } from '../tensor.ts';
 import { addFreeing, binaryKernel } from './elementwise.ts';
 import { matmul, matmulKernel } from './matmul.ts';
-import { transpose } from './movement.ts';
+import { asFlat, reshape, transpose } from './movement.ts';
 import { dropout, softmaxKernel } from './nn.ts';
 import { checkFloat, checkNumber, checkTensors } from './util.ts';
 
@@ -91,6 +92,8 @@ export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, op
   const p = opts.dropout ?? 0;
   checkNumber(op, 'dropout', p);
   if (!(p >= 0 && p < 1)) throw opError(op, `dropout must be in [0, 1), got ${p}`);
+  const fused = fusedAttention(q, k, v, scale, opts.causal ?? false, !opts.mask && p === 0);
+  if (fused) return fused;
   const weights = attentionWeights(q, k, { scale, causal: opts.causal, mask: opts.mask });
   const kept = p > 0 ? dropout(weights, p) : weights;
   const out = matmul(kept, v);
@@ -100,4 +103,52 @@ export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, op
     weights.dispose();
   }
   return out;
+}
+
+/**
+ * Attention through the backend's fused kernels where they take the problem (no mask, no
+ * dropout, q, k and v of one dtype and the same batch dims, the head sizes the kernels have);
+ * null otherwise, and the caller composes it.
+ */
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: boolean, plain: boolean): Tensor | null {
+  const kernels = q.backend.fusedAttention;
+  if (!kernels || !plain || q.dtype !== k.dtype || q.dtype !== v.dtype) return null;
+  const lead = q.shape.slice(0, -2);
+  if (k.rank !== q.rank || v.rank !== q.rank || k.shape.slice(0, -2).join() !== lead.join() || v.shape.slice(0, -2).join() !== lead.join()) return null;
+  const spec: AttentionSpec = {
+    batch: lead.reduce((a, b) => a * b, 1),
+    tq: q.shape[q.rank - 2],
+    tk: k.shape[k.rank - 2],
+    d: q.shape[q.rank - 1],
+    dv: v.shape[v.rank - 1],
+    scale,
+    causal,
+  };
+  if (spec.batch * spec.tq * spec.tk === 0 || !kernels.supports(spec, q.dtype)) return null;
+  const op = 'scaledDotProductAttention';
+  const [qc, kc, vc] = [q, k, v].map(asFlat);
+  const out = empty([...lead, spec.tq, spec.dv], q.dtype, q.backend);
+  const lse = empty([spec.batch, spec.tq], 'float32', q.backend);
+  kernels.forward(qc.bufferFor(op), kc.bufferFor(op), vc.bufferFor(op), spec, out.bufferFor(op), lse.bufferFor(op));
+  for (const [c, t] of [
+    [qc, q],
+    [kc, k],
+    [vc, v],
+  ])
+    if (c !== t) c.dispose();
+  const recorded = record('flashAttention', [q, k, v], out, { spec, lse });
+  if (!recorded.requiresGrad) lse.dispose();
+  return recorded;
+}
+
+/** The gradients of a fused attention (the rule of 'flashAttention'): dq, dk, dv in the inputs' dtype. */
+export function flashAttentionBackward(g: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): Tensor[] {
+  const op = 'scaledDotProductAttention';
+  const kernels = q.backend.fusedAttention!;
+  const ins = [q, k, v, out, g].map(asFlat);
+  const grads = [q, k, v].map((t) => empty(t.shape, t.dtype, t.backend));
+  const b = (t: Tensor) => t.bufferFor(op);
+  kernels.backward(b(ins[0]), b(ins[1]), b(ins[2]), b(ins[3]), b(ins[4]), b(lse), spec, b(grads[0]), b(grads[1]), b(grads[2]));
+  ins.forEach((c, i) => c !== [q, k, v, out, g][i] && c.dispose());
+  return grads;
 }

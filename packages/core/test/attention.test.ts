@@ -1,0 +1,131 @@
+/**
+ * scaledDotProductAttention in the 16-bit dtypes against a float64 reference computed from the
+ * rounded inputs: outputs and the three gradients, causal and not, sequence lengths that are not
+ * multiples of the kernels' tiles, head sizes 32, 64 and 128, several heads. Where the backend
+ * has fused attention kernels the op must take them (its graph records 'flashAttention'); the CPU
+ * backend composes it, so the same checks hold both forms to one reference.
+ */
+import * as assert from 'uvu/assert';
+import * as sg from '@sparsegrad/core';
+import { type HalfDType, tensor } from '@sparsegrad/core';
+import { backendSuites, randomArray, testSeed } from './helpers.ts';
+
+const U: Record<HalfDType, number> = { bfloat16: 2 ** -8, float16: 2 ** -11 };
+
+/** float64 attention of one head and its gradients for dL/dout = dout. */
+function reference(q: Float64Array, k: Float64Array, v: Float64Array, dout: Float64Array, tq: number, tk: number, d: number, causal: boolean) {
+  const scale = 1 / Math.sqrt(d);
+  const p = new Float64Array(tq * tk);
+  for (let i = 0; i < tq; i++) {
+    let mx = -Infinity;
+    const s = new Float64Array(tk);
+    for (let j = 0; j < tk; j++) {
+      if (causal && j > i) continue;
+      for (let c = 0; c < d; c++) s[j] += q[i * d + c] * k[j * d + c];
+      s[j] *= scale;
+      mx = Math.max(mx, s[j]);
+    }
+    let z = 0;
+    for (let j = 0; j < tk; j++) if (!(causal && j > i)) z += Math.exp(s[j] - mx);
+    for (let j = 0; j < tk; j++) p[i * tk + j] = causal && j > i ? 0 : Math.exp(s[j] - mx) / z;
+  }
+  const out = new Float64Array(tq * d);
+  const dq = new Float64Array(tq * d);
+  const dk = new Float64Array(tk * d);
+  const dv = new Float64Array(tk * d);
+  for (let i = 0; i < tq; i++) {
+    const dp = new Float64Array(tk);
+    let dot = 0;
+    for (let j = 0; j < tk; j++) {
+      for (let c = 0; c < d; c++) {
+        out[i * d + c] += p[i * tk + j] * v[j * d + c];
+        dp[j] += dout[i * d + c] * v[j * d + c];
+        dv[j * d + c] += p[i * tk + j] * dout[i * d + c];
+      }
+      dot += dp[j] * p[i * tk + j];
+    }
+    for (let j = 0; j < tk; j++) {
+      const ds = p[i * tk + j] * (dp[j] - dot) * scale;
+      for (let c = 0; c < d; c++) {
+        dq[i * d + c] += ds * k[j * d + c];
+        dk[j * d + c] += ds * q[i * d + c];
+      }
+    }
+  }
+  return { out, dq, dk, dv };
+}
+
+/** Normwise: the largest error within `ulps` units of the format times the largest reference magnitude. */
+function assertNormwise(got: ArrayLike<number>, want: ArrayLike<number>, dtype: HalfDType, ulps: number, what: string): void {
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : Math.abs(got[i] - want[i]));
+    scale = Math.max(scale, Math.abs(want[i]));
+  }
+  assert.ok(worst <= ulps * U[dtype] * scale, `${what} [${dtype}]: largest error ${worst} exceeds ${ulps} x ${U[dtype]} x ${scale}`);
+}
+
+for (const { backend, test } of await backendSuites('fused attention')) {
+  const seed = testSeed();
+  const held = () => (['bfloat16', 'float16'] as const).filter((d) => backend.dtypes.includes(d));
+
+  test('16-bit attention and its gradients against float64 (causal and not, ragged lengths, head sizes 32-128)', async () => {
+    const cases: [number, number, number, number, boolean][] = [
+      // heads, tq, tk, d, causal
+      [2, 77, 77, 64, true],
+      [3, 40, 130, 32, false],
+      [2, 100, 100, 128, true],
+      [1, 64, 64, 64, false],
+      [2, 1, 1, 32, true],
+    ];
+    for (const dtype of held()) {
+      for (const [heads, tq, tk, d, causal] of cases) {
+        const what = `${heads} heads, tq ${tq}, tk ${tk}, d ${d}${causal ? ', causal' : ''}`;
+        const make = (n: number, s: number, scale = 1) => tensor(Float32Array.from(randomArray(n, s, scale)), undefined, { backend, dtype });
+        const q = make(heads * tq * d, seed + tq, 2)
+          .reshape(heads, tq, d)
+          .requiresGrad_();
+        const k = make(heads * tk * d, seed + tk + 1, 2)
+          .reshape(heads, tk, d)
+          .requiresGrad_();
+        const v = make(heads * tk * d, seed + d + 2)
+          .reshape(heads, tk, d)
+          .requiresGrad_();
+        const dout = make(heads * tq * d, seed + 3).reshape(heads, tq, d);
+        const out = sg.scaledDotProductAttention(q, k, v, { causal });
+        assert.is(out.dtype, dtype);
+        if (backend.fusedAttention?.supports({ batch: heads, tq, tk, d, dv: d, scale: 1 / Math.sqrt(d), causal }, dtype))
+          assert.is(out.gradNode?.op, 'flashAttention', `${what}: the fused kernels ran`);
+        out.backward(dout);
+        const [qv, kv, vv, dov, ov, dq, dk, dv] = await Promise.all([q, k, v, dout, out, q.grad!, k.grad!, v.grad!].map((t) => t.toArray()));
+        for (let h = 0; h < heads; h++) {
+          const sub = (a: sg.TypedArray, t: number) => Float64Array.from(a.subarray(h * t * d, (h + 1) * t * d));
+          const ref = reference(sub(qv, tq), sub(kv, tk), sub(vv, tk), sub(dov, tq), tq, tk, d, causal);
+          assertNormwise(sub(ov, tq), ref.out, dtype, 4, `${what}: head ${h} output`);
+          assertNormwise(sub(dv, tk), ref.dv, dtype, 8, `${what}: head ${h} dV`);
+          assertNormwise(sub(dq, tq), ref.dq, dtype, 16, `${what}: head ${h} dQ`);
+          assertNormwise(sub(dk, tk), ref.dk, dtype, 16, `${what}: head ${h} dK`);
+        }
+      }
+    }
+  });
+
+  test('masks, dropout and mixed dtypes take the composed form and still agree', async () => {
+    for (const dtype of held()) {
+      const [t, d] = [20, 32];
+      const q = tensor(Float32Array.from(randomArray(t * d, seed + 9)), [1, t, d], { backend, dtype, requiresGrad: true });
+      const mask = tensor(
+        Float32Array.from({ length: t * t }, (_, i) => (i % t > Math.floor(i / t) ? -1e9 : 0)),
+        [t, t],
+        { backend },
+      );
+      const masked = sg.scaledDotProductAttention(q, q, q, { mask });
+      const causal = sg.scaledDotProductAttention(q, q, q, { causal: true });
+      assert.not.equal(masked.gradNode?.op, 'flashAttention');
+      assertNormwise(await masked.toArray(), Float64Array.from(await causal.toArray()), dtype, 4, 'additive causal mask equals causal');
+    }
+  });
+
+  test.run();
+}
