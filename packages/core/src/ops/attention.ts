@@ -8,7 +8,7 @@ import { broadcastShapes } from '../shape.ts';
 import { empty, type Tensor } from '../tensor.ts';
 import { addFreeing, binaryKernel } from './elementwise.ts';
 import { matmul, matmulKernel } from './matmul.ts';
-import { asFlat, reshape, transpose } from './movement.ts';
+import { asFlat, transpose } from './movement.ts';
 import { dropout, softmaxKernel } from './nn.ts';
 import { checkFloat, checkNumber, checkTensors } from './util.ts';
 
