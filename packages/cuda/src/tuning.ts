@@ -27,6 +27,8 @@ export interface CudaTuning {
   denseRoute: 'auto' | 'on' | 'off';
   /** Dense products through cuBLASLt where it loads (else cublasGemmStridedBatchedEx). */
   cublasLt: boolean;
+  /** The fused attention kernels where they fit (else core composes attention). */
+  fusedAttention: boolean;
   /** Every new buffer filled with NaN, so that an output element a kernel fails to write shows (tests). */
   poison: boolean;
 }
@@ -42,6 +44,7 @@ export const DEFAULT_CUDA_TUNING: Readonly<CudaTuning> = Object.freeze({
   bandTiles: undefined,
   denseRoute: 'auto',
   cublasLt: true,
+  fusedAttention: true,
   poison: false,
 });
 

@@ -29,7 +29,12 @@ export function attentionKernels(h: CudaHost): FusedAttention {
   const name = (part: string, spec: AttentionSpec, dtype: DType) => `attn_${part}_${tname(dtype)}_${spec.d}`;
   return {
     supports: (spec, dtype) =>
-      isHalf(dtype) && spec.d === spec.dv && HEAD_SIZES.includes(spec.d) && spec.batch <= 65535 && (!spec.causal || spec.tq === spec.tk),
+      h.tuning().fusedAttention &&
+      isHalf(dtype) &&
+      spec.d === spec.dv &&
+      HEAD_SIZES.includes(spec.d) &&
+      spec.batch <= 65535 &&
+      (!spec.causal || spec.tq === spec.tk),
     forward(q, k, v, spec, out, lse) {
       launch(
         'scaledDotProductAttention',
