@@ -4,7 +4,7 @@
  * argument packing, but nothing launches. On the GPU host the GPT step with tensor cores is bound
  * by this cost (docs/benchmarks.md), so it can be profiled and cut on any machine:
  *
- *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium] [--densities 1,0.25]
+ *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium|bf16|fp16] [--densities 1,0.25]
  *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
  *
  * With --real (GPU host) the real addon runs underneath, each of its calls timed on the host, so
@@ -97,7 +97,8 @@ function timed(real: Addon): Addon {
 const addon = values.real ? timed(loadAddon()) : noop;
 registerBackend({ name: 'cuda-timed', priority: -1, create: () => createCudaBackend(addon, addon.init()) });
 await setBackend('cuda-timed');
-setFloat32MatmulPrecision(values.precision as MatmulPrecision);
+const lowPrecision = values.precision === 'bf16' ? 'bfloat16' : values.precision === 'fp16' ? 'float16' : false;
+if (!lowPrecision) setFloat32MatmulPrecision(values.precision as MatmulPrecision);
 
 /** One step with every queued item timed on the device; prints the device time per label. */
 async function deviceTimes(gpt: { run(): Promise<unknown> }): Promise<void> {
@@ -126,7 +127,7 @@ async function deviceTimes(gpt: { run(): Promise<unknown> }): Promise<void> {
 
 console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);
 for (const density of values.densities.split(',').map(Number)) {
-  const gpt = await createGptStep(32, density);
+  const gpt = await createGptStep(32, density, lowPrecision);
   await warmUp(() => gpt.run());
   const host: number[] = [];
   const before = queued;
