@@ -38,4 +38,18 @@ y = x @ w.T + bias
 err = (y.flatten() - torch.tensor(exp["y"], dtype=torch.float64)).abs().max().item()
 assert err < 1e-4, err
 print(f"layer.safetensors: {blocks.shape[0]} blocks of {bs}x{bs}; dense torch reconstruction matches sparsegrad's output (max abs error {err:.2e})")
+half = load_file(f"{d}/half.safetensors")
+assert half["b"].dtype == torch.bfloat16 and half["h"].dtype == torch.float16, (half["b"].dtype, half["h"].dtype)
+src = torch.tensor(exp["halfValues"], dtype=torch.float64)
+for key, dtype in (("b", torch.bfloat16), ("h", torch.float16)):
+    # sparsegrad rounded float64 -> float32 -> 16 bits; torch rounds the same float32 values.
+    want = src.float().to(dtype)
+    assert torch.equal(half[key], want), (key, half[key], want)
+    assert half[key].float().tolist() == exp["halfRead"][key], (key, half[key].float().tolist(), exp["halfRead"][key])
+print("half.safetensors: BF16 and F16 tensors load as torch.bfloat16 / float16 with torch's own rounding")
+# A file torch writes, for read-torch-half.ts to read back.
+from safetensors.torch import save_file
+values = torch.linspace(-3, 3, 13, dtype=torch.float32) / 7
+save_file({"b": values.to(torch.bfloat16), "h": values.to(torch.float16)}, f"{d}/torch_half.safetensors")
+json.dump({"b": values.to(torch.bfloat16).float().tolist(), "h": values.to(torch.float16).float().tolist()}, open(f"{d}/torch_half.json", "w"))
 print(f"torch {torch.__version__}")

@@ -7,8 +7,8 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { manualSeed, randn } from '@sparsegrad/core';
-import { BlockSparseLinear, BlockSparseModelPatcher, GPT, save } from '@sparsegrad/nn';
+import { manualSeed, randn, tensor } from '@sparsegrad/core';
+import { BlockSparseLinear, BlockSparseModelPatcher, GPT, encodeSafetensors, save } from '@sparsegrad/nn';
 
 const out = process.argv[2] ?? '.interop';
 mkdirSync(out, { recursive: true });
@@ -16,6 +16,15 @@ manualSeed(7);
 const gpt = new GPT({ vocabSize: 50, seqLen: 16, dModel: 64, heads: 4, layers: 2 });
 await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density: 0.5, blockSize: 16 }).patchModel(gpt);
 await save(gpt, join(out, 'gpt.safetensors'), { config: JSON.stringify(gpt.config) });
+
+// 16-bit tensors in their own dtypes (values rounded to nearest even on creation).
+const halfValues = [1, -2, 1 / 3, 65504, 1e-6, 3.14159, -0.1];
+const halves = {
+  b: tensor(halfValues, undefined, { dtype: 'bfloat16' }),
+  h: tensor(halfValues, undefined, { dtype: 'float16' }),
+};
+writeFileSync(join(out, 'half.safetensors'), await encodeSafetensors(halves));
+const halfRead = { b: Array.from(await halves.b.toArray()), h: Array.from(await halves.h.toArray()) };
 
 const layer = new BlockSparseLinear(64, 96, { density: 0.5, blockSize: 16 });
 await save(layer, join(out, 'layer.safetensors'));
@@ -28,6 +37,8 @@ writeFileSync(
   JSON.stringify({
     x: Array.from(await x.toArray()),
     y: Array.from(await y.toArray()),
+    halfValues,
+    halfRead,
     shapes: Object.fromEntries(Object.entries(gpt.stateDict()).map(([k, t]) => [k, t.shape])),
     sums,
   }),
