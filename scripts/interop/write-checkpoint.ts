@@ -18,7 +18,7 @@ await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.f
 await save(gpt, join(out, 'gpt.safetensors'), { config: JSON.stringify(gpt.config) });
 
 // 16-bit tensors in their own dtypes (values rounded to nearest even on creation).
-const halfValues = [1, -2, 1 / 3, 65504, 1e-6, 3.14159, -0.1];
+const halfValues = [1, -2, 1 / 3, 65504, 1e-6, 2.71, -0.1];
 const halves = {
   b: tensor(halfValues, undefined, { dtype: 'bfloat16' }),
   h: tensor(halfValues, undefined, { dtype: 'float16' }),
