@@ -304,7 +304,9 @@ export interface Backend {
 /**
  * One fused attention problem: `batch` independent heads, each q [tq, d], k [tk, d], v [tk, dv],
  * contiguous and back to back in their buffers; scores scale * q k^T; causal: query i keeps keys
- * 0..i (tq == tk).
+ * 0..i (tq == tk). Dropout p > 0 drops the weight of (head b, query i, key j) where
+ * uniformAt(key, (b tq + i) tk + j) < p and multiplies the others by keepScale, exactly the mask
+ * and scale that dropout() of the [batch, tq, tk] weights draws with that key.
  */
 export interface AttentionSpec {
   readonly batch: number;
@@ -314,6 +316,10 @@ export interface AttentionSpec {
   readonly dv: number;
   readonly scale: number;
   readonly causal: boolean;
+  readonly dropout: number;
+  readonly key: number;
+  /** 1 / (1 - dropout) as dropout() applies it: rounded to float32, then to the operands' dtype. */
+  readonly keepScale: number;
 }
 
 /**

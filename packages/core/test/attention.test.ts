@@ -95,8 +95,8 @@ for (const { backend, test } of await backendSuites('fused attention')) {
         const dout = make(heads * tq * d, seed + 3).reshape(heads, tq, d);
         const out = sg.scaledDotProductAttention(q, k, v, { causal });
         assert.is(out.dtype, dtype);
-        if (backend.fusedAttention?.supports({ batch: heads, tq, tk, d, dv: d, scale: 1 / Math.sqrt(d), causal }, dtype))
-          assert.is(out.gradNode?.op, 'flashAttention', `${what}: the fused kernels ran`);
+        const spec = { batch: heads, tq, tk, d, dv: d, scale: 1 / Math.sqrt(d), causal, dropout: 0, key: 0, keepScale: 1 };
+        if (backend.fusedAttention?.supports(spec, dtype)) assert.is(out.gradNode?.op, 'flashAttention', `${what}: the fused kernels ran`);
         out.backward(dout);
         const [qv, kv, vv, dov, ov, dq, dk, dv] = await Promise.all([q, k, v, dout, out, q.grad!, k.grad!, v.grad!].map((t) => t.toArray()));
         for (let h = 0; h < heads; h++) {
@@ -107,6 +107,32 @@ for (const { backend, test } of await backendSuites('fused attention')) {
           assertNormwise(sub(dq, tq), ref.dq, dtype, 16, `${what}: head ${h} dQ`);
           assertNormwise(sub(dk, tk), ref.dk, dtype, 16, `${what}: head ${h} dK`);
         }
+      }
+    }
+  });
+
+  test('dropout: the same mask as dropout() of the weights for the same seed, in the output and the gradients', async () => {
+    for (const dtype of held()) {
+      for (const [t, d, causal] of [
+        [70, 64, true],
+        [33, 32, false],
+      ] as const) {
+        const make = (s: number) => tensor(Float32Array.from(randomArray(2 * t * d, s)), [2, t, d], { backend, dtype, requiresGrad: true });
+        const [q, k, v] = [make(seed + 11), make(seed + 12), make(seed + 13)];
+        const dout = tensor(Float32Array.from(randomArray(2 * t * d, seed + 14)), [2, t, d], { backend, dtype });
+        sg.manualSeed(seed);
+        const fused = sg.scaledDotProductAttention(q, k, v, { causal, dropout: 0.3 });
+        fused.backward(dout);
+        const grads = await Promise.all([q, k, v].map((x) => x.grad!.toArray()));
+        for (const x of [q, k, v]) x.grad = null;
+        sg.manualSeed(seed);
+        const weights = sg.attentionWeights(q, k, { scale: 1 / Math.sqrt(d), causal });
+        const composed = sg.matmul(sg.dropout(weights, 0.3), v);
+        composed.backward(dout);
+        const what = `t ${t}, d ${d}${causal ? ', causal' : ''}`;
+        assertNormwise(await fused.toArray(), Float64Array.from(await composed.toArray()), dtype, 4, `${what}: output`);
+        for (const [i, x] of [q, k, v].entries())
+          assertNormwise(grads[i], Float64Array.from(await x.grad!.toArray()), dtype, 16, `${what}: gradient ${'qkv'[i]}`);
       }
     }
   });

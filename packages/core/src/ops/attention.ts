@@ -1,8 +1,9 @@
 /** Attention: its weights as one op (so that the [..., Tq, Tk] scores do not outlive it), and scaled dot-product attention. */
 import { record } from '../autograd/graph.ts';
 import { lowPrecision } from '../autocast.ts';
-import type { AttentionSpec } from '../backend.ts';
-import { noGrad } from '../engine.ts';
+import { type AttentionSpec, isFloating } from '../backend.ts';
+import { engine, noGrad } from '../engine.ts';
+import { roundTo } from '../half.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes } from '../shape.ts';
 import { empty, type Tensor } from '../tensor.ts';
@@ -73,9 +74,10 @@ export interface ScaledDotProductAttentionOptions {
 
 /**
  * softmax(scale * q k^T + mask) v, q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], batch dims
- * broadcast: PyTorch's `scaled_dot_product_attention` with an additive float mask. Composed of
- * attentionWeights (the weights are the one [..., Tq, Tk] tensor kept for backward), dropout and
- * a batched product, on every backend.
+ * broadcast: PyTorch's `scaled_dot_product_attention` with an additive float mask. Through the
+ * backend's fused kernels where it has them and they take the problem (no mask); elsewhere
+ * composed of attentionWeights (the weights are the one [..., Tq, Tk] tensor kept for backward),
+ * dropout and a batched product. Both draw the same dropout mask for the same seed.
  */
 export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, opts: ScaledDotProductAttentionOptions = {}): Tensor {
   const op = 'scaledDotProductAttention';
@@ -92,7 +94,7 @@ export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, op
   const p = opts.dropout ?? 0;
   checkNumber(op, 'dropout', p);
   if (!(p >= 0 && p < 1)) throw opError(op, `dropout must be in [0, 1), got ${p}`);
-  const fused = fusedAttention(q, k, v, scale, opts.causal ?? false, !opts.mask && p === 0);
+  const fused = opts.mask ? null : fusedAttention(q, k, v, scale, opts.causal ?? false, p);
   if (fused) return fused;
   const weights = attentionWeights(q, k, { scale, causal: opts.causal, mask: opts.mask });
   const kept = p > 0 ? dropout(weights, p) : weights;
@@ -110,9 +112,9 @@ export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, op
  * dropout, q, k and v of one dtype and the same batch dims, the head sizes the kernels have);
  * null otherwise, and the caller composes it.
  */
-function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: boolean, plain: boolean): Tensor | null {
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: boolean, dropout: number): Tensor | null {
   const kernels = q.backend.fusedAttention;
-  if (!kernels || !plain || q.dtype !== k.dtype || q.dtype !== v.dtype) return null;
+  if (!kernels || q.dtype !== k.dtype || q.dtype !== v.dtype || !isFloating(q.dtype)) return null;
   const lead = q.shape.slice(0, -2);
   if (k.rank !== q.rank || v.rank !== q.rank || k.shape.slice(0, -2).join() !== lead.join() || v.shape.slice(0, -2).join() !== lead.join()) return null;
   const spec: AttentionSpec = {
@@ -123,8 +125,13 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: 
     dv: v.shape[v.rank - 1],
     scale,
     causal,
+    dropout,
+    key: 0,
+    keepScale: roundTo(q.dtype as 'float32', Math.fround(1 / (1 - dropout))),
   };
   if (spec.batch * spec.tq * spec.tk === 0 || !kernels.supports(spec, q.dtype)) return null;
+  // The key is drawn where dropout() would draw it, so the random stream stays the same.
+  if (dropout > 0) (spec as { key: number }).key = engine.nextKey();
   const op = 'scaledDotProductAttention';
   const [qc, kc, vc] = [q, k, v].map(asFlat);
   const out = empty([...lead, spec.tq, spec.dv], q.dtype, q.backend);

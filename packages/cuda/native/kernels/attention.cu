@@ -13,6 +13,11 @@
 // dS^T = P^T (dP^T - D) with D = rowsum(dO O) (attn_bwd_dot), dK += scale dS^T Q; dQ += scale dS K
 // is accumulated across key blocks with float32 atomics and converted at the end.
 //
+// Dropout (p > 0) drops the weight of (head, query i, key j) where the counter-based generator of
+// core's random.ts gives u(key, (head tq + i) tk + j) < p, exactly the mask dropout() draws over
+// the [heads, tq, tk] weights, and scales the others by keepScale; the row sums stay those of the
+// undropped weights, and backward recomputes the mask.
+//
 // Every operand is staged in shared memory in the layout its fragment loads want: row-major X[r][k]
 // for an A operand, Y[n][k] for a B operand (so a transposed tile is stored transposed once, when
 // it is loaded). Rows are padded by 8 elements, which puts the 8 rows a fragment load touches in
@@ -103,6 +108,28 @@ __device__ __forceinline__ void stageColumns(E* dst, const E* src, int rows, int
   }
 }
 
+// core's counter-based generator (random.ts), as random_f32 computes it: uniform [0, 1) from 24 bits.
+__device__ __forceinline__ uint32_t fmix(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+__device__ __forceinline__ float uniformAt(uint32_t key, uint32_t i) {
+  return (float)(fmix(fmix(i * 0x9e3779b1u + key) ^ key) >> 8) * (1.0f / 16777216.0f);
+}
+// The factor dropout applies to the weight of (query, key): 0 or keepScale; 1 without dropout.
+struct Dropout {
+  float p, keepScale;
+  uint32_t key, base, tk;  // base: the head's first index, head tq tk
+  __device__ __forceinline__ float operator()(int query, int k) const {
+    if (p <= 0.f) return 1.f;
+    return uniformAt(key, base + (uint32_t)query * tk + (uint32_t)k) < p ? 0.f : keepScale;
+  }
+};
+
 // Quad reductions: the four threads of a group hold one row's columns.
 __device__ __forceinline__ float quadMax(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -115,7 +142,7 @@ __device__ __forceinline__ float quadSum(float v) {
 
 // grid (ceil(tq / 64), batch), 128 threads; dynamic shared memory: Qs [64][D+8], Ks [64][D+8], Vt [D][64+8].
 template <typename E, int D>
-__device__ void forwardBody(const E* q, const E* k, const E* v, E* o, float* lse, int tq, int tk, float scale, int causal) {
+__device__ void forwardBody(const E* q, const E* k, const E* v, E* o, float* lse, int tq, int tk, float scale, int causal, Dropout drop) {
   extern __shared__ __align__(16) unsigned char smem[];
   E* Qs = reinterpret_cast<E*>(smem);
   E* Ks = Qs + BQ * (D + PAD);
@@ -181,6 +208,7 @@ __device__ void forwardBody(const E* q, const E* k, const E* v, E* o, float* lse
         const float mr = m[e >> 1];
         s[j][e] = mr == -INFINITY ? 0.f : exp2f(s[j][e] - mr);
         l[e >> 1] += s[j][e];
+        s[j][e] *= drop(rows[e >> 1], k0 + 8 * j + 2 * t + (e & 1));
       }
     }
 #pragma unroll
@@ -231,7 +259,7 @@ __device__ void dotBody(const E* o, const E* dout, float* dsum, int rows) {
 // registers). dq32 (float32, zeroed) receives scale dS K by atomics.
 template <typename E, int D, int BR>
 __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, const float* lse, const float* dsum, float* dq32, E* dk, E* dv,
-                             int tq, int tk, float scale, int causal) {
+                             int tq, int tk, float scale, int causal, Dropout drop) {
   extern __shared__ __align__(16) unsigned char smem[];
   E* Ks = reinterpret_cast<E*>(smem);
   E* Vs = Ks + BK * (D + PAD);
@@ -303,8 +331,10 @@ __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, 
       for (int e = 0; e < 4; e++) {
         const int ql = 8 * j + 2 * t + (e & 1), query = q0 + ql, key = keys[e >> 1];
         const bool masked = query >= tq || key >= tk || (causal && key > query);
-        p[j][e] = masked ? 0.f : exp2f(p[j][e] * c - lseS[ql]);
-        dp[j][e] = p[j][e] * (dp[j][e] - dS[ql]);  // dS^T
+        const float z = masked ? 0.f : drop(query, key);
+        const float pj = masked ? 0.f : exp2f(p[j][e] * c - lseS[ql]);
+        p[j][e] = pj * z;                             // the dropped weights, for dV
+        dp[j][e] = pj * (dp[j][e] * z - dS[ql]);      // dS^T
         dSs[ql * (BK + PAD) + 16 * w + g + 8 * (e >> 1)] = fromF<E>(dp[j][e]);
       }
     }
@@ -365,14 +395,17 @@ __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, 
 
 #define ATTENTION(NAME, E, D)                                                                                                           \
   extern "C" __global__ void __launch_bounds__(128) attn_fwd_##NAME##_##D(const E* q, const E* k, const E* v, E* o, float* lse, int tq, \
-                                                                          int tk, float scale, int causal) {                           \
-    forwardBody<E, D>(q, k, v, o, lse, tq, tk, scale, causal);                                                                         \
+                                                                          int tk, float scale, int causal, float p, uint32_t key,      \
+                                                                          float keepScale) {                                           \
+    const Dropout drop{p, keepScale, key, blockIdx.y * (uint32_t)tq * (uint32_t)tk, (uint32_t)tk};                                     \
+    forwardBody<E, D>(q, k, v, o, lse, tq, tk, scale, causal, drop);                                                                   \
   }                                                                                                                                     \
   extern "C" __global__ void attn_bwd_dot_##NAME##_##D(const E* o, const E* dout, float* dsum, int rows) { dotBody<E, D>(o, dout, dsum, rows); } \
   extern "C" __global__ void __launch_bounds__(128)                                                                                     \
       attn_bwd_##NAME##_##D(const E* q, const E* k, const E* v, const E* dout, const float* lse, const float* dsum, float* dq32, E* dk,  \
-                            E* dv, int tq, int tk, float scale, int causal) {                                                           \
-    backwardBody<E, D, D == 128 ? 32 : 64>(q, k, v, dout, lse, dsum, dq32, dk, dv, tq, tk, scale, causal);                              \
+                            E* dv, int tq, int tk, float scale, int causal, float p, uint32_t key, float keepScale) {                   \
+    const Dropout drop{p, keepScale, key, blockIdx.y * (uint32_t)tq * (uint32_t)tk, (uint32_t)tk};                                     \
+    backwardBody<E, D, D == 128 ? 32 : 64>(q, k, v, dout, lse, dsum, dq32, dk, dv, tq, tk, scale, causal, drop);                        \
   }
 ATTENTION(bf16, __nv_bfloat16, 32)
 ATTENTION(bf16, __nv_bfloat16, 64)

@@ -51,7 +51,10 @@ export function attentionKernels(h: CudaHost): FusedAttention {
           .i32(spec.tq)
           .i32(spec.tk)
           .f32(spec.scale)
-          .i32(spec.causal ? 1 : 0),
+          .i32(spec.causal ? 1 : 0)
+          .f32(spec.dropout)
+          .u32(spec.key)
+          .f32(spec.keepScale),
         forwardShared(spec.d, q.dtype),
       );
     },
@@ -82,7 +85,10 @@ export function attentionKernels(h: CudaHost): FusedAttention {
           .i32(spec.tq)
           .i32(spec.tk)
           .f32(spec.scale)
-          .i32(spec.causal ? 1 : 0),
+          .i32(spec.causal ? 1 : 0)
+          .f32(spec.dropout)
+          .u32(spec.key)
+          .f32(spec.keepScale),
         backwardShared(spec.d, q.dtype),
       );
       h.backend().copy(flat(dq32, rows * spec.d), flat(dq, rows * spec.d));
