@@ -74,16 +74,21 @@ export function tensor(data: NestedArray | TypedArray | readonly number[], shape
   return finish(new Tensor(new Storage(backend, backend.upload(storageArray(flat, dtype), dtype)), finalShape, dtype), opts);
 }
 
-export function full(shape: Shape, value: number, opts: CreateOptions = {}): Tensor {
-  const s = checkShape('full', shape);
-  if (typeof value !== 'number') throw opError('full', `fill value must be a number, got ${typeof value}`);
-  const t = empty(s, checkDtype('full', opts.dtype ?? 'float32'), opts.backend ?? engine.backend);
-  t.backend.fill(t.bufferFor('full'), t.size, value);
+/** A tensor of `value`; `op` names the user's call in errors. */
+function filled(op: string, shape: Shape, value: number, opts: CreateOptions): Tensor {
+  const s = checkShape(op, shape);
+  if (typeof value !== 'number') throw opError(op, `fill value must be a number, got ${typeof value}`);
+  const dtype = checkDtype(op, opts.dtype ?? 'float32');
+  const backend = opts.backend ?? engine.backend;
+  checkHeld(op, dtype, backend);
+  const t = empty(s, dtype, backend);
+  t.backend.fill(t.bufferFor(op), t.size, value);
   return finish(t, opts);
 }
 
-export const zeros = (shape: Shape, opts: CreateOptions = {}): Tensor => full(shape, 0, opts);
-export const ones = (shape: Shape, opts: CreateOptions = {}): Tensor => full(shape, 1, opts);
+export const full = (shape: Shape, value: number, opts: CreateOptions = {}): Tensor => filled('full', shape, value, opts);
+export const zeros = (shape: Shape, opts: CreateOptions = {}): Tensor => filled('zeros', shape, 0, opts);
+export const ones = (shape: Shape, opts: CreateOptions = {}): Tensor => filled('ones', shape, 1, opts);
 export const zerosLike = (t: Tensor): Tensor => full(t.shape, 0, { dtype: t.dtype, backend: t.backend });
 export const onesLike = (t: Tensor): Tensor => full(t.shape, 1, { dtype: t.dtype, backend: t.backend });
 
@@ -92,6 +97,7 @@ function randomTensor(op: string, shape: Shape, kind: 'uniform' | 'normal', a: n
   if (!Number.isFinite(a) || !Number.isFinite(b)) throw opError(op, `parameters must be finite numbers, got ${a} and ${b}`);
   const dtype = checkDtype(op, opts.dtype ?? 'float32');
   if (!isFloating(dtype)) throw opError(op, `dtype must be a floating dtype, got ${dtype}`);
+  checkHeld(op, dtype, opts.backend ?? engine.backend);
   const t = empty(s, dtype, opts.backend ?? engine.backend);
   t.backend.random(t.bufferFor(op), t.size, { kind, key: engine.nextKey(), a, b });
   return finish(t, opts);

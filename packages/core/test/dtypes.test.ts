@@ -5,9 +5,10 @@
  * bfloat16, 2^-11 for float16), since the rule is "compute in float32, round once at the store".
  * A backend that cannot hold a dtype must refuse it with an error naming both.
  */
+import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
-import { BlockSparseMatrix, type DType, type HalfDType, roundTo, type Tensor, tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, type DType, getBackend, type HalfDType, roundTo, type Tensor, tensor } from '@sparsegrad/core';
 import { assertThrows, backendSuites, randomArray, testSeed } from './helpers.ts';
 
 const HALF: readonly HalfDType[] = ['bfloat16', 'float16'];
@@ -100,6 +101,18 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
       const want = [0, 1, 2, 3].flatMap((j) => [0, 1].map((i) => roundTo(dtype, xs[i * 4 + j])));
       assertHalf(tr, want, dtype, 'transposed cast', 0);
       assert.is(h.to(dtype), h, 'to() of the same dtype is the tensor itself');
+      // Strided 16-bit destinations with odd widths: elements that share a 32-bit word with a
+      // neighbour written by another thread (cat copies each part into a strided region).
+      const left = T(Array.from(xs.slice(0, 6)), [3, 2], dtype);
+      const right = T(
+        Array.from({ length: 15 }, (_, i) => i / 7 - 1),
+        [3, 5],
+        dtype,
+      );
+      const joined = await sg.cat([left, right, left], 1).toArray();
+      const [lv, rv] = [await left.toArray(), await right.toArray()];
+      const wantCat = [0, 1, 2].flatMap((r) => [...lv.slice(2 * r, 2 * r + 2), ...rv.slice(5 * r, 5 * r + 5), ...lv.slice(2 * r, 2 * r + 2)]);
+      assert.equal(Array.from(joined), wantCat, `${dtype} cat into strided regions`);
     }
   });
 
@@ -402,3 +415,16 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
 
   test.run();
 }
+
+// Every backend here holds every dtype, so the refusal is checked on a backend that claims fewer.
+const refusal = suite('a dtype the backend does not hold');
+refusal('is refused with an Error naming the dtype, the backend and what it holds', () => {
+  const narrow = Object.assign(Object.create(getBackend()), { name: 'narrow', dtypes: ['float32', 'int32'] });
+  assertThrows(
+    () => tensor([1, 2], undefined, { backend: narrow, dtype: 'bfloat16' }),
+    /tensor: the narrow backend cannot hold bfloat16 tensors \(it holds float32, int32\)/,
+  );
+  assertThrows(() => tensor([1, 2], undefined, { backend: narrow }).cast('float16'), /cast: the narrow backend cannot hold float16 tensors/);
+  assertThrows(() => sg.zeros([2], { backend: narrow, dtype: 'float16' }), /zeros: the narrow backend cannot hold float16 tensors/);
+});
+refusal.run();

@@ -36,8 +36,9 @@ export function createWebGPUBackend(ctx: GpuContext, software = false, rowSubgro
     name: 'webgpu',
     context: ctx,
     device: { name: 'webgpu', description: ctx.description, software },
-    // 16-bit floats are not held yet: core refuses them with an error naming the dtype and backend.
-    dtypes: ['float32', 'int32'],
+    // 16-bit floats are stored as packed words (no shader-f16 needed) and cast by `copy`; every
+    // other kernel gets float32 through core's fallback (half-fallback.ts).
+    dtypes: ['float32', 'int32', 'bfloat16', 'float16'],
 
     alloc: (size, dtype) => ctx.alloc(size, dtype),
     upload(data, dtype) {

@@ -9,7 +9,7 @@
  * guarantees the previous batch has consumed the arena by then).
  */
 import type { DType } from '@sparsegrad/core';
-import type { BackendBuffer } from '@sparsegrad/core/backend';
+import { type BackendBuffer, DTYPE_BYTES } from '@sparsegrad/core/backend';
 import { type Kernel, Pipelines } from './pipelines.ts';
 import { BufferPool, GpuBuffer } from './pool.ts';
 import { KernelProfiler, type KernelTime } from './profiler.ts';
@@ -118,6 +118,12 @@ export class GpuContext {
 
   upload(b: GpuBuffer, data: ArrayBufferView): void {
     if (!data.byteLength) return;
+    if (data.byteLength % 4) {
+      // writeBuffer copies whole words: an odd count of 16-bit values is padded by one.
+      const padded = new Uint8Array(data.byteLength + 2);
+      padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      data = padded;
+    }
     // queue.writeBuffer runs before commands still in an unsubmitted encoder, and `b` may be a
     // recycled buffer those commands read: submit them first so the order is kept.
     this.flush();
@@ -129,11 +135,11 @@ export class GpuContext {
     return this.readback.flags();
   }
 
-  async read(b: GpuBuffer, size: number): Promise<Float32Array | Int32Array> {
+  async read(b: GpuBuffer, size: number): Promise<Float32Array | Int32Array | Uint16Array> {
     this.check();
     this.ensureEncoder();
     this.endPass();
-    const staged = this.readback.stage(this.encoder!, b.buffer, size * 4);
+    const staged = this.readback.stage(this.encoder!, b.buffer, Math.ceil((size * DTYPE_BYTES[b.dtype]) / 4) * 4);
     this.flush();
     const { data, indexError } = await this.readback.finish(staged);
     this.batchLimit = this.firstBatch; // the GPU has run dry: start it again soon
@@ -142,7 +148,8 @@ export class GpuContext {
       this.upload(this.readback.flagBuffer!, new Int32Array(4));
       throw indexError;
     }
-    return b.dtype === 'int32' ? new Int32Array(data) : new Float32Array(data);
+    if (b.dtype === 'int32') return new Int32Array(data);
+    return b.dtype === 'float32' ? new Float32Array(data) : new Uint16Array(data, 0, size);
   }
 
   // ---- kernels (pipelines.ts) ----

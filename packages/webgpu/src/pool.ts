@@ -3,7 +3,10 @@
  * with a stable id (bind groups are cached by the ids of their buffers).
  */
 import type { DType } from '@sparsegrad/core';
-import type { BackendBuffer } from '@sparsegrad/core/backend';
+import { type BackendBuffer, DTYPE_BYTES } from '@sparsegrad/core/backend';
+
+/** Bytes a buffer of `size` elements takes: whole 4-byte words (16-bit values are stored in pairs), at least 16. */
+export const bufferBytes = (size: number, dtype: DType) => Math.max(16, Math.ceil((size * DTYPE_BYTES[dtype]) / 4) * 4);
 
 /** A tensor's buffer: a pooled GPU buffer (at least 16 bytes, so never an empty binding) and its logical size. */
 export class GpuBuffer implements BackendBuffer {
@@ -28,7 +31,7 @@ export class BufferPool {
   ) {}
 
   alloc(size: number, dtype: DType): GpuBuffer {
-    const bytes = Math.max(16, size * 4);
+    const bytes = bufferBytes(size, dtype);
     // Every buffer must be bindable by a kernel: larger ones are an error now, not a validation
     // error (or an out-of-memory kill) later.
     const limit = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
@@ -40,7 +43,7 @@ export class BufferPool {
     const cls = Math.min(2 ** Math.ceil(Math.log2(bytes)), Math.floor(limit / 16) * 16);
     const buffer = this.classes.get(cls)?.pop() ?? this.create(cls);
     this.liveBuffers++;
-    this.liveBytes += size * 4;
+    this.liveBytes += size * DTYPE_BYTES[dtype];
     return new GpuBuffer(buffer, size, dtype);
   }
 
@@ -52,7 +55,7 @@ export class BufferPool {
    */
   free(b: GpuBuffer): void {
     this.liveBuffers--;
-    this.liveBytes -= b.size * 4;
+    this.liveBytes -= b.size * DTYPE_BYTES[b.dtype];
     const cls = b.buffer.size;
     let list = this.classes.get(cls);
     if (!list) this.classes.set(cls, (list = []));

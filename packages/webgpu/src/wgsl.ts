@@ -139,3 +139,36 @@ fn fmix(h0: u32) -> u32 {
 }
 fn bits(key: u32, i: u32) -> u32 { return fmix(fmix(i * 0x9e3779b1u + key) ^ key); }
 fn uni(key: u32, i: u32) -> f32 { return f32(bits(key, i) >> 8u) * (1.0 / 16777216.0); }`;
+
+/**
+ * bfloat16 and float16 held as pairs in u32 words (element i in the low half of word i / 2 when i
+ * is even, the high half when odd), converted with integer arithmetic so that every device gives
+ * core's exact results (WGSL leaves the rounding of f32 -> f16 conversions and of pack2x16float to
+ * the implementation, and needs no shader-f16 this way): decoding is exact, encoding rounds to
+ * nearest even, float16 overflow gives infinity, NaN stays NaN. The same rules as core's half.ts.
+ */
+export const HALF_WGSL = /* wgsl */ `
+fn fromBf16(h: u32) -> f32 { return bitcast<f32>(h << 16u); }
+fn toBf16(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  if ((b & 0x7fffffffu) > 0x7f800000u) { return (b >> 16u) | 0x40u; }
+  return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+}
+fn fromF16(h: u32) -> f32 {
+  let s = (h & 0x8000u) << 16u;
+  let e = (h >> 10u) & 0x1fu;
+  let m = h & 0x3ffu;
+  if (e == 0u) { return bitcast<f32>(bitcast<u32>(f32(m) * 5.9604644775390625e-8) | s); }
+  if (e == 31u) { return bitcast<f32>(s | 0x7f800000u | (m << 13u)); }
+  return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));
+}
+fn toF16(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let s = (b >> 16u) & 0x8000u;
+  let a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) { return s | 0x7e00u | ((a >> 13u) & 0x3ffu); }
+  if (a >= 0x477ff000u) { return s | 0x7c00u; }
+  if (a < 0x38800000u) { return s | u32(round(abs(x) * 16777216.0)); }
+  let r = a - 0x38000000u;
+  return s | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);
+}`;

@@ -4,9 +4,19 @@
  * operands are described in the uniform block (uniforms.ts's LAYOUT); scalars follow at LAYOUT.scalars.
  */
 import type { Backend, DType } from '@sparsegrad/core';
-import { collapseDims, contiguousStrides, isTranspose, vectorize, type BackendBuffer, type BinaryOp, type UnaryOp, type View } from '@sparsegrad/core/backend';
+import {
+  collapseDims,
+  contiguousStrides,
+  isHalf,
+  isTranspose,
+  vectorize,
+  type BackendBuffer,
+  type BinaryOp,
+  type UnaryOp,
+  type View,
+} from '@sparsegrad/core/backend';
 import { G, MAX_GROUPS_X, type Param } from '../context.ts';
-import { BINARY_WGSL, ERF, GELU_TANH_GRAD, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from '../wgsl.ts';
+import { BINARY_WGSL, ERF, GELU_TANH_GRAD, HALF_WGSL, RANDOM, UNARY_WGSL, stridedOffsets, wgslType } from '../wgsl.ts';
 import { LAYOUT, layoutWords, uniforms } from '../uniforms.ts';
 import { HEAD, perElement, perElementThreads, type KernelHost } from './common.ts';
 
@@ -20,6 +30,32 @@ const cast = (from: string, to: string, value: string) => (from === 'f32' && to 
 
 export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'random' | 'copy' | 'unary' | 'binary' | 'where'> {
   const { ctx, pipe } = h;
+  /**
+   * A copy to or from a 16-bit dtype (HALF_WGSL's packed words): each element decoded to f32 (an
+   * int32 converted), then encoded into the destination's type. A 16-bit destination may be any
+   * strided view, so each element replaces its half of the word with two atomics: clear, then set.
+   */
+  function copyHalf(src: View, dst: View): void {
+    const [sd, dd] = [src.buffer.dtype, dst.buffer.dtype];
+    const merged = collapseDims(src.shape, [src, dst]);
+    const count = src.shape.reduce((a, b) => a * b, 1);
+    const load =
+      sd === 'bfloat16' || sd === 'float16'
+        ? `${sd === 'bfloat16' ? 'fromBf16' : 'fromF16'}((X[o[0] >> 1u] >> ((o[0] & 1u) * 16u)) & 0xffffu)`
+        : `f32(X[o[0]])`;
+    const store =
+      dd === 'bfloat16' || dd === 'float16'
+        ? `let w = o[1] >> 1u; let shift = (o[1] & 1u) * 16u; atomicAnd(&Y[w], ~(0xffffu << shift)); atomicOr(&Y[w], ${dd === 'bfloat16' ? 'toBf16' : 'toF16'}(v) << shift);`
+        : `Y[o[1]] = ${dd === 'int32' ? 'toI32(v)' : 'v'};`;
+    const xType = isHalf(sd) ? 'u32' : wgslType(sd);
+    const yType = isHalf(dd) ? 'atomic<u32>' : wgslType(dd);
+    const pipeline = pipe(
+      `copyhalf|${sd}|${dd}`,
+      () =>
+        `${HEAD(`@group(0) @binding(1) var<storage, read> X: array<${xType}>;\n@group(0) @binding(2) var<storage, read_write> Y: array<${yType}>;`)}\n${HALF_WGSL}\n${stridedOffsets(2)}\n${perElement(`let o = viewOffsets(i); let v = ${load}; ${store}`)}`,
+    );
+    ctx.dispatch('copy', pipeline, [G(src.buffer), G(dst.buffer)], layoutWords('copy', count, merged.shape, merged.ops), perElementThreads(count));
+  }
   /**
    * An elementwise kernel Y[i] = expr over inputs a, b, c (views or scalars). Where the output and
    * every input are float32 and the merged layout allows it (core's vectorize: rows of 4k
@@ -105,6 +141,7 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
       ctx.dispatch('random', pipeline, [G(out)], RANDOM_WORDS.pack({ count: size, key: spec.key, a: spec.a, b: spec.b }), perElementThreads(size));
     },
     copy(src, dst) {
+      if (isHalf(src.buffer.dtype) || isHalf(dst.buffer.dtype)) return copyHalf(src, dst);
       const st = wgslType(src.buffer.dtype);
       const dt = wgslType(dst.buffer.dtype);
       const merged = collapseDims(src.shape, [src, dst]);
