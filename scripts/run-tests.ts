@@ -57,6 +57,7 @@ const num = (label: string) => Number(plain.match(new RegExp(`${label}:\\s+(\\d+
 const total = num('Total');
 const passed = num('Passed');
 const skipped = num('Skipped');
-const failed = Math.max(0, total - passed - skipped);
+// uvu's Total counts the tests it ran; skipped ones are counted apart.
+const failed = total - passed;
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 if (failed > 0 || total === 0) process.exitCode = 1;

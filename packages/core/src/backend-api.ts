@@ -10,6 +10,7 @@ export type {
   AttentionSpec,
   Backend,
   FusedAttention,
+  KernelCapture,
   BackendBuffer,
   BinaryOp,
   BlockLayout,
@@ -27,6 +28,7 @@ export type {
 } from './backend.ts';
 export { DTYPE_BYTES, KERNELS, adamCoefficients, isHalf, matrixAt } from './backend.ts';
 export { withHalfFallback } from './half-fallback.ts';
+export { CapturePool } from './capture-pool.ts';
 export { registerBackend, type BackendEntry } from './registry.ts';
 export { engine } from './engine.ts';
 export {

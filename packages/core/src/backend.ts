@@ -200,6 +200,8 @@ export interface Backend {
   readonly halfKernels?: Readonly<Partial<Record<HalfDType, readonly KernelName[]>>>;
   /** Optional: fused attention (see FusedAttention); core composes attention from the other kernels without it. */
   readonly fusedAttention?: FusedAttention;
+  /** Optional: recording queued kernels once and replaying them (see KernelCapture); core's captureStep runs eagerly without it. */
+  readonly capture?: KernelCapture;
 
   // ---- memory ----
   alloc(size: number, dtype: DType): BackendBuffer;
@@ -349,6 +351,32 @@ export interface FusedAttention {
     dk: BackendBuffer,
     dv: BackendBuffer,
   ): void;
+}
+
+/**
+ * Recording the kernels a training step queues and replaying them (CUDA graphs; the CPU backend
+ * records closures), for core's captureStep (capture.ts). Between begin() and end() kernels are
+ * recorded, not run, and allocations come from a pool private to the recording: a block it hands
+ * out, or one freed while recording, stays reserved for the recording (reused only within it) until
+ * release(), since every replay writes and reads it again; a free of such a block after end() only
+ * marks it unused. Uploads while recording write at once into blocks that nothing else in the
+ * recording reuses (constants such as position ids). A read while recording is an Error.
+ *
+ * Spans: kernels queued between beginSpan() and endSpan() have host arguments that change from
+ * replay to replay (an optimizer's step count and learning rate, a random key); before a replay,
+ * updateSpan() runs `issue`, which queues the same kernels (same allocations, in order, which get
+ * the recorded blocks) with this replay's arguments, replacing the recorded ones.
+ */
+export interface KernelCapture {
+  begin(): void;
+  end(): number;
+  /** Ends a recording that failed, discarding it (allocations return to the backend). */
+  abort(): void;
+  beginSpan(): void;
+  endSpan(): number;
+  updateSpan(recording: number, span: number, issue: () => void): void;
+  replay(recording: number): void;
+  release(recording: number): void;
 }
 
 /** One parameter of Backend.adamStep: its buffers in, their updated values out, `size` floats each. */

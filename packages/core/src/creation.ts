@@ -1,5 +1,6 @@
 import type ndarray from 'ndarray';
 import { type Backend, type DType, DTYPES, isFloating, type StorageArray, type TypedArray } from './backend.ts';
+import { varying } from './capture.ts';
 import { engine } from './engine.ts';
 import { fmtShape, opError } from './errors.ts';
 import { float32ToBfloat16, float32ToFloat16 } from './half.ts';
@@ -99,7 +100,8 @@ function randomTensor(op: string, shape: Shape, kind: 'uniform' | 'normal', a: n
   if (!isFloating(dtype)) throw opError(op, `dtype must be a floating dtype, got ${dtype}`);
   checkHeld(op, dtype, opts.backend ?? engine.backend);
   const t = empty(s, dtype, opts.backend ?? engine.backend);
-  t.backend.random(t.bufferFor(op), t.size, { kind, key: engine.nextKey(), a, b });
+  const buffer = t.bufferFor(op);
+  varying(() => t.backend.random(buffer, t.size, { kind, key: engine.nextKey(), a, b }));
   return finish(t, opts);
 }
 

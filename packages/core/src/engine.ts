@@ -1,4 +1,5 @@
 import { MATMUL_PRECISIONS, type Backend, type BackendMemory, type HalfDType, type MatmulPrecision } from './backend.ts';
+import type { CaptureSession } from './capture.ts';
 import { opError } from './errors.ts';
 import { cachedBackend, createSync, instantiateBackend, resolveAuto } from './registry.ts';
 import type { Tensor } from './tensor.ts';
@@ -17,6 +18,10 @@ class Engine {
   matmulPrecision: MatmulPrecision = 'highest';
   /** The dtype of autocast's products, or null outside autocast (autocast.ts). */
   autocast: HalfDType | null = null;
+  /** The step being checked or recorded by captureStep, or null (capture.ts). */
+  capture: CaptureSession | null = null;
+  /** True while a captured step's spans are re-issued before a replay. */
+  updating = false;
   /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
   private rng = new Uint32Array(4);
   /** Live tensor handles per backend (keyed like the byte counts, by backend instance). */

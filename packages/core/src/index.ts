@@ -23,6 +23,7 @@ export {
 export { Tensor, tidy, releasing, keep, type NestedArray } from './tensor.ts';
 export { release } from './autograd/graph.ts';
 export { autocast, autocastDtype } from './autocast.ts';
+export { captureStep, notReplayable, varying, CapturedStep, type CaptureOptions } from './capture.ts';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, eye, fromNdarray, toNdarray, type CreateOptions } from './creation.ts';
 export {
   add,

@@ -15,6 +15,8 @@ import { gather, indexSelect } from './ops/indexing.ts';
 /** A backend buffer shared by a tensor and its views; freed when the last one lets go. */
 export class Storage {
   private refs = 1;
+  /** The capture session it was made in (0: none), so captureStep can tell what predates a step. */
+  readonly epoch = engine.capture?.epoch ?? 0;
   constructor(
     readonly backend: Backend,
     readonly buffer: BackendBuffer,
@@ -148,6 +150,10 @@ export class Tensor {
   /** Replaces this tensor's contents with `other`'s (same shape and dtype) without recording gradients. */
   assign(other: Tensor): this {
     const st = this.storageFor('assign');
+    if (engine.capture && st.epoch !== engine.capture.epoch)
+      engine.capture.problem(
+        `assign() gives a tensor of shape ${fmtShape(this.shape)} made before the step a new buffer (an update out of place); a replay would keep reading the old one`,
+      );
     if (!sameShapeArr(other.shape, this.shape) || other.dtype !== this.dtype) {
       throw opError('assign', `expected a ${this.dtype} tensor of shape ${fmtShape(this.shape)}, got ${other.dtype} ${fmtShape(other.shape)}`);
     }
@@ -166,6 +172,10 @@ export class Tensor {
   // ---- reading (always asynchronous so GPU backends never block) ----
   /** The values in row-major order: Int32Array for int32, Float32Array for every floating dtype (16-bit values converted exactly). */
   async toArray(): Promise<TypedArray> {
+    if (engine.capture) {
+      engine.capture.problem('the step reads a value back (toArray, item); a recording cannot');
+      if (engine.capture.recording) throw opError('toArray', 'cannot read a value back inside a step being recorded by captureStep');
+    }
     const t = mv.asFlat(this);
     const out = await this.backend.read(t.bufferFor('toArray'), this.size);
     if (t !== this) t.dispose();

@@ -33,7 +33,10 @@ for (const { backend, test } of await backendSuites('optimizer lists')) {
     const got = await sumOfSquares([...ts, view]).item();
     assert.ok(Math.abs(got - ref) <= 1e-6 * ref, `sumOfSquares ${got} vs ${ref}`);
     assertThrows(() => sumOfSquares([]), /sumOfSquares: expected at least one tensor/);
-    assertThrows(() => sumOfSquares([tensor(Int32Array.from([1]), [1], { backend })]), /sumOfSquares: expected a float32 tensor, got int32/);
+    assertThrows(
+      () => sumOfSquares([tensor(Int32Array.from([1]), [1], { backend })]),
+      /sumOfSquares: expected a floating-point tensor \(float32, bfloat16 or float16\), got int32/,
+    );
   });
 
   test('scaleEach multiplies every tensor by a device scalar', async () => {

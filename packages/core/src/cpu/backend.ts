@@ -1,4 +1,5 @@
 import {
+  KERNELS,
   adamCoefficients,
   type Backend,
   type BackendBuffer,
@@ -13,6 +14,7 @@ import {
 } from '../backend.ts';
 import { normalAt, uniformAt } from '../random.ts';
 import { registerBackend } from '../registry.ts';
+import { CpuRecorder } from './capture.ts';
 import * as ew from './elementwise.ts';
 import * as rk from './rowkernels.ts';
 import { simdBinary, simdUnary } from './simd.ts';
@@ -47,12 +49,15 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
   const f32 = (b: BackendBuffer): Float32Array => data(b) as Float32Array;
   const viewData = (v: View): TypedArray => data(v.buffer);
   const ptr = (b: BackendBuffer, offset = 0): number => (b as CpuBuffer).ptr + 4 * offset;
+  const blockBytes = (size: number, dtype: DType) => size * DTYPE_BYTES[dtype];
+  const recorder = new CpuRecorder((ptr, n) => heap.release(ptr, n));
   const alloc = (size: number, dtype: DType): CpuBuffer => {
     buffers++;
-    bytes += size * DTYPE_BYTES[dtype];
-    return new CpuBuffer(heap.alloc(size * DTYPE_BYTES[dtype]), size, dtype);
+    bytes += blockBytes(size, dtype);
+    const n = blockBytes(size, dtype);
+    return new CpuBuffer(recorder.pool ? recorder.pool.take(n, (k) => heap.alloc(k)) : heap.alloc(n), size, dtype);
   };
-  return {
+  const backend: Backend = {
     name: 'cpu',
     device: { name: 'cpu', description: `host CPU (WebAssembly SIMD, ${wasm.threads} thread${wasm.threads > 1 ? 's' : ''})` },
     // bfloat16 and float16 are stored as 16-bit values and computed through float32 (core's
@@ -62,15 +67,22 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
     alloc,
     upload(arr, dtype) {
       const b = alloc(arr.length, dtype);
+      // While recording, an upload writes now: the recording keeps the block as a constant.
+      recorder.pool?.constant(b.ptr);
       storage(b).set(arr);
       return b;
     },
-    read: async (buffer, size) => storage(buffer).slice(0, size),
+    read: async (buffer, size) => {
+      if (recorder.recording) throw new Error('cpu: read: not while a step is being recorded');
+      return storage(buffer).slice(0, size);
+    },
     free(buffer) {
       buffers--;
-      bytes -= buffer.size * DTYPE_BYTES[buffer.dtype];
-      heap.release((buffer as CpuBuffer).ptr, buffer.size * DTYPE_BYTES[buffer.dtype]);
+      const n = blockBytes(buffer.size, buffer.dtype);
+      bytes -= n;
+      if (!recorder.keeps((buffer as CpuBuffer).ptr, n)) heap.release((buffer as CpuBuffer).ptr, n);
     },
+    capture: recorder,
     memory: () => ({ buffers, bytes }),
 
     fill: (out, size, value) => void data(out).fill(value, 0, size),
@@ -150,6 +162,14 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       });
     },
   };
+  // Every kernel goes through the recorder: run now, or recorded while a step is captured.
+  const kernels = backend as unknown as Record<string, (...args: unknown[]) => void>;
+  for (const name of KERNELS) {
+    if (['alloc', 'upload', 'read', 'free', 'memory'].includes(name)) continue;
+    const kernel = kernels[name];
+    kernels[name] = (...args) => recorder.run(() => kernel(...args));
+  }
+  return backend;
 }
 
 registerBackend({ name: 'cpu', priority: 0, create: createCpuBackend });

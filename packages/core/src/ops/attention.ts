@@ -2,6 +2,7 @@
 import { record } from '../autograd/graph.ts';
 import { lowPrecision } from '../autocast.ts';
 import { type AttentionSpec, isFloating } from '../backend.ts';
+import { varying } from '../capture.ts';
 import { engine, noGrad } from '../engine.ts';
 import { roundTo } from '../half.ts';
 import { fmtShape, opError } from '../errors.ts';
@@ -130,13 +131,20 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: 
     keepScale: roundTo(q.dtype as 'float32', Math.fround(1 / (1 - dropout))),
   };
   if (spec.batch * spec.tq * spec.tk === 0 || !kernels.supports(spec, q.dtype)) return null;
-  // The key is drawn where dropout() would draw it, so the random stream stays the same.
-  if (dropout > 0) (spec as { key: number }).key = engine.nextKey();
   const op = 'scaledDotProductAttention';
   const [qc, kc, vc] = [q, k, v].map(asFlat);
   const out = empty([...lead, spec.tq, spec.dv], q.dtype, q.backend);
   const lse = empty([spec.batch, spec.tq], 'float32', q.backend);
-  kernels.forward(qc.bufferFor(op), kc.bufferFor(op), vc.bufferFor(op), spec, out.bufferFor(op), lse.bufferFor(op));
+  const buffers = [qc, kc, vc, out, lse].map((t) => t.bufferFor(op));
+  const forward = () => kernels.forward(buffers[0], buffers[1], buffers[2], spec, buffers[3], buffers[4]);
+  if (dropout > 0) {
+    // The key is drawn where dropout() would draw it, so the random stream stays the same (and,
+    // in a captured step, drawn again for every replay; the backward pass reads it from spec).
+    varying(() => {
+      (spec as { key: number }).key = engine.nextKey();
+      forward();
+    });
+  } else forward();
   for (const [c, t] of [
     [qc, q],
     [kc, k],
@@ -154,8 +162,11 @@ export function flashAttentionBackward(g: Tensor, q: Tensor, k: Tensor, v: Tenso
   const kernels = q.backend.fusedAttention!;
   const ins = [q, k, v, out, g].map(asFlat);
   const grads = [q, k, v].map((t) => empty(t.shape, t.dtype, t.backend));
-  const b = (t: Tensor) => t.bufferFor(op);
-  kernels.backward(b(ins[0]), b(ins[1]), b(ins[2]), b(ins[3]), b(ins[4]), b(lse), spec, b(grads[0]), b(grads[1]), b(grads[2]));
+  const [bq, bk, bv, bo, bg, bl, dq, dk, dv] = [...ins, lse, ...grads].map((t) => t.bufferFor(op));
+  const backward = () => kernels.backward(bq, bk, bv, bo, bg, bl, spec, dq, dk, dv);
+  // With dropout the mask's key changes every step (see fusedAttention).
+  if (spec.dropout > 0) varying(backward);
+  else backward();
   ins.forEach((c, i) => c !== [q, k, v, out, g][i] && c.dispose());
   return grads;
 }

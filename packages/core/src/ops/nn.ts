@@ -1,4 +1,5 @@
 import { fullPrecision } from '../autocast.ts';
+import { varying } from '../capture.ts';
 import { engine } from '../engine.ts';
 import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
@@ -131,7 +132,8 @@ export function dropout(x: Tensor, p: number, training = true): Tensor {
   if (!(p >= 0 && p < 1)) throw opError(op, `p must be in [0, 1), got ${p}`);
   if (!training || p === 0) return x;
   const u = empty(x.shape, 'float32', x.backend);
-  x.backend.random(u.bufferFor(op), u.size, { kind: 'uniform', key: engine.nextKey(), a: 0, b: 1 });
+  const ub = u.bufferFor(op);
+  varying(() => x.backend.random(ub, u.size, { kind: 'uniform', key: engine.nextKey(), a: 0, b: 1 }));
   const keepMask = binaryKernel('ge', u, p);
   const scale32 = binaryKernel('mul', keepMask, 1 / (1 - p));
   // The scale in x's dtype, so that the product stays in it (0 and 1/(1-p) rounded once).

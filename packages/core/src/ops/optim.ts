@@ -45,10 +45,15 @@ function chunks<T>(items: readonly T[], size: (t: T) => number): T[][] {
   return out;
 }
 
-/** One Adam(W) step on every parameter of the list, in place where it can be (see adamChunk), in chunks (see CHUNK_FLOATS). */
-export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void {
+/**
+ * One Adam(W) step on every parameter of the list, in place where it can be (see adamChunk), in
+ * chunks (see CHUNK_FLOATS). Returns a function that queues the same update on the same buffers
+ * with another spec (a captured step's next replay, capture.ts); null where the update was not
+ * in place.
+ */
+export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): ((spec: AdamStepSpec) => void) | null {
   const op = 'adamStep';
-  if (slots.length === 0) return;
+  if (slots.length === 0) return () => {};
   const backend = checkTensors(op, ...slots.flatMap((s) => [s.p, s.g, s.m, s.v]));
   for (const { p, g, m, v } of slots) {
     for (const t of [p, g, m, v]) {
@@ -61,8 +66,9 @@ export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void 
   for (const [k, x] of Object.entries(spec)) {
     if (typeof x === 'number' && !Number.isFinite(x)) throw opError(op, `${k} must be finite, got ${x}`);
   }
-  noGrad(() => {
-    for (const chunk of chunks(slots, (s) => s.p.size)) adamChunk(chunk, spec, backend);
+  return noGrad(() => {
+    const again = chunks(slots, (s) => s.p.size).map((chunk) => adamChunk(chunk, spec, backend));
+    return again.every((f) => f !== null) ? (next: AdamStepSpec) => again.forEach((f) => f!(next)) : null;
   });
 }
 
@@ -71,7 +77,7 @@ export function adamSteps(slots: readonly AdamSlot[], spec: AdamStepSpec): void 
  * stay the same from step to step, so a GPU backend's bind groups and a training step's memory stay
  * put); the others get fresh buffers that they take over.
  */
-function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Backend): void {
+function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Backend): ((spec: AdamStepSpec) => void) | null {
   const op = 'adamStep';
   const work = slots.map((s) => {
     const ins = [s.p, s.g, s.m, s.v];
@@ -80,19 +86,17 @@ function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Back
     const outs = inPlace ? [s.p, s.m, s.v] : [s.p, s.m, s.v].map((t) => empty(t.shape, t.dtype, backend));
     return { ins, flat, outs, inPlace };
   });
-  backend.adamStep(
-    work.map(({ flat, outs }) => ({
-      p: flat[0].bufferFor(op),
-      g: flat[1].bufferFor(op),
-      m: flat[2].bufferFor(op),
-      v: flat[3].bufferFor(op),
-      size: flat[0].size,
-      pOut: outs[0].bufferFor(op),
-      mOut: outs[1].bufferFor(op),
-      vOut: outs[2].bufferFor(op),
-    })),
-    spec,
-  );
+  const buffers = work.map(({ flat, outs }) => ({
+    p: flat[0].bufferFor(op),
+    g: flat[1].bufferFor(op),
+    m: flat[2].bufferFor(op),
+    v: flat[3].bufferFor(op),
+    size: flat[0].size,
+    pOut: outs[0].bufferFor(op),
+    mOut: outs[1].bufferFor(op),
+    vOut: outs[2].bufferFor(op),
+  }));
+  backend.adamStep(buffers, spec);
   for (const { ins, flat, outs, inPlace } of work) {
     flat.forEach((f, i) => f !== ins[i] && f.dispose());
     if (inPlace) continue;
@@ -101,6 +105,7 @@ function adamChunk(slots: readonly AdamSlot[], spec: AdamStepSpec, backend: Back
       outs[i].dispose();
     });
   }
+  return work.every((w) => w.inPlace) ? (next) => backend.adamStep(buffers, next) : null;
 }
 
 /** One Adam(W) step on parameter p with gradient g and moment buffers m, v (see adamSteps). */

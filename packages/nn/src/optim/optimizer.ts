@@ -1,4 +1,4 @@
-import { Tensor, adamSteps, keep, noGrad, opError, tidy, zerosLike, type AdamStepSpec } from '@sparsegrad/core';
+import { Tensor, adamSteps, keep, noGrad, notReplayable, opError, tidy, varying, zerosLike, type AdamStepSpec } from '@sparsegrad/core';
 
 /**
  * A parameter group (as in torch.optim): parameters that share settings different from the
@@ -69,20 +69,40 @@ export abstract class Optimizer {
         `parameter ${gone} (shape [${p.shape.join(', ')}]) was disposed; the module replaced it after this optimizer was built (build the optimizer after loading state that changes parameter shapes)`,
       );
     }
-    this.stepCount++;
-    noGrad(() => {
-      for (const g of this.groups) {
-        const live = g.params.filter((p) => p.grad);
-        if (live.length) this.updateAll(live, g.weightDecay ?? this.weightDecay);
-      }
-    });
+    // In a captured step the update is a span (capture.ts): before every replay the step count
+    // advances and the updates are queued again, with this step's learning rate and corrections.
+    const again: (() => void)[] = [];
+    let replayable = true;
+    varying(
+      () => {
+        this.stepCount++;
+        noGrad(() => {
+          for (const g of this.groups) {
+            const live = g.params.filter((p) => p.grad);
+            if (!live.length) continue;
+            const f = this.updateAll(live, g.weightDecay ?? this.weightDecay);
+            if (f) again.push(f);
+            else replayable = false;
+          }
+        });
+      },
+      () => {
+        this.stepCount++;
+        for (const f of again) f();
+      },
+    );
+    if (!replayable) notReplayable(`${this.constructor.name}.step updates with tensor ops a replay could not repeat`);
   }
 
   /** The weight decay of parameters outside groups that set their own. */
   abstract readonly weightDecay: number;
 
-  /** Updates every parameter of the list from its .grad (a fused optimizer takes the list at once). */
-  protected abstract updateAll(params: readonly Tensor[], weightDecay: number): void;
+  /**
+   * Updates every parameter of the list from its .grad (a fused optimizer takes the list at once);
+   * returns a function that queues the same update again with the optimizer's current values (a
+   * captured step's replays), or null where it cannot.
+   */
+  protected abstract updateAll(params: readonly Tensor[], weightDecay: number): (() => void) | null;
 
   /**
    * State tensors keyed "<parameter index>.<slot>" (parameters in constructor order) and the
@@ -134,8 +154,9 @@ export class SGD extends Optimizer {
     if (!(this.momentum >= 0 && this.momentum < 1)) throw opError('SGD', `momentum must be in [0, 1), got ${this.momentum}`);
     if (!(this.weightDecay >= 0)) throw opError('SGD', `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
-  protected updateAll(params: readonly Tensor[], weightDecay: number): void {
+  protected updateAll(params: readonly Tensor[], weightDecay: number): null {
     for (const p of params) tidy(() => this.update(p, p.grad!, weightDecay));
+    return null;
   }
   private update(p: Tensor, g: Tensor, weightDecay: number): void {
     let d = weightDecay ? g.add(p.mul(weightDecay)) : g;
@@ -177,9 +198,10 @@ export class Adam extends Optimizer {
     if (!(this.weightDecay >= 0)) throw opError(this.constructor.name, `weightDecay must be >= 0, got ${this.weightDecay}`);
   }
   /** Every parameter in one fused update (the formula is in core's Backend.adamStep). */
-  protected updateAll(params: readonly Tensor[], weightDecay: number): void {
+  protected updateAll(params: readonly Tensor[], weightDecay: number): (() => void) | null {
     const slots = params.map((p) => ({ p, g: p.grad!, m: this.slot(p, 'expAvg'), v: this.slot(p, 'expAvgSq') }));
-    tidy(() => adamSteps(slots, this.spec(weightDecay)));
+    const again = tidy(() => adamSteps(slots, this.spec(weightDecay)));
+    return again && (() => again(this.spec(weightDecay)));
   }
   private spec(weightDecay: number): AdamStepSpec {
     return {

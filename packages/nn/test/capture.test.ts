@@ -1,0 +1,131 @@
+/**
+ * captureStep on every backend that records kernels: a GPT training step (dropout, gradient
+ * clipping, AdamW with a changing learning rate) replayed from its recording gives bit for bit
+ * the losses and parameters of the same steps run eagerly; inputs of another shape run eagerly;
+ * a step a replay could not reproduce is refused with its reason and keeps running eagerly; and
+ * memory allocated between replays never collides with the recording's.
+ */
+import * as assert from 'uvu/assert';
+import { captureStep, crossEntropy, manualSeed, tensor, tidy, type Tensor } from '@sparsegrad/core';
+import { AdamW, GPT, SGD, clipGradNorm, type Optimizer } from '@sparsegrad/nn';
+import { backendSuites } from '../../core/test/helpers.ts';
+
+const [VOCAB, SEQ] = [17, 12];
+
+function batch(step: number, rows: number, backend: import('@sparsegrad/core').Backend): [Tensor, Tensor] {
+  const ids = Int32Array.from({ length: rows * (SEQ + 1) }, (_, i) => (i * 7 + step * 13 + ((i * i) % 5)) % VOCAB);
+  const x = Int32Array.from({ length: rows * SEQ }, (_, i) => ids[Math.floor(i / SEQ) * (SEQ + 1) + (i % SEQ)]);
+  const y = Int32Array.from({ length: rows * SEQ }, (_, i) => ids[Math.floor(i / SEQ) * (SEQ + 1) + (i % SEQ) + 1]);
+  return [tensor(x, [rows, SEQ], { dtype: 'int32', backend }), tensor(y, [rows, SEQ], { dtype: 'int32', backend })];
+}
+
+function setup(optimizer: 'adamw' | 'sgd') {
+  manualSeed(42);
+  const model = new GPT({ vocabSize: VOCAB, seqLen: SEQ, dModel: 32, heads: 2, layers: 2, dropout: 0.1 });
+  const opt: Optimizer = optimizer === 'adamw' ? new AdamW(model.parameters(), { lr: 1e-2 }) : new SGD(model.parameters(), { lr: 1e-2, momentum: 0.9 });
+  const step = (x: Tensor, y: Tensor) =>
+    tidy(() => {
+      const l = crossEntropy(model.forward(x), y);
+      l.backward();
+      clipGradNorm(model.parameters(), 1).dispose();
+      opt.step();
+      opt.zeroGrad();
+      return l;
+    });
+  return { model, opt, step };
+}
+
+/** Losses of `steps` steps (batch rows per step from `rows`), the learning rate changing each step. */
+async function train(
+  run: (x: Tensor, y: Tensor) => Tensor,
+  opt: Optimizer,
+  rows: (i: number) => number,
+  steps: number,
+  backend: import('@sparsegrad/core').Backend,
+) {
+  const losses: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    opt.lr = 1e-2 * (1 - i / (2 * steps));
+    const [x, y] = batch(i, rows(i), backend);
+    const l = run(x, y);
+    losses.push(await l.item());
+    for (const t of [l, x, y]) t.dispose();
+  }
+  return losses;
+}
+
+for (const { backend, test } of await backendSuites('captureStep')) {
+  test('a captured GPT step replays bit for bit what eager steps compute', async () => {
+    const steps = 7;
+    const rows = (i: number) => (i === 5 ? 3 : 2); // step 5: another shape, run eagerly
+    const eager = setup('adamw');
+    const want = await train(eager.step, eager.opt, rows, steps, backend);
+    const wantParams = await Promise.all(eager.model.parameters().map((p) => p.toArray()));
+
+    const captured = setup('adamw');
+    const step = captureStep(captured.step);
+    const got = await train((x, y) => step.run(x, y), captured.opt, rows, steps, backend);
+    if (backend.capture) {
+      assert.is(step.reason, null);
+      assert.ok(step.captured, 'recorded after the warm-up calls');
+      assert.is(step.eagerCalls, 1, 'the call with other shapes ran eagerly');
+    } else assert.match(step.reason ?? '', /cannot record kernels/);
+    assert.equal(got, want, 'losses');
+    const params = await Promise.all(captured.model.parameters().map((p) => p.toArray()));
+    params.forEach((p, i) => assert.equal(Array.from(p), Array.from(wantParams[i]), `parameter ${i}`));
+    step.dispose();
+    for (const s of [eager, captured]) {
+      s.opt.dispose();
+      s.model.dispose();
+    }
+  });
+
+  test("memory allocated between replays never holds the recording's blocks", async () => {
+    const eager = setup('adamw');
+    const want = await train(eager.step, eager.opt, () => 2, 5, backend);
+    const captured = setup('adamw');
+    const step = captureStep(captured.step);
+    const got: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      captured.opt.lr = 1e-2 * (1 - i / 10);
+      const [x, y] = batch(i, 2, backend);
+      const l = step.run(x, y);
+      // Tensors made and freed between replays take free blocks: they must not be the step's.
+      const noise = Array.from({ length: 20 }, (_, k) =>
+        tensor(
+          Float32Array.from({ length: 64 * (k + 1) }, () => 1e6),
+          undefined,
+          { backend },
+        ),
+      );
+      got.push(await l.item());
+      for (const t of [l, x, y, ...noise]) t.dispose();
+    }
+    assert.equal(got, want);
+    step.dispose();
+    for (const s of [eager, captured]) {
+      s.opt.dispose();
+      s.model.dispose();
+    }
+  });
+
+  test('a step a replay could not reproduce runs eagerly and says why', async () => {
+    const eager = setup('sgd');
+    const want = await train(eager.step, eager.opt, () => 2, 4, backend);
+    const captured = setup('sgd');
+    const step = captureStep(captured.step);
+    const got = await train(
+      (x, y) => step.run(x, y),
+      captured.opt,
+      () => 2,
+      4,
+      backend,
+    );
+    assert.equal(got, want);
+    assert.not.ok(step.captured);
+    assert.match(step.reason ?? '', backend.capture ? /SGD\.step updates with tensor ops|assign\(\)/ : /cannot record kernels/);
+    step.dispose();
+  });
+
+  test.run();
+}
