@@ -5,9 +5,10 @@
  * (the step ends with a readback of the loss), median of steps after warm-up. The PyTorch
  * reference is benchmarks/torch_gpt_step.py.
  *
- *   npx tsx benchmarks/gpt-step.ts --backend cuda [--batch 32] [--densities 0.5,0.25,0.1] [--precision highest|high|medium|bf16|fp16]
+ *   npx tsx benchmarks/gpt-step.ts --backend cuda [--batch 32] [--densities 0.5,0.25,0.1] [--precision highest|high|medium|bf16|fp16] [--capture]
  *
- * bf16 / fp16: the forward and loss under autocast (float32 parameters and optimizer).
+ * bf16 / fp16: the forward and loss under autocast (float32 parameters and optimizer). --capture:
+ * the step recorded once and replayed (captureStep: CUDA graphs).
  */
 import { parseArgs } from 'node:util';
 import { getBackend, MATMUL_PRECISIONS, memory, resetPeakMemory, setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sparsegrad/core';
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '10' },
     densities: { type: 'string', default: '0.5,0.25,0.1' },
     precision: { type: 'string', default: 'highest' },
+    capture: { type: 'boolean', default: false },
   },
 });
 const batch = Number(values.batch);
@@ -30,11 +32,13 @@ const lowPrecision = values.precision === 'bf16' ? 'bfloat16' : values.precision
 if (!lowPrecision && !MATMUL_PRECISIONS.includes(values.precision as MatmulPrecision)) throw new Error(`unknown --precision ${values.precision}`);
 if (!lowPrecision) setFloat32MatmulPrecision(values.precision as MatmulPrecision);
 const seq = GPT_SEQ;
-console.log(`${getBackend().device.description}; precision ${values.precision}; GPT 6 layers, d_model 512, 8 heads, batch ${batch} x ${seq}`);
+console.log(
+  `${getBackend().device.description}; precision ${values.precision}${values.capture ? ', captured' : ''}; GPT 6 layers, d_model 512, 8 heads, batch ${batch} x ${seq}`,
+);
 console.log('| variant | ms/step | host ms/step | peak MiB |');
 console.log('| --- | --- | --- | --- |');
 for (const density of [1, ...values.densities!.split(',').map(Number)]) {
-  const gpt = await createGptStep(batch, density, lowPrecision);
+  const gpt = await createGptStep(batch, density, lowPrecision, values.capture);
   const step = () => gpt.run();
   await warmUp(step);
   resetPeakMemory();

@@ -3,7 +3,7 @@
  * 256, vocabulary 200): forward, backward, gradient clipping at norm 1, AdamW, the MLPs patched
  * to 32x32 block-sparse when density < 1. Mirrored by benchmarks/torch_gpt_step.py.
  */
-import { autocast, crossEntropy, manualSeed, tensor, tidy, type HalfDType } from '@sparsegrad/core';
+import { autocast, captureStep, crossEntropy, manualSeed, tensor, tidy, type HalfDType, type Tensor } from '@sparsegrad/core';
 import { AdamW, BlockSparseModelPatcher, GPT, clipGradNorm } from '@sparsegrad/nn';
 
 export const GPT_SEQ = 256;
@@ -15,8 +15,11 @@ export interface GptStep {
   dispose(): void;
 }
 
-/** `lowPrecision`: the forward and loss under autocast to that dtype (float32 masters, as torch.autocast). */
-export async function createGptStep(batch: number, density: number, lowPrecision: HalfDType | false = false): Promise<GptStep> {
+/**
+ * `lowPrecision`: the forward and loss under autocast to that dtype (float32 masters, as
+ * torch.autocast); `capture`: the step recorded and replayed by captureStep after its warm-up.
+ */
+export async function createGptStep(batch: number, density: number, lowPrecision: HalfDType | false = false, capture = false): Promise<GptStep> {
   const [seq, vocab] = [GPT_SEQ, GPT_VOCAB];
   manualSeed(0);
   const model = new GPT({ vocabSize: vocab, seqLen: seq, dModel: 512, heads: 8, layers: 6 });
@@ -31,23 +34,28 @@ export async function createGptStep(batch: number, density: number, lowPrecision
     Int32Array.from({ length: batch * seq }, (_, i) => tokens[Math.floor(i / seq) * (seq + 1) + (i % seq) + 1]),
     [batch, seq],
   );
+  const eager = (xs: Tensor, ys: Tensor) =>
+    tidy(() => {
+      const l = autocast(lowPrecision, () => crossEntropy(model.forward(xs), ys));
+      l.backward();
+      clipGradNorm(model.parameters(), 1).dispose();
+      opt.step();
+      opt.zeroGrad();
+      return l;
+    });
+  const captured = capture ? captureStep(eager) : null;
   return {
     async run() {
       const t0 = performance.now();
-      const loss = tidy(() => {
-        const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
-        l.backward();
-        clipGradNorm(model.parameters(), 1).dispose();
-        opt.step();
-        opt.zeroGrad();
-        return l;
-      });
+      const loss = captured ? captured.run(x, y) : eager(x, y);
       const host = performance.now() - t0;
       await loss.item();
       loss.dispose();
       return { host, wall: performance.now() - t0 };
     },
     dispose() {
+      if (captured?.reason) console.log(`  (not captured: ${captured.reason})`);
+      captured?.dispose();
       opt.dispose(); // its moments would otherwise count in the next variant's peak memory
       model.dispose();
       x.dispose();

@@ -54,6 +54,14 @@ const noop: Addon = {
   elapsed: () => 0,
   releaseEvents: () => {},
   gemm: () => void queued++,
+  uploadSync: () => {},
+  captureBegin: () => {},
+  captureNode: () => 0,
+  captureEnd: () => 0,
+  captureAbort: () => {},
+  graphLaunch: () => void queued++,
+  graphSetKernel: () => {},
+  graphRelease: () => {},
 };
 const { values } = parseArgs({
   options: {

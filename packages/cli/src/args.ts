@@ -12,6 +12,7 @@ export const TRAINING_FLAGS: Options = {
   tokenizer: { type: 'string', default: 'char' },
   backend: { type: 'string', default: 'auto' },
   precision: { type: 'string', default: 'highest' },
+  capture: { type: 'boolean', default: false },
   layers: { type: 'string', default: '4' },
   'd-model': { type: 'string', default: '128' },
   heads: { type: 'string', default: '4' },

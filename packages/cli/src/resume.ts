@@ -9,7 +9,19 @@ import type { RunConfig } from './checkpoint.ts';
 import { CliError } from './errors.ts';
 
 /** Flags a resumed run may change (docs/cli.md lists them). */
-export const RESUMABLE_FLAGS = ['steps', 'eval-every', 'checkpoint-every', 'stop-after', 'backend', 'precision', 'out', 'resume', 'allow-unmatched', 'help'];
+export const RESUMABLE_FLAGS = [
+  'steps',
+  'eval-every',
+  'checkpoint-every',
+  'stop-after',
+  'backend',
+  'precision',
+  'capture',
+  'out',
+  'resume',
+  'allow-unmatched',
+  'help',
+];
 
 /** Throws if a flag given with --resume contradicts the checkpoint's configuration. */
 export function checkResumeFlags(values: Values & { given: Set<string> }, config: RunConfig): void {

@@ -1,4 +1,4 @@
-import { autocast, crossEntropy, memory, noGrad, resetPeakMemory, tidy, type HalfDType, type Tensor } from '@sparsegrad/core';
+import { autocast, captureStep, crossEntropy, memory, noGrad, resetPeakMemory, tidy, type HalfDType, type Tensor } from '@sparsegrad/core';
 import { AdamW, GradScaler, clipGradNorm, decayGroups, warmupCosine } from '@sparsegrad/nn';
 import { loadCheckpointWeights, saveCheckpoint, type LoadedCheckpoint, type RunConfig, type TrainingState } from './checkpoint.ts';
 import { BatchSampler, type Dataset } from './data.ts';
@@ -21,6 +21,8 @@ export interface TrainOptions {
   stopAfter?: number;
   /** Mixed precision: the forward and loss under autocast to this dtype (float16 with dynamic loss scaling). */
   autocast?: HalfDType | null;
+  /** Record the training step once and replay it (captureStep), where the step allows it. */
+  capture?: boolean;
 }
 
 export interface TrainResult {
@@ -62,6 +64,17 @@ async function evaluate(
   return total / count;
 }
 
+/** One step of a captured training step on the sampler's next batch. */
+function capturedStep(step: ReturnType<typeof captureStep<[Tensor, Tensor], Tensor>>, sampler: BatchSampler): Tensor {
+  const [x, y] = sampler.sample();
+  try {
+    return step.run(x, y);
+  } finally {
+    x.dispose();
+    y.dispose();
+  }
+}
+
 /** Trains with AdamW, warmup + cosine LR, gradient clipping, periodic evaluation and checkpoints. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, trainee, data, progress } = opts;
@@ -86,6 +99,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // float16's narrow range needs the loss scaled so that small gradients do not flush to zero
   // (bfloat16 has float32's range and needs none), as torch.cuda.amp.GradScaler.
   const scaler = lowPrecision === 'float16' ? new GradScaler() : null;
+  // The whole step of one batch, recorded once and replayed where the step is one call on one
+  // batch (gradient accumulation and loss scaling read back or loop on the host: they run eagerly).
+  const oneBatchStep = (x: Tensor, y: Tensor) =>
+    tidy(() => {
+      const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
+      l.backward();
+      clipGradNorm(model.parameters(), t.clip).dispose();
+      optimizer.step();
+      optimizer.zeroGrad();
+      return l;
+    });
+  const captured = opts.capture && accum === 1 && !scaler ? captureStep(oneBatchStep) : null;
+  if (opts.capture && !captured) progress.log('--capture: runs eagerly with --grad-accum > 1 or --precision fp16');
   let state: TrainingState = { step: 0, samplerPosition: sampler.position, history: [] };
   if (opts.resume) {
     await loadCheckpointWeights(opts.resume, trainee, optimizer);
@@ -118,25 +144,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     while (state.step < t.steps) {
       const t0 = performance.now();
       optimizer.lr = schedule(state.step);
-      const loss = tidy(() => {
-        // `accum` micro-batches, each a backward of its share of the mean loss: the gradients add
-        // up to those of one batch of accum x batch sequences (the sampler draws the same windows).
-        let total: Tensor | null = null;
-        for (let micro = 0; micro < accum; micro++) {
-          const [x, y] = sampler.sample();
-          const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
-          const share = accum > 1 ? l.div(accum) : l;
-          (scaler ? scaler.scaleLoss(share) : share).backward();
-          total = total ? total.add(l.detach()) : l.detach();
-        }
-        const l = accum > 1 ? total!.div(accum) : total!;
-        if (!scaler) {
-          clipGradNorm(model.parameters(), t.clip).dispose();
-          optimizer.step();
-          optimizer.zeroGrad();
-        }
-        return l;
-      });
+      const loss = captured
+        ? capturedStep(captured, sampler)
+        : tidy(() => {
+            // `accum` micro-batches, each a backward of its share of the mean loss: the gradients add
+            // up to those of one batch of accum x batch sequences (the sampler draws the same windows).
+            let total: Tensor | null = null;
+            for (let micro = 0; micro < accum; micro++) {
+              const [x, y] = sampler.sample();
+              const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
+              const share = accum > 1 ? l.div(accum) : l;
+              (scaler ? scaler.scaleLoss(share) : share).backward();
+              total = total ? total.add(l.detach()) : l.detach();
+            }
+            const l = accum > 1 ? total!.div(accum) : total!;
+            if (!scaler) {
+              clipGradNorm(model.parameters(), t.clip).dispose();
+              optimizer.step();
+              optimizer.zeroGrad();
+            }
+            return l;
+          });
       if (scaler) {
         // Unscaled before clipping (the norm is of the true gradients); a step whose gradients
         // overflowed is skipped and the scale backs off.
@@ -179,6 +207,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     checkpoint = (await save()) ?? checkpoint;
   } finally {
     progress.stop();
+    if (captured?.reason && opts.capture) progress.log(`--capture: the step ran eagerly: ${captured.reason}`);
+    captured?.dispose();
     optimizer.dispose();
     for (const [x, y] of evalBatches) {
       x.dispose();

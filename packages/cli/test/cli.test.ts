@@ -242,6 +242,20 @@ test('nanoGPT options: --grad-accum 2 of --batch 2 trains as --batch 4; --val-fr
   fails(/--init-std must be a positive number, got '-1'/, 'train', ...TINY, '--init-std', '-1');
 });
 
+test('--capture trains exactly as the eager step (dropout, a changing learning rate, mixed precision)', () => {
+  const losses = (out: string) => [...out.matchAll(/(?:step \d+\/\d+\s+loss|eval loss) (\d+\.\d+)/g)].map((m) => m[1]);
+  for (const precision of ['highest', 'bf16']) {
+    const args = [...TINY, '--steps', '6', '--dropout', '0.1', '--precision', precision];
+    const eager = run('train', ...args, '--out', join(dir, `eager-${precision}`));
+    const captured = run('train', ...args, '--capture', '--out', join(dir, `captured-${precision}`));
+    assert.is(eager.code, 0, eager.err);
+    assert.is(captured.code, 0, captured.err);
+    assert.not.match(captured.out, /ran eagerly/);
+    assert.ok(losses(eager.out).length >= 8, eager.out);
+    assert.equal(losses(captured.out), losses(eager.out), `${precision}: captured steps give the eager losses`);
+  }
+});
+
 test('--out is checked before anything trains: a file, a path under a file, an uncreatable path', () => {
   const file = join(dir, 'a-file');
   writeFileSync(file, 'x');

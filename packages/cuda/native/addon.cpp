@@ -107,18 +107,24 @@ Napi::Value Function(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, it->second);
 }
 
+// Kernel parameters packed as for launch(): args (Uint8Array) at the offsets (Uint32Array).
+size_t kernelParams(Napi::Env env, const Napi::CallbackInfo& info, int argsAt, void** params) {
+  Napi::Uint8Array args = info[argsAt].As<Napi::Uint8Array>();
+  Napi::Uint32Array offsets = info[argsAt + 1].As<Napi::Uint32Array>();
+  const size_t count = offsets.ElementLength();
+  if (count > 64) throw Napi::Error::New(env, "too many kernel parameters");
+  for (size_t i = 0; i < count; i++) params[i] = args.Data() + offsets[i];
+  return count;
+}
+
 // launch(id, gx, gy, gz, bx, by, bz, sharedBytes, args: Uint8Array, offsets: Uint32Array): the
 // kernel's parameters packed in `args` (src/args.ts), parameter i starting at offsets[i].
 Napi::Value Launch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t id = u32(info, 0);
   if (id >= functions.size()) throw Napi::Error::New(env, "bad kernel id");
-  Napi::Uint8Array args = info[8].As<Napi::Uint8Array>();
-  Napi::Uint32Array offsets = info[9].As<Napi::Uint32Array>();
   void* params[64];
-  const size_t count = offsets.ElementLength();
-  if (count > 64) throw Napi::Error::New(env, "too many kernel parameters");
-  for (size_t i = 0; i < count; i++) params[i] = args.Data() + offsets[i];
+  kernelParams(env, info, 8, params);
   check(env, "cuLaunchKernel", cu.cuLaunchKernel_(functions[id], u32(info, 1), u32(info, 2), u32(info, 3), u32(info, 4), u32(info, 5), u32(info, 6), u32(info, 7), stream, params, nullptr));
   return env.Undefined();
 }
@@ -358,6 +364,104 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- CUDA graphs (captureStep, src/capture.ts) ----
+std::vector<CUgraph> graphs;          // by id; null once released
+std::vector<CUgraphExec> graphExecs;  // instantiated, by the same id
+std::vector<CUgraphNode> graphNodes;  // nodes a capture reported (captureNode), by index
+
+// uploadSync(ptr, data): a synchronous copy outside the stream (an upload while it is captured).
+Napi::Value UploadSync(const Napi::CallbackInfo& info) {
+  Napi::TypedArray a = info[1].As<Napi::TypedArray>();
+  const uint8_t* data = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  if (a.ByteLength() > 0) check(info.Env(), "cuMemcpyHtoD", cu.cuMemcpyHtoD_(ptrArg(info[0]), data, a.ByteLength()));
+  return info.Env().Undefined();
+}
+
+// Relaxed mode: the caching allocator may call cuMemAlloc while the stream is captured.
+Napi::Value CaptureBegin(const Napi::CallbackInfo& info) {
+  check(info.Env(), "cuStreamBeginCapture", cu.cuStreamBeginCapture_(stream, CU_STREAM_CAPTURE_MODE_RELAXED));
+  return info.Env().Undefined();
+}
+
+// The node the last captured operation became (the capture is a chain: one dependency).
+Napi::Value CaptureNode(const Napi::CallbackInfo& info) {
+  CUstreamCaptureStatus status;
+  cuuint64_t id = 0;
+  CUgraph graph = nullptr;
+  const CUgraphNode* deps = nullptr;
+  const CUgraphEdgeData* edges = nullptr;
+  size_t count = 0;
+  check(info.Env(), "cuStreamGetCaptureInfo", cu.cuStreamGetCaptureInfo_(stream, &status, &id, &graph, &deps, &edges, &count));
+  if (status != CU_STREAM_CAPTURE_STATUS_ACTIVE || count != 1) throw Napi::Error::New(info.Env(), "captureNode: the stream is not capturing a chain of operations");
+  graphNodes.push_back(deps[0]);
+  return Napi::Number::New(info.Env(), (double)graphNodes.size() - 1);
+}
+
+Napi::Value CaptureEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CUgraph graph = nullptr;
+  check(env, "cuStreamEndCapture", cu.cuStreamEndCapture_(stream, &graph));
+  CUgraphExec exec = nullptr;
+  CUresult r = cu.cuGraphInstantiate_(&exec, graph, 0);
+  if (r != CUDA_SUCCESS) {
+    cu.cuGraphDestroy_(graph);
+    fail(env, "cuGraphInstantiate", r);
+  }
+  graphs.push_back(graph);
+  graphExecs.push_back(exec);
+  return Napi::Number::New(env, (double)graphs.size() - 1);
+}
+
+Napi::Value CaptureAbort(const Napi::CallbackInfo& info) {
+  CUgraph graph = nullptr;
+  if (cu.cuStreamEndCapture_(stream, &graph) == CUDA_SUCCESS && graph) cu.cuGraphDestroy_(graph);
+  return info.Env().Undefined();
+}
+
+CUgraphExec execArg(const Napi::CallbackInfo& info, int i) {
+  const uint32_t id = u32(info, i);
+  if (id >= graphExecs.size() || !graphExecs[id]) throw Napi::Error::New(info.Env(), "no such graph");
+  return graphExecs[id];
+}
+
+Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+  check(info.Env(), "cuGraphLaunch", cu.cuGraphLaunch_(execArg(info, 0), stream));
+  return info.Env().Undefined();
+}
+
+// graphSetKernel(graph, node, id, gx, gy, gz, bx, by, bz, sharedBytes, args, offsets).
+Napi::Value GraphSetKernel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CUgraphExec exec = execArg(info, 0);
+  const uint32_t node = u32(info, 1), id = u32(info, 2);
+  if (node >= graphNodes.size()) throw Napi::Error::New(env, "no such graph node");
+  if (id >= functions.size()) throw Napi::Error::New(env, "bad kernel id");
+  void* params[64];
+  kernelParams(env, info, 10, params);
+  CUDA_KERNEL_NODE_PARAMS p{};
+  p.func = functions[id];
+  p.gridDimX = u32(info, 3);
+  p.gridDimY = u32(info, 4);
+  p.gridDimZ = u32(info, 5);
+  p.blockDimX = u32(info, 6);
+  p.blockDimY = u32(info, 7);
+  p.blockDimZ = u32(info, 8);
+  p.sharedMemBytes = u32(info, 9);
+  p.kernelParams = params;
+  check(env, "cuGraphExecKernelNodeSetParams", cu.cuGraphExecKernelNodeSetParams_(exec, graphNodes[node], &p));
+  return env.Undefined();
+}
+
+Napi::Value GraphRelease(const Napi::CallbackInfo& info) {
+  CUgraphExec exec = execArg(info, 0);
+  const uint32_t id = u32(info, 0);
+  cu.cuGraphExecDestroy_(exec);
+  cu.cuGraphDestroy_(graphs[id]);
+  graphExecs[id] = nullptr;
+  graphs[id] = nullptr;
+  return info.Env().Undefined();
+}
+
 Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("fn", Napi::Function::New(env, Function));
@@ -377,6 +481,14 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("elapsed", Napi::Function::New(env, Elapsed));
   exports.Set("releaseEvents", Napi::Function::New(env, ReleaseEvents));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("uploadSync", Napi::Function::New(env, UploadSync));
+  exports.Set("captureBegin", Napi::Function::New(env, CaptureBegin));
+  exports.Set("captureNode", Napi::Function::New(env, CaptureNode));
+  exports.Set("captureEnd", Napi::Function::New(env, CaptureEnd));
+  exports.Set("captureAbort", Napi::Function::New(env, CaptureAbort));
+  exports.Set("graphLaunch", Napi::Function::New(env, GraphLaunch));
+  exports.Set("graphSetKernel", Napi::Function::New(env, GraphSetKernel));
+  exports.Set("graphRelease", Napi::Function::New(env, GraphRelease));
   return exports;
 }
 

@@ -12,7 +12,9 @@
   X(cuModuleLoadData) X(cuModuleGetFunctionCount) X(cuModuleEnumerateFunctions) X(cuFuncGetName) X(cuFuncSetAttribute) X(cuLaunchKernel) X(cuMemAlloc) X(cuMemFree)           \
   X(cuMemAllocHost) X(cuMemFreeHost) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuMemsetD32Async)    \
   X(cuMemGetInfo) X(cuStreamCreate) X(cuStreamSynchronize) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)         \
-  X(cuEventDestroy) X(cuEventElapsedTime) X(cuTensorMapEncodeTiled)
+  X(cuEventDestroy) X(cuEventElapsedTime) X(cuTensorMapEncodeTiled) X(cuMemcpyHtoD) X(cuStreamBeginCapture) X(cuStreamEndCapture) \
+  X(cuStreamGetCaptureInfo) X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecKernelNodeSetParams) X(cuGraphDestroy)    \
+  X(cuGraphExecDestroy)
 
 struct Driver {
 #define DECLARE(name) decltype(&name) name##_ = nullptr;

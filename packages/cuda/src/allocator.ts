@@ -9,6 +9,7 @@
  */
 import type { DType } from '@sparsegrad/core';
 import type { BackendBuffer } from '@sparsegrad/core/backend';
+import type { CapturePool } from '@sparsegrad/core/backend';
 import type { Addon } from './native.ts';
 
 /** A device allocation: a pointer into device memory (a number: exact below 2^53). */
@@ -35,10 +36,25 @@ export class CachingAllocator {
   liveBlocks = 0;
   cachedBytes = 0;
 
+  /** While a graph is recorded or holds blocks: where blocks come from and which frees it keeps (capture.ts). */
+  capture: { readonly pool: CapturePool | null; keeps(ptr: number, bytes: number): boolean } | null = null;
+
   constructor(private readonly addon: Addon) {}
 
   /** A device pointer to at least `bytes` bytes (its class size is `sizeClass(bytes)`). */
   alloc(bytes: number): number {
+    const pool = this.capture?.pool;
+    return pool ? pool.take(bytes, (b) => this.cached(b)) : this.cached(bytes);
+  }
+
+  /** Returns a block to the cache, unless a graph keeps it. */
+  release(ptr: number, bytes: number): void {
+    if (this.capture?.keeps(ptr, bytes)) return;
+    this.uncached(ptr, bytes);
+  }
+
+  /** A block from the cache or the driver. */
+  private cached(bytes: number): number {
     const size = sizeClass(bytes);
     const list = this.cache.get(size);
     let ptr = list?.pop();
@@ -52,7 +68,8 @@ export class CachingAllocator {
     return ptr;
   }
 
-  release(ptr: number, bytes: number): void {
+  /** A block back into the cache (also where a released graph's blocks go). */
+  uncached(ptr: number, bytes: number): void {
     const size = sizeClass(bytes);
     let list = this.cache.get(size);
     if (!list) this.cache.set(size, (list = []));

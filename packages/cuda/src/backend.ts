@@ -17,6 +17,7 @@
 import type { Backend, DType } from '@sparsegrad/core';
 import { type BackendBuffer, DTYPE_BYTES, type KernelName, type StorageArray } from '@sparsegrad/core/backend';
 import { CachingAllocator, CudaBuffer } from './allocator.ts';
+import { CudaCapture } from './capture.ts';
 import { Args } from './args.ts';
 import { deviceIndexErrors, isIndexError } from './index-errors.ts';
 import { attentionKernels } from './kernels/attention.ts';
@@ -51,8 +52,13 @@ export interface CudaBackend extends Backend {
 /** The kernels with native 16-bit forms (the elementwise, reduction and softmax kernels read and write them, cuBLAS multiplies them). */
 const HALF_KERNELS: readonly KernelName[] = ['matmul', 'unary', 'binary', 'reduce', 'softmax', 'softmaxBackward'];
 
-export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBackend {
-  const allocator = new CachingAllocator(addon);
+export function createCudaBackend(rawAddon: Addon, props: DeviceProperties): CudaBackend {
+  const rawAllocator = new CachingAllocator(rawAddon);
+  // Graphs (captureStep): the addon the kernels see records, or updates recorded launches.
+  const capture = new CudaCapture(rawAddon, (ptr, bytes) => rawAllocator.uncached(ptr, bytes));
+  const addon = capture.wrap();
+  rawAllocator.capture = capture;
+  const allocator = rawAllocator;
   const args = new Args();
   const ids = new Map<string, number>();
   const sms = props.multiprocessors;
@@ -162,6 +168,7 @@ export function createCudaBackend(addon: Addon, props: DeviceProperties): CudaBa
     ...rowKernels(host),
     ...listKernels(host),
     fusedAttention: attentionKernels(host),
+    capture,
 
     synchronize: () => addon.synchronize(),
     timeDevice(fn) {

@@ -69,6 +69,33 @@ export interface Addon {
     cublasLt: number,
     dtype: number,
   ): void;
+  /** Synchronous host -> device copy outside the stream (uploads while a graph is captured). */
+  uploadSync(ptr: number, data: ArrayBufferView): void;
+  /** Starts capturing the stream into a graph (relaxed mode). */
+  captureBegin(): void;
+  /** The index of the node the last captured operation became. */
+  captureNode(): number;
+  /** Ends the capture and instantiates the graph; returns its id. */
+  captureEnd(): number;
+  /** Ends a capture and discards it. */
+  captureAbort(): void;
+  graphLaunch(graph: number): void;
+  /** Replaces a captured kernel node's launch (cuGraphExecKernelNodeSetParams), arguments as for launch. */
+  graphSetKernel(
+    graph: number,
+    node: number,
+    id: number,
+    gx: number,
+    gy: number,
+    gz: number,
+    bx: number,
+    by: number,
+    bz: number,
+    sharedBytes: number,
+    args: Uint8Array,
+    offsets: Uint32Array,
+  ): void;
+  graphRelease(graph: number): void;
 }
 
 const build = join(import.meta.dirname, '..', 'build');

@@ -12,10 +12,22 @@ import * as assert from 'uvu/assert';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as sg from '@sparsegrad/core';
-import { BlockSparseMatrix, adamSteps, keep, manualSeed, setFloat32MatmulPrecision, zeros, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import {
+  BlockSparseMatrix,
+  adamSteps,
+  captureStep,
+  keep,
+  manualSeed,
+  setBackend,
+  setFloat32MatmulPrecision,
+  zeros,
+  type Backend,
+  type MatmulPrecision,
+} from '@sparsegrad/core';
+import { AdamW, GPT } from '@sparsegrad/nn';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
 import { Args } from '../src/args.ts';
-import { withHalfFallback } from '@sparsegrad/core/backend';
+import { registerBackend, withHalfFallback } from '@sparsegrad/core/backend';
 import type { Addon, DeviceProperties } from '../src/native.ts';
 import type { CudaTuning } from '../src/tuning.ts';
 import { skippedSuite } from '../../core/test/helpers.ts';
@@ -84,6 +96,7 @@ type Packings = Map<string, Set<string>>;
 /** An addon that computes nothing: it hands out addresses and records the kernels asked for and how their arguments were packed. */
 function recordingAddon(launched: Set<string>, packings: Packings = new Map()): Addon {
   let next = 0x10000;
+  let nodes = 0;
   const ids: string[] = [];
   return {
     init: () => props,
@@ -121,6 +134,20 @@ function recordingAddon(launched: Set<string>, packings: Packings = new Map()): 
     elapsed: () => 0,
     releaseEvents: () => {},
     gemm: () => {},
+    uploadSync: () => {},
+    captureBegin: () => {},
+    captureNode: () => nodes++,
+    captureEnd: () => 1,
+    captureAbort: () => {},
+    graphLaunch: () => {},
+    // A span's update launches its kernels again: checked like launches.
+    graphSetKernel: (_graph, node, id, _gx, _gy, _gz, _bx, _by, _bz, _shared, args, offsets) => {
+      if (node >= nodes) throw new Error(`graphSetKernel: node ${node} was never captured`);
+      const name = ids[id];
+      if (!packings.has(name)) packings.set(name, new Set());
+      packings.get(name)!.add(JSON.stringify([[...offsets], args.length]));
+    },
+    graphRelease: () => {},
   };
 }
 const props: DeviceProperties = {
@@ -131,6 +158,41 @@ const props: DeviceProperties = {
   totalMemory: 80 * 2 ** 30,
   driverVersion: 13000,
 };
+
+/**
+ * A GPT step recorded by captureStep and replayed (bf16 autocast, so the fused attention with
+ * dropout runs; AdamW): every span's update must launch exactly the kernels it recorded, which the
+ * stand-in's graphSetKernel checks against the captured nodes, with their arguments' packings.
+ */
+async function capturedSteps(be: Backend): Promise<void> {
+  registerBackend({ name: 'cuda-recording', priority: -1, create: () => be });
+  await setBackend('cuda-recording');
+  try {
+    const model = new GPT({ vocabSize: 20, seqLen: 16, dModel: 64, heads: 2, layers: 1, dropout: 0.1 });
+    const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+    const ids = sg.tensor(
+      Int32Array.from({ length: 32 }, (_, i) => i % 20),
+      [2, 16],
+      { dtype: 'int32' },
+    );
+    const step = captureStep((x: sg.Tensor, y: sg.Tensor) =>
+      sg.tidy(() => {
+        const l = sg.autocast('bfloat16', () => sg.crossEntropy(model.forward(x), y));
+        l.backward();
+        opt.step();
+        opt.zeroGrad();
+        return l;
+      }),
+    );
+    for (let i = 0; i < 5; i++) step.run(ids, ids).dispose();
+    assert.ok(step.captured, `the step was recorded (${step.reason})`);
+    step.dispose();
+    opt.dispose();
+    model.dispose();
+  } finally {
+    await setBackend('cpu');
+  }
+}
 
 /** The ops with native 16-bit kernels (and a few through core's fallback), in each 16-bit dtype. */
 function everyHalfOp(be: Backend): void {
@@ -295,6 +357,7 @@ test('every kernel the backend launches is in the fatbins', async () => {
     if (Object.keys(tuning).length === 0) {
       await everyOp(be);
       everyHalfOp(withHalfFallback(be));
+      await capturedSteps(be);
     }
     everyBlockSparseRoute(be);
   }

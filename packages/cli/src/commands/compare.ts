@@ -94,6 +94,7 @@ async function compareIn(
         out: join(out, v.name.replace(/\s+/g, '-')),
         shouldStop: interrupt.stop,
         autocast,
+        capture: !!values.capture,
       });
       results.push({ name: v.name, parameters: trainee.model.parameterCount(), result });
       trainee.model.dispose();

@@ -14,6 +14,7 @@ export const TRAIN_HELP = `sparsegrad train [options]
   Trains the decoder-only GPT of @sparsegrad/nn on --data FILE (default: the nlp-corpus English sentences).
   --backend auto|cpu|webgpu|cuda   --precision highest|high|medium (float32 products: fp32, TF32, BF16 tensor cores)
                                    or bf16|fp16 (mixed precision: autocast, float32 masters; fp16 with loss scaling)
+  --capture                        record the training step once and replay it (CUDA graphs on cuda)
   --tokenizer char|byte   --max-chars N (text used, default 4000000)
   --layers 4 --d-model 128 --heads 4 --seq 128 --batch 16 --steps 300 --lr 3e-3 --warmup 30
   --weight-decay 0.01 --clip 1 --dropout 0 --eval-every 50 --eval-batches 8 --seed 0
@@ -167,6 +168,7 @@ async function trainIn(
       shouldStop: interrupt.stop,
       stopAfter,
       autocast,
+      capture: !!values.capture,
     });
     const stoppedEarly = result.interrupted && !interrupt.stop();
     log(
