@@ -3,7 +3,12 @@
 # the shared suite on cpu + cuda with outputs poisoned, the block-sparse kernels under
 # compute-sanitizer (memcheck, racecheck), the kernel benchmark, and the GPT step against PyTorch.
 # Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
-#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [profile] [webgpu] [tune-webgpu]
+#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [profile] [webgpu] [tune-webgpu] [mixed] [nanogpt]
+# mixed: the 16-bit dtypes, fused attention and captured steps on cuda (tests, the PyTorch interop of
+# BF16/F16 files, attention against PyTorch's flash SDPA, the GPT step in fp32 and bf16, eager and
+# captured, against PyTorch eager / SDPA / compile). nanogpt: issue 26's nanoGPT run in PyTorch and
+# sparsegrad (bf16, captured) on DATA (default .data/tinyshakespeare.txt, carried: cp the shared
+# file there first), ITERS iterations (default 5000).
 # BENCH_ARGS go to benchmarks/cuda.ts (with --write, the updated docs/benchmarks.md is copied to
 # $OUT); PRECISIONS (default "highest high") to the step and compare parts. The suite runs through
 # scripts/run-tests.ts, not `npm test`: the packed tree has no TypeScript compiler, and its dist/
@@ -54,6 +59,29 @@ for part in $parts; do
       timeout 300 npx sparsegrad compare --backend webgpu --layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 300 \
         --densities 0.5,0.25,0.1 --out "$OUT/compare-webgpu" > "$OUT/compare-webgpu.log" 2>&1
       summary+=("webgpu step and compare: exit $?") ;;
+    mixed)
+      SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 npx tsx scripts/run-tests.ts dtypes attention capture kernel-names > "$OUT/mixed-tests.log" 2>&1
+      summary+=("mixed tests: $(tail -1 "$OUT/mixed-tests.log")")
+      (npx tsx scripts/interop/write-checkpoint.ts "$OUT/interop" && python3 scripts/interop/check_safetensors.py "$OUT/interop" \
+        && npx tsx scripts/interop/read-torch-half.ts "$OUT/interop") > "$OUT/interop.log" 2>&1
+      summary+=("interop: exit $?")
+      timeout 120 npx tsx benchmarks/attention.ts > "$OUT/attention.log" 2>&1
+      timeout 60 python3 benchmarks/torch_attention.py >> "$OUT/attention.log" 2>&1
+      for p in highest bf16; do
+        for c in "" --capture; do timeout 200 npx tsx benchmarks/gpt-step.ts --backend cuda --densities 0.25 --precision $p $c >> "$OUT/mixed-step.log" 2>&1; done
+      done
+      for a in "--precision highest" "--autocast bf16" "--autocast bf16 --sdpa --fused" "--autocast bf16 --sdpa --compile --fused"; do
+        timeout 200 python3 benchmarks/torch_gpt_step.py $a >> "$OUT/mixed-step.log" 2>&1
+      done
+      summary+=("mixed: see attention.log, mixed-step.log") ;;
+    nanogpt)
+      data=${DATA:-.data/tinyshakespeare.txt}
+      timeout 500 python3 benchmarks/torch_nanogpt.py --data "$data" --iters ${ITERS:-5000} > "$OUT/nanogpt-torch.log" 2>&1
+      timeout 600 npx sparsegrad train --data "$data" --val-fraction 0.1 --layers 6 --heads 6 --d-model 384 --seq 256 --batch 64 \
+        --dropout 0.2 --no-bias --gelu exact --tie-embeddings --init-std 0.02 --steps ${ITERS:-5000} --lr 1e-3 --min-lr 1e-4 --warmup 100 \
+        --beta2 0.99 --weight-decay 0.1 --clip 1 --eval-every 250 --eval-mode random --eval-batches 200 --backend cuda \
+        --precision bf16 --capture --out "$OUT/nanogpt-run" > "$OUT/nanogpt-sparsegrad.log" 2>&1
+      summary+=("nanogpt: exit $? (see nanogpt-*.log)") ;;
     tune-webgpu)
       timeout 300 npx tsx benchmarks/webgpu.ts --tune --tune-only > "$OUT/tune-webgpu.log" 2>&1
       summary+=("webgpu tuning: exit $?") ;;
