@@ -8,9 +8,21 @@
  * only in the order of its float32 accumulation. The cost is two extra passes over the operands,
  * which is what a backend's native kernels are for.
  */
-import { type AdamBuffers, type Backend, type BackendBuffer, type HalfDType, isHalf, type KernelName, type MatrixView, type View } from './backend.ts';
+import {
+  type AdamBuffers,
+  type Backend,
+  type BackendBuffer,
+  type HalfDType,
+  isHalf,
+  type KernelName,
+  type MatmulPrecision,
+  type MatrixView,
+  type View,
+} from './backend.ts';
 
 const flatView = (buffer: BackendBuffer, size = buffer.size): View => ({ buffer, shape: [size], strides: [1], offset: 0 });
+/** The precision of a product whose operands were bfloat16: 'medium' (exact on them), else as asked. */
+const halfPrecision = (precision: MatmulPrecision, operand: BackendBuffer): MatmulPrecision => (operand.dtype === 'bfloat16' ? 'medium' : precision);
 
 /** The float32 stand-ins of one kernel call's 16-bit buffers. */
 interface Call {
@@ -80,11 +92,16 @@ export function withHalfFallback<B extends Backend>(inner: B): B {
     reduce: (op, x, outer, n, inner_, out) => call('reduce', [x, out], (c) => inner.reduce(op, c.in(x), outer, n, inner_, c.out(out))),
     matmul: (a, b, out, batch, m, n, k, precision) =>
       call('matmul', [a.buffer, b.buffer, out], (c) => inner.matmul(inMatrix(c, a), inMatrix(c, b), c.out(out), batch, m, n, k, precision)),
+    // bfloat16 operands widen exactly into BF16 tensor cores' inputs: 'medium' multiplies them as
+    // they are with float32 accumulation (the contract for 16-bit products), on the faster kernels.
     bsrMatmul: (x, blocks, layout, m, out, precision) =>
-      call('bsrMatmul', [x, blocks, out], (c) => inner.bsrMatmul(c.in(x), c.in(blocks), layout, m, c.out(out), precision)),
+      call('bsrMatmul', [x, blocks, out], (c) => inner.bsrMatmul(c.in(x), c.in(blocks), layout, m, c.out(out), halfPrecision(precision, x))),
     bsrMatmulGradInput: (dy, blocks, layout, m, out, precision) =>
-      call('bsrMatmulGradInput', [dy, blocks, out], (c) => inner.bsrMatmulGradInput(c.in(dy), c.in(blocks), layout, m, c.out(out), precision)),
-    bsrSddmm: (dy, x, layout, m, out, precision) => call('bsrSddmm', [dy, x, out], (c) => inner.bsrSddmm(c.in(dy), c.in(x), layout, m, c.out(out), precision)),
+      call('bsrMatmulGradInput', [dy, blocks, out], (c) =>
+        inner.bsrMatmulGradInput(c.in(dy), c.in(blocks), layout, m, c.out(out), halfPrecision(precision, dy)),
+      ),
+    bsrSddmm: (dy, x, layout, m, out, precision) =>
+      call('bsrSddmm', [dy, x, out], (c) => inner.bsrSddmm(c.in(dy), c.in(x), layout, m, c.out(out), halfPrecision(precision, x))),
     gather: (x, idx, outer, n, inner_, count, out) => call('gather', [x, out], (c) => inner.gather(c.in(x), idx, outer, n, inner_, count, c.out(out))),
     scatterAdd: (src, idx, outer, n, inner_, count, out) =>
       call('scatterAdd', [src, out], (c) => inner.scatterAdd(c.in(src), idx, outer, n, inner_, count, c.out(out))),

@@ -92,8 +92,9 @@ export function createCudaBackend(rawAddon: Addon, props: DeviceProperties): Cud
       throw new Error(`cuda: alloc: ${(e as Error).message}`);
     }
     // Poisoned (tests): an output element a kernel fails to write shows NaN instead of stale data
-    // (0x7fc0 is a bfloat16 NaN, 0x7e00 a float16 one).
-    if (tuning.poison) addon.memset32(ptr, dtype === 'bfloat16' ? 0x7fc07fc0 : dtype === 'float16' ? 0x7e007e00 : 0x7fc00000, bytes / 4);
+    // (0x7fc0 is a bfloat16 NaN, 0x7e00 a float16 one). Not while a graph is recorded: the fill
+    // would be replayed over what an upload put there.
+    if (tuning.poison && !capture.recording) addon.memset32(ptr, dtype === 'bfloat16' ? 0x7fc07fc0 : dtype === 'float16' ? 0x7e007e00 : 0x7fc00000, bytes / 4);
     liveBytes += size * DTYPE_BYTES[dtype];
     return new CudaBuffer(ptr, size, dtype);
   }
