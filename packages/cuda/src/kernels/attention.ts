@@ -4,6 +4,7 @@
  */
 import type { DType } from '@sparsegrad/core';
 import { type AttentionSpec, type BackendBuffer, DTYPE_BYTES, type FusedAttention, isHalf, type View } from '@sparsegrad/core/backend';
+import type { Args } from '../args.ts';
 import { type CudaHost, P, tname } from './host.ts';
 
 const HEAD_SIZES = [32, 64, 128];
@@ -24,6 +25,17 @@ export function backwardShared(d: number, dtype: DType): number {
   return elements * DTYPE_BYTES[dtype] + 2 * br * 4;
 }
 
+/** The problem's arguments, the last of both kernels': lengths, scale, causal flag and dropout. */
+const problem = (a: Args, spec: AttentionSpec): Args =>
+  a
+    .i32(spec.tq)
+    .i32(spec.tk)
+    .f32(spec.scale)
+    .i32(spec.causal ? 1 : 0)
+    .f32(spec.dropout)
+    .u32(spec.key)
+    .f32(spec.keepScale);
+
 export function attentionKernels(h: CudaHost): FusedAttention {
   const { args, launch, alloc, free } = h;
   const name = (part: string, spec: AttentionSpec, dtype: DType) => `attn_${part}_${tname(dtype)}_${spec.d}`;
@@ -41,20 +53,7 @@ export function attentionKernels(h: CudaHost): FusedAttention {
         name('fwd', spec, q.dtype),
         [Math.ceil(spec.tq / BQ), spec.batch, 1],
         128,
-        args
-          .reset()
-          .ptr(P(q))
-          .ptr(P(k))
-          .ptr(P(v))
-          .ptr(P(out))
-          .ptr(P(lse))
-          .i32(spec.tq)
-          .i32(spec.tk)
-          .f32(spec.scale)
-          .i32(spec.causal ? 1 : 0)
-          .f32(spec.dropout)
-          .u32(spec.key)
-          .f32(spec.keepScale),
+        problem(args.reset().ptr(P(q)).ptr(P(k)).ptr(P(v)).ptr(P(out)).ptr(P(lse)), spec),
         forwardShared(spec.d, q.dtype),
       );
     },
@@ -71,24 +70,7 @@ export function attentionKernels(h: CudaHost): FusedAttention {
         name('bwd', spec, q.dtype),
         [Math.ceil(spec.tk / BK), spec.batch, 1],
         128,
-        args
-          .reset()
-          .ptr(P(q))
-          .ptr(P(k))
-          .ptr(P(v))
-          .ptr(P(dout))
-          .ptr(P(lse))
-          .ptr(P(dsum))
-          .ptr(P(dq32))
-          .ptr(P(dk))
-          .ptr(P(dv))
-          .i32(spec.tq)
-          .i32(spec.tk)
-          .f32(spec.scale)
-          .i32(spec.causal ? 1 : 0)
-          .f32(spec.dropout)
-          .u32(spec.key)
-          .f32(spec.keepScale),
+        problem(args.reset().ptr(P(q)).ptr(P(k)).ptr(P(v)).ptr(P(dout)).ptr(P(lse)).ptr(P(dsum)).ptr(P(dq32)).ptr(P(dk)).ptr(P(dv)), spec),
         backwardShared(spec.d, q.dtype),
       );
       h.backend().copy(flat(dq32, rows * spec.d), flat(dq, rows * spec.d));
