@@ -36,32 +36,39 @@ export interface TrainResult {
   checkpoint?: string;
 }
 
-/** Mean loss over `count` batches, in eval mode and without gradients (one batch alive at a time). */
+/**
+ * Mean loss over `count` batches, in eval mode and without gradients (one batch alive at a time).
+ * The losses add up on the device and are read once, so the batches queue without a wait each.
+ */
 async function evaluate(
   trainee: Trainee,
   count: number,
   batch: (i: number) => [Tensor, Tensor],
   dispose: boolean,
-  lowPrecision: HalfDType | false,
+  loss: (x: Tensor, y: Tensor) => Tensor,
 ): Promise<number> {
   const model = trainee.model;
   model.eval();
-  let total = 0;
+  let total: Tensor | null = null;
   try {
     for (let i = 0; i < count; i++) {
       const [x, y] = batch(i);
-      const loss = noGrad(() => tidy(() => autocast(lowPrecision, () => crossEntropy(model.forward(x), y))));
-      total += await loss.item();
-      loss.dispose();
+      const l = loss(x, y);
+      // A new tensor each time: a captured step's output is overwritten by its next call.
+      const sum: Tensor = noGrad(() => (total ? total.add(l) : l.add(0)));
+      total?.dispose();
+      l.dispose();
+      total = sum;
       if (dispose) {
         x.dispose();
         y.dispose();
       }
     }
+    return (await total!.item()) / count;
   } finally {
+    total?.dispose();
     model.train();
   }
-  return total / count;
 }
 
 /** One step of a captured training step on the sampler's next batch. */
@@ -111,6 +118,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       return l;
     });
   const captured = opts.capture && accum === 1 && !scaler ? captureStep(oneBatchStep) : null;
+  // Evaluation: the loss of a batch without gradients (recorded too with --capture).
+  const batchLoss = (x: Tensor, y: Tensor) => noGrad(() => tidy(() => autocast(lowPrecision, () => crossEntropy(model.forward(x), y))));
+  const capturedEval = opts.capture ? captureStep(batchLoss) : null;
+  const evalBatchLoss = capturedEval ? (x: Tensor, y: Tensor) => capturedEval.run(x, y) : batchLoss;
   if (opts.capture && !captured) progress.log('--capture: runs eagerly with --grad-accum > 1 or --precision fp16');
   let state: TrainingState = { step: 0, samplerPosition: sampler.position, history: [] };
   if (opts.resume) {
@@ -120,9 +131,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (random && state.evalPositions) [evalSampler.position, trainSplitSampler.position] = state.evalPositions;
   }
   const evaluateNow = async (): Promise<{ evalLoss: number; trainSplitLoss?: number }> => {
-    if (!random) return { evalLoss: await evaluate(trainee, evalCount, (i) => evalBatches[i], false, lowPrecision) };
-    const evalLoss = await evaluate(trainee, evalCount, () => evalSampler.sample(), true, lowPrecision);
-    const trainSplitLoss = await evaluate(trainee, evalCount, () => trainSplitSampler.sample(), true, lowPrecision);
+    if (!random) return { evalLoss: await evaluate(trainee, evalCount, (i) => evalBatches[i], false, evalBatchLoss) };
+    const evalLoss = await evaluate(trainee, evalCount, () => evalSampler.sample(), true, evalBatchLoss);
+    const trainSplitLoss = await evaluate(trainee, evalCount, () => trainSplitSampler.sample(), true, evalBatchLoss);
     return { evalLoss, trainSplitLoss };
   };
   const startStep = state.step;
@@ -209,6 +220,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     progress.stop();
     if (captured?.reason && opts.capture) progress.log(`--capture: the step ran eagerly: ${captured.reason}`);
     captured?.dispose();
+    capturedEval?.dispose();
     optimizer.dispose();
     for (const [x, y] of evalBatches) {
       x.dispose();
