@@ -7,7 +7,7 @@
  *   npx tsx benchmarks/attention.ts [--batch 32] [--heads 8] [--seqs 256,1024] [--d 64] [--dtype bfloat16] [--causal 1]
  */
 import { parseArgs } from 'node:util';
-import { randn, scaledDotProductAttention, setBackend, tidy, type HalfDType } from '@sparsegrad/core';
+import { noGrad, randn, scaledDotProductAttention, setBackend, tidy, type HalfDType } from '@sparsegrad/core';
 import type { CudaBackend } from '@sparsegrad/cuda';
 import { median } from './util.ts';
 
@@ -27,16 +27,18 @@ const [batch, heads, d, repeats] = [values.batch, values.heads, values.d, values
 const dtype = values.dtype as HalfDType;
 const causal = values.causal === '1';
 console.log(`${be.device.description}; ${dtype}, B ${batch}, ${heads} heads, d ${d}${causal ? ', causal' : ''}; ms per forward + backward`);
-console.log('| T | fused | composed | composed / fused |');
-console.log('| --- | --- | --- | --- |');
+console.log('| T | fused | fused forward | composed | composed forward | composed / fused |');
+console.log('| --- | --- | --- | --- | --- | --- |');
 for (const t of values.seqs!.split(',').map(Number)) {
   const make = () => randn([batch, heads, t, d], { dtype }).requiresGrad_();
   const [q, k, v] = [make(), make(), make()];
   const dout = randn([batch, heads, t, d], { dtype });
-  const time = (fused: boolean) => {
+  /** Device ms of forward + backward (or the forward alone, without gradients). */
+  const time = (fused: boolean, backward = true) => {
     const previous = be.setTuning({ fusedAttention: fused });
     const run = () =>
       tidy(() => {
+        if (!backward) return void noGrad(() => scaledDotProductAttention(q, k, v, { causal }));
         scaledDotProductAttention(q, k, v, { causal }).backward(dout);
         for (const x of [q, k, v]) x.grad = null;
       });
@@ -45,8 +47,10 @@ for (const t of values.seqs!.split(',').map(Number)) {
     be.setTuning(previous);
     return ms;
   };
-  const [fused, composed] = [time(true), time(false)];
-  console.log(`| ${t} | ${fused.toFixed(3)} | ${composed.toFixed(3)} | ${(composed / fused).toFixed(2)} |`);
+  const [fused, fusedForward, composed, composedForward] = [time(true), time(true, false), time(false), time(false, false)];
+  console.log(
+    `| ${t} | ${fused.toFixed(3)} | ${fusedForward.toFixed(3)} | ${composed.toFixed(3)} | ${composedForward.toFixed(3)} | ${(composed / fused).toFixed(2)} |`,
+  );
   for (const x of [q, k, v, dout]) x.dispose();
 }
 process.exit(0);
