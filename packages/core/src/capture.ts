@@ -2,7 +2,9 @@
  * A captured training step: `captureStep(fn)` runs fn eagerly a few times, then records the
  * kernels one call queues (the backend's KernelCapture: CUDA graphs, recorded closures on the CPU)
  * and from then on replays them, so that a step costs one launch on the host instead of hundreds
- * of ops. Replays are bit-identical to eager steps:
+ * of ops. A replay runs the kernels an eager step would, with the same arguments (so its results
+ * are the eager ones bit for bit wherever the kernels are deterministic: on the CPU; GPU
+ * scatter-adds add in varying order in eager steps too):
  *
  * - Data that changes between steps enters as fn's tensor arguments: each call copies them into
  *   the recording's own input tensors before the replay. Shapes or dtypes other than those
