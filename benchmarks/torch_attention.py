@@ -4,11 +4,11 @@ backward (the flash backend) on the same shapes, CUDA-event timed, median of rep
     python3 benchmarks/torch_attention.py [--batch 32] [--heads 8] [--seqs 256,1024] [--d 64] [--dtype bfloat16] [--causal 1]
 """
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch_timing import median_ms
 
 p = argparse.ArgumentParser()
 p.add_argument("--batch", type=int, default=32)
@@ -32,14 +32,4 @@ for t in map(int, a.seqs.split(",")):
             F.scaled_dot_product_attention(q, k, v, is_causal=bool(a.causal)).backward(dout)
         q.grad = k.grad = v.grad = None
 
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(a.repeats):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        run()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    print(f"| {t} | {statistics.median(times):.3f} |")
+    print(f"| {t} | {median_ms(run, a.repeats):.3f} |")

@@ -11,11 +11,11 @@ attention written out), `--compile` (torch.compile of the model) and `--fused` (
 """
 import argparse
 import math
-import statistics
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_timing import median_ms
 
 
 class Block(nn.Module):
@@ -95,20 +95,10 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(10 if a.compile else 5):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(a.steps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        step()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
+    ms = median_ms(step, a.steps, warmup=10 if a.compile else 5)
     setup = f"precision {a.precision}, autocast {a.autocast}" + "".join(f", {f}" for f in ("sdpa", "compile", "fused") if getattr(a, f))
     print(f"torch {torch.__version__} {torch.cuda.get_device_name()} {setup}: "
-          f"{statistics.median(times):.2f} ms/step (median of {a.steps}), batch {a.batch}x{seq}, "
+          f"{ms:.2f} ms/step (median of {a.steps}), batch {a.batch}x{seq}, "
           f"peak memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
 
