@@ -11,6 +11,7 @@ iterations on --eval-iters random batches of each split. The same run in sparseg
       --d-model 384 --seq 256 --batch 64 --dropout 0.2 --no-bias --gelu exact --tie-embeddings
       --init-std 0.02 --steps 5000 --lr 1e-3 --min-lr 1e-4 --warmup 100 --beta2 0.99
       --weight-decay 0.1 --clip 1 --eval-every 250 --eval-mode random --eval-batches 200
+      --decay-params matrices [--precision bf16 --capture]
 
     python3 benchmarks/torch_nanogpt.py [--iters 5000] [--eval-interval 250] [--eval-iters 200]
       [--dtype bfloat16|float32] [--compile 1] [--data PATH]

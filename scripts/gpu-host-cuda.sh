@@ -79,7 +79,7 @@ for part in $parts; do
       timeout 500 python3 benchmarks/torch_nanogpt.py --data "$data" --iters ${ITERS:-5000} > "$OUT/nanogpt-torch.log" 2>&1
       timeout 600 npx sparsegrad train --data "$data" --val-fraction 0.1 --layers 6 --heads 6 --d-model 384 --seq 256 --batch 64 \
         --dropout 0.2 --no-bias --gelu exact --tie-embeddings --init-std 0.02 --steps ${ITERS:-5000} --lr 1e-3 --min-lr 1e-4 --warmup 100 \
-        --beta2 0.99 --weight-decay 0.1 --clip 1 --eval-every 250 --eval-mode random --eval-batches 200 --backend cuda \
+        --beta2 0.99 --weight-decay 0.1 --clip 1 --eval-every 250 --eval-mode random --eval-batches 200 --decay-params matrices --backend cuda \
         --precision bf16 --capture --out "$OUT/nanogpt-run" > "$OUT/nanogpt-sparsegrad.log" 2>&1
       summary+=("nanogpt: exit $? (see nanogpt-*.log)") ;;
     tune-webgpu)

@@ -33,6 +33,7 @@ export const TRAINING_FLAGS: Options = {
   'grad-accum': { type: 'string', default: '1' },
   'val-fraction': { type: 'string', default: '0.05' },
   'eval-mode': { type: 'string', default: 'fixed' },
+  'decay-params': { type: 'string', default: 'linear' },
   'eval-every': { type: 'string', default: '50' },
   'eval-batches': { type: 'string', default: '8' },
   'max-chars': { type: 'string', default: '4000000' },
@@ -174,5 +175,11 @@ export function trainingSpec(values: Record<string, unknown>): TrainingSpec {
     gradAccum: int(values, 'grad-accum'),
     valFraction: num(values, 'val-fraction', (v) => v > 0 && v < 1, 'in (0, 1)'),
     evalMode: evalMode(values['eval-mode'] as string),
+    decayParams: decayParams(values['decay-params'] as string),
   };
+}
+
+function decayParams(raw: string): 'linear' | 'matrices' {
+  if (raw === 'linear' || raw === 'matrices') return raw;
+  throw new CliError(`--decay-params must be linear or matrices, got '${raw}'`);
 }

@@ -36,6 +36,11 @@ export interface TrainingSpec {
    * of each split at every evaluation, their mean reported for both (nanoGPT's estimate_loss).
    */
   evalMode?: 'fixed' | 'random';
+  /**
+   * Which parameters AdamW decays: 'linear' (absent): linear layers' weights; 'matrices': every
+   * parameter of two or more dimensions, embeddings included (nanoGPT's rule).
+   */
+  decayParams?: 'linear' | 'matrices';
 }
 
 /** Everything needed to rebuild a model and continue or sample from it. */

@@ -47,6 +47,7 @@ export function checkResumeFlags(values: Values & { given: Set<string> }, config
     'grad-accum': [training.gradAccum, config.training.gradAccum ?? 1],
     'val-fraction': [training.valFraction, config.training.valFraction ?? 0.05],
     'eval-mode': [training.evalMode, config.training.evalMode ?? 'fixed'],
+    'decay-params': [training.decayParams, config.training.decayParams ?? 'linear'],
     batch: [training.batch, config.training.batch],
     lr: [training.lr, config.training.lr],
     warmup: [training.warmup, config.training.warmup],

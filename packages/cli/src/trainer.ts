@@ -90,7 +90,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const model = trainee.model;
   // No weight decay on biases, LayerNorm weights and embeddings (nanoGPT's and most Transformer recipes).
   const accum = t.gradAccum ?? 1;
-  const optimizer = new AdamW(decayGroups(model, t.weightDecay), { lr: t.lr, weightDecay: t.weightDecay, betas: [0.9, t.beta2 ?? 0.999] });
+  const optimizer = new AdamW(decayGroups(model, t.weightDecay, { decay: t.decayParams }), {
+    lr: t.lr,
+    weightDecay: t.weightDecay,
+    betas: [0.9, t.beta2 ?? 0.999],
+  });
   const schedule = warmupCosine({ lr: t.lr, warmupSteps: Math.min(t.warmup, t.steps - 1), totalSteps: t.steps, minLr: t.minLr });
   const sampler = new BatchSampler(data.train, t.batch, seq, t.seed + 1);
   const evalSampler = new BatchSampler(data.valid, t.batch, seq, t.seed + 2);

@@ -169,6 +169,18 @@ for (const { backend, test } of await backendSuites('optimizers and checkpoints'
     );
     assert.ok(undecayed.includes('tokenEmbedding.weight') && undecayed.includes('layers.0.ln1.weight'));
     assert.is(decayed.length + undecayed.length, gpt.parameters().length);
+    // nanoGPT's rule: every parameter of 2 or more dims (the embedding tables too), no vector.
+    const [matrices, vectors] = decayGroups(gpt, 0.1, { decay: 'matrices' });
+    assert.equal(
+      [...matrices.params].map((p) => names.get(p)!).sort(),
+      [...gpt.namedParameters()]
+        .filter(([, p]) => p.rank >= 2)
+        .map(([n]) => n)
+        .sort(),
+    );
+    assert.ok([...matrices.params].map((p) => names.get(p)).includes('tokenEmbedding.weight'));
+    assert.ok([...vectors.params].every((p) => p.rank === 1));
+    assertThrows(() => decayGroups(gpt, 0.1, { decay: 'all' as never }), /decayGroups: decay must be 'linear' or 'matrices', got all/);
     // A weight shared by two modules (tied) is one parameter.
     const tied = new Sequential(new Linear(4, 4), new Linear(4, 4));
     const [l0, l1] = [tied.getModule('0') as Linear, tied.getModule('1') as Linear];

@@ -20,6 +20,7 @@ export const TRAIN_HELP = `sparsegrad train [options]
   --weight-decay 0.01 --clip 1 --dropout 0 --eval-every 50 --eval-batches 8 --seed 0
   --beta2 0.999 --min-lr LR (default lr/10) --grad-accum 1 --val-fraction 0.05 (held out, from the end)
   --eval-mode fixed|random (random: fresh batches of both splits each evaluation, as nanoGPT)
+  --decay-params linear|matrices (AdamW decays linear layers' weights, or every 2-D parameter as nanoGPT)
   --no-bias --gelu tanh|exact --tie-embeddings --init-std STD (GPT-2 initialisation)
   --sparsify REGEX --density D [--block-size 32]   (repeatable; REGEX matches module paths such as layers.0.mlp.fc1)
   --allow-unmatched   keep going when a --sparsify pattern matches nothing

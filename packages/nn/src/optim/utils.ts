@@ -52,9 +52,13 @@ export function warmupCosine(opts: WarmupCosineOptions): (step: number) => numbe
 /**
  * Parameter groups for AdamW as most Transformer recipes (nanoGPT, Hugging Face) use them: weight
  * decay on the weights of linear layers (dense and block-sparse), none on biases, normalization
- * weights and embedding tables. Each parameter appears once (a tied weight too).
+ * weights and embedding tables. Each parameter appears once (a tied weight too). `decay:
+ * 'matrices'` is nanoGPT's own rule instead: every parameter of two or more dimensions
+ * (embedding tables and a tied output layer too), none on vectors.
  */
-export function decayGroups(model: Module, weightDecay: number): ParamGroup[] {
+export function decayGroups(model: Module, weightDecay: number, opts: { decay?: 'linear' | 'matrices' } = {}): ParamGroup[] {
+  const rule = opts.decay ?? 'linear';
+  if (rule !== 'linear' && rule !== 'matrices') throw opError('decayGroups', `decay must be 'linear' or 'matrices', got ${String(rule)}`);
   const decay: Tensor[] = [];
   const noDecay: Tensor[] = [];
   const seen = new Set<Tensor>();
@@ -63,7 +67,7 @@ export function decayGroups(model: Module, weightDecay: number): ParamGroup[] {
     seen.add(p);
     const cut = name.lastIndexOf('.');
     const module = model.getModule(cut < 0 ? '' : name.slice(0, cut));
-    const decays = name.slice(cut + 1) === 'weight' && !(module instanceof Embedding) && !(module instanceof LayerNorm);
+    const decays = rule === 'matrices' ? p.rank >= 2 : name.slice(cut + 1) === 'weight' && !(module instanceof Embedding) && !(module instanceof LayerNorm);
     (decays ? decay : noDecay).push(p);
   }
   return [
