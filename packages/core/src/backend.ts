@@ -151,10 +151,13 @@ export interface BlockLayout {
 }
 
 export interface RandomSpec {
-  readonly kind: 'uniform' | 'normal';
+  readonly kind: 'uniform' | 'normal' | 'keep';
   /** 32-bit key drawn from core's seeded generator; element i depends only on (key, i). */
   readonly key: number;
-  /** uniform: [a, b); normal: mean a, standard deviation b. */
+  /**
+   * uniform: [a, b); normal: mean a, standard deviation b; keep (a dropout mask): b where the
+   * uniform [0, 1) draw of element i is >= a (a and b as float32), else 0.
+   */
   readonly a: number;
   readonly b: number;
 }

@@ -322,6 +322,23 @@ for (const { backend, test } of await backendSuites('nn ops')) {
     assertClose(kept.slice(0, 10), new Array(10).fill(1 / 0.7), 1e-6);
     assert.is(sg.dropout(x, 0.3, false), x);
     assertThrows(() => sg.dropout(x, 1), /dropout: p must be in \[0, 1\), got 1/);
+    assertThrows(() => sg.dropout(sg.ones([2], { backend, dtype: 'int32' }), 0.5), /dropout: expected a floating-point tensor/);
+    // The mask is the draw of rand() with the same key, compared with p and scaled (in every dtype
+    // the backend holds: 1/(1-p) rounded once to it).
+    for (const dtype of (['float32', 'bfloat16', 'float16'] as const).filter((d) => backend.dtypes.includes(d))) {
+      const v = sg.randn([3000], { backend, dtype });
+      sg.manualSeed(11);
+      const u = await sg.rand([3000], { backend }).toArray();
+      sg.manualSeed(11);
+      const dropped = await sg.dropout(v, 0.3).toArray();
+      const vv = await v.toArray();
+      const keep = sg.roundTo(dtype, Math.fround(1 / 0.7));
+      assert.equal(
+        Array.from(dropped),
+        Array.from(vv, (e, i) => (u[i] >= Math.fround(0.3) ? sg.roundTo(dtype, e * keep) : 0)),
+        `dropout mask (${dtype})`,
+      );
+    }
     // gradient flows through the kept entries only
     const z = T([1, 2, 3, 4, 5, 6, 7, 8], [8]).requiresGrad_();
     const out = sg.dropout(z, 0.5);

@@ -50,7 +50,7 @@ export interface CudaBackend extends Backend {
 }
 
 /** The kernels with native 16-bit forms (the elementwise, reduction and softmax kernels read and write them, cuBLAS multiplies them). */
-const HALF_KERNELS: readonly KernelName[] = ['matmul', 'unary', 'binary', 'reduce', 'softmax', 'softmaxBackward'];
+const HALF_KERNELS: readonly KernelName[] = ['matmul', 'unary', 'binary', 'reduce', 'softmax', 'softmaxBackward', 'random'];
 
 export function createCudaBackend(rawAddon: Addon, props: DeviceProperties): CudaBackend {
   const rawAllocator = new CachingAllocator(rawAddon);

@@ -90,7 +90,11 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
       const o = f32(out);
       const { key, a, b } = spec;
       if (spec.kind === 'uniform') for (let i = 0; i < size; i++) o[i] = a + (b - a) * uniformAt(key, i);
-      else for (let i = 0; i < size; i++) o[i] = a + b * normalAt(key, i);
+      else if (spec.kind === 'normal') for (let i = 0; i < size; i++) o[i] = a + b * normalAt(key, i);
+      else {
+        const [p, keep] = [Math.fround(a), Math.fround(b)];
+        for (let i = 0; i < size; i++) o[i] = uniformAt(key, i) >= p ? keep : 0;
+      }
     },
     copy: (src, dst) => ew.copy(src, dst, (v) => storage(v.buffer)),
 

@@ -5,7 +5,7 @@ import { record } from '../autograd/graph.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { normalizeAxis, sameShape, sizeOf } from '../shape.ts';
 import { empty, type Tensor } from '../tensor.ts';
-import { add, binaryKernel, castKernel, div, mul, neg, sub, where } from './elementwise.ts';
+import { add, binaryKernel, div, mul, neg, sub, where } from './elementwise.ts';
 import { gather } from './indexing.ts';
 import { asFlat, reshape, transpose } from './movement.ts';
 import { mean, sum } from './reduce.ts';
@@ -128,19 +128,15 @@ export function layerNorm(x0: Tensor, normalizedShape: number | readonly number[
 export function dropout(x: Tensor, p: number, training = true): Tensor {
   const op = 'dropout';
   checkTensors(op, x);
+  checkFloat(op, x);
   checkNumber(op, 'p', p);
   if (!(p >= 0 && p < 1)) throw opError(op, `p must be in [0, 1), got ${p}`);
   if (!training || p === 0) return x;
-  const u = empty(x.shape, 'float32', x.backend);
-  const ub = u.bufferFor(op);
-  varying(() => x.backend.random(ub, u.size, { kind: 'uniform', key: engine.nextKey(), a: 0, b: 1 }));
-  const keepMask = binaryKernel('ge', u, p);
-  const scale32 = binaryKernel('mul', keepMask, 1 / (1 - p));
-  // The scale in x's dtype, so that the product stays in it (0 and 1/(1-p) rounded once).
-  const scale = x.dtype === scale32.dtype ? scale32 : castKernel(scale32, x.dtype);
-  if (scale !== scale32) scale32.dispose();
-  u.dispose();
-  keepMask.dispose();
+  // The mask in one kernel, in x's dtype (so the product stays in it): 1/(1-p) where the uniform
+  // draw is >= p, else 0 (the same mask as a uniform tensor compared with p and scaled).
+  const scale = empty(x.shape, x.dtype, x.backend);
+  const buffer = scale.bufferFor(op);
+  varying(() => x.backend.random(buffer, scale.size, { kind: 'keep', key: engine.nextKey(), a: p, b: 1 / (1 - p) }));
   const y = mul(x, scale);
   if (!y.requiresGrad) scale.dispose();
   return y;

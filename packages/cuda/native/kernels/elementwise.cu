@@ -295,17 +295,26 @@ __device__ __forceinline__ uint32_t fmix(uint32_t h) {
   return h;
 }
 __device__ __forceinline__ uint32_t bits(uint32_t key, uint32_t i) { return fmix(fmix(i * 0x9e3779b1u + key) ^ key); }
-extern "C" __global__ void random_f32(float* y, uint32_t n, int normal, uint32_t key, float a, float b) {
+// kind 0: uniform [a, b); 1: normal (mean a, std b); 2: keep (a dropout mask): b where the uniform
+// draw is >= a, else 0. Written in the output's type (16-bit: rounded once).
+template <typename T>
+__device__ void randomBody(T* y, uint32_t n, int kind, uint32_t key, float a, float b) {
   GRID_STRIDE(i, n) {
-    if (normal) {
+    float v;
+    if (kind == 1) {
       float u1 = (float)((bits(key, 2u * i) >> 8) + 1u) * (1.0f / 16777216.0f);
       float u2 = (float)(bits(key, 2u * i + 1u) >> 8) * (1.0f / 16777216.0f);
-      y[i] = a + b * sqrtf(-2.f * logf(u1)) * cosf(6.283185307179586f * u2);
+      v = a + b * sqrtf(-2.f * logf(u1)) * cosf(6.283185307179586f * u2);
     } else {
-      y[i] = a + (b - a) * ((float)(bits(key, i) >> 8) * (1.0f / 16777216.0f));
+      const float u = (float)(bits(key, i) >> 8) * (1.0f / 16777216.0f);
+      v = kind == 2 ? (u >= a ? b : 0.f) : a + (b - a) * u;
     }
+    y[i] = fromF<T>(v);
   }
 }
+extern "C" __global__ void random_f32(float* y, uint32_t n, int kind, uint32_t key, float a, float b) { randomBody(y, n, kind, key, a, b); }
+extern "C" __global__ void random_bf16(__nv_bfloat16* y, uint32_t n, int kind, uint32_t key, float a, float b) { randomBody(y, n, kind, key, a, b); }
+extern "C" __global__ void random_f16(__half* y, uint32_t n, int kind, uint32_t key, float a, float b) { randomBody(y, n, kind, key, a, b); }
 
 // Kernels over a list of tensors in one launch (as PyTorch's multi_tensor_apply): the pointers and
 // sizes of up to LIST_MAX tensors travel by value in the kernel's parameters (src/lists.ts packs

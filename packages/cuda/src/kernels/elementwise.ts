@@ -3,7 +3,7 @@
  * (native/kernels/elementwise.cu). Op codes are positions in UNARY_OPS / BINARY_OPS.
  */
 import type { Backend } from '@sparsegrad/core';
-import { type BinaryOp, DTYPE_BYTES, type UnaryOp, type View } from '@sparsegrad/core/backend';
+import { type BinaryOp, DTYPE_BYTES, type RandomSpec, type UnaryOp, type View } from '@sparsegrad/core/backend';
 import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from '../layout.ts';
 import { type CudaHost, P, THREADS, tname } from './host.ts';
 
@@ -26,6 +26,8 @@ export const UNARY_OPS: readonly UnaryOp[] = [
 ];
 export const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
 const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
+/** The random kernels' kind codes (native/kernels/elementwise.cu, randomBody). */
+const RANDOM_KINDS: readonly RandomSpec['kind'][] = ['uniform', 'normal', 'keep'];
 
 export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random' | 'copy' | 'unary' | 'binary' | 'where'> {
   const { addon, args, launch, blocksFor } = h;
@@ -38,17 +40,10 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
       if (size === 0) return;
       launch(
         'random',
-        'random_f32',
+        `random_${tname(out.dtype)}`,
         [blocksFor(size), 1, 1],
         THREADS,
-        args
-          .reset()
-          .ptr(P(out))
-          .u32(size)
-          .i32(spec.kind === 'normal' ? 1 : 0)
-          .u32(spec.key)
-          .f32(spec.a)
-          .f32(spec.b),
+        args.reset().ptr(P(out)).u32(size).i32(RANDOM_KINDS.indexOf(spec.kind)).u32(spec.key).f32(spec.a).f32(spec.b),
       );
     },
     copy(src, dst) {

@@ -135,7 +135,9 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
         ? `let u1 = (f32(bits(key, 2u * i) >> 8u) + 1.0) * (1.0 / 16777216.0);
     let u2 = uni(key, 2u * i + 1u);
     Y[i] = a + b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`
-        : 'Y[i] = a + (b - a) * uni(key, i);'
+        : spec.kind === 'keep'
+          ? 'Y[i] = select(0.0, b, uni(key, i) >= a);'
+          : 'Y[i] = a + (b - a) * uni(key, i);'
     }`)}`,
       );
       ctx.dispatch('random', pipeline, [G(out)], RANDOM_WORDS.pack({ count: size, key: spec.key, a: spec.a, b: spec.b }), perElementThreads(size));
