@@ -256,6 +256,24 @@ test('--capture trains exactly as the eager step (dropout, a changing learning r
   }
 });
 
+test('--precision bf16|fp16 train in mixed precision close to fp32; fp16 scales its loss and runs eagerly under --capture; bad values', () => {
+  const evalLosses = (out: string) => [...out.matchAll(/eval loss (\d+\.\d+)/g)].map((m) => Number(m[1]));
+  const base = [...TINY, '--steps', '6'];
+  const fp32 = run('train', ...base, '--out', join(dir, 'p-fp32'));
+  assert.is(fp32.code, 0, fp32.err);
+  for (const precision of ['bf16', 'fp16']) {
+    const r = run('train', ...base, '--precision', precision, '--capture', '--out', join(dir, `p-${precision}`));
+    assert.is(r.code, 0, r.err);
+    assert.match(r.out, precision === 'fp16' ? /dynamic loss scaling/ : /products in bfloat16 under autocast/);
+    if (precision === 'fp16') assert.match(r.out, /--capture: runs eagerly with --grad-accum > 1 or --precision fp16/);
+    const [a, b] = [evalLosses(r.out), evalLosses(fp32.out)];
+    assert.ok(a.length >= 2 && a.length === b.length, r.out);
+    // Six steps of a tiny model: the 16-bit products move the losses by far less than training does.
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 0.05, `${precision} eval loss ${v} against fp32 ${b[i]}`));
+  }
+  fails(/unknown --precision 'bf8'; expected one of highest, high, medium, bf16, fp16/, 'train', ...base, '--precision', 'bf8');
+});
+
 test('--out is checked before anything trains: a file, a path under a file, an uncreatable path', () => {
   const file = join(dir, 'a-file');
   writeFileSync(file, 'x');
