@@ -20,12 +20,17 @@
  *
  * fn's returned tensors (a Tensor, an array or a plain object of them) are the step's outputs: each
  * call returns new handles on them, overwritten by the next call (read them before it).
+ *
+ * A tensor the recording reads that assign() gives a new buffer (a loaded state dict, an
+ * optimizer's loaded moments) makes the next call record the step again (`rerecorded`). Disposing
+ * such a tensor while the step lives is the caller's error, as with PyTorch's CUDA graphs: dispose
+ * the captured step first.
  */
 import type { Backend } from './backend.ts';
 import { engine } from './engine.ts';
 import { opError } from './errors.ts';
 import { contiguousStrides } from './shape.ts';
-import { empty, keep, Tensor } from './tensor.ts';
+import { empty, keep, Storage, Tensor } from './tensor.ts';
 
 /** The state of a step being probed (an eager warm-up call) or recorded. */
 export class CaptureSession {
@@ -79,12 +84,21 @@ export class CapturedStep<A extends Tensor[], R extends Outputs> {
   reason: string | null = null;
   /** Calls that ran eagerly after the recording (inputs of other shapes). */
   eagerCalls = 0;
+  /** Times the step was recorded again because a tensor it reads got a new buffer (assign(): a loaded state). */
+  rerecorded = 0;
   private calls = 0;
   private recording: number | null = null;
   private backend: Backend | null = null;
   private inputs: Tensor[] = [];
   private outputs: R | undefined;
   private spans: { span: number; issue: () => void }[] = [];
+  /** Storages made before the recording ended (serial below this) may be read by it. */
+  private horizon = 0;
+  /** Set when assign() replaced such a storage: the next call records anew. */
+  private stale = false;
+  private readonly watch = (serial: number) => {
+    if (serial < this.horizon) this.stale = true;
+  };
 
   constructor(
     private readonly fn: (...inputs: A) => R,
@@ -102,6 +116,12 @@ export class CapturedStep<A extends Tensor[], R extends Outputs> {
       this.reason ??= `the ${backend.name} backend cannot record kernels`;
       return this.fn(...inputs);
     }
+    if (this.recording !== null && this.stale) {
+      // A tensor the recording reads got a new buffer (a loaded state): record the step again.
+      this.release();
+      this.calls = 0;
+      this.rerecorded++;
+    }
     if (this.recording !== null) {
       if (!this.matches(inputs)) {
         this.eagerCalls++;
@@ -115,8 +135,14 @@ export class CapturedStep<A extends Tensor[], R extends Outputs> {
 
   /** Releases the recording and the step's input and output tensors. */
   dispose(): void {
+    this.release();
+  }
+
+  private release(): void {
     if (this.recording !== null) this.backend!.capture!.release(this.recording);
     this.recording = null;
+    engine.assignWatchers.delete(this.watch);
+    this.stale = false;
     for (const t of [...this.inputs, ...outputTensors(this.outputs)]) t.dispose();
     this.inputs = [];
     this.outputs = undefined;
@@ -160,6 +186,8 @@ export class CapturedStep<A extends Tensor[], R extends Outputs> {
     }
     this.recording = capture.end();
     this.spans = session.spans;
+    this.horizon = Storage.horizon;
+    engine.assignWatchers.add(this.watch);
     for (const t of outputTensors(out)) keep(t);
     this.outputs = out;
     capture.replay(this.recording);

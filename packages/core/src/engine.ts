@@ -22,6 +22,8 @@ class Engine {
   capture: CaptureSession | null = null;
   /** True while a captured step's spans are re-issued before a replay. */
   updating = false;
+  /** Called with the serial of every storage assign() replaces (captured steps watch for theirs). */
+  readonly assignWatchers = new Set<(serial: number) => void>();
   /** xorshift128 state of the host generator that hands out 32-bit keys to random kernels. */
   private rng = new Uint32Array(4);
   /** Live tensor handles per backend (keyed like the byte counts, by backend instance). */

@@ -14,9 +14,16 @@ import { gather, indexSelect } from './ops/indexing.ts';
 
 /** A backend buffer shared by a tensor and its views; freed when the last one lets go. */
 export class Storage {
+  private static nextSerial = 1;
   private refs = 1;
   /** The capture session it was made in (0: none), so captureStep can tell what predates a step. */
   readonly epoch = engine.capture?.epoch ?? 0;
+  /** Creation order: a recording may read every storage made before it ended (captureStep). */
+  readonly serial = Storage.nextSerial++;
+  /** The serial the next storage will get. */
+  static get horizon(): number {
+    return Storage.nextSerial;
+  }
   constructor(
     readonly backend: Backend,
     readonly buffer: BackendBuffer,
@@ -154,6 +161,8 @@ export class Tensor {
       engine.capture.problem(
         `assign() gives a tensor of shape ${fmtShape(this.shape)} made before the step a new buffer (an update out of place); a replay would keep reading the old one`,
       );
+    // A recording that may read the old buffer must not be replayed any more (a state load).
+    for (const watch of engine.assignWatchers) watch(st.serial);
     if (!sameShapeArr(other.shape, this.shape) || other.dtype !== this.dtype) {
       throw opError('assign', `expected a ${this.dtype} tensor of shape ${fmtShape(this.shape)}, got ${other.dtype} ${fmtShape(other.shape)}`);
     }

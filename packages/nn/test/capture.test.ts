@@ -123,6 +123,39 @@ for (const { backend, test } of await backendSuites('captureStep')) {
     }
   });
 
+  test('a state loaded between replays is what the next steps train (the step is recorded again)', async () => {
+    const snapshot = async (m: GPT) =>
+      Object.fromEntries(
+        await Promise.all(
+          Object.entries(m.stateDict()).map(async ([k, t]) => [k, tensor(await t.toArray(), [...t.shape], { backend, dtype: t.dtype })] as const),
+        ),
+      );
+    const runs: number[][] = [];
+    for (const capture of [false, true]) {
+      const s = setup('adamw');
+      const step = captureStep(s.step);
+      const run = capture ? (x: Tensor, y: Tensor) => step.run(x, y) : s.step;
+      const losses = await train(run, s.opt, () => 2, 4, backend);
+      // Load the weights of a fresh model (new buffers for every parameter), then train on.
+      manualSeed(7);
+      const fresh = new GPT({ vocabSize: VOCAB, seqLen: SEQ, dModel: 32, heads: 2, layers: 2, dropout: 0.1 });
+      const state = await snapshot(fresh);
+      await s.model.loadStateDict(state);
+      for (const t of Object.values(state)) t.dispose(); // the parameters own their buffers again
+      fresh.dispose();
+      losses.push(...(await train(run, s.opt, () => 2, 4, backend)));
+      if (capture && backend.capture) {
+        assert.is(step.rerecorded, 1, 'recorded again after the load');
+        assert.ok(step.captured, `captured again (${step.reason})`);
+      }
+      runs.push(losses);
+      step.dispose();
+      s.opt.dispose();
+      s.model.dispose();
+    }
+    sameAs(runs[1], runs[0], await deterministic(backend), 'losses around a load');
+  });
+
   test("memory allocated between replays never holds the recording's blocks", async () => {
     const eager = setup('adamw');
     const want = await train(eager.step, eager.opt, () => 2, 5, backend);
