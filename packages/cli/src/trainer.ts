@@ -122,6 +122,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       return l;
     });
   const captured = opts.capture && accum === 1 && !scaler ? captureStep(oneBatchStep) : null;
+  let announced = false;
   // Evaluation: the loss of a batch without gradients (recorded too with --capture).
   const batchLoss = (x: Tensor, y: Tensor) => noGrad(() => tidy(() => autocast(lowPrecision, () => crossEntropy(model.forward(x), y))));
   const capturedEval = opts.capture ? captureStep(batchLoss) : null;
@@ -190,6 +191,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       const lossValue = await loss.item();
       loss.dispose();
+      if (captured?.captured && !announced) {
+        announced = true;
+        progress.log(`--capture: the training step is recorded and replayed from step ${state.step + 1} on`);
+      }
       if (!Number.isFinite(lossValue)) throw new Error(`training diverged at step ${state.step + 1} (loss ${lossValue}); try a smaller --lr`);
       stepTimes.push(performance.now() - t0);
       state.step++;
