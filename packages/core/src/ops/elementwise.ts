@@ -5,7 +5,7 @@ import { record } from '../autograd/graph.ts';
 import { opError } from '../errors.ts';
 import { broadcastShapes, broadcastStrides, contiguousStrides, sizeOf } from '../shape.ts';
 import { checkHeld, empty, Tensor } from '../tensor.ts';
-import { checkFloat, checkNumber, checkTensors } from './util.ts';
+import { checkFloat, checkNumber, checkTensors, inDtype } from './util.ts';
 
 type Operand = Tensor | number;
 
@@ -26,14 +26,6 @@ export function promoteTypes(op: string, a: DType, b: DType): DType {
   return 'float32';
 }
 
-/** t in `dtype` for a kernel's operand (t itself when it already is); temps collects the copies made. */
-function operandIn(t: Tensor, dtype: DType, temps: Tensor[]): Tensor {
-  if (t.dtype === dtype) return t;
-  const c = castKernel(t, dtype);
-  temps.push(c);
-  return c;
-}
-
 /** Runs a binary kernel with NumPy broadcasting and type promotion; no gradient recording. */
 export function binaryKernel(op: BinaryOp, a: Operand, b: Operand): Tensor {
   const tensors = [a, b].filter((x): x is Tensor => x instanceof Tensor);
@@ -46,8 +38,8 @@ export function binaryKernel(op: BinaryOp, a: Operand, b: Operand): Tensor {
   const out = empty(shape, dtype, backend);
   if (out.size > 0) {
     const temps: Tensor[] = [];
-    const va = a instanceof Tensor ? broadcastView(op, operandIn(a, common, temps), shape) : a;
-    const vb = b instanceof Tensor ? broadcastView(op, operandIn(b, common, temps), shape) : b;
+    const va = a instanceof Tensor ? broadcastView(op, inDtype(a, common, temps), shape) : a;
+    const vb = b instanceof Tensor ? broadcastView(op, inDtype(b, common, temps), shape) : b;
     backend.binary(op, va, vb, out.bufferFor(op));
     for (const t of temps) t.dispose();
   }
@@ -150,8 +142,8 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
     backend.fill(t.bufferFor(op), 1, checkNumber(op, 'scalar operand', v));
     return t;
   };
-  const xa = ta ? operandIn(ta, dtype, temps) : scalar(a);
-  const xb = tb ? operandIn(tb, dtype, temps) : scalar(b);
+  const xa = ta ? inDtype(ta, dtype, temps) : scalar(a);
+  const xb = tb ? inDtype(tb, dtype, temps) : scalar(b);
   const out = empty(shape, dtype, backend);
   if (out.size > 0) {
     backend.where(broadcastView(op, cond, shape), broadcastView(op, xa, shape), broadcastView(op, xb, shape), out.bufferFor(op));

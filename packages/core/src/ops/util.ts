@@ -29,15 +29,18 @@ export function checkFloat(op: string, t: Tensor): void {
  */
 export function inCommonDtype<T extends Tensor | null>(ts: readonly T[], temps: Tensor[]): T[] {
   const dtype = commonDtype(ts);
-  return ts.map((t) => {
-    if (t === null || t.dtype === dtype) return t;
-    const c = castKernel(t, dtype);
-    temps.push(c);
-    return c as T;
-  });
+  return ts.map((t) => (t === null ? t : (inDtype(t, dtype, temps) as T)));
 }
 
-export function commonDtype(ts: readonly (Tensor | null | undefined)[]): DType {
+/** t in `dtype` for a kernel's operand (t itself when it already is); `temps` collects the conversion made. */
+export function inDtype(t: Tensor, dtype: DType, temps: Tensor[]): Tensor {
+  if (t.dtype === dtype) return t;
+  const c = castKernel(t, dtype);
+  temps.push(c);
+  return c;
+}
+
+function commonDtype(ts: readonly (Tensor | null | undefined)[]): DType {
   const dtypes = new Set(ts.filter((t): t is Tensor => !!t).map((t) => t.dtype));
   return dtypes.size === 1 ? [...dtypes][0] : 'float32';
 }
