@@ -112,9 +112,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const scaler = lowPrecision === 'float16' ? new GradScaler() : null;
   // The whole step of one batch, recorded once and replayed where the step is one call on one
   // batch (gradient accumulation and loss scaling read back or loop on the host: they run eagerly).
+  /** The model's loss on a batch, the forward under autocast where mixed precision is on. */
+  const forwardLoss = (x: Tensor, y: Tensor) => autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
   const oneBatchStep = (x: Tensor, y: Tensor) =>
     tidy(() => {
-      const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
+      const l = forwardLoss(x, y);
       l.backward();
       clipGradNorm(model.parameters(), t.clip).dispose();
       optimizer.step();
@@ -124,7 +126,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const captured = opts.capture && accum === 1 && !scaler ? captureStep(oneBatchStep) : null;
   let announced = false;
   // Evaluation: the loss of a batch without gradients (recorded too with --capture).
-  const batchLoss = (x: Tensor, y: Tensor) => noGrad(() => tidy(() => autocast(lowPrecision, () => crossEntropy(model.forward(x), y))));
+  const batchLoss = (x: Tensor, y: Tensor) => noGrad(() => tidy(() => forwardLoss(x, y)));
   const capturedEval = opts.capture ? captureStep(batchLoss) : null;
   const evalBatchLoss = capturedEval ? (x: Tensor, y: Tensor) => capturedEval.run(x, y) : batchLoss;
   if (opts.capture && !captured) progress.log('--capture: runs eagerly with --grad-accum > 1 or --precision fp16');
@@ -168,7 +170,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
             let total: Tensor | null = null;
             for (let micro = 0; micro < accum; micro++) {
               const [x, y] = sampler.sample();
-              const l = autocast(lowPrecision, () => crossEntropy(model.forward(x), y));
+              const l = forwardLoss(x, y);
               const share = accum > 1 ? l.div(accum) : l;
               (scaler ? scaler.scaleLoss(share) : share).backward();
               total = total ? total.add(l.detach()) : l.detach();
