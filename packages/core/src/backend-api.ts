@@ -29,6 +29,7 @@ export type {
 export { DTYPE_BYTES, KERNELS, adamCoefficients, isHalf, matrixAt } from './backend.ts';
 export { withHalfFallback } from './half-fallback.ts';
 export { CapturePool } from './capture-pool.ts';
+export { KernelRecorder, type RecordingBase } from './kernel-recorder.ts';
 export { registerBackend, type BackendEntry } from './registry.ts';
 export { engine } from './engine.ts';
 export {

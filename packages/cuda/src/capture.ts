@@ -7,36 +7,25 @@
  * and fills (constant in the spans core issues) are left as recorded. Allocations go through
  * core's CapturePool, which the caching allocator consults (allocator.ts).
  */
-import { CapturePool } from '@sparsegrad/core/backend';
-import type { KernelCapture } from '@sparsegrad/core/backend';
+import { type CapturePool, KernelRecorder, type RecordingBase } from '@sparsegrad/core/backend';
 import type { Addon } from './native.ts';
 
-interface Recording {
+/** A recording: its instantiated graph and, per span, the graph nodes its launches became. */
+interface Recording extends RecordingBase<number[]> {
   graph: number;
-  pool: CapturePool;
-  spans: number[][];
 }
 
-export class CudaCapture implements KernelCapture {
-  readonly pools: CapturePool[] = [];
-  private mode: 'eager' | 'record' | 'update' = 'eager';
-  private current: { pool: CapturePool; spans: number[][] } | null = null;
+export class CudaCapture extends KernelRecorder<Recording, number[]> {
+  /** The nodes of the span being recorded. */
   private spanNodes: number[] | null = null;
-  private updating: { graph: number; nodes: number[]; at: number; pool: CapturePool } | null = null;
-  private readonly recordings = new Map<number, Recording>();
-  private nextId = 1;
+  /** While a span is updated: its graph, its nodes and the next to replace. */
+  private updating: { graph: number; nodes: number[]; at: number } | null = null;
 
   constructor(
     private readonly raw: Addon,
-    private readonly releaseBlock: (ptr: number, bytes: number) => void,
-  ) {}
-
-  /** The pool allocations go to now, if any. */
-  get pool(): CapturePool | null {
-    return this.mode === 'record' ? this.current!.pool : (this.updating?.pool ?? null);
-  }
-  keeps(ptr: number, bytes: number): boolean {
-    return this.pools.some((p) => p.give(ptr, bytes));
+    releaseBlock: (ptr: number, bytes: number) => void,
+  ) {
+    super(releaseBlock);
   }
 
   /** The addon as the backend sees it: launches recorded or turned into node updates, by mode. */
@@ -71,81 +60,42 @@ export class CudaCapture implements KernelCapture {
     };
   }
 
-  get recording(): boolean {
-    return this.mode === 'record';
-  }
-
-  begin(): void {
-    if (this.mode !== 'eager') throw new Error('capture: a recording is already in progress');
-    this.current = { pool: new CapturePool(), spans: [] };
-    this.pools.push(this.current.pool);
-    this.raw.captureBegin();
-    this.mode = 'record';
-  }
-  beginSpan(): void {
-    this.spanNodes = [];
-    this.current!.pool.beginSpan();
-  }
-  endSpan(): number {
-    this.current!.spans.push(this.spanNodes ?? []);
-    this.spanNodes = null;
-    return this.current!.pool.endSpan();
-  }
-  end(): number {
-    const c = this.current!;
-    this.mode = 'eager';
-    this.current = null;
-    c.pool.end();
-    let graph: number;
-    try {
-      graph = this.raw.captureEnd();
-    } catch (e) {
-      this.drop(c.pool);
-      throw new Error(`cuda: capture: ${(e as Error).message}`);
-    }
-    const id = this.nextId++;
-    this.recordings.set(id, { graph, pool: c.pool, spans: c.spans });
-    return id;
-  }
-  abort(): void {
-    const c = this.current;
-    this.mode = 'eager';
-    this.current = null;
-    this.spanNodes = null;
-    this.raw.captureAbort();
-    if (c) this.drop(c.pool);
-  }
-  updateSpan(recording: number, span: number, issue: () => void): void {
-    const r = this.get(recording);
-    const nodes = r.spans[span];
-    this.mode = 'update';
-    this.updating = { graph: r.graph, nodes, at: 0, pool: r.pool };
-    try {
-      r.pool.updating(span, issue);
-    } finally {
-      this.mode = 'eager';
-    }
-    const launched = this.updating.at;
-    this.updating = null;
-    if (launched !== nodes.length) throw new Error(`capture: a span launched ${launched} kernels when updated, ${nodes.length} when recorded`);
-  }
   replay(recording: number): void {
     this.raw.graphLaunch(this.get(recording).graph);
   }
-  release(recording: number): void {
-    const r = this.get(recording);
-    this.recordings.delete(recording);
-    this.raw.graphRelease(r.graph);
-    this.drop(r.pool);
-  }
 
-  private get(recording: number): Recording {
-    const r = this.recordings.get(recording);
-    if (!r) throw new Error(`capture: no recording ${recording} (released?)`);
-    return r;
+  protected open(pool: CapturePool): Recording {
+    this.raw.captureBegin();
+    return { graph: -1, pool, spans: [] };
   }
-  private drop(pool: CapturePool): void {
-    this.pools.splice(this.pools.indexOf(pool), 1);
-    pool.release(this.releaseBlock);
+  protected spanStart(): void {
+    this.spanNodes = [];
+  }
+  protected spanEnd(): number[] {
+    const nodes = this.spanNodes ?? [];
+    this.spanNodes = null;
+    return nodes;
+  }
+  protected close(r: Recording): void {
+    try {
+      r.graph = this.raw.captureEnd();
+    } catch (e) {
+      throw new Error(`cuda: capture: ${(e as Error).message}`);
+    }
+  }
+  protected cancel(): void {
+    this.spanNodes = null;
+    this.raw.captureAbort();
+  }
+  protected updateStart(r: Recording, nodes: number[]): void {
+    this.updating = { graph: r.graph, nodes, at: 0 };
+  }
+  protected updateEnd(nodes: number[]): void {
+    const launched = this.updating!.at;
+    this.updating = null;
+    if (launched !== nodes.length) throw new Error(`capture: a span launched ${launched} kernels when updated, ${nodes.length} when recorded`);
+  }
+  protected discard(r: Recording): void {
+    this.raw.graphRelease(r.graph);
   }
 }
