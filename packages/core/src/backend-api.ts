@@ -26,7 +26,7 @@ export type {
   UnaryOp,
   View,
 } from './backend.ts';
-export { DTYPE_BYTES, KERNELS, adamCoefficients, isHalf, matrixAt } from './backend.ts';
+export { DTYPE_BYTES, KERNELS, adamCoefficients, flatView, isHalf, matrixAt } from './backend.ts';
 export { withHalfFallback } from './half-fallback.ts';
 export { CapturePool } from './capture-pool.ts';
 export { KernelRecorder, type RecordingBase } from './kernel-recorder.ts';

@@ -77,6 +77,11 @@ export interface MatrixView {
   readonly colStride: number;
 }
 
+/** The first `size` elements of `buffer` (all of it by default) as a one-dimensional View. */
+export function flatView(buffer: BackendBuffer, size = buffer.size): View {
+  return { buffer, shape: [size], strides: [1], offset: 0 };
+}
+
 /** A single matrix at the start of `buffer` as a MatrixView (no batch). */
 export function matrixAt(buffer: BackendBuffer, rowStride: number, colStride: number): MatrixView {
   return { buffer, offset: 0, batchStride: 0, rowStride, colStride };

@@ -10,6 +10,7 @@
  */
 import {
   type AdamBuffers,
+  flatView,
   type Backend,
   type BackendBuffer,
   type HalfDType,
@@ -20,7 +21,6 @@ import {
   type View,
 } from './backend.ts';
 
-const flatView = (buffer: BackendBuffer, size = buffer.size): View => ({ buffer, shape: [size], strides: [1], offset: 0 });
 /** The precision of a product whose operands were bfloat16: 'medium' (exact on them), else as asked. */
 const halfPrecision = (precision: MatmulPrecision, operand: BackendBuffer): MatmulPrecision => (operand.dtype === 'bfloat16' ? 'medium' : precision);
 

@@ -3,7 +3,7 @@
  * and float16 heads of size 32, 64 or 128 with dv = d. Core composes every other case.
  */
 import type { DType } from '@sparsegrad/core';
-import { type AttentionSpec, type BackendBuffer, DTYPE_BYTES, type FusedAttention, isHalf, type View } from '@sparsegrad/core/backend';
+import { type AttentionSpec, DTYPE_BYTES, type FusedAttention, flatView, isHalf } from '@sparsegrad/core/backend';
 import type { Args } from '../args.ts';
 import { type CudaHost, P, tname } from './host.ts';
 
@@ -14,7 +14,6 @@ const BK = 64;
 const PAD = 8;
 /** Queries per backward step (attention.cu's BR). */
 const backwardRows = (d: number) => (d === 128 ? 32 : 64);
-const flat = (buffer: BackendBuffer, size: number): View => ({ buffer, shape: [size], strides: [1], offset: 0 });
 
 /** Dynamic shared memory of the forward kernel: Qs and Ks [64][d+8], Vt [d][64+8]. */
 export const forwardShared = (d: number, dtype: DType) => (2 * BQ * (d + PAD) + d * (BK + PAD)) * DTYPE_BYTES[dtype];
@@ -73,7 +72,7 @@ export function attentionKernels(h: CudaHost): FusedAttention {
         problem(args.reset().ptr(P(q)).ptr(P(k)).ptr(P(v)).ptr(P(dout)).ptr(P(lse)).ptr(P(dsum)).ptr(P(dq32)).ptr(P(dk)).ptr(P(dv)), spec),
         backwardShared(spec.d, q.dtype),
       );
-      h.backend().copy(flat(dq32, rows * spec.d), flat(dq, rows * spec.d));
+      h.backend().copy(flatView(dq32, rows * spec.d), flatView(dq, rows * spec.d));
       free(dq32);
       free(dsum);
     },

@@ -4,9 +4,8 @@
  * rows in pieces too), integers and argmax/argmin a thread per output.
  */
 import type { Backend, HalfDType } from '@sparsegrad/core';
-import { type BackendBuffer, isHalf, type ReduceOp, type View } from '@sparsegrad/core/backend';
+import { flatView, isHalf, type ReduceOp } from '@sparsegrad/core/backend';
 
-const flat = (buffer: BackendBuffer, size: number): View => ({ buffer, shape: [size], strides: [1], offset: 0 });
 import { type CudaHost, P, THREADS, tname } from './host.ts';
 
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
@@ -75,7 +74,7 @@ export function reduceKernels(h: CudaHost): Pick<Backend, 'reduce'> {
         const size = outer * inner;
         if (op === 'argmax' || op === 'argmin') {
           const wide = h.alloc(outer * n * inner, 'float32');
-          h.backend().copy(flat(x, outer * n * inner), flat(wide, outer * n * inner));
+          h.backend().copy(flatView(x, outer * n * inner), flatView(wide, outer * n * inner));
           h.backend().reduce(op, wide, outer, n, inner, out);
           h.free(wide);
           return;
@@ -83,7 +82,7 @@ export function reduceKernels(h: CudaHost): Pick<Backend, 'reduce'> {
         const sums = h.alloc(size, 'float32');
         if (n === 0) h.backend().fill(sums, size, 0);
         else reduceF32(h, op, P(x), outer, n, inner, P(sums), true, x.dtype);
-        h.backend().copy(flat(sums, size), flat(out, size));
+        h.backend().copy(flatView(sums, size), flatView(out, size));
         h.free(sums);
         return;
       }
