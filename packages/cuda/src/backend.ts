@@ -53,12 +53,11 @@ export interface CudaBackend extends Backend {
 const HALF_KERNELS: readonly KernelName[] = ['matmul', 'unary', 'binary', 'reduce', 'softmax', 'softmaxBackward', 'random'];
 
 export function createCudaBackend(rawAddon: Addon, props: DeviceProperties): CudaBackend {
-  const rawAllocator = new CachingAllocator(rawAddon);
+  const allocator = new CachingAllocator(rawAddon);
   // Graphs (captureStep): the addon the kernels see records, or updates recorded launches.
-  const capture = new CudaCapture(rawAddon, (ptr, bytes) => rawAllocator.uncached(ptr, bytes));
+  const capture = new CudaCapture(rawAddon, (ptr, bytes) => allocator.uncached(ptr, bytes));
   const addon = capture.wrap();
-  rawAllocator.capture = capture;
-  const allocator = rawAllocator;
+  allocator.capture = capture;
   const args = new Args();
   const ids = new Map<string, number>();
   const sms = props.multiprocessors;

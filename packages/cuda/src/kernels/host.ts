@@ -16,6 +16,8 @@ export const THREADS = 256;
 export const WARP_ROW = 1024;
 /** A dtype's name in kernel names (copy_f32_bf16, ...). */
 export const tname = (d: DType) => ({ float32: 'f32', int32: 'i32', bfloat16: 'bf16', float16: 'f16' })[d];
+/** The suffix of a kernel's 16-bit forms (softmax_bf16, sum_rows_f16): none for float32. */
+export const halfSuffix = (d: DType) => (d === 'float32' ? '' : `_${tname(d)}`);
 /** A buffer's device pointer. */
 export const P = (b: BackendBuffer) => (b as CudaBuffer).ptr;
 

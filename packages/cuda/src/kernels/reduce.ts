@@ -6,7 +6,7 @@
 import type { Backend, HalfDType } from '@sparsegrad/core';
 import { flatView, isHalf, type ReduceOp } from '@sparsegrad/core/backend';
 
-import { type CudaHost, P, THREADS, tname } from './host.ts';
+import { type CudaHost, halfSuffix, P, THREADS, tname } from './host.ts';
 
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax', 'argmin'];
 
@@ -25,7 +25,7 @@ export function reduceF32(
   split = true,
   input: 'float32' | HalfDType = 'float32',
 ): void {
-  const suffix = input === 'float32' ? '' : `_${tname(input)}`;
+  const suffix = halfSuffix(input);
   const { allocator, args, sms, launch, blocksFor, rowLaunch, piecesFor } = h;
   if (inner === 1) {
     // Rows; a few very long rows are cut into pieces reduced in a second pass.
@@ -80,8 +80,7 @@ export function reduceKernels(h: CudaHost): Pick<Backend, 'reduce'> {
           return;
         }
         const sums = h.alloc(size, 'float32');
-        if (n === 0) h.backend().fill(sums, size, 0);
-        else reduceF32(h, op, P(x), outer, n, inner, P(sums), true, x.dtype);
+        reduceF32(h, op, P(x), outer, n, inner, P(sums), true, x.dtype);
         h.backend().copy(flatView(sums, size), flatView(out, size));
         h.free(sums);
         return;

@@ -4,10 +4,7 @@
  */
 import type { Backend } from '@sparsegrad/core';
 import type { BackendBuffer } from '@sparsegrad/core/backend';
-import { type CudaHost, P, THREADS, tname } from './host.ts';
-
-/** The kernel name suffix of a buffer's element type: none for float32, _bf16 / _f16 for 16-bit floats. */
-const suffix = (b: BackendBuffer) => (b.dtype === 'float32' ? '' : `_${tname(b.dtype)}`);
+import { type CudaHost, halfSuffix, P, THREADS } from './host.ts';
 
 export function rowKernels(h: CudaHost): Pick<Backend, 'softmax' | 'softmaxBackward' | 'layerNorm' | 'layerNormBackward'> {
   const { allocator, args, launch, blocksFor, rowLaunch, reduceF32, piecesFor } = h;
@@ -15,7 +12,7 @@ export function rowKernels(h: CudaHost): Pick<Backend, 'softmax' | 'softmaxBackw
     softmax(x, rows, n, log, causal, out) {
       rowLaunch(
         'softmax',
-        `softmax${suffix(x)}`,
+        `softmax${halfSuffix(x.dtype)}`,
         rows,
         n,
         args
@@ -31,7 +28,7 @@ export function rowKernels(h: CudaHost): Pick<Backend, 'softmax' | 'softmaxBackw
     softmaxBackward(y, dy, rows, n, log, out) {
       rowLaunch(
         'softmaxBackward',
-        `softmax_backward${suffix(y)}`,
+        `softmax_backward${halfSuffix(y.dtype)}`,
         rows,
         n,
         args
