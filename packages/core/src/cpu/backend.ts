@@ -53,8 +53,8 @@ export function createCpuBackend(opts: { threads?: number } = {}): Backend {
   const recorder = new CpuRecorder((ptr, n) => heap.release(ptr, n));
   const alloc = (size: number, dtype: DType): CpuBuffer => {
     buffers++;
-    bytes += blockBytes(size, dtype);
     const n = blockBytes(size, dtype);
+    bytes += n;
     return new CpuBuffer(recorder.pool ? recorder.pool.take(n, (k) => heap.alloc(k)) : heap.alloc(n), size, dtype);
   };
   const backend: Backend = {
