@@ -130,7 +130,7 @@ async function deviceTimes(gpt: { run(): Promise<unknown> }): Promise<void> {
   const rows = [...byLabel].sort((x, y) => y[1].ms - x[1].ms);
   console.log(`  device time of the queued items: ${rows.reduce((s, [, e]) => s + e.ms, 0).toFixed(2)} ms per step`);
   console.log('| item | ms | count |\n| --- | --- | --- |');
-  for (const [label, e] of rows.slice(0, 30)) console.log(`| ${label} | ${e.ms.toFixed(3)} | ${e.n} |`);
+  for (const [label, e] of rows.slice(0, 45)) console.log(`| ${label} | ${e.ms.toFixed(3)} | ${e.n} |`);
 }
 
 console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);

@@ -7,8 +7,8 @@
 # mixed: the 16-bit dtypes, fused attention and captured steps on cuda (tests, the PyTorch interop of
 # BF16/F16 files, attention against PyTorch's flash SDPA, the GPT step in fp32 and bf16, eager and
 # captured, against PyTorch eager / SDPA / compile). nanogpt: issue 26's nanoGPT run in PyTorch and
-# sparsegrad (bf16, captured) on DATA (default .data/tinyshakespeare.txt, carried: cp the shared
-# file there first), ITERS iterations (default 5000).
+# sparsegrad (captured; the runs NANOGPT names, below) on DATA (default .data/tinyshakespeare.txt,
+# carried: cp the shared file there first), ITERS iterations (default 5000).
 # BENCH_ARGS go to benchmarks/cuda.ts (with --write, the updated docs/benchmarks.md is copied to
 # $OUT); PRECISIONS (default "highest high") to the step and compare parts. The suite runs through
 # scripts/run-tests.ts, not `npm test`: the packed tree has no TypeScript compiler, and its dist/
@@ -75,13 +75,22 @@ for part in $parts; do
       done
       summary+=("mixed: see attention.log, mixed-step.log") ;;
     nanogpt)
+      # NANOGPT (default "torch bf16"): which runs, each its own log: torch (the PyTorch reference),
+      # bf16, fp32 (goal 5's curve) and sparse (bf16 with the MLPs at density 0.25).
       data=${DATA:-.data/tinyshakespeare.txt}
-      timeout 500 python3 benchmarks/torch_nanogpt.py --data "$data" --iters ${ITERS:-5000} > "$OUT/nanogpt-torch.log" 2>&1
-      timeout 600 npx sparsegrad train --data "$data" --val-fraction 0.1 --layers 6 --heads 6 --d-model 384 --seq 256 --batch 64 \
-        --dropout 0.2 --no-bias --gelu exact --tie-embeddings --init-std 0.02 --steps ${ITERS:-5000} --lr 1e-3 --min-lr 1e-4 --warmup 100 \
-        --beta2 0.99 --weight-decay 0.1 --clip 1 --eval-every 250 --eval-mode random --eval-batches 200 --decay-params matrices --backend cuda \
-        --precision bf16 --capture --out "$OUT/nanogpt-run" > "$OUT/nanogpt-sparsegrad.log" 2>&1
-      summary+=("nanogpt: exit $? (see nanogpt-*.log)") ;;
+      model=(--data "$data" --val-fraction 0.1 --layers 6 --heads 6 --d-model 384 --seq 256 --batch 64 --dropout 0.2 --no-bias --gelu exact
+        --tie-embeddings --init-std 0.02 --steps ${ITERS:-5000} --lr 1e-3 --min-lr 1e-4 --warmup 100 --beta2 0.99 --weight-decay 0.1 --clip 1
+        --eval-every 250 --eval-mode random --eval-batches 200 --decay-params matrices --backend cuda --capture)
+      for run in ${NANOGPT:-torch bf16}; do
+        case $run in
+          torch) timeout 500 python3 benchmarks/torch_nanogpt.py --data "$data" --iters ${ITERS:-5000} > "$OUT/nanogpt-torch.log" 2>&1 ;;
+          bf16) timeout 600 npx sparsegrad train "${model[@]}" --precision bf16 --out "$OUT/nanogpt-bf16" > "$OUT/nanogpt-bf16.log" 2>&1 ;;
+          fp32) timeout 600 npx sparsegrad train "${model[@]}" --precision highest --out "$OUT/nanogpt-fp32" > "$OUT/nanogpt-fp32.log" 2>&1 ;;
+          sparse) timeout 600 npx sparsegrad train "${model[@]}" --precision bf16 --sparsify 'layers\.[0-9]+\.mlp\.fc[12]' --density 0.25 \
+            --out "$OUT/nanogpt-sparse" > "$OUT/nanogpt-sparse.log" 2>&1 ;;
+        esac
+        summary+=("nanogpt $run: exit $? (see nanogpt-$run.log)")
+      done ;;
     tune-webgpu)
       timeout 300 npx tsx benchmarks/webgpu.ts --tune --tune-only > "$OUT/tune-webgpu.log" 2>&1
       summary+=("webgpu tuning: exit $?") ;;

@@ -7,6 +7,7 @@
 export type {
   AdamBuffers,
   AdamStepSpec,
+  AttentionOperand,
   AttentionSpec,
   Backend,
   FusedAttention,
@@ -27,7 +28,7 @@ export type {
   View,
 } from './backend.ts';
 export { DTYPE_BYTES, KERNELS, adamCoefficients, flatView, isHalf, matrixAt } from './backend.ts';
-export { withHalfFallback } from './half-fallback.ts';
+export { type Widened, widened, withHalfFallback } from './half-fallback.ts';
 export { CapturePool } from './capture-pool.ts';
 export { KernelRecorder, type RecordingBase } from './kernel-recorder.ts';
 export { registerBackend, type BackendEntry } from './registry.ts';

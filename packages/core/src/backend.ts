@@ -312,14 +312,15 @@ export interface Backend {
 }
 
 /**
- * One fused attention problem: `batch` independent heads, each q [tq, d], k [tk, d], v [tk, dv],
- * contiguous and back to back in their buffers; scores scale * q k^T; causal: query i keeps keys
- * 0..i (tq == tk). Dropout p > 0 drops the weight of (head b, query i, key j) where
+ * One fused attention problem: `batch` independent heads (`heads` of them per sample: batch is a
+ * multiple of heads), each q [tq, d], k [tk, d], v [tk, dv] where their AttentionOperands say;
+ * scores scale * q k^T; causal: query i keeps keys 0..i (tq == tk). Dropout p > 0 drops the weight of (head b, query i, key j) where
  * uniformAt(key, (b tq + i) tk + j) < p and multiplies the others by keepScale, exactly the mask
  * and scale that dropout() of the [batch, tq, tk] weights draws with that key.
  */
 export interface AttentionSpec {
   readonly batch: number;
+  readonly heads: number;
   readonly tq: number;
   readonly tk: number;
   readonly d: number;
@@ -330,6 +331,21 @@ export interface AttentionSpec {
   readonly key: number;
   /** 1 / (1 - dropout) as dropout() applies it: rounded to float32, then to the operands' dtype. */
   readonly keepScale: number;
+}
+
+/**
+ * Where one operand of a fused attention lies in its buffer, in elements: row i of head b (of
+ * spec.batch) starts at offset + floor(b / spec.heads) batchStride + (b % spec.heads) headStride +
+ * i rowStride, and its elements are consecutive. Core passes the layout of the tensor the user has
+ * (heads split out of a [B, T, H, d] projection are [B, H, T, d] views with rowStride H d), so
+ * nothing is copied; every field is a multiple of 8 (core copies an operand that is not).
+ */
+export interface AttentionOperand {
+  readonly buffer: BackendBuffer;
+  readonly offset: number;
+  readonly batchStride: number;
+  readonly headStride: number;
+  readonly rowStride: number;
 }
 
 /**
@@ -345,19 +361,19 @@ export interface FusedAttention {
    * out [batch, tq, dv] (q's dtype) = softmax(scale q k^T) v; lse [batch, tq] (float32) = each
    * row's log-sum-exp of the scaled scores, which the backward pass reads.
    */
-  forward(q: BackendBuffer, k: BackendBuffer, v: BackendBuffer, spec: AttentionSpec, out: BackendBuffer, lse: BackendBuffer): void;
+  forward(q: AttentionOperand, k: AttentionOperand, v: AttentionOperand, spec: AttentionSpec, out: AttentionOperand, lse: BackendBuffer): void;
   /** dq, dk, dv (q's dtype) from dout and the forward's out and lse. */
   backward(
-    q: BackendBuffer,
-    k: BackendBuffer,
-    v: BackendBuffer,
-    out: BackendBuffer,
-    dout: BackendBuffer,
+    q: AttentionOperand,
+    k: AttentionOperand,
+    v: AttentionOperand,
+    out: AttentionOperand,
+    dout: AttentionOperand,
     lse: BackendBuffer,
     spec: AttentionSpec,
-    dq: BackendBuffer,
-    dk: BackendBuffer,
-    dv: BackendBuffer,
+    dq: AttentionOperand,
+    dk: AttentionOperand,
+    dv: AttentionOperand,
   ): void;
 }
 

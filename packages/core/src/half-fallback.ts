@@ -24,12 +24,54 @@ import {
 /** The precision of a product whose operands were bfloat16: 'medium' (exact on them), else as asked. */
 const halfPrecision = (precision: MatmulPrecision, operand: BackendBuffer): MatmulPrecision => (operand.dtype === 'bfloat16' ? 'medium' : precision);
 
-/** The float32 stand-ins of one kernel call's 16-bit buffers. */
-interface Call {
+/** The float32 stand-ins of one kernel call's 16-bit buffers (other buffers stand for themselves). */
+export interface Widened {
+  /** A float32 copy of a 16-bit input (one per buffer and call). */
   in(b: BackendBuffer): BackendBuffer;
+  /** A float32 temporary for a 16-bit output, rounded into it (its first `size` elements) after the call. */
   out(b: BackendBuffer, size?: number): BackendBuffer;
 }
-const direct: Call = { in: (b) => b, out: (b) => b };
+const direct: Widened = { in: (b) => b, out: (b) => b };
+
+/**
+ * Runs body on float32 stand-ins of its 16-bit buffers, on `inner`'s float32 kernels: the
+ * fallback below, and what a backend's native 16-bit kernel calls for the cases it does not take
+ * itself (e.g. CUDA's block-sparse products off Hopper or for other block sizes).
+ */
+export function widened(inner: Backend, body: (c: Widened) => void): void {
+  const copies = new Map<BackendBuffer, BackendBuffer>();
+  const outputs: [BackendBuffer, BackendBuffer, number][] = [];
+  const temps: BackendBuffer[] = [];
+  const temp = (size: number) => {
+    const t = inner.alloc(size, 'float32');
+    temps.push(t);
+    return t;
+  };
+  const c: Widened = {
+    in(b) {
+      if (!isHalf(b.dtype)) return b;
+      let t = copies.get(b);
+      if (!t) {
+        t = temp(b.size);
+        inner.copy(flatView(b), flatView(t));
+        copies.set(b, t);
+      }
+      return t;
+    },
+    out(b, size = b.size) {
+      if (!isHalf(b.dtype)) return b;
+      const t = temp(b.size);
+      outputs.push([t, b, size]);
+      return t;
+    },
+  };
+  try {
+    body(c);
+    for (const [t, b, size] of outputs) if (size > 0) inner.copy(flatView(t, size), flatView(b, size));
+  } finally {
+    for (const t of temps) inner.free(t);
+  }
+}
 
 /** `inner` with every kernel accepting the 16-bit dtypes it holds (see the file comment). */
 export function withHalfFallback<B extends Backend>(inner: B): B {
@@ -37,46 +79,12 @@ export function withHalfFallback<B extends Backend>(inner: B): B {
   const native = (kernel: KernelName, dtype: HalfDType) => inner.halfKernels?.[dtype]?.includes(kernel) ?? false;
 
   /** Runs body with the buffers it names widened where the kernel is not native for their dtype. */
-  function call(kernel: KernelName, buffers: readonly (BackendBuffer | null)[], body: (c: Call) => void): void {
-    if (buffers.every((b) => !b || !isHalf(b.dtype) || native(kernel, b.dtype))) {
-      body(direct);
-      return;
-    }
-    const widened = new Map<BackendBuffer, BackendBuffer>();
-    const outputs: [BackendBuffer, BackendBuffer, number][] = [];
-    const temps: BackendBuffer[] = [];
-    const temp = (size: number) => {
-      const t = inner.alloc(size, 'float32');
-      temps.push(t);
-      return t;
-    };
-    const c: Call = {
-      in(b) {
-        if (!isHalf(b.dtype)) return b;
-        let t = widened.get(b);
-        if (!t) {
-          t = temp(b.size);
-          inner.copy(flatView(b), flatView(t));
-          widened.set(b, t);
-        }
-        return t;
-      },
-      out(b, size = b.size) {
-        if (!isHalf(b.dtype)) return b;
-        const t = temp(b.size);
-        outputs.push([t, b, size]);
-        return t;
-      },
-    };
-    try {
-      body(c);
-      for (const [t, b, size] of outputs) if (size > 0) inner.copy(flatView(t, size), flatView(b, size));
-    } finally {
-      for (const t of temps) inner.free(t);
-    }
+  function call(kernel: KernelName, buffers: readonly (BackendBuffer | null)[], body: (c: Widened) => void): void {
+    if (buffers.every((b) => !b || !isHalf(b.dtype) || native(kernel, b.dtype))) body(direct);
+    else widened(inner, body);
   }
-  const inView = (c: Call, v: View): View => ({ ...v, buffer: c.in(v.buffer) });
-  const inMatrix = (c: Call, v: MatrixView): MatrixView => ({ ...v, buffer: c.in(v.buffer) });
+  const inView = (c: Widened, v: View): View => ({ ...v, buffer: c.in(v.buffer) });
+  const inMatrix = (c: Widened, v: MatrixView): MatrixView => ({ ...v, buffer: c.in(v.buffer) });
   const views = (...xs: (View | number)[]) => xs.filter((x): x is View => typeof x !== 'number').map((v) => v.buffer);
 
   const wrapped: Partial<Backend> = {

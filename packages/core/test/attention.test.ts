@@ -7,7 +7,7 @@
  */
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
-import { type HalfDType, tensor } from '@sparsegrad/core';
+import { type HalfDType, type Tensor, tensor } from '@sparsegrad/core';
 import { backendSuites, randomArray, testSeed } from './helpers.ts';
 
 const U: Record<HalfDType, number> = { bfloat16: 2 ** -8, float16: 2 ** -11 };
@@ -95,7 +95,7 @@ for (const { backend, test } of await backendSuites('fused attention')) {
         const dout = make(heads * tq * d, seed + 3).reshape(heads, tq, d);
         const out = sg.scaledDotProductAttention(q, k, v, { causal });
         assert.is(out.dtype, dtype);
-        const spec = { batch: heads, tq, tk, d, dv: d, scale: 1 / Math.sqrt(d), causal, dropout: 0, key: 0, keepScale: 1 };
+        const spec = { batch: heads, heads, tq, tk, d, dv: d, scale: 1 / Math.sqrt(d), causal, dropout: 0, key: 0, keepScale: 1 };
         if (backend.fusedAttention?.supports(spec, dtype)) assert.is(out.gradNode?.op, 'flashAttention', `${what}: the fused kernels ran`);
         out.backward(dout);
         const [qv, kv, vv, dov, ov, dq, dk, dv] = await Promise.all([q, k, v, dout, out, q.grad!, k.grad!, v.grad!].map((t) => t.toArray()));
@@ -106,6 +106,96 @@ for (const { backend, test } of await backendSuites('fused attention')) {
           assertNormwise(sub(dv, tk), ref.dv, dtype, 8, `${what}: head ${h} dV`);
           assertNormwise(sub(dq, tq), ref.dq, dtype, 16, `${what}: head ${h} dQ`);
           assertNormwise(sub(dk, tk), ref.dk, dtype, 16, `${what}: head ${h} dK`);
+        }
+      }
+    }
+  });
+
+  test('heads where they lie: [B, T, H, d] projections, a fused qkv tensor, heads broadcast, unaligned rows', async () => {
+    const [B, T, H, d] = [2, 37, 3, 32];
+    type Case = { leaves: number[][]; views: (l: Tensor[]) => Tensor[]; sharedKv?: boolean };
+    const cases: Record<string, Case> = {
+      // Heads split out of projections: [B, H, T, d] views of [B, T, H, d] tensors.
+      projections: {
+        leaves: [
+          [B, T, H, d],
+          [B, T, H, d],
+          [B, T, H, d],
+        ],
+        views: (l) => l.map((x) => x.permute(0, 2, 1, 3)),
+      },
+      // q, k and v as views of one [B, T, 3, H, d] tensor (offsets, a batch stride of 3 H T d).
+      'fused qkv': {
+        leaves: [[B, T, 3, H, d]],
+        views: ([x]) => [0, 1, 2].map((i) => x.permute(2, 0, 3, 1, 4).narrow(0, i, 1)),
+      },
+      // One k and v for every head (head stride 0).
+      'shared k and v': {
+        leaves: [
+          [B, H, T, d],
+          [B, 1, T, d],
+          [B, 1, T, d],
+        ],
+        views: ([q, k, v]) => [q, k.expand(B, H, T, d), v.expand(B, H, T, d)],
+        sharedKv: true,
+      },
+      // Rows 36 elements apart and an offset of 2: not a layout the kernels read, so copied.
+      unaligned: {
+        leaves: [
+          [B, H, T, d + 4],
+          [B, H, T, d + 4],
+          [B, H, T, d + 4],
+        ],
+        views: (l) => l.map((x) => x.narrow(3, 2, d)),
+      },
+    };
+    for (const dtype of held()) {
+      for (const [name, c] of Object.entries(cases)) {
+        const leaves = c.leaves.map((shape, i) =>
+          tensor(
+            Float32Array.from(
+              randomArray(
+                shape.reduce((a, b) => a * b),
+                seed + 20 + i,
+                2,
+              ),
+            ),
+            shape,
+            { backend, dtype, requiresGrad: true },
+          ),
+        );
+        const [q, k, v] = c.views(leaves);
+        const out = sg.scaledDotProductAttention(q, k, v, { causal: true });
+        assert.equal(out.shape.slice(-3), [H, T, d], name);
+        const dout = tensor(Float32Array.from(randomArray(B * H * T * d, seed + 30)), out.shape, { backend, dtype });
+        out.backward(dout);
+        const [qv, kv, vv, ov, dov] = await Promise.all([q, k, v, out, dout].map((t) => t.toArray()));
+        const grads = c.sharedKv
+          ? [leaves[0].grad!.toArray(), leaves[1].grad!.toArray(), leaves[2].grad!.toArray()]
+          : c.views(leaves.map((l) => l.grad!)).map((g) => g.toArray());
+        const [dq, dk, dv] = await Promise.all(grads);
+        const dkSum = new Float64Array(B * T * d);
+        const dvSum = new Float64Array(B * T * d);
+        const n = T * d;
+        for (let h = 0; h < B * H; h++) {
+          const sub = (a: sg.TypedArray) => Float64Array.from(a.subarray(h * n, (h + 1) * n));
+          const ref = reference(sub(qv), sub(kv), sub(vv), sub(dov), T, T, d, true);
+          const what = `${name}: head ${h}`;
+          assertNormwise(sub(ov), ref.out, dtype, 4, `${what} output`);
+          assertNormwise(sub(dq), ref.dq, dtype, 16, `${what} dQ`);
+          if (!c.sharedKv) {
+            assertNormwise(sub(dk), ref.dk, dtype, 16, `${what} dK`);
+            assertNormwise(sub(dv), ref.dv, dtype, 8, `${what} dV`);
+          }
+          const b = Math.floor(h / H);
+          for (let i = 0; i < n; i++) {
+            dkSum[b * n + i] += ref.dk[i];
+            dvSum[b * n + i] += ref.dv[i];
+          }
+        }
+        if (c.sharedKv) {
+          assertNormwise(dk, dkSum, dtype, 16 * H, `${name}: dK summed over heads`);
+          assertNormwise(dv, dvSum, dtype, 8 * H, `${name}: dV summed over heads`);
         }
       }
     }

@@ -8,7 +8,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as sg from '@sparsegrad/core';
-import { BlockSparseMatrix, type DType, getBackend, type HalfDType, roundTo, type Tensor, tensor } from '@sparsegrad/core';
+import { type BlockLayout, BlockSparseMatrix, type DType, getBackend, type HalfDType, roundTo, type Tensor, tensor } from '@sparsegrad/core';
 import { assertThrows, backendSuites, randomArray, testSeed } from './helpers.ts';
 
 const HALF: readonly HalfDType[] = ['bfloat16', 'float16'];
@@ -44,6 +44,15 @@ function refMatmul(x: ArrayLike<number>, y: ArrayLike<number>, m: number, k: num
         mag[i * n + j] += Math.abs(x[i * k + p] * y[p * n + j]);
       }
   return { out, mag };
+}
+
+/** Block data [nnz, bs, bs] as the dense [rows, cols] matrix (zeros outside the blocks). */
+function denseOf(data: ArrayLike<number>, layout: BlockLayout): Float64Array {
+  const { rows, cols, blockSize: bs } = layout;
+  const out = new Float64Array(rows * cols);
+  for (let b = 0; b < layout.nnzBlocks; b++)
+    for (let r = 0; r < bs; r++) for (let c = 0; c < bs; c++) out[(layout.rowIdx[b] * bs + r) * cols + layout.colIdx[b] * bs + c] = data[(b * bs + r) * bs + c];
+  return out;
 }
 
 for (const { backend, test } of await backendSuites('16-bit dtypes')) {
@@ -116,75 +125,91 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
     }
   });
 
-  test('elementwise ops compute in float32 and round once', async () => {
-    const n = 257;
-    const a = randomArray(n, seed, 3);
-    const b = randomArray(n, seed + 1, 3).map((v) => v + (v >= 0 ? 0.5 : -0.5));
-    const unary: [string, (t: Tensor) => Tensor, (x: number) => number][] = [
-      ['exp', sg.exp, Math.exp],
-      ['tanh', sg.tanh, Math.tanh],
-      ['sigmoid', sg.sigmoid, (x) => 1 / (1 + Math.exp(-x))],
-      ['relu', sg.relu, (x) => Math.max(0, x)],
-      ['gelu tanh', (t) => sg.gelu(t, 'tanh'), (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)))],
-      ['neg', sg.neg, (x) => -x],
-    ];
-    const binary: [string, (x: Tensor | number, y: Tensor | number) => Tensor, (x: number, y: number) => number][] = [
-      ['add', sg.add, (x, y) => x + y],
-      ['mul', sg.mul, (x, y) => x * y],
-      ['div', sg.div, (x, y) => x / y],
-      ['maximum', sg.maximum, Math.max],
-    ];
-    for (const dtype of held()) {
-      const [ra, rb] = [round(dtype, a), round(dtype, b)];
-      const [ta, tb] = [T(a, [n], dtype), T(b, [n], dtype)];
-      for (const [name, op, ref] of unary) {
-        const y = op(ta);
-        assert.is(y.dtype, dtype, `${name} keeps ${dtype}`);
-        // float32 math libraries differ by a few float32 ulps, far below one half-ulp; the
-        // final rounding can then land on either neighbour: 1 ulp (2u).
-        assertHalf(await y.toArray(), round(dtype, ra.map(ref)), dtype, name);
-      }
-      for (const [name, op, ref] of binary) {
+  // 256 elements and rows of 8 take the GPU backends' 4-element kernels, 257 and 7 the others.
+  for (const [n, w] of [
+    [257, 7],
+    [256, 8],
+  ])
+    test(`elementwise ops compute in float32 and round once (${n} elements, rows of ${w})`, async () => {
+      const a = randomArray(n, seed, 3);
+      const b = randomArray(n, seed + 1, 3).map((v) => v + (v >= 0 ? 0.5 : -0.5));
+      const unary: [string, (t: Tensor) => Tensor, (x: number) => number][] = [
+        ['exp', sg.exp, Math.exp],
+        ['tanh', sg.tanh, Math.tanh],
+        ['sigmoid', sg.sigmoid, (x) => 1 / (1 + Math.exp(-x))],
+        ['relu', sg.relu, (x) => Math.max(0, x)],
+        ['gelu tanh', (t) => sg.gelu(t, 'tanh'), (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)))],
+        ['neg', sg.neg, (x) => -x],
+      ];
+      const binary: [string, (x: Tensor | number, y: Tensor | number) => Tensor, (x: number, y: number) => number][] = [
+        ['add', sg.add, (x, y) => x + y],
+        ['mul', sg.mul, (x, y) => x * y],
+        ['div', sg.div, (x, y) => x / y],
+        ['maximum', sg.maximum, Math.max],
+      ];
+      for (const dtype of held()) {
+        const [ra, rb] = [round(dtype, a), round(dtype, b)];
+        const [ta, tb] = [T(a, [n], dtype), T(b, [n], dtype)];
+        for (const [name, op, ref] of unary) {
+          const y = op(ta);
+          assert.is(y.dtype, dtype, `${name} keeps ${dtype}`);
+          // float32 math libraries differ by a few float32 ulps, far below one half-ulp; the
+          // final rounding can then land on either neighbour: 1 ulp (2u).
+          assertHalf(await y.toArray(), round(dtype, ra.map(ref)), dtype, name);
+        }
+        for (const [name, op, ref] of binary) {
+          assertHalf(
+            await op(ta, tb).toArray(),
+            round(
+              dtype,
+              ra.map((x, i) => ref(x, rb[i])),
+            ),
+            dtype,
+            name,
+          );
+          assertHalf(
+            await op(ta, 0.75).toArray(),
+            round(
+              dtype,
+              ra.map((x) => ref(x, 0.75)),
+            ),
+            dtype,
+            `${name} scalar`,
+          );
+        }
+        // Broadcasting a row over a matrix, both 16-bit; a scalar on the left; casts both ways.
+        const row = T(b.slice(0, w), [w], dtype);
+        const mat = T(a.slice(0, 3 * w), [3, w], dtype);
+        const want = round(
+          dtype,
+          Array.from({ length: 3 * w }, (_, i) => ra[i] * rb[i % w]),
+        );
+        assertHalf(await mat.mul(row).toArray(), want, dtype, 'broadcast mul');
         assertHalf(
-          await op(ta, tb).toArray(),
+          await sg.sub(2, ta).toArray(),
           round(
             dtype,
-            ra.map((x, i) => ref(x, rb[i])),
+            ra.map((x) => 2 - x),
           ),
           dtype,
-          name,
+          'scalar minus tensor',
         );
-        assertHalf(
-          await op(ta, 0.75).toArray(),
-          round(
-            dtype,
-            ra.map((x) => ref(x, 0.75)),
-          ),
-          dtype,
-          `${name} scalar`,
+        assert.equal(Array.from(await ta.cast('float32').toArray()), Array.from(ra), 'widening cast');
+        assert.equal(Array.from(await T(a, [n]).cast(dtype).toArray()), Array.from(ra), 'rounding cast');
+        assert.equal(Array.from(await sg.cat([ta, ta]).toArray()), [...ra, ...ra], 'copies within the dtype');
+        const cmp = ta.gt(tb);
+        assert.is(cmp.dtype, 'float32', 'comparisons give float32');
+        assert.equal(
+          Array.from(await cmp.toArray()),
+          Array.from(ra, (x, i) => (x > rb[i] ? 1 : 0)),
+        );
+        assert.equal(
+          Array.from(await sg.where(cmp, ta, tb).toArray()),
+          Array.from(ra, (x, i) => Math.fround(Math.max(x, rb[i]))),
+          'where',
         );
       }
-      // Broadcasting a row over a matrix, both 16-bit.
-      const row = T(b.slice(0, 7), [7], dtype);
-      const mat = T(a.slice(0, 21), [3, 7], dtype);
-      const want = round(
-        dtype,
-        Array.from({ length: 21 }, (_, i) => ra[i] * rb[i % 7]),
-      );
-      assertHalf(await mat.mul(row).toArray(), want, dtype, 'broadcast mul');
-      const cmp = ta.gt(tb);
-      assert.is(cmp.dtype, 'float32', 'comparisons give float32');
-      assert.equal(
-        Array.from(await cmp.toArray()),
-        Array.from(ra, (x, i) => (x > rb[i] ? 1 : 0)),
-      );
-      assert.equal(
-        Array.from(await sg.where(cmp, ta, tb).toArray()),
-        Array.from(ra, (x, i) => Math.fround(Math.max(x, rb[i]))),
-        'where',
-      );
-    }
-  });
+    });
 
   test('reductions, softmax and layer norm on 16-bit inputs', async () => {
     const [rows, n] = [5, 67];
@@ -283,36 +308,55 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
     }
   });
 
-  test('block-sparse product and its gradients in 16 bits', async () => {
-    const [rows, cols, bs, m] = [64, 96, 16, 24];
+  // The shapes reach every route a GPU backend has for 16-bit operands: 16x16 and 64x64 blocks
+  // (CUDA: float32 kernels on widened copies), 32x32 at density 0.25 (CUDA on Hopper: the bf16 TMA
+  // kernel) and 0.75 (cuBLAS on a dense copy); ragged token counts.
+  test('block-sparse product and its gradients in 16 bits, against float64', async () => {
+    const cases: [number, number, number, number, number][] = [
+      // rows, cols, block size, tokens, density
+      [64, 96, 16, 24, 0.5],
+      [256, 128, 32, 300, 0.25],
+      [128, 256, 32, 77, 0.75],
+      [128, 128, 64, 40, 0.5],
+    ];
     for (const dtype of held()) {
-      sg.manualSeed(seed);
-      const W = BlockSparseMatrix.random([rows, cols], { blockSize: bs, density: 0.5, backend });
-      const dense = Float64Array.from(await W.toDense().toArray());
-      const blocks = W.data.cast(dtype).requiresGrad_();
-      const x = T(randomArray(m * cols, seed + 6), [m, cols], dtype, true);
-      const y = sg.bsrMatmul(x, blocks, W.layout);
-      assert.is(y.dtype, dtype);
-      const rx = Float64Array.from(await x.toArray());
-      const rw = round(dtype, dense);
-      const wT = Float64Array.from({ length: cols * rows }, (_, i) => rw[(i % rows) * cols + Math.floor(i / rows)]);
-      const ref = refMatmul(rx, wT, m, cols, rows);
-      const scale = ref.out.map((v, i) => Math.abs(v) + (cols * 2 ** -24 * ref.mag[i]) / U[dtype]);
-      assertHalf(await y.toArray(), round(dtype, ref.out), dtype, 'bsrMatmul', 2, scale);
-      y.sum().backward();
-      assert.is(x.grad!.dtype, dtype);
-      assert.is(blocks.grad!.dtype, dtype);
-      // dX = 1 W: column sums of W.
-      const colSums = Float64Array.from({ length: m * cols }, (_, i) => rw.filter((_, j) => j % cols === i % cols).reduce((s, v) => s + v, 0));
-      const colMags = Float64Array.from({ length: m * cols }, (_, i) => rw.filter((_, j) => j % cols === i % cols).reduce((s, v) => s + Math.abs(v), 0));
-      assertHalf(
-        await x.grad!.toArray(),
-        round(dtype, colSums),
-        dtype,
-        'bsr dX',
-        2,
-        colSums.map((v, i) => Math.abs(v) + (rows * 2 ** -24 * colMags[i]) / U[dtype]),
-      );
+      for (const [rows, cols, bs, m, density] of cases) {
+        const what = `${rows}x${cols}, ${bs}x${bs} blocks, density ${density}, ${m} tokens`;
+        sg.manualSeed(seed);
+        const W = BlockSparseMatrix.random([rows, cols], { blockSize: bs, density, backend });
+        const blocks = W.data.cast(dtype).requiresGrad_();
+        const rw = denseOf(await blocks.toArray(), W.layout);
+        const x = T(randomArray(m * cols, seed + 6), [m, cols], dtype, true);
+        const dy = T(randomArray(m * rows, seed + 7), [m, rows], dtype);
+        const y = sg.bsrMatmul(x, blocks, W.layout);
+        assert.is(y.dtype, dtype);
+        y.backward(dy);
+        assert.is(x.grad!.dtype, dtype);
+        assert.is(blocks.grad!.dtype, dtype);
+        const [rx, rdy] = [Float64Array.from(await x.toArray()), Float64Array.from(await dy.toArray())];
+        const transposed = (a: Float64Array, r: number, c: number) => Float64Array.from({ length: r * c }, (_, i) => a[(i % r) * c + Math.floor(i / r)]);
+        // Bounds: 2 units of the format of |result| plus float32 accumulation over the inner dim.
+        const bound = (ref: { out: Float64Array; mag: Float64Array }, k: number) => ref.out.map((v, i) => Math.abs(v) + (k * 2 ** -24 * ref.mag[i]) / U[dtype]);
+        const fwd = refMatmul(rx, transposed(rw, rows, cols), m, cols, rows);
+        assertHalf(await y.toArray(), round(dtype, fwd.out), dtype, `${what}: bsrMatmul`, 2, bound(fwd, cols));
+        const dx = refMatmul(rdy, rw, m, rows, cols);
+        assertHalf(await x.grad!.toArray(), round(dtype, dx.out), dtype, `${what}: dX`, 2, bound(dx, rows));
+        // dW on the blocks only: dY^T X, compared through the dense form of the block gradient.
+        const dw = refMatmul(transposed(rdy, m, rows), rx, rows, m, cols);
+        const inBlocks = denseOf(new Float64Array(W.data.size).fill(1), W.layout);
+        const gotDw = denseOf(await blocks.grad!.toArray(), W.layout);
+        assertHalf(
+          gotDw,
+          round(
+            dtype,
+            dw.out.map((v, i) => v * inBlocks[i]),
+          ),
+          dtype,
+          `${what}: dW`,
+          2,
+          bound(dw, m).map((v, i) => v * inBlocks[i]),
+        );
+      }
     }
   });
 

@@ -51,6 +51,11 @@ export interface CudaBackend extends Backend {
 
 /** The kernels with native 16-bit forms (the elementwise, reduction and softmax kernels read and write them, cuBLAS multiplies them). */
 const HALF_KERNELS: readonly KernelName[] = ['matmul', 'unary', 'binary', 'reduce', 'softmax', 'softmaxBackward', 'random'];
+/**
+ * bfloat16 only: the block-sparse trio (bf16 TMA tiles and cuBLAS's bf16 products; the cases they
+ * do not take run the float32 kernels on widened copies, see blocksparse-routes.ts).
+ */
+const BF16_KERNELS: readonly KernelName[] = ['bsrMatmul', 'bsrMatmulGradInput', 'bsrSddmm'];
 
 export function createCudaBackend(rawAddon: Addon, props: DeviceProperties): CudaBackend {
   const allocator = new CachingAllocator(rawAddon);
@@ -144,7 +149,7 @@ export function createCudaBackend(rawAddon: Addon, props: DeviceProperties): Cud
     // 16-bit floats are stored natively; dense products take them through cuBLAS, every other
     // kernel through core's float32 fallback (half-fallback.ts) until it has a native one.
     dtypes: ['float32', 'int32', 'bfloat16', 'float16'],
-    halfKernels: { bfloat16: HALF_KERNELS, float16: HALF_KERNELS },
+    halfKernels: { bfloat16: [...HALF_KERNELS, ...BF16_KERNELS], float16: HALF_KERNELS },
 
     alloc,
     upload,

@@ -7,7 +7,7 @@
  */
 import type { MatmulPrecision } from '@sparsegrad/core';
 import { type LayoutShape, layoutDensity } from '@sparsegrad/core/backend';
-import { type BsrProduct, takesDenseRoute } from './dense-route.ts';
+import { type BsrProduct, MAX_DENSE_BYTES, takesDenseRoute } from './dense-route.ts';
 import type { CudaTuning } from './tuning.ts';
 
 /** Launch constants as the kernels define them, read from the device once (setup kernels). */
@@ -166,6 +166,34 @@ function lineKernel(product: BsrProduct, bs: number, precision: MatmulPrecision,
   const b = Math.log2(bs) - 4;
   const smem = c.constants.tc[(['forward', 'gradInput', 'sddmm'] as const).indexOf(product) * 6 + (bf16 ? 3 : 0) + b];
   return { name: `bsr_${kind}_tc_${bf16 ? 'bf16' : 'tf32'}_${bs}`, smem, tokens: c.constants.tc[18 + b] };
+}
+
+/**
+ * The route of a bfloat16 forward or dX (bf16 activations, blocks and output): the dense route
+ * where 'medium' takes it; on Hopper with 32x32 blocks the bf16 TMA union tiles, reading the
+ * tensors as they are and writing bf16 (no conversion pass: what the 'medium' route pays for on
+ * fp32 tensors, so it is taken at every density); 'widened' elsewhere (64x64 and 16x16 blocks,
+ * older GPUs): the float32 kernels on float32 copies (core's `widened`), exact but with the
+ * copies' traffic.
+ */
+export type HalfProductRoute = { route: 'dense' } | { route: 'union'; kernel: UnionKernel } | { route: 'widened' };
+export function halfProductRoute(layout: LayoutShape, product: 'forward' | 'gradInput', c: RouteContext): HalfProductRoute {
+  if (takesDenseRoute(layout, product, 'medium', c.tuning.denseRoute)) return { route: 'dense' };
+  const { tma } = c.constants;
+  const actCols = product === 'forward' ? layout.cols : layout.rows;
+  if (!c.hopper || layout.blockSize !== 32 || !c.tuning.tma || actCols / 32 > tma.maxSteps) return { route: 'widened' };
+  return { route: 'union', kernel: { name: 'bsr_tma_bf16_bf16_32', group: tma.group, tokens: tma.tokens, smem: tma.smem.bf16, bf16: true, tma: true } };
+}
+
+/**
+ * The route of a bfloat16 dW: cuBLAS's bf16 product of the whole dY^T X, its blocks gathered (the
+ * SDDMM kernels read float32, and widening dY and X costs more traffic than the dense product's
+ * extra work at the GPT MLP shapes measured), or 'widened' where the dense temporary would be too
+ * large or the tuning turns the dense route off.
+ */
+export function halfSddmmRoute(layout: LayoutShape, c: RouteContext): 'dense' | 'widened' {
+  if (c.tuning.denseRoute === 'off') return 'widened';
+  return layout.rows * layout.cols * 2 <= MAX_DENSE_BYTES ? 'dense' : 'widened';
 }
 
 export function sddmmRoute(layout: LayoutShape, precision: MatmulPrecision, c: RouteContext): SddmmRoute {

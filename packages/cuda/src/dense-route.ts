@@ -4,12 +4,13 @@
  * dX multiply by a dense copy of W (zeroed, the blocks scattered into it); the SDDMM computes the
  * whole dY^T X and gathers W's blocks out of it. Results are the same products (the absent blocks
  * contribute zeros; dW outside the blocks is never read), so only speed and a temporary
- * [rows, cols] matrix change. The point: no layout runs much slower than the dense layer it
+ * [rows, cols] matrix change (in the operands' dtype: bfloat16 operands multiply on cuBLAS's bf16
+ * path). The point: no layout runs much slower than the dense layer it
  * replaces (16x16 blocks with tensor cores ran 0.17-0.44x of cuBLAS at density 0.25-0.5 on their
  * kernels; the tensor-core SDDMM 0.69-0.84x at 0.5).
  */
 import type { CudaTuning } from './tuning.ts';
-import type { Backend, BlockLayout, MatmulPrecision } from '@sparsegrad/core';
+import type { Backend, BlockLayout, DType, MatmulPrecision } from '@sparsegrad/core';
 import { layoutDensity, matrixAt, type BackendBuffer, type LayoutShape } from '@sparsegrad/core/backend';
 
 export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
@@ -43,7 +44,7 @@ const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, numb
   },
 };
 /** The dense temporary is bounded: beyond it the kernels run whatever the density. */
-const MAX_DENSE_BYTES = 1 << 30;
+export const MAX_DENSE_BYTES = 1 << 30;
 
 /**
  * Whether `product` takes the dense route. `mode` (the tuning's denseRoute) may force the kernels
@@ -58,9 +59,10 @@ export function takesDenseRoute(layout: LayoutShape, product: BsrProduct, precis
 
 /** What the dense route needs from the backend. */
 export interface DenseRouteHost {
-  alloc(size: number): BackendBuffer;
+  alloc(size: number, dtype: DType): BackendBuffer;
   free(b: BackendBuffer): void;
-  fill: Backend['fill'];
+  /** Zeroes the first `size` elements of b (any dtype). */
+  zero(b: BackendBuffer, size: number): void;
   matmul: Backend['matmul'];
   /** Block data <-> dense [rows, cols] (bsr_blocks_dense); op names the product in errors. */
   blocksDense(op: string, blocks: BackendBuffer, dense: BackendBuffer, layout: BlockLayout, toDense: boolean): void;
@@ -69,8 +71,8 @@ export interface DenseRouteHost {
 export function denseRoute(h: DenseRouteHost) {
   /** W as a dense [rows, cols] temporary. */
   const denseW = (op: string, blocks: BackendBuffer, layout: BlockLayout): BackendBuffer => {
-    const w = h.alloc(layout.rows * layout.cols);
-    h.fill(w, layout.rows * layout.cols, 0);
+    const w = h.alloc(layout.rows * layout.cols, blocks.dtype);
+    h.zero(w, layout.rows * layout.cols);
     h.blocksDense(op, blocks, w, layout, true);
     return w;
   };
@@ -89,7 +91,7 @@ export function denseRoute(h: DenseRouteHost) {
     },
     /** out [nnz, bs, bs] = W's blocks of dy^T x */
     sddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
-      const d = h.alloc(layout.rows * layout.cols);
+      const d = h.alloc(layout.rows * layout.cols, out.dtype);
       h.matmul(matrixAt(dy, 1, layout.rows), matrixAt(x, layout.cols, 1), d, 1, layout.rows, layout.cols, m, precision);
       h.blocksDense('bsrSddmm', out, d, layout, false);
       h.free(d);

@@ -34,8 +34,11 @@ export function stridedLayout(op: string, shape: readonly number[], operands: { 
 export const outputOperand = (shape: readonly number[]) => ({ offset: 0, strides: contiguousStrides(shape) });
 export const viewOperand = (v: View) => ({ offset: v.offset, strides: v.strides });
 
-/** The layout in units of 4 floats for the kernels' float4 forms (core's vectorize), or undefined. */
-export function float4Layout(L: StridedLayout): StridedLayout | undefined {
+/**
+ * The layout in units of 4 elements for the kernels' 4-element forms (float4 ones of float32, 8-byte
+ * ones of the 16-bit dtypes; core's vectorize), or undefined.
+ */
+export function vectorLayout(L: StridedLayout): StridedLayout | undefined {
   const v = vectorize(L.shape, L.ops, 4);
   return v && { n: L.n / 4, shape: v.shape, flat: L.flat, ops: v.ops };
 }

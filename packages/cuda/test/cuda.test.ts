@@ -14,7 +14,7 @@ import { sizeClass } from '../src/allocator.ts';
 import { quadrants } from '../src/kernels/blocksparse.ts';
 import { takesDenseRoute } from '../src/dense-route.ts';
 import { Args } from '../src/args.ts';
-import { float4Layout, stridedLayout, transposeGrid } from '../src/layout.ts';
+import { vectorLayout, stridedLayout, transposeGrid } from '../src/layout.ts';
 import { assertRejects, assertThrows, blockSparseRefs, deviceSuite, randomArray, relativeError, testSeed } from '../../core/test/helpers.ts';
 
 test('kernel arguments are laid out as the C ABI lays out parameters', () => {
@@ -82,7 +82,7 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
       { offset: 4, strides: [96, 8, 32, 1] },
     ],
   );
-  assert.equal(float4Layout(p), {
+  assert.equal(vectorLayout(p), {
     n: 48,
     shape: [2, 4, 3, 2],
     flat: false,
@@ -102,7 +102,7 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
     ],
   );
   assert.equal(
-    float4Layout(bias)?.ops.map((o) => o.strides),
+    vectorLayout(bias)?.ops.map((o) => o.strides),
     [
       [2, 1],
       [2, 1],
@@ -117,7 +117,7 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
       { offset: 2, strides: [16, 1] },
     ],
   );
-  assert.is(float4Layout(unaligned), undefined, 'offset 2');
+  assert.is(vectorLayout(unaligned), undefined, 'offset 2');
   const column = stridedLayout(
     'add',
     [6, 8],
@@ -127,7 +127,7 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
       { offset: 0, strides: [1, 0] },
     ],
   );
-  assert.is(float4Layout(column), undefined, 'a column broadcast along rows');
+  assert.is(vectorLayout(column), undefined, 'a column broadcast along rows');
   const odd = stridedLayout(
     'neg',
     [5, 6],
@@ -136,7 +136,7 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
       { offset: 0, strides: [6, 1] },
     ],
   );
-  assert.is(float4Layout(odd), undefined, '30 elements');
+  assert.is(vectorLayout(odd), undefined, '30 elements');
   const transposed = stridedLayout(
     'copy',
     [8, 8],
@@ -145,7 +145,7 @@ test('float4 layouts: rows of 4k contiguous floats at offsets of 4k are rescaled
       { offset: 0, strides: [1, 8] },
     ],
   );
-  assert.is(float4Layout(transposed), undefined, 'a transpose');
+  assert.is(vectorLayout(transposed), undefined, 'a transpose');
   assert.equal(transposeGrid(transposed), [1, 1, 1], 'a transpose goes to the tiled kernel');
   const batched = stridedLayout(
     'copy',

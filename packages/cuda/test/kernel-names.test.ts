@@ -22,7 +22,6 @@ import {
   setFloat32MatmulPrecision,
   zeros,
   type Backend,
-  type MatmulPrecision,
 } from '@sparsegrad/core';
 import { AdamW, GPT } from '@sparsegrad/nn';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
@@ -297,10 +296,11 @@ function tidyBackward(f: () => sg.Tensor): void {
   sg.tidy(() => f().backward());
 }
 
-/** The block-sparse trio (forward, dX, dW) on every route: block sizes, densities, token counts, precisions. */
+/** The block-sparse trio (forward, dX, dW) on every route: block sizes, densities, token counts, precisions and bfloat16 tensors. */
 function everyBlockSparseRoute(be: Backend): void {
-  for (const precision of ['highest', 'high', 'medium'] as MatmulPrecision[]) {
-    setFloat32MatmulPrecision(precision);
+  for (const precision of ['highest', 'high', 'medium', 'bfloat16'] as const) {
+    const dtype = precision === 'bfloat16' ? 'bfloat16' : 'float32';
+    if (precision !== 'bfloat16') setFloat32MatmulPrecision(precision);
     for (const blockSize of [16, 32, 64]) {
       for (const density of [0.05, 0.25, 0.5, 0.9]) {
         for (const [rows, cols] of [
@@ -311,9 +311,9 @@ function everyBlockSparseRoute(be: Backend): void {
           for (const m of [48, 4096]) {
             sg.tidy(() => {
               const w = BlockSparseMatrix.random([rows, cols], { density, blockSize, backend: be });
-              w.data.requiresGrad = true;
-              const x = zeros([m, cols], { backend: be }).requiresGrad_();
-              w.apply(x, zeros([rows], { backend: be }))
+              const blocks = w.data.cast(dtype).requiresGrad_();
+              const x = zeros([m, cols], { backend: be, dtype }).requiresGrad_();
+              sg.bsrMatmul(x, blocks, w.layout, zeros([rows], { backend: be, dtype }))
                 .sum()
                 .backward();
               w.data.dispose();

@@ -8,7 +8,15 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { MatmulPrecision } from '@sparsegrad/core';
 import { type LayoutShape, orderBand } from '@sparsegrad/core/backend';
-import { type KernelConstants, type RouteContext, orderBandTokens, productRoute, sddmmRoute } from '../src/blocksparse-routes.ts';
+import {
+  type KernelConstants,
+  type RouteContext,
+  halfProductRoute,
+  halfSddmmRoute,
+  orderBandTokens,
+  productRoute,
+  sddmmRoute,
+} from '../src/blocksparse-routes.ts';
 import { type CudaTuning, DEFAULT_CUDA_TUNING } from '../src/tuning.ts';
 
 const constants: KernelConstants = {
@@ -50,6 +58,22 @@ test('32x32 on Hopper: TMA union tiles, fp32 FMA for highest, bf16 operands for 
   assert.is(kernel(W(1024, 4096, 32, 0.25), 'gradInput', 'medium', H100), 'bsr_tma_bf16_32'); // dX: 0.25 x 4096
   assert.is(kernel(W(1024, 4096, 32, 0.25), 'forward', 'medium', on(true, { bf16Union: 'on' })), 'bsr_tma_bf16_32');
   assert.is(kernel(W(4096, 1024, 32, 0.5), 'forward', 'medium', on(true, { bf16Union: 'off' })), 'bsr_tma_tf32_32');
+});
+
+test('bfloat16 tensors: the bf16 TMA tiles at any density below the dense route on Hopper 32x32, widened copies elsewhere; dW dense', () => {
+  const half = (layout: LayoutShape, product: 'forward' | 'gradInput', c: RouteContext) => {
+    const r = halfProductRoute(layout, product, c);
+    return r.route === 'union' ? r.kernel.name : r.route;
+  };
+  assert.is(half(W(1024, 4096, 32, 0.25), 'forward', H100), 'bsr_tma_bf16_bf16_32'); // 'medium' would take TF32 here
+  assert.is(half(W(4096, 1024, 32, 0.1), 'gradInput', H100), 'bsr_tma_bf16_bf16_32');
+  assert.is(half(W(4096, 1024, 32, 0.9), 'forward', H100), 'dense');
+  assert.is(half(W(4096, 1024, 32, 0.25), 'forward', A100), 'widened');
+  assert.is(half(W(4096, 1024, 64, 0.25), 'forward', H100), 'widened');
+  assert.is(half(W(4096, 1024, 32, 0.25), 'forward', on(true, { tma: false })), 'widened');
+  assert.is(halfSddmmRoute(W(4096, 1024, 32, 0.1), H100), 'dense');
+  assert.is(halfSddmmRoute(W(4096, 1024, 32, 0.1), on(true, { denseRoute: 'off' })), 'widened');
+  assert.is(halfSddmmRoute(W(32768, 32768, 32, 0.1), H100), 'widened'); // a 2 GiB dense temporary
 });
 
 test('32x32 off Hopper (or past the TMA kernels limit): mma.sync union tiles where they measured faster, else line kernels', () => {

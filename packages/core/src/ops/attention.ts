@@ -1,16 +1,16 @@
 /** Attention: its weights as one op (so that the [..., Tq, Tk] scores do not outlive it), and scaled dot-product attention. */
 import { record } from '../autograd/graph.ts';
 import { lowPrecision } from '../autocast.ts';
-import { type AttentionSpec, isFloating } from '../backend.ts';
+import { type AttentionOperand, type AttentionSpec, isFloating } from '../backend.ts';
 import { varying } from '../capture.ts';
 import { engine, noGrad } from '../engine.ts';
 import { roundTo } from '../half.ts';
 import { fmtShape, opError } from '../errors.ts';
 import { broadcastShapes } from '../shape.ts';
-import { empty, type Tensor } from '../tensor.ts';
+import { empty, type Tensor, viewOf } from '../tensor.ts';
 import { addFreeing, binaryKernel } from './elementwise.ts';
 import { matmul, matmulKernel } from './matmul.ts';
-import { asFlat, transpose } from './movement.ts';
+import { contiguous, transpose } from './movement.ts';
 import { dropout, softmaxKernel } from './nn.ts';
 import { checkFloat, checkNumber, checkTensors } from './util.ts';
 
@@ -109,9 +109,11 @@ export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, op
 }
 
 /**
- * Attention through the backend's fused kernels where they take the problem (no mask, no
- * dropout, q, k and v of one dtype and the same batch dims, the head sizes the kernels have);
- * null otherwise, and the caller composes it.
+ * Attention through the backend's fused kernels where they take the problem (no mask, q, k and v
+ * of one dtype and the same batch dims, the head sizes the kernels have); null otherwise, and the
+ * caller composes it. The kernels read q, k and v where they lie (heads split out of a projection
+ * are strided views) and write the output in q's memory order, so splitting and merging heads
+ * copies nothing.
  */
 function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: boolean, dropout: number): Tensor | null {
   const kernels = q.backend.fusedAttention;
@@ -120,6 +122,7 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: 
   if (k.rank !== q.rank || v.rank !== q.rank || k.shape.slice(0, -2).join() !== lead.join() || v.shape.slice(0, -2).join() !== lead.join()) return null;
   const spec: AttentionSpec = {
     batch: lead.reduce((a, b) => a * b, 1),
+    heads: lead.length > 0 ? lead[lead.length - 1] : 1,
     tq: q.shape[q.rank - 2],
     tk: k.shape[k.rank - 2],
     d: q.shape[q.rank - 1],
@@ -132,11 +135,13 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: 
   };
   if (spec.batch * spec.tq * spec.tk === 0 || !kernels.supports(spec, q.dtype)) return null;
   const op = 'scaledDotProductAttention';
-  const [qc, kc, vc] = [q, k, v].map(asFlat);
-  const out = empty([...lead, spec.tq, spec.dv], q.dtype, q.backend);
+  const ins = [q, k, v].map((t) => inPlace(op, t));
+  const out = emptyInOrderOf([...lead, spec.tq, spec.dv], q);
   const lse = empty([spec.batch, spec.tq], 'float32', q.backend);
-  const buffers = [qc, kc, vc, out, lse].map((t) => t.bufferFor(op));
-  const forward = () => kernels.forward(buffers[0], buffers[1], buffers[2], spec, buffers[3], buffers[4]);
+  const [oq, ok, ov] = ins.map((i) => i.operand);
+  const [oo] = [out].map((t) => inPlace(op, t).operand);
+  const lseBuffer = lse.bufferFor(op);
+  const forward = () => kernels.forward(oq, ok, ov, spec, oo, lseBuffer);
   if (dropout > 0) {
     // The key is drawn where dropout() would draw it, so the random stream stays the same (and,
     // in a captured step, drawn again for every replay; the backward pass reads it from spec).
@@ -145,28 +150,80 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: 
       forward();
     });
   } else forward();
-  for (const [c, t] of [
-    [qc, q],
-    [kc, k],
-    [vc, v],
-  ])
-    if (c !== t) c.dispose();
+  for (const i of ins) i.release();
   const recorded = record('flashAttention', [q, k, v], out, { spec, lse });
   if (!recorded.requiresGrad) lse.dispose();
   return recorded;
 }
 
-/** The gradients of a fused attention (the rule of 'flashAttention'): dq, dk, dv in the inputs' dtype. */
+/** The gradients of a fused attention (the rule of 'flashAttention'): dq, dk, dv in the inputs' dtype and memory order. */
 export function flashAttentionBackward(g: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): Tensor[] {
   const op = 'scaledDotProductAttention';
   const kernels = q.backend.fusedAttention!;
-  const ins = [q, k, v, out, g].map(asFlat);
-  const grads = [q, k, v].map((t) => empty(t.shape, t.dtype, t.backend));
-  const [bq, bk, bv, bo, bg, bl, dq, dk, dv] = [...ins, lse, ...grads].map((t) => t.bufferFor(op));
-  const backward = () => kernels.backward(bq, bk, bv, bo, bg, bl, spec, dq, dk, dv);
+  const ins = [q, k, v, out, g].map((t) => inPlace(op, t));
+  const grads = [q, k, v].map((t) => emptyInOrderOf(t.shape, t));
+  const [oq, ok, ov, oo, og] = ins.map((i) => i.operand);
+  const [dq, dk, dv] = grads.map((t) => inPlace(op, t).operand);
+  const lseBuffer = lse.bufferFor(op);
+  const backward = () => kernels.backward(oq, ok, ov, oo, og, lseBuffer, spec, dq, dk, dv);
   // With dropout the mask's key changes every step (see fusedAttention).
   if (spec.dropout > 0) varying(backward);
   else backward();
-  ins.forEach((c, i) => c !== [q, k, v, out, g][i] && c.dispose());
+  for (const i of ins) i.release();
   return grads;
+}
+
+/** Where t's heads lie as an AttentionOperand, or null if its layout is not one (see AttentionOperand). */
+function operandLayout(t: Tensor): Omit<AttentionOperand, 'buffer'> | null {
+  const r = t.rank;
+  const { shape, strides } = t;
+  if (shape[r - 1] > 1 && strides[r - 1] !== 1) return null;
+  const rowStride = shape[r - 2] > 1 ? strides[r - 2] : 0;
+  const headStride = r > 2 && shape[r - 3] > 1 ? strides[r - 3] : 0;
+  // The dims before the heads must collapse into one of stride batchStride.
+  let batchStride = 0;
+  let inner = 1;
+  for (let i = r - 4; i >= 0; i--) {
+    if (shape[i] > 1) {
+      const s = strides[i] / inner;
+      if (!Number.isInteger(s) || (batchStride !== 0 && s !== batchStride)) return null;
+      if (batchStride === 0 && inner > 1 && s !== 0) return null;
+      batchStride = s;
+    }
+    inner *= shape[i];
+  }
+  const layout = { offset: t.offset, batchStride, headStride, rowStride };
+  return Object.values(layout).every((x) => x % 8 === 0) ? layout : null;
+}
+
+/**
+ * t as a fused attention operand: in place where its layout is one, else a contiguous copy
+ * (release() frees the copy once the kernel is queued).
+ */
+function inPlace(op: string, t: Tensor): { operand: AttentionOperand; release(): void } {
+  const layout = operandLayout(t);
+  const c = layout ? t : contiguous(t);
+  const operand = { buffer: c.bufferFor(op), ...(layout ?? operandLayout(c)!) };
+  return { operand, release: () => c !== t && c.dispose() };
+}
+
+/**
+ * An uninitialised tensor of `shape` whose dims lie in memory in the order of like's (its last
+ * dim innermost): attention over [B, H, T, d] views of [B, T, H, d] projections writes its output
+ * and gradients as such views too, which merge back into [B, T, H d] without a copy.
+ */
+function emptyInOrderOf(shape: readonly number[], like: Tensor): Tensor {
+  const r = shape.length;
+  const order = [...Array(r - 1).keys()].sort((a, b) => like.strides[b] - like.strides[a] || a - b);
+  order.push(r - 1);
+  const strides = new Array<number>(r);
+  let s = 1;
+  for (let i = r - 1; i >= 0; i--) {
+    strides[order[i]] = s;
+    s *= shape[order[i]];
+  }
+  const flat = empty([s], like.dtype, like.backend);
+  const out = viewOf(flat, 'scaledDotProductAttention', shape, strides, 0);
+  flat.dispose();
+  return out;
 }

@@ -289,14 +289,23 @@ BSR_KERNELS(64, 128, 16, 8, 8, 16, 8, 8)
 // src/dense-route.ts, where cuBLAS outruns the block-sparse kernels): toDense writes every block
 // into the dense matrix (zeroed beforehand), otherwise every block is read from it. Block b lies
 // at block row rowIdx[b] and block column colIdx[b] (the layout's CSR order, as the block data).
-extern "C" __global__ void bsr_blocks_dense(float* blocks, float* dense, const int32_t* rowIdx, const int32_t* colIdx, uint32_t nnz, uint32_t bs,
-                                            uint32_t cols, int32_t toDense) {
+// E: float, or uint16_t for either 16-bit dtype (moved as bits).
+template <typename E>
+__device__ void blocksDense(E* blocks, E* dense, const int32_t* rowIdx, const int32_t* colIdx, uint32_t nnz, uint32_t bs, uint32_t cols, int32_t toDense) {
   const size_t per = (size_t)bs * bs, total = nnz * per;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
     const size_t b = i / per;
     const uint32_t e = (uint32_t)(i - b * per), r = e / bs, c = e - r * bs;
-    float* d = dense + ((size_t)rowIdx[b] * bs + r) * cols + (size_t)colIdx[b] * bs + c;
+    E* d = dense + ((size_t)rowIdx[b] * bs + r) * cols + (size_t)colIdx[b] * bs + c;
     if (toDense) *d = blocks[i];
     else blocks[i] = *d;
   }
+}
+extern "C" __global__ void bsr_blocks_dense(float* blocks, float* dense, const int32_t* rowIdx, const int32_t* colIdx, uint32_t nnz, uint32_t bs,
+                                            uint32_t cols, int32_t toDense) {
+  blocksDense(blocks, dense, rowIdx, colIdx, nnz, bs, cols, toDense);
+}
+extern "C" __global__ void bsr_blocks_dense_16(uint16_t* blocks, uint16_t* dense, const int32_t* rowIdx, const int32_t* colIdx, uint32_t nnz,
+                                               uint32_t bs, uint32_t cols, int32_t toDense) {
+  blocksDense(blocks, dense, rowIdx, colIdx, nnz, bs, cols, toDense);
 }

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include "async_mma.cuh"
 #include "common.cuh"
+#include "half.cuh"
 
 namespace {
 __device__ __forceinline__ uint32_t pack(float lo, float hi) {
@@ -24,14 +25,18 @@ extern "C" __global__ void f32_to_bf16(const float4* x, uint2* y, uint32_t n4) {
 }
 // 32x32 weight blocks to bf16, transposed within each block when `transpose` (dX reads W[r][c] as
 // [c][r] so that both products read k-contiguous rows). One thread per output pair.
-extern "C" __global__ void blocks_to_bf16(const float* w, uint32_t* y, uint32_t nnz, int transpose) {
+// blocks_bf16_to_bf16 does the same for bf16 blocks (their bf16 inputs), transposing only.
+template <typename S>
+__device__ void blocksToBf16(const S* w, uint32_t* y, uint32_t nnz, int transpose) {
   const uint32_t pairs = nnz * 32 * 16;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < pairs; i += gridDim.x * blockDim.x) {
     const uint32_t b = i / 512, row = (i / 16) % 32, col = (i % 16) * 2;  // output element (row, col), (row, col + 1)
-    const float* blk = w + (size_t)b * 1024;
-    y[i] = transpose ? pack(blk[col * 32 + row], blk[(col + 1) * 32 + row]) : pack(blk[row * 32 + col], blk[row * 32 + col + 1]);
+    const S* blk = w + (size_t)b * 1024;
+    y[i] = transpose ? pack(toF(blk[col * 32 + row]), toF(blk[(col + 1) * 32 + row])) : pack(toF(blk[row * 32 + col]), toF(blk[row * 32 + col + 1]));
   }
 }
+extern "C" __global__ void blocks_to_bf16(const float* w, uint32_t* y, uint32_t nnz, int transpose) { blocksToBf16(w, y, nnz, transpose); }
+extern "C" __global__ void blocks_bf16_to_bf16(const __nv_bfloat16* w, uint32_t* y, uint32_t nnz, int transpose) { blocksToBf16(w, y, nnz, transpose); }
 
 constexpr int TOKENS = 128, BS = 32, THREADS = 256, STAGES = 3;
 constexpr int LDW = 20;                  // 32-bit words per staged row: 16 (32 bf16) + 4 of padding

@@ -106,9 +106,10 @@ __device__ __forceinline__ void fmaConsumer(uint32_t base, uint32_t full, uint32
 // PENDING: groups of wgmma a consumer leaves in flight before releasing a stage. AREG: the
 // activation fragments go through registers (loaded once per step for every block) instead of
 // being read from shared memory by each instruction.
-template <int G, int S, int PENDING, bool AREG, bool BF, bool F32 = false>
+// O: the output's element type (float, or __nv_bfloat16 for bf16 tensors: rounded once at the store).
+template <int G, int S, int PENDING, bool AREG, bool BF, bool F32 = false, typename O = float>
 __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int32_t* unionPtr, const int32_t* unionIdx, const int32_t* unionBlk,
-                         const int32_t* unionRows, float* out, uint32_t m, uint32_t outCols, uint32_t band) {
+                         const int32_t* unionRows, O* out, uint32_t m, uint32_t outCols, uint32_t band) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using T = TmaShape<G, S, BF>;
   static_assert(!AREG || PENDING == 0, "register fragments are reloaded each step");
@@ -169,6 +170,7 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
       }
     }
   } else if constexpr (F32) {
+    static_assert(sizeof(O) == 4, "the fp32 kernel writes float32");
     fmaConsumer<T, S>(base, full, empty, steps, smemRaw, out, m, m0, outCols, unionRows, group);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
@@ -241,13 +243,15 @@ __device__ void tmaUnion(const CUtensorMap& act, const CUtensorMap& w, const int
 // fastest with the activations read by the instructions from shared memory and one group in
 // flight (0.39 vs 0.42 ms through registers), BF16 with them through registers (0.34 vs 0.35).
 // Both take 4 stages (192 KB in TF32); the fp32 kernel 2 (two CTAs per multiprocessor).
-#define TMA_KERNEL(NAME, G, S, P, AREG, BF, F32)                                                                                \
+// bf16_bf16 writes bf16 (the bf16 tensors of autocast), the others float32.
+#define TMA_KERNEL(NAME, G, S, P, AREG, BF, F32, O)                                                                                \
   extern "C" __global__ void __launch_bounds__(F32 ? F32_THREADS : THREADS, F32 ? 2 : 1) bsr_tma_##NAME##_32(const __grid_constant__ CUtensorMap act,        \
-      const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, const int32_t* ur, float* out, \
-      uint32_t m, uint32_t outCols, uint32_t band) { tmaUnion<G, S, P, AREG, BF, F32>(act, w, up, ui, ub, ur, out, m, outCols, band); }
-TMA_KERNEL(tf32, TC_GROUP, 4, 1, false, false, false)
-TMA_KERNEL(bf16, TC_GROUP, 4, 0, true, true, false)
-TMA_KERNEL(f32, 1, F32_STAGES, 0, false, false, true)
+      const __grid_constant__ CUtensorMap w, const int32_t* up, const int32_t* ui, const int32_t* ub, const int32_t* ur, O* out, \
+      uint32_t m, uint32_t outCols, uint32_t band) { tmaUnion<G, S, P, AREG, BF, F32, O>(act, w, up, ui, ub, ur, out, m, outCols, band); }
+TMA_KERNEL(tf32, TC_GROUP, 4, 1, false, false, false, float)
+TMA_KERNEL(bf16, TC_GROUP, 4, 0, true, true, false, float)
+TMA_KERNEL(bf16_bf16, TC_GROUP, 4, 0, true, true, false, __nv_bfloat16)
+TMA_KERNEL(f32, 1, F32_STAGES, 0, false, false, true, float)
 
 // For the host: group size of the tensor-core kernels, tokens per CTA, the most column blocks a
 // table may have, the dynamic shared memory of the TF32, BF16 and fp32 kernels, and the fp32

@@ -3,6 +3,7 @@
 // (128 bytes in fp32, 64 in bf16) is exactly one swizzle row. Used by blocksparse_tma.cu.
 #pragma once
 #include <cstdint>
+#include <cuda_bf16.h>
 
 template <bool BF>
 struct WgTypes {
@@ -92,6 +93,16 @@ __device__ __forceinline__ void storeTile(const float (&d)[16], float* out, uint
     const uint32_t col = col0 + 8 * j + 2 * (lane % 4);
     if (r < limit) *reinterpret_cast<float2*>(out + (size_t)(m0 + r) * outCols + col) = make_float2(d[4 * j], d[4 * j + 1]);
     if (r + 8 < limit) *reinterpret_cast<float2*>(out + (size_t)(m0 + r + 8) * outCols + col) = make_float2(d[4 * j + 2], d[4 * j + 3]);
+  }
+}
+// The same into bf16 (each value rounded to nearest even once).
+__device__ __forceinline__ void storeTile(const float (&d)[16], __nv_bfloat16* out, uint32_t outCols, uint32_t m0, int tileRow, int limit, uint32_t col0) {
+  const int lane = threadIdx.x % 32, r = tileRow + ((threadIdx.x / 32) % 4) * 16 + lane / 4;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const uint32_t col = col0 + 8 * j + 2 * (lane % 4);
+    if (r < limit) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)(m0 + r) * outCols + col) = __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]);
+    if (r + 8 < limit) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)(m0 + r + 8) * outCols + col) = __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
   }
 }
 #endif

@@ -3,7 +3,7 @@
  * and float16 heads of size 32, 64 or 128 with dv = d. Core composes every other case.
  */
 import type { DType } from '@sparsegrad/core';
-import { type AttentionSpec, DTYPE_BYTES, type FusedAttention, flatView, isHalf } from '@sparsegrad/core/backend';
+import { type AttentionOperand, type AttentionSpec, DTYPE_BYTES, type FusedAttention, isHalf } from '@sparsegrad/core/backend';
 import type { Args } from '../args.ts';
 import { type CudaHost, P, tname } from './host.ts';
 
@@ -15,16 +15,15 @@ const PAD = 8;
 /** Queries per backward step (attention.cu's BR). */
 const backwardRows = (d: number) => (d === 128 ? 32 : 64);
 
-/** Dynamic shared memory of the forward kernel: Qs and Ks [64][d+8], Vt [d][64+8]. */
-export const forwardShared = (d: number, dtype: DType) => (2 * BQ * (d + PAD) + d * (BK + PAD)) * DTYPE_BYTES[dtype];
-/** Of the backward kernel: K, V, K^T, Q, Q^T, dO, dO^T, dS tiles and two float rows. */
+/** Dynamic shared memory of the forward kernel: Qs [64][d+8], K and V tiles [64][d+8] in two buffers each. */
+export const forwardShared = (d: number, dtype: DType) => (BQ + 4 * BK) * (d + PAD) * DTYPE_BYTES[dtype];
+/** Of the backward kernel: K and V [64][d+8], Q and dO tiles [BR][d+8] in two buffers each, dS [BR][64+8]. */
 export function backwardShared(d: number, dtype: DType): number {
   const br = backwardRows(d);
-  const elements = 2 * BK * (d + PAD) + d * (BK + PAD) + 2 * (br * (d + PAD) + d * (br + PAD)) + br * (BK + PAD);
-  return elements * DTYPE_BYTES[dtype] + 2 * br * 4;
+  return ((2 * BK + 4 * br) * (d + PAD) + br * (BK + PAD)) * DTYPE_BYTES[dtype];
 }
 
-/** The problem's arguments, the last of both kernels': lengths, scale, causal flag and dropout. */
+/** The problem's arguments, the last of both kernels' (after heads): lengths, scale, causal flag and dropout. */
 const problem = (a: Args, spec: AttentionSpec): Args =>
   a
     .i32(spec.tq)
@@ -38,6 +37,9 @@ const problem = (a: Args, spec: AttentionSpec): Args =>
 export function attentionKernels(h: CudaHost): FusedAttention {
   const { args, launch, alloc, free } = h;
   const name = (part: string, spec: AttentionSpec, dtype: DType) => `attn_${part}_${tname(dtype)}_${spec.d}`;
+  /** An operand's start (its offset applied) and its Heads struct (attention.cu), for Args. */
+  const start = (o: AttentionOperand) => P(o.buffer) + o.offset * DTYPE_BYTES[o.buffer.dtype];
+  const layout = (o: AttentionOperand) => new Uint8Array(Int32Array.of(o.batchStride, o.headStride, o.rowStride).buffer);
   return {
     supports: (spec, dtype) =>
       h.tuning().fusedAttention &&
@@ -47,32 +49,44 @@ export function attentionKernels(h: CudaHost): FusedAttention {
       spec.batch <= 65535 &&
       (!spec.causal || spec.tq === spec.tk),
     forward(q, k, v, spec, out, lse) {
+      const a = args.reset();
+      for (const o of [q, k, v, out]) a.ptr(start(o));
+      a.ptr(P(lse));
+      for (const o of [q, k, v, out]) a.raw(layout(o), 4);
       launch(
         'scaledDotProductAttention',
-        name('fwd', spec, q.dtype),
+        name('fwd', spec, q.buffer.dtype),
         [Math.ceil(spec.tq / BQ), spec.batch, 1],
         128,
-        problem(args.reset().ptr(P(q)).ptr(P(k)).ptr(P(v)).ptr(P(out)).ptr(P(lse)), spec),
-        forwardShared(spec.d, q.dtype),
+        problem(a.i32(spec.heads), spec),
+        forwardShared(spec.d, q.buffer.dtype),
       );
     },
     backward(q, k, v, out, dout, lse, spec, dq, dk, dv) {
       const op = 'scaledDotProductAttention';
+      const dtype = q.buffer.dtype;
       const rows = spec.batch * spec.tq;
       const dsum = alloc(rows, 'float32');
-      launch(op, name('bwd_dot', spec, q.dtype), [h.blocksFor(rows, 8), 1, 1], 256, args.reset().ptr(P(out)).ptr(P(dout)).ptr(P(dsum)).i32(rows));
-      // dQ gathers every key block's share by float32 atomics, then takes q's dtype.
-      const dq32 = alloc(rows * spec.d, 'float32');
-      h.backend().fill(dq32, rows * spec.d, 0);
       launch(
         op,
-        name('bwd', spec, q.dtype),
-        [Math.ceil(spec.tk / BK), spec.batch, 1],
-        128,
-        problem(args.reset().ptr(P(q)).ptr(P(k)).ptr(P(v)).ptr(P(dout)).ptr(P(lse)).ptr(P(dsum)).ptr(P(dq32)).ptr(P(dk)).ptr(P(dv)), spec),
-        backwardShared(spec.d, q.dtype),
+        name('bwd_dot', spec, dtype),
+        [h.blocksFor(rows, 8), 1, 1],
+        256,
+        args.reset().ptr(start(out)).ptr(start(dout)).ptr(P(dsum)).raw(layout(out), 4).raw(layout(dout), 4).i32(spec.heads).i32(spec.tq).i32(rows),
       );
-      h.backend().copy(flatView(dq32, rows * spec.d), flatView(dq, rows * spec.d));
+      // dQ gathers every key block's share by float32 atomics, then takes q's dtype (and layout).
+      const dq32 = alloc(rows * spec.d, 'float32');
+      h.backend().fill(dq32, rows * spec.d, 0);
+      const a = args.reset();
+      for (const o of [q, k, v, dout]) a.ptr(start(o));
+      a.ptr(P(lse)).ptr(P(dsum)).ptr(P(dq32)).ptr(start(dk)).ptr(start(dv));
+      for (const o of [q, k, v, dout, dk, dv]) a.raw(layout(o), 4);
+      launch(op, name('bwd', spec, dtype), [Math.ceil(spec.tk / BK), spec.batch, 1], 128, problem(a.i32(spec.heads), spec), backwardShared(spec.d, dtype));
+      const shape = [spec.batch / spec.heads, spec.heads, spec.tq, spec.d];
+      h.backend().copy(
+        { buffer: dq32, shape, strides: [spec.heads * spec.tq * spec.d, spec.tq * spec.d, spec.d, 1], offset: 0 },
+        { buffer: dq.buffer, shape, strides: [dq.batchStride, dq.headStride, dq.rowStride, 1], offset: dq.offset },
+      );
       free(dq32);
       free(dsum);
     },

@@ -14,7 +14,9 @@ import {
   transposedLayout,
   unionGroupsLongestFirst,
   waveSplits,
+  widened,
   type BackendBuffer,
+  DTYPE_BYTES,
 } from '@sparsegrad/core/backend';
 import type { CudaBuffer } from '../allocator.ts';
 import {
@@ -23,6 +25,8 @@ import {
   type SddmmRoute,
   type UnionKernel,
   orderBandTokens,
+  halfProductRoute,
+  halfSddmmRoute,
   productRoute,
   sddmmRoute,
 } from '../blocksparse-routes.ts';
@@ -56,7 +60,8 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
 
   /**
    * Forward (act = x) or dX (act = dY) on a union-tile kernel that reads k-contiguous weight rows:
-   * dX passes the blocks transposed, and bf16 kernels get bf16 copies of both operands. TMA
+   * dX passes the blocks transposed, and bf16 kernels get bf16 copies of float32 operands (`half`:
+   * act, blocks and out are bfloat16 already, and only dX's blocks are copied, transposed). TMA
    * kernels read their operands through tensor maps, the others through pointers.
    */
   function launchUnionTiles(
@@ -68,6 +73,7 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
     m: number,
     out: BackendBuffer,
     k: UnionKernel,
+    half = false,
   ): void {
     const forward = product === 'forward';
     const [actCols, outCols] = forward ? [layout.cols, layout.rows] : [layout.rows, layout.cols];
@@ -86,7 +92,18 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
     };
     let a = act;
     let w = blocks;
-    if (k.bf16) {
+    if (half) {
+      if (!forward) {
+        w = temp(layout.nnzBlocks * 1024 * 2);
+        h.launch(
+          op,
+          'blocks_bf16_to_bf16',
+          [h.blocksFor(layout.nnzBlocks * 512), 1, 1],
+          THREADS,
+          h.args.reset().ptr(blocks).ptr(w).u32(layout.nnzBlocks).i32(1),
+        );
+      }
+    } else if (k.bf16) {
       const actBf = temp(m * actCols * 2);
       const wBf = temp(layout.nnzBlocks * 1024 * 2);
       h.launch(
@@ -267,9 +284,10 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
   }
 
   const dense = denseRoute({
-    alloc: (size) => h.alloc(size, 'float32'),
+    alloc: (size, dtype) => h.alloc(size, dtype),
     free: (b) => h.free(b),
-    fill: (out, size, value) => h.backend().fill(out, size, value),
+    // Zero is zero bits in every dtype; 16-bit buffers are whole words (allocator).
+    zero: (b, size) => h.addon.memset32(P(b), 0, Math.ceil((size * DTYPE_BYTES[b.dtype]) / 4)),
     matmul: (...a) => h.backend().matmul(...a),
     blocksDense(op, blocks, d, layout, toDense) {
       const size = layout.nnzBlocks * layout.blockSize ** 2;
@@ -277,7 +295,7 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
       const idx = indexBuffers(layout);
       h.launch(
         op,
-        'bsr_blocks_dense',
+        blocks.dtype === 'float32' ? 'bsr_blocks_dense' : 'bsr_blocks_dense_16',
         [h.blocksFor(size), 1, 1],
         THREADS,
         h.args
@@ -370,10 +388,40 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
     h.launch(op, k.name, [lines, tokenTiles(op, m, k.tokens), 1], 128, a, k.smem);
   }
 
+  /**
+   * A bfloat16 forward or dX (BF16_KERNELS): natively where halfProductRoute says so, else the
+   * float32 route on widened copies, in 'medium' (exact on bf16 operands, as core's fallback).
+   */
+  function halfProduct(
+    op: string,
+    kind: 'forward' | 'gradInput',
+    act: BackendBuffer,
+    blocks: BackendBuffer,
+    layout: BlockLayout,
+    m: number,
+    out: BackendBuffer,
+  ): void {
+    const route = halfProductRoute(layout, kind, routeContext());
+    if (route.route === 'dense') (kind === 'forward' ? dense.forward : dense.gradInput)(act, blocks, layout, m, out, 'medium');
+    else if (route.route === 'union') launchUnionTiles(op, kind, P(act), P(blocks), layout, m, out, route.kernel, true);
+    else widened(h.backend(), (c) => product(op, kind, c.in(act), c.in(blocks), layout, m, c.out(out), 'medium'));
+  }
+
   return {
-    bsrMatmul: (x, blocks, layout, m, out, precision) => product('bsrMatmul', 'forward', x, blocks, layout, m, out, precision),
-    bsrMatmulGradInput: (dy, blocks, layout, m, out, precision) => product('bsrMatmulGradInput', 'gradInput', dy, blocks, layout, m, out, precision),
+    bsrMatmul(x, blocks, layout, m, out, precision) {
+      if (x.dtype === 'bfloat16') halfProduct('bsrMatmul', 'forward', x, blocks, layout, m, out);
+      else product('bsrMatmul', 'forward', x, blocks, layout, m, out, precision);
+    },
+    bsrMatmulGradInput(dy, blocks, layout, m, out, precision) {
+      if (dy.dtype === 'bfloat16') halfProduct('bsrMatmulGradInput', 'gradInput', dy, blocks, layout, m, out);
+      else product('bsrMatmulGradInput', 'gradInput', dy, blocks, layout, m, out, precision);
+    },
     bsrSddmm(dy, x, layout, m, out, precision) {
+      if (dy.dtype === 'bfloat16') {
+        if (halfSddmmRoute(layout, routeContext()) === 'dense') dense.sddmm(dy, x, layout, m, out, 'medium');
+        else widened(h.backend(), (c) => this.bsrSddmm(c.in(dy), c.in(x), layout, m, c.out(out), 'medium'));
+        return;
+      }
       const route = sddmmRoute(layout, precision, routeContext());
       if (route.route === 'dense') return dense.sddmm(dy, x, layout, m, out, precision);
       if (!route.transpose) return sddmmKernels(P(dy), P(x), layout, m, P(out), route);

@@ -2,9 +2,9 @@
  * Fills, random numbers, copies (flat, tiled transposes, strided, float4) and the elementwise ops
  * (native/kernels/elementwise.cu). Op codes are positions in UNARY_OPS / BINARY_OPS.
  */
-import type { Backend } from '@sparsegrad/core';
+import { type Backend, isFloating } from '@sparsegrad/core';
 import { type BinaryOp, DTYPE_BYTES, type RandomSpec, type UnaryOp, type View } from '@sparsegrad/core/backend';
-import { float4Layout, outputOperand, stridedLayout, transposeGrid, viewOperand } from '../layout.ts';
+import { outputOperand, stridedLayout, transposeGrid, vectorLayout, viewOperand } from '../layout.ts';
 import { type CudaHost, P, THREADS, tname } from './host.ts';
 
 // Op codes of the elementwise kernels: positions in these lists are the cases of the switch
@@ -24,6 +24,8 @@ export const UNARY_OPS: readonly UnaryOp[] = [
   'geluTanhGrad',
   'geluErfGrad',
 ];
+/** The casts with 4-element kernels (copy_<from>_<to>x4), by dtype names. */
+const VECTOR_COPIES = new Set(['f32_f32', 'f32_bf16', 'bf16_f32', 'bf16_bf16', 'f32_f16', 'f16_f32', 'f16_f16']);
 export const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
 const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
 /** The random kernels' kind codes (native/kernels/elementwise.cu, randomBody). */
@@ -60,11 +62,12 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
         launch('copy', 'transpose_32', tiles, THREADS, args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(L.n, L.shape, L.flat, L.ops));
         return;
       }
-      const v4 = src.buffer.dtype === 'float32' && dst.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
+      const [from, to] = [tname(src.buffer.dtype), tname(dst.buffer.dtype)];
+      const v4 = VECTOR_COPIES.has(`${from}_${to}`) ? vectorLayout(L) : undefined;
       const V = v4 ?? L;
       launch(
         'copy',
-        v4 ? 'copy_f32x4' : `copy_${tname(src.buffer.dtype)}_${tname(dst.buffer.dtype)}`,
+        v4 ? (from === 'f32' && to === 'f32' ? 'copy_f32x4' : `copy_${from}_${to}x4`) : `copy_${from}_${to}`,
         [blocksFor(V.n), 1, 1],
         THREADS,
         args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(V.n, V.shape, V.flat, V.ops),
@@ -73,11 +76,11 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
 
     unary(op, x, out) {
       const L = stridedLayout(op, x.shape, [outputOperand(x.shape), viewOperand(x)]);
-      const v4 = x.buffer.dtype === 'float32' ? float4Layout(L) : undefined;
+      const v4 = isFloating(x.buffer.dtype) ? vectorLayout(L) : undefined;
       const V = v4 ?? L;
       launch(
         op,
-        v4 ? 'unary_f32x4' : `unary_${tname(x.buffer.dtype)}`,
+        `unary_${tname(x.buffer.dtype)}${v4 ? 'x4' : ''}`,
         [blocksFor(V.n), 1, 1],
         THREADS,
         args.reset().ptr(P(x.buffer)).ptr(P(out)).i32(UNARY_OPS.indexOf(op)).strided(V.n, V.shape, V.flat, V.ops),
@@ -88,9 +91,10 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
       const shape = views[0].shape;
       const dtype = views[0].buffer.dtype;
       const L = stridedLayout(op, shape, [outputOperand(shape), ...views.map(viewOperand)]);
-      const v4 = dtype === 'float32' ? float4Layout(L) : undefined;
       // float32 and integers compare into float32 (compare_*); 16-bit floats take float32 scalars.
-      const kernel = v4 ? 'binary_f32x4' : dtype === 'float32' ? 'binary_f32' : `${COMPARISONS.has(op) ? 'compare' : 'binary'}_${tname(dtype)}`;
+      const compare = COMPARISONS.has(op) && dtype !== 'float32';
+      const v4 = isFloating(dtype) && !compare ? vectorLayout(L) : undefined;
+      const kernel = `${compare ? 'compare' : 'binary'}_${tname(dtype)}${v4 ? 'x4' : ''}`;
       const scalars = (typeof a === 'number' ? 1 : 0) | (typeof b === 'number' ? 2 : 0);
       const s = (v: View | number) => (typeof v === 'number' ? v : 0);
       args
