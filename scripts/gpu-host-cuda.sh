@@ -62,6 +62,11 @@ for part in $parts; do
     mixed)
       SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 npx tsx scripts/run-tests.ts dtypes attention capture kernel-names > "$OUT/mixed-tests.log" 2>&1
       summary+=("mixed tests: $(tail -1 "$OUT/mixed-tests.log")")
+      for tool in memcheck racecheck; do
+        SPARSEGRAD_SANITIZE=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 200 /usr/local/cuda/bin/compute-sanitizer --tool $tool --target-processes all --report-api-errors no \
+          --error-exitcode 9 npx tsx scripts/run-tests.ts attention dtypes > "$OUT/mixed-sanitize-$tool.log" 2>&1
+        summary+=("compute-sanitizer $tool (attention, dtypes): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/mixed-sanitize-$tool.log" | sort | uniq -c | tr '\n' ' ')")
+      done
       (npx tsx scripts/interop/write-checkpoint.ts "$OUT/interop" && python3 scripts/interop/check_safetensors.py "$OUT/interop" \
         && npx tsx scripts/interop/read-torch-half.ts "$OUT/interop") > "$OUT/interop.log" 2>&1
       summary+=("interop: exit $?")

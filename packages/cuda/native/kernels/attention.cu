@@ -161,7 +161,8 @@ __device__ void forwardBody(const E* q, const E* k, const E* v, E* o, float* lse
   E* Ks = Qs + BQ * LD;  // [2][BK][LD]
   E* Vs = Ks + 2 * TILE;  // [2][BK][LD]
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int head = blockIdx.y, q0 = blockIdx.x * BQ;
+  // Causal: the query blocks with the most key tiles (the last) start first, shortening the tail.
+  const int head = blockIdx.y, q0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * BQ;
   q += headStart(lq, head, heads);
   k += headStart(lk, head, heads);
   v += headStart(lv, head, heads);
