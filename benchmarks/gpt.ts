@@ -4,7 +4,7 @@
  * to 32x32 block-sparse when density < 1. Mirrored by benchmarks/torch_gpt_step.py.
  */
 import { autocast, captureStep, crossEntropy, manualSeed, tensor, tidy, type HalfDType, type Tensor } from '@sparsegrad/core';
-import { AdamW, BlockSparseModelPatcher, GPT, clipGradNorm } from '@sparsegrad/nn';
+import { AdamW, BlockSparseModelPatcher, GPT, type GPTConfig, clipGradNorm } from '@sparsegrad/nn';
 
 export const GPT_SEQ = 256;
 export const GPT_VOCAB = 200;
@@ -16,13 +16,37 @@ export interface GptStep {
 }
 
 /**
- * `lowPrecision`: the forward and loss under autocast to that dtype (float32 masters, as
- * torch.autocast); `capture`: the step recorded and replayed by captureStep after its warm-up.
+ * nanoGPT's shakespeare_char model (issue 26's benchmark): 6 layers, 6 heads, 384 wide, 65
+ * characters, dropout 0.2, no biases, exact GELU, tied embeddings; batch 64 of 256 characters.
  */
-export async function createGptStep(batch: number, density: number, lowPrecision: HalfDType | false = false, capture = false): Promise<GptStep> {
-  const [seq, vocab] = [GPT_SEQ, GPT_VOCAB];
+export const NANOGPT: GPTConfig = {
+  vocabSize: 65,
+  seqLen: 256,
+  dModel: 384,
+  heads: 6,
+  layers: 6,
+  dropout: 0.2,
+  bias: false,
+  gelu: 'none',
+  tieEmbeddings: true,
+  initStd: 0.02,
+};
+
+/**
+ * `lowPrecision`: the forward and loss under autocast to that dtype (float32 masters, as
+ * torch.autocast); `capture`: the step recorded and replayed by captureStep after its warm-up;
+ * `config`: the model (this file's 512-wide GPT by default, or e.g. NANOGPT).
+ */
+export async function createGptStep(
+  batch: number,
+  density: number,
+  lowPrecision: HalfDType | false = false,
+  capture = false,
+  config: GPTConfig = { vocabSize: GPT_VOCAB, seqLen: GPT_SEQ, dModel: 512, heads: 8, layers: 6 },
+): Promise<GptStep> {
+  const [seq, vocab] = [config.seqLen, config.vocabSize];
   manualSeed(0);
-  const model = new GPT({ vocabSize: vocab, seqLen: seq, dModel: 512, heads: 8, layers: 6 });
+  const model = new GPT(config);
   if (density < 1) await new BlockSparseModelPatcher().addPattern(String.raw`layers\.[0-9]+\.mlp\.fc[12]`, { density, blockSize: 32 }).patchModel(model);
   const opt = new AdamW(model.parameters(), { lr: 1e-3 });
   const tokens = Int32Array.from({ length: batch * (seq + 1) }, (_, i) => (i * 7919) % vocab);

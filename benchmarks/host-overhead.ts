@@ -4,7 +4,7 @@
  * argument packing, but nothing launches. On the GPU host the GPT step with tensor cores is bound
  * by this cost (docs/benchmarks.md), so it can be profiled and cut on any machine:
  *
- *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium|bf16|fp16] [--densities 1,0.25]
+ *   npx tsx benchmarks/host-overhead.ts [--precision highest|high|medium|bf16|fp16] [--densities 1,0.25] [--model gpt|nanogpt]
  *   node --cpu-prof --import tsx benchmarks/host-overhead.ts
  *
  * With --real (GPU host) the real addon runs underneath, each of its calls timed on the host, so
@@ -18,7 +18,7 @@ import { setBackend, setFloat32MatmulPrecision, type MatmulPrecision } from '@sp
 import { registerBackend } from '@sparsegrad/core/backend';
 import { createCudaBackend } from '../packages/cuda/src/backend.ts';
 import { loadAddon, type Addon } from '../packages/cuda/src/native.ts';
-import { createGptStep } from './gpt.ts';
+import { NANOGPT, createGptStep } from './gpt.ts';
 import { median, usPerChainedOp, warmUp } from './util.ts';
 
 let next = 4096;
@@ -69,6 +69,8 @@ const { values } = parseArgs({
     real: { type: 'boolean', default: false },
     kernels: { type: 'boolean', default: false },
     densities: { type: 'string', default: '1,0.25' },
+    // gpt: benchmarks/gpt.ts's step (batch 32); nanogpt: issue 26's nanoGPT model (batch 64).
+    model: { type: 'string', default: 'gpt' },
   },
 });
 /** Device time per queued item (--kernels): event pairs of the current step, by label. */
@@ -135,7 +137,7 @@ async function deviceTimes(gpt: { run(): Promise<unknown> }): Promise<void> {
 
 console.log(`chain of 1000 small adds: ${(await usPerChainedOp(5)).toFixed(2)} us per op`);
 for (const density of values.densities.split(',').map(Number)) {
-  const gpt = await createGptStep(32, density, lowPrecision);
+  const gpt = values.model === 'nanogpt' ? await createGptStep(64, density, lowPrecision, false, NANOGPT) : await createGptStep(32, density, lowPrecision);
   await warmUp(() => gpt.run());
   const host: number[] = [];
   const before = queued;
@@ -148,7 +150,7 @@ for (const density of values.densities.split(',').map(Number)) {
     wall.push(r.wall);
   }
   console.log(
-    `GPT step (6 layers, d512, batch 32 x 256), ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time${values.real ? ` (wall ${median(wall).toFixed(2)} ms)` : ''}, ${(queued - before) / 10} launches`,
+    `${values.model === 'nanogpt' ? 'nanoGPT step (6 layers, d384, batch 64 x 256)' : 'GPT step (6 layers, d512, batch 32 x 256)'}, ${density < 1 ? `MLPs at density ${density}` : 'dense'}: ${median(host).toFixed(2)} ms of host time${values.real ? ` (wall ${median(wall).toFixed(2)} ms)` : ''}, ${(queued - before) / 10} launches`,
   );
   if (values.real) {
     const rows = [...inAddon].sort((a, b) => b[1].ms - a[1].ms);

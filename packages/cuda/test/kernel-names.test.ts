@@ -12,17 +12,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as sg from '@sparsegrad/core';
-import {
-  BlockSparseMatrix,
-  adamSteps,
-  captureStep,
-  keep,
-  manualSeed,
-  setBackend,
-  setFloat32MatmulPrecision,
-  zeros,
-  type Backend,
-} from '@sparsegrad/core';
+import { BlockSparseMatrix, adamSteps, captureStep, keep, manualSeed, setBackend, setFloat32MatmulPrecision, zeros, type Backend } from '@sparsegrad/core';
 import { AdamW, GPT } from '@sparsegrad/nn';
 import { BINARY_OPS, REDUCE_OPS, UNARY_OPS, createCudaBackend } from '../src/backend.ts';
 import { Args } from '../src/args.ts';
