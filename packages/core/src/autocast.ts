@@ -21,14 +21,16 @@ export function autocast<T>(dtype: HalfDType | false, fn: () => T): T {
   if (dtype !== false && !isHalf(dtype)) {
     throw opError('autocast', `dtype must be 'bfloat16', 'float16' or false, got ${DTYPES.includes(dtype) ? `'${dtype}'` : String(dtype)}`);
   }
-  const prev = engine.autocast;
+  const [prev, prevCasts] = [engine.autocast, engine.autocastCasts];
   engine.autocast = dtype || null;
+  engine.autocastCasts = dtype ? new WeakMap() : null;
   try {
     const result = fn();
     if (result instanceof Promise) throw opError('autocast', 'the function returned a Promise; autocast regions must be synchronous');
     return result;
   } finally {
     engine.autocast = prev;
+    engine.autocastCasts = prevCasts;
   }
 }
 
@@ -41,8 +43,29 @@ export function autocastDtype(): HalfDType | null {
 export function lowPrecision<T extends (Tensor | null | undefined)[]>(...ts: T): T {
   const dtype = engine.autocast;
   if (!dtype) return ts;
-  return ts.map((t) => (t && isFloating(t.dtype) ? to(t, dtype) : t)) as T;
+  return ts.map((t) => (t && isFloating(t.dtype) ? castOnce(t, dtype) : t)) as T;
 }
+
+/**
+ * t in `dtype`, cast once per autocast region for an op's output: the query, key and value
+ * projections of one layer-norm output read one cast, not three (and backward converts one
+ * gradient, summed in the 16-bit dtype, as the compiled PyTorch graph's one cast does). Leaves
+ * (parameters) are cast at every use, as torch.autocast does for tensors it does not cache: an
+ * optimizer step may update them in place between two uses, an op output is never written again.
+ * A cast is reused only while it is alive and t still has the storage it was cast from.
+ */
+function castOnce(t: Tensor, dtype: HalfDType): Tensor {
+  const casts = engine.autocastCasts;
+  if (t.dtype === dtype || !casts || t.isLeaf) return to(t, dtype);
+  const hit = casts.get(t);
+  if (hit && !hit.isDisposed && castFrom.get(hit) === t.storageFor('autocast').serial) return hit;
+  const cast = to(t, dtype);
+  casts.set(t, cast);
+  castFrom.set(cast, t.storageFor('autocast').serial);
+  return cast;
+}
+/** The serial of the storage each cached cast was made from. */
+const castFrom = new WeakMap<Tensor, number>();
 
 /** Under autocast: 16-bit operands of an op that runs in float32 converted to float32 (unchanged otherwise). */
 export function fullPrecision<T extends (Tensor | null | undefined)[]>(...ts: T): T {

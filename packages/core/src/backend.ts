@@ -117,7 +117,10 @@ export type BinaryOp =
   | 'lt'
   | 'le'
   | 'gt'
-  | 'ge';
+  | 'ge'
+  /** b times the derivative of GELU at a: the backward of gelu (a its input, b the output's gradient), float only. */
+  | 'geluTanhBackward'
+  | 'geluErfBackward';
 
 export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax' | 'argmin';
 

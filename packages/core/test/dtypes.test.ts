@@ -457,6 +457,37 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
     assertThrows(() => sg.autocast('float32' as never, () => 0), /autocast: dtype must be 'bfloat16', 'float16' or false, got 'float32'/);
   });
 
+  test('autocast casts an op output once for all its products, parameters at every use', async () => {
+    const [bsz, d] = [4, 16];
+    for (const dtype of held()) {
+      sg.manualSeed(seed);
+      const w = sg.randn([d, d], { backend, std: 0.3, requiresGrad: true });
+      const x = sg.randn([bsz, d], { backend, requiresGrad: true });
+      const inputs: Tensor[] = [];
+      const loss = sg.autocast(dtype, () => {
+        const h = x.mul(2);
+        const [y1, y2] = [sg.linear(h, w), sg.linear(h, w)];
+        inputs.push(...y1.gradNode!.inputs, ...y2.gradNode!.inputs);
+        return y1.add(y2.mul(0.5)).sum();
+      });
+      assert.is(inputs[0], inputs[2], 'one cast of h serves both products');
+      assert.is.not(inputs[1], inputs[3], 'the weight is cast at each use');
+      loss.backward();
+      // dL/dx = 2 (1 + 0.5) (column sums of the rounded weight), each product's share rounded.
+      const wv = Float64Array.from(await w.cast(dtype).toArray());
+      const colSums = Float64Array.from({ length: bsz * d }, (_, i) => [...Array(d).keys()].reduce((s, j) => s + wv[j * d + (i % d)], 0));
+      const colMags = Float64Array.from({ length: bsz * d }, (_, i) => [...Array(d).keys()].reduce((s, j) => s + Math.abs(wv[j * d + (i % d)]), 0));
+      assertHalf(
+        await x.grad!.toArray(),
+        colSums.map((v) => 3 * v),
+        dtype,
+        'dL/dx through one cast',
+        4,
+        colMags.map((v) => 3 * v),
+      );
+    }
+  });
+
   test.run();
 }
 

@@ -128,6 +128,8 @@ export const BINARY_WGSL: Record<BinaryOp, string> = {
   le: 'CMP(a <= b)',
   gt: 'CMP(a > b)',
   ge: 'CMP(a >= b)',
+  geluTanhBackward: 'b * gtg(a)',
+  geluErfBackward: 'b * (0.5 * (1.0 + erf1(a * 0.7071067811865476)) + a * 0.3989422804014327 * exp(-0.5 * a * a))',
 };
 
 /** The counter-based generator of core's random.ts, bit for bit. */

@@ -128,8 +128,9 @@ export const gradRules: Record<string, GradRule> = {
   tanh: rule('values', true, (g, _node, out) => [mul(g, binaryKernel('sub', 1, mul(out, out)))]),
   sigmoid: rule('values', true, (g, _node, out) => [mul(g, mul(out, binaryKernel('sub', 1, out)))]),
   relu: rule('values', false, (g, node) => [mul(g, gt(node.inputs[0], 0))]),
-  geluTanh: rule('values', false, unaryDerivative('geluTanhGrad')),
-  geluErf: rule('values', false, unaryDerivative('geluErfGrad')),
+  // One kernel each (g times the derivative), not the derivative and a product.
+  geluTanh: rule('values', false, (g, node) => [binaryKernel('geluTanhBackward', node.inputs[0], g)]),
+  geluErf: rule('values', false, (g, node) => [binaryKernel('geluErfBackward', node.inputs[0], g)]),
   clamp: rule('values', false, (g, node) => {
     const x = node.inputs[0];
     const { min, max } = node.attrs as { min?: number; max?: number };

@@ -40,6 +40,8 @@ const BINARY: Record<BinaryOp, string> = {
   le: 'a <= b ? 1 : 0',
   gt: 'a > b ? 1 : 0',
   ge: 'a >= b ? 1 : 0',
+  geluTanhBackward: 'b * M.geluTanhGrad(a)',
+  geluErfBackward: 'b * M.geluErfGrad(a)',
 };
 
 /**

@@ -80,6 +80,8 @@ __device__ float binaryF(int op, float a, float b) {
     case 10: return a <= b;  // le
     case 11: return a > b;  // gt
     case 12: return a >= b;  // ge
+    case 13: return b * unaryF(11, a);  // geluTanhBackward
+    case 14: return b * unaryF(12, a);  // geluErfBackward
   }
   return 0.f;
 }
@@ -110,6 +112,8 @@ __device__ double binaryI(int op, int32_t a, int32_t b) {
     case 10: return a <= b;  // le
     case 11: return a > b;  // gt
     case 12: return a >= b;  // ge
+    case 13: return 0;  // geluTanhBackward (float only: core never asks for it on int32)
+    case 14: return 0;  // geluErfBackward
   }
   return 0;
 }

@@ -26,7 +26,23 @@ export const UNARY_OPS: readonly UnaryOp[] = [
 ];
 /** The casts with 4-element kernels (copy_<from>_<to>x4), by dtype names. */
 const VECTOR_COPIES = new Set(['f32_f32', 'f32_bf16', 'bf16_f32', 'bf16_bf16', 'f32_f16', 'f16_f32', 'f16_f16']);
-export const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+export const BINARY_OPS: readonly BinaryOp[] = [
+  'add',
+  'sub',
+  'mul',
+  'div',
+  'pow',
+  'maximum',
+  'minimum',
+  'eq',
+  'ne',
+  'lt',
+  'le',
+  'gt',
+  'ge',
+  'geluTanhBackward',
+  'geluErfBackward',
+];
 const COMPARISONS = new Set<BinaryOp>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
 /** The random kernels' kind codes (native/kernels/elementwise.cu, randomBody). */
 const RANDOM_KINDS: readonly RandomSpec['kind'][] = ['uniform', 'normal', 'keep'];

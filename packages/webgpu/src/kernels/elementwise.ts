@@ -207,7 +207,7 @@ export function elementwiseKernels(h: KernelHost): Pick<Backend, 'fill' | 'rando
         // WGSL pow is undefined for negative bases; match IEEE pow for integral exponents.
         expr = 'select(pow(abs(a), b) * select(1.0, -1.0, (abs(b) % 2.0) == 1.0), pow(a, b), a >= 0.0 || fract(b) != 0.0)';
       }
-      elementwise(op, `b|${op}`, [a, b], [t, t], out, expr);
+      elementwise(op, `b|${op}`, [a, b], [t, t], out, expr, op.startsWith('gelu') ? `${ERF}\n${GELU_TANH_GRAD}` : '');
     },
     where(cond, a, b, out) {
       elementwise(
