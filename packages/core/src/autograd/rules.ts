@@ -6,7 +6,6 @@
  * run with recording disabled inside a tidy scope, so temporaries are freed as soon as each rule
  * returns.
  */
-import type { UnaryOp } from '../backend.ts';
 import { zeros } from '../creation.ts';
 import { add, binaryKernel, castKernel, div, eq, gt, lt, mul, neg, sign, unaryKernel, where } from '../ops/elementwise.ts';
 import { bsrKernel, bsrSddmmKernel } from '../ops/blocksparse.ts';
@@ -61,10 +60,6 @@ function keepDims(g: Tensor, inShape: readonly number[], axes: readonly number[]
     g,
     inShape.map((d, i) => (axes.includes(i) ? 1 : d)),
   );
-}
-
-function unaryDerivative(op: UnaryOp) {
-  return (g: Tensor, node: GradNode): Grads => [mul(g, unaryKernel(op, node.inputs[0]))];
 }
 
 /** Half the gradient to each side on ties, as PyTorch does for maximum/minimum. */
