@@ -366,6 +366,9 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     near(await std(linear('layers.0.attention.output').weight), 0.01, 'attention.output (residual)');
     near(await std(init.tokenEmbedding.weight), 0.02, 'embedding');
     assert.equal([...new Set(await linear('layers.0.mlp.fc1').bias!.toArray())], [0]);
+    // Each parameter holds its buffer alone (the draws are not kept alive), so optimizer steps
+    // update it in place and captureStep can record them.
+    for (const [name, p] of init.namedParameters()) assert.ok(p.ownsBuffer, `${name} owns its buffer after the initialisation`);
     // Patching a tied head unties it, says so, and leaves the embedding (which it shared) intact.
     const warnings: string[] = [];
     await new BlockSparseModelPatcher().addPattern('^head$', { density: 0.5, blockSize: 16 }).patchModel(copy, { warn: (w) => warnings.push(w) });

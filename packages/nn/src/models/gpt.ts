@@ -67,12 +67,18 @@ export class GPT extends Module {
   /** GPT-2's initialisation (see GPTConfig.initStd), drawn from the current seed in module order. */
   private initGpt2(std: number): void {
     const residual = std / Math.sqrt(2 * this.config.layers);
+    // Each parameter takes over its draw's buffer alone (the draw is disposed): a buffer shared with
+    // a live tensor would make every optimizer step out of place, and captureStep refuse the step.
+    const set = (p: Tensor, value: Tensor) => {
+      p.assign(value);
+      value.dispose();
+    };
     for (const [path, m] of this.namedModules()) {
       if (m instanceof Linear) {
-        m.weight.assign(randn(m.weight.shape, { std: /(^|\.)(attention\.output|mlp\.fc2)$/.test(path) ? residual : std }));
-        m.bias?.assign(zeros(m.bias.shape));
+        set(m.weight, randn(m.weight.shape, { std: /(^|\.)(attention\.output|mlp\.fc2)$/.test(path) ? residual : std }));
+        if (m.bias) set(m.bias, zeros(m.bias.shape));
       } else if (m instanceof Embedding) {
-        m.weight.assign(randn(m.weight.shape, { std }));
+        set(m.weight, randn(m.weight.shape, { std }));
       }
     }
   }
