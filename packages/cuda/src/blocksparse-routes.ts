@@ -69,11 +69,25 @@ const OP_NAMES: Record<BsrProduct, string> = { forward: 'bsrMatmul', gradInput: 
 const KERNEL_KINDS: Record<BsrProduct, string> = { forward: 'forward', gradInput: 'grad_input', sddmm: 'sddmm' };
 
 function checkBlockSize(product: BsrProduct, blockSize: number): void {
-  if (!FP32_TOKENS[blockSize]) throw new Error(`cuda: ${OP_NAMES[product]}: no kernel for ${blockSize}x${blockSize} blocks (expected 16, 32 or 64)`);
+  if (!FP32_TOKENS[blockSize])
+    throw new Error(`cuda: ${OP_NAMES[product]}: no kernel for ${blockSize}x${blockSize} blocks (16, 32 and 64 have kernels; 128 runs on a dense copy of W)`);
+}
+
+/**
+ * 128x128 blocks have no kernels of their own yet (issue 27): every product runs on a dense copy
+ * (dense-route.ts), within its temporary's bound; past it an Error says so.
+ */
+function denseFor128(layout: LayoutShape, product: BsrProduct, c: RouteContext): boolean {
+  if (layout.blockSize !== 128 || c.tuning.denseRoute === 'off') return false;
+  if (layout.rows * layout.cols * 4 > MAX_DENSE_BYTES)
+    throw new Error(
+      `cuda: ${OP_NAMES[product]}: 128x128 blocks run on a dense copy of W (no kernel of their own yet), which for W [${layout.rows}, ${layout.cols}] would exceed ${MAX_DENSE_BYTES / 2 ** 30} GiB`,
+    );
+  return true;
 }
 
 export function productRoute(layout: LayoutShape, product: 'forward' | 'gradInput', precision: MatmulPrecision, c: RouteContext): ProductRoute {
-  if (takesDenseRoute(layout, product, precision, c.tuning.denseRoute)) return { route: 'dense' };
+  if (denseFor128(layout, product, c) || takesDenseRoute(layout, product, precision, c.tuning.denseRoute)) return { route: 'dense' };
   checkBlockSize(product, layout.blockSize);
   const forward = product === 'forward';
   // 64x64 blocks with tensor cores on Hopper run the 32x32 TMA kernels on their quadrants (a split
@@ -178,7 +192,7 @@ function lineKernel(product: BsrProduct, bs: number, precision: MatmulPrecision,
  */
 export type HalfProductRoute = { route: 'dense' } | { route: 'union'; kernel: UnionKernel } | { route: 'widened' };
 export function halfProductRoute(layout: LayoutShape, product: 'forward' | 'gradInput', c: RouteContext): HalfProductRoute {
-  if (takesDenseRoute(layout, product, 'medium', c.tuning.denseRoute)) return { route: 'dense' };
+  if (denseFor128(layout, product, c) || takesDenseRoute(layout, product, 'medium', c.tuning.denseRoute)) return { route: 'dense' };
   const { tma } = c.constants;
   const actCols = product === 'forward' ? layout.cols : layout.rows;
   if (!c.hopper || layout.blockSize !== 32 || !c.tuning.tma || actCols / 32 > tma.maxSteps) return { route: 'widened' };
@@ -197,7 +211,7 @@ export function halfSddmmRoute(layout: LayoutShape, c: RouteContext): 'dense' | 
 }
 
 export function sddmmRoute(layout: LayoutShape, precision: MatmulPrecision, c: RouteContext): SddmmRoute {
-  if (takesDenseRoute(layout, 'sddmm', precision, c.tuning.denseRoute)) return { route: 'dense' };
+  if (denseFor128(layout, 'sddmm', c) || takesDenseRoute(layout, 'sddmm', precision, c.tuning.denseRoute)) return { route: 'dense' };
   checkBlockSize('sddmm', layout.blockSize);
   const transpose = sddmmTransposes(layout, precision, c);
   if (useSddmmTile(layout, precision, c)) return { route: 'tile', transpose };

@@ -287,11 +287,11 @@ function tidyBackward(f: () => sg.Tensor): void {
 }
 
 /** The block-sparse trio (forward, dX, dW) on every route: block sizes, densities, token counts, precisions and bfloat16 tensors. */
-function everyBlockSparseRoute(be: Backend): void {
+function everyBlockSparseRoute(be: Backend, blockSizes: readonly number[]): void {
   for (const precision of ['highest', 'high', 'medium', 'bfloat16'] as const) {
     const dtype = precision === 'bfloat16' ? 'bfloat16' : 'float32';
     if (precision !== 'bfloat16') setFloat32MatmulPrecision(precision);
-    for (const blockSize of [16, 32, 64]) {
+    for (const blockSize of blockSizes) {
       for (const density of [0.05, 0.25, 0.5, 0.9]) {
         for (const [rows, cols] of [
           [1024, 256],
@@ -349,7 +349,8 @@ test('every kernel the backend launches is in the fatbins', async () => {
       everyHalfOp(withHalfFallback(be));
       await capturedSteps(be);
     }
-    everyBlockSparseRoute(be);
+    // 128x128 blocks have no kernels yet: with the dense route off they are an Error (routes.test.ts).
+    everyBlockSparseRoute(be, tuning.denseRoute === 'off' ? [16, 32, 64] : [16, 32, 64, 128]);
   }
   const missing = [...launched].filter((n) => !compiled.has(n)).sort();
   assert.equal(missing, [], `kernels launched by src/ but absent from native/ (of ${launched.size} launched)`);

@@ -76,6 +76,18 @@ test('bfloat16 tensors: the bf16 TMA tiles at any density below the dense route 
   assert.is(halfSddmmRoute(W(32768, 32768, 32, 0.1), H100), 'widened'); // a 2 GiB dense temporary
 });
 
+test('128x128 blocks: a dense copy of W for every product and dtype, an Error past its bound or with the dense route off', () => {
+  assert.is(kernel(W(4096, 1024, 128, 0.1), 'forward', 'highest', H100), 'dense');
+  assert.is(kernel(W(4096, 1024, 128, 0.1), 'gradInput', 'high', A100), 'dense');
+  assert.is(sddmmRoute(W(4096, 1024, 128, 0.1), 'medium', H100).route, 'dense');
+  assert.is(halfProductRoute(W(4096, 1024, 128, 0.1), 'forward', H100).route, 'dense');
+  assert.throws(
+    () => productRoute(W(32768, 16384, 128, 0.1), 'forward', 'high', H100),
+    /bsrMatmul: 128x128 blocks run on a dense copy of W .* would exceed 1 GiB/,
+  );
+  assert.throws(() => productRoute(W(4096, 1024, 128, 0.1), 'forward', 'high', on(true, { denseRoute: 'off' })), /no kernel for 128x128 blocks/);
+});
+
 test('32x32 off Hopper (or past the TMA kernels limit): mma.sync union tiles where they measured faster, else line kernels', () => {
   assert.is(kernel(W(4096, 1024, 32, 0.5), 'forward', 'high', A100), 'bsr_union_tf32_32');
   assert.is(kernel(W(4096, 1024, 32, 0.25), 'gradInput', 'high', A100), 'bsr_union_tf32_32');
@@ -122,9 +134,9 @@ test('SDDMM: the 2-D tile kernel for fp32 32x32 on Hopper, on W^T for tall layou
 test('unsupported block sizes name the product and the sizes there are', () => {
   assert.throws(
     () => productRoute(W(1024, 1024, 8, 0.1), 'gradInput', 'highest', H100),
-    /cuda: bsrMatmulGradInput: no kernel for 8x8 blocks \(expected 16, 32 or 64\)/,
+    /cuda: bsrMatmulGradInput: no kernel for 8x8 blocks \(16, 32 and 64 have kernels; 128 runs on a dense copy of W\)/,
   );
-  assert.throws(() => sddmmRoute(W(1024, 1024, 128, 0.1), 'highest', H100), /cuda: bsrSddmm: no kernel for 128x128 blocks/);
+  assert.throws(() => sddmmRoute(W(1024, 1024, 128, 0.1), 'highest', on(true, { denseRoute: 'off' })), /cuda: bsrSddmm: no kernel for 128x128 blocks/);
 });
 
 test('work-order bands: 2048 tokens for lines of 4 blocks or more, else the plain order', () => {

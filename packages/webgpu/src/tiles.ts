@@ -79,6 +79,8 @@ export function bsrShape(bs: number): GemmShape {
   // of workgroup memory per multiply-add where 8 x 4 read 1.5: 3-4% faster forward and dX on an
   // H100 (density 0.5: 2.23 -> 2.16 ms forward, 2.26 -> 2.17 dX) than 128 threads of 8 x 4 with a
   // k-step of 16; a k-step of 16 with 8 x 8 lost 10%.
+  // 128x128 blocks (not tuned yet): 64 tokens x one block, 8 x 8 outputs per thread (128 threads).
+  if (bs === 128) return { wm: 8, wn: 16, tm: 8, tn: 8, bk: 8 };
   return bs === 16 ? { wm: 32, wn: 4, tm: 8, tn: 4, bk: 8 } : bs === 32 ? { wm: 16, wn: 4, tm: 8, tn: 8, bk: 8 } : { wm: 16, wn: 8, tm: 8, tn: 8, bk: 8 };
 }
 
@@ -127,6 +129,8 @@ export function useUnionTiles(blockSize: number, liveFraction: () => number, mod
  */
 export function sddmmShape(bs: number, blocksPerRow = Infinity): GemmShape {
   if (bs === 32 && blocksPerRow < 5) return { wm: 4, wn: 16, tm: 8, tn: 4, bk: 8 };
+  // 128x128 blocks (not tuned yet): one block per workgroup, 8 x 8 outputs per thread (256 threads).
+  if (bs === 128) return { wm: 16, wn: 16, tm: 8, tn: 8, bk: 8 };
   return bs === 16 ? { wm: 4, wn: 32, tm: 4, tn: 4, bk: 8 } : bs === 32 ? { wm: 8, wn: 16, tm: 4, tn: 8, bk: 8 } : { wm: 8, wn: 16, tm: 8, tn: 8, bk: 8 };
 }
 

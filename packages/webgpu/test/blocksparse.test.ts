@@ -35,7 +35,7 @@ function nanTail(a: Float32Array, n: number): Float32Array {
     // Fresh inputs every run (SPARSEGRAD_TEST_SEED repeats one); the seed is in every failure message.
     const seed = testSeed();
     manualSeed(seed);
-    for (const bs of [16, 32, 64]) {
+    for (const bs of [16, 32, 64, 128]) {
       // 17 block rows and 5 block columns: partial union groups at every block size. 304 tokens
       // for 32x32 blocks: a multiple of the SDDMM's k-step, which then loads without k checks.
       const [nr, nc, m] = [17, 5, bs === 32 ? 304 : 301];

@@ -1,7 +1,7 @@
 import type { BlockLayout } from '../backend.ts';
 import { opError } from '../errors.ts';
 
-export const BLOCK_SIZES = [16, 32, 64] as const;
+export const BLOCK_SIZES = [16, 32, 64, 128] as const;
 
 export function checkBlockGeometry(op: string, rows: number, cols: number, blockSize: number): void {
   if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) {

@@ -219,6 +219,9 @@ export function blockSparseKernels(ctx: GpuContext, host: BlockSparseHost): Pick
     const bs = layout.blockSize;
     const shape = fit(tuned(`union${forward ? '' : 'GradInput'}${bs}`, ctx.tuning.tiles) ?? unionShape(forward));
     const width = tileCols(shape);
+    // A union tile holds whole blocks: blocks wider than it (128x128 in dX's 64-wide tile) always
+    // take the one-block-wide tiles, even where the tuning forces union tiles on.
+    if (width % bs !== 0) return false;
     const group = width / bs;
     // The table is built (and uploaded) only where union tiles may run: 16x16 blocks, or forced.
     let cached: ReturnType<typeof unionTable> | undefined;
