@@ -29,6 +29,11 @@ export interface CudaTuning {
   cublasLt: boolean;
   /** The fused attention kernels where they fit (else core composes attention). */
   fusedAttention: boolean;
+  /**
+   * The attention backward's dQ: gathered by float32 atomics in the dK / dV kernel ('atomic'), or
+   * computed by a kernel of its own that walks the keys per query block ('separate', no atomics).
+   */
+  attentionDq: 'atomic' | 'separate';
   /** Every new buffer filled with NaN, so that an output element a kernel fails to write shows (tests). */
   poison: boolean;
 }
@@ -45,6 +50,7 @@ export const DEFAULT_CUDA_TUNING: Readonly<CudaTuning> = Object.freeze({
   denseRoute: 'auto',
   cublasLt: true,
   fusedAttention: true,
+  attentionDq: 'atomic',
   poison: false,
 });
 
@@ -52,6 +58,6 @@ const MODE = ['auto', 'on', 'off'] as const;
 
 /** One tuning entry from its text (benchmarks' `--variants key=value`): booleans as 0/1, modes and numbers as written. */
 export function parseTuning(key: string, value: string): Partial<CudaTuning> {
-  const modes = { union: MODE, bf16Union: MODE, sddmmTranspose: MODE, denseRoute: MODE };
+  const modes = { union: MODE, bf16Union: MODE, sddmmTranspose: MODE, denseRoute: MODE, attentionDq: ['atomic', 'separate'] as const };
   return parseTuningEntry({ backend: 'cuda', defaults: DEFAULT_CUDA_TUNING, modes, integers: ['bandTiles'] }, key, value);
 }

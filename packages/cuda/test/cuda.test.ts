@@ -6,7 +6,17 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BlockSparseMatrix, backends, manualSeed, matmul, setFloat32MatmulPrecision, tensor, type Backend, type MatmulPrecision } from '@sparsegrad/core';
+import {
+  BlockSparseMatrix,
+  backends,
+  manualSeed,
+  matmul,
+  scaledDotProductAttention,
+  setFloat32MatmulPrecision,
+  tensor,
+  type Backend,
+  type MatmulPrecision,
+} from '@sparsegrad/core';
 import { buildLayout, layoutDensity } from '@sparsegrad/core/backend';
 import '@sparsegrad/cuda';
 import type { CudaBackend, CudaTuning } from '@sparsegrad/cuda';
@@ -401,6 +411,44 @@ if (status?.available) {
       clearInterval(timer);
       assert.ok(ticks > 0, `the event loop ran ${ticks} times while ~20 large products computed`);
     });
+
+  onGpu("attention's dQ without atomics (attentionDq 'separate') equals the atomic form, on strided heads, causal or not, with dropout", async () => {
+    const seed = testSeed();
+    for (const [b, t, h, d, causal, p] of [
+      [2, 77, 3, 64, true, 0],
+      [1, 130, 2, 32, false, 0.2],
+      [2, 45, 2, 128, true, 0.1],
+    ] as const) {
+      const what = `B ${b}, T ${t}, ${h} heads, d ${d}${causal ? ', causal' : ''}, dropout ${p}`;
+      // q, k, v: [B, H, T, d] views of [B, T, H, d] tensors, as MultiHeadAttention makes them.
+      const leaf = (s: number) =>
+        tensor(Float32Array.from(randomArray(b * t * h * d, s)), [b, t, h, d], { backend: be, dtype: 'bfloat16', requiresGrad: true });
+      const leaves = [leaf(seed + 1), leaf(seed + 2), leaf(seed + 3)];
+      const dout = tensor(Float32Array.from(randomArray(b * h * t * d, seed + 4)), [b, h, t, d], { backend: be, dtype: 'bfloat16' });
+      const run = async (attentionDq: CudaTuning['attentionDq']) => {
+        const previous = (be as CudaBackend).setTuning({ attentionDq });
+        try {
+          for (const l of leaves) l.grad = null;
+          manualSeed(seed);
+          const [q, k, v] = leaves.map((l) => l.permute(0, 2, 1, 3));
+          const out = scaledDotProductAttention(q, k, v, { causal, dropout: p });
+          assert.is(out.gradNode?.op, 'flashAttention', `${what}: the fused kernels ran`);
+          out.backward(dout);
+          return Promise.all([out, ...leaves.map((l) => l.grad!)].map((x) => x.toArray()));
+        } finally {
+          (be as CudaBackend).setTuning(previous);
+        }
+      };
+      const [atomic, separate] = [await run('atomic'), await run('separate')];
+      assert.equal(Array.from(separate[0]), Array.from(atomic[0]), `${what}: the same forward`);
+      // dK and dV: the same kernel body (bit for bit); dQ: summed in another order, so within bf16 rounding.
+      assert.equal(Array.from(separate[2]), Array.from(atomic[2]), `${what}: dK`);
+      assert.equal(Array.from(separate[3]), Array.from(atomic[3]), `${what}: dV`);
+      const scale = Math.max(...Array.from(atomic[1], Math.abs));
+      const worst = Math.max(...Array.from(separate[1], (x, i) => Math.abs(x - atomic[1][i])));
+      assert.ok(worst <= 2 ** -7 * scale, `${what}: dQ differs by ${worst} (largest |dQ| ${scale})`);
+    }
+  });
 
   onGpu('bad kernel input is reported, not a crash', async () => {
     await assertRejects(async () => {

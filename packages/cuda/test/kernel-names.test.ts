@@ -153,9 +153,11 @@ const props: DeviceProperties = {
  * dropout runs; AdamW): every span's update must launch exactly the kernels it recorded, which the
  * stand-in's graphSetKernel checks against the captured nodes, with their arguments' packings.
  */
+let recordings = 0;
 async function capturedSteps(be: Backend): Promise<void> {
-  registerBackend({ name: 'cuda-recording', priority: -1, create: () => be });
-  await setBackend('cuda-recording');
+  const name = `cuda-recording-${recordings++}`;
+  registerBackend({ name, priority: -1, create: () => be });
+  await setBackend(name);
   try {
     const model = new GPT({ vocabSize: 20, seqLen: 16, dModel: 64, heads: 2, layers: 1, dropout: 0.1 });
     const opt = new AdamW(model.parameters(), { lr: 1e-3 });
@@ -333,6 +335,7 @@ const VARIANTS: Partial<CudaTuning>[] = [
   { bandTiles: 4 },
   { denseRoute: 'off' },
   { denseRoute: 'on' },
+  { attentionDq: 'separate' },
 ];
 
 test('every kernel the backend launches is in the fatbins', async () => {
@@ -349,6 +352,7 @@ test('every kernel the backend launches is in the fatbins', async () => {
       everyHalfOp(withHalfFallback(be));
       await capturedSteps(be);
     }
+    if (tuning.attentionDq) await capturedSteps(be); // the attention backward's other kernels
     // 128x128 blocks have no kernels yet: with the dense route off they are an Error (routes.test.ts).
     everyBlockSparseRoute(be, tuning.denseRoute === 'off' ? [16, 32, 64] : [16, 32, 64, 128]);
   }
@@ -384,6 +388,8 @@ test('every kernel the backend launches is in the fatbins', async () => {
     'layer_norm_',
     'scatter_add_',
     'adam_step_list',
+    'attn_bwd_dq_',
+    'attn_bwd_kv_',
   ]) {
     assert.ok(
       [...launched].some((n) => n.startsWith(family)),

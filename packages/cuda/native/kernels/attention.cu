@@ -283,7 +283,8 @@ __device__ void dotBody(const E* o, const E* dout, float* dsum, Heads lo, Heads 
 // grid (ceil(tk / 64), batch), 128 threads; BR queries per step (64, or 32 for D = 128 to stay in
 // registers). dq32 (float32, zeroed) receives scale dS K by atomics. Dynamic shared memory: K and V
 // [64][D+8], Q and dO tiles [BR][D+8] in two buffers each, dS [BR][64+8].
-template <typename E, int D, int BR>
+// DQ false: dK and dV only (dQ comes from attn_bwd_dq, without atomics).
+template <typename E, int D, int BR, bool DQ = true>
 __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, const float* lse, const float* dsum, float* dq32, E* dk, E* dv,
                              Heads lq, Heads lk, Heads lv, Heads ldo, Heads ldk, Heads ldv, int heads, int tq, int tk, float scale, int causal,
                              Dropout drop) {
@@ -363,7 +364,7 @@ __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, 
             const float pj = masked ? 0.f : exp2f(p[j][e] * c - lse[query] * LOG2E);
             p[j][e] = pj * z;                                     // the dropped weights, for dV
             dp[j][e] = masked ? 0.f : pj * (dp[j][e] * z - dsum[query]);  // dS^T
-            dSs[ql * (BK + PAD) + 16 * w + g + 8 * (e >> 1)] = fromF<E>(dp[j][e]);
+            if constexpr (DQ) dSs[ql * (BK + PAD) + 16 * w + g + 8 * (e >> 1)] = fromF<E>(dp[j][e]);
           }
         }
 #pragma unroll
@@ -382,6 +383,7 @@ __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, 
             mma<E>(dK[2 * n + 1], sa, b + 2);
           }
         }
+        if constexpr (!DQ) return;
         __syncthreads();  // dS complete
         float dq[COLS][4];
 #pragma unroll
@@ -422,6 +424,116 @@ __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, 
     }
   }
 }
+
+// dQ without atomics (FlashAttention-2's backward split in two): a block of 4 warps takes 64
+// queries, as the forward does, and walks the key tiles recomputing P = exp(scale Q K^T - lse) and
+// dP = dO V^T, then dQ += scale dS K with dS = P (dP - D); each query's dQ is written once, in q's
+// dtype and layout. grid (ceil(tq / 64), batch), 128 threads; dynamic shared memory: Qs and dOs
+// [64][D+8], then K and V tiles [64][D+8] in two buffers each. Against dQ gathered by float32
+// atomics in the dK / dV kernel it recomputes S and dP (7 products per tile pair instead of 5).
+template <typename E, int D>
+__device__ void dqBody(const E* q, const E* k, const E* v, const E* dout, const float* lse, const float* dsum, E* dq, Heads lq, Heads lk, Heads lv,
+                       Heads ldo, Heads ldq, int heads, int tq, int tk, float scale, int causal, Dropout drop) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int LD = D + PAD, TILE = BK * LD;
+  E* Qs = reinterpret_cast<E*>(smem);
+  E* dOs = Qs + BQ * LD;
+  E* Ks = dOs + BQ * LD;  // [2][BK][LD]
+  E* Vs = Ks + 2 * TILE;  // [2][BK][LD]
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int head = blockIdx.y, q0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * BQ;
+  q += headStart(lq, head, heads);
+  dout += headStart(ldo, head, heads);
+  k += headStart(lk, head, heads);
+  v += headStart(lv, head, heads);
+  lse += (size_t)head * tq;
+  dsum += (size_t)head * tq;
+  const float c = scale * LOG2E;
+  const int rows[2] = {q0 + 16 * w + g, q0 + 16 * w + g + 8};
+  float rowLse[2], rowD[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    rowLse[r] = rows[r] < tq ? lse[rows[r]] * LOG2E : 0.f;
+    rowD[r] = rows[r] < tq ? dsum[rows[r]] : 0.f;
+  }
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  uint32_t qa[D / 16][4], da[D / 16][4];
+  const int tiles = causal ? min((tk + BK - 1) / BK, (q0 + BQ - 1) / BK + 1) : (tk + BK - 1) / BK;
+  cpAsyncPipeline<2>(
+      tiles,
+      [&](int kt) {
+        if (kt == 0) {
+          stageRows<E, D>(Qs, q + (size_t)q0 * lq.row, lq.row, BQ, tq - q0);
+          stageRows<E, D>(dOs, dout + (size_t)q0 * ldo.row, ldo.row, BQ, tq - q0);
+        }
+        const int k0 = kt * BK;
+        stageRows<E, D>(Ks + (kt & 1) * TILE, k + (size_t)k0 * lk.row, lk.row, BK, tk - k0);
+        stageRows<E, D>(Vs + (kt & 1) * TILE, v + (size_t)k0 * lv.row, lv.row, BK, tk - k0);
+      },
+      [&](int kt) {
+        if (kt == 0) {
+#pragma unroll
+          for (int s = 0; s < D / 16; s++) {
+            loadA(qa[s], Qs, LD, 16 * w, 16 * s, lane);
+            loadA(da[s], dOs, LD, 16 * w, 16 * s, lane);
+          }
+        }
+        const int k0 = kt * BK;
+        const E* Kt = Ks + (kt & 1) * TILE;
+        const E* Vt = Vs + (kt & 1) * TILE;
+        float sc[BK / 8][4], dp[BK / 8][4];
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) sc[j][e] = dp[j][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+          for (int j = 0; j < BK / 16; j++) {
+            uint32_t b[4];
+            loadB2(b, Kt, LD, 16 * j, 16 * kk, lane);
+            mma<E>(sc[2 * j], qa[kk], b);
+            mma<E>(sc[2 * j + 1], qa[kk], b + 2);
+            loadB2(b, Vt, LD, 16 * j, 16 * kk, lane);
+            mma<E>(dp[2 * j], da[kk], b);
+            mma<E>(dp[2 * j + 1], da[kk], b + 2);
+          }
+        }
+        // dS = P (dP z - D), P recomputed from the log-sum-exp (0 where masked).
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int key = k0 + 8 * j + 2 * t + (e & 1), r = e >> 1, query = rows[r];
+            const bool masked = query >= tq || key >= tk || (causal && key > query);
+            const float p = masked ? 0.f : exp2f(sc[j][e] * c - rowLse[r]);
+            sc[j][e] = masked ? 0.f : p * (dp[j][e] * drop(query, key) - rowD[r]);
+          }
+        }
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+          uint32_t sa[4];
+          accToA<E>(sa, sc[2 * kk], sc[2 * kk + 1]);
+#pragma unroll
+          for (int n = 0; n < D / 16; n++) {
+            uint32_t b[4];
+            loadB2T(b, Kt, LD, 16 * kk, 16 * n, lane);
+            mma<E>(acc[2 * n], sa, b);
+            mma<E>(acc[2 * n + 1], sa, b + 2);
+          }
+        }
+      });
+  dq += headStart(ldq, head, heads);
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    if (rows[r] >= tq) continue;
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+      *reinterpret_cast<uint32_t*>(dq + (size_t)rows[r] * ldq.row + 8 * n + 2 * t) = pack2<E>(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+  }
+}
 }  // namespace
 
 // Arguments: the operands, their Heads layouts, heads, then the problem (attention.ts's `problem`).
@@ -443,6 +555,21 @@ __device__ void backwardBody(const E* q, const E* k, const E* v, const E* dout, 
     const Dropout drop{p, keepScale, key, blockIdx.y * (uint32_t)tq * (uint32_t)tk, (uint32_t)tk};                                \
     backwardBody<E, D, D == 128 ? 32 : 64>(q, k, v, dout, lse, dsum, dq32, dk, dv, lq, lk, lv, ldo, ldk, ldv, heads, tq, tk, scale, \
                                            causal, drop);                                                                          \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(128)                                                                                \
+      attn_bwd_kv_##NAME##_##D(const E* q, const E* k, const E* v, const E* dout, const float* lse, const float* dsum, E* dk, E* dv, \
+                               Heads lq, Heads lk, Heads lv, Heads ldo, Heads ldk, Heads ldv, int heads, int tq, int tk, float scale, \
+                               int causal, float p, uint32_t key, float keepScale) {                                               \
+    const Dropout drop{p, keepScale, key, blockIdx.y * (uint32_t)tq * (uint32_t)tk, (uint32_t)tk};                                \
+    backwardBody<E, D, D == 128 ? 32 : 64, false>(q, k, v, dout, lse, dsum, nullptr, dk, dv, lq, lk, lv, ldo, ldk, ldv, heads, tq, tk, \
+                                                  scale, causal, drop);                                                            \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(128)                                                                                \
+      attn_bwd_dq_##NAME##_##D(const E* q, const E* k, const E* v, const E* dout, const float* lse, const float* dsum, E* dq,      \
+                               Heads lq, Heads lk, Heads lv, Heads ldo, Heads ldq, int heads, int tq, int tk, float scale, int causal, \
+                               float p, uint32_t key, float keepScale) {                                                           \
+    const Dropout drop{p, keepScale, key, blockIdx.y * (uint32_t)tq * (uint32_t)tk, (uint32_t)tk};                                \
+    dqBody<E, D>(q, k, v, dout, lse, dsum, dq, lq, lk, lv, ldo, ldq, heads, tq, tk, scale, causal, drop);                          \
   }
 ATTENTION(bf16, __nv_bfloat16, 32)
 ATTENTION(bf16, __nv_bfloat16, 64)

@@ -17,11 +17,13 @@ const backwardRows = (d: number) => (d === 128 ? 32 : 64);
 
 /** Dynamic shared memory of the forward kernel: Qs [64][d+8], K and V tiles [64][d+8] in two buffers each. */
 export const forwardShared = (d: number, dtype: DType) => (BQ + 4 * BK) * (d + PAD) * DTYPE_BYTES[dtype];
-/** Of the backward kernel: K and V [64][d+8], Q and dO tiles [BR][d+8] in two buffers each, dS [BR][64+8]. */
-export function backwardShared(d: number, dtype: DType): number {
+/** Of the backward kernel: K and V [64][d+8], Q and dO tiles [BR][d+8] in two buffers each, dS [BR][64+8] (with dQ). */
+export function backwardShared(d: number, dtype: DType, withDq = true): number {
   const br = backwardRows(d);
-  return ((2 * BK + 4 * br) * (d + PAD) + br * (BK + PAD)) * DTYPE_BYTES[dtype];
+  return ((2 * BK + 4 * br) * (d + PAD) + (withDq ? br * (BK + PAD) : 0)) * DTYPE_BYTES[dtype];
 }
+/** Of the dQ kernel (attentionDq 'separate'): Qs and dOs [64][d+8], K and V tiles [64][d+8] in two buffers each. */
+export const dqShared = (d: number, dtype: DType) => (2 * BQ + 4 * BK) * (d + PAD) * DTYPE_BYTES[dtype];
 
 /** The problem's arguments, the last of both kernels' (after heads): lengths, scale, causal flag and dropout. */
 const problem = (a: Args, spec: AttentionSpec): Args =>
@@ -74,6 +76,27 @@ export function attentionKernels(h: CudaHost): FusedAttention {
         256,
         args.reset().ptr(start(out)).ptr(start(dout)).ptr(P(dsum)).raw(layout(out), 4).raw(layout(dout), 4).i32(spec.heads).i32(spec.tq).i32(rows),
       );
+      if (h.tuning().attentionDq === 'separate') {
+        const kv = args.reset();
+        for (const o of [q, k, v, dout]) kv.ptr(start(o));
+        kv.ptr(P(lse)).ptr(P(dsum)).ptr(start(dk)).ptr(start(dv));
+        for (const o of [q, k, v, dout, dk, dv]) kv.raw(layout(o), 4);
+        launch(
+          op,
+          name('bwd_kv', spec, dtype),
+          [Math.ceil(spec.tk / BK), spec.batch, 1],
+          128,
+          problem(kv.i32(spec.heads), spec),
+          backwardShared(spec.d, dtype, false),
+        );
+        const a = args.reset();
+        for (const o of [q, k, v, dout]) a.ptr(start(o));
+        a.ptr(P(lse)).ptr(P(dsum)).ptr(start(dq));
+        for (const o of [q, k, v, dout, dq]) a.raw(layout(o), 4);
+        launch(op, name('bwd_dq', spec, dtype), [Math.ceil(spec.tq / BQ), spec.batch, 1], 128, problem(a.i32(spec.heads), spec), dqShared(spec.d, dtype));
+        free(dsum);
+        return;
+      }
       // dQ gathers every key block's share by float32 atomics, then takes q's dtype (and layout).
       const dq32 = alloc(rows * spec.d, 'float32');
       h.backend().fill(dq32, rows * spec.d, 0);
