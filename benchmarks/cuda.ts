@@ -5,7 +5,7 @@
  * copy, and the per-op cost of a chain of small adds through the Tensor API. Kernel times come
  * from CUDA events around several launches (median over repeats, after a warm-up pass).
  *
- *   npx tsx benchmarks/cuda.ts [--quick] [--write] [--blocks 32,16,64] [--precisions highest,high,medium]
+ *   npx tsx benchmarks/cuda.ts [--quick] [--write] [--blocks 32,16,64] [--precisions highest,high,medium,bf16]
  *     [--block-sparse-only] [--variants KEY=a,b,...]
  *
  * --variants repeats the block-sparse tables with the backend's tuning KEY (packages/cuda/src/
@@ -14,10 +14,10 @@
  * --write replaces the CUDA section of docs/benchmarks.md with the tables printed here.
  */
 import { parseArgs } from 'node:util';
-import { getBackend, manualSeed, setBackend, type MatmulPrecision } from '@sparsegrad/core';
+import { MATMUL_PRECISIONS, getBackend, manualSeed, setBackend, type BlockLayout, type MatmulPrecision } from '@sparsegrad/core';
 import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
-import { parseTuning, takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
-import { blockSparseTable, forEachVariant, median, report, usPerChainedOp } from './util.ts';
+import { type BsrProduct, parseTuning, takesDenseRoute, type CudaBackend } from '@sparsegrad/cuda';
+import { type TablePrecision, blockSparseTable, forEachVariant, median, report, usPerChainedOp } from './util.ts';
 
 const { values } = parseArgs({
   options: {
@@ -55,7 +55,15 @@ function randomBuffer(size: number, key: number): BackendBuffer {
   return b;
 }
 const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
-const precisions = values.precisions!.split(',') as MatmulPrecision[];
+const precisions = values.precisions!.split(',') as TablePrecision[];
+for (const p of precisions) if (p !== 'bf16' && !MATMUL_PRECISIONS.includes(p)) throw new Error(`--precisions: unknown precision '${p}'`);
+/** Whether a product of the table takes the backend's dense route (bfloat16: as blocksparse-routes.ts's half routes decide). */
+function denseRouted(layout: BlockLayout, product: BsrProduct, p: TablePrecision): boolean {
+  const mode = be.tuning.denseRoute;
+  if (p !== 'bf16') return takesDenseRoute(layout, product, p, mode);
+  if (product === 'sddmm') return mode !== 'off';
+  return layout.blockSize === 128 ? mode !== 'off' : takesDenseRoute(layout, product, 'medium', mode);
+}
 
 doc.header(be.device.description, 'CUDA events');
 
@@ -65,7 +73,7 @@ doc.header(be.device.description, 'CUDA events');
   const a = randomBuffer(N * N, 1);
   const b = randomBuffer(N * N, 2);
   const c = be.alloc(N * N, 'float32');
-  for (const p of precisions) {
+  for (const p of precisions.filter((x): x is MatmulPrecision => x !== 'bf16')) {
     const nn = time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, N, 1), c, 1, N, N, N, p), 10);
     const nt = time(() => be.matmul(matrixAt(a, N, 1), matrixAt(b, 1, N), c, 1, N, N, N, p), 10);
     say(`cuBLAS ${N}^3, precision '${p}': **${tflops(2 * N ** 3, nn)} TFLOP/s** (${nn.toFixed(3)} ms); with B transposed ${tflops(2 * N ** 3, nt)}.`);
@@ -86,7 +94,7 @@ async function blockSparseTables(label: string): Promise<void> {
     say,
     time: (record) => time(record),
     random: randomBuffer,
-    mark: (layout, product, p) => (takesDenseRoute(layout, product, p, be.tuning.denseRoute) ? ' †' : ''),
+    mark: (layout, product, p) => (denseRouted(layout, product, p) ? ' †' : ''),
     markNote:
       "† the backend's dense route (cuBLAS through a dense copy of W, or a dense dW gathered into blocks, where that measured faster than the block-sparse kernel).",
     label,

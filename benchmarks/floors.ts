@@ -6,7 +6,8 @@
  * ones measured on the GPU host (docs/benchmarks.md, CUDA section, 2026-11-23).
  *   npx tsx benchmarks/floors.ts
  */
-const DRAM_BYTES_PER_S = 3.35e12;
+import { DRAM_BYTES_PER_S, type Product, leastBytes } from './bounds.ts';
+
 const PEAK_FLOPS = { highest: 66.9e12, high: 494.7e12, medium: 989.4e12 } as const;
 type Precision = keyof typeof PEAK_FLOPS;
 const GOALS: Record<Precision, Record<number, number>> = {
@@ -14,20 +15,11 @@ const GOALS: Record<Precision, Record<number, number>> = {
   high: { 0.5: 1.4, 0.25: 2.5, 0.1: 5 },
   medium: { 0.5: 1.4, 0.25: 2.5, 0.1: 5 },
 };
-type Product = 'forward' | 'dX' | 'dW';
 // cuBLAS dense ms [forward, dX, dW] per shape and precision, 32x32 tables of the run above.
 const SHAPES: { m: number; k: number; n: number; dense: Record<Precision, [number, number, number]> }[] = [
   { m: 16384, k: 1024, n: 4096, dense: { highest: [2.86, 2.74, 2.63], high: [0.376, 0.418, 0.628], medium: [0.378, 0.423, 0.636] } },
   { m: 16384, k: 4096, n: 1024, dense: { highest: [2.743, 2.732, 2.6], high: [0.355, 0.428, 0.643], medium: [0.345, 0.42, 0.627] } },
 ];
-
-/** Bytes a product must move at least: fp32 activations in and out (every output element is written). */
-function bytes(product: Product, m: number, k: number, n: number, density: number): number {
-  const blocks = n * k * density * 4;
-  if (product === 'forward') return 4 * (m * k + m * n) + blocks; // read X, write Y
-  if (product === 'dX') return 4 * (m * n + m * k) + blocks; // read dY, write dX
-  return 4 * (m * n + m * k) + blocks; // read dY and X, write the blocks
-}
 
 console.log('| shape | product | precision | density | goal | goal ms | DRAM floor ms | FLOP floor ms | best possible speedup | goal reachable |');
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
@@ -37,7 +29,7 @@ for (const { m, k, n, dense } of SHAPES) {
       for (const density of [0.5, 0.25, 0.1]) {
         const goal = GOALS[precision][density];
         const goalMs = dense[precision][i] / goal;
-        const dramMs = (bytes(product, m, k, n, density) / DRAM_BYTES_PER_S) * 1e3;
+        const dramMs = (leastBytes(product, m, k, n, density) / DRAM_BYTES_PER_S) * 1e3;
         const flopMs = ((2 * m * n * k * density) / PEAK_FLOPS[precision]) * 1e3;
         const best = dense[precision][i] / Math.max(dramMs, flopMs);
         console.log(

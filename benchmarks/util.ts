@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { BlockSparseMatrix, manualSeed, randn, type Backend, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
-import { matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
+import { BlockSparseMatrix, bfloat16ToFloat32, manualSeed, randn, type Backend, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
+import { layoutDensity, matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
+import { type Product, boundMs } from './bounds.ts';
 import type { BsrProduct } from '@sparsegrad/cuda';
 
 export function median(xs: number[]): number {
@@ -94,16 +95,19 @@ const SHAPES: readonly [number, number][] = [
  * may annotate a cell. Every timed block-sparse product is also checked (checkBlockSparse): a
  * kernel variant that computes the wrong thing fast stops the run instead of entering the table.
  */
+/** A block-sparse table's precision: a float32 matmul precision, or 'bf16' (bfloat16 tensors: activations, blocks and outputs). */
+export type TablePrecision = MatmulPrecision | 'bf16';
+
 export async function blockSparseTable(o: {
   be: Backend;
   M: number;
-  cases: readonly { precision: MatmulPrecision; bs: number }[];
+  cases: readonly { precision: TablePrecision; bs: number }[];
   densities: readonly number[];
   say: (line?: string) => void;
   time: (record: () => void) => number | Promise<number>;
   random: (size: number, key: number) => BackendBuffer;
   /** Annotates a cell (e.g. the CUDA backend's dense route: ' †'). */
-  mark?: (layout: BlockLayout, product: BsrProduct, precision: MatmulPrecision) => string;
+  mark?: (layout: BlockLayout, product: BsrProduct, precision: TablePrecision) => string;
   /** What a mark means, for the caption. */
   markNote?: string;
   label?: string;
@@ -111,21 +115,39 @@ export async function blockSparseTable(o: {
   const { be, M } = o;
   const [a, b] = SHAPES.map(([rows, cols]) => `X [${M}, ${cols}] by W [${rows}, ${cols}]`);
   o.say(
-    `Block-sparse trio${o.label ?? ''}: speedup = dense ms / block-sparse ms, each product against the dense product of the same operands (forward X W^T, dX = dY W, dW = dY^T X), for A = ${a} and B = ${b}. Dense rows give milliseconds and dense TFLOP/s; the last column is the forward's TFLOP/s per stored block.${o.markNote ? ` ${o.markNote}` : ''}`,
+    `Block-sparse trio${o.label ?? ''}: speedup = dense ms / block-sparse ms, each product against the dense product of the same operands in the same precision (forward X W^T, dX = dY W, dW = dY^T X), for A = ${a} and B = ${b}; in parentheses the fraction of its bound each cell reaches (bounds.ts: the faster of the dense time x density and the DRAM floor of the operands as stored). Dense rows give milliseconds and dense TFLOP/s; the last column is the forward's TFLOP/s per stored block. 'bf16': bfloat16 tensors (activations, blocks and outputs).${o.markNote ? ` ${o.markNote}` : ''}`,
   );
   o.say();
   o.say('| precision, blocks | density | forward A / B | dX A / B | dW A / B | forward TFLOP/s A / B |');
   o.say('| --- | --- | --- | --- | --- | --- |');
   const tflops = (flops: number, ms: number) => (flops / ms / 1e9).toFixed(1);
-  for (const { precision: p, bs } of o.cases) {
+  for (const { precision: casePrecision, bs } of o.cases) {
+    const half = casePrecision === 'bf16';
+    // bfloat16 operands multiply on their own path whatever the float32 precision says.
+    const p: MatmulPrecision = half ? 'medium' : casePrecision;
+    const dtype = half ? 'bfloat16' : 'float32';
+    const elementBytes = half ? 2 : 4;
+    /** Random values in the case's dtype (bfloat16: rounded from float32 ones). */
+    const operand = (size: number, key: number): BackendBuffer => {
+      const f = o.random(size, key);
+      if (!half) return f;
+      const h = be.alloc(size, dtype);
+      be.copy({ buffer: f, shape: [size], strides: [1], offset: 0 }, { buffer: h, shape: [size], strides: [1], offset: 0 });
+      be.free(f);
+      return h;
+    };
+    const read = async (buffer: BackendBuffer, size: number) => {
+      const v = await be.read(buffer, size);
+      return half ? bfloat16ToFloat32(v) : v;
+    };
     const dense: string[][] = [];
     const rows = new Map<number, string[][]>(o.densities.map((d) => [d, []]));
     for (const [wRows, cols] of SHAPES) {
-      const x = o.random(M * cols, 3);
-      const dy = o.random(M * wRows, 4);
-      const w = o.random(wRows * cols, 5);
-      const y = be.alloc(M * Math.max(wRows, cols), 'float32');
-      const dw = be.alloc(wRows * cols, 'float32');
+      const x = operand(M * cols, 3);
+      const dy = operand(M * wRows, 4);
+      const w = operand(wRows * cols, 5);
+      const y = be.alloc(M * Math.max(wRows, cols), dtype);
+      const dw = be.alloc(wRows * cols, dtype);
       const d = {
         forward: await o.time(() => be.matmul(matrixAt(x, cols, 1), matrixAt(w, 1, cols), y, 1, M, wRows, cols, p)),
         dX: await o.time(() => be.matmul(matrixAt(dy, wRows, 1), matrixAt(w, cols, 1), y, 1, M, cols, wRows, p)),
@@ -133,26 +155,32 @@ export async function blockSparseTable(o: {
       };
       dense.push([d.forward.toFixed(3), d.dX.toFixed(3), d.dW.toFixed(3), tflops(2 * M * wRows * cols, d.forward)]);
       // What the checks compare against: the dense dW just computed, and the first tokens' rows.
-      const refs = { denseDw: await be.read(dw, wRows * cols), x: await be.read(x, CHECK_TOKENS * cols), dy: await be.read(dy, CHECK_TOKENS * wRows) };
+      const refs = { denseDw: await read(dw, wRows * cols), x: await read(x, CHECK_TOKENS * cols), dy: await read(dy, CHECK_TOKENS * wRows) };
       for (const density of o.densities) {
         const W = benchmarkLayout(be, wRows, cols, bs, density);
-        const blocks = W.data.storageFor('benchmark').buffer;
-        const w32 = await W.data.toArray();
-        const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, p);
+        const data = half ? W.data.cast(dtype) : W.data;
+        const blocks = data.storageFor('benchmark').buffer;
+        const w32 = await data.toArray();
+        const check = (product: BsrProduct, got: ArrayLike<number>) => checkBlockSparse(product, W.layout, w32, refs, got, casePrecision);
         const f = await o.time(() => be.bsrMatmul(x, blocks, W.layout, M, y, p));
-        check('forward', await be.read(y, CHECK_TOKENS * wRows));
+        check('forward', await read(y, CHECK_TOKENS * wRows));
         const gi = await o.time(() => be.bsrMatmulGradInput(dy, blocks, W.layout, M, y, p));
-        check('gradInput', await be.read(y, CHECK_TOKENS * cols));
+        check('gradInput', await read(y, CHECK_TOKENS * cols));
         const gw = await o.time(() => be.bsrSddmm(dy, x, W.layout, M, dw, p));
-        check('sddmm', await be.read(dw, W.layout.nnzBlocks * bs * bs));
-        const r = (ms: number, base: number, product: BsrProduct) => `${(base / ms).toFixed(2)}x${o.mark?.(W.layout, product, p) ?? ''}`;
+        check('sddmm', await read(dw, W.layout.nnzBlocks * bs * bs));
+        const stored = layoutDensity(W.layout);
+        const r = (ms: number, base: number, product: BsrProduct) => {
+          const bound = boundMs(base, BOUND_PRODUCT[product], M, cols, wRows, stored, elementBytes);
+          return `${(base / ms).toFixed(2)}x (${Math.round((100 * bound) / ms)}%)${o.mark?.(W.layout, product, casePrecision) ?? ''}`;
+        };
         rows.get(density)!.push([r(f, d.forward, 'forward'), r(gi, d.dX, 'gradInput'), r(gw, d.dW, 'sddmm'), tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)]);
+        if (data !== W.data) data.dispose();
         W.data.dispose();
       }
       for (const buffer of [x, dy, w, y, dw]) be.free(buffer);
     }
     const pair = (cells: string[][], i: number, unit = '') => `${cells[0][i]} / ${cells[1][i]}${unit}`;
-    o.say(`| '${p}' ${bs}x${bs} | dense | ${pair(dense, 0, ' ms')} | ${pair(dense, 1, ' ms')} | ${pair(dense, 2, ' ms')} | ${pair(dense, 3)} |`);
+    o.say(`| '${casePrecision}' ${bs}x${bs} | dense | ${pair(dense, 0, ' ms')} | ${pair(dense, 1, ' ms')} | ${pair(dense, 2, ' ms')} | ${pair(dense, 3)} |`);
     for (const [density, cells] of rows) o.say(`| | ${density} | ${pair(cells, 0)} | ${pair(cells, 1)} | ${pair(cells, 2)} | ${pair(cells, 3)} |`);
   }
 }
@@ -160,7 +188,8 @@ export async function blockSparseTable(o: {
 /** Tokens whose forward and dX outputs the benchmark checks against a float64 product on the host. */
 const CHECK_TOKENS = 2;
 /** Largest relative error (norm of the difference over the norm of the reference) per precision. */
-const CHECK_TOLERANCE: Record<MatmulPrecision, number> = { highest: 1e-4, high: 1e-2, medium: 3e-2 };
+const CHECK_TOLERANCE: Record<TablePrecision, number> = { highest: 1e-4, high: 1e-2, medium: 3e-2, bf16: 3e-2 };
+const BOUND_PRODUCT: Record<BsrProduct, Product> = { forward: 'forward', gradInput: 'dX', sddmm: 'dW' };
 
 /**
  * Checks a block-sparse product's output: the forward and dX rows of the first CHECK_TOKENS tokens
@@ -174,7 +203,7 @@ export function checkBlockSparse(
   w: ArrayLike<number>,
   refs: { denseDw: ArrayLike<number>; x: ArrayLike<number>; dy: ArrayLike<number> },
   got: ArrayLike<number>,
-  precision: MatmulPrecision,
+  precision: TablePrecision,
 ): void {
   const { rows, cols, blockSize: bs, nnzBlocks } = L;
   const ref = new Float64Array(got.length);
