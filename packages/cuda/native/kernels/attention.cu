@@ -107,6 +107,53 @@ __device__ __forceinline__ void accToA(uint32_t a[4], const float c0[4], const f
   a[3] = pack2<E>(c1[2], c1[3]);
 }
 
+// s (16 rows x BK keys, per warp) = A B^T for the warp's A fragments a (16 x D, in registers) and a
+// key tile Y [BK][D + PAD] (each key's D values contiguous): Q K^T, or dO V^T.
+template <typename E, int D>
+__device__ __forceinline__ void rowsTimesKeys(float s[BK / 8][4], const uint32_t a[D / 16][4], const E* Y, int lane) {
+#pragma unroll
+  for (int j = 0; j < BK / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+    for (int j = 0; j < BK / 16; j++) {
+      uint32_t b[4];
+      loadB2(b, Y, D + PAD, 16 * j, 16 * kk, lane);
+      mma<E>(s[2 * j], a[kk], b);
+      mma<E>(s[2 * j + 1], a[kk], b + 2);
+    }
+  }
+}
+// acc (16 rows x D) += p Z for the warp's 16 x BK accumulators p (the A operand, in registers) and a
+// key tile Z [BK][D + PAD]: P V, or dS K.
+template <typename E, int D>
+__device__ __forceinline__ void addRowsTimesTile(float acc[D / 8][4], const float p[BK / 8][4], const E* Z, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; kk++) {
+    uint32_t pa[4];
+    accToA<E>(pa, p[2 * kk], p[2 * kk + 1]);
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+      uint32_t b[4];
+      loadB2T(b, Z, D + PAD, 16 * kk, 16 * n, lane);
+      mma<E>(acc[2 * n], pa, b);
+      mma<E>(acc[2 * n + 1], pa, b + 2);
+    }
+  }
+}
+// The warp's 16 rows x D accumulators, times factor[r] (r: the row's half), into rows of out (row
+// stride ld) in E; rows at or past `limit` are not written.
+template <typename E, int D>
+__device__ __forceinline__ void storeRows(E* out, int ld, const float acc[D / 8][4], const int rows[2], const float factor[2], int limit, int t) {
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    if (rows[r] >= limit) continue;
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+      *reinterpret_cast<uint32_t*>(out + (size_t)rows[r] * ld + 8 * n + 2 * t) = pack2<E>(acc[n][2 * r] * factor[r], acc[n][2 * r + 1] * factor[r]);
+  }
+}
+
 // rows x D of src (row stride ld; rows beyond `valid` as zeros) into dst[r][c] (row stride D + PAD),
 // 16 bytes at a time by cp.async (the caller commits and waits).
 template <typename E, int D>
@@ -191,18 +238,7 @@ __device__ void forwardBody(const E* q, const E* k, const E* v, E* o, float* lse
         const E* Kt = Ks + (kt & 1) * TILE;
         const E* Vt = Vs + (kt & 1) * TILE;
         float s[BK / 8][4];
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-#pragma unroll
-          for (int j = 0; j < BK / 16; j++) {
-            uint32_t b[4];
-            loadB2(b, Kt, LD, 16 * j, 16 * kk, lane);
-            mma<E>(s[2 * j], qa[kk], b);
-            mma<E>(s[2 * j + 1], qa[kk], b + 2);
-          }
-        }
+        rowsTimesKeys<E, D>(s, qa, Kt, lane);
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int j = 0; j < BK / 8; j++) {
@@ -239,30 +275,16 @@ __device__ void forwardBody(const E* q, const E* k, const E* v, E* o, float* lse
           acc[n][2] *= corr[1];
           acc[n][3] *= corr[1];
         }
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-          uint32_t pa[4];
-          accToA<E>(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-          for (int n = 0; n < D / 16; n++) {
-            uint32_t b[4];
-            loadB2T(b, Vt, LD, 16 * kk, 16 * n, lane);
-            mma<E>(acc[2 * n], pa, b);
-            mma<E>(acc[2 * n + 1], pa, b + 2);
-          }
-        }
+        addRowsTimesTile<E, D>(acc, s, Vt, lane);
       });
-  o += headStart(lo, head, heads);
+  float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     const float sum = quadSum(l[r]);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    if (rows[r] >= tq) continue;
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-      *reinterpret_cast<uint32_t*>(o + (size_t)rows[r] * lo.row + 8 * n + 2 * t) = pack2<E>(acc[n][2 * r] * inv, acc[n][2 * r + 1] * inv);
-    if (t == 0) lse[(size_t)head * tq + rows[r]] = (m[r] + log2f(sum)) / LOG2E;
+    inv[r] = sum > 0.f ? 1.f / sum : 0.f;
+    if (t == 0 && rows[r] < tq) lse[(size_t)head * tq + rows[r]] = (m[r] + log2f(sum)) / LOG2E;
   }
+  storeRows<E, D>(o + headStart(lo, head, heads), lo.row, acc, rows, inv, tq, t);
 }
 
 // D = rowsum(dO * O) per query, float32 [batch * tq]: a warp per row.
@@ -484,23 +506,8 @@ __device__ void dqBody(const E* q, const E* k, const E* v, const E* dout, const 
         const E* Kt = Ks + (kt & 1) * TILE;
         const E* Vt = Vs + (kt & 1) * TILE;
         float sc[BK / 8][4], dp[BK / 8][4];
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) sc[j][e] = dp[j][e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-#pragma unroll
-          for (int j = 0; j < BK / 16; j++) {
-            uint32_t b[4];
-            loadB2(b, Kt, LD, 16 * j, 16 * kk, lane);
-            mma<E>(sc[2 * j], qa[kk], b);
-            mma<E>(sc[2 * j + 1], qa[kk], b + 2);
-            loadB2(b, Vt, LD, 16 * j, 16 * kk, lane);
-            mma<E>(dp[2 * j], da[kk], b);
-            mma<E>(dp[2 * j + 1], da[kk], b + 2);
-          }
-        }
+        rowsTimesKeys<E, D>(sc, qa, Kt, lane);
+        rowsTimesKeys<E, D>(dp, da, Vt, lane);
         // dS = P (dP z - D), P recomputed from the log-sum-exp (0 where masked).
 #pragma unroll
         for (int j = 0; j < BK / 8; j++) {
@@ -512,27 +519,10 @@ __device__ void dqBody(const E* q, const E* k, const E* v, const E* dout, const 
             sc[j][e] = masked ? 0.f : p * (dp[j][e] * drop(query, key) - rowD[r]);
           }
         }
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-          uint32_t sa[4];
-          accToA<E>(sa, sc[2 * kk], sc[2 * kk + 1]);
-#pragma unroll
-          for (int n = 0; n < D / 16; n++) {
-            uint32_t b[4];
-            loadB2T(b, Kt, LD, 16 * kk, 16 * n, lane);
-            mma<E>(acc[2 * n], sa, b);
-            mma<E>(acc[2 * n + 1], sa, b + 2);
-          }
-        }
+        addRowsTimesTile<E, D>(acc, sc, Kt, lane);
       });
-  dq += headStart(ldq, head, heads);
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    if (rows[r] >= tq) continue;
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-      *reinterpret_cast<uint32_t*>(dq + (size_t)rows[r] * ldq.row + 8 * n + 2 * t) = pack2<E>(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
-  }
+  const float factor[2] = {scale, scale};
+  storeRows<E, D>(dq + headStart(ldq, head, heads), ldq.row, acc, rows, factor, tq, t);
 }
 }  // namespace
 

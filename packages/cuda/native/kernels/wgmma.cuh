@@ -83,26 +83,20 @@ __device__ __forceinline__ void loadA(uint32_t (&a)[4], const uint8_t* tile, int
 #undef WG_ACC
 #undef WG_OUT
 
+// Two adjacent outputs (an even column): float32 as they are, bf16 rounded to nearest even once.
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) { *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b); }
 // One 64 x 32 accumulator tile to out [m, outCols] at token row0, output column col0: warp w of the
 // warpgroup holds rows 16 w + lane / 4 (+ 8), columns 8 j + 2 (lane % 4) (+ 1) in registers 4 j
 // (+ 1) and 4 j + 2 (+ 1). Rows at or past `limit` (relative to row0 - tile) are not written.
-__device__ __forceinline__ void storeTile(const float (&d)[16], float* out, uint32_t outCols, uint32_t m0, int tileRow, int limit, uint32_t col0) {
+template <typename O>
+__device__ __forceinline__ void storeTile(const float (&d)[16], O* out, uint32_t outCols, uint32_t m0, int tileRow, int limit, uint32_t col0) {
   const int lane = threadIdx.x % 32, r = tileRow + ((threadIdx.x / 32) % 4) * 16 + lane / 4;
 #pragma unroll
   for (int j = 0; j < 4; j++) {
     const uint32_t col = col0 + 8 * j + 2 * (lane % 4);
-    if (r < limit) *reinterpret_cast<float2*>(out + (size_t)(m0 + r) * outCols + col) = make_float2(d[4 * j], d[4 * j + 1]);
-    if (r + 8 < limit) *reinterpret_cast<float2*>(out + (size_t)(m0 + r + 8) * outCols + col) = make_float2(d[4 * j + 2], d[4 * j + 3]);
-  }
-}
-// The same into bf16 (each value rounded to nearest even once).
-__device__ __forceinline__ void storeTile(const float (&d)[16], __nv_bfloat16* out, uint32_t outCols, uint32_t m0, int tileRow, int limit, uint32_t col0) {
-  const int lane = threadIdx.x % 32, r = tileRow + ((threadIdx.x / 32) % 4) * 16 + lane / 4;
-#pragma unroll
-  for (int j = 0; j < 4; j++) {
-    const uint32_t col = col0 + 8 * j + 2 * (lane % 4);
-    if (r < limit) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)(m0 + r) * outCols + col) = __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]);
-    if (r + 8 < limit) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)(m0 + r + 8) * outCols + col) = __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
+    if (r < limit) store2(out + (size_t)(m0 + r) * outCols + col, d[4 * j], d[4 * j + 1]);
+    if (r + 8 < limit) store2(out + (size_t)(m0 + r + 8) * outCols + col, d[4 * j + 2], d[4 * j + 3]);
   }
 }
 #endif
