@@ -1,4 +1,4 @@
-import { cast, isFloating, noGrad, opError, tensor, type Tensor } from '@sparsegrad/core';
+import { cast, contiguous, isFloating, noGrad, opError, tensor, type Tensor } from '@sparsegrad/core';
 
 export type StateDict = Record<string, Tensor>;
 
@@ -165,11 +165,14 @@ export abstract class Module {
         const moved = await moveTo(src, t);
         t.assign(moved);
         moved.dispose();
-      } else if (converts) {
-        const converted = noGrad(() => cast(src, t.dtype));
-        t.assign(converted);
-        converted.dispose();
-      } else t.assign(src);
+      } else {
+        // A copy the parameter owns alone (PyTorch's load_state_dict copies too): sharing the state
+        // tensor's buffer would make every optimizer step out of place, and captureStep refuse it,
+        // for as long as the caller keeps the state.
+        const copy = noGrad(() => (converts ? cast(src, t.dtype) : contiguous(src)));
+        t.assign(copy);
+        copy.dispose();
+      }
     }
   }
 

@@ -347,6 +347,8 @@ for (const { backend, test } of await backendSuites('nn modules')) {
     // Loading its own state back: the tied name is not missing; two different tensors for it are refused.
     const copy = new GPT({ ...base, tieEmbeddings: true });
     assert.equal((await copy.loadStateDict(state)).missingKeys, []);
+    // Loaded parameters own their buffers (copies): the state tensors stay alive here.
+    for (const [name, p] of copy.namedParameters()) assert.ok(p.ownsBuffer, `${name} owns its buffer after loadStateDict`);
     assertClose(await copy.head.weight.toArray(), await tied.tokenEmbedding.weight.toArray(), 0, 'loaded into the tied weight');
     await assertRejects(
       () => copy.loadStateDict({ ...untied.stateDict(), 'head.weight': sg.zeros([16, 32], { backend }) }),

@@ -1,4 +1,4 @@
-import { BlockSparseMatrix, linear, opError, rand, tensor, type Tensor } from '@sparsegrad/core';
+import { BlockSparseMatrix, contiguous, linear, noGrad, opError, rand, tensor, type Tensor } from '@sparsegrad/core';
 import { Module, type StateDict } from '../module.ts';
 
 function checkFeatures(op: string, inFeatures: number, outFeatures: number): void {
@@ -178,7 +178,10 @@ export class BlockSparseLinear extends Module {
           used.add(`${prefix}bias`);
           if (b.shape.join() !== this.bias.shape.join())
             throw opError('loadStateDict', `'${prefix}bias' has shape [${b.shape.join(', ')}], expected [${this.bias.shape.join(', ')}]`);
-          this.bias.assign(b.backend === this.bias.backend ? b : tensor(await b.toArray(), [...b.shape], { backend: this.bias.backend }));
+          // A copy the bias owns alone (see Module.loadOwnState).
+          const copy = b.backend === this.bias.backend ? noGrad(() => contiguous(b)) : tensor(await b.toArray(), [...b.shape], { backend: this.bias.backend });
+          this.bias.assign(copy);
+          copy.dispose();
         }
       }
       return;
