@@ -1,4 +1,4 @@
-import { Tensor, adamSteps, keep, noGrad, notReplayable, opError, tidy, varying, zerosLike, type AdamStepSpec } from '@sparsegrad/core';
+import { Tensor, adamSteps, contiguous, keep, noGrad, notReplayable, opError, tidy, varying, zerosLike, type AdamStepSpec } from '@sparsegrad/core';
 
 /**
  * A parameter group (as in torch.optim): parameters that share settings different from the
@@ -126,7 +126,10 @@ export abstract class Optimizer {
       if (!p || !slot) throw opError(op, `state entry '${key}' does not name a parameter slot (there are ${this.params.length} parameters)`);
       if (t.shape.join() !== p.shape.join())
         throw opError(op, `state '${key}' has shape [${t.shape.join(', ')}], parameter ${index} has [${p.shape.join(', ')}]`);
-      this.slot(p, slot).assign(t);
+      // A copy the slot owns alone (see Module.loadOwnState): shared buffers make steps out of place.
+      const copy = noGrad(() => contiguous(t));
+      this.slot(p, slot).assign(copy);
+      copy.dispose();
     }
     this.stepCount = state.step;
   }
