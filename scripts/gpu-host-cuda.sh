@@ -3,10 +3,11 @@
 # the shared suite on cpu + cuda with outputs poisoned, the block-sparse kernels under
 # compute-sanitizer (memcheck, racecheck), the kernel benchmark, and the GPT step against PyTorch.
 # Logs go to $OUT (or ./gpu-out); the last lines printed are the summary.
-#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [profile] [webgpu] [tune-webgpu] [mixed] [nanogpt]
-# mixed: the 16-bit dtypes, fused attention and captured steps on cuda (tests, the PyTorch interop of
-# BF16/F16 files, attention against PyTorch's flash SDPA, the GPT step in fp32 and bf16, eager and
-# captured, against PyTorch eager / SDPA / compile). nanogpt: issue 26's nanoGPT run in PyTorch and
+#   source .gpu-host/setup.sh && bash scripts/gpu-host-cuda.sh [tests] [sanitize] [bench] [step] [compare] [profile] [webgpu] [tune-webgpu] [mixed] [mixed-step] [nanogpt]
+# mixed: the 16-bit dtypes, fused attention and captured steps on cuda (tests, compute-sanitizer on
+# the new kernels, the PyTorch interop of BF16/F16 files, attention against PyTorch's flash SDPA);
+# mixed-step: the GPT step in fp32 and bf16, eager and captured, against PyTorch eager / SDPA /
+# compile (each part fits one device call). nanogpt: issue 26's nanoGPT run in PyTorch and
 # sparsegrad (captured; the runs NANOGPT names, below) on DATA (default .data/tinyshakespeare.txt,
 # carried: cp the shared file there first), ITERS iterations (default 5000).
 # BENCH_ARGS go to benchmarks/cuda.ts (with --write, the updated docs/benchmarks.md is copied to
@@ -62,23 +63,31 @@ for part in $parts; do
     mixed)
       SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 npx tsx scripts/run-tests.ts dtypes attention capture kernel-names > "$OUT/mixed-tests.log" 2>&1
       summary+=("mixed tests: $(tail -1 "$OUT/mixed-tests.log")")
-      for tool in memcheck racecheck; do
+      # The new kernels under compute-sanitizer: memcheck over the 16-bit and attention tests,
+      # racecheck (much slower) over the attention tests, both dQ forms (cuda.test.ts compares them).
+      for run in "memcheck attention dtypes packages/cuda/test/cuda" "racecheck attention packages/cuda/test/cuda"; do
+        set -- $run
+        tool=$1
+        shift
         SPARSEGRAD_SANITIZE=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 200 /usr/local/cuda/bin/compute-sanitizer --tool $tool --target-processes all --report-api-errors no \
-          --error-exitcode 9 npx tsx scripts/run-tests.ts attention dtypes > "$OUT/mixed-sanitize-$tool.log" 2>&1
-        summary+=("compute-sanitizer $tool (attention, dtypes): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/mixed-sanitize-$tool.log" | sort | uniq -c | tr '\n' ' ')")
+          --error-exitcode 9 npx tsx scripts/run-tests.ts "$@" > "$OUT/mixed-sanitize-$tool.log" 2>&1
+        summary+=("compute-sanitizer $tool ($*): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/mixed-sanitize-$tool.log" | sort | uniq -c | tr '\n' ' ')")
       done
       (npx tsx scripts/interop/write-checkpoint.ts "$OUT/interop" && python3 scripts/interop/check_safetensors.py "$OUT/interop" \
         && npx tsx scripts/interop/read-torch-half.ts "$OUT/interop") > "$OUT/interop.log" 2>&1
       summary+=("interop: exit $?")
       timeout 120 npx tsx benchmarks/attention.ts > "$OUT/attention.log" 2>&1
       timeout 60 python3 benchmarks/torch_attention.py >> "$OUT/attention.log" 2>&1
+      summary+=("mixed: see mixed-*.log, attention.log") ;;
+    mixed-step)
+      # Issue 26's GPT step: fp32 and bf16, eager and captured, against PyTorch in the same call (~5 min).
       for p in highest bf16; do
         for c in "" --capture; do timeout 200 npx tsx benchmarks/gpt-step.ts --backend cuda --densities 0.25 --precision $p $c >> "$OUT/mixed-step.log" 2>&1; done
       done
       for a in "--precision highest" "--autocast bf16" "--autocast bf16 --sdpa --fused" "--autocast bf16 --sdpa --compile --fused"; do
         timeout 200 python3 benchmarks/torch_gpt_step.py $a >> "$OUT/mixed-step.log" 2>&1
       done
-      summary+=("mixed: see attention.log, mixed-step.log") ;;
+      summary+=("mixed-step: see mixed-step.log") ;;
     nanogpt)
       # NANOGPT (default "torch bf16"): which runs, each its own log: torch (the PyTorch reference),
       # bf16, fp32 (goal 5's curve) and sparse (bf16 with the MLPs at density 0.25).
