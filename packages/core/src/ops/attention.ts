@@ -139,7 +139,7 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, causal: 
   const out = emptyInOrderOf([...lead, spec.tq, spec.dv], q);
   const lse = empty([spec.batch, spec.tq], 'float32', q.backend);
   const [oq, ok, ov] = ins.map((i) => i.operand);
-  const [oo] = [out].map((t) => inPlace(op, t).operand);
+  const oo = outputOperand(op, out);
   const lseBuffer = lse.bufferFor(op);
   const forward = () => kernels.forward(oq, ok, ov, spec, oo, lseBuffer);
   if (dropout > 0) {
@@ -163,7 +163,7 @@ export function flashAttentionBackward(g: Tensor, q: Tensor, k: Tensor, v: Tenso
   const ins = [q, k, v, out, g].map((t) => inPlace(op, t));
   const grads = [q, k, v].map((t) => emptyInOrderOf(t.shape, t));
   const [oq, ok, ov, oo, og] = ins.map((i) => i.operand);
-  const [dq, dk, dv] = grads.map((t) => inPlace(op, t).operand);
+  const [dq, dk, dv] = grads.map((t) => outputOperand(op, t));
   const lseBuffer = lse.bufferFor(op);
   const backward = () => kernels.backward(oq, ok, ov, oo, og, lseBuffer, spec, dq, dk, dv);
   // With dropout the mask's key changes every step (see fusedAttention).
@@ -207,10 +207,18 @@ function inPlace(op: string, t: Tensor): { operand: AttentionOperand; release():
   return { operand, release: () => c !== t && c.dispose() };
 }
 
+/** An output of the kernels (from emptyInOrderOf): always an AttentionOperand, written in place. */
+function outputOperand(op: string, t: Tensor): AttentionOperand {
+  const layout = operandLayout(t);
+  if (!layout) throw opError(op, `internal error: an output of shape ${fmtShape(t.shape)} is not an attention operand`);
+  return { buffer: t.bufferFor(op), ...layout };
+}
+
 /**
  * An uninitialised tensor of `shape` whose dims lie in memory in the order of like's (its last
  * dim innermost): attention over [B, H, T, d] views of [B, T, H, d] projections writes its output
- * and gradients as such views too, which merge back into [B, T, H d] without a copy.
+ * and gradients as such views too, which merge back into [B, T, H d] without a copy. Where that
+ * order is not an AttentionOperand (leading dims that do not collapse), a contiguous tensor.
  */
 function emptyInOrderOf(shape: readonly number[], like: Tensor): Tensor {
   const r = shape.length;
@@ -225,5 +233,7 @@ function emptyInOrderOf(shape: readonly number[], like: Tensor): Tensor {
   const flat = empty([s], like.dtype, like.backend);
   const out = viewOf(flat, 'scaledDotProductAttention', shape, strides, 0);
   flat.dispose();
-  return out;
+  if (operandLayout(out)) return out;
+  out.dispose();
+  return empty(shape, like.dtype, like.backend);
 }
