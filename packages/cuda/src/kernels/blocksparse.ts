@@ -407,6 +407,31 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
     else widened(h.backend(), (c) => product(op, kind, c.in(act), c.in(blocks), layout, m, c.out(out), 'medium'));
   }
 
+  /** dW restricted to the blocks, by sddmmRoute (float32) or halfSddmmRoute (bfloat16). */
+  function sddmm(dy: BackendBuffer, x: BackendBuffer, layout: BlockLayout, m: number, out: BackendBuffer, precision: MatmulPrecision): void {
+    if (dy.dtype === 'bfloat16') {
+      if (halfSddmmRoute(layout, routeContext()) === 'dense') dense.sddmm(dy, x, layout, m, out, 'medium');
+      else widened(h.backend(), (c) => sddmm(c.in(dy), c.in(x), layout, m, c.out(out), 'medium'));
+      return;
+    }
+    const route = sddmmRoute(layout, precision, routeContext());
+    if (route.route === 'dense') return dense.sddmm(dy, x, layout, m, out, precision);
+    if (!route.transpose) return sddmmKernels(P(dy), P(x), layout, m, P(out), route);
+    // dW^T's blocks are the SDDMM of the swapped operands on W^T's layout (X^T dY), computed
+    // there and transposed back into W's order: W^T's block s is W's block cscBlock[s].
+    const bytes = layout.nnzBlocks * 1024 * 4;
+    const blocksT = h.allocator.alloc(bytes);
+    sddmmKernels(P(x), P(dy), transposedLayout(layout), m, blocksT, route);
+    h.launch(
+      'bsrSddmm',
+      'blocks_transpose_32',
+      [h.blocksFor(layout.nnzBlocks, 1), 1, 1],
+      THREADS,
+      h.args.reset().ptr(blocksT).ptr(P(out)).ptr(indexBuffers(layout).cscBlock.ptr).u32(layout.nnzBlocks),
+    );
+    h.allocator.release(blocksT, bytes);
+  }
+
   return {
     bsrMatmul(x, blocks, layout, m, out, precision) {
       if (x.dtype === 'bfloat16') halfProduct('bsrMatmul', 'forward', x, blocks, layout, m, out);
@@ -416,29 +441,7 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
       if (dy.dtype === 'bfloat16') halfProduct('bsrMatmulGradInput', 'gradInput', dy, blocks, layout, m, out);
       else product('bsrMatmulGradInput', 'gradInput', dy, blocks, layout, m, out, precision);
     },
-    bsrSddmm(dy, x, layout, m, out, precision) {
-      if (dy.dtype === 'bfloat16') {
-        if (halfSddmmRoute(layout, routeContext()) === 'dense') dense.sddmm(dy, x, layout, m, out, 'medium');
-        else widened(h.backend(), (c) => this.bsrSddmm(c.in(dy), c.in(x), layout, m, c.out(out), 'medium'));
-        return;
-      }
-      const route = sddmmRoute(layout, precision, routeContext());
-      if (route.route === 'dense') return dense.sddmm(dy, x, layout, m, out, precision);
-      if (!route.transpose) return sddmmKernels(P(dy), P(x), layout, m, P(out), route);
-      // dW^T's blocks are the SDDMM of the swapped operands on W^T's layout (X^T dY), computed
-      // there and transposed back into W's order: W^T's block s is W's block cscBlock[s].
-      const bytes = layout.nnzBlocks * 1024 * 4;
-      const blocksT = h.allocator.alloc(bytes);
-      sddmmKernels(P(x), P(dy), transposedLayout(layout), m, blocksT, route);
-      h.launch(
-        'bsrSddmm',
-        'blocks_transpose_32',
-        [h.blocksFor(layout.nnzBlocks, 1), 1, 1],
-        THREADS,
-        h.args.reset().ptr(blocksT).ptr(P(out)).ptr(indexBuffers(layout).cscBlock.ptr).u32(layout.nnzBlocks),
-      );
-      h.allocator.release(blocksT, bytes);
-    },
+    bsrSddmm: sddmm,
   };
 }
 
