@@ -61,7 +61,7 @@ for part in $parts; do
         --densities 0.5,0.25,0.1 --out "$OUT/compare-webgpu" > "$OUT/compare-webgpu.log" 2>&1
       summary+=("webgpu step and compare: exit $?") ;;
     mixed)
-      SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 npx tsx scripts/run-tests.ts dtypes attention capture kernel-names > "$OUT/mixed-tests.log" 2>&1
+      SPARSEGRAD_TEST_POISON=1 SPARSEGRAD_TEST_BACKENDS=cuda timeout 300 npx tsx scripts/run-tests.ts dtypes attention capture kernel-names elementwise blocksparse packages/cuda/test/cuda > "$OUT/mixed-tests.log" 2>&1
       summary+=("mixed tests: $(tail -1 "$OUT/mixed-tests.log")")
       # The new kernels under compute-sanitizer: memcheck over the 16-bit and attention tests,
       # racecheck (much slower) over the attention tests, both dQ forms (cuda.test.ts compares them).
