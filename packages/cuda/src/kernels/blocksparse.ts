@@ -415,8 +415,14 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
       return;
     }
     const route = sddmmRoute(layout, precision, routeContext());
-    if (route.route === 'dense') return dense.sddmm(dy, x, layout, m, out, precision);
-    if (!route.transpose) return sddmmKernels(P(dy), P(x), layout, m, P(out), route);
+    if (route.route === 'dense') {
+      dense.sddmm(dy, x, layout, m, out, precision);
+      return;
+    }
+    if (!route.transpose) {
+      sddmmKernels(P(dy), P(x), layout, m, P(out), route);
+      return;
+    }
     // dW^T's blocks are the SDDMM of the swapped operands on W^T's layout (X^T dY), computed
     // there and transposed back into W's order: W^T's block s is W's block cscBlock[s].
     const bytes = layout.nnzBlocks * 1024 * 4;
