@@ -264,9 +264,10 @@ if (status?.available) {
     // Fresh inputs every run (SPARSEGRAD_TEST_SEED repeats one); the seed is in every failure message.
     const seed = testSeed();
     manualSeed(seed);
-    for (const bs of [16, 32, 64]) {
+    for (const bs of [16, 32, 64, 128]) {
       // Tokens: not a multiple of any tile (32x32: several token tiles of the TMA kernels, and the
-      // SDDMM splits its tokens into chunks); 9 block rows: a partial union group.
+      // SDDMM splits its tokens into chunks); 9 block rows: a partial union group. 128x128: the
+      // dense route.
       const [rows, cols, m] = [bs * 9, bs * 3, bs === 32 ? 777 : 203];
       const W = BlockSparseMatrix.random([rows, cols], { density: 0.6, blockSize: bs, backend: be });
       const L = W.layout;
