@@ -186,17 +186,19 @@ function lineKernel(product: BsrProduct, bs: number, precision: MatmulPrecision,
  * The route of a bfloat16 forward or dX (bf16 activations, blocks and output): the dense route
  * where 'medium' takes it; on Hopper with 32x32 blocks the bf16 TMA union tiles, reading the
  * tensors as they are and writing bf16 (no conversion pass: what the 'medium' route pays for on
- * fp32 tensors, so it is taken at every density); 'widened' elsewhere (64x64 and 16x16 blocks,
- * older GPUs): the float32 kernels on float32 copies (core's `widened`), exact but with the
- * copies' traffic.
+ * fp32 tensors, so it is taken at every density), 64x64 blocks through their quadrants; 'widened'
+ * elsewhere (16x16 blocks, older GPUs): the float32 kernels on float32 copies (core's `widened`),
+ * exact but with the copies' traffic.
  */
-export type HalfProductRoute = { route: 'dense' } | { route: 'union'; kernel: UnionKernel } | { route: 'widened' };
+export type HalfProductRoute = { route: 'dense' } | { route: 'union'; kernel: UnionKernel; split64: boolean } | { route: 'widened' };
 export function halfProductRoute(layout: LayoutShape, product: 'forward' | 'gradInput', c: RouteContext): HalfProductRoute {
   if (denseFor128(layout, product, c) || takesDenseRoute(layout, product, 'medium', c.tuning.denseRoute)) return { route: 'dense' };
   const { tma } = c.constants;
   const actCols = product === 'forward' ? layout.cols : layout.rows;
-  if (!c.hopper || layout.blockSize !== 32 || !c.tuning.tma || actCols / 32 > tma.maxSteps) return { route: 'widened' };
-  return { route: 'union', kernel: { name: 'bsr_tma_bf16_bf16_32', group: tma.group, tokens: tma.tokens, smem: tma.smem.bf16, bf16: true, tma: true } };
+  // 64x64 blocks as their 32x32 quadrants (copied, 8 KB a block), as the float32 routes take them.
+  if (!c.hopper || (layout.blockSize !== 32 && layout.blockSize !== 64) || !c.tuning.tma || actCols / 32 > tma.maxSteps) return { route: 'widened' };
+  const kernel = { name: 'bsr_tma_bf16_bf16_32', group: tma.group, tokens: tma.tokens, smem: tma.smem.bf16, bf16: true, tma: true };
+  return { route: 'union', kernel, split64: layout.blockSize === 64 };
 }
 
 /**

@@ -60,7 +60,7 @@ test('32x32 on Hopper: TMA union tiles, fp32 FMA for highest, bf16 operands for 
   assert.is(kernel(W(4096, 1024, 32, 0.5), 'forward', 'medium', on(true, { bf16Union: 'off' })), 'bsr_tma_tf32_32');
 });
 
-test('bfloat16 tensors: the bf16 TMA tiles at any density below the dense route on Hopper 32x32, widened copies elsewhere; dW dense', () => {
+test('bfloat16 tensors: the bf16 TMA tiles at any density below the dense route on Hopper (64x64 as quadrants), widened copies elsewhere; dW dense', () => {
   const half = (layout: LayoutShape, product: 'forward' | 'gradInput', c: RouteContext) => {
     const r = halfProductRoute(layout, product, c);
     return r.route === 'union' ? r.kernel.name : r.route;
@@ -69,7 +69,9 @@ test('bfloat16 tensors: the bf16 TMA tiles at any density below the dense route 
   assert.is(half(W(4096, 1024, 32, 0.1), 'gradInput', H100), 'bsr_tma_bf16_bf16_32');
   assert.is(half(W(4096, 1024, 32, 0.9), 'forward', H100), 'dense');
   assert.is(half(W(4096, 1024, 32, 0.25), 'forward', A100), 'widened');
-  assert.is(half(W(4096, 1024, 64, 0.25), 'forward', H100), 'widened');
+  assert.is(half(W(4096, 1024, 64, 0.25), 'forward', H100), 'bsr_tma_bf16_bf16_32');
+  assert.ok((halfProductRoute(W(4096, 1024, 64, 0.25), 'forward', H100) as { split64: boolean }).split64, '64x64 through quadrants');
+  assert.is(half(W(4096, 1024, 16, 0.05), 'forward', H100), 'widened'); // 16x16 below its dense route (from 0.088)
   assert.is(half(W(4096, 1024, 32, 0.25), 'forward', on(true, { tma: false })), 'widened');
   assert.is(halfSddmmRoute(W(4096, 1024, 32, 0.1), H100), 'dense');
   assert.is(halfSddmmRoute(W(4096, 1024, 32, 0.1), on(true, { denseRoute: 'off' })), 'widened');

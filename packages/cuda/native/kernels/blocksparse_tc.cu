@@ -452,10 +452,14 @@ extern "C" __global__ void __launch_bounds__(256) blocks_transpose_32(const floa
 }
 
 // 64x64 blocks as 32x32 sub-blocks (the TMA kernels take 32x32 blocks): out[s] = the quadrant of
-// its 64x64 block that starts at element src[s] (row stride 64).
-extern "C" __global__ void blocks_split_64(const float* w, float* out, const int32_t* src, uint32_t n32) {
+// its 64x64 block that starts at element src[s] (row stride 64). E: float, or uint16_t for the
+// 16-bit dtypes (moved as bits).
+template <typename E>
+__device__ void splitBlocks64(const E* w, E* out, const int32_t* src, uint32_t n32) {
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n32 * 1024; i += gridDim.x * blockDim.x) {
     const uint32_t s = i / 1024, r = (i / 32) % 32, c = i % 32;
     out[i] = w[(size_t)src[s] + r * 64 + c];
   }
 }
+extern "C" __global__ void blocks_split_64(const float* w, float* out, const int32_t* src, uint32_t n32) { splitBlocks64(w, out, src, n32); }
+extern "C" __global__ void blocks_split_64_16(const uint16_t* w, uint16_t* out, const int32_t* src, uint32_t n32) { splitBlocks64(w, out, src, n32); }

@@ -219,18 +219,19 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
     m: number,
     out: BackendBuffer,
     k: UnionKernel,
+    half = false,
   ): void {
     const { layout32, source } = splitLayout(layout);
-    const bytes = layout.nnzBlocks * 4096 * 4;
+    const bytes = layout.nnzBlocks * 4096 * DTYPE_BYTES[blocks.dtype];
     const split = h.allocator.alloc(bytes);
     h.launch(
       op,
-      'blocks_split_64',
+      blocks.dtype === 'float32' ? 'blocks_split_64' : 'blocks_split_64_16',
       [h.blocksFor(layout32.nnzBlocks * 1024), 1, 1],
       THREADS,
       h.args.reset().ptr(P(blocks)).ptr(split).ptr(source.ptr).u32(layout32.nnzBlocks),
     );
-    launchUnionTiles(op, product, P(act), split, layout32, m, out, k);
+    launchUnionTiles(op, product, P(act), split, layout32, m, out, k, half);
     h.allocator.release(split, bytes);
   }
 
@@ -403,6 +404,7 @@ export function blockSparseKernels(h: CudaHost): Pick<Backend, 'bsrMatmul' | 'bs
   ): void {
     const route = halfProductRoute(layout, kind, routeContext());
     if (route.route === 'dense') (kind === 'forward' ? dense.forward : dense.gradInput)(act, blocks, layout, m, out, 'medium');
+    else if (route.route === 'union' && route.split64) launchSplit64(op, kind, act, blocks, layout, m, out, route.kernel, true);
     else if (route.route === 'union') launchUnionTiles(op, kind, P(act), P(blocks), layout, m, out, route.kernel, true);
     else widened(h.backend(), (c) => product(op, kind, c.in(act), c.in(blocks), layout, m, c.out(out), 'medium'));
   }
