@@ -104,7 +104,10 @@ for part in $parts; do
             --out "$OUT/nanogpt-sparse" > "$OUT/nanogpt-sparse.log" 2>&1 ;;
         esac
         summary+=("nanogpt $run: exit $? (see nanogpt-$run.log)")
-      done ;;
+      done
+      # Goal 5: the bf16 curve against the fp32 one, where both ran.
+      [[ -f "$OUT/nanogpt-bf16.log" && -f "$OUT/nanogpt-fp32.log" ]] && npx tsx benchmarks/curves.ts "$OUT/nanogpt-bf16.log" "$OUT/nanogpt-fp32.log" > "$OUT/nanogpt-curves.log" 2>&1 \
+        && summary+=("nanogpt curves: $(tail -1 "$OUT/nanogpt-curves.log")") ;;
     tune-webgpu)
       timeout 300 npx tsx benchmarks/webgpu.ts --tune --tune-only > "$OUT/tune-webgpu.log" 2>&1
       summary+=("webgpu tuning: exit $?") ;;
