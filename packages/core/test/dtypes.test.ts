@@ -308,22 +308,34 @@ for (const { backend, test } of await backendSuites('16-bit dtypes')) {
     }
   });
 
-  // The shapes reach every route a GPU backend has for 16-bit operands: 16x16 and 64x64 blocks
-  // (CUDA: float32 kernels on widened copies), 32x32 at density 0.25 (CUDA on Hopper: the bf16 TMA
-  // kernel) and 0.75 (cuBLAS on a dense copy); ragged token counts.
+  // The shapes reach every route a GPU backend has for 16-bit operands (CUDA on Hopper, bfloat16:
+  // 16x16 blocks on widened copies, 32x32 at density 0.25 the bf16 TMA tiles and at 0.75 cuBLAS on a
+  // dense copy, 64x64 the tiles through quadrants, 128x128 the dense copy; float16 widened), every
+  // block size, a layout with empty block rows and columns, ragged token counts.
   test('block-sparse product and its gradients in 16 bits, against float64', async () => {
     const cases: [number, number, number, number, number][] = [
-      // rows, cols, block size, tokens, density
+      // rows, cols, block size, tokens, density (0: the mask below)
       [64, 96, 16, 24, 0.5],
       [256, 128, 32, 300, 0.25],
       [128, 256, 32, 77, 0.75],
       [128, 128, 64, 40, 0.5],
+      [256, 384, 128, 70, 0.5],
+      [128, 160, 32, 45, 0],
+    ];
+    // Block row 1 and block columns 2 and 4 empty.
+    const mask = [
+      [1, 0, 0, 1, 0],
+      [0, 0, 0, 0, 0],
+      [1, 1, 0, 0, 0],
+      [0, 1, 0, 1, 0],
     ];
     for (const dtype of held()) {
       for (const [rows, cols, bs, m, density] of cases) {
-        const what = `${rows}x${cols}, ${bs}x${bs} blocks, density ${density}, ${m} tokens`;
+        const what = `${rows}x${cols}, ${bs}x${bs} blocks, ${density ? `density ${density}` : 'empty rows and columns'}, ${m} tokens`;
         sg.manualSeed(seed);
-        const W = BlockSparseMatrix.random([rows, cols], { blockSize: bs, density, backend });
+        const W = density
+          ? BlockSparseMatrix.random([rows, cols], { blockSize: bs, density, backend })
+          : BlockSparseMatrix.fromMask(mask, bs, { backend, data: sg.randn([6, bs, bs], { backend }) });
         const blocks = W.data.cast(dtype).requiresGrad_();
         const rw = denseOf(await blocks.toArray(), W.layout);
         const x = T(randomArray(m * cols, seed + 6), [m, cols], dtype, true);
