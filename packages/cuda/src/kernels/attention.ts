@@ -76,41 +76,33 @@ export function attentionKernels(h: CudaHost): FusedAttention {
         256,
         args.reset().ptr(start(out)).ptr(start(dout)).ptr(P(dsum)).raw(layout(out), 4).raw(layout(dout), 4).i32(spec.heads).i32(spec.tq).i32(rows),
       );
-      if (h.tuning().attentionDq === 'separate') {
-        const kv = args.reset();
-        for (const o of [q, k, v, dout]) kv.ptr(start(o));
-        kv.ptr(P(lse)).ptr(P(dsum)).ptr(start(dk)).ptr(start(dv));
-        for (const o of [q, k, v, dout, dk, dv]) kv.raw(layout(o), 4);
-        launch(
-          op,
-          name('bwd_kv', spec, dtype),
-          [Math.ceil(spec.tk / BK), spec.batch, 1],
-          128,
-          problem(kv.i32(spec.heads), spec),
-          backwardShared(spec.d, dtype, false),
-        );
-        const a = args.reset();
-        for (const o of [q, k, v, dout]) a.ptr(start(o));
-        a.ptr(P(lse)).ptr(P(dsum)).ptr(start(dq));
-        for (const o of [q, k, v, dout, dq]) a.raw(layout(o), 4);
-        launch(op, name('bwd_dq', spec, dtype), [Math.ceil(spec.tq / BQ), spec.batch, 1], 128, problem(a.i32(spec.heads), spec), dqShared(spec.d, dtype));
-        free(dsum);
-        return;
-      }
-      // dQ gathers every key block's share by float32 atomics, then takes q's dtype (and layout).
-      const dq32 = alloc(rows * spec.d, 'float32');
-      h.backend().fill(dq32, rows * spec.d, 0);
+      // dK and dV, and dQ either gathered there by float32 atomics (then taking q's dtype and
+      // layout) or, with the tuning's attentionDq 'separate', from a kernel of its own.
+      const separate = h.tuning().attentionDq === 'separate';
+      const dq32 = separate ? null : alloc(rows * spec.d, 'float32');
+      if (dq32) h.backend().fill(dq32, rows * spec.d, 0);
       const a = args.reset();
       for (const o of [q, k, v, dout]) a.ptr(start(o));
-      a.ptr(P(lse)).ptr(P(dsum)).ptr(P(dq32)).ptr(start(dk)).ptr(start(dv));
+      a.ptr(P(lse)).ptr(P(dsum));
+      if (dq32) a.ptr(P(dq32));
+      a.ptr(start(dk)).ptr(start(dv));
       for (const o of [q, k, v, dout, dk, dv]) a.raw(layout(o), 4);
-      launch(op, name('bwd', spec, dtype), [Math.ceil(spec.tk / BK), spec.batch, 1], 128, problem(a.i32(spec.heads), spec), backwardShared(spec.d, dtype));
-      const shape = [spec.batch / spec.heads, spec.heads, spec.tq, spec.d];
-      h.backend().copy(
-        { buffer: dq32, shape, strides: [spec.heads * spec.tq * spec.d, spec.tq * spec.d, spec.d, 1], offset: 0 },
-        { buffer: dq.buffer, shape, strides: [dq.batchStride, dq.headStride, dq.rowStride, 1], offset: dq.offset },
-      );
-      free(dq32);
+      const grid: [number, number, number] = [Math.ceil(spec.tk / BK), spec.batch, 1];
+      launch(op, name(separate ? 'bwd_kv' : 'bwd', spec, dtype), grid, 128, problem(a.i32(spec.heads), spec), backwardShared(spec.d, dtype, !separate));
+      if (dq32) {
+        const shape = [spec.batch / spec.heads, spec.heads, spec.tq, spec.d];
+        h.backend().copy(
+          { buffer: dq32, shape, strides: [spec.heads * spec.tq * spec.d, spec.tq * spec.d, spec.d, 1], offset: 0 },
+          { buffer: dq.buffer, shape, strides: [dq.batchStride, dq.headStride, dq.rowStride, 1], offset: dq.offset },
+        );
+        free(dq32);
+      } else {
+        const b = args.reset();
+        for (const o of [q, k, v, dout]) b.ptr(start(o));
+        b.ptr(P(lse)).ptr(P(dsum)).ptr(start(dq));
+        for (const o of [q, k, v, dout, dq]) b.raw(layout(o), 4);
+        launch(op, name('bwd_dq', spec, dtype), [Math.ceil(spec.tq / BQ), spec.batch, 1], 128, problem(b.i32(spec.heads), spec), dqShared(spec.d, dtype));
+      }
       free(dsum);
     },
   };
