@@ -57,15 +57,13 @@ export function lowPrecision<T extends (Tensor | null | undefined)[]>(...ts: T):
 function castOnce(t: Tensor, dtype: HalfDType): Tensor {
   const casts = engine.autocastCasts;
   if (t.dtype === dtype || !casts || t.isLeaf) return to(t, dtype);
+  const from = t.storageFor('autocast').serial;
   const hit = casts.get(t);
-  if (hit && !hit.isDisposed && castFrom.get(hit) === t.storageFor('autocast').serial) return hit;
+  if (hit && !hit.cast.isDisposed && hit.from === from) return hit.cast;
   const cast = to(t, dtype);
-  casts.set(t, cast);
-  castFrom.set(cast, t.storageFor('autocast').serial);
+  casts.set(t, { cast, from });
   return cast;
 }
-/** The serial of the storage each cached cast was made from. */
-const castFrom = new WeakMap<Tensor, number>();
 
 /** Under autocast: 16-bit operands of an op that runs in float32 converted to float32 (unchanged otherwise). */
 export function fullPrecision<T extends (Tensor | null | undefined)[]>(...ts: T): T {

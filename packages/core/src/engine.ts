@@ -18,8 +18,8 @@ class Engine {
   matmulPrecision: MatmulPrecision = 'highest';
   /** The dtype of autocast's products, or null outside autocast (autocast.ts). */
   autocast: HalfDType | null = null;
-  /** The autocast region's casts of op outputs to its dtype, by source tensor (autocast.ts). */
-  autocastCasts: WeakMap<Tensor, Tensor> | null = null;
+  /** The autocast region's casts of op outputs to its dtype, by source tensor, with the serial of the storage each was cast from (autocast.ts). */
+  autocastCasts: WeakMap<Tensor, { cast: Tensor; from: number }> | null = null;
   /** The step being checked or recorded by captureStep, or null (capture.ts). */
   capture: CaptureSession | null = null;
   /** True while a captured step's spans are re-issued before a replay. */
