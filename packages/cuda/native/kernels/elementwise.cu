@@ -3,6 +3,7 @@
 #include "common.cuh"
 #include "half.cuh"
 #include <cmath>
+#include <type_traits>
 
 #define GRID_STRIDE(i, n) for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
 
@@ -173,9 +174,10 @@ __device__ __forceinline__ void binaryHalf(const H* a, const H* b, R* y, int op,
 HALF_ELEMENTWISE(bf16, __nv_bfloat16)
 HALF_ELEMENTWISE(f16, __half)
 
-// 4-element forms of the 16-bit unary, binary and cast kernels, on layouts in units of 4 elements
-// (src/layout.ts's vectorLayout, as the float4 forms): 8-byte loads and stores of 16-bit values
-// (16-byte ones of float32) instead of 2-byte ones, a quarter of the index arithmetic, and the
+// 4-element forms of the unary, binary and copy kernels, on layouts whose innermost dim is
+// contiguous in every operand and whose offsets and other strides are multiples of 4 (src/layout.ts's
+// vectorLayout rescales them to units of 4 elements): 16-byte loads and stores of float32, 8-byte
+// ones of the 16-bit dtypes (instead of 2-byte ones), a quarter of the index arithmetic, and the
 // arithmetic ops chosen at compile time. The values are the scalar kernels' exactly.
 template <typename H>
 __device__ __forceinline__ void load4(const H* p, float (&f)[4]) {
@@ -198,8 +200,8 @@ __device__ __forceinline__ void store4(H* p, const float (&f)[4]) {
 }
 __device__ __forceinline__ void store4(float* p, const float (&f)[4]) { *reinterpret_cast<float4*>(p) = make_float4(f[0], f[1], f[2], f[3]); }
 
-template <typename H>
-__device__ __forceinline__ void unaryHalf4(const H* x, H* y, int op, const Strided& L) {
+template <typename E>
+__device__ __forceinline__ void unary4(const E* x, E* y, int op, const Strided& L) {
   GRID_STRIDE(i, L.n) {
     uint32_t o[2];
     viewOffsets(L, i, o);
@@ -211,8 +213,8 @@ __device__ __forceinline__ void unaryHalf4(const H* x, H* y, int op, const Strid
   }
 }
 // OP >= 0: the op fixed at compile time; -1: the runtime `op`.
-template <int OP, typename H>
-__device__ __forceinline__ void binaryHalf4(const H* a, const H* b, H* y, int op, int scalars, float sa, float sb, const Strided& L) {
+template <int OP, typename E>
+__device__ __forceinline__ void binary4(const E* a, const E* b, E* y, int op, int scalars, float sa, float sb, const Strided& L) {
   GRID_STRIDE(i, L.n) {
     uint32_t o[3];
     viewOffsets(L, i, o);
@@ -224,8 +226,9 @@ __device__ __forceinline__ void binaryHalf4(const H* a, const H* b, H* y, int op
     store4(y + 4 * (size_t)i, x0);
   }
 }
+// Between float32 and a 16-bit dtype: converted (rounded to nearest even on the way in).
 template <typename S, typename D>
-__device__ __forceinline__ void copy4(const S* x, D* y, const Strided& L) {
+__device__ __forceinline__ void cast4(const S* x, D* y, const Strided& L) {
   GRID_STRIDE(i, L.n) {
     uint32_t o[2];
     viewOffsets(L, i, o);
@@ -234,73 +237,36 @@ __device__ __forceinline__ void copy4(const S* x, D* y, const Strided& L) {
     store4(y + 4 * (size_t)o[0], f);
   }
 }
-// A 16-bit copy within one dtype moves the bits (NaN payloads included), as the scalar one.
-template <typename H>
-__device__ __forceinline__ void copyBits4(const H* x, H* y, const Strided& L) {
+// Within one dtype the bits move (NaN payloads included), as in the scalar copies.
+template <typename E>
+__device__ __forceinline__ void copyBits4(const E* x, E* y, const Strided& L) {
+  using V = typename std::conditional<sizeof(E) == 4, uint4, uint2>::type;
   GRID_STRIDE(i, L.n) {
     uint32_t o[2];
     viewOffsets(L, i, o);
-    *reinterpret_cast<uint2*>(y + 4 * (size_t)o[0]) = *reinterpret_cast<const uint2*>(x + 4 * (size_t)o[1]);
+    *reinterpret_cast<V*>(y + 4 * (size_t)o[0]) = *reinterpret_cast<const V*>(x + 4 * (size_t)o[1]);
   }
 }
-#define HALF_ELEMENTWISE4(NAME, H)                                                                                               \
-  extern "C" __global__ void unary_##NAME##x4(const H* x, H* y, int op, Strided L) { unaryHalf4(x, y, op, L); }                   \
-  extern "C" __global__ void binary_##NAME##x4(const H* a, const H* b, H* y, int op, int scalars, float sa, float sb, Strided L) { \
-    switch (op) {                                                                                                                 \
-      case 0: return binaryHalf4<0>(a, b, y, op, scalars, sa, sb, L);                                                             \
-      case 1: return binaryHalf4<1>(a, b, y, op, scalars, sa, sb, L);                                                             \
-      case 2: return binaryHalf4<2>(a, b, y, op, scalars, sa, sb, L);                                                             \
-      case 3: return binaryHalf4<3>(a, b, y, op, scalars, sa, sb, L);                                                             \
+#define ELEMENTWISE4(NAME, E)                                                                                                    \
+  extern "C" __global__ void unary_##NAME##x4(const E* x, E* y, int op, Strided L) { unary4(x, y, op, L); }                       \
+  extern "C" __global__ void binary_##NAME##x4(const E* a, const E* b, E* y, int op, int scalars, float sa, float sb, Strided L) { \
+    switch (op) { /* the arithmetic ops, each with its own loop; the rest share one */                                          \
+      case 0: return binary4<0>(a, b, y, op, scalars, sa, sb, L);                                                                 \
+      case 1: return binary4<1>(a, b, y, op, scalars, sa, sb, L);                                                                 \
+      case 2: return binary4<2>(a, b, y, op, scalars, sa, sb, L);                                                                 \
+      case 3: return binary4<3>(a, b, y, op, scalars, sa, sb, L);                                                                 \
     }                                                                                                                             \
-    binaryHalf4<-1>(a, b, y, op, scalars, sa, sb, L);                                                                             \
+    binary4<-1>(a, b, y, op, scalars, sa, sb, L);                                                                                 \
   }                                                                                                                               \
-  extern "C" __global__ void copy_f32_##NAME##x4(const float* x, H* y, Strided L) { copy4(x, y, L); }                             \
-  extern "C" __global__ void copy_##NAME##_f32x4(const H* x, float* y, Strided L) { copy4(x, y, L); }                             \
-  extern "C" __global__ void copy_##NAME##_##NAME##x4(const H* x, H* y, Strided L) { copyBits4(x, y, L); }
-HALF_ELEMENTWISE4(bf16, __nv_bfloat16)
-HALF_ELEMENTWISE4(f16, __half)
-
-// float4 forms of the float32 unary, binary and copy kernels, for layouts whose innermost dim is
-// contiguous in every operand and whose offsets and other strides are multiples of 4 (src/layout.ts
-// rescales such a layout to units of 4 floats): four elements per load and store, a quarter of the
-// index arithmetic, and the op chosen once per kernel instead of per element.
-__device__ __forceinline__ float4 map4(float4 a, float4 b, int op) {
-  return make_float4(binaryF(op, a.x, b.x), binaryF(op, a.y, b.y), binaryF(op, a.z, b.z), binaryF(op, a.w, b.w));
-}
-// OP >= 0: the op fixed at compile time; -1: the runtime `op`.
-template <int OP>
-__device__ __forceinline__ void binary4(const float4* a, const float4* b, float4* y, int op, int scalars, float sa, float sb, const Strided& L) {
-  const float4 va = make_float4(sa, sa, sa, sa), vb = make_float4(sb, sb, sb, sb);
-  GRID_STRIDE(i, L.n) {
-    uint32_t o[3];
-    viewOffsets(L, i, o);
-    y[i] = map4(scalars & 1 ? va : a[o[1]], scalars & 2 ? vb : b[scalars & 1 ? o[1] : o[2]], OP >= 0 ? OP : op);
-  }
-}
-extern "C" __global__ void binary_f32x4(const float4* a, const float4* b, float4* y, int op, int scalars, float sa, float sb, Strided L) {
-  switch (op) {  // the arithmetic ops, each with its own loop; the rest share one
-    case 0: return binary4<0>(a, b, y, op, scalars, sa, sb, L);
-    case 1: return binary4<1>(a, b, y, op, scalars, sa, sb, L);
-    case 2: return binary4<2>(a, b, y, op, scalars, sa, sb, L);
-    case 3: return binary4<3>(a, b, y, op, scalars, sa, sb, L);
-  }
-  binary4<-1>(a, b, y, op, scalars, sa, sb, L);
-}
-extern "C" __global__ void unary_f32x4(const float4* x, float4* y, int op, Strided L) {
-  GRID_STRIDE(i, L.n) {
-    uint32_t o[2];
-    viewOffsets(L, i, o);
-    const float4 v = x[o[1]];
-    y[i] = make_float4(unaryF(op, v.x), unaryF(op, v.y), unaryF(op, v.z), unaryF(op, v.w));
-  }
-}
-extern "C" __global__ void copy_f32x4(const float4* x, float4* y, Strided L) {
-  GRID_STRIDE(i, L.n) {
-    uint32_t o[2];
-    viewOffsets(L, i, o);
-    y[o[0]] = x[o[1]];
-  }
-}
+  extern "C" __global__ void copy_##NAME##_##NAME##x4(const E* x, E* y, Strided L) { copyBits4(x, y, L); }
+ELEMENTWISE4(f32, float)
+ELEMENTWISE4(bf16, __nv_bfloat16)
+ELEMENTWISE4(f16, __half)
+#define CASTS4(NAME, H)                                                                                \
+  extern "C" __global__ void copy_f32_##NAME##x4(const float* x, H* y, Strided L) { cast4(x, y, L); } \
+  extern "C" __global__ void copy_##NAME##_f32x4(const H* x, float* y, Strided L) { cast4(x, y, L); }
+CASTS4(bf16, __nv_bfloat16)
+CASTS4(f16, __half)
 
 template <typename C, typename T>
 __device__ void whereBody(const C* c, const T* a, const T* b, T* y, const Strided& L) {

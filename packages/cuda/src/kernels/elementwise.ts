@@ -1,5 +1,5 @@
 /**
- * Fills, random numbers, copies (flat, tiled transposes, strided, float4) and the elementwise ops
+ * Fills, random numbers, copies (flat, tiled transposes, strided, 4-element) and the elementwise ops
  * (native/kernels/elementwise.cu). Op codes are positions in UNARY_OPS / BINARY_OPS.
  */
 import { type Backend, isFloating } from '@sparsegrad/core';
@@ -83,7 +83,7 @@ export function elementwiseKernels(h: CudaHost): Pick<Backend, 'fill' | 'random'
       const V = v4 ?? L;
       launch(
         'copy',
-        v4 ? (from === 'f32' && to === 'f32' ? 'copy_f32x4' : `copy_${from}_${to}x4`) : `copy_${from}_${to}`,
+        `copy_${from}_${to}${v4 ? 'x4' : ''}`,
         [blocksFor(V.n), 1, 1],
         THREADS,
         args.reset().ptr(P(src.buffer)).ptr(P(dst.buffer)).strided(V.n, V.shape, V.flat, V.ops),
