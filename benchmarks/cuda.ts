@@ -60,9 +60,9 @@ for (const p of precisions) if (p !== 'bf16' && !MATMUL_PRECISIONS.includes(p)) 
 /** Whether a product of the table takes the backend's dense route (bfloat16: as blocksparse-routes.ts's half routes decide). */
 function denseRouted(layout: BlockLayout, product: BsrProduct, p: TablePrecision): boolean {
   const mode = be.tuning.denseRoute;
-  if (p !== 'bf16') return takesDenseRoute(layout, product, p, mode);
-  if (product === 'sddmm') return mode !== 'off';
-  return layout.blockSize === 128 ? mode !== 'off' : takesDenseRoute(layout, product, 'medium', mode);
+  // bfloat16: the forward and dX decide as 'medium' does; dW takes cuBLAS unless turned off.
+  if (p === 'bf16' && product === 'sddmm') return mode !== 'off';
+  return takesDenseRoute(layout, product, p === 'bf16' ? 'medium' : p, mode);
 }
 
 doc.header(be.device.description, 'CUDA events');

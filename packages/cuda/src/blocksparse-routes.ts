@@ -68,27 +68,20 @@ const FP32_TOKENS: Record<number, number> = { 16: 256, 32: 128, 64: 128 };
 const OP_NAMES: Record<BsrProduct, string> = { forward: 'bsrMatmul', gradInput: 'bsrMatmulGradInput', sddmm: 'bsrSddmm' };
 const KERNEL_KINDS: Record<BsrProduct, string> = { forward: 'forward', gradInput: 'grad_input', sddmm: 'sddmm' };
 
-function checkBlockSize(product: BsrProduct, blockSize: number): void {
-  if (!FP32_TOKENS[blockSize])
-    throw new Error(`cuda: ${OP_NAMES[product]}: no kernel for ${blockSize}x${blockSize} blocks (16, 32 and 64 have kernels; 128 runs on a dense copy of W)`);
-}
-
-/**
- * 128x128 blocks have no kernels of their own yet (issue 27): every product runs on a dense copy
- * (dense-route.ts), within its temporary's bound; past it an Error says so.
- */
-function denseFor128(layout: LayoutShape, product: BsrProduct, c: RouteContext): boolean {
-  if (layout.blockSize !== 128 || c.tuning.denseRoute === 'off') return false;
-  if (layout.rows * layout.cols * 4 > MAX_DENSE_BYTES)
+function checkBlockSize(product: BsrProduct, layout: LayoutShape): void {
+  const bs = layout.blockSize;
+  // 128x128 blocks reach here only where their dense route (dense-route.ts) cannot run.
+  if (bs === 128 && layout.rows * layout.cols * 4 > MAX_DENSE_BYTES)
     throw new Error(
       `cuda: ${OP_NAMES[product]}: 128x128 blocks run on a dense copy of W (no kernel of their own yet), which for W [${layout.rows}, ${layout.cols}] would exceed ${MAX_DENSE_BYTES / 2 ** 30} GiB`,
     );
-  return true;
+  if (!FP32_TOKENS[bs])
+    throw new Error(`cuda: ${OP_NAMES[product]}: no kernel for ${bs}x${bs} blocks (16, 32 and 64 have kernels; 128 runs on a dense copy of W)`);
 }
 
 export function productRoute(layout: LayoutShape, product: 'forward' | 'gradInput', precision: MatmulPrecision, c: RouteContext): ProductRoute {
-  if (denseFor128(layout, product, c) || takesDenseRoute(layout, product, precision, c.tuning.denseRoute)) return { route: 'dense' };
-  checkBlockSize(product, layout.blockSize);
+  if (takesDenseRoute(layout, product, precision, c.tuning.denseRoute)) return { route: 'dense' };
+  checkBlockSize(product, layout);
   const forward = product === 'forward';
   // 64x64 blocks with tensor cores on Hopper run the 32x32 TMA kernels on their quadrants (a split
   // pass first copies nnz x 16 KB). On an H100 this took the TF32 forward at density 0.5 from 0.68
@@ -192,7 +185,7 @@ function lineKernel(product: BsrProduct, bs: number, precision: MatmulPrecision,
  */
 export type HalfProductRoute = { route: 'dense' } | { route: 'union'; kernel: UnionKernel; split64: boolean } | { route: 'widened' };
 export function halfProductRoute(layout: LayoutShape, product: 'forward' | 'gradInput', c: RouteContext): HalfProductRoute {
-  if (denseFor128(layout, product, c) || takesDenseRoute(layout, product, 'medium', c.tuning.denseRoute)) return { route: 'dense' };
+  if (takesDenseRoute(layout, product, 'medium', c.tuning.denseRoute)) return { route: 'dense' };
   const { tma } = c.constants;
   const actCols = product === 'forward' ? layout.cols : layout.rows;
   // 64x64 blocks as their 32x32 quadrants (copied, 8 KB a block), as the float32 routes take them.
@@ -213,8 +206,8 @@ export function halfSddmmRoute(layout: LayoutShape, c: RouteContext): 'dense' | 
 }
 
 export function sddmmRoute(layout: LayoutShape, precision: MatmulPrecision, c: RouteContext): SddmmRoute {
-  if (denseFor128(layout, 'sddmm', c) || takesDenseRoute(layout, 'sddmm', precision, c.tuning.denseRoute)) return { route: 'dense' };
-  checkBlockSize('sddmm', layout.blockSize);
+  if (takesDenseRoute(layout, 'sddmm', precision, c.tuning.denseRoute)) return { route: 'dense' };
+  checkBlockSize('sddmm', layout);
   const transpose = sddmmTransposes(layout, precision, c);
   if (useSddmmTile(layout, precision, c)) return { route: 'tile', transpose };
   return { route: 'lines', kernel: lineKernel('sddmm', layout.blockSize, precision, c), transpose };

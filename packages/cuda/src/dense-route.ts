@@ -24,23 +24,28 @@ export type BsrProduct = 'forward' | 'gradInput' | 'sddmm';
  * in place: the TF32 forward with 32x32 blocks, whose crossover (0.465) lies where the route's
  * own cost (zeroing and filling the dense W: 0.016-0.05 ms) made it slower than the kernel at 0.5
  * for X [16384, 4096] (0.392 ms against 0.357), so it starts at 0.6. Other GPUs run other
- * kernels and were not measured; these are the best estimate there is for them.
+ * kernels and were not measured; these are the best estimate there is for them. 128x128 blocks
+ * have no kernel of their own yet (issue 27): they take the dense route from density 0.
  */
+const ALWAYS: Record<BsrProduct, number> = { forward: 0, gradInput: 0, sddmm: 0 };
 const DENSE_FROM: Record<MatmulPrecision, Record<number, Record<BsrProduct, number>>> = {
   highest: {
     16: { forward: 0.46, gradInput: 0.46, sddmm: 0.36 },
     32: { forward: 0.87, gradInput: 0.82, sddmm: 0.62 },
     64: { forward: 0.77, gradInput: 0.73, sddmm: 0.72 },
+    128: ALWAYS,
   },
   high: {
     16: { forward: 0.066, gradInput: 0.089, sddmm: 0.145 },
     32: { forward: 0.6, gradInput: 0.54, sddmm: 0.37 },
     64: { forward: 0.51, gradInput: 0.62, sddmm: 0.48 },
+    128: ALWAYS,
   },
   medium: {
     16: { forward: 0.088, gradInput: 0.11, sddmm: 0.15 },
     32: { forward: 0.57, gradInput: 0.69, sddmm: 0.37 },
     64: { forward: 0.6, gradInput: 0.76, sddmm: 0.46 },
+    128: ALWAYS,
   },
 };
 /** The dense temporary is bounded: beyond it the kernels run whatever the density. */
