@@ -353,9 +353,10 @@ export interface AttentionOperand {
 
 /**
  * Attention without the [tq, tk] scores in memory (FlashAttention): an optional pair of kernels.
- * Core's scaledDotProductAttention takes them where `supports` says so (no mask, no dropout, q, k
- * and v of one dtype) and composes attention from the other kernels elsewhere; both give
- * softmax(scale q k^T) v up to float32 rounding (the composed form is the reference).
+ * Core's scaledDotProductAttention takes them where `supports` says so (no mask, q, k and v of one
+ * dtype; dropout with the mask dropout() would draw) and composes attention from the other kernels
+ * elsewhere; both give softmax(scale q k^T) v up to float32 rounding (the composed form is the
+ * reference).
  */
 export interface FusedAttention {
   /** Whether the kernels take this problem in this dtype (head sizes, dtypes). */
