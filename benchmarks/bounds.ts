@@ -7,21 +7,17 @@
  */
 export const DRAM_BYTES_PER_S = 3.35e12;
 
-export type Product = 'forward' | 'dX' | 'dW';
-
 /**
  * Bytes a product must move at least, for X [m, k] and W [n, k] at `density`: the activations it
  * reads and writes (every output element is written once) and the stored blocks, `elementBytes`
- * each (4 for float32 tensors, 2 for bfloat16).
+ * each (4 for float32 tensors, 2 for bfloat16). The three products move the same: the forward
+ * reads X and writes Y, dX reads dY and writes dX, dW reads dY and X and writes the blocks.
  */
-export function leastBytes(product: Product, m: number, k: number, n: number, density: number, elementBytes = 4): number {
-  const blocks = n * k * density * elementBytes;
-  if (product === 'forward') return elementBytes * (m * k + m * n) + blocks; // read X, write Y
-  if (product === 'dX') return elementBytes * (m * n + m * k) + blocks; // read dY, write dX
-  return elementBytes * (m * n + m * k) + blocks; // read dY and X, write the blocks
+export function leastBytes(m: number, k: number, n: number, density: number, elementBytes = 4): number {
+  return elementBytes * (m * k + m * n + n * k * density);
 }
 
 /** The bound in ms: max(dense ms x density, the DRAM floor). */
-export function boundMs(denseMs: number, product: Product, m: number, k: number, n: number, density: number, elementBytes = 4): number {
-  return Math.max(denseMs * density, (leastBytes(product, m, k, n, density, elementBytes) / DRAM_BYTES_PER_S) * 1e3);
+export function boundMs(denseMs: number, m: number, k: number, n: number, density: number, elementBytes = 4): number {
+  return Math.max(denseMs * density, (leastBytes(m, k, n, density, elementBytes) / DRAM_BYTES_PER_S) * 1e3);
 }

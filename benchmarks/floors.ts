@@ -6,7 +6,9 @@
  * ones measured on the GPU host (docs/benchmarks.md, CUDA section, 2026-11-23).
  *   npx tsx benchmarks/floors.ts
  */
-import { DRAM_BYTES_PER_S, type Product, leastBytes } from './bounds.ts';
+import { DRAM_BYTES_PER_S, leastBytes } from './bounds.ts';
+
+type Product = 'forward' | 'dX' | 'dW';
 
 const PEAK_FLOPS = { highest: 66.9e12, high: 494.7e12, medium: 989.4e12 } as const;
 type Precision = keyof typeof PEAK_FLOPS;
@@ -29,7 +31,7 @@ for (const { m, k, n, dense } of SHAPES) {
       for (const density of [0.5, 0.25, 0.1]) {
         const goal = GOALS[precision][density];
         const goalMs = dense[precision][i] / goal;
-        const dramMs = (leastBytes(product, m, k, n, density) / DRAM_BYTES_PER_S) * 1e3;
+        const dramMs = (leastBytes(m, k, n, density) / DRAM_BYTES_PER_S) * 1e3;
         const flopMs = ((2 * m * n * k * density) / PEAK_FLOPS[precision]) * 1e3;
         const best = dense[precision][i] / Math.max(dramMs, flopMs);
         console.log(

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { BlockSparseMatrix, bfloat16ToFloat32, manualSeed, randn, type Backend, type BlockLayout, type MatmulPrecision, type Tensor } from '@sparsegrad/core';
 import { layoutDensity, matrixAt, type BackendBuffer } from '@sparsegrad/core/backend';
-import { type Product, boundMs } from './bounds.ts';
+import { boundMs } from './bounds.ts';
 import type { BsrProduct } from '@sparsegrad/cuda';
 
 export function median(xs: number[]): number {
@@ -170,7 +170,7 @@ export async function blockSparseTable(o: {
         check('sddmm', await read(dw, W.layout.nnzBlocks * bs * bs));
         const stored = layoutDensity(W.layout);
         const r = (ms: number, base: number, product: BsrProduct) => {
-          const bound = boundMs(base, BOUND_PRODUCT[product], M, cols, wRows, stored, elementBytes);
+          const bound = boundMs(base, M, cols, wRows, stored, elementBytes);
           return `${(base / ms).toFixed(2)}x (${Math.round((100 * bound) / ms)}%)${o.mark?.(W.layout, product, casePrecision) ?? ''}`;
         };
         rows.get(density)!.push([r(f, d.forward, 'forward'), r(gi, d.dX, 'gradInput'), r(gw, d.dW, 'sddmm'), tflops(2 * M * W.layout.nnzBlocks * bs * bs, f)]);
@@ -189,7 +189,6 @@ export async function blockSparseTable(o: {
 const CHECK_TOKENS = 2;
 /** Largest relative error (norm of the difference over the norm of the reference) per precision. */
 const CHECK_TOLERANCE: Record<TablePrecision, number> = { highest: 1e-4, high: 1e-2, medium: 3e-2, bf16: 3e-2 };
-const BOUND_PRODUCT: Record<BsrProduct, Product> = { forward: 'forward', gradInput: 'dX', sddmm: 'dW' };
 
 /**
  * Checks a block-sparse product's output: the forward and dX rows of the first CHECK_TOKENS tokens
